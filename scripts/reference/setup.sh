@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Creates the git-ignored virtual environment that the reference scripts run in.
+#   scripts/reference/setup.sh metrics   -> .venv-ref    (scikit-learn, seqeval, sacrebleu, rouge-score, evaluate)
+#   scripts/reference/setup.sh torch     -> .venv-torch  (PyTorch + transformers, for engine/model fixtures)
+# Never run in CI: the fixtures it produces are committed.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+kind=${1:-metrics}
+case "$kind" in
+  metrics) venv="$root/.venv-ref"; req="$root/scripts/reference/requirements-metrics.txt" ;;
+  torch) venv="$root/.venv-torch"; req="$root/scripts/reference/requirements-torch.txt" ;;
+  *) echo "usage: $0 metrics|torch" >&2; exit 2 ;;
+esac
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/pip" install -q -r "$req"
+echo "$venv ready"

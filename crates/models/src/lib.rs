@@ -1,0 +1,8 @@
+//! Model architectures on the engine's kernels (one file per architecture, forward and backward side by side),
+//! task heads, Hugging Face checkpoint I/O (safetensors, restricted `.bin` unpickling, hub cache layout) and
+//! tokenizers.
+
+pub mod bert;
+pub mod checkpoint;
+pub mod config;
+pub mod tokenizer;

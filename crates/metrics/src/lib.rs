@@ -18,3 +18,4 @@ pub mod sequence;
 
 pub use common::{Average, ZeroDivision};
 pub use error::{MetricError, Result};
+pub mod significance;

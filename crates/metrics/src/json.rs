@@ -159,8 +159,8 @@ impl<'a> Args<'a> {
             Some(Value::String(s)) if s == "warn" => Ok(ZeroDivision::Warn),
             Some(v) => match as_f64(v) {
                 Some(x) if x.is_nan() => Ok(ZeroDivision::NaN),
-                Some(x) if x == 0.0 => Ok(ZeroDivision::Zero),
-                Some(x) if x == 1.0 => Ok(ZeroDivision::One),
+                Some(0.0) => Ok(ZeroDivision::Zero),
+                Some(1.0) => Ok(ZeroDivision::One),
                 _ => Err(MetricError::value(format!(
                     "The 'zero_division' parameter of {} must be a str among {{'warn'}}, a float among {{0.0, 1.0, nan}}. Got {v} instead.",
                     self.metric

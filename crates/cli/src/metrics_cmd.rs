@@ -1,0 +1,710 @@
+//! `finetune metrics ...`: metric reports from files, through the library's `call` interface, so that what the
+//! command prints is exactly what a library or JSON user gets.
+
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail, Result};
+use clap::{Args, Subcommand};
+use serde_json::{json, Map, Value};
+
+use finetune_metrics::call::call;
+use finetune_metrics::significance::{self, System};
+
+use crate::input;
+
+#[derive(Subcommand)]
+pub enum MetricsCommand {
+    /// List the metrics of `finetune metrics call` and the Python function each one mirrors.
+    List,
+    /// Read JSON lines {"metric": NAME, "args": {...}} on stdin; write one JSON answer per line.
+    ///
+    /// Answers are {"result": ...} or {"error": {"kind": "ValueError", "message": ...}}; non-finite floats are
+    /// the strings "NaN", "Infinity", "-Infinity".
+    Call,
+    /// sklearn's classification_report (and --json: accuracy, F1s, MCC, kappa, confusion matrix).
+    ///
+    /// Example: finetune metrics classification --y-true gold.txt --y-pred pred.txt --digits 4 --ci
+    Classification(ClassificationArgs),
+    /// ROC AUC and average precision from JSON lines {"label": L, "score": S} (binary) or
+    /// {"label": L, "scores": [S0, S1, ...]} (multiclass, one-vs-rest).
+    ///
+    /// Example: finetune metrics ranking --data scores.jsonl --ci
+    Ranking(RankingArgs),
+    /// Entity-level seqeval report from two CoNLL files (token ... tag; the last column is the tag).
+    ///
+    /// Example: finetune metrics ner --gold test.conll --pred pred.conll --mode strict --scheme IOB2
+    Ner(NerArgs),
+    /// sacrebleu corpus BLEU of a hypothesis file (one sentence per line) against one or more reference files.
+    ///
+    /// Example: finetune metrics bleu --hyp out.txt --ref ref1.txt --ref ref2.txt --tokenize 13a
+    Bleu(BleuArgs),
+    /// sacrebleu corpus chrF (chrF++ with --word-order 2).
+    Chrf(ChrfArgs),
+    /// sacrebleu corpus TER.
+    Ter(TerArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct Stats {
+    /// Print JSON instead of the reference's report text.
+    #[arg(long)]
+    json: bool,
+    /// Add bootstrap confidence intervals (percentile method).
+    #[arg(long)]
+    ci: bool,
+    /// A second system's predictions: paired significance test of the main predictions against them.
+    #[arg(long, value_name = "OTHER_PRED")]
+    compare: Option<PathBuf>,
+    /// Paired test: `bs` (paired bootstrap, as sacrebleu --paired-bs) or `ar` (approximate randomisation).
+    #[arg(long, default_value = "bs", value_parser = ["bs", "ar"])]
+    test: String,
+    /// Resamples (bootstrap) or trials (approximate randomisation); 0 = 1000 for bs and CIs, 10000 for ar.
+    #[arg(long, default_value_t = 0)]
+    n_samples: usize,
+    /// Coverage of the confidence intervals.
+    #[arg(long, default_value_t = 0.95)]
+    confidence: f64,
+    /// Seed of the resampling.
+    #[arg(long, default_value_t = 12345)]
+    seed: u64,
+}
+
+#[derive(Args)]
+pub struct ClassificationArgs {
+    /// Gold labels, one per line.
+    #[arg(long)]
+    y_true: PathBuf,
+    /// Predicted labels, one per line, parallel to --y-true.
+    #[arg(long)]
+    y_pred: PathBuf,
+    /// Decimal digits of the report.
+    #[arg(long, default_value_t = 2)]
+    digits: usize,
+    #[command(flatten)]
+    stats: Stats,
+}
+
+#[derive(Args)]
+pub struct RankingArgs {
+    /// JSON lines with "label" and "score" (binary) or "scores" (one per class, classes in sorted label order).
+    #[arg(long)]
+    data: PathBuf,
+    /// The positive class for binary data (default: sklearn's rule, 1 for {0, 1} labels).
+    #[arg(long)]
+    pos_label: Option<String>,
+    /// Include the ROC and precision-recall curves in --json output.
+    #[arg(long)]
+    curves: bool,
+    #[command(flatten)]
+    stats: Stats,
+}
+
+#[derive(Args)]
+pub struct NerArgs {
+    /// Gold CoNLL file.
+    #[arg(long)]
+    gold: PathBuf,
+    /// Predicted CoNLL file with the same tokens.
+    #[arg(long)]
+    pred: PathBuf,
+    /// `strict` for exact scheme matching (needs --scheme); default: conlleval-compatible lenient chunking.
+    #[arg(long)]
+    mode: Option<String>,
+    /// IOB1, IOB2, IOE1, IOE2, IOBES or BILOU (with --mode strict).
+    #[arg(long)]
+    scheme: Option<String>,
+    #[arg(long, default_value_t = 2)]
+    digits: usize,
+    #[command(flatten)]
+    stats: Stats,
+}
+
+#[derive(Args)]
+pub struct BleuArgs {
+    /// System output, one sentence per line.
+    #[arg(long)]
+    hyp: PathBuf,
+    /// Reference file(s), parallel to --hyp; repeat for several references.
+    #[arg(long = "ref", required = true)]
+    refs: Vec<PathBuf>,
+    /// 13a, intl, char, none or zh.
+    #[arg(long, default_value = "13a")]
+    tokenize: String,
+    #[arg(long)]
+    lowercase: bool,
+    /// exp, floor, add-k or none.
+    #[arg(long, default_value = "exp")]
+    smooth_method: String,
+    #[arg(long)]
+    smooth_value: Option<f64>,
+    #[command(flatten)]
+    stats: Stats,
+}
+
+#[derive(Args)]
+pub struct ChrfArgs {
+    #[arg(long)]
+    hyp: PathBuf,
+    #[arg(long = "ref", required = true)]
+    refs: Vec<PathBuf>,
+    /// 0 for chrF, 2 for chrF++.
+    #[arg(long, default_value_t = 0)]
+    word_order: usize,
+    #[arg(long)]
+    lowercase: bool,
+    #[command(flatten)]
+    stats: Stats,
+}
+
+#[derive(Args)]
+pub struct TerArgs {
+    #[arg(long)]
+    hyp: PathBuf,
+    #[arg(long = "ref", required = true)]
+    refs: Vec<PathBuf>,
+    #[arg(long)]
+    normalized: bool,
+    #[arg(long)]
+    no_punct: bool,
+    #[arg(long)]
+    case_sensitive: bool,
+    #[command(flatten)]
+    stats: Stats,
+}
+
+/// A metric that can be recomputed on any multiset of items, for one of two systems.
+struct Scalar {
+    name: &'static str,
+    metric: &'static str,
+    /// Keyword arguments for the items at `idx` of the given system's predictions.
+    args: Box<dyn Fn(&[usize], System) -> Map<String, Value>>,
+    /// Picks the number out of the metric's result.
+    pick: fn(&Value) -> Option<f64>,
+}
+
+impl Scalar {
+    fn eval(&self, idx: &[usize], system: System) -> Result<f64> {
+        let result = call(self.metric, &Value::Object((self.args)(idx, system)))
+            .map_err(|e| anyhow!("{}: {}: {e}", self.metric, e.kind()))?;
+        (self.pick)(&result).ok_or_else(|| anyhow!("{}: unexpected result {result}", self.metric))
+    }
+}
+
+fn metric_call(metric: &str, args: Value) -> Result<Value> {
+    call(metric, &args).map_err(|e| anyhow!("{metric}: {}: {e}", e.kind()))
+}
+
+pub fn run(cmd: MetricsCommand) -> Result<()> {
+    match cmd {
+        MetricsCommand::List => {
+            for m in finetune_metrics::call::list() {
+                println!("{:<40} {}", m.name, m.reference);
+            }
+            Ok(())
+        }
+        MetricsCommand::Call => call_stdin(),
+        MetricsCommand::Classification(a) => classification(a),
+        MetricsCommand::Ranking(a) => ranking(a),
+        MetricsCommand::Ner(a) => ner(a),
+        MetricsCommand::Bleu(a) => bleu(a),
+        MetricsCommand::Chrf(a) => chrf(a),
+        MetricsCommand::Ter(a) => ter(a),
+    }
+}
+
+fn call_stdin() -> Result<()> {
+    use std::io::{BufRead, Write};
+    let stdin = std::io::stdin();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for line in stdin.lock().lines() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        writeln!(out, "{}", finetune_metrics::call::call_line(&line))?;
+    }
+    Ok(())
+}
+
+fn pick_number(v: &Value) -> Option<f64> {
+    finetune_metrics::json::as_f64(v)
+}
+
+fn pick_score(v: &Value) -> Option<f64> {
+    v.get("score").and_then(finetune_metrics::json::as_f64)
+}
+
+fn subset(values: &[Value], idx: &[usize]) -> Value {
+    Value::Array(idx.iter().map(|&i| values[i].clone()).collect())
+}
+
+fn classification(a: ClassificationArgs) -> Result<()> {
+    let gold = input::read_labels(&a.y_true)?;
+    let pred = input::read_labels(&a.y_pred)?;
+    input::same_length((&a.y_true, gold.len()), (&a.y_pred, pred.len()), "labels")?;
+    let other = match &a.stats.compare {
+        Some(p) => {
+            let o = input::read_labels(p)?;
+            input::same_length((&a.y_true, gold.len()), (p, o.len()), "labels")?;
+            Some(o)
+        }
+        None => None,
+    };
+    let mut sets: Vec<&[String]> = vec![&gold, &pred];
+    if let Some(o) = &other {
+        sets.push(o);
+    }
+    let mut encoded = input::labels_json(&sets).into_iter();
+    let (y_true, y_pred) = (encoded.next().unwrap_or_default(), encoded.next().unwrap_or_default());
+    let y_other = encoded.next();
+    let both = json!({ "y_true": y_true, "y_pred": y_pred });
+
+    let report =
+        metric_call("classification_report", json!({ "y_true": y_true, "y_pred": y_pred, "digits": a.digits }))?;
+    let mut out = Map::new();
+    if a.stats.json {
+        let dict = metric_call(
+            "classification_report",
+            json!({ "y_true": y_true, "y_pred": y_pred, "output_dict": true, "digits": a.digits }),
+        )?;
+        out.insert("classification_report".into(), dict);
+        for m in ["accuracy_score", "balanced_accuracy_score", "matthews_corrcoef", "cohen_kappa_score"] {
+            out.insert(m.into(), metric_call(m, both.clone())?);
+        }
+        out.insert("confusion_matrix".into(), metric_call("confusion_matrix", both.clone())?);
+    } else {
+        print!("{}", report.as_str().unwrap_or_default());
+    }
+
+    let (t, p, o) = (std::rc::Rc::new(y_true), std::rc::Rc::new(y_pred), std::rc::Rc::new(y_other.unwrap_or_default()));
+    let make = |metric: &'static str, name: &'static str, average: Option<&'static str>| {
+        let (t, p, o) = (t.clone(), p.clone(), o.clone());
+        Scalar {
+            name,
+            metric,
+            args: Box::new(move |idx, system| {
+                let preds = if system == System::Candidate { &p } else { &o };
+                let mut m = Map::new();
+                m.insert("y_true".into(), subset(&t, idx));
+                m.insert("y_pred".into(), subset(preds, idx));
+                if let Some(avg) = average {
+                    m.insert("average".into(), avg.into());
+                    m.insert("zero_division".into(), 0.into());
+                }
+                m
+            }),
+            pick: pick_number,
+        }
+    };
+    let scalars = vec![
+        make("accuracy_score", "accuracy", None),
+        make("f1_score", "macro_f1", Some("macro")),
+        make("f1_score", "weighted_f1", Some("weighted")),
+    ];
+    statistics(&a.stats, gold.len(), &scalars, &mut out)?;
+    finish(&a.stats, out)
+}
+
+fn ranking(a: RankingArgs) -> Result<()> {
+    if a.stats.compare.is_some() {
+        bail!("--compare is not available for ranking metrics yet: use --ci");
+    }
+    let records = input::read_jsonl(&a.data)?;
+    let mut labels = Vec::with_capacity(records.len());
+    let mut scores = Vec::with_capacity(records.len());
+    let mut width = None;
+    for (line, r) in &records {
+        let label = match r.get("label") {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            Some(Value::Bool(b)) => u8::from(*b).to_string(),
+            _ => bail!("{}:{line}: field \"label\" is missing or not a string/number", a.data.display()),
+        };
+        let score = if let Some(s) = r.get("score") {
+            finetune_metrics::json::as_f64(s).map(Value::from)
+        } else if let Some(Value::Array(xs)) = r.get("scores") {
+            let row: Option<Vec<f64>> = xs.iter().map(finetune_metrics::json::as_f64).collect();
+            row.map(|row| {
+                let w = *width.get_or_insert(row.len());
+                (w == row.len()).then(|| json!(row))
+            })
+            .and_then(|x| x)
+        } else {
+            None
+        };
+        let Some(score) = score else {
+            bail!(
+                "{}:{line}: field \"score\" (a number) or \"scores\" (numbers, one per class) is missing or invalid",
+                a.data.display()
+            );
+        };
+        labels.push(label);
+        scores.push(score);
+    }
+    let y_true = input::labels_json(&[&labels]).pop().unwrap_or_default();
+    let multiclass = width.is_some();
+    let mut base = Map::new();
+    if let Some(p) = &a.pos_label {
+        let v = if y_true.first().is_some_and(Value::is_i64) {
+            p.parse::<i64>().map(Value::from).unwrap_or_else(|_| p.as_str().into())
+        } else {
+            p.as_str().into()
+        };
+        base.insert("pos_label".into(), v);
+    }
+    let args_for = |idx: &[usize], base: &Map<String, Value>, multiclass: bool, y_true: &[Value], scores: &[Value]| {
+        let mut m = if multiclass { Map::new() } else { base.clone() };
+        m.insert("y_true".into(), subset(y_true, idx));
+        m.insert("y_score".into(), subset(scores, idx));
+        if multiclass {
+            m.insert("multi_class".into(), "ovr".into());
+        }
+        m
+    };
+    let all: Vec<usize> = (0..labels.len()).collect();
+    let mut out = Map::new();
+    let auc = metric_call("roc_auc_score", Value::Object(args_for(&all, &base, multiclass, &y_true, &scores)))?;
+    let ap = if multiclass {
+        None
+    } else {
+        Some(metric_call("average_precision_score", Value::Object(args_for(&all, &base, false, &y_true, &scores)))?)
+    };
+    if a.stats.json {
+        out.insert("roc_auc_score".into(), auc);
+        if let Some(ap) = ap {
+            out.insert("average_precision_score".into(), ap);
+        }
+        if a.curves && !multiclass {
+            for m in ["roc_curve", "precision_recall_curve"] {
+                out.insert(m.into(), metric_call(m, Value::Object(args_for(&all, &base, false, &y_true, &scores)))?);
+            }
+        }
+    } else {
+        let f =
+            |v: &Value| finetune_metrics::json::as_f64(v).map(|x| format!("{x:.4}")).unwrap_or_else(|| v.to_string());
+        println!("roc_auc_score: {}", f(&auc));
+        if let Some(ap) = &ap {
+            println!("average_precision_score: {}", f(ap));
+        }
+    }
+    let (t, s) = (std::rc::Rc::new(y_true), std::rc::Rc::new(scores));
+    let scalars = vec![Scalar {
+        name: "roc_auc",
+        metric: "roc_auc_score",
+        args: Box::new(move |idx, _| args_for(idx, &base, multiclass, &t, &s)),
+        pick: pick_number,
+    }];
+    statistics(&a.stats, labels.len(), &scalars, &mut out)?;
+    finish(&a.stats, out)
+}
+
+fn ner(a: NerArgs) -> Result<()> {
+    let gold = input::read_conll(&a.gold)?;
+    let pred = input::read_conll(&a.pred)?;
+    input::same_length((&a.gold, gold.len()), (&a.pred, pred.len()), "sentences")?;
+    for (i, (g, p)) in gold.iter().zip(&pred).enumerate() {
+        if g.len() != p.len() {
+            bail!(
+                "{}: sentence {} has {} tokens but {} has {} in that sentence",
+                a.pred.display(),
+                i + 1,
+                p.len(),
+                a.gold.display(),
+                g.len()
+            );
+        }
+    }
+    let tags = |s: &[Vec<(String, String)>]| -> Vec<Value> {
+        s.iter().map(|sent| Value::Array(sent.iter().map(|(_, t)| Value::from(t.as_str())).collect())).collect()
+    };
+    let (y_true, y_pred) = (tags(&gold), tags(&pred));
+    let y_other = match &a.stats.compare {
+        Some(p) => {
+            let o = input::read_conll(p)?;
+            input::same_length((&a.gold, gold.len()), (p, o.len()), "sentences")?;
+            tags(&o)
+        }
+        None => Vec::new(),
+    };
+    let mut base = Map::new();
+    if let Some(m) = &a.mode {
+        base.insert("mode".into(), m.as_str().into());
+    }
+    if let Some(s) = &a.scheme {
+        base.insert("scheme".into(), s.as_str().into());
+    }
+    let with = |extra: Value| -> Value {
+        let mut m = base.clone();
+        m.insert("y_true".into(), Value::Array(y_true.clone()));
+        m.insert("y_pred".into(), Value::Array(y_pred.clone()));
+        if let Value::Object(e) = extra {
+            m.extend(e);
+        }
+        Value::Object(m)
+    };
+    let mut out = Map::new();
+    if a.stats.json {
+        out.insert(
+            "classification_report".into(),
+            metric_call("seqeval.classification_report", with(json!({ "output_dict": true, "digits": a.digits })))?,
+        );
+        out.insert("accuracy_score".into(), metric_call("seqeval.accuracy_score", with(json!({})))?);
+    } else {
+        let report = metric_call("seqeval.classification_report", with(json!({ "digits": a.digits })))?;
+        print!("{}", report.as_str().unwrap_or_default());
+    }
+    let (t, p, o) = (std::rc::Rc::new(y_true), std::rc::Rc::new(y_pred), std::rc::Rc::new(y_other));
+    let scalars = vec![Scalar {
+        name: "f1",
+        metric: "seqeval.f1_score",
+        args: Box::new(move |idx, system| {
+            let preds = if system == System::Candidate { &p } else { &o };
+            let mut m = base.clone();
+            m.insert("y_true".into(), subset(&t, idx));
+            m.insert("y_pred".into(), subset(preds, idx));
+            m.insert("zero_division".into(), 0.into());
+            m
+        }),
+        pick: pick_number,
+    }];
+    statistics(&a.stats, gold.len(), &scalars, &mut out)?;
+    finish(&a.stats, out)
+}
+
+/// Hypotheses, reference streams and an optional second system for the sacrebleu commands.
+struct Corpus {
+    hyps: Vec<Value>,
+    refs: Vec<Vec<Value>>,
+    other: Vec<Value>,
+}
+
+fn read_corpus(hyp: &PathBuf, refs: &[PathBuf], stats: &Stats) -> Result<Corpus> {
+    let as_values = |v: Vec<String>| v.into_iter().map(Value::from).collect::<Vec<_>>();
+    let hyps = input::read_lines(hyp)?;
+    let mut streams = Vec::new();
+    for r in refs {
+        let lines = input::read_lines(r)?;
+        input::same_length((hyp, hyps.len()), (r, lines.len()), "lines")?;
+        streams.push(as_values(lines));
+    }
+    let other = match &stats.compare {
+        Some(p) => {
+            let o = input::read_lines(p)?;
+            input::same_length((hyp, hyps.len()), (p, o.len()), "lines")?;
+            as_values(o)
+        }
+        None => Vec::new(),
+    };
+    if hyps.is_empty() {
+        bail!("{}: no sentences (the file is empty)", hyp.display());
+    }
+    Ok(Corpus { hyps: as_values(hyps), refs: streams, other })
+}
+
+fn sacrebleu_command(metric: &'static str, corpus: Corpus, options: Map<String, Value>, stats: &Stats) -> Result<()> {
+    let mut args = options.clone();
+    args.insert("hypotheses".into(), Value::Array(corpus.hyps.clone()));
+    args.insert("references".into(), Value::Array(corpus.refs.iter().map(|r| Value::Array(r.clone())).collect()));
+    let result = metric_call(metric, Value::Object(args))?;
+    let mut out = Map::new();
+    if stats.json {
+        out.insert(metric.into(), result);
+    } else {
+        println!("{}", result.get("str").and_then(Value::as_str).unwrap_or_default());
+        if let Some(sig) = result.get("signature").and_then(Value::as_str) {
+            println!("signature: {sig}");
+        }
+    }
+    let n = corpus.hyps.len();
+    let corpus = std::rc::Rc::new(corpus);
+    let scalars = vec![Scalar {
+        name: "score",
+        metric,
+        args: Box::new(move |idx, system| {
+            let hyps = if system == System::Candidate { &corpus.hyps } else { &corpus.other };
+            let mut m = options.clone();
+            m.insert("hypotheses".into(), subset(hyps, idx));
+            m.insert("references".into(), Value::Array(corpus.refs.iter().map(|r| subset(r, idx)).collect()));
+            m
+        }),
+        pick: pick_score,
+    }];
+    statistics(stats, n, &scalars, &mut out)?;
+    finish(stats, out)
+}
+
+fn bleu(a: BleuArgs) -> Result<()> {
+    let corpus = read_corpus(&a.hyp, &a.refs, &a.stats)?;
+    let mut o = Map::new();
+    o.insert("tokenize".into(), a.tokenize.into());
+    o.insert("lowercase".into(), a.lowercase.into());
+    o.insert("smooth_method".into(), a.smooth_method.into());
+    if let Some(v) = a.smooth_value {
+        o.insert("smooth_value".into(), v.into());
+    }
+    sacrebleu_command("corpus_bleu", corpus, o, &a.stats)
+}
+
+fn chrf(a: ChrfArgs) -> Result<()> {
+    let corpus = read_corpus(&a.hyp, &a.refs, &a.stats)?;
+    let mut o = Map::new();
+    o.insert("word_order".into(), a.word_order.into());
+    o.insert("lowercase".into(), a.lowercase.into());
+    sacrebleu_command("corpus_chrf", corpus, o, &a.stats)
+}
+
+fn ter(a: TerArgs) -> Result<()> {
+    let corpus = read_corpus(&a.hyp, &a.refs, &a.stats)?;
+    let mut o = Map::new();
+    o.insert("normalized".into(), a.normalized.into());
+    o.insert("no_punct".into(), a.no_punct.into());
+    o.insert("case_sensitive".into(), a.case_sensitive.into());
+    sacrebleu_command("corpus_ter", corpus, o, &a.stats)
+}
+
+/// Bootstrap intervals (--ci) and the paired test (--compare) for each scalar, printed or added to `out`.
+fn statistics(stats: &Stats, n: usize, scalars: &[Scalar], out: &mut Map<String, Value>) -> Result<()> {
+    if stats.ci {
+        let n_samples = if stats.n_samples == 0 { 1000 } else { stats.n_samples };
+        let mut cis = Map::new();
+        if !stats.json {
+            println!(
+                "\nbootstrap {:.0}% confidence intervals ({n_samples} resamples, seed {}):",
+                stats.confidence * 100.0,
+                stats.seed
+            );
+        }
+        for s in scalars {
+            let mut err = None;
+            let ci = significance::bootstrap_ci(n, n_samples, stats.confidence, stats.seed, |idx| {
+                s.eval(idx, System::Candidate).unwrap_or_else(|e| {
+                    err.get_or_insert(e);
+                    f64::NAN
+                })
+            })?;
+            if let Some(e) = err {
+                return Err(e);
+            }
+            if stats.json {
+                cis.insert(
+                    s.name.into(),
+                    json!({ "score": num(ci.score), "mean": num(ci.mean), "lower": num(ci.lower), "upper": num(ci.upper),
+                            "confidence": ci.confidence, "n_resamples": ci.n_resamples }),
+                );
+            } else {
+                println!("  {:<12} {:.4}  [{:.4}, {:.4}]", s.name, ci.score, ci.lower, ci.upper);
+            }
+        }
+        out.insert("confidence_intervals".into(), Value::Object(cis));
+    }
+    if let Some(other) = &stats.compare {
+        let mut tests = Map::new();
+        if !stats.json {
+            println!(
+                "\npaired {} test against {} (baseline), seed {}:",
+                test_name(&stats.test),
+                other.display(),
+                stats.seed
+            );
+        }
+        for s in scalars {
+            let mut err = None;
+            let mut record = |r: Result<f64>| {
+                r.unwrap_or_else(|e| {
+                    err.get_or_insert(e);
+                    f64::NAN
+                })
+            };
+            let result = if stats.test == "ar" {
+                let trials = if stats.n_samples == 0 { 10_000 } else { stats.n_samples };
+                // Swapping item i's outputs between the systems: rebuild both systems' item lists.
+                significance::approximate_randomization(n, trials, stats.seed, |swap| {
+                    let (a_idx, b_idx) = split_by_swap(swap);
+                    let a = record(eval_mixed(s, &a_idx, &b_idx));
+                    let b = record(eval_mixed(s, &b_idx, &a_idx));
+                    (a, b)
+                })?
+            } else {
+                let samples = if stats.n_samples == 0 { 1000 } else { stats.n_samples };
+                significance::paired_bootstrap(n, samples, stats.seed, |system, idx| record(s.eval(idx, system)))?
+            };
+            if let Some(e) = err {
+                return Err(e);
+            }
+            if stats.json {
+                tests.insert(
+                    s.name.into(),
+                    json!({ "baseline": num(result.baseline), "candidate": num(result.candidate),
+                            "p_value": num(result.p_value), "test": stats.test, "n_samples": result.n_samples }),
+                );
+            } else {
+                println!(
+                    "  {:<12} baseline {:.4}  candidate {:.4}  p = {:.4}{}",
+                    s.name,
+                    result.baseline,
+                    result.candidate,
+                    result.p_value,
+                    if result.p_value < 0.05 { "  (significant at 0.05)" } else { "" }
+                );
+            }
+        }
+        out.insert("paired_test".into(), Value::Object(tests));
+    }
+    Ok(())
+}
+
+fn test_name(t: &str) -> &'static str {
+    if t == "ar" {
+        "approximate randomisation"
+    } else {
+        "bootstrap"
+    }
+}
+
+/// Items kept (`false`) and swapped (`true`).
+fn split_by_swap(swap: &[bool]) -> (Vec<usize>, Vec<usize>) {
+    let mut kept = Vec::new();
+    let mut swapped = Vec::new();
+    for (i, &s) in swap.iter().enumerate() {
+        if s {
+            swapped.push(i)
+        } else {
+            kept.push(i)
+        }
+    }
+    (kept, swapped)
+}
+
+/// The score of a system that uses the baseline's outputs on `from_baseline` and the candidate's on
+/// `from_candidate`: merges the two systems' argument lists item-wise.
+fn eval_mixed(s: &Scalar, from_baseline: &[usize], from_candidate: &[usize]) -> Result<f64> {
+    let mut a = (s.args)(from_baseline, System::Baseline);
+    let b = (s.args)(from_candidate, System::Candidate);
+    for (k, v) in b {
+        match (a.get_mut(&k), v) {
+            (Some(Value::Array(x)), Value::Array(y)) if k != "references" => x.extend(y),
+            (Some(Value::Array(x)), Value::Array(y)) => {
+                // Reference streams: extend each stream.
+                for (xs, ys) in x.iter_mut().zip(y) {
+                    if let (Value::Array(xs), Value::Array(ys)) = (xs, ys) {
+                        xs.extend(ys);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let result = call(s.metric, &Value::Object(a)).map_err(|e| anyhow!("{}: {}: {e}", s.metric, e.kind()))?;
+    (s.pick)(&result).ok_or_else(|| anyhow!("{}: unexpected result {result}", s.metric))
+}
+
+fn num(x: f64) -> Value {
+    finetune_metrics::json::num(x)
+}
+
+fn finish(stats: &Stats, out: Map<String, Value>) -> Result<()> {
+    if stats.json {
+        println!("{}", serde_json::to_string_pretty(&Value::Object(out))?);
+    }
+    Ok(())
+}

@@ -1,7 +1,7 @@
 //! `finetune metrics ...`: metric reports from files, through the library's `call` interface, so that what the
 //! command prints is exactly what a library or JSON user gets.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Result};
 use clap::{Args, Subcommand};
@@ -172,12 +172,15 @@ pub struct TerArgs {
     stats: Stats,
 }
 
+/// Builds a metric's keyword arguments for the items at `idx` of one system's predictions.
+type ArgsFn = Box<dyn Fn(&[usize], System) -> Map<String, Value>>;
+
 /// A metric that can be recomputed on any multiset of items, for one of two systems.
 struct Scalar {
     name: &'static str,
     metric: &'static str,
     /// Keyword arguments for the items at `idx` of the given system's predictions.
-    args: Box<dyn Fn(&[usize], System) -> Map<String, Value>>,
+    args: ArgsFn,
     /// Picks the number out of the metric's result.
     pick: fn(&Value) -> Option<f64>,
 }
@@ -478,7 +481,7 @@ struct Corpus {
     other: Vec<Value>,
 }
 
-fn read_corpus(hyp: &PathBuf, refs: &[PathBuf], stats: &Stats) -> Result<Corpus> {
+fn read_corpus(hyp: &Path, refs: &[PathBuf], stats: &Stats) -> Result<Corpus> {
     let as_values = |v: Vec<String>| v.into_iter().map(Value::from).collect::<Vec<_>>();
     let hyps = input::read_lines(hyp)?;
     let mut streams = Vec::new();

@@ -15,6 +15,9 @@
 //! F-beta = (1+beta²)·p·r/(beta²·p + r) (0 when that denominator is 0). A zero denominator gives the
 //! `zero_division` value: 0 for `"warn"` and 0, 1 for anything else (seqeval's rule, so NaN gives 1 too).
 //!
+//! `sample_weight` is accepted and ignored by the JSON interface, as seqeval only reads it for
+//! `average="samples"`, which it rejects.
+//!
 //! Everything is computed by [`EntityAccumulator`], which borrows the tag strings and keys its counts by an
 //! interned type index; the one-shot functions are a single `update`.
 

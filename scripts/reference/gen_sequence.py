@@ -420,4 +420,43 @@ for k in range(30):
     add(f"rand_strict{k}_lenient_cr", "seqeval.classification_report", classification_report,
         {"y_true": t, "y_pred": p, "output_dict": True})
 
+# Noisy alphabets: tags seqeval does not recognise, chunks across sentence boundaries, suffix tags.
+NOISY = ["O", "O", "O", "B-PER", "I-PER", "E-PER", "S-LOC", "I-LOC", "X", "X-PER", "B", "I", ".", ".-PER", "b-loc",
+         "O-PER", "B-", "I-_", "人-物", "B-人物"]
+NOISY_SUFFIX = ["O", "O", "PER-B", "PER-I", "LOC-E", "LOC-S", "X", "PER-X", "B", "-I", "LOC.", "物-人", "人物-B"]
+for k in range(40):
+    alphabet = NOISY_SUFFIX if k % 4 == 3 else NOISY
+    suffix = k % 4 == 3
+    t = [[rng.choice(alphabet) for _ in range(rng.randint(0, 8))] for _ in range(rng.randint(1, 30))]
+    p = [[x if rng.random() < 0.7 else rng.choice(alphabet) for x in s] for s in t]
+    add(f"noisy{k}_ge", "seqeval.get_entities", get_entities, {"seq": t, "suffix": suffix}, post=tuples)
+    add(f"noisy{k}_prfs", "seqeval.precision_recall_fscore_support", precision_recall_fscore_support,
+        {"y_true": t, "y_pred": p, "average": AVERAGES[k % 4], "suffix": suffix}, post=prfs_post)
+    add(f"noisy{k}_cr", "seqeval.classification_report", classification_report,
+        {"y_true": t, "y_pred": p, "suffix": suffix, "digits": 3})
+    add(f"noisy{k}_perf", "seqeval.performance_measure", performance_measure, {"y_true": t, "y_pred": p})
+
+for zd in [True, False, 0.0, 1.0, "0", "1"]:
+    for avg in ["micro", "weighted", None]:
+        add(f"f1_zd_{zd!r}_{avg}", "seqeval.f1_score", f1_score,
+            {"y_true": pairs["pred_only"][0], "y_pred": pairs["pred_only"][1], "average": avg, "zero_division": zd})
+for digits in [20, 30]:
+    add(f"cr_digits{digits}", "seqeval.classification_report", classification_report,
+        {"y_true": DOC2_T, "y_pred": DOC2_P, "digits": digits})
+for avg in [1, ""]:
+    add(f"f1_bad_average_{avg!r}", "seqeval.f1_score", f1_score, {"y_true": DOC_T, "y_pred": DOC_P, "average": avg})
+add("cr_null_options", "seqeval.classification_report", classification_report,
+    {"y_true": DOC_T, "y_pred": DOC_P, "mode": None, "output_dict": None, "suffix": None})
+add("ge_suffix_null", "seqeval.get_entities", get_entities, {"seq": ["B-A"], "suffix": None}, post=tuples)
+for k in range(10):
+    scheme = ["IOB2", "IOBES", "BILOU", "IOE2", "IOB1"][k % 5]
+    base = rand_iob2(rng.randint(1, 15), 10, TYPES, 0.0)
+    t = [[x.split("-", 1)[1] + "-" + x[0] if x != "O" else x for x in s] for s in to_scheme(base, scheme)]
+    p = [[x.split("-", 1)[1] + "-" + x[0] if x != "O" else x for x in s]
+         for s in to_scheme(perturb(base, 0.2, TYPES), scheme)]
+    add(f"rand_strict_suffix{k}_cr", "seqeval.classification_report", with_scheme(classification_report),
+        {"y_true": t, "y_pred": p, "mode": "strict", "scheme": scheme, "suffix": True})
+    add(f"rand_strict_suffix{k}_f1", "seqeval.f1_score", with_scheme(f1_score),
+        {"y_true": t, "y_pred": p, "mode": "strict", "scheme": scheme, "suffix": True, "average": None})
+
 cases.write()

@@ -306,6 +306,48 @@ for i, n in enumerate([1000, 2000]):
         add(f"big/{n}/roc_curve", "roc_curve", y_true=y, y_score=s, sample_weight=w)
         add(f"big/{n}/precision_recall_curve", "precision_recall_curve", y_true=y, y_score=s, drop_intermediate=True)
 
+# more adversarial inputs
+add("adv/roc_curve/mc_str_pl", "roc_curve", y_true=["a", "b", "c", "a", "c"], y_score=[0.1, 0.4, 0.9, 0.3, 0.2],
+    pos_label="c")
+add("adv/pr_curve/mc_str_pl", "precision_recall_curve", y_true=["a", "b", "c", "a", "c"],
+    y_score=[0.1, 0.4, 0.9, 0.3, 0.2], pos_label="c", drop_intermediate=True)
+add("adv/roc_curve/empty_pl", "roc_curve", y_true=[], y_score=[], pos_label=1)
+add("adv/pr_curve/empty_pl", "precision_recall_curve", y_true=[], y_score=[], pos_label=1)
+add("adv/roc_curve/column_true", "roc_curve", y_true=[[0], [1], [1], [0]], y_score=[0.2, 0.7, 0.4, 0.5])
+add("adv/roc_auc/column_score", "roc_auc_score", y_true=[0, 1, 1, 0], y_score=[[0.2], [0.7], [0.4], [0.5]])
+add("adv/roc_auc/bools", "roc_auc_score", y_true=[True, False, True, False], y_score=[0.9, 0.1, 0.4, 0.5])
+add("adv/roc_auc/ml_1d_score", "roc_auc_score", y_true=[[1, 0], [0, 1], [1, 1]], y_score=[0.2, 0.7, 0.4])
+add("adv/roc_auc/mc_labels_str_for_int", "roc_auc_score", y_true=mc_y, y_score=mc_s, multi_class="ovr",
+    labels=["0", "1", "2"])
+add("adv/roc_auc/mc_ovo_w", "roc_auc_score", y_true=mc_y, y_score=mc_s, multi_class="ovo",
+    sample_weight=[1.0] * 7)
+add("adv/roc_auc/mc_nan", "roc_auc_score", y_true=mc_y, y_score=[[float("nan"), 0.5, 0.5]] + mc_s[1:],
+    multi_class="ovr")
+add("adv/roc_auc/mc_one_row_off", "roc_auc_score", y_true=mc_y, y_score=[[0.5, 0.3, 0.2001]] + mc_s[1:],
+    multi_class="ovr")
+add("adv/roc_auc/mc_within_tol", "roc_auc_score", y_true=mc_y, y_score=[[0.5, 0.3, 0.2000001]] + mc_s[1:],
+    multi_class="ovo")
+add("adv/roc_auc/len_mismatch", "roc_auc_score", y_true=[0, 1, 1], y_score=[0.1, 0.2])
+add("adv/roc_auc/one_class_len_mismatch", "roc_auc_score", y_true=[1, 1, 1], y_score=[0.1, 0.2])
+add("adv/roc_auc/w_len_mismatch", "roc_auc_score", y_true=[0, 1, 1], y_score=[0.1, 0.2, 0.3],
+    sample_weight=[1.0, 2.0])
+add("adv/ap/bool_pl", "average_precision_score", y_true=[True, False, True, False], y_score=[0.9, 0.1, 0.4, 0.5],
+    pos_label=True)
+add("adv/ap/str_pl_int_true", "average_precision_score", y_true=[0, 1, 1, 0], y_score=[0.9, 0.1, 0.4, 0.5],
+    pos_label="1")
+add("adv/ap/minus_one", "average_precision_score", y_true=[-1, 1, 1, -1], y_score=[0.9, 0.1, 0.4, 0.5])
+add("adv/ap/continuous", "average_precision_score", y_true=[0.2, 1.0, 0.0], y_score=[0.9, 0.1, 0.4])
+add("adv/ap/all_equal_w", "average_precision_score", y_true=[0, 1, 1, 0, 1], y_score=[0.5] * 5,
+    sample_weight=[0.5, 1.0, 0.0, 2.0, 1.5])
+add("adv/auc/roc_points", "auc", x=[0.0, 0.0, 0.5, 0.5, 1.0], y=[0.0, 0.5, 0.5, 1.0, 1.0])
+add("adv/auc/dec_with_flat", "auc", x=[3, 2, 2, 1], y=[1, 2, 3, 4])
+add("adv/auc/huge", "auc", x=[0.0, 1e300, 2e300], y=[1e300, 1e300, 1e300])
+for d in [True, False]:
+    add(f"adv/roc_curve/collinear/{d}", "roc_curve", y_true=[1, 1, 1, 0, 0, 0, 1, 0],
+        y_score=[0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2], drop_intermediate=d)
+    add(f"adv/pr_curve/collinear/{d}", "precision_recall_curve", y_true=[1, 1, 1, 0, 0, 0, 1, 0],
+        y_score=[0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2], drop_intermediate=d)
+
 # InvalidParameterError subclasses ValueError (and TypeError); record it as the ValueError it is.
 for case in C.cases:
     err = case.get("error")

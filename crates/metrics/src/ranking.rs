@@ -445,6 +445,10 @@ fn clf_curve(y: &[bool], scores: &[f64], weight: Option<&[f64]>) -> Result<ClfCu
             }
         }
     }
+    if curve.fps.is_empty() {
+        // sklearn reads `fps[-1]` of the empty curve.
+        return Err(MetricError::Index("index -1 is out of bounds for axis 0 with size 0".into()));
+    }
     Ok(curve)
 }
 
@@ -499,9 +503,6 @@ fn roc_from_clf(c: ClfCurve, drop_intermediate: bool) -> RocCurve {
 fn pr_from_clf(c: ClfCurve, drop_intermediate: bool) -> Result<PrCurve> {
     let ClfCurve { mut fps, mut tps, mut thresholds } = c;
     let n = fps.len();
-    if n == 0 {
-        return Err(MetricError::Index("index -1 is out of bounds for axis 0 with size 0".into()));
-    }
     if drop_intermediate && n > 2 {
         // Keep the points where recall changes on either side (the corners of the step curve).
         let keep: Vec<usize> = (0..n)
@@ -511,7 +512,7 @@ fn pr_from_clf(c: ClfCurve, drop_intermediate: bool) -> Result<PrCurve> {
         tps = keep.iter().map(|&i| tps[i]).collect();
         thresholds = keep.iter().map(|&i| thresholds[i]).collect();
     }
-    let last_tp = tps[tps.len() - 1];
+    let last_tp = tps.last().copied().unwrap_or(0.0);
     let mut precision: Vec<f64> = tps
         .iter()
         .zip(&fps)

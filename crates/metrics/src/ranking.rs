@@ -328,21 +328,23 @@ fn desc_key(x: f64) -> u64 {
     !asc
 }
 
-/// Stable sort of (key, index) pairs by key: LSD radix on 16-bit digits, skipping digits that are equal
-/// everywhere (common for the high bits of scores in a narrow range).
-fn radix_sort(a: &mut Vec<(u64, u32)>) {
+/// Stable sort by a u64 key: LSD radix on 16-bit digits, skipping digits that are equal everywhere
+/// (common for the high bits of scores in a narrow range).
+fn radix_sort_by<T: Copy + Default>(a: &mut Vec<T>, key: impl Fn(&T) -> u64) {
     const BITS: usize = 16;
+    const DIGITS: usize = 4;
     const BUCKETS: usize = 1 << BITS;
     let n = a.len();
-    let mut counts = vec![[0usize; 4]; BUCKETS];
-    for &(k, _) in a.iter() {
-        for (d, c) in (0..4).map(|d| (d, ((k >> (d * BITS)) as usize) & (BUCKETS - 1))) {
+    let mut counts = vec![[0usize; DIGITS]; BUCKETS];
+    for p in a.iter() {
+        let k = key(p);
+        for (d, c) in (0..DIGITS).map(|d| (d, ((k >> (d * BITS)) as usize) & (BUCKETS - 1))) {
             counts[c][d] += 1;
         }
     }
-    let mut buf = vec![(0u64, 0u32); n];
+    let mut buf = vec![T::default(); n];
     let mut offsets = vec![0usize; BUCKETS];
-    for d in 0..4 {
+    for d in 0..DIGITS {
         if counts.iter().any(|c| c[d] == n) {
             continue;
         }
@@ -352,12 +354,27 @@ fn radix_sort(a: &mut Vec<(u64, u32)>) {
             sum += c[d];
         }
         for &p in a.iter() {
-            let digit = ((p.0 >> (d * BITS)) as usize) & (BUCKETS - 1);
+            let digit = ((key(&p) >> (d * BITS)) as usize) & (BUCKETS - 1);
             buf[offsets[digit]] = p;
             offsets[digit] += 1;
         }
         std::mem::swap(a, &mut buf);
     }
+}
+
+/// Inverse of [`desc_key`] (-0.0 comes back as 0.0).
+fn from_desc_key(k: u64) -> f64 {
+    let asc = !k;
+    f64::from_bits(if asc >> 63 == 1 { asc & !(1 << 63) } else { !asc })
+}
+
+fn sort_keys(mut keys: Vec<u64>) -> Vec<u64> {
+    if keys.len() <= 512 {
+        keys.sort_unstable();
+    } else {
+        radix_sort_by(&mut keys, |&k| k);
+    }
+    keys
 }
 
 /// Indices ordering `scores` descending, ties in input order (numpy's stable descending argsort), with the
@@ -368,7 +385,7 @@ fn sort_desc(scores: &[f64]) -> Vec<(u64, u32)> {
         // The index breaks ties, so the unstable sort gives the stable order.
         pairs.sort_unstable();
     } else {
-        radix_sort(&mut pairs);
+        radix_sort_by(&mut pairs, |p| p.0);
     }
     pairs
 }
@@ -409,15 +426,27 @@ fn clf_curve(y: &[bool], scores: &[f64], weight: Option<&[f64]>) -> Result<ClfCu
     let mut curve = ClfCurve::default();
     match weight {
         None => {
-            let order = sort_desc(scores);
-            let mut tp = 0.0;
-            for (i, &(key, idx)) in order.iter().enumerate() {
-                tp += f64::from(u8::from(y[idx as usize]));
-                if order.get(i + 1).is_none_or(|next| next.0 != key) {
-                    curve.tps.push(tp);
-                    curve.fps.push(1.0 + i as f64 - tp);
-                    curve.thresholds.push(scores[idx as usize]);
+            // Unit weights: counts are exact integers, so the order within ties is irrelevant; sorting the
+            // positive and negative keys apart (8-byte items) and merging is the fastest exact route.
+            let pos = sort_keys(scores.iter().zip(y).filter(|p| *p.1).map(|p| desc_key(*p.0)).collect());
+            let neg = sort_keys(scores.iter().zip(y).filter(|p| !*p.1).map(|p| desc_key(*p.0)).collect());
+            let (mut i, mut j) = (0, 0);
+            while i < pos.len() || j < neg.len() {
+                let key = match (pos.get(i), neg.get(j)) {
+                    (Some(&a), Some(&b)) => a.min(b),
+                    (Some(&a), None) => a,
+                    (None, Some(&b)) => b,
+                    (None, None) => break,
+                };
+                while pos.get(i) == Some(&key) {
+                    i += 1;
                 }
+                while neg.get(j) == Some(&key) {
+                    j += 1;
+                }
+                curve.tps.push(i as f64);
+                curve.fps.push(j as f64);
+                curve.thresholds.push(from_desc_key(key));
             }
         }
         Some(w) => {

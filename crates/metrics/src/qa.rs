@@ -269,7 +269,10 @@ fn bad(what: &str) -> MetricError {
     MetricError::type_error(format!("squad: {what}"))
 }
 
-fn squad_args(args: &Args) -> Result<(Vec<(String, String)>, Vec<SquadReference>)> {
+/// Predictions as (id, text) pairs and the references.
+type SquadInput = (Vec<(String, String)>, Vec<SquadReference>);
+
+fn squad_args(args: &Args) -> Result<SquadInput> {
     let preds = args.required("predictions")?.as_array().ok_or_else(|| bad("predictions must be an array"))?;
     let refs = args.required("references")?.as_array().ok_or_else(|| bad("references must be an array"))?;
     let str_field = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);

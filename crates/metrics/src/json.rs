@@ -85,9 +85,9 @@ impl<'a> Args<'a> {
     }
 
     pub fn required(&self, key: &str) -> Result<&'a Value> {
-        self.map
-            .get(key)
-            .ok_or_else(|| MetricError::type_error(format!("{}() missing required argument: '{key}'", self.metric)))
+        self.map.get(key).ok_or_else(|| {
+            MetricError::type_error(format!("{}() missing required argument: '{key}'", self.metric))
+        })
     }
 
     fn wrong(&self, key: &str, what: &str) -> MetricError {
@@ -139,7 +139,9 @@ impl<'a> Args<'a> {
     pub fn f64_matrix(&self, key: &str) -> Result<Vec<Vec<f64>>> {
         let v = self.required(key)?;
         let rows = v.as_array().ok_or_else(|| self.wrong(key, "an array of arrays of numbers"))?;
-        rows.iter().map(|r| to_f64_vec(r).ok_or_else(|| self.wrong(key, "an array of arrays of numbers"))).collect()
+        rows.iter()
+            .map(|r| to_f64_vec(r).ok_or_else(|| self.wrong(key, "an array of arrays of numbers")))
+            .collect()
     }
 
     pub fn str_vec(&self, key: &str) -> Result<Vec<String>> {
@@ -149,7 +151,9 @@ impl<'a> Args<'a> {
     pub fn str_matrix(&self, key: &str) -> Result<Vec<Vec<String>>> {
         let v = self.required(key)?;
         let rows = v.as_array().ok_or_else(|| self.wrong(key, "an array of arrays of strings"))?;
-        rows.iter().map(|r| to_str_vec(r).ok_or_else(|| self.wrong(key, "an array of arrays of strings"))).collect()
+        rows.iter()
+            .map(|r| to_str_vec(r).ok_or_else(|| self.wrong(key, "an array of arrays of strings")))
+            .collect()
     }
 
     /// `zero_division=`: `"warn"`, 0, 1 or NaN (`"NaN"`).

@@ -96,12 +96,6 @@ pub fn run_fixture_file(file: &str) -> usize {
             }
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{file}: {} of {} cases differ:\n{}",
-        failures.len(),
-        cases.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{file}: {} of {} cases differ:\n{}", failures.len(), cases.len(), failures.join("\n"));
     cases.len()
 }

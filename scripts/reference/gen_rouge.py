@@ -152,6 +152,18 @@ def main():
               dict(rouge_types=types, use_stemmer=rng.random() < 0.5, target=rand_text(rng),
                    prediction=rand_text(rng)))
 
+    # Long texts, and tiny vocabularies with many lines (many equal-length LCS choices in rougeLsum).
+    for i in range(8):
+        c.add(f"long_{i}", S, score,
+              dict(rouge_types=ALL_TYPES, use_stemmer=i % 2 == 1, target=rand_text(rng, 400, 0.05),
+                   prediction=rand_text(rng, 400, 0.05)))
+    for i in range(25):
+        small = ["a", "b", "c", "a b", "b a"]
+        mk = lambda: "\n".join(" ".join(rng.choice(small) for _ in range(rng.randint(0, 5)))
+                                for _ in range(rng.randint(1, 5)))
+        c.add(f"lsum_ties_{i}", S, score, dict(rouge_types=["rougeLsum", "rougeL", "rouge2"], target=mk(),
+                                                prediction=mk()))
+
     # split_summaries only changes rougeLsum, which is not supported with it; other types are unaffected.
     c.add("split_summaries_no_lsum", S, score,
           dict(rouge_types=["rouge1", "rouge2", "rougeL"], use_stemmer=False, split_summaries=True,

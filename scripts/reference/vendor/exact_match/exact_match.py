@@ -16,7 +16,7 @@
 # boilerplate follows the revision at commit 10ee2663d548385fef66e36604d08e1bcfbd7bbf (evaluate.Metric API);
 # `_compute` is the long-standing body (as at commit 2d0b5c2576f9dc73cad6f4500b97000e383a60f5): a pair matches
 # when the normalized strings are equal. (A later revision additionally treats two strings normalized to ""
-# as a match only if the originals were equal.)
+# as a match only if the originals were equal.) The docstring's examples are abbreviated to the first one.
 """Exact Match metric."""
 import re
 import string

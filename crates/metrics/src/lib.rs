@@ -11,6 +11,7 @@ pub mod json;
 pub mod classification;
 pub mod generation;
 pub mod perplexity;
+mod porter;
 pub mod qa;
 pub mod ranking;
 pub mod rouge;

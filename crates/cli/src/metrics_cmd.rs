@@ -42,6 +42,71 @@ pub enum MetricsCommand {
     Chrf(ChrfArgs),
     /// sacrebleu corpus TER.
     Ter(TerArgs),
+    /// rouge-score ROUGE (mean of per-pair precision, recall and F-measure); several --ref files = several
+    /// targets per prediction (rouge-score's score_multi).
+    ///
+    /// Example: finetune metrics rouge --hyp summaries.txt --ref gold.txt --use-stemmer
+    Rouge(RougeArgs),
+    /// SQuAD exact match and F1 (HF evaluate's "squad"): predictions JSON lines {"id", "prediction_text"},
+    /// references JSON lines {"id", "answers": {"text": [...], "answer_start": [...]}}.
+    Squad(SquadArgs),
+    /// HF evaluate's "exact_match" between two parallel text files.
+    ExactMatch(ExactMatchArgs),
+    /// Perplexity from JSON lines with "log_probs" (natural log), "log2_probs" or "probs" of each token.
+    Perplexity(PerplexityArgs),
+}
+
+#[derive(Args)]
+pub struct RougeArgs {
+    #[arg(long)]
+    hyp: PathBuf,
+    #[arg(long = "ref", required = true)]
+    refs: Vec<PathBuf>,
+    /// Comma-separated rouge types.
+    #[arg(long, default_value = "rouge1,rouge2,rougeL,rougeLsum", value_delimiter = ',')]
+    rouge_types: Vec<String>,
+    /// Porter-stem tokens (rouge-score's use_stemmer).
+    #[arg(long)]
+    use_stemmer: bool,
+    #[command(flatten)]
+    stats: Stats,
+}
+
+#[derive(Args)]
+pub struct SquadArgs {
+    #[arg(long)]
+    pred: PathBuf,
+    #[arg(long = "ref")]
+    reference: PathBuf,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct ExactMatchArgs {
+    #[arg(long)]
+    pred: PathBuf,
+    #[arg(long = "ref")]
+    reference: PathBuf,
+    #[arg(long)]
+    ignore_case: bool,
+    #[arg(long)]
+    ignore_punctuation: bool,
+    #[arg(long)]
+    ignore_numbers: bool,
+    /// Regular expression removed before comparing; repeatable.
+    #[arg(long)]
+    regexes_to_ignore: Vec<String>,
+    #[command(flatten)]
+    stats: Stats,
+}
+
+#[derive(Args)]
+pub struct PerplexityArgs {
+    #[arg(long)]
+    data: PathBuf,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Clone)]
@@ -212,6 +277,10 @@ pub fn run(cmd: MetricsCommand) -> Result<()> {
         MetricsCommand::Bleu(a) => bleu(a),
         MetricsCommand::Chrf(a) => chrf(a),
         MetricsCommand::Ter(a) => ter(a),
+        MetricsCommand::Rouge(a) => rouge(a),
+        MetricsCommand::Squad(a) => squad(a),
+        MetricsCommand::ExactMatch(a) => exact_match(a),
+        MetricsCommand::Perplexity(a) => perplexity(a),
     }
 }
 
@@ -563,6 +632,174 @@ fn ter(a: TerArgs) -> Result<()> {
     o.insert("no_punct".into(), a.no_punct.into());
     o.insert("case_sensitive".into(), a.case_sensitive.into());
     sacrebleu_command("corpus_ter", corpus, o, &a.stats)
+}
+
+fn rouge(a: RougeArgs) -> Result<()> {
+    let corpus = read_corpus(&a.hyp, &a.refs, &a.stats)?;
+    let n = corpus.hyps.len();
+    let targets: Vec<Value> =
+        (0..n).map(|i| Value::Array(corpus.refs.iter().map(|r| r[i].clone()).collect())).collect();
+    let mut options = Map::new();
+    options.insert("rouge_types".into(), json!(a.rouge_types));
+    options.insert("use_stemmer".into(), a.use_stemmer.into());
+    let mut args = options.clone();
+    args.insert("predictions".into(), Value::Array(corpus.hyps.clone()));
+    args.insert("targets".into(), Value::Array(targets.clone()));
+    let result = metric_call("rouge_score.mean", Value::Object(args))?;
+    let mut out = Map::new();
+    if a.stats.json {
+        out.insert("rouge".into(), result.clone());
+    } else {
+        println!("{:<10} {:>9} {:>9} {:>9}", "", "precision", "recall", "fmeasure");
+        for t in &a.rouge_types {
+            let f = |k: &str| result[t.as_str()][k].as_f64().map(|x| format!("{x:.4}")).unwrap_or_default();
+            println!("{t:<10} {:>9} {:>9} {:>9}", f("precision"), f("recall"), f("fmeasure"));
+        }
+    }
+    let (targets, corpus) = (std::rc::Rc::new(targets), std::rc::Rc::new(corpus));
+    let scalars: Vec<Scalar> = a
+        .rouge_types
+        .iter()
+        .map(|t| {
+            let (targets, corpus, options, t) = (targets.clone(), corpus.clone(), options.clone(), t.clone());
+            Scalar {
+                name: leak(format!("{t}_f")),
+                metric: "rouge_score.mean",
+                args: Box::new(move |idx, system| {
+                    let hyps = if system == System::Candidate { &corpus.hyps } else { &corpus.other };
+                    let mut m = options.clone();
+                    m.insert("rouge_types".into(), json!([t]));
+                    m.insert("predictions".into(), subset(hyps, idx));
+                    m.insert("targets".into(), subset(&targets, idx));
+                    m
+                }),
+                pick: |v| v.as_object().and_then(|o| o.values().next()).and_then(|s| s["fmeasure"].as_f64()),
+            }
+        })
+        .collect();
+    statistics(&a.stats, n, &scalars, &mut out)?;
+    finish(&a.stats, out)
+}
+
+/// A metric label that lives for the whole (short) process.
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
+fn squad(a: SquadArgs) -> Result<()> {
+    let preds = input::read_jsonl(&a.pred)?;
+    let refs = input::read_jsonl(&a.reference)?;
+    input::same_length((&a.pred, preds.len()), (&a.reference, refs.len()), "records")?;
+    for (line, p) in &preds {
+        if !p.get("id").is_some_and(Value::is_string) || !p.get("prediction_text").is_some_and(Value::is_string) {
+            bail!("{}:{line}: expected string fields \"id\" and \"prediction_text\"", a.pred.display());
+        }
+    }
+    for (line, r) in &refs {
+        if !r.get("id").is_some_and(Value::is_string) || !r.pointer("/answers/text").is_some_and(Value::is_array) {
+            bail!("{}:{line}: expected \"id\" and \"answers\": {{\"text\": [...]}}", a.reference.display());
+        }
+    }
+    let args = json!({
+        "predictions": preds.into_iter().map(|(_, v)| v).collect::<Vec<_>>(),
+        "references": refs.into_iter().map(|(_, v)| v).collect::<Vec<_>>(),
+    });
+    let result = metric_call("squad", args)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    } else {
+        for k in ["exact_match", "f1"] {
+            println!("{k}: {:.4}", result[k].as_f64().unwrap_or(f64::NAN));
+        }
+    }
+    Ok(())
+}
+
+fn exact_match(a: ExactMatchArgs) -> Result<()> {
+    let preds: Vec<Value> = input::read_lines(&a.pred)?.into_iter().map(Value::from).collect();
+    let refs: Vec<Value> = input::read_lines(&a.reference)?.into_iter().map(Value::from).collect();
+    input::same_length((&a.pred, preds.len()), (&a.reference, refs.len()), "lines")?;
+    let other: Vec<Value> = match &a.stats.compare {
+        Some(p) => {
+            let o: Vec<Value> = input::read_lines(p)?.into_iter().map(Value::from).collect();
+            input::same_length((&a.pred, preds.len()), (p, o.len()), "lines")?;
+            o
+        }
+        None => Vec::new(),
+    };
+    let mut options = Map::new();
+    options.insert("ignore_case".into(), a.ignore_case.into());
+    options.insert("ignore_punctuation".into(), a.ignore_punctuation.into());
+    options.insert("ignore_numbers".into(), a.ignore_numbers.into());
+    if !a.regexes_to_ignore.is_empty() {
+        options.insert("regexes_to_ignore".into(), json!(a.regexes_to_ignore));
+    }
+    let mut args = options.clone();
+    args.insert("predictions".into(), Value::Array(preds.clone()));
+    args.insert("references".into(), Value::Array(refs.clone()));
+    let result = metric_call("exact_match", Value::Object(args))?;
+    let mut out = Map::new();
+    if a.stats.json {
+        out.insert("exact_match".into(), result["exact_match"].clone());
+    } else {
+        println!("exact_match: {:.4}", result["exact_match"].as_f64().unwrap_or(f64::NAN));
+    }
+    let n = preds.len();
+    let (p, r, o) = (std::rc::Rc::new(preds), std::rc::Rc::new(refs), std::rc::Rc::new(other));
+    let scalars = vec![Scalar {
+        name: "exact_match",
+        metric: "exact_match",
+        args: Box::new(move |idx, system| {
+            let preds = if system == System::Candidate { &p } else { &o };
+            let mut m = options.clone();
+            m.insert("predictions".into(), subset(preds, idx));
+            m.insert("references".into(), subset(&r, idx));
+            m
+        }),
+        pick: |v| v["exact_match"].as_f64(),
+    }];
+    statistics(&a.stats, n, &scalars, &mut out)?;
+    finish(&a.stats, out)
+}
+
+fn perplexity(a: PerplexityArgs) -> Result<()> {
+    let records = input::read_jsonl(&a.data)?;
+    let key =
+        ["log_probs", "log2_probs", "probs"].into_iter().find(|k| records[0].1.get(*k).is_some()).ok_or_else(|| {
+            anyhow!(
+                "{}:{}: expected a field \"log_probs\", \"log2_probs\" or \"probs\"",
+                a.data.display(),
+                records[0].0
+            )
+        })?;
+    let mut rows = Vec::with_capacity(records.len());
+    for (line, r) in &records {
+        match r.get(key) {
+            Some(Value::Array(xs)) if xs.iter().all(|x| finetune_metrics::json::as_f64(x).is_some()) => {
+                rows.push(Value::Array(xs.clone()))
+            }
+            _ => bail!("{}:{line}: field \"{key}\" must be an array of numbers", a.data.display()),
+        }
+    }
+    // Sequences of different lengths: pad and mask.
+    let width = rows.iter().map(|r| r.as_array().map_or(0, Vec::len)).max().unwrap_or(0);
+    let pad = if key == "probs" { 1.0 } else { 0.0 };
+    let mut mask = Vec::with_capacity(rows.len());
+    for r in rows.iter_mut() {
+        if let Value::Array(xs) = r {
+            mask.push(json!((0..width).map(|i| u8::from(i < xs.len())).collect::<Vec<_>>()));
+            xs.resize(width, json!(pad));
+        }
+    }
+    let result = metric_call("perplexity", json!({ key: rows, "mask": mask }))?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    } else {
+        let f = |k: &str| finetune_metrics::json::as_f64(&result[k]).unwrap_or(f64::NAN);
+        println!("perplexity: {:.4}  (token-weighted over {} sequences)", f("perplexity"), records.len());
+        println!("mean_perplexity: {:.4}  (mean of per-sequence perplexities)", f("mean_perplexity"));
+    }
+    Ok(())
 }
 
 /// Bootstrap intervals (--ci) and the paired test (--compare) for each scalar, printed or added to `out`.

@@ -19,7 +19,7 @@ mod topk;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::hash::Hash;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 
 pub(crate) use dispatch::{dispatch, METRICS};
 pub use report::{ClassificationReport, ReportOptions, ReportRow};
@@ -28,19 +28,72 @@ pub use topk::{top_k_accuracy_score, TopKScores};
 use crate::common::{Average, ZeroDivision};
 use crate::error::{MetricError, Result};
 
+/// The Fx hash (as in rustc) with a final mix: labels are trusted input and few, so a fast non-keyed hash is enough.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct FxHasher(u64);
+
+impl Hasher for FxHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(c);
+            self.write_u64(u64::from_le_bytes(b));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut b = [0u8; 8];
+            b[..rest.len()].copy_from_slice(rest);
+            self.write_u64(u64::from_le_bytes(b));
+        }
+    }
+
+    #[inline]
+    fn write_u64(&mut self, x: u64) {
+        self.0 = (self.0.rotate_left(5) ^ x).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    #[inline]
+    fn write_usize(&mut self, x: usize) {
+        self.write_u64(x as u64);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        // Fx only mixes upwards; fold the high bits down so labels differing in their last bytes spread
+        // over the buckets.
+        let x = (self.0 ^ (self.0 >> 33)).wrapping_mul(0xff51_afd7_ed55_8ccd);
+        x ^ (x >> 33)
+    }
+}
+
 /// A class label: anything ordered, hashable and printable (the report prints labels with `Display`, which
 /// for integers and strings is Python's `"%s" % label`).
 pub trait Label: Ord + Hash + Clone + fmt::Display {
     /// sklearn's default `pos_label=1` expressed in this label type, or `None` when no label of this type can
     /// equal the integer 1 (strings).
     fn default_pos_label() -> Option<Self>;
+
+    /// A small non-negative integer identifying this label, if it has one: such labels are indexed through
+    /// a flat table instead of the hash map (the common case of class ids `0..k`).
+    fn small_key(&self) -> Option<usize> {
+        None
+    }
 }
+
+/// Labels below this value use the flat index table.
+const SMALL_KEYS: usize = 1 << 12;
 
 macro_rules! int_label {
     ($($t:ty),*) => {$(
         impl Label for $t {
             fn default_pos_label() -> Option<Self> {
                 Some(1)
+            }
+
+            fn small_key(&self) -> Option<usize> {
+                usize::try_from(*self).ok().filter(|&k| k < SMALL_KEYS)
             }
         }
     )*};
@@ -118,7 +171,9 @@ pub struct PrecisionRecallFscore {
 /// count table; the metric methods then read only the `k × k` table. Results equal the one-shot functions.
 #[derive(Debug, Clone)]
 pub struct ConfusionAccumulator<L: Label> {
-    index: HashMap<L, usize>,
+    index: HashMap<L, usize, BuildHasherDefault<FxHasher>>,
+    /// Dense index of labels with a [`Label::small_key`] (`usize::MAX`: not seen yet).
+    small: Vec<usize>,
     /// Labels in first-seen order (the index order of `counts`).
     labels: Vec<L>,
     in_true: Vec<bool>,
@@ -157,7 +212,8 @@ pub(crate) struct Table {
 impl<L: Label> ConfusionAccumulator<L> {
     pub fn new() -> Self {
         ConfusionAccumulator {
-            index: HashMap::new(),
+            index: HashMap::default(),
+            small: Vec::new(),
             labels: Vec::new(),
             in_true: Vec::new(),
             true_w: Vec::new(),
@@ -221,7 +277,22 @@ impl<L: Label> ConfusionAccumulator<L> {
         }
     }
 
+    #[inline]
     fn intern(&mut self, l: &L) -> usize {
+        if let Some(k) = l.small_key() {
+            if let Some(&i) = self.small.get(k) {
+                if i != usize::MAX {
+                    return i;
+                }
+            }
+        } else if let Some(&i) = self.index.get(l) {
+            return i;
+        }
+        self.insert(l)
+    }
+
+    #[cold]
+    fn insert(&mut self, l: &L) -> usize {
         if let Some(&i) = self.index.get(l) {
             return i;
         }
@@ -230,6 +301,12 @@ impl<L: Label> ConfusionAccumulator<L> {
             self.grow();
         }
         self.index.insert(l.clone(), i);
+        if let Some(k) = l.small_key() {
+            if self.small.len() <= k {
+                self.small.resize(k + 1, usize::MAX);
+            }
+            self.small[k] = i;
+        }
         self.labels.push(l.clone());
         self.in_true.push(false);
         self.true_w.push(0.0);

@@ -313,6 +313,68 @@ for i in range(40):
             # remap y_true to the column order 0..m-1 is not needed: labels are the sorted uniques
             add(f"rand{i}/topk", "top_k_accuracy_score", y_true=yt_r, y_score=sc, k=1 + i % 3, sample_weight=w_r)
 
+# ---------------------------------------------------------------- larger random cases (many classes)
+for i in range(12):
+    n = int(rng.integers(100, 700))
+    k = int(rng.integers(8, 30))
+    yt_r = rng.integers(-3, k, n)
+    yp_r = np.where(rng.random(n) < 0.4, yt_r, rng.integers(-3, k + 2, n))
+    yt_r, yp_r = yt_r.tolist(), yp_r.tolist()
+    if i % 4 == 1:
+        yt_r = [f"lbl{v}" for v in yt_r]
+        yp_r = [f"lbl{v}" for v in yp_r]
+    w_r = rng.random(n).round(3).tolist() if i % 2 == 0 else None
+    add(f"big{i}/report", "classification_report", y_true=yt_r, y_pred=yp_r, sample_weight=w_r, digits=2 + i % 4)
+    add(f"big{i}/report/dict", "classification_report", y_true=yt_r, y_pred=yp_r, sample_weight=w_r,
+        output_dict=True)
+    avg = ("macro", "weighted", "micro", None)[i % 4]
+    add(f"big{i}/prfs/{avg}", "precision_recall_fscore_support", y_true=yt_r, y_pred=yp_r, sample_weight=w_r,
+        average=avg, zero_division=[0, 1, float("nan"), "warn"][i % 4])
+    if i % 3 == 0:
+        add(f"big{i}/cm/true", "confusion_matrix", y_true=yt_r, y_pred=yp_r, sample_weight=w_r, normalize="true")
+    else:
+        add(f"big{i}/kappa", "cohen_kappa_score", y1=yt_r, y2=yp_r, sample_weight=w_r, weights="quadratic")
+
+# ---------------------------------------------------------------- formatting ties and odd labels
+tie_t = [0, 1, 1, 1, 1, 1, 1, 1, 0, 2, 2, 2, 2]
+tie_p = [0, 0, 0, 0, 0, 0, 0, 0, 1, 2, 2, 2, 1]
+for d in (0, 1, 2, 3, 4):
+    add(f"report/ties/d={d}", "classification_report", y_true=tie_t, y_pred=tie_p, digits=d)
+add("report/ties/w", "classification_report", y_true=tie_t, y_pred=tie_p, sample_weight=[0.5] * 13, digits=1)
+big_labels = ([1000000, -5, 4096, 4095, -5, 1000000], [1000000, 4096, 4096, -5, -5, 4095])
+add("report/big_int_labels", "classification_report", y_true=big_labels[0], y_pred=big_labels[1])
+add("cm/big_int_labels", "confusion_matrix", y_true=big_labels[0], y_pred=big_labels[1], labels=[4096, -5, 7])
+add("report/labels_cover_reordered", "classification_report", y_true=yt, y_pred=yp, labels=[3, 2, 1, 0])
+add("report/labels_cover_plus_absent", "classification_report", y_true=yt, y_pred=yp, labels=[3, 9, 2, 1, 0])
+add("report/labels_cover_plus_absent/dict", "classification_report", y_true=yt, y_pred=yp, labels=[3, 9, 2, 1, 0],
+    output_dict=True)
+add("report/str/labels_subset/dict", "classification_report", y_true=ys, y_pred=ps, labels=["cat"], output_dict=True)
+add("report/pred_only_label_excluded", "classification_report", y_true=[0, 0, 1, 1], y_pred=[0, 2, 1, 2],
+    labels=[0, 1])
+add("report/no_correct_unweighted/dict", "classification_report", y_true=[0, 1, 2], y_pred=[1, 2, 0],
+    output_dict=True)
+add("report/no_correct_selected", "classification_report", y_true=[0, 1, 2, 3], y_pred=[1, 0, 2, 3], labels=[0, 1])
+add("kappa/replace_undefined", "cohen_kappa_score", y1=[1, 1], y2=[1, 1], replace_undefined_by=0.25)
+add("kappa/replace_undefined/labels", "cohen_kappa_score", y1=[0, 0], y2=[1, 1], labels=[0], replace_undefined_by=-1.0)
+add("acc/int_weights", "accuracy_score", y_true=[0, 1, 1], y_pred=[0, 1, 0], sample_weight=[1, 2, 3])
+add("cm/int_weights/pred", "confusion_matrix", y_true=[0, 1, 1], y_pred=[0, 1, 0], sample_weight=[1, 2, 3],
+    normalize="pred")
+add("err/unknown_kwarg", "f1_score", y_true=[0, 1], y_pred=[0, 1], foo=1)
+add("f1/str_single/pos_str", "f1_score", y_true=["a", "a"], y_pred=["a", "a"], pos_label="a")
+add("f1/str_single/pos_other", "f1_score", y_true=["a", "a"], y_pred=["a", "a"], pos_label="b", zero_division=1)
+add("f1/str_single/pos_int", "f1_score", y_true=["a", "a"], y_pred=["a", "a"], pos_label=1)
+add("recall/pos_only_in_pred", "recall_score", y_true=[0, 0, 0], y_pred=[0, 1, 1])
+add("precision/pos_only_in_true", "precision_score", y_true=[0, 1, 1], y_pred=[0, 0, 0])
+add("precision/pos_only_in_true/nan", "precision_score", y_true=[0, 1, 1], y_pred=[0, 0, 0],
+    zero_division=float("nan"))
+add("f1/macro/nan_zero_division_all", "f1_score", y_true=[0, 0], y_pred=[1, 1], average="macro",
+    zero_division=float("nan"))
+add("topk/k_big", "top_k_accuracy_score", y_true=[0, 1, 2], y_score=scores(3, 3), k=7)
+add("topk/err/nan_score", "top_k_accuracy_score", y_true=[0, 1, 2], y_score=[[0.1, float("nan"), 0.2]] * 3)
+add("topk/w0", "top_k_accuracy_score", y_true=[0, 1, 2], y_score=scores(3, 3), sample_weight=[0, 0, 0])
+add("topk/neg_ties", "top_k_accuracy_score", y_true=[0, 1, 2, 2], y_score=[[-0.0, 0.0, -1.0]] * 4, k=1)
+add("topk/err/empty", "top_k_accuracy_score", y_true=[], y_score=[])
+
 for c in C.cases:
     err = c.get("error")
     if err and err["kind"] == "InvalidParameterError":

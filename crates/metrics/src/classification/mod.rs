@@ -611,7 +611,12 @@ impl Table {
     /// Per-label (tp, predicted, true) sums.
     fn counts(&self, p: Option<usize>) -> (f64, f64, f64) {
         match p {
-            Some(p) => (self.at(p, p), self.cols[p], self.rows[p]),
+            // sklearn derives the sums back from its per-label confusion matrix (`tp + fp`, `tp + fn`),
+            // which can differ from the raw sums in the last bit; weighted supports are printed in full.
+            Some(p) => {
+                let tp = self.at(p, p);
+                (tp, tp + (self.cols[p] - tp), tp + (self.rows[p] - tp))
+            }
             None => (0.0, 0.0, 0.0),
         }
     }
@@ -669,9 +674,9 @@ impl Table {
             truth.push(c);
         }
         if average == Average::Micro {
-            tp = vec![tp.iter().sum()];
-            pred = vec![pred.iter().sum()];
-            truth = vec![truth.iter().sum()];
+            tp = vec![np_sum(&tp)];
+            pred = vec![np_sum(&pred)];
+            truth = vec![np_sum(&truth)];
         }
         let beta2 = beta * beta;
         let precision: Vec<f64> = tp.iter().zip(&pred).map(|(&t, &p)| prf_divide(t, p, zd)).collect();

@@ -103,3 +103,50 @@ fn accumulator_rejects_bad_input() {
     assert_eq!(acc.accuracy_score(true).unwrap(), 1.0);
     assert_eq!(acc.classes(), vec![1, 2, 3]);
 }
+
+#[test]
+fn every_metric_is_listed_and_has_fixtures() {
+    let fixture = common::load("classification.json");
+    let cases = fixture["cases"].as_array().expect("cases");
+    let listed = finetune_metrics::call::list();
+    for name in [
+        "accuracy_score",
+        "precision_score",
+        "recall_score",
+        "f1_score",
+        "fbeta_score",
+        "precision_recall_fscore_support",
+        "confusion_matrix",
+        "classification_report",
+        "matthews_corrcoef",
+        "cohen_kappa_score",
+        "balanced_accuracy_score",
+        "top_k_accuracy_score",
+    ] {
+        let info = listed.iter().find(|m| m.name == name).unwrap_or_else(|| panic!("{name} not listed"));
+        assert_eq!(info.reference, format!("sklearn.metrics.{name}"));
+        let ok = cases.iter().filter(|c| c["metric"] == name && c.get("error").is_none()).count();
+        let err = cases.iter().filter(|c| c["metric"] == name && c.get("error").is_some()).count();
+        assert!(ok >= 5 && err >= 1, "{name}: {ok} result cases, {err} error cases");
+    }
+}
+
+#[test]
+fn string_labels_stream_like_one_shot() {
+    let yt = ["b", "é", "a", "b", "日本", "a", "b"];
+    let yp = ["b", "a", "a", "é", "日本", "b", "b"];
+    let w = [1.0, 0.5, 2.0, 0.25, 1.0, 3.0, 0.1];
+    let mut acc = ConfusionAccumulator::new();
+    acc.update_weighted(&yt[..3], &yp[..3], &w[..3]).unwrap();
+    acc.update_weighted(&yt[3..], &yp[3..], &w[3..]).unwrap();
+    assert_eq!(acc.classes(), vec!["a", "b", "é", "日本"]);
+    let opts = ReportOptions { labels: Some(&["b", "zzz"]), ..ReportOptions::default() };
+    let one_shot = cls::classification_report(&yt, &yp, Some(&w), &opts).unwrap();
+    let streamed = acc.classification_report(&opts).unwrap();
+    assert!(!streamed.micro_is_accuracy);
+    assert_eq!(streamed.to_text(3).unwrap(), one_shot.to_text(3).unwrap());
+    assert_eq!(
+        acc.cohen_kappa_score(Some(&["a", "b", "é"]), None).unwrap(),
+        cls::cohen_kappa_score(&yt, &yp, Some(&["a", "b", "é"]), None, Some(&w)).unwrap()
+    );
+}

@@ -11,7 +11,16 @@
 //! Every metric except top-k accuracy is a function of the (weighted) confusion matrix. Labels are mapped to
 //! dense indices once ([`ConfusionAccumulator::update`], one hash lookup per label); everything else works on
 //! the `k × k` count table. The one-shot functions are thin wrappers over the accumulator, so streaming and
-//! one-shot results are identical by construction.
+//! one-shot results are identical by construction. Per-label sums are accumulated in sample order and totals
+//! use numpy's pairwise summation, so even weighted supports — which the report prints in full — match.
+//!
+//! # JSON interface ([`crate::call`])
+//! Names are sklearn's (`"f1_score"`, `"classification_report"`, ...) with sklearn's keyword arguments;
+//! `y_true`/`y_pred` (`y1`/`y2` for kappa) are arrays of integers or strings. Results: a number for scores and
+//! averaged P/R/F, an array per label for `average=null`, nested arrays for `confusion_matrix`,
+//! `{"precision", "recall", "fbeta", "support"}` for `precision_recall_fscore_support` (support `null` when
+//! averaged), and the report text or, with `output_dict`, sklearn's dict. Errors carry the Python exception
+//! class; sklearn's `InvalidParameterError` (a `ValueError` subclass) is reported as `ValueError`.
 
 mod dispatch;
 mod report;

@@ -525,17 +525,21 @@ fn prf_divide(x: f64, d: f64, zd: ZeroDivision) -> f64 {
 /// sklearn's `_nanaverage`: NaN for empty or all-NaN input; NaNs are dropped; weights summing to 0 fall back
 /// to the plain mean.
 fn nanaverage(a: &[f64], weights: Option<&[f64]>) -> f64 {
-    let keep: Vec<usize> = (0..a.len()).filter(|&i| !a[i].is_nan()).collect();
-    if keep.is_empty() {
+    let count = a.iter().filter(|x| !x.is_nan()).count();
+    if count == 0 {
         return f64::NAN;
     }
+    // Same summation as numpy: `nanmean` sums the whole array with NaN as 0, `average` the kept entries.
     if let Some(w) = weights {
-        let ws: f64 = keep.iter().map(|&i| w[i]).sum();
+        let keep: Vec<usize> = (0..a.len()).filter(|&i| !a[i].is_nan()).collect();
+        let ws = np_sum(&keep.iter().map(|&i| w[i]).collect::<Vec<_>>());
+        let kept: Vec<f64> = keep.iter().map(|&i| a[i]).collect();
         if ws != 0.0 {
-            return keep.iter().map(|&i| a[i] * w[i]).sum::<f64>() / ws;
+            return np_sum(&keep.iter().map(|&i| a[i] * w[i]).collect::<Vec<_>>()) / ws;
         }
+        return np_sum(&kept) / kept.len() as f64;
     }
-    keep.iter().map(|&i| a[i]).sum::<f64>() / keep.len() as f64
+    np_sum(&a.iter().map(|&x| if x.is_nan() { 0.0 } else { x }).collect::<Vec<_>>()) / count as f64
 }
 
 impl Table {

@@ -150,3 +150,30 @@ fn string_labels_stream_like_one_shot() {
         cls::cohen_kappa_score(&yt, &yp, Some(&["a", "b", "é"]), None, Some(&w)).unwrap()
     );
 }
+
+#[test]
+fn many_classes_use_sparse_counts_correctly() {
+    // 3000 classes: past the dense off-diagonal table, which is converted mid-stream.
+    let (yt, yp, w) = data(20_000, 3000, 11);
+    let yt: Vec<i64> = yt.iter().map(|x| x * 7 - 5000).collect();
+    let yp: Vec<i64> = yp.iter().map(|x| x * 7 - 5000).collect();
+    let mut acc = ConfusionAccumulator::new();
+    for start in (0..yt.len()).step_by(1000) {
+        acc.update_weighted(&yt[start..start + 1000], &yp[start..start + 1000], &w[start..start + 1000]).unwrap();
+    }
+    let labels: Vec<i64> = acc.classes().into_iter().step_by(50).collect();
+    let cm = acc.confusion_matrix(Some(&labels), None).unwrap();
+    let index = |l: i64| labels.iter().position(|&x| x == l);
+    let mut naive = vec![vec![0.0; labels.len()]; labels.len()];
+    for ((t, p), x) in yt.iter().zip(&yp).zip(&w) {
+        if let (Some(i), Some(j)) = (index(*t), index(*p)) {
+            naive[i][j] += x;
+        }
+    }
+    assert_eq!(cm, naive);
+    let correct: f64 = yt.iter().zip(&yp).zip(&w).filter(|((t, p), _)| t == p).map(|(_, x)| x).sum();
+    let total: f64 = w.iter().sum();
+    assert!((acc.accuracy_score(true).unwrap() - correct / total).abs() < 1e-12);
+    let report = acc.classification_report(&ReportOptions::default()).unwrap();
+    assert_eq!(report.rows.len(), acc.classes().len());
+}

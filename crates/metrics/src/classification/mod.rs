@@ -192,9 +192,10 @@ pub struct ConfusionAccumulator<L: Label> {
     pred_w: Vec<f64>,
     /// Whether any sample has `y_pred == y_true` (sklearn's counts turn float when none does).
     any_correct: bool,
-    /// Row stride of `counts` (≥ `labels.len()`); row = true class, column = predicted class.
-    cap: usize,
-    counts: Vec<f64>,
+    /// Correct predictions per class (the diagonal of the confusion matrix).
+    diag: Vec<f64>,
+    /// The off-diagonal confusion counts.
+    off: OffDiagonal,
     n_samples: usize,
     weighted: bool,
     nonzero_weight: bool,
@@ -209,8 +210,10 @@ impl<L: Label> Default for ConfusionAccumulator<L> {
 /// The confusion counts over the present labels in sorted order.
 pub(crate) struct Table {
     pub n: usize,
-    /// `n × n`, row-major, row = true label.
-    pub m: Vec<f64>,
+    /// Diagonal of the confusion matrix.
+    pub diag: Vec<f64>,
+    /// Off-diagonal entries `(true, predicted, count)`.
+    pub cells: Vec<(usize, usize, f64)>,
     pub rows: Vec<f64>,
     pub cols: Vec<f64>,
     pub in_true: Vec<bool>,
@@ -228,8 +231,8 @@ impl<L: Label> ConfusionAccumulator<L> {
             true_w: Vec::new(),
             pred_w: Vec::new(),
             any_correct: false,
-            cap: 0,
-            counts: Vec::new(),
+            diag: Vec::new(),
+            off: OffDiagonal::Dense { cap: 0, counts: Vec::new() },
             n_samples: 0,
             weighted: false,
             nonzero_weight: false,
@@ -252,7 +255,7 @@ impl<L: Label> ConfusionAccumulator<L> {
             self.any_correct |= ti == pi;
             self.true_w[ti] += 1.0;
             self.pred_w[pi] += 1.0;
-            self.counts[ti * self.cap + pi] += 1.0;
+            self.add(ti, pi, 1.0);
         }
         self.n_samples += y_true.len();
         self.nonzero_weight |= !y_true.is_empty();
@@ -270,7 +273,7 @@ impl<L: Label> ConfusionAccumulator<L> {
             self.any_correct |= ti == pi;
             self.true_w[ti] += w;
             self.pred_w[pi] += w;
-            self.counts[ti * self.cap + pi] += w;
+            self.add(ti, pi, w);
         }
         self.n_samples += y_true.len();
         self.weighted = true;
@@ -283,6 +286,15 @@ impl<L: Label> ConfusionAccumulator<L> {
         match sample_weight {
             Some(w) => self.update_weighted(y_true, y_pred, w),
             None => self.update(y_true, y_pred),
+        }
+    }
+
+    #[inline]
+    fn add(&mut self, t: usize, p: usize, w: f64) {
+        if t == p {
+            self.diag[t] += w;
+        } else {
+            self.off.add(t, p, w);
         }
     }
 
@@ -306,9 +318,7 @@ impl<L: Label> ConfusionAccumulator<L> {
             return i;
         }
         let i = self.labels.len();
-        if i == self.cap {
-            self.grow();
-        }
+        self.off.reserve(i + 1);
         self.index.insert(l.clone(), i);
         if let Some(k) = l.small_key() {
             if self.small.len() <= k {
@@ -320,17 +330,8 @@ impl<L: Label> ConfusionAccumulator<L> {
         self.in_true.push(false);
         self.true_w.push(0.0);
         self.pred_w.push(0.0);
+        self.diag.push(0.0);
         i
-    }
-
-    fn grow(&mut self) {
-        let new_cap = (self.cap * 2).max(4);
-        let mut counts = vec![0.0; new_cap * new_cap];
-        for r in 0..self.cap {
-            counts[r * new_cap..r * new_cap + self.cap].copy_from_slice(&self.counts[r * self.cap..(r + 1) * self.cap]);
-        }
-        self.counts = counts;
-        self.cap = new_cap;
     }
 
     /// Number of samples added so far.
@@ -377,18 +378,14 @@ impl<L: Label> ConfusionAccumulator<L> {
         if !self.nonzero_weight {
             return Err(MetricError::value("Sample weights must contain at least one non-zero number."));
         }
-        let (order, _) = self.sorted_positions();
+        let (order, pos) = self.sorted_positions();
         let n = order.len();
-        let mut m = vec![0.0; n * n];
-        for (r, &ri) in order.iter().enumerate() {
-            for (c, &ci) in order.iter().enumerate() {
-                m[r * n + c] = self.counts[ri * self.cap + ci];
-            }
-        }
+        let diag = order.iter().map(|&i| self.diag[i]).collect();
+        let cells = self.off.cells().map(|(t, p, w)| (pos[t], pos[p], w)).collect();
         let rows = order.iter().map(|&i| self.true_w[i]).collect();
         let cols = order.iter().map(|&i| self.pred_w[i]).collect();
         let in_true = order.iter().map(|&i| self.in_true[i]).collect();
-        Ok(Table { n, m, rows, cols, in_true, float_counts: self.weighted || !self.any_correct })
+        Ok(Table { n, diag, cells, rows, cols, in_true, float_counts: self.weighted || !self.any_correct })
     }
 
     /// `sklearn.metrics.accuracy_score`: fraction (or, with `normalize=false`, weighted count) of samples with
@@ -457,6 +454,60 @@ impl<L: Label> ConfusionAccumulator<L> {
             None => (None, self.classes().iter().map(|x| x.to_string()).collect(), true),
         };
         report::build(&t, labels.as_deref(), names, covers, opts.target_names, opts.zero_division)
+    }
+}
+
+/// Off-diagonal confusion counts: a dense table while there are few classes, a hash map beyond (sklearn's
+/// report needs only per-class sums, so many-class data must not cost `k²` memory).
+#[derive(Debug, Clone)]
+enum OffDiagonal {
+    /// Row-major with row stride `cap`.
+    Dense {
+        cap: usize,
+        counts: Vec<f64>,
+    },
+    Sparse(HashMap<(usize, usize), f64, BuildHasherDefault<FxHasher>>),
+}
+
+/// Largest class count kept in the dense table (8 MiB).
+const DENSE_MAX: usize = 1024;
+
+impl OffDiagonal {
+    #[inline]
+    fn add(&mut self, t: usize, p: usize, w: f64) {
+        match self {
+            OffDiagonal::Dense { cap, counts } => counts[t * *cap + p] += w,
+            OffDiagonal::Sparse(map) => *map.entry((t, p)).or_insert(0.0) += w,
+        }
+    }
+
+    /// Makes room for `n` classes.
+    fn reserve(&mut self, n: usize) {
+        let OffDiagonal::Dense { cap, counts } = self else { return };
+        if n <= *cap {
+            return;
+        }
+        let new_cap = (*cap * 2).max(4);
+        if new_cap > DENSE_MAX {
+            *self = OffDiagonal::Sparse(self.cells().filter(|c| c.2 != 0.0).map(|(t, p, w)| ((t, p), w)).collect());
+            return;
+        }
+        let mut grown = vec![0.0; new_cap * new_cap];
+        for r in 0..*cap {
+            grown[r * new_cap..r * new_cap + *cap].copy_from_slice(&counts[r * *cap..(r + 1) * *cap]);
+        }
+        *counts = grown;
+        *cap = new_cap;
+    }
+
+    /// Nonzero off-diagonal entries `(true, predicted, count)` by first-seen class index.
+    fn cells(&self) -> Box<dyn Iterator<Item = (usize, usize, f64)> + '_> {
+        match self {
+            OffDiagonal::Dense { cap, counts } => {
+                Box::new(counts.iter().enumerate().filter(|(_, &w)| w != 0.0).map(move |(i, &w)| (i / cap, i % cap, w)))
+            }
+            OffDiagonal::Sparse(map) => Box::new(map.iter().map(|(&(t, p), &w)| (t, p, w))),
+        }
     }
 }
 
@@ -543,12 +594,8 @@ fn nanaverage(a: &[f64], weights: Option<&[f64]>) -> f64 {
 }
 
 impl Table {
-    fn at(&self, r: usize, c: usize) -> f64 {
-        self.m[r * self.n + c]
-    }
-
     fn accuracy(&self, normalize: bool) -> Result<f64> {
-        let correct: f64 = (0..self.n).map(|i| self.at(i, i)).sum();
+        let correct: f64 = self.diag.iter().sum();
         if !normalize {
             return Ok(correct);
         }
@@ -590,12 +637,14 @@ impl Table {
             }
         }
         let mut cm = vec![vec![0.0; k]; k];
-        for (r, &si) in slot.iter().enumerate() {
-            let Some(i) = si else { continue };
-            for (c, &sj) in slot.iter().enumerate() {
-                if let Some(j) = sj {
-                    cm[i][j] = self.at(r, c);
-                }
+        for (r, &d) in self.diag.iter().enumerate() {
+            if let Some(i) = slot[r] {
+                cm[i][i] = d;
+            }
+        }
+        for &(r, c, w) in &self.cells {
+            if let (Some(i), Some(j)) = (slot[r], slot[c]) {
+                cm[i][j] = w;
             }
         }
         let nan_to_zero = |x: f64| if x.is_nan() { 0.0 } else { x };
@@ -627,7 +676,7 @@ impl Table {
             // sklearn derives the sums back from its per-label confusion matrix (`tp + fp`, `tp + fn`),
             // which can differ from the raw sums in the last bit; weighted supports are printed in full.
             Some(p) => {
-                let tp = self.at(p, p);
+                let tp = self.diag[p];
                 (tp, tp + (self.cols[p] - tp), tp + (self.rows[p] - tp))
             }
             None => (0.0, 0.0, 0.0),
@@ -716,7 +765,7 @@ impl Table {
     fn matthews(&self) -> f64 {
         let t = &self.rows;
         let p = &self.cols;
-        let n_correct: f64 = (0..self.n).map(|i| self.at(i, i)).sum();
+        let n_correct: f64 = self.diag.iter().sum();
         let n_samples: f64 = p.iter().sum();
         let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
         let cov_ytyp = n_correct * n_samples - dot(t, p);
@@ -766,7 +815,7 @@ impl Table {
     }
 
     fn balanced_accuracy(&self, adjusted: bool) -> Result<f64> {
-        let per_class: Vec<f64> = (0..self.n).map(|i| self.at(i, i) / self.rows[i]).filter(|x| !x.is_nan()).collect();
+        let per_class: Vec<f64> = (0..self.n).map(|i| self.diag[i] / self.rows[i]).filter(|x| !x.is_nan()).collect();
         let mut score = per_class.iter().sum::<f64>() / per_class.len() as f64;
         if adjusted {
             if per_class.is_empty() {

@@ -375,6 +375,24 @@ add("topk/w0", "top_k_accuracy_score", y_true=[0, 1, 2], y_score=scores(3, 3), s
 add("topk/neg_ties", "top_k_accuracy_score", y_true=[0, 1, 2, 2], y_score=[[-0.0, 0.0, -1.0]] * 4, k=1)
 add("topk/err/empty", "top_k_accuracy_score", y_true=[], y_score=[])
 
+# ---------------------------------------------------------------- labels of the other kind than the data
+for fid, (yt_f, yp_f, lab_f) in {
+    "strdata_intlabels": (["1", "2", "2", "3"], ["1", "2", "3", "3"], [1, 2]),
+    "intdata_strlabels": ([1, 2, 2, 3], [1, 2, 3, 3], ["1", "3"]),
+    "strdata_intlabels_nomatch": (["a", "b", "a"], ["a", "a", "b"], [1, 2]),
+    "intdata_strlabels_cover": ([1, 2, 2], [1, 2, 1], ["1", "2"]),
+}.items():
+    add(f"foreign/{fid}/f1", "f1_score", y_true=yt_f, y_pred=yp_f, labels=lab_f, average=None)
+    add(f"foreign/{fid}/prfs/macro", "precision_recall_fscore_support", y_true=yt_f, y_pred=yp_f, labels=lab_f,
+        average="macro")
+    add(f"foreign/{fid}/f1/binary", "f1_score", y_true=yt_f[:2], y_pred=yp_f[:2], labels=lab_f)
+    add(f"foreign/{fid}/cm", "confusion_matrix", y_true=yt_f, y_pred=yp_f, labels=lab_f)
+    add(f"foreign/{fid}/cm/true", "confusion_matrix", y_true=yt_f, y_pred=yp_f, labels=lab_f, normalize="true")
+    add(f"foreign/{fid}/kappa", "cohen_kappa_score", y1=yt_f, y2=yp_f, labels=lab_f)
+    add(f"foreign/{fid}/report", "classification_report", y_true=yt_f, y_pred=yp_f, labels=lab_f)
+    add(f"foreign/{fid}/report/dict", "classification_report", y_true=yt_f, y_pred=yp_f, labels=lab_f,
+        output_dict=True)
+
 for c in C.cases:
     err = c.get("error")
     if err and err["kind"] == "InvalidParameterError":

@@ -157,10 +157,28 @@ fn run(name: &str, args: &Args) -> Result<Value> {
     let yp = parse_labels(args, pk)?;
     let weights = args.opt_f64_vec("sample_weight")?;
     check_lengths(yt.len(), yp.len(), weights.as_ref().map(Vec::len))?;
+    let mut labels = opt_labels(args, "labels")?;
+    let prf_family = known.contains(&"pos_label");
+    if prf_family
+        && args.average(if name == "precision_recall_fscore_support" { None } else { Some("binary") })?
+            == Average::Binary
+    {
+        // average="binary" ignores `labels`.
+        labels = None;
+    }
+    let w = weights.as_deref();
     match (yt, yp) {
-        (Labels::Int(a), Labels::Int(b)) => with_labels(name, args, &a, &b, weights.as_deref()),
-        (Labels::Str(a), Labels::Str(b)) => with_labels(name, args, &a, &b, weights.as_deref()),
-        (a, b) if a.len() == 0 => with_labels(name, args, &a.into_strings(), &b.into_strings(), weights.as_deref()),
+        (a, b)
+            if labels.as_ref().is_some_and(|l| l.len() > 0 && l.is_str() != a.is_str()) && a.is_str() == b.is_str() =>
+        {
+            // numpy promotes labels of the other kind together with the data to strings; what matches then
+            // differs per function (see `Foreign`).
+            let (a, b) = (a.into_strings(), b.into_strings());
+            with_labels(name, args, &a, &b, w, labels, true)
+        }
+        (Labels::Int(a), Labels::Int(b)) => with_labels(name, args, &a, &b, w, labels, false),
+        (Labels::Str(a), Labels::Str(b)) => with_labels(name, args, &a, &b, w, labels, false),
+        (a, b) if a.len() == 0 => with_labels(name, args, &a.into_strings(), &b.into_strings(), w, labels, false),
         (a, b) => Err(MetricError::value(format!(
             "Mix of label input types (string and number); y_true is {} and y_pred is {}",
             if a.is_str() { "string" } else { "number" },
@@ -179,9 +197,21 @@ fn zero_division(args: &Args) -> Result<ZeroDivision> {
     args.zero_division(ZeroDivision::Warn)
 }
 
-fn with_labels<L: JsonLabel>(name: &str, args: &Args, yt: &[L], yp: &[L], w: Option<&[f64]>) -> Result<Value> {
-    // Parameter validation comes first in sklearn, before any data check.
-    let labels: Option<Vec<L>> = opt_labels(args, "labels")?.map(L::convert).transpose()?;
+/// Runs metric `name` on labels of one kind. `foreign`: `labels` were of the other kind than the data and
+/// everything was converted to strings. sklearn then matches them as strings in the per-label statistics
+/// (precision/recall/F, the report rows), but its confusion matrix looks labels up by their original value
+/// and finds none (an all-zero matrix, so kappa is undefined), and the report never calls its micro average
+/// "accuracy" (a Python set of ints never contains the strings).
+fn with_labels<L: JsonLabel>(
+    name: &str,
+    args: &Args,
+    yt: &[L],
+    yp: &[L],
+    w: Option<&[f64]>,
+    labels: Option<Labels>,
+    foreign: bool,
+) -> Result<Value> {
+    let labels: Option<Vec<L>> = labels.map(L::convert).transpose()?;
     let mut acc = ConfusionAccumulator::new();
     match name {
         "accuracy_score" => {
@@ -202,7 +232,10 @@ fn with_labels<L: JsonLabel>(name: &str, args: &Args, yt: &[L], yp: &[L], w: Opt
                 }
             };
             acc.update_opt(yt, yp, w)?;
-            let cm = acc.confusion_matrix(labels.as_deref(), normalize)?;
+            let mut cm = acc.confusion_matrix(labels.as_deref(), normalize)?;
+            if foreign {
+                cm.iter_mut().flatten().for_each(|x| *x = 0.0);
+            }
             Ok(Value::Array(cm.iter().map(|r| nums(r)).collect()))
         }
         "precision_score" | "recall_score" | "f1_score" | "fbeta_score" | "precision_recall_fscore_support" => {
@@ -256,7 +289,7 @@ fn with_labels<L: JsonLabel>(name: &str, args: &Args, yt: &[L], yp: &[L], w: Opt
             acc.update_opt(yt, yp, w)?;
             let opts =
                 ReportOptions { labels: labels.as_deref(), target_names: target_names.as_deref(), zero_division: zd };
-            let report = acc.classification_report(&opts)?;
+            let report = acc.report_impl(&opts, foreign)?;
             if output_dict {
                 Ok(report.to_json())
             } else {
@@ -279,6 +312,7 @@ fn with_labels<L: JsonLabel>(name: &str, args: &Args, yt: &[L], yp: &[L], w: Opt
             let replace = args.f64("replace_undefined_by", f64::NAN)?;
             acc.update_opt(yt, yp, w)?;
             let k = acc.cohen_kappa_score(labels.as_deref(), weights)?;
+            let k = if foreign { f64::NAN } else { k };
             Ok(num(if k.is_nan() { replace } else { k }))
         }
         _ => {

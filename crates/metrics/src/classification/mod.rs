@@ -441,6 +441,11 @@ impl<L: Label> ConfusionAccumulator<L> {
     /// `sklearn.metrics.classification_report` as a structured report; render it with
     /// [`ClassificationReport::to_text`] or [`ClassificationReport::to_json`].
     pub fn classification_report(&self, opts: &ReportOptions<L>) -> Result<ClassificationReport> {
+        self.report_impl(opts, false)
+    }
+
+    /// `never_accuracy`: the micro row is "micro avg" even when the labels cover the data.
+    pub(crate) fn report_impl(&self, opts: &ReportOptions<L>, never_accuracy: bool) -> Result<ClassificationReport> {
         let t = self.table()?;
         let (labels, names, covers) = match opts.labels {
             Some(l) => {
@@ -449,7 +454,7 @@ impl<L: Label> ConfusionAccumulator<L> {
                 for p in sel.iter().flatten() {
                     seen[*p] = true;
                 }
-                (Some(sel), l.iter().map(|x| x.to_string()).collect(), seen.iter().all(|&s| s))
+                (Some(sel), l.iter().map(|x| x.to_string()).collect(), !never_accuracy && seen.iter().all(|&s| s))
             }
             None => (None, self.classes().iter().map(|x| x.to_string()).collect(), true),
         };

@@ -2,8 +2,8 @@
 //!
 //! Labels are JSON arrays of integers or strings. As with numpy, an array mixing both is an array of strings
 //! (integers spelled in decimal); `y_true` and `y_pred` of different kinds fail like sklearn ("Mix of label
-//! input types"). A `labels` argument of integers for string data is compared as strings (numpy's promotion);
-//! a `pos_label` of the other kind matches no label.
+//! input types"). A `labels` argument of the other kind than the data follows numpy's promotion to strings
+//! as sklearn does (see `with_labels`); a `pos_label` of the other kind matches no label.
 
 use serde_json::{json, Value};
 

@@ -231,8 +231,8 @@ fn mask_value(v: &Value) -> Option<Result<bool>> {
     Some(match v {
         Value::Bool(b) => Ok(*b),
         _ => match as_f64(v)? {
-            x if x == 0.0 => Ok(false),
-            x if x == 1.0 => Ok(true),
+            0.0 => Ok(false),
+            1.0 => Ok(true),
             x => Err(MetricError::value(format!("mask entries must be 0 or 1, got {x}"))),
         },
     })

@@ -297,7 +297,15 @@ impl TextTokenizer {
 
     /// Truncates every later encoding to `max_length` tokens, special tokens included (`longest_first` for
     /// pairs: the longer text loses a token at a time, as `transformers`). None disables truncation.
+    /// A max_length below the special-token count of a single text is an error (the crate would underflow).
     pub fn set_max_length(&mut self, max_length: Option<usize>) -> Result<(), TokenizerError> {
+        use tokenizers::PostProcessor;
+        let specials = self.inner.get_post_processor().map_or(0, |pp| pp.added_tokens(false));
+        if let Some(max) = max_length.filter(|&m| m < specials) {
+            return Err(TokenizerError::Encode {
+                message: format!("max_length {max} is smaller than the {specials} special tokens of a single text"),
+            });
+        }
         let params = max_length.map(|max_length| TruncationParams {
             direction: TruncationDirection::Right,
             max_length,
@@ -319,7 +327,24 @@ impl TextTokenizer {
         self.encode_input(EncodeInput::Dual(a.into(), b.into()))
     }
 
+    /// The crate subtracts the special-token count from max_length unchecked; refuse budgets that small.
+    fn check_budget(&self, is_pair: bool) -> Result<(), TokenizerError> {
+        use tokenizers::PostProcessor;
+        let (Some(max), Some(pp)) = (self.max_length, self.inner.get_post_processor()) else { return Ok(()) };
+        let specials = pp.added_tokens(is_pair);
+        if max < specials {
+            return Err(TokenizerError::Encode {
+                message: format!(
+                    "max_length {max} is smaller than the {specials} special tokens a {} needs",
+                    if is_pair { "pair" } else { "single text" }
+                ),
+            });
+        }
+        Ok(())
+    }
+
     fn encode_input(&self, input: EncodeInput<'_>) -> Result<Encoding, TokenizerError> {
+        self.check_budget(matches!(input, EncodeInput::Dual(..)))?;
         let e = self.inner.encode(input, true).map_err(|e| TokenizerError::Encode { message: e.to_string() })?;
         Ok(Encoding::from_tk(&e))
     }
@@ -338,6 +363,9 @@ impl TextTokenizer {
     }
 
     fn batch(&self, inputs: Vec<EncodeInput<'_>>) -> Result<Vec<Encoding>, TokenizerError> {
+        if let Some(first) = inputs.first() {
+            self.check_budget(matches!(first, EncodeInput::Dual(..)))?;
+        }
         let out =
             self.inner.encode_batch(inputs, true).map_err(|e| TokenizerError::Encode { message: e.to_string() })?;
         Ok(out.iter().map(Encoding::from_tk).collect())

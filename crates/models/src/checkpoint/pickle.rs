@@ -464,7 +464,7 @@ impl<'a> Unpickler<'a> {
 const REFUSED: &str = "refused global ";
 
 fn pairs(items: Vec<Val>) -> PResult<Vec<(Val, Val)>> {
-    if items.len() % 2 != 0 {
+    if items.len() & 1 == 1 {
         return Err("odd number of items for a dict".into());
     }
     let mut out = Vec::with_capacity(items.len() / 2);

@@ -165,6 +165,19 @@ fn bin_view_outside_its_storage_is_refused() {
 }
 
 #[test]
+fn bin_broadcast_view_cannot_demand_more_memory_than_the_file_implies() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = f32_bytes(&[1.0]);
+    // Stride-0 view of one element claiming 255^3 elements.
+    let path = torch_zip(dir.path(), &tensor_pickle(1, 0, &[255, 255, 255], &[0, 0, 0]), &[("0", &data)]);
+    let e = load_pytorch_bin(&path).unwrap_err();
+    assert!(matches!(&e, CheckpointError::Tensor { tensor, .. } if tensor == "w"), "{e}");
+    // A small broadcast view is fine.
+    let path = torch_zip(dir.path(), &tensor_pickle(1, 0, &[2, 3], &[0, 0]), &[("0", &data)]);
+    assert_eq!(load_pytorch_bin(&path).unwrap()["w"].data, vec![1.0; 6]);
+}
+
+#[test]
 fn bin_storage_shorter_than_declared_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let data = f32_bytes(&[0.; 3]);
@@ -260,6 +273,13 @@ fn safetensors_offsets_out_of_range() {
 #[test]
 fn safetensors_shape_and_data_length_mismatch() {
     let h = json!({"w": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 16]}});
+    let e = load_bytes(&safetensors_bytes(&h, &[0u8; 16])).unwrap_err();
+    assert!(tensor_error_names(&e, "w"), "{e}");
+}
+
+#[test]
+fn safetensors_huge_shape_does_not_overflow_or_allocate() {
+    let h = json!({"w": {"dtype": "F32", "shape": [u64::MAX / 2, 4], "data_offsets": [0, 16]}});
     let e = load_bytes(&safetensors_bytes(&h, &[0u8; 16])).unwrap_err();
     assert!(tensor_error_names(&e, "w"), "{e}");
 }

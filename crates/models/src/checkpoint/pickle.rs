@@ -120,6 +120,43 @@ impl Val {
     }
 }
 
+/// Drops nested containers iteratively: a few bytes of pickle can nest lists a million deep, and the
+/// default recursive drop would overflow the stack.
+impl Drop for Val {
+    fn drop(&mut self) {
+        let mut work = Vec::new();
+        take_children(self, &mut work);
+        while let Some(mut v) = work.pop() {
+            take_children(&mut v, &mut work);
+        }
+    }
+}
+
+/// Moves the children of a container this value solely owns into `work`.
+fn take_children(v: &mut Val, work: &mut Vec<Val>) {
+    match v {
+        Val::List(rc) => {
+            if let Some(cell) = Rc::get_mut(rc) {
+                work.append(cell.get_mut());
+            }
+        }
+        Val::Dict(rc) => {
+            if let Some(cell) = Rc::get_mut(rc) {
+                for (k, v) in cell.get_mut().drain(..) {
+                    work.push(k);
+                    work.push(v);
+                }
+            }
+        }
+        Val::Tuple(rc) => {
+            if let Some(items) = Rc::get_mut(rc) {
+                work.extend(items.iter_mut().map(|x| std::mem::replace(x, Val::None)));
+            }
+        }
+        _ => {}
+    }
+}
+
 enum Item {
     Mark,
     Val(Val),
@@ -452,7 +489,7 @@ impl<'a> Unpickler<'a> {
                 }
                 b'P' => return Err("text persistent ids (PERSID) are not used by torch.save".into()),
                 b'i' | b'o' | 0x81 | 0x92 => {
-                    return Err(format!("{REFUSED}object construction (opcode 0x{op:02x})"));
+                    return Err(format!("object construction (opcode 0x{op:02x}) is not allowed in a state dict"));
                 }
                 _ => return Err(format!("unsupported pickle opcode 0x{op:02x} at offset {}", self.pos - 1)),
             }
@@ -490,10 +527,10 @@ fn usize_tuple(v: &Val, what: &str) -> PResult<Vec<usize>> {
 }
 
 fn reduce(callable: Val, args: Val) -> PResult<Val> {
-    let Val::Tuple(args) = args else {
+    let Val::Tuple(args) = &args else {
         return Err(format!("REDUCE arguments must be a tuple, got {}", args.kind()));
     };
-    let Val::Global(g) = callable else {
+    let &Val::Global(g) = &callable else {
         return Err(format!("REDUCE on a {}, which is not callable", callable.kind()));
     };
     match g {
@@ -781,15 +818,17 @@ fn gather(
     let nd = shape.len();
     let mut idx = vec![0usize; nd];
     let mut pos = offset;
+    // Wrapping arithmetic: a size-1 dimension may carry any stride (it is never applied to a read), and
+    // stepping past the last element must not overflow; every position actually read was bounds-checked.
     for _ in 0..numel {
         out.push(read(pos));
         for d in (0..nd).rev() {
             idx[d] += 1;
-            pos += stride[d];
+            pos = pos.wrapping_add(stride[d]);
             if idx[d] < shape[d] {
                 break;
             }
-            pos -= stride[d] * shape[d];
+            pos = pos.wrapping_sub(stride[d].wrapping_mul(shape[d]));
             idx[d] = 0;
         }
     }
@@ -809,6 +848,15 @@ mod tests {
     }
 
     #[test]
+    fn refuses_stack_global_of_protocol_4() {
+        // SHORT_BINUNICODE 'builtins', SHORT_BINUNICODE 'exec', STACK_GLOBAL
+        let p = b"\x80\x04\x8c\x08builtins\x8c\x04exec\x93.";
+        assert_eq!(unpickle(p).unwrap_err(), "refused global builtins.exec");
+        // Object construction opcodes are refused outright.
+        assert!(unpickle(b"\x80\x02ccollections\nOrderedDict\n)\x81.").unwrap_err().contains("not allowed"));
+    }
+
+    #[test]
     fn lying_lengths_do_not_allocate() {
         let p = b"\x80\x02X\xff\xff\xff\xff";
         assert!(unpickle(p).unwrap_err().contains("runs past the end"));
@@ -822,6 +870,27 @@ mod tests {
         assert!(matches!(v, Val::Int(-1)));
         let v = unpickle(b"\x80\x02\x8a\x05\x00\x00\x00\x00\x01.").unwrap();
         assert!(matches!(v, Val::Int(4294967296)));
+    }
+
+    #[test]
+    fn deeply_nested_lists_do_not_overflow_the_stack() {
+        let depth = 1_000_000;
+        let mut p = b"\x80\x02".to_vec();
+        p.extend(std::iter::repeat_n(b']', depth));
+        p.extend(std::iter::repeat_n(b'a', depth - 1));
+        p.push(b'.');
+        let v = unpickle(&p).unwrap();
+        assert!(matches!(v, Val::List(_)));
+        drop(v);
+        // The same nesting left on the stack by an error is dropped safely too.
+        assert!(unpickle(&p[..p.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn huge_stride_on_size_one_dimension() {
+        let bytes: Vec<u8> = (0..4).flat_map(|i| (i as f32).to_le_bytes()).collect();
+        let v = gather(&bytes, StorageDtype::F32, 0, &[1, 2, 2], &[usize::MAX, 1, 2], 4);
+        assert_eq!(v, vec![0.0, 2.0, 1.0, 3.0]);
     }
 
     #[test]

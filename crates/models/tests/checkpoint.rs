@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use finetune_engine::{StateDict, Tensor};
 use finetune_models::checkpoint::{
-    load_pytorch_bin, load_safetensors, load_state_dict, resolve_in, save_pretrained, save_safetensors, CheckpointError,
+    load_pretrained, load_pytorch_bin, load_safetensors, load_state_dict, resolve_in, save_pretrained,
+    save_safetensors, CheckpointError,
 };
 use finetune_models::config::EncoderConfig;
 use serde_json::{json, Value};
@@ -451,4 +452,29 @@ fn minilm_safetensors_save_round_trip_is_bit_identical() {
         c.raw = EncoderConfig::from_file(out.path()).unwrap().raw;
         c
     });
+}
+
+#[test]
+fn model_id_is_found_under_hf_home() {
+    // The only test that reads the cache environment variables.
+    let home = tempfile::tempdir().unwrap();
+    let snap = home.path().join("hub/models--org--tiny-bert/snapshots/0123abcd");
+    std::fs::create_dir_all(&snap).unwrap();
+    std::fs::create_dir_all(home.path().join("hub/models--org--tiny-bert/refs")).unwrap();
+    std::fs::write(home.path().join("hub/models--org--tiny-bert/refs/main"), "0123abcd").unwrap();
+    std::fs::copy(fixture("tiny.bin"), snap.join("pytorch_model.bin")).unwrap();
+    std::fs::write(snap.join("config.json"), r#"{"model_type": "bert", "hidden_size": 6, "num_attention_heads": 2}"#)
+        .unwrap();
+    std::env::remove_var("HF_HUB_CACHE");
+    std::env::remove_var("HUGGINGFACE_HUB_CACHE");
+    std::env::set_var("HF_HOME", home.path());
+    let m = load_pretrained("org/tiny-bert").unwrap();
+    assert_eq!(m.dir, snap);
+    assert_eq!(m.config.hidden_size, 6);
+    check_against_expected(&m.state);
+    // A weight file given directly finds its config next to it.
+    let m = load_pretrained(snap.join("pytorch_model.bin").to_str().unwrap()).unwrap();
+    assert_eq!(m.dir, snap);
+    let e = load_pretrained("org/absent-model").err().unwrap();
+    assert!(e.to_string().contains("models--org--absent-model"), "{e}");
 }

@@ -5,13 +5,15 @@ use std::path::{Path, PathBuf};
 
 use super::CheckpointError;
 
-/// Cache roots in the order `huggingface_hub` uses: `$HF_HUB_CACHE`, `$HF_HOME/hub`,
-/// `$XDG_CACHE_HOME/huggingface/hub`, `~/.cache/huggingface/hub`.
+/// Cache roots in the order `huggingface_hub` uses: `$HF_HUB_CACHE` (or the older `$HUGGINGFACE_HUB_CACHE`),
+/// `$HF_HOME/hub`, `$XDG_CACHE_HOME/huggingface/hub`, `~/.cache/huggingface/hub`.
 pub fn cache_roots() -> Vec<PathBuf> {
     let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
     let mut roots = Vec::new();
-    if let Some(p) = var("HF_HUB_CACHE") {
-        roots.push(p);
+    for k in ["HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"] {
+        if let Some(p) = var(k) {
+            roots.push(p);
+        }
     }
     if let Some(p) = var("HF_HOME") {
         roots.push(p.join("hub"));

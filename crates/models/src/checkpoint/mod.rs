@@ -107,9 +107,11 @@ pub struct LoadedModel {
 
 /// Resolves `spec` (directory, cache folder or model id, see [`resolve_model_dir`]) and loads config and weights.
 pub fn load_pretrained(spec: &str) -> Result<LoadedModel, CheckpointError> {
-    let dir = resolve_model_dir(spec)?;
+    let found = resolve_model_dir(spec)?;
+    // A weight file given directly: its config sits next to it.
+    let dir = if found.is_file() { found.parent().unwrap_or(Path::new(".")).to_path_buf() } else { found.clone() };
     let config = EncoderConfig::from_file(dir.join("config.json"))?;
-    let state = load_state_dict(&dir)?;
+    let state = load_state_dict(&found)?;
     Ok(LoadedModel { dir, config, state })
 }
 
@@ -162,7 +164,10 @@ fn same_file(a: &Path, b: &Path) -> bool {
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    // Unique per process and call, so concurrent writers never share a temporary file.
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".{name}.{}-{n}.tmp", std::process::id()));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;

@@ -12,6 +12,15 @@ use finetune_models::checkpoint::{
 use finetune_models::config::EncoderConfig;
 use serde_json::{json, Value};
 
+/// Writes to stderr directly (not through `eprintln!`, which the test harness captures) so that a skipped
+/// real-model test is visible in a normal `cargo test` run.
+macro_rules! skipped {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), "SKIPPED: {}", format!($($arg)*));
+    }};
+}
+
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/io").join(name)
 }
@@ -21,7 +30,7 @@ fn minilm_dir() -> Option<PathBuf> {
     if dir.join("model.safetensors").is_file() {
         Some(dir)
     } else {
-        eprintln!("SKIPPED: {} is absent; run scripts/fetch.sh to test on the real MiniLM", dir.display());
+        skipped!("{} is absent; run scripts/fetch.sh to test on the real MiniLM", dir.display());
         None
     }
 }

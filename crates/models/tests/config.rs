@@ -5,6 +5,15 @@ use std::path::{Path, PathBuf};
 use finetune_models::config::{Arch, ConfigError, EncoderConfig, ProblemType};
 use serde_json::json;
 
+/// Writes to stderr directly (not through `eprintln!`, which the test harness captures) so that a skipped
+/// real-model test is visible in a normal `cargo test` run.
+macro_rules! skipped {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), "SKIPPED: {}", format!($($arg)*));
+    }};
+}
+
 fn parse(v: serde_json::Value) -> Result<EncoderConfig, ConfigError> {
     EncoderConfig::from_json_str(&v.to_string(), "config.json")
 }
@@ -168,7 +177,7 @@ fn file_errors_name_the_file() {
 fn real_minilm_config_round_trips() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/all-MiniLM-L6-v2");
     if !dir.join("config.json").is_file() {
-        eprintln!("SKIPPED: {} is absent; run scripts/fetch.sh", dir.display());
+        skipped!("{} is absent; run scripts/fetch.sh", dir.display());
         return;
     }
     let c = EncoderConfig::from_file(&dir).unwrap();

@@ -6,12 +6,21 @@ use std::path::{Path, PathBuf};
 use finetune_models::tokenizer::{TextTokenizer, TokenizerError, TokenizerSource};
 use serde_json::Value;
 
+/// Writes to stderr directly (not through `eprintln!`, which the test harness captures) so that a skipped
+/// real-model test is visible in a normal `cargo test` run.
+macro_rules! skipped {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), "SKIPPED: {}", format!($($arg)*));
+    }};
+}
+
 fn minilm_dir() -> Option<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/all-MiniLM-L6-v2");
     if dir.join("tokenizer.json").is_file() && dir.join("vocab.txt").is_file() {
         Some(dir)
     } else {
-        eprintln!("SKIPPED: {} is absent; run scripts/fetch.sh to test the real MiniLM tokenizer", dir.display());
+        skipped!("{} is absent; run scripts/fetch.sh to test the real MiniLM tokenizer", dir.display());
         None
     }
 }

@@ -487,3 +487,77 @@ fn model_id_is_found_under_hf_home() {
     let e = load_pretrained("org/absent-model").err().unwrap();
     assert!(e.to_string().contains("models--org--absent-model"), "{e}");
 }
+
+/// Small deterministic generator for the mutation tests (no extra dependency).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// Mutates 1–4 bytes (or truncates) at random.
+fn mutate(rng: &mut Lcg, good: &[u8], region: std::ops::Range<usize>) -> Vec<u8> {
+    let mut b = good.to_vec();
+    if rng.below(8) == 0 {
+        b.truncate(region.start + rng.below(region.len()));
+        return b;
+    }
+    for _ in 0..1 + rng.below(4) {
+        let i = region.start + rng.below(region.len());
+        b[i] = match rng.below(3) {
+            0 => rng.next() as u8,
+            1 => b[i] ^ (1 << rng.below(8)),
+            _ => [0, 0xff, 0x7f, 0x80, b'.', b'(', b'R'][rng.below(7)],
+        };
+    }
+    b
+}
+
+#[test]
+fn mutated_pickles_never_panic() {
+    // Rebuild tiny.bin's archive around mutated copies of its data.pkl.
+    let mut zip = zip::ZipArchive::new(std::fs::File::open(fixture("tiny.bin")).unwrap()).unwrap();
+    let names: Vec<String> = zip.file_names().map(|n| n.unwrap().into_owned()).collect();
+    let read = |zip: &mut zip::ZipArchive<std::fs::File>, n: &str| {
+        let mut v = Vec::new();
+        std::io::Read::read_to_end(&mut zip.by_name(n).unwrap(), &mut v).unwrap();
+        v
+    };
+    let pkl_name = names.iter().find(|n| n.ends_with("/data.pkl")).unwrap().clone();
+    let pkl = read(&mut zip, &pkl_name);
+    let storages: Vec<(String, Vec<u8>)> =
+        names.iter().filter_map(|n| n.split_once("/data/").map(|(_, k)| (k.to_string(), read(&mut zip, n)))).collect();
+    let storage_refs: Vec<(&str, &[u8])> = storages.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Lcg(7);
+    let mut failures = 0;
+    for _ in 0..400 {
+        let bad = mutate(&mut rng, &pkl, 0..pkl.len());
+        let path = torch_zip(dir.path(), &bad, &storage_refs);
+        if load_pytorch_bin(&path).is_err() {
+            failures += 1;
+        }
+    }
+    assert!(failures > 100, "most mutations should be rejected ({failures})");
+}
+
+#[test]
+fn mutated_safetensors_never_panic() {
+    let good = std::fs::read(fixture("tiny.safetensors")).unwrap();
+    let header_end = 8 + u64::from_le_bytes(good[..8].try_into().unwrap()) as usize;
+    let mut rng = Lcg(11);
+    let mut failures = 0;
+    for _ in 0..1000 {
+        let bad = mutate(&mut rng, &good, 0..header_end);
+        if load_bytes(&bad).is_err() {
+            failures += 1;
+        }
+    }
+    assert!(failures > 300, "most mutations should be rejected ({failures})");
+}

@@ -594,7 +594,7 @@ fn persistent_load(pid: Val) -> PResult<Val> {
     }
 }
 
-/// Runs the restricted unpickler over `data.pkl` bytes. Public within the crate for tests of the opcode layer.
+/// Runs the restricted unpickler over `data.pkl` bytes.
 fn unpickle(data: &[u8]) -> PResult<Val> {
     Unpickler::new(data).run()
 }
@@ -655,11 +655,13 @@ pub fn load_pytorch_bin(path: &Path) -> Result<StateDict, CheckpointError> {
     let file = std::fs::File::open(path).map_err(|source| CheckpointError::Io { path: path.to_path_buf(), source })?;
     let file_len = file.metadata().map_err(|source| CheckpointError::Io { path: path.to_path_buf(), source })?.len();
 
-    let mut magic = [0u8; 4];
-    let n =
-        (&file).take(4).read(&mut magic).map_err(|source| CheckpointError::Io { path: path.to_path_buf(), source })?;
-    if n < 4 || magic != *b"PK\x03\x04" {
-        if n >= 1 && magic[0] == 0x80 {
+    let mut magic = Vec::with_capacity(4);
+    (&file)
+        .take(4)
+        .read_to_end(&mut magic)
+        .map_err(|source| CheckpointError::Io { path: path.to_path_buf(), source })?;
+    if magic != b"PK\x03\x04" {
+        if magic.first() == Some(&0x80) {
             return Err(CheckpointError::Unsupported {
                 path: path.to_path_buf(),
                 message: "legacy (non-zip) torch.save format is unsupported; re-save it with PyTorch >= 1.6 or \
@@ -684,7 +686,11 @@ pub fn load_pytorch_bin(path: &Path) -> Result<StateDict, CheckpointError> {
         |zip: &mut zip::ZipArchive<std::fs::File>, name: &str, limit: u64| -> Result<Vec<u8>, CheckpointError> {
             let mut e = zip.by_name(name).map_err(|e| fmt(format!("missing entry {name}: {e}")))?;
             if e.size() > file_len.min(limit) {
-                return Err(fmt(format!("entry {name} claims {} bytes, more than the archive can hold", e.size())));
+                return Err(fmt(format!(
+                    "entry {name} declares {} bytes, more than the {} it may hold",
+                    e.size(),
+                    file_len.min(limit)
+                )));
             }
             let size = e.size();
             let mut buf = Vec::with_capacity(size as usize);

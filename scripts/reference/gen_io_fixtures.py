@@ -74,9 +74,9 @@ def malicious_bin(path, fn, arg):
     """A torch-style zip whose data.pkl calls fn(arg) when unpickled by a permissive loader."""
     pkl = pickle.dumps({"weight": Evil(fn, arg)}, protocol=2)
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as z:
-        z.writestr("archive/data.pkl", pkl)
-        z.writestr("archive/byteorder", "little")
-        z.writestr("archive/version", "3\n")
+        # Fixed timestamps keep the fixture byte-stable across runs.
+        for name, data in [("archive/data.pkl", pkl), ("archive/byteorder", b"little"), ("archive/version", b"3\n")]:
+            z.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), data)
 
 
 SENTENCES = [

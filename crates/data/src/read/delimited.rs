@@ -1,7 +1,7 @@
 //! CSV and TSV through the `csv` crate: header row, RFC 4180 quoting, CRLF, configurable columns.
 
 use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 
 use csv::{ErrorKind, StringRecord};
@@ -22,6 +22,8 @@ pub struct DelimitedReader {
     delimiter: u8,
     record: StringRecord,
     finished: bool,
+    /// The header row ends in CRLF (see `line_of`).
+    crlf: bool,
 }
 
 impl DelimitedReader {
@@ -33,11 +35,13 @@ impl DelimitedReader {
             _ => b',',
         });
         let file = File::open(path).map_err(|e| DataError::io(&name, e))?;
-        let mut rdr = csv::ReaderBuilder::new()
-            .delimiter(delimiter)
-            .has_headers(true)
-            .flexible(false)
-            .from_reader(BufReader::with_capacity(1 << 16, file));
+        let mut file = BufReader::with_capacity(1 << 16, file);
+        let crlf = {
+            let head = file.fill_buf().map_err(|e| DataError::io(&name, e))?;
+            head.iter().position(|&b| b == b'\n').is_some_and(|i| i > 0 && head[i - 1] == b'\r')
+        };
+        let mut rdr =
+            csv::ReaderBuilder::new().delimiter(delimiter).has_headers(true).flexible(false).from_reader(file);
         let headers: Vec<String> = match rdr.headers() {
             Ok(h) => h.iter().map(str::to_string).collect(),
             Err(e) => return Err(header_error(&name, e)),
@@ -67,6 +71,7 @@ impl DelimitedReader {
             delimiter,
             record: StringRecord::new(),
             finished: false,
+            crlf,
         })
     }
 
@@ -110,14 +115,13 @@ impl DelimitedReader {
         Ok(Example { text, text_pair, label, line })
     }
 
-    /// When the parser ran into the end of file inside a record, look for a quote that was never closed: the csv
-    /// crate accepts it silently and the field swallows the rest of the file.
+    /// The csv crate accepts a quote that is never closed: the field silently swallows the rest of the file.
+    /// Re-scan the raw bytes of a suspicious record (a parse error, a field with a line break, or the last
+    /// record) from its start; the scan stops at the record's end, so a sound record costs only its own bytes.
     fn unterminated_quote(&self, start_byte: u64, start_line: u64) -> Option<DataError> {
         let mut f = File::open(&self.path).ok()?;
         f.seek(SeekFrom::Start(start_byte)).ok()?;
-        let mut raw = Vec::new();
-        f.read_to_end(&mut raw).ok()?;
-        let (line_off, field) = open_quote(&raw, self.delimiter, b'"')?;
+        let (line_off, field) = open_quote(BufReader::new(f).bytes().map_while(|b| b.ok()), self.delimiter, b'"')?;
         let col = self.headers.get(field).map(|h| format!("{h:?}")).unwrap_or_else(|| format!("#{}", field + 1));
         Some(DataError::record(
             &self.path,
@@ -125,23 +129,37 @@ impl DelimitedReader {
             format_args!("unterminated quote in column {col} (the field runs to the end of the file)"),
         ))
     }
+
+    /// 1-based line of a csv position: the crate counts a CRLF line break only when it consumes the LF, which
+    /// happens at the start of the next record, so in CRLF files its record lines lag by one.
+    fn line_of(&self, pos: &csv::Position) -> u64 {
+        pos.line() + u64::from(self.crlf)
+    }
 }
 
-/// Scans one raw record (RFC 4180): `Some((line offset, field index))` of a quoted field still open at the end.
-fn open_quote(raw: &[u8], delimiter: u8, quote: u8) -> Option<(u64, usize)> {
-    let (mut in_quotes, mut at_start) = (false, true);
+/// Scans one raw record (RFC 4180) from its first byte: `Some((line offset, field index))` of a quoted field
+/// still open at the end of input, `None` as soon as the record ends outside quotes.
+fn open_quote(raw: impl Iterator<Item = u8>, delimiter: u8, quote: u8) -> Option<(u64, usize)> {
+    let (mut in_quotes, mut at_start, mut pending_quote) = (false, true, false);
     let (mut line, mut field) = (0u64, 0usize);
     let mut opened = (0u64, 0usize);
-    let mut i = 0;
-    while i < raw.len() {
-        let b = raw[i];
+    // A record position may point at the LF of the previous record's CRLF.
+    let mut leading = true;
+    for b in raw {
+        if leading && (b == b'\n' || b == b'\r') {
+            continue;
+        }
+        leading = false;
+        if pending_quote {
+            pending_quote = false;
+            if b == quote {
+                continue; // an escaped "" inside quotes
+            }
+            in_quotes = false;
+        }
         if in_quotes {
             if b == quote {
-                if raw.get(i + 1) == Some(&quote) {
-                    i += 1;
-                } else {
-                    in_quotes = false;
-                }
+                pending_quote = true;
             } else if b == b'\n' {
                 line += 1;
             }
@@ -152,16 +170,13 @@ fn open_quote(raw: &[u8], delimiter: u8, quote: u8) -> Option<(u64, usize)> {
         } else if b == delimiter {
             at_start = true;
             field += 1;
-        } else if b == b'\n' {
-            at_start = true;
-            line += 1;
-            field = 0;
+        } else if b == b'\n' || b == b'\r' {
+            return None;
         } else {
-            at_start = b == b'\r';
+            at_start = false;
         }
-        i += 1;
     }
-    in_quotes.then_some(opened)
+    (in_quotes && !pending_quote).then_some(opened)
 }
 
 fn header_error(path: &str, e: csv::Error) -> DataError {
@@ -186,26 +201,27 @@ impl Iterator for DelimitedReader {
         let mut record = std::mem::take(&mut self.record);
         let res = self.rdr.read_record(&mut record);
         self.record = record;
-        let line = self.record.position().map_or(start.line(), |p| p.line());
+        let line = self.line_of(self.record.position().unwrap_or(&start));
         match res {
             Ok(false) => {
                 self.finished = true;
                 None
             }
             Ok(true) => {
-                if self.rdr.is_done() {
-                    self.finished = true;
+                let suspicious = self.rdr.is_done() || self.record.iter().any(|f| f.contains(['\n', '\r']));
+                if suspicious {
                     if let Some(e) = self.unterminated_quote(start.byte(), line) {
+                        self.finished = true;
                         return Some(Err(e));
                     }
                 }
                 Some(self.example(line))
             }
             Err(e) => {
-                let line = e.position().map_or(start.line(), |p| p.line());
-                if self.rdr.is_done() {
-                    self.finished = true;
+                let line = self.line_of(e.position().unwrap_or(&start));
+                if matches!(e.kind(), ErrorKind::UnequalLengths { .. }) {
                     if let Some(q) = self.unterminated_quote(start.byte(), line) {
+                        self.finished = true;
                         return Some(Err(q));
                     }
                 }
@@ -241,9 +257,12 @@ mod tests {
 
     #[test]
     fn quote_scanner() {
-        assert_eq!(open_quote(b"a,\"b\"\"c\"\n", b',', b'"'), None);
-        assert_eq!(open_quote(b"a,\"b\nc,d\n", b',', b'"'), Some((0, 1)));
-        assert_eq!(open_quote(b"a,b\nx,\"open\n", b',', b'"'), Some((1, 1)));
-        assert_eq!(open_quote(b"a\"b,c\n", b',', b'"'), None);
+        let scan = |s: &[u8]| open_quote(s.iter().copied(), b',', b'"');
+        assert_eq!(scan(b"a,\"b\"\"c\"\n"), None);
+        assert_eq!(scan(b"a,\"b\"\"c\""), None);
+        assert_eq!(scan(b"a,\"b\nc,d\n"), Some((0, 1)));
+        assert_eq!(scan(b"\nx,\"two\nlines\"\ny,\"open\n"), None);
+        assert_eq!(scan(b"x,\"open\nz\n"), Some((0, 1)));
+        assert_eq!(scan(b"a\"b,c\n"), None);
     }
 }

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use finetune_data::clean::{clean_examples, dedup, overlap, CleanOptions, Normalization};
-use finetune_data::split::{random_split, stratified_split};
+use finetune_data::split::{
+    balanced_class_weights, oversample, random_split, stratified_kfold, stratified_split, undersample,
+};
 use finetune_data::stats::{stats, token_stats, LengthStats};
 use finetune_data::write::{atomic_write, write_conll, write_examples, Columns};
 use finetune_data::{read_examples, read_tokens, Dataset, Format, LabelMap, ReadOptions, ReadReport, SplitSpec};
@@ -28,6 +30,13 @@ pub enum DataCommand {
         /// Folder for train/validation/test files (created if missing).
         #[arg(long, short = 'o')]
         output_dir: PathBuf,
+        /// Re-sample the train part only (seeded): `over` repeats minority-class examples up to the majority
+        /// count, `under` drops majority-class examples down to the minority count.
+        #[arg(long, value_enum)]
+        resample: Option<ResampleArg>,
+        /// Instead of one split, write K stratified cross-validation folds: fold-1/train + fold-1/validation, ...
+        #[arg(long, value_name = "K", conflicts_with = "split")]
+        kfold: Option<usize>,
         #[command(flatten)]
         read: Box<ReadArgs>,
         #[command(flatten)]
@@ -122,6 +131,12 @@ impl ReadArgs {
     }
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ResampleArg {
+    Over,
+    Under,
+}
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum NormalizeArg {
     Nfc,
@@ -164,8 +179,9 @@ impl CleanArgs {
 
 pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
     match cmd {
-        DataCommand::Split { file, split, seed, stratify, output_dir, read, clean } => {
-            split_cmd(&file, &split, seed, stratify, &output_dir, &read, &clean)
+        DataCommand::Split { file, split, seed, stratify, output_dir, resample, kfold, read, clean } => {
+            let plan = SplitPlan { split, seed, stratify, resample, kfold };
+            split_cmd(&file, &plan, &output_dir, &read, &clean)
         }
         DataCommand::Clean { file, output, read, clean } => clean_cmd(&file, &output, &read, &clean),
         DataCommand::Stats { train_file, validation_file, test_file, json, read } => {
@@ -202,22 +218,23 @@ fn extension(format: Format) -> &'static str {
     }
 }
 
-fn split_cmd(
-    file: &Path,
-    split: &str,
+struct SplitPlan {
+    split: String,
     seed: u64,
     stratify: bool,
-    out: &Path,
-    read: &ReadArgs,
-    clean: &CleanArgs,
-) -> anyhow::Result<()> {
-    let spec = SplitSpec::parse(split)?;
+    resample: Option<ResampleArg>,
+    kfold: Option<usize>,
+}
+
+fn split_cmd(file: &Path, plan: &SplitPlan, out: &Path, read: &ReadArgs, clean: &CleanArgs) -> anyhow::Result<()> {
+    let (seed, stratify) = (plan.seed, plan.stratify);
+    let spec = SplitSpec::parse(&plan.split)?;
     let opts = read.options()?;
     let format = opts.format_for(file)?;
     std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create the output folder", out.display()))?;
     if format.is_token_level() {
-        if stratify {
-            bail!("--stratify needs one label per example; CoNLL sentences are split at random");
+        if stratify || plan.resample.is_some() || plan.kfold.is_some() {
+            bail!("--stratify, --resample and --kfold need one label per example; CoNLL sentences are split at random");
         }
         let d = read_tokens(file, &opts)?;
         note_report(&d.path, &d.report);
@@ -235,24 +252,60 @@ fn split_cmd(
         let r = dedup(&mut d.examples);
         println!("dedup: removed {} duplicates ({} with a different label)", r.removed, r.conflicting_labels);
     }
-    let parts = if stratify {
+    let needs_labels = stratify || plan.resample.is_some() || plan.kfold.is_some();
+    let keys = if needs_labels {
         let keys = d
             .examples
             .iter()
             .map(|e| match &e.label {
                 Some(l) => Ok(l.strata_key()),
-                None => bail!("{}:{}: --stratify needs a label on every example", d.path, e.line),
+                None => {
+                    bail!("{}:{}: --stratify, --resample and --kfold need a label on every example", d.path, e.line)
+                }
             })
             .collect::<anyhow::Result<Vec<String>>>()?;
-        stratified_split(&keys, &spec, seed)
+        // Class ids in label order, for re-sampling.
+        let mut classes: Vec<&String> = keys.iter().collect();
+        classes.sort();
+        classes.dedup();
+        let ids: Vec<usize> = keys.iter().map(|k| classes.binary_search(&k).unwrap_or(0)).collect();
+        Some((keys.clone(), ids))
     } else {
-        random_split(d.examples.len(), &spec, seed)
+        None
     };
     let columns = read.columns();
-    for (name, idx) in spec.names().iter().zip(&parts) {
-        let path = out.join(format!("{name}.{}", extension(format)));
-        write_examples(&path, format, &columns, idx.iter().map(|&i| &d.examples[i]))?;
-        println!("{name}: {} examples -> {}", idx.len(), path.display());
+    let ext = extension(format);
+    let resample = |train: &[usize]| -> Vec<usize> {
+        match (plan.resample, &keys) {
+            (Some(how), Some((_, ids))) => {
+                let y: Vec<usize> = train.iter().map(|&i| ids[i]).collect();
+                let picked = if how == ResampleArg::Over { oversample(&y, seed) } else { undersample(&y, seed) };
+                picked.into_iter().map(|j| train[j]).collect()
+            }
+            _ => train.to_vec(),
+        }
+    };
+    if let (Some(k), Some((strata, _))) = (plan.kfold, &keys) {
+        for (f, fold) in stratified_kfold(strata, k, seed)?.iter().enumerate() {
+            let dir = out.join(format!("fold-{}", f + 1));
+            std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create the folder", dir.display()))?;
+            for (name, idx) in [("train", resample(&fold.train)), ("validation", fold.test.clone())] {
+                let path = dir.join(format!("{name}.{ext}"));
+                write_examples(&path, format, &columns, idx.iter().map(|&i| &d.examples[i]))?;
+                println!("fold {} {name}: {} examples -> {}", f + 1, idx.len(), path.display());
+            }
+        }
+    } else {
+        let mut parts = match (&keys, stratify) {
+            (Some((strata, _)), true) => stratified_split(strata, &spec, seed),
+            _ => random_split(d.examples.len(), &spec, seed),
+        };
+        parts[0] = resample(&parts[0]);
+        for (name, idx) in spec.names().iter().zip(&parts) {
+            let path = out.join(format!("{name}.{ext}"));
+            write_examples(&path, format, &columns, idx.iter().map(|&i| &d.examples[i]))?;
+            println!("{name}: {} examples -> {}", idx.len(), path.display());
+        }
     }
     if d.examples.iter().any(|e| e.label.is_some()) {
         let map = LabelMap::from_examples(&d.examples)?;
@@ -377,6 +430,14 @@ fn stats_cmd(
                         .map(|(n, c)| format!("{n} {c} ({:.1}%)", 100.0 * *c as f64 / total as f64))
                         .collect();
                     println!("  labels: {}", parts.join(", "));
+                    if let (Some(m), "train") = (&map, name) {
+                        if let Ok(y) = m.encode_examples(&d.examples, &d.path) {
+                            let w = balanced_class_weights(&y, m.len())?;
+                            let ws: Vec<String> =
+                                m.names().iter().zip(&w).map(|(n, w)| format!("{n} {w:.4}")).collect();
+                            println!("  class weights (balanced): {}", ws.join(", "));
+                        }
+                    }
                 }
                 println!("  {}", lengths("characters", &s.chars));
                 println!("  {}", lengths("words", &s.words));
@@ -457,6 +518,52 @@ mod tests {
         let first = std::fs::read(out.join("test.csv")).unwrap();
         run_args(&args).unwrap();
         assert_eq!(std::fs::read(out.join("test.csv")).unwrap(), first);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn kfold_and_resampling() {
+        let dir = scratch("kfold");
+        let input = dir.join("all.jsonl");
+        let mut text = String::new();
+        for i in 0..30 {
+            text.push_str(&format!("{{\"text\": \"t{i}\", \"label\": \"{}\"}}\n", if i < 10 { "a" } else { "b" }));
+        }
+        std::fs::write(&input, text).unwrap();
+        let out = dir.join("out");
+        run_args(&[
+            "split",
+            input.to_str().unwrap(),
+            "--kfold",
+            "5",
+            "--resample",
+            "under",
+            "-o",
+            out.to_str().unwrap(),
+        ])
+        .unwrap();
+        for f in 1..=5 {
+            let fold = out.join(format!("fold-{f}"));
+            let tr = read_examples(&fold.join("train.jsonl"), &ReadOptions::default()).unwrap();
+            let va = read_examples(&fold.join("validation.jsonl"), &ReadOptions::default()).unwrap();
+            // Validation: 2 of a + 4 of b; train under-sampled to 8 + 8.
+            assert_eq!((tr.examples.len(), va.examples.len()), (16, 6));
+        }
+        let out2 = dir.join("over");
+        run_args(&[
+            "split",
+            input.to_str().unwrap(),
+            "--stratify",
+            "--resample",
+            "over",
+            "--split",
+            "50/50",
+            "-o",
+            out2.to_str().unwrap(),
+        ])
+        .unwrap();
+        let tr = read_examples(&out2.join("train.jsonl"), &ReadOptions::default()).unwrap();
+        assert_eq!(tr.examples.len(), 20, "train 5 a + 10 b, a over-sampled to 10");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

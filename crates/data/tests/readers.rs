@@ -245,3 +245,27 @@ fn missing_file_and_unknown_extension() {
     assert_eq!(Format::parse("TSV").unwrap(), Format::Tsv);
     assert!(Format::parse("parquet").is_err());
 }
+
+#[test]
+fn crlf_lines_and_unterminated_quote_in_last_column() {
+    let opts = ReadOptions { skip_bad_records: true, ..Default::default() };
+    let d = read_examples(&fixture("crlf_bad.csv"), &opts).unwrap();
+    assert_eq!(d.examples.len(), 1);
+    assert_eq!(d.examples[0].line, 2);
+    let p = shown("crlf_bad.csv");
+    assert_eq!(
+        d.report.first_errors,
+        vec![
+            format!("{p}:4: expected 2 columns (as in the header), found 3"),
+            format!("{p}:5: unterminated quote in column \"label\" (the field runs to the end of the file)"),
+        ]
+    );
+}
+
+#[test]
+fn byte_order_mark_is_ignored() {
+    let d = read_examples(&fixture("bom.csv"), &ReadOptions::default()).unwrap();
+    assert_eq!(d.examples[0].text, "hello");
+    let d = read_examples(&fixture("bom.jsonl"), &ReadOptions::default()).unwrap();
+    assert_eq!(d.examples[0].text, "hello");
+}

@@ -231,7 +231,9 @@ impl<R: std::io::BufRead> Lines<R> {
                 if end > 0 && self.buf[end - 1] == b'\r' {
                     end -= 1;
                 }
-                Some(Ok((self.line, &self.buf[..end])))
+                // A UTF-8 byte-order mark some editors write is not part of the first record.
+                let start = if self.line == 1 && self.buf[..end].starts_with(b"\xEF\xBB\xBF") { 3 } else { 0 };
+                Some(Ok((self.line, &self.buf[start..end])))
             }
             Err(e) => Some(Err(e)),
         }

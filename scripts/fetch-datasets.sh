@@ -76,6 +76,8 @@ with open(src, encoding="utf-8", errors="replace", newline="") as f, open(tmp, "
             continue
         w.writerow([text.strip(), "positive" if r > 0 else "negative"])
         rows += 1
+if rows + dropped != 10605:
+    sys.exit(f"error: expected 10605 movie-review sentences, found {rows + dropped}")
 os.replace(tmp, os.path.join(out, "movie_reviews.csv"))
 print(f"sentiment: {rows + dropped} sentences, {rows} written, {dropped} neutral (rating 0) dropped")
 EOF
@@ -111,6 +113,8 @@ for line in text.splitlines():
         sents += 1
         cur = 0
 sents += 1 if cur else 0
+if sents != 2394:
+    sys.exit(f"error: expected 2394 WNUT-16 sentences, found {sents}")
 print(f"ner: {sents} sentences, {tokens} tokens")
 EOF
 fi
@@ -205,6 +209,8 @@ with tarfile.open(src) as t:
         label = "spam" if group.startswith("spam") else "ham"
         counts[group] = counts.get(group, 0) + 1
         rows.append({"text": (subj + "\n" + text).strip(), "subject": subj, "label": label, "group": group})
+if len(rows) != 6046:
+    sys.exit(f"error: expected 6046 SpamAssassin messages, found {len(rows)}")
 with open(dst + ".tmp", "w", encoding="utf-8") as f:
     for r in rows:
         f.write(json.dumps(r, ensure_ascii=False) + "\n")

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use unicode_normalization::UnicodeNormalization;
+use unicode_normalization::{is_nfc_quick, is_nfkc_quick, IsNormalized, UnicodeNormalization};
 
 use crate::example::Example;
 
@@ -51,12 +51,13 @@ pub fn clean(text: &str, opts: &CleanOptions) -> String {
         return text.to_string();
     }
     let mut s = if opts.strip_html { decode_entities(&strip_tags(text)) } else { text.to_string() };
+    // The quick checks answer "already normalised" for almost all real text without allocating.
     match opts.normalization {
-        Some(Normalization::Nfc) => s = s.nfc().collect(),
-        Some(Normalization::Nfkc) => s = s.nfkc().collect(),
-        None => {}
+        Some(Normalization::Nfc) if is_nfc_quick(s.chars()) != IsNormalized::Yes => s = s.nfc().collect(),
+        Some(Normalization::Nfkc) if is_nfkc_quick(s.chars()) != IsNormalized::Yes => s = s.nfkc().collect(),
+        _ => {}
     }
-    if opts.remove_control {
+    if opts.remove_control && s.chars().any(|c| is_control(c) || matches!(c, '\t' | '\n' | '\r')) {
         s = s
             .chars()
             .filter_map(|c| if matches!(c, '\t' | '\n' | '\r') { Some(' ') } else { (!is_control(c)).then_some(c) })
@@ -292,8 +293,11 @@ pub fn decode_entities(s: &str) -> String {
 /// The key two texts must share to count as duplicates: NFC form with whitespace collapsed, so that texts
 /// differing only in spacing or composition are caught whatever cleaning was chosen.
 pub fn dedup_key(text: &str) -> String {
-    let nfc: String = text.nfc().collect();
-    collapse_whitespace(&nfc)
+    if is_nfc_quick(text.chars()) == IsNormalized::Yes {
+        collapse_whitespace(text)
+    } else {
+        collapse_whitespace(&text.nfc().collect::<String>())
+    }
 }
 
 fn example_key(ex: &Example) -> String {

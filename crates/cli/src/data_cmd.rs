@@ -16,6 +16,7 @@ use finetune_data::{read_examples, read_tokens, Dataset, Format, LabelMap, ReadO
 #[derive(Subcommand, Debug)]
 pub enum DataCommand {
     /// Split one file into train/validation[/test] files (seeded; `--stratify` keeps label proportions).
+    /// Outputs keep the input's format with the text, text-pair and label columns only.
     Split {
         /// The file to split (CSV, TSV, JSONL, CoNLL or plain text).
         file: PathBuf,
@@ -42,7 +43,8 @@ pub enum DataCommand {
         #[command(flatten)]
         clean: Box<CleanArgs>,
     },
-    /// Clean texts and optionally drop exact duplicates; writes one file.
+    /// Clean texts and optionally drop exact duplicates; writes one file with the text, text-pair and label
+    /// columns only.
     Clean {
         file: PathBuf,
         /// Output file; its extension picks the format (default: the input's).

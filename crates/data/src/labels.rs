@@ -134,11 +134,12 @@ impl LabelMap {
         Ok(())
     }
 
-    /// Checks that every tag of evaluation sentences is known.
+    /// Checks that every tag of evaluation sentences is known. A sentence's tokens sit on consecutive lines, so
+    /// the error names the tag's own line.
     pub fn check_tags(&self, sentences: &[TokenExample], path: &str) -> Result<()> {
         for s in sentences {
-            for t in &s.tags {
-                self.encode(t, path, s.line)?;
+            for (i, t) in s.tags.iter().enumerate() {
+                self.encode(t, path, s.line + i as u64)?;
             }
         }
         Ok(())

@@ -67,3 +67,14 @@ fn multi_label_maps_and_multi_hot() {
     let err = m.encode_examples(&[e], "f.jsonl").unwrap_err();
     assert_eq!(err.to_string(), "f.jsonl:4: a list of labels where a single label was expected");
 }
+
+#[test]
+fn unknown_tag_names_its_own_line() {
+    let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/good.conll");
+    let d = finetune_data::read_tokens(&fixture, &ReadOptions::default()).unwrap();
+    let m = LabelMap::new(["O", "B-ORG", "B-MISC", "B-PER", "I-PER"].map(String::from).to_vec()).unwrap();
+    let err = m.check_tags(&d.sentences, &d.path).unwrap_err();
+    // BRUSSELS B-LOC is on line 11.
+    assert_eq!(err.to_string(), format!("{}:11: unknown label \"B-LOC\" (not in the label map)", d.path));
+    assert_eq!(LabelMap::from_tags(&d.sentences).unwrap().len(), 6);
+}

@@ -1,5 +1,6 @@
 //! `finetune`: the command line. Argument parsing and glue only; the work is done by the library crates.
 
+mod data_cmd;
 mod input;
 mod metrics_cmd;
 
@@ -17,12 +18,16 @@ enum Command {
     /// Evaluation metrics identical to scikit-learn, seqeval, sacrebleu, rouge-score and HF evaluate.
     #[command(subcommand)]
     Metrics(metrics_cmd::MetricsCommand),
+    /// Data preparation: split, clean and describe datasets (CSV/TSV, JSONL, CoNLL, text).
+    #[command(subcommand)]
+    Data(data_cmd::DataCommand),
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Metrics(cmd) => metrics_cmd::run(cmd),
+        Command::Data(cmd) => data_cmd::run(cmd),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

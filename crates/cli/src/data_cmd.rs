@@ -1,0 +1,620 @@
+//! `finetune data split|clean|stats`: prepare fine-tuning data from the user's files. Argument parsing and glue
+//! only; the work is done by `finetune_data`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand, ValueEnum};
+use finetune_data::clean::{clean_examples, dedup, overlap, CleanOptions, Normalization};
+use finetune_data::split::{
+    balanced_class_weights, oversample, random_split, stratified_kfold, stratified_split, undersample,
+};
+use finetune_data::stats::{stats, token_stats, LengthStats};
+use finetune_data::write::{atomic_write, write_conll, write_examples, Columns};
+use finetune_data::{read_examples, read_tokens, Dataset, Format, LabelMap, ReadOptions, ReadReport, SplitSpec};
+
+#[derive(Subcommand, Debug)]
+pub enum DataCommand {
+    /// Split one file into train/validation[/test] files (seeded; `--stratify` keeps label proportions).
+    /// Outputs keep the input's format with the text, text-pair and label columns only.
+    Split {
+        /// The file to split (CSV, TSV, JSONL, CoNLL or plain text).
+        file: PathBuf,
+        /// Percentages: train/validation/test, or train/validation.
+        #[arg(long, default_value = "80/10/10")]
+        split: String,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Split every class in proportion (like scikit-learn's StratifiedShuffleSplit).
+        #[arg(long)]
+        stratify: bool,
+        /// Folder for train/validation/test files (created if missing).
+        #[arg(long, short = 'o')]
+        output_dir: PathBuf,
+        /// Re-sample the train part only (seeded): `over` repeats minority-class examples up to the majority
+        /// count, `under` drops majority-class examples down to the minority count.
+        #[arg(long, value_enum)]
+        resample: Option<ResampleArg>,
+        /// Instead of one split, write K stratified cross-validation folds: fold-1/train + fold-1/validation, ...
+        #[arg(long, value_name = "K", conflicts_with = "split")]
+        kfold: Option<usize>,
+        #[command(flatten)]
+        read: Box<ReadArgs>,
+        #[command(flatten)]
+        clean: Box<CleanArgs>,
+    },
+    /// Clean texts and optionally drop exact duplicates; writes one file with the text, text-pair and label
+    /// columns only.
+    Clean {
+        file: PathBuf,
+        /// Output file; its extension picks the format (default: the input's).
+        #[arg(long, short = 'o')]
+        output: PathBuf,
+        #[command(flatten)]
+        read: Box<ReadArgs>,
+        #[command(flatten)]
+        clean: Box<CleanArgs>,
+    },
+    /// Counts, label balance, text lengths, duplicates, and train/validation/test overlap.
+    Stats {
+        #[arg(long)]
+        train_file: PathBuf,
+        #[arg(long)]
+        validation_file: Option<PathBuf>,
+        #[arg(long)]
+        test_file: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        read: Box<ReadArgs>,
+    },
+}
+
+/// How to read the input files; names follow the HF example scripts.
+#[derive(Args, Debug)]
+pub struct ReadArgs {
+    /// csv, tsv, jsonl, conll or text (default: by extension).
+    #[arg(long)]
+    format: Option<String>,
+    #[arg(long, default_value = "text")]
+    text_column_name: String,
+    #[arg(long)]
+    text_pair_column_name: Option<String>,
+    #[arg(long, default_value = "label")]
+    label_column_name: String,
+    /// The data has no label column.
+    #[arg(long)]
+    no_label: bool,
+    /// Split label cells on this string for multi-label CSV/TSV (e.g. "|").
+    #[arg(long)]
+    label_separator: Option<String>,
+    /// CSV/TSV delimiter, one character (default: by format).
+    #[arg(long)]
+    delimiter: Option<char>,
+    /// CoNLL token column (0-based).
+    #[arg(long, default_value_t = 0)]
+    token_column: usize,
+    /// CoNLL tag column (0-based; default: the last).
+    #[arg(long)]
+    tag_column: Option<usize>,
+    /// Count and skip malformed records instead of stopping at the first.
+    #[arg(long)]
+    skip_bad_records: bool,
+}
+
+impl ReadArgs {
+    fn options(&self) -> anyhow::Result<ReadOptions> {
+        let delimiter = match self.delimiter {
+            None => None,
+            Some(c) if c.is_ascii() => Some(c as u8),
+            Some(c) => bail!("--delimiter must be one ASCII character, got {c:?}"),
+        };
+        Ok(ReadOptions {
+            format: self.format.as_deref().map(Format::parse).transpose()?,
+            delimiter,
+            text_column_name: self.text_column_name.clone(),
+            text_pair_column_name: self.text_pair_column_name.clone(),
+            label_column_name: (!self.no_label).then(|| self.label_column_name.clone()),
+            label_separator: self.label_separator.clone(),
+            token_column: self.token_column,
+            tag_column: self.tag_column,
+            skip_bad_records: self.skip_bad_records,
+        })
+    }
+
+    fn columns(&self) -> Columns {
+        Columns {
+            text: self.text_column_name.clone(),
+            text_pair: self.text_pair_column_name.clone(),
+            label: (!self.no_label).then(|| self.label_column_name.clone()),
+            label_separator: self.label_separator.clone().unwrap_or_else(|| "|".into()),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ResampleArg {
+    Over,
+    Under,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum NormalizeArg {
+    Nfc,
+    Nfkc,
+}
+
+/// Cleaning steps, each off unless asked for.
+#[derive(Args, Debug)]
+pub struct CleanArgs {
+    /// Remove HTML tags and decode HTML entities.
+    #[arg(long)]
+    strip_html: bool,
+    /// Unicode normalisation.
+    #[arg(long, value_enum)]
+    normalize: Option<NormalizeArg>,
+    /// Remove control and invisible format characters.
+    #[arg(long)]
+    remove_control: bool,
+    /// Collapse whitespace runs and trim.
+    #[arg(long)]
+    collapse_whitespace: bool,
+    /// Drop exact duplicates (after cleaning), keeping the first.
+    #[arg(long)]
+    dedup: bool,
+}
+
+impl CleanArgs {
+    fn options(&self) -> CleanOptions {
+        CleanOptions {
+            strip_html: self.strip_html,
+            normalization: self.normalize.map(|n| match n {
+                NormalizeArg::Nfc => Normalization::Nfc,
+                NormalizeArg::Nfkc => Normalization::Nfkc,
+            }),
+            remove_control: self.remove_control,
+            collapse_whitespace: self.collapse_whitespace,
+        }
+    }
+}
+
+pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
+    match cmd {
+        DataCommand::Split { file, split, seed, stratify, output_dir, resample, kfold, read, clean } => {
+            let plan = SplitPlan { split, seed, stratify, resample, kfold };
+            split_cmd(&file, &plan, &output_dir, &read, &clean)
+        }
+        DataCommand::Clean { file, output, read, clean } => clean_cmd(&file, &output, &read, &clean),
+        DataCommand::Stats { train_file, validation_file, test_file, json, read } => {
+            stats_cmd(&train_file, validation_file.as_deref(), test_file.as_deref(), json, &read)
+        }
+    }
+}
+
+fn note_report(path: &str, r: &ReadReport) {
+    if r.skipped > 0 {
+        eprintln!("warning: {path}: skipped {} bad records; first: {}", r.skipped, r.first_errors.join(" | "));
+    }
+    if r.blank_lines > 0 {
+        eprintln!("note: {path}: {} blank lines ignored", r.blank_lines);
+    }
+}
+
+fn read_checked(path: &Path, opts: &ReadOptions) -> anyhow::Result<Dataset> {
+    let d = read_examples(path, opts)?;
+    note_report(&d.path, &d.report);
+    if d.examples.is_empty() {
+        bail!("{}: no examples", d.path);
+    }
+    Ok(d)
+}
+
+fn extension(format: Format) -> &'static str {
+    match format {
+        Format::Csv => "csv",
+        Format::Tsv => "tsv",
+        Format::Jsonl => "jsonl",
+        Format::Conll => "conll",
+        Format::Text => "txt",
+    }
+}
+
+struct SplitPlan {
+    split: String,
+    seed: u64,
+    stratify: bool,
+    resample: Option<ResampleArg>,
+    kfold: Option<usize>,
+}
+
+fn split_cmd(file: &Path, plan: &SplitPlan, out: &Path, read: &ReadArgs, clean: &CleanArgs) -> anyhow::Result<()> {
+    let (seed, stratify) = (plan.seed, plan.stratify);
+    let spec = SplitSpec::parse(&plan.split)?;
+    let opts = read.options()?;
+    let format = opts.format_for(file)?;
+    std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create the output folder", out.display()))?;
+    if format.is_token_level() {
+        if stratify || plan.resample.is_some() || plan.kfold.is_some() {
+            bail!("--stratify, --resample and --kfold need one label per example; CoNLL sentences are split at random");
+        }
+        let d = read_tokens(file, &opts)?;
+        note_report(&d.path, &d.report);
+        let parts = random_split(d.sentences.len(), &spec, seed);
+        for (name, idx) in spec.names().iter().zip(&parts) {
+            let path = out.join(format!("{name}.conll"));
+            write_conll(&path, idx.iter().map(|&i| &d.sentences[i]))?;
+            println!("{name}: {} sentences -> {}", idx.len(), path.display());
+        }
+        return Ok(());
+    }
+    let mut d = read_checked(file, &opts)?;
+    clean_examples(&mut d.examples, &clean.options());
+    if clean.dedup {
+        let r = dedup(&mut d.examples);
+        println!("dedup: removed {} duplicates ({} with a different label)", r.removed, r.conflicting_labels);
+    }
+    let needs_labels = stratify || plan.resample.is_some() || plan.kfold.is_some();
+    let keys = if needs_labels {
+        let keys = d
+            .examples
+            .iter()
+            .map(|e| match &e.label {
+                Some(l) => Ok(l.strata_key()),
+                None => {
+                    bail!("{}:{}: --stratify, --resample and --kfold need a label on every example", d.path, e.line)
+                }
+            })
+            .collect::<anyhow::Result<Vec<String>>>()?;
+        // Class ids in label order, for re-sampling.
+        let mut classes: Vec<&String> = keys.iter().collect();
+        classes.sort();
+        classes.dedup();
+        let ids: Vec<usize> = keys.iter().map(|k| classes.binary_search(&k).unwrap_or(0)).collect();
+        Some((keys.clone(), ids))
+    } else {
+        None
+    };
+    let columns = read.columns();
+    let ext = extension(format);
+    let resample = |train: &[usize]| -> Vec<usize> {
+        match (plan.resample, &keys) {
+            (Some(how), Some((_, ids))) => {
+                let y: Vec<usize> = train.iter().map(|&i| ids[i]).collect();
+                let picked = if how == ResampleArg::Over { oversample(&y, seed) } else { undersample(&y, seed) };
+                picked.into_iter().map(|j| train[j]).collect()
+            }
+            _ => train.to_vec(),
+        }
+    };
+    if let (Some(k), Some((strata, _))) = (plan.kfold, &keys) {
+        for (f, fold) in stratified_kfold(strata, k, seed)?.iter().enumerate() {
+            let dir = out.join(format!("fold-{}", f + 1));
+            std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create the folder", dir.display()))?;
+            for (name, idx) in [("train", resample(&fold.train)), ("validation", fold.test.clone())] {
+                let path = dir.join(format!("{name}.{ext}"));
+                write_examples(&path, format, &columns, idx.iter().map(|&i| &d.examples[i]))?;
+                println!("fold {} {name}: {} examples -> {}", f + 1, idx.len(), path.display());
+            }
+        }
+    } else {
+        let mut parts = match (&keys, stratify) {
+            (Some((strata, _)), true) => stratified_split(strata, &spec, seed),
+            _ => random_split(d.examples.len(), &spec, seed),
+        };
+        parts[0] = resample(&parts[0]);
+        for (name, idx) in spec.names().iter().zip(&parts) {
+            let path = out.join(format!("{name}.{ext}"));
+            write_examples(&path, format, &columns, idx.iter().map(|&i| &d.examples[i]))?;
+            println!("{name}: {} examples -> {}", idx.len(), path.display());
+        }
+    }
+    if d.examples.iter().any(|e| e.label.is_some()) {
+        let map = LabelMap::from_examples(&d.examples)?;
+        let path = out.join("labels.json");
+        let text = serde_json::to_string_pretty(&map.to_config_json())?;
+        atomic_write(&path, |w| std::io::Write::write_all(w, text.as_bytes()))?;
+        println!("labels: {} classes -> {}", map.len(), path.display());
+    }
+    Ok(())
+}
+
+fn clean_cmd(file: &Path, output: &Path, read: &ReadArgs, clean: &CleanArgs) -> anyhow::Result<()> {
+    let opts = read.options()?;
+    let in_format = opts.format_for(file)?;
+    if in_format.is_token_level() {
+        bail!("{}: cleaning works on text examples; CoNLL tokens are left as they are", file.display());
+    }
+    let out_format = Format::from_path(output).unwrap_or(in_format);
+    if out_format.is_token_level() {
+        bail!("{}: cannot write text examples as CoNLL", output.display());
+    }
+    let mut d = read_checked(file, &opts)?;
+    clean_examples(&mut d.examples, &clean.options());
+    if clean.dedup {
+        let r = dedup(&mut d.examples);
+        println!("dedup: removed {} duplicates ({} with a different label)", r.removed, r.conflicting_labels);
+    }
+    write_examples(output, out_format, &read.columns(), &d.examples)?;
+    println!("{} examples -> {}", d.examples.len(), output.display());
+    Ok(())
+}
+
+fn lengths(name: &str, l: &Option<LengthStats>) -> String {
+    match l {
+        None => format!("{name}: -"),
+        Some(l) => format!(
+            "{name}: min {} mean {} p50 {} p90 {} p95 {} p99 {} max {}",
+            num(l.min),
+            num(l.mean),
+            num(l.p50),
+            num(l.p90),
+            num(l.p95),
+            num(l.p99),
+            num(l.max)
+        ),
+    }
+}
+
+/// Whole numbers as they are, others to one decimal (interpolated percentiles carry float noise).
+fn num(x: f64) -> String {
+    if x.fract() == 0.0 {
+        format!("{x}")
+    } else {
+        format!("{x:.1}")
+    }
+}
+
+fn stats_cmd(
+    train: &Path,
+    validation: Option<&Path>,
+    test: Option<&Path>,
+    json: bool,
+    read: &ReadArgs,
+) -> anyhow::Result<()> {
+    let opts = read.options()?;
+    let files: Vec<(&str, &Path)> = [("train", Some(train)), ("validation", validation), ("test", test)]
+        .into_iter()
+        .filter_map(|(n, p)| p.map(|p| (n, p)))
+        .collect();
+    let mut out = serde_json::Map::new();
+    if opts.format_for(train)?.is_token_level() {
+        let mut map: Option<LabelMap> = None;
+        for (name, path) in files {
+            let d = read_tokens(path, &opts)?;
+            note_report(&d.path, &d.report);
+            match &map {
+                None => map = Some(LabelMap::from_tags(&d.sentences)?),
+                Some(m) => m.check_tags(&d.sentences, &d.path)?,
+            }
+            let s = token_stats(&d.sentences);
+            if json {
+                out.insert(name.into(), serde_json::to_value(&s)?);
+            } else {
+                println!("{name} ({}): {} sentences, {} tokens", d.path, s.sentences, s.tokens);
+                let ents: Vec<String> = s.entity_counts.iter().map(|(n, c)| format!("{n} {c}")).collect();
+                println!("  entities: {}", ents.join(", "));
+                println!("  {}", lengths("tokens per sentence", &s.sentence_tokens));
+            }
+        }
+    } else {
+        let mut train_data: Option<Dataset> = None;
+        let mut map: Option<LabelMap> = None;
+        for (name, path) in files {
+            let d = read_checked(path, &opts)?;
+            let s = stats(&d.examples);
+            if d.examples.iter().any(|e| e.label.is_some()) {
+                match &map {
+                    None => map = Some(LabelMap::from_examples(&d.examples)?),
+                    Some(m) => m.check_examples(&d.examples, &d.path)?,
+                }
+            }
+            let mut entry = serde_json::to_value(&s)?;
+            if let Some(t) = &train_data {
+                let o = overlap(&t.examples, &d.examples);
+                if let Some(w) = o.warning(&t.path, &d.path) {
+                    eprintln!("{w}");
+                }
+                entry["overlap_with_train"] = o.overlapping.into();
+            }
+            if json {
+                out.insert(name.into(), entry);
+            } else {
+                println!(
+                    "{name} ({}): {} examples, {} labelled, {} duplicates",
+                    d.path, s.examples, s.labelled, s.duplicates
+                );
+                if !s.label_counts.is_empty() {
+                    let total: usize = s.label_counts.iter().map(|c| c.1).sum();
+                    let parts: Vec<String> = s
+                        .label_counts
+                        .iter()
+                        .map(|(n, c)| format!("{n} {c} ({:.1}%)", 100.0 * *c as f64 / total as f64))
+                        .collect();
+                    println!("  labels: {}", parts.join(", "));
+                    if let (Some(m), "train") = (&map, name) {
+                        if let Ok(y) = m.encode_examples(&d.examples, &d.path) {
+                            let w = balanced_class_weights(&y, m.len())?;
+                            let ws: Vec<String> =
+                                m.names().iter().zip(&w).map(|(n, w)| format!("{n} {w:.4}")).collect();
+                            println!("  class weights (balanced): {}", ws.join(", "));
+                        }
+                    }
+                }
+                println!("  {}", lengths("characters", &s.chars));
+                println!("  {}", lengths("words", &s.words));
+            }
+            if train_data.is_none() {
+                train_data = Some(d);
+            }
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        cmd: DataCommand,
+    }
+
+    fn run_args(args: &[&str]) -> anyhow::Result<()> {
+        let cli = Cli::try_parse_from(std::iter::once("data").chain(args.iter().copied()))?;
+        run(cli.cmd)
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("finetune-data-cmd-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn split_writes_stratified_files_atomically() {
+        let dir = scratch("split");
+        let input = dir.join("all.csv");
+        let mut csv = String::from("text,label\n");
+        for i in 0..100 {
+            csv.push_str(&format!("\"text {i}, <b>bold</b>\",{}\n", if i % 4 == 0 { "neg" } else { "pos" }));
+        }
+        std::fs::write(&input, csv).unwrap();
+        let out = dir.join("out");
+        let args = [
+            "split",
+            input.to_str().unwrap(),
+            "--stratify",
+            "--seed",
+            "7",
+            "-o",
+            out.to_str().unwrap(),
+            "--strip-html",
+        ];
+        run_args(&args).unwrap();
+        let mut sizes = Vec::new();
+        for name in ["train", "validation", "test"] {
+            let d = read_examples(&out.join(format!("{name}.csv")), &ReadOptions::default()).unwrap();
+            let neg = d.examples.iter().filter(|e| e.label == Some(finetune_data::Label::Single("neg".into()))).count();
+            assert!(d.examples.iter().all(|e| !e.text.contains('<')));
+            sizes.push((d.examples.len(), neg));
+        }
+        // neg 25 → 20/2.5/2.5, pos 75 → 60/7.5/7.5: the half-items tie, the bigger class takes validation's.
+        assert_eq!(sizes, [(80, 20), (10, 2), (10, 3)]);
+        let labels: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("labels.json")).unwrap()).unwrap();
+        assert_eq!(labels["id2label"]["0"], "neg");
+        // No temporary files are left behind.
+        let names: Vec<String> =
+            std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
+        // Same seed, same split.
+        let first = std::fs::read(out.join("test.csv")).unwrap();
+        run_args(&args).unwrap();
+        assert_eq!(std::fs::read(out.join("test.csv")).unwrap(), first);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn kfold_and_resampling() {
+        let dir = scratch("kfold");
+        let input = dir.join("all.jsonl");
+        let mut text = String::new();
+        for i in 0..30 {
+            text.push_str(&format!("{{\"text\": \"t{i}\", \"label\": \"{}\"}}\n", if i < 10 { "a" } else { "b" }));
+        }
+        std::fs::write(&input, text).unwrap();
+        let out = dir.join("out");
+        run_args(&[
+            "split",
+            input.to_str().unwrap(),
+            "--kfold",
+            "5",
+            "--resample",
+            "under",
+            "-o",
+            out.to_str().unwrap(),
+        ])
+        .unwrap();
+        for f in 1..=5 {
+            let fold = out.join(format!("fold-{f}"));
+            let tr = read_examples(&fold.join("train.jsonl"), &ReadOptions::default()).unwrap();
+            let va = read_examples(&fold.join("validation.jsonl"), &ReadOptions::default()).unwrap();
+            // Validation: 2 of a + 4 of b; train under-sampled to 8 + 8.
+            assert_eq!((tr.examples.len(), va.examples.len()), (16, 6));
+        }
+        let out2 = dir.join("over");
+        run_args(&[
+            "split",
+            input.to_str().unwrap(),
+            "--stratify",
+            "--resample",
+            "over",
+            "--split",
+            "50/50",
+            "-o",
+            out2.to_str().unwrap(),
+        ])
+        .unwrap();
+        let tr = read_examples(&out2.join("train.jsonl"), &ReadOptions::default()).unwrap();
+        assert_eq!(tr.examples.len(), 20, "train 5 a + 10 b, a over-sampled to 10");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn bad_input_is_a_one_line_error() {
+        let dir = scratch("bad");
+        let input = dir.join("bad.csv");
+        std::fs::write(&input, "text,label\nok,pos\nbroken\n").unwrap();
+        let out = dir.join("out");
+        let err = run_args(&["split", input.to_str().unwrap(), "-o", out.to_str().unwrap()]).unwrap_err();
+        let msg = format!("{err:#}");
+        assert_eq!(msg, format!("{}:3: expected 2 columns (as in the header), found 1", input.display()));
+        let err =
+            run_args(&["split", input.to_str().unwrap(), "-o", out.to_str().unwrap(), "--split", "80/30"]).unwrap_err();
+        assert!(format!("{err:#}").starts_with("invalid split \"80/30\""));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn clean_and_stats() {
+        let dir = scratch("clean");
+        let input = dir.join("in.jsonl");
+        std::fs::write(
+            &input,
+            "{\"text\": \"Caf&eacute;  <i>ok</i>\", \"label\": \"a\"}\n{\"text\": \"Café ok\", \"label\": \"a\"}\n{\"text\": \"x\", \"label\": \"b\"}\n",
+        )
+        .unwrap();
+        let output = dir.join("clean.csv");
+        run_args(&[
+            "clean",
+            input.to_str().unwrap(),
+            "-o",
+            output.to_str().unwrap(),
+            "--strip-html",
+            "--collapse-whitespace",
+            "--normalize",
+            "nfc",
+            "--dedup",
+        ])
+        .unwrap();
+        assert_eq!(std::fs::read_to_string(&output).unwrap(), "text,label\nCafé ok,a\nx,b\n");
+        let test = dir.join("test.csv");
+        std::fs::write(&test, "text,label\nx,b\nnew,a\n").unwrap();
+        run_args(&["stats", "--train-file", output.to_str().unwrap(), "--test-file", test.to_str().unwrap(), "--json"])
+            .unwrap();
+        std::fs::write(&test, "text,label\nx,zzz\n").unwrap();
+        let err = run_args(&["stats", "--train-file", output.to_str().unwrap(), "--test-file", test.to_str().unwrap()])
+            .unwrap_err();
+        assert_eq!(format!("{err:#}"), format!("{}:2: unknown label \"zzz\" (not in the label map)", test.display()));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,23 @@
+//! Reading and preparing fine-tuning data: streaming readers for CSV/TSV, JSONL, CoNLL and plain text, text
+//! cleaning, de-duplication and train/test overlap checks, label maps, seeded stratified splits and k-fold,
+//! class weights and re-sampling, and dataset statistics.
+//!
+//! Every malformed record is a [`DataError`] whose message is one line naming `file:line` and the field; with
+//! `skip_bad_records` such records are counted in a [`ReadReport`] instead. Nothing is dropped silently.
+//! Tokenization and batching are not here: they sit on top of a tokenizer later.
+
+pub mod clean;
+pub mod error;
+pub mod example;
+pub mod labels;
+pub mod read;
+pub mod split;
+pub mod stats;
+pub mod write;
+
+pub use clean::{clean, clean_examples, dedup, overlap, CleanOptions, Normalization};
+pub use error::{DataError, Result};
+pub use example::{Example, Label, TokenExample};
+pub use labels::LabelMap;
+pub use read::{read_examples, read_tokens, Dataset, Format, ReadOptions, ReadReport, TokenDataset};
+pub use split::{Rng, SplitSpec};

@@ -1,0 +1,351 @@
+//! sacrebleu's tokenizers and Python string helpers, reproduced exactly.
+//!
+//! Every regex pass of the reference (`re.sub` with a one- or two-character pattern) is a left-to-right,
+//! non-overlapping scan; they are written here as plain character loops, which are both exact and fast.
+
+use super::tables;
+use crate::error::{MetricError, Result};
+
+/// Python's `str.isspace()` (what `str.split()` and `str.strip()` split on); it differs from Rust's
+/// `char::is_whitespace` on U+001C..U+001F.
+pub fn py_isspace(c: char) -> bool {
+    matches!(
+        c,
+        '\t' | '\n'
+            | '\x0b'
+            | '\x0c'
+            | '\r'
+            | '\x1c'..='\x1f'
+            | ' '
+            | '\u{85}'
+            | '\u{a0}'
+            | '\u{1680}'
+            | '\u{2000}'..='\u{200a}'
+            | '\u{2028}'
+            | '\u{2029}'
+            | '\u{202f}'
+            | '\u{205f}'
+            | '\u{3000}'
+    )
+}
+
+/// Python's `str.split()` with no arguments.
+pub fn py_split(s: &str) -> impl Iterator<Item = &str> {
+    s.split(py_isspace).filter(|w| !w.is_empty())
+}
+
+/// Python's `' '.join(s.split())`, appended to `out`.
+fn join_split_into(s: &str, out: &mut String) {
+    for (i, w) in py_split(s).enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        out.push_str(w);
+    }
+}
+
+fn join_split(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    join_split_into(s, &mut out);
+    out
+}
+
+/// Upper-case letters that Rust's newer Unicode tables lowercase but Python 3.11 (Unicode 14) does not.
+fn python_keeps_case(c: char) -> bool {
+    matches!(
+        c as u32,
+        0x1C89 | 0xA7CB | 0xA7CC | 0xA7CE | 0xA7D2 | 0xA7D4 | 0xA7DA | 0xA7DC | 0x10D50..=0x10D65 | 0x16EA0..=0x16EB8
+    )
+}
+
+/// Python's `str.lower()` (full case mapping with the final-sigma rule, Unicode 14 as in Python 3.11).
+pub fn py_lower(s: &str) -> String {
+    if s.is_ascii() {
+        return s.to_ascii_lowercase();
+    }
+    if !s.chars().any(python_keeps_case) {
+        return s.to_lowercase();
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(pos) = rest.find(python_keeps_case) {
+        out.push_str(&rest[..pos].to_lowercase());
+        let c = rest[pos..].chars().next().unwrap_or(' ');
+        out.push(c);
+        rest = &rest[pos + c.len_utf8()..];
+    }
+    out.push_str(&rest.to_lowercase());
+    out
+}
+
+/// `re.sub('(X)', r' \1 ', s)` for a one-character class X.
+fn pad_chars(s: &str, class: impl Fn(char) -> bool) -> String {
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        if class(c) {
+            out.push(' ');
+            out.push(c);
+            out.push(' ');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `re.sub('(A)(B)', template, s)` where A and B are one-character classes; `emit` writes the replacement.
+fn sub_pairs(s: &str, a: impl Fn(char) -> bool, b: impl Fn(char) -> bool, emit: fn(&mut String, char, char)) -> String {
+    let mut out = String::with_capacity(s.len() + 16);
+    let mut it = s.chars().peekable();
+    while let Some(c) = it.next() {
+        match it.peek() {
+            Some(&d) if a(c) && b(d) => {
+                emit(&mut out, c, d);
+                it.next();
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// `\1 \2 `
+fn emit_a_sp_b_sp(out: &mut String, a: char, b: char) {
+    out.push(a);
+    out.push(' ');
+    out.push(b);
+    out.push(' ');
+}
+
+/// ` \1 \2`
+fn emit_sp_a_sp_b(out: &mut String, a: char, b: char) {
+    out.push(' ');
+    out.push(a);
+    out.push(' ');
+    out.push(b);
+}
+
+fn is_digit(c: char) -> bool {
+    c.is_ascii_digit()
+}
+
+fn is_period_comma(c: char) -> bool {
+    c == '.' || c == ','
+}
+
+/// The 13a punctuation class `[\{-\~\[-\` -\&\(-\+\:-\@\/]`.
+fn is_13a_punct(c: char) -> bool {
+    matches!(c, '{'..='~' | '['..='`' | ' '..='&' | '('..='+' | ':'..='@' | '/')
+}
+
+/// sacrebleu `TokenizerRegexp`: the mteval-v13a punctuation rules, then whitespace normalisation.
+fn regexp_tokenize(line: &str) -> String {
+    let s = pad_chars(line, is_13a_punct);
+    let s = sub_pairs(&s, |c| !is_digit(c), is_period_comma, emit_a_sp_b_sp);
+    let s = sub_pairs(&s, is_period_comma, |c| !is_digit(c), emit_sp_a_sp_b);
+    let s = sub_pairs(&s, is_digit, |c| c == '-', emit_a_sp_b_sp);
+    join_split(&s)
+}
+
+/// sacrebleu `Tokenizer13a` (mteval-v13a), the default BLEU tokenizer.
+pub fn tokenize_13a(line: &str) -> String {
+    let mut s = line.replace("<skipped>", "").replace("-\n", "").replace('\n', " ");
+    if s.contains('&') {
+        s = s.replace("&quot;", "\"").replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">");
+    }
+    // The reference pads the line with spaces before the regex passes.
+    regexp_tokenize(&format!(" {s} "))
+}
+
+fn in_ranges(table: &[(u32, u32)], c: char) -> bool {
+    let c = c as u32;
+    match table.binary_search_by(|&(lo, _)| lo.cmp(&c)) {
+        Ok(_) => true,
+        Err(0) => false,
+        Err(i) => c <= table[i - 1].1,
+    }
+}
+
+fn is_p(c: char) -> bool {
+    in_ranges(tables::P, c)
+}
+
+fn is_s(c: char) -> bool {
+    in_ranges(tables::S, c)
+}
+
+fn is_n(c: char) -> bool {
+    if c.is_ascii() {
+        return c.is_ascii_digit();
+    }
+    in_ranges(tables::N, c)
+}
+
+/// sacrebleu `TokenizerV14International` (mteval-v14 `--international-tokenization`), with the `regex`
+/// module's Unicode classes.
+pub fn tokenize_intl(line: &str) -> String {
+    let s = sub_pairs(line, |c| !is_n(c), is_p, emit_a_sp_b_sp);
+    let s = sub_pairs(&s, is_p, |c| !is_n(c), emit_sp_a_sp_b);
+    let s = pad_chars(&s, is_s);
+    join_split(&s)
+}
+
+/// sacrebleu `TokenizerChar`: every character becomes a token.
+pub fn tokenize_char(line: &str) -> String {
+    let mut out = String::with_capacity(line.len() * 2);
+    for (i, c) in line.chars().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `_is_chinese_char` of sacrebleu's zh tokenizer. The reference compares one-character strings with range
+/// bounds written as `u'\u20000'`, which Python reads as the two characters U+2000 '0': those two ranges are
+/// effectively U+2001..=U+2A6D and U+2F81..=U+2FA1, reproduced here (the first one also covers the
+/// reference's U+2600..=U+27BF ranges).
+fn is_chinese_char(c: char) -> bool {
+    matches!(
+        c as u32,
+        0x3400..=0x4db5
+            | 0x4e00..=0x9fa5
+            | 0x9fa6..=0x9fbb
+            | 0xf900..=0xfa2d
+            | 0xfa30..=0xfa6a
+            | 0xfa70..=0xfad9
+            | 0x2001..=0x2a6d
+            | 0x2f81..=0x2fa1
+            | 0xff00..=0xffef
+            | 0x2e80..=0x2eff
+            | 0x3000..=0x303f
+            | 0x31c0..=0x31ef
+            | 0x2f00..=0x2fdf
+            | 0x2ff0..=0x2fff
+            | 0x3100..=0x312f
+            | 0x31a0..=0x31bf
+            | 0xfe10..=0xfe1f
+            | 0xfe30..=0xfe4f
+            | 0x3200..=0x32ff
+            | 0x3300..=0x33ff
+    )
+}
+
+/// sacrebleu `TokenizerZh`: Chinese characters are split, the rest follows the 13a regex rules.
+pub fn tokenize_zh(line: &str) -> String {
+    let line = line.trim_matches(py_isspace);
+    let s = pad_chars(line, is_chinese_char);
+    regexp_tokenize(&s)
+}
+
+/// A BLEU tokenizer by its sacrebleu name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tokenizer {
+    None,
+    T13a,
+    Intl,
+    Char,
+    Zh,
+}
+
+impl Tokenizer {
+    /// Parses sacrebleu's `tokenize=` name. Unknown names raise `KeyError` as in the reference; the tokenizers
+    /// that need external models (mecab, sentencepiece) are not available.
+    pub fn parse(name: &str) -> Result<Self> {
+        Ok(match name {
+            "none" => Tokenizer::None,
+            "13a" => Tokenizer::T13a,
+            "intl" => Tokenizer::Intl,
+            "char" => Tokenizer::Char,
+            "zh" => Tokenizer::Zh,
+            "ja-mecab" | "ko-mecab" | "spm" | "flores101" | "flores200" | "spBLEU-1K" => {
+                return Err(MetricError::value(format!("tokenizer '{name}' needs an external model and is not supported")))
+            }
+            _ => return Err(MetricError::Key(format!("'{name}'"))),
+        })
+    }
+
+    /// The name used in the signature (`tok:...`).
+    pub fn signature(self) -> &'static str {
+        match self {
+            Tokenizer::None => "none",
+            Tokenizer::T13a => "13a",
+            Tokenizer::Intl => "intl",
+            Tokenizer::Char => "char",
+            Tokenizer::Zh => "zh",
+        }
+    }
+
+    /// Tokenizes one line (the reference's `tokenizer(line)`).
+    pub fn tokenize(self, line: &str) -> std::borrow::Cow<'_, str> {
+        match self {
+            Tokenizer::None => std::borrow::Cow::Borrowed(line),
+            Tokenizer::T13a => tokenize_13a(line).into(),
+            Tokenizer::Intl => tokenize_intl(line).into(),
+            Tokenizer::Char => tokenize_char(line).into(),
+            Tokenizer::Zh => tokenize_zh(line).into(),
+        }
+    }
+}
+
+/// Options of sacrebleu's `TercomTokenizer`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TercomOptions {
+    pub normalized: bool,
+    pub no_punct: bool,
+    pub asian_support: bool,
+    pub case_sensitive: bool,
+}
+
+fn is_asian_punct(c: char) -> bool {
+    matches!(c as u32, 0x3001 | 0x3002 | 0x3008..=0x3011 | 0x3014..=0x301f | 0xff61..=0xff65 | 0x30fb)
+}
+
+fn is_full_width_punct(c: char) -> bool {
+    matches!(c as u32, 0xff0e | 0xff0c | 0xff1f | 0xff1a | 0xff1b | 0xff01 | 0xff02 | 0xff08 | 0xff09)
+}
+
+fn normalize_general_and_western(s: &str) -> String {
+    let s = s.replace("\n-", "").replace('\n', " ");
+    let s = s.replace("&quot;", "\"").replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">");
+    let s = format!(" {s} ");
+    let s = pad_chars(&s, is_13a_punct);
+    // `'s$` cannot match: the line ends with the padding space.
+    let s = s.replace("'s ", " 's ");
+    let s = sub_pairs(&s, |c| !is_digit(c), is_period_comma, emit_a_sp_b_sp);
+    let s = sub_pairs(&s, is_period_comma, |c| !is_digit(c), emit_sp_a_sp_b);
+    sub_pairs(&s, is_digit, |c| c == '-', emit_a_sp_b_sp)
+}
+
+fn normalize_asian(s: &str) -> String {
+    let s = pad_chars(s, |c| matches!(c as u32, 0x4e00..=0x9fff | 0x3400..=0x4dbf));
+    let s = pad_chars(&s, |c| matches!(c as u32, 0x31c0..=0x31ef | 0x2e80..=0x2eff));
+    let s = pad_chars(&s, |c| matches!(c as u32, 0x3300..=0x33ff | 0xf900..=0xfaff | 0xfe30..=0xfe4f));
+    let s = pad_chars(&s, |c| matches!(c as u32, 0x3200..=0x3f22));
+    // The reference's Hiragana/Katakana rules are anchored at `^` and the line starts with a padding space
+    // here, so they never match.
+    let s = pad_chars(&s, is_asian_punct);
+    pad_chars(&s, is_full_width_punct)
+}
+
+/// sacrebleu `TercomTokenizer.__call__`.
+pub fn tokenize_tercom(sent: &str, opts: TercomOptions) -> String {
+    if sent.is_empty() {
+        return String::new();
+    }
+    let mut s = if opts.case_sensitive { sent.to_owned() } else { py_lower(sent) };
+    if opts.normalized {
+        s = normalize_general_and_western(&s);
+        if opts.asian_support {
+            s = normalize_asian(&s);
+        }
+    }
+    if opts.no_punct {
+        s.retain(|c| !matches!(c, '.' | ',' | '?' | ':' | ';' | '!' | '"' | '(' | ')'));
+        if opts.asian_support {
+            s.retain(|c| !is_asian_punct(c) && !is_full_width_punct(c));
+        }
+    }
+    join_split(&s)
+}

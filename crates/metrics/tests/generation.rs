@@ -2,10 +2,9 @@ mod common;
 
 use finetune_metrics::generation::tokenize::{tokenize_tercom, TercomOptions, Tokenizer};
 use finetune_metrics::generation::{
-    bleu_from_stats, bleu_stats, corpus_bleu, corpus_chrf, BleuAccumulator, BleuOptions, ChrfAccumulator,
-    ChrfOptions, NumRefs, Smooth,
+    bleu_from_stats, bleu_stats, corpus_bleu, corpus_chrf, BleuAccumulator, BleuOptions, ChrfAccumulator, ChrfOptions,
+    NumRefs, Smooth,
 };
-use serde_json::Value;
 
 #[test]
 fn generation_fixtures() {
@@ -46,7 +45,12 @@ fn tokenizers_match_sacrebleu() {
 fn corpus_from_fixture(id: &str) -> (Vec<String>, Vec<Vec<Option<String>>>) {
     let fixture = common::load("generation.json");
     let case = fixture["cases"].as_array().expect("cases").iter().find(|c| c["id"] == id).expect("case").clone();
-    let hyps = case["args"]["hypotheses"].as_array().expect("hyps").iter().map(|h| h.as_str().expect("str").to_owned()).collect();
+    let hyps = case["args"]["hypotheses"]
+        .as_array()
+        .expect("hyps")
+        .iter()
+        .map(|h| h.as_str().expect("str").to_owned())
+        .collect();
     let refs = case["args"]["references"]
         .as_array()
         .expect("refs")
@@ -67,7 +71,9 @@ fn streaming_equals_corpus() {
     let h: Vec<&str> = hyps.iter().map(String::as_str).collect();
     let h_opt: Vec<Option<&str>> = h.iter().map(|&s| Some(s)).collect();
 
-    for opts in [BleuOptions::default(), BleuOptions { smooth_method: Smooth::AddK, lowercase: true, ..BleuOptions::default() }] {
+    for opts in
+        [BleuOptions::default(), BleuOptions { smooth_method: Smooth::AddK, lowercase: true, ..BleuOptions::default() }]
+    {
         let one = corpus_bleu(&h_opt, &as_refs(&refs, 0, n), &opts).expect("bleu");
         let mut acc = BleuAccumulator::new(opts);
         for lo in (0..n).step_by(37) {
@@ -103,7 +109,7 @@ fn streaming_equals_corpus() {
 fn fixture_covers_every_function() {
     let fixture = common::load("generation.json");
     for name in ["corpus_bleu", "sentence_bleu", "corpus_chrf", "sentence_chrf", "corpus_ter", "sentence_ter"] {
-        let n = fixture["cases"].as_array().expect("cases").iter().filter(|c| c["metric"] == Value::from(name)).count();
+        let n = fixture["cases"].as_array().expect("cases").iter().filter(|c| c["metric"] == name).count();
         assert!(n >= 50, "{name}: {n} cases");
     }
 }

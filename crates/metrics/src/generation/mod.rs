@@ -76,7 +76,11 @@ fn index_error() -> MetricError {
 }
 
 /// `Metric._check_corpus_score_args`; returns the hypotheses as strings.
-pub(crate) fn check_corpus<'a>(prefix: &str, hyps: &[Option<&'a str>], refs: &[Vec<Option<&str>>]) -> Result<Vec<&'a str>> {
+pub(crate) fn check_corpus<'a>(
+    prefix: &str,
+    hyps: &[Option<&'a str>],
+    refs: &[Vec<Option<&str>>],
+) -> Result<Vec<&'a str>> {
     let first = hyps.first().ok_or_else(index_error)?;
     let mut err = None;
     if first.is_none() {
@@ -154,9 +158,11 @@ fn corpus_input<'a>(name: &str, args: &Args<'a>) -> Result<CorpusInput<'a>> {
         .iter()
         .map(|h| opt_str(h, name, "Each element of `hyps` should be a string."))
         .collect::<Result<Vec<_>>>()?;
-    let refs_a = refs_v.as_array().ok_or_else(|| type_err(name, "`refs` should be a sequence of sequence of strings."))?;
+    let refs_a =
+        refs_v.as_array().ok_or_else(|| type_err(name, "`refs` should be a sequence of sequence of strings."))?;
     let stream0 = refs_a.first().ok_or_else(index_error)?;
-    let s0 = stream0.as_array().ok_or_else(|| type_err(name, "Each element of `refs` should be a sequence of strings."))?;
+    let s0 =
+        stream0.as_array().ok_or_else(|| type_err(name, "Each element of `refs` should be a sequence of strings."))?;
     let r00 = s0.first().ok_or_else(index_error)?;
     opt_str(r00, name, "`refs` should be a sequence of sequence of strings.")?;
     let refs = refs_a
@@ -173,7 +179,10 @@ fn corpus_input<'a>(name: &str, args: &Args<'a>) -> Result<CorpusInput<'a>> {
 }
 
 fn sentence_input<'a>(name: &str, args: &Args<'a>) -> Result<(&'a str, Vec<Option<&'a str>>)> {
-    let hyp = args.required("hypothesis")?.as_str().ok_or_else(|| type_err(name, "The argument `hyp` should be a string."))?;
+    let hyp = args
+        .required("hypothesis")?
+        .as_str()
+        .ok_or_else(|| type_err(name, "The argument `hyp` should be a string."))?;
     let refs_a = args
         .required("references")?
         .as_array()
@@ -233,7 +242,9 @@ fn run_chrf(name: &str, args: &Args) -> Result<Value> {
     ])?;
     let beta = match args.some("beta") {
         None => 2,
-        Some(v) => v.as_i64().ok_or_else(|| MetricError::type_error(format!("{name}: argument 'beta' must be an integer")))?,
+        Some(v) => {
+            v.as_i64().ok_or_else(|| MetricError::type_error(format!("{name}: argument 'beta' must be an integer")))?
+        }
     };
     let opts = ChrfOptions {
         char_order: args.usize("char_order", 6)?,

@@ -91,10 +91,7 @@ pub(crate) fn count(seq: &[u32], n: usize, bits: u32) -> Counts<'_> {
         return Counts::Packed(Vec::new());
     }
     if n as u32 * bits <= 128 {
-        let keys = seq
-            .windows(n)
-            .map(|w| w.iter().fold(0u128, |k, &s| (k << bits) | u128::from(s)))
-            .collect();
+        let keys = seq.windows(n).map(|w| w.iter().fold(0u128, |k, &s| (k << bits) | u128::from(s))).collect();
         Counts::Packed(run_length(keys))
     } else {
         Counts::Slices(run_length(seq.windows(n).collect()))

@@ -75,8 +75,11 @@ impl<'r> BeamEditDistance<'r> {
         let n_r = self.words_ref.len();
         let mut rows: Vec<Row> = Vec::with_capacity(n_h - start_h);
         let length_ratio = if n_h > 0 { n_r as f64 / n_h as f64 } else { 1.0 };
-        let beam_width =
-            if (BEAM_WIDTH as f64) < length_ratio / 2.0 { (length_ratio / 2.0 + BEAM_WIDTH as f64).ceil() as i64 } else { BEAM_WIDTH as i64 };
+        let beam_width = if (BEAM_WIDTH as f64) < length_ratio / 2.0 {
+            (length_ratio / 2.0 + BEAM_WIDTH as f64).ceil() as i64
+        } else {
+            BEAM_WIDTH as i64
+        };
         for i in start_h + 1..=n_h {
             let mut cur: Row = vec![(INF, Op::Undef); n_r + 1];
             let prev = self.row(cached, &rows, i - 1);
@@ -92,7 +95,8 @@ impl<'r> BeamEditDistance<'r> {
                 } else {
                     let (cost_sub, op_sub) =
                         if words_h[i - 1] == self.words_ref[j - 1] { (0, Op::Nop) } else { (1, Op::Sub) };
-                    let ops = [(prev[j - 1].0 + cost_sub, op_sub), (prev[j].0 + 1, Op::Del), (cur[j - 1].0 + 1, Op::Ins)];
+                    let ops =
+                        [(prev[j - 1].0 + cost_sub, op_sub), (prev[j].0 + 1, Op::Del), (cur[j - 1].0 + 1, Op::Ins)];
                     for (cost, op) in ops {
                         if cur[j].0 > cost {
                             cur[j] = (cost, op);
@@ -208,12 +212,15 @@ fn perform_shift(words: &[u32], start: usize, length: usize, target: usize) -> V
     out
 }
 
+/// Candidate order of `_shift`: (gain, length, -start_h, -target).
+type ShiftKey = (i64, usize, i64, i64);
+
 /// `_shift`: the best single block shift, as (gain, shifted words); updates the candidate count.
 fn best_shift(words_h: &[u32], words_r: &[u32], ed: &mut BeamEditDistance<'_>, checked: &mut usize) -> (i64, Vec<u32>) {
     let (pre_score, trace) = ed.call(words_h);
     let (align, ref_err, hyp_err) = trace_to_alignment(&trace);
     // (gain, length, -start_h, -idx) compared lexicographically, as the reference's tuples.
-    let mut best: Option<((i64, usize, i64, i64), Vec<u32>)> = None;
+    let mut best: Option<(ShiftKey, Vec<u32>)> = None;
     let (n_h, n_r) = (words_h.len(), words_r.len());
     'outer: for start_h in 0..n_h {
         for start_r in 0..n_r {
@@ -356,7 +363,12 @@ pub fn ter_from_stats(stats: &[f64; 2], opts: &TercomOptions, nrefs: NumRefs) ->
     } else {
         0.0
     };
-    TerScore { score: 100.0 * score, num_edits: edits as i64, ref_length: ref_len, signature: ter_signature(opts, nrefs) }
+    TerScore {
+        score: 100.0 * score,
+        num_edits: edits as i64,
+        ref_length: ref_len,
+        signature: ter_signature(opts, nrefs),
+    }
 }
 
 /// `sacrebleu.corpus_ter(hypotheses, references, normalized, no_punct, asian_support, case_sensitive)`.

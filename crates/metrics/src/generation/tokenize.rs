@@ -260,7 +260,9 @@ impl Tokenizer {
             "char" => Tokenizer::Char,
             "zh" => Tokenizer::Zh,
             "ja-mecab" | "ko-mecab" | "spm" | "flores101" | "flores200" | "spBLEU-1K" => {
-                return Err(MetricError::value(format!("tokenizer '{name}' needs an external model and is not supported")))
+                return Err(MetricError::value(format!(
+                    "tokenizer '{name}' needs an external model and is not supported"
+                )))
             }
             _ => return Err(MetricError::Key(format!("'{name}'"))),
         })

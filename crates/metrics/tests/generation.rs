@@ -113,3 +113,40 @@ fn fixture_covers_every_function() {
         assert!(n >= 50, "{name}: {n} cases");
     }
 }
+
+/// Timing on a corpus written by the sacrebleu timing script (run with
+/// `GEN_BENCH=/path/corpus.json cargo test --release -p finetune-metrics --test generation -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn bench_corpus() {
+    let path = std::env::var("GEN_BENCH").expect("GEN_BENCH must name a JSON file with hypotheses and references");
+    let text = std::fs::read_to_string(path).expect("read GEN_BENCH");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    let hyps: Vec<Option<&str>> = v["hypotheses"].as_array().expect("hyps").iter().map(|h| h.as_str()).collect();
+    let refs: Vec<Vec<Option<&str>>> = v["references"]
+        .as_array()
+        .expect("refs")
+        .iter()
+        .map(|s| s.as_array().expect("stream").iter().map(|r| r.as_str()).collect())
+        .collect();
+    let time = |name: &str, f: &dyn Fn() -> String| {
+        let mut best = f64::INFINITY;
+        let mut out = String::new();
+        for _ in 0..3 {
+            let t = std::time::Instant::now();
+            out = f();
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        println!("{name}: {:.1} ms  {out}", best * 1e3);
+    };
+    time("bleu", &|| corpus_bleu(&hyps, &refs, &BleuOptions::default()).expect("bleu").format());
+    time("chrf", &|| corpus_chrf(&hyps, &refs, &ChrfOptions::default()).expect("chrf").format());
+    time("chrf++", &|| {
+        corpus_chrf(&hyps, &refs, &ChrfOptions { word_order: 2, ..ChrfOptions::default() }).expect("chrf").format()
+    });
+    let ter_refs: Vec<Vec<Option<&str>>> = refs.iter().map(|s| s[..2000.min(s.len())].to_vec()).collect();
+    let ter_hyps = &hyps[..2000.min(hyps.len())];
+    time("ter", &|| {
+        finetune_metrics::generation::corpus_ter(ter_hyps, &ter_refs, &TercomOptions::default()).expect("ter").format()
+    });
+}

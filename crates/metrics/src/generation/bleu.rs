@@ -5,7 +5,7 @@
 //! matches clipped by the maximum count over the references. The corpus score sums them, then
 //! `BLEU = BP * exp(mean(log p_n))` with `BP = exp(1 - ref_len / sys_len)` when `sys_len < ref_len`.
 
-use super::ngrams::{count, Counts, Interner};
+use super::ngrams::{bits_for, clipped_matches, fill, Interner, Key, Maps, Tables};
 use super::tokenize::{py_isspace, py_lower, py_split, Tokenizer};
 use super::{signature_nrefs, NumRefs, VERSION};
 use crate::error::{MetricError, Result};
@@ -235,40 +235,63 @@ fn closest_ref_len(hyp_len: usize, ref_lens: &[usize]) -> i64 {
 }
 
 /// Segment statistics of already preprocessed (tokenized) text.
-fn stats_tokenized(hyp: &str, refs: &[String]) -> Result<[f64; BLEU_STATS]> {
+fn stats_tokenized(hyp: &str, refs: &[String], t: &mut Tables) -> Result<[f64; BLEU_STATS]> {
+    // Token ids are interned over the hypothesis and all references of this segment only, so 4 ids pack
+    // exactly into one key.
     let mut interner = Interner::default();
-    // Token ids are interned over the hypothesis and all references of this segment only.
-    let hyp_tokens: Vec<&str> = py_split(hyp).collect();
-    let ref_tokens: Vec<Vec<&str>> = refs.iter().map(|r| py_split(r).collect()).collect();
-    let hyp_ids: Vec<u32> = hyp_tokens.iter().map(|w| interner.id(w)).collect();
-    let ref_ids: Vec<Vec<u32>> = ref_tokens.iter().map(|t| t.iter().map(|w| interner.id(w)).collect()).collect();
+    let hyp_ids: Vec<u32> = py_split(hyp).map(|w| interner.id(w)).collect();
+    let ref_ids: Vec<Vec<u32>> = refs.iter().map(|r| py_split(r).map(|w| interner.id(w)).collect()).collect();
 
     let mut out = [0.0; BLEU_STATS];
     let hyp_len = hyp_ids.len();
     out[0] = hyp_len as f64;
     let ref_lens: Vec<usize> = ref_ids.iter().map(Vec::len).collect();
     out[1] = closest_ref_len(hyp_len, &ref_lens) as f64;
-    for n in 1..=MAX_NGRAM_ORDER {
-        let h = count(&hyp_ids, n, 32);
-        if h.is_empty() {
-            continue;
-        }
-        if ref_ids.is_empty() {
-            // The reference looks n-grams up in `None`.
-            return Err(MetricError::type_error("argument of type 'NoneType' is not iterable"));
-        }
-        let mut r: Option<Counts<'_>> = None;
-        for ids in &ref_ids {
-            let c = count(ids, n, 32);
-            r = Some(match r {
-                None => c,
-                Some(prev) => prev.max_with(&c),
-            });
-        }
-        out[2 + n - 1] = r.map_or(0, |r| h.matches(&r)) as f64;
-        out[2 + MAX_NGRAM_ORDER + n - 1] = h.total() as f64;
+    if hyp_ids.is_empty() {
+        return Ok(out);
+    }
+    if ref_ids.is_empty() {
+        // The reference looks n-grams up in `None`.
+        return Err(MetricError::type_error("argument of type 'NoneType' is not iterable"));
+    }
+    let bits = bits_for(interner.len().saturating_sub(1) as u32);
+    let counts = if MAX_NGRAM_ORDER as u32 * bits <= u64::BITS {
+        order_counts(&hyp_ids, &ref_ids, bits, &mut t.small)
+    } else {
+        order_counts(&hyp_ids, &ref_ids, bits, &mut t.large)
+    };
+    for (n, (matches, total)) in counts.into_iter().enumerate() {
+        out[2 + n] = matches as f64;
+        out[2 + MAX_NGRAM_ORDER + n] = total as f64;
     }
     Ok(out)
+}
+
+/// (clipped matches, total) per order; matches are clipped by the maximum count over the references.
+fn order_counts<K: Key>(hyp: &[u32], refs: &[Vec<u32>], bits: u32, m: &mut Maps<K>) -> [(u64, u64); MAX_NGRAM_ORDER] {
+    let mut out = [(0, 0); MAX_NGRAM_ORDER];
+    for (n, slot) in (1..=MAX_NGRAM_ORDER).zip(out.iter_mut()) {
+        let total = fill(&mut m.hyp, hyp, n, bits);
+        if total == 0 {
+            break;
+        }
+        let matches = if let [single] = refs {
+            fill(&mut m.reference, single, n, bits);
+            clipped_matches(&m.hyp, &m.reference)
+        } else {
+            m.best.clear();
+            for ids in refs {
+                fill(&mut m.reference, ids, n, bits);
+                for (&k, &c) in &m.reference {
+                    let e = m.best.entry(k).or_insert(0);
+                    *e = (*e).max(c);
+                }
+            }
+            clipped_matches(&m.hyp, &m.best)
+        };
+        *slot = (matches, total);
+    }
+    out
 }
 
 /// Per-segment sufficient statistics `[hyp_len, ref_len, correct_1..4, total_1..4]` of one hypothesis against
@@ -276,8 +299,12 @@ fn stats_tokenized(hyp: &str, refs: &[String]) -> Result<[f64; BLEU_STATS]> {
 /// Summing these over segments and calling [`bleu_from_stats`] gives the corpus score (e.g. for bootstrap
 /// resampling).
 pub fn bleu_stats(hyp: &str, refs: &[Option<&str>], opts: &BleuOptions) -> Result<[f64; BLEU_STATS]> {
+    bleu_stats_with(hyp, refs, opts, &mut Tables::default())
+}
+
+fn bleu_stats_with(hyp: &str, refs: &[Option<&str>], opts: &BleuOptions, t: &mut Tables) -> Result<[f64; BLEU_STATS]> {
     let refs: Vec<String> = refs.iter().flatten().map(|r| opts.preprocess(r)).collect();
-    stats_tokenized(&opts.preprocess(hyp), &refs)
+    stats_tokenized(&opts.preprocess(hyp), &refs, t)
 }
 
 /// Streaming corpus BLEU: `update` with batches of segments, then `compute`; equal to [`corpus_bleu`] over
@@ -287,16 +314,17 @@ pub struct BleuAccumulator {
     opts: BleuOptions,
     sum: [f64; BLEU_STATS],
     nrefs: super::RefCounter,
+    tables: Tables,
 }
 
 impl BleuAccumulator {
     pub fn new(opts: BleuOptions) -> Self {
-        BleuAccumulator { opts, sum: [0.0; BLEU_STATS], nrefs: super::RefCounter::default() }
+        BleuAccumulator { opts, sum: [0.0; BLEU_STATS], nrefs: super::RefCounter::default(), tables: Tables::default() }
     }
 
     /// Adds one segment.
     pub fn update_segment(&mut self, hyp: &str, refs: &[Option<&str>]) -> Result<()> {
-        let s = bleu_stats(hyp, refs, &self.opts)?;
+        let s = bleu_stats_with(hyp, refs, &self.opts, &mut self.tables)?;
         self.nrefs.add(refs.iter().flatten().count());
         for (acc, x) in self.sum.iter_mut().zip(s) {
             *acc += x;

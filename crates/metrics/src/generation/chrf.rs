@@ -6,7 +6,7 @@
 //! The score is the F-beta of the precision and recall averaged over the orders with both sides non-empty
 //! ("effective order"), or with `eps_smoothing` the average of per-order F-scores with 1e-16 smoothing.
 
-use super::ngrams::{count, Counts, Interner};
+use super::ngrams::{bits_for, clipped_matches, count, fill, Counts, Interner, Key, Maps, Tables};
 use super::tokenize::{py_isspace, py_lower, py_split};
 use super::{signature_nrefs, NumRefs, VERSION};
 use crate::error::{MetricError, Result};
@@ -137,48 +137,90 @@ fn char_seq(s: &str, whitespace: bool) -> Vec<u32> {
 /// Per-segment statistics (see the module documentation) of one hypothesis against its references (`None`
 /// entries skipped). Without any reference the reference fails (`ValueError` for a single segment).
 pub fn chrf_stats(hyp: &str, refs: &[Option<&str>], opts: &ChrfOptions) -> Result<Vec<f64>> {
+    chrf_stats_with(hyp, refs, opts, &mut Tables::default())
+}
+
+/// One order's `[hyp, ref, match]` statistics for every reference, appended to `per_ref[k]`.
+fn order_stats(seq_h: &[u32], seqs_r: &[&[u32]], n: usize, bits: u32, t: &mut Tables, per_ref: &mut [Vec<f64>]) {
+    let width = n as u32 * bits;
+    if width <= u64::BITS {
+        order_stats_packed(seq_h, seqs_r, n, bits, &mut t.small, per_ref);
+    } else if width <= u128::BITS {
+        order_stats_packed(seq_h, seqs_r, n, bits, &mut t.large, per_ref);
+    } else {
+        let h = count(seq_h, n, bits);
+        for (k, r) in seqs_r.iter().enumerate() {
+            push_match(&mut per_ref[k], &h, &count(r, n, bits));
+        }
+    }
+}
+
+fn order_stats_packed<K: Key>(
+    seq_h: &[u32],
+    seqs_r: &[&[u32]],
+    n: usize,
+    bits: u32,
+    m: &mut Maps<K>,
+    per_ref: &mut [Vec<f64>],
+) {
+    let hyp_total = fill(&mut m.hyp, seq_h, n, bits);
+    for (k, r) in seqs_r.iter().enumerate() {
+        let ref_total = fill(&mut m.reference, r, n, bits);
+        let matches = clipped_matches(&m.hyp, &m.reference);
+        // `_get_match_statistics`: hypothesis n-grams only count when the reference has some.
+        let hyp_count = if ref_total == 0 { 0 } else { hyp_total };
+        per_ref[k].extend([hyp_count as f64, ref_total as f64, matches as f64]);
+    }
+}
+
+/// Largest symbol of a segment, for the key width.
+fn max_symbol(h: &[u32], r: &[Vec<u32>]) -> u32 {
+    h.iter().chain(r.iter().flatten()).copied().max().unwrap_or(0)
+}
+
+pub(crate) fn chrf_stats_with(
+    hyp: &str,
+    refs: &[Option<&str>],
+    opts: &ChrfOptions,
+    t: &mut Tables,
+) -> Result<Vec<f64>> {
     let prep = |s: &str| if opts.lowercase { py_lower(s) } else { s.to_owned() };
     let hyp = prep(hyp);
     let refs: Vec<String> = refs.iter().flatten().map(|r| prep(r)).collect();
     if refs.is_empty() {
         return Err(MetricError::value("not enough values to unpack (expected 3, got 0)"));
     }
+    let mut per_ref: Vec<Vec<f64>> = vec![Vec::with_capacity(opts.n_stats()); refs.len()];
     let hyp_chars = char_seq(&hyp, opts.whitespace);
-    let hyp_counts: Vec<Counts<'_>> = (1..=opts.char_order).map(|n| count(&hyp_chars, n, 21)).collect();
-
-    // Word n-grams: words are interned over the hypothesis and all references of the segment.
-    let mut interner = Interner::default();
-    let hyp_words: Vec<u32> = if opts.word_order > 0 {
-        remove_punctuation(&hyp).into_iter().map(|w| interner.id(w)).collect()
-    } else {
-        Vec::new()
-    };
-    let ref_words: Vec<Vec<u32>> = if opts.word_order > 0 {
-        refs.iter().map(|r| remove_punctuation(r).into_iter().map(|w| interner.id(w)).collect()).collect()
-    } else {
-        Vec::new()
-    };
-    let hyp_word_counts: Vec<Counts<'_>> = (1..=opts.word_order).map(|n| count(&hyp_words, n, 32)).collect();
-
-    let mut best: Vec<f64> = Vec::new();
-    let mut best_f = -1.0;
-    let mut stats = Vec::with_capacity(opts.n_stats());
-    for (k, r) in refs.iter().enumerate() {
-        stats.clear();
-        let ref_chars = char_seq(r, opts.whitespace);
-        for (n, h) in (1..=opts.char_order).zip(&hyp_counts) {
-            push_match(&mut stats, h, &count(&ref_chars, n, 21));
-        }
-        for (n, h) in (1..=opts.word_order).zip(&hyp_word_counts) {
-            push_match(&mut stats, h, &count(&ref_words[k], n, 32));
-        }
-        let f = chrf_f_score(&stats, opts)?;
-        if f > best_f {
-            best_f = f;
-            best.clone_from(&stats);
+    let ref_chars: Vec<Vec<u32>> = refs.iter().map(|r| char_seq(r, opts.whitespace)).collect();
+    let ref_char_slices: Vec<&[u32]> = ref_chars.iter().map(Vec::as_slice).collect();
+    // Characters are packed by code point with as few bits as this segment needs.
+    let bits = bits_for(max_symbol(&hyp_chars, &ref_chars));
+    for n in 1..=opts.char_order {
+        order_stats(&hyp_chars, &ref_char_slices, n, bits, t, &mut per_ref);
+    }
+    if opts.word_order > 0 {
+        // Words are interned over the hypothesis and all references of the segment.
+        let mut interner = Interner::default();
+        let hyp_words: Vec<u32> = remove_punctuation(&hyp).into_iter().map(|w| interner.id(w)).collect();
+        let ref_words: Vec<Vec<u32>> =
+            refs.iter().map(|r| remove_punctuation(r).into_iter().map(|w| interner.id(w)).collect()).collect();
+        let ref_word_slices: Vec<&[u32]> = ref_words.iter().map(Vec::as_slice).collect();
+        let bits = bits_for(max_symbol(&hyp_words, &ref_words));
+        for n in 1..=opts.word_order {
+            order_stats(&hyp_words, &ref_word_slices, n, bits, t, &mut per_ref);
         }
     }
-    Ok(best)
+    let mut best = 0;
+    let mut best_f = -1.0;
+    for (k, stats) in per_ref.iter().enumerate() {
+        let f = chrf_f_score(stats, opts)?;
+        if f > best_f {
+            best_f = f;
+            best = k;
+        }
+    }
+    Ok(per_ref.swap_remove(best))
 }
 
 /// `CHRF._get_match_statistics`.
@@ -222,6 +264,7 @@ pub struct ChrfAccumulator {
     /// A segment without references makes the reference fail when summing (`IndexError`).
     missing_refs: bool,
     nrefs: super::RefCounter,
+    tables: Tables,
 }
 
 impl ChrfAccumulator {
@@ -232,13 +275,14 @@ impl ChrfAccumulator {
             segments: 0,
             missing_refs: false,
             nrefs: super::RefCounter::default(),
+            tables: Tables::default(),
         }
     }
 
     pub fn update_segment(&mut self, hyp: &str, refs: &[Option<&str>]) -> Result<()> {
         self.segments += 1;
         self.nrefs.add(refs.iter().flatten().count());
-        match chrf_stats(hyp, refs, &self.opts) {
+        match chrf_stats_with(hyp, refs, &self.opts, &mut self.tables) {
             Ok(s) => {
                 for (acc, x) in self.sum.iter_mut().zip(s) {
                     *acc += x;

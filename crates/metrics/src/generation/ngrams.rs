@@ -36,6 +36,11 @@ impl Hasher for FxHasher {
         self.add(i);
     }
 
+    fn write_u128(&mut self, i: u128) {
+        self.add(i as u64);
+        self.add((i >> 64) as u64);
+    }
+
     fn write_usize(&mut self, i: usize) {
         self.add(i as u64);
     }
@@ -61,6 +66,10 @@ pub(crate) struct Interner<'a> {
 }
 
 impl<'a> Interner<'a> {
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
     pub(crate) fn id(&mut self, s: &'a str) -> u32 {
         let next = self.map.len() as u32;
         *self.map.entry(s).or_insert(next)
@@ -98,31 +107,6 @@ pub(crate) fn count(seq: &[u32], n: usize, bits: u32) -> Counts<'_> {
     }
 }
 
-fn merge_max<K: Ord + Copy>(a: &[(K, u32)], b: &[(K, u32)]) -> Vec<(K, u32)> {
-    let mut out = Vec::with_capacity(a.len() + b.len());
-    let (mut i, mut j) = (0, 0);
-    while i < a.len() && j < b.len() {
-        match a[i].0.cmp(&b[j].0) {
-            std::cmp::Ordering::Less => {
-                out.push(a[i]);
-                i += 1;
-            }
-            std::cmp::Ordering::Greater => {
-                out.push(b[j]);
-                j += 1;
-            }
-            std::cmp::Ordering::Equal => {
-                out.push((a[i].0, a[i].1.max(b[j].1)));
-                i += 1;
-                j += 1;
-            }
-        }
-    }
-    out.extend_from_slice(&a[i..]);
-    out.extend_from_slice(&b[j..]);
-    out
-}
-
 /// Clipped matches: sum over hypothesis n-grams of `min(hyp count, ref count)`.
 fn clipped<K: Ord>(hyp: &[(K, u32)], r: &[(K, u32)]) -> u64 {
     let (mut i, mut j, mut m) = (0, 0, 0u64);
@@ -155,29 +139,6 @@ impl<'a> Counts<'a> {
         }
     }
 
-    /// Element-wise maximum of two count sets (multi-reference BLEU).
-    pub(crate) fn max_with(self, other: &Counts<'a>) -> Counts<'a> {
-        match (self, other) {
-            (Counts::Packed(a), Counts::Packed(b)) => Counts::Packed(merge_max(&a, b)),
-            (Counts::Slices(a), Counts::Slices(b)) => Counts::Slices(merge_max(&a, b)),
-            // An empty side is always packed; the other side wins.
-            (a, b) => {
-                if a.is_empty() {
-                    b.clone_counts()
-                } else {
-                    a
-                }
-            }
-        }
-    }
-
-    fn clone_counts(&self) -> Counts<'a> {
-        match self {
-            Counts::Packed(v) => Counts::Packed(v.clone()),
-            Counts::Slices(v) => Counts::Slices(v.clone()),
-        }
-    }
-
     /// Clipped match count of `self` (hypothesis) against `reference`.
     pub(crate) fn matches(&self, reference: &Counts<'_>) -> u64 {
         match (self, reference) {
@@ -187,4 +148,59 @@ impl<'a> Counts<'a> {
             _ => 0,
         }
     }
+}
+
+/// A packed n-gram key: `n` symbols of `bits` bits each, exact (no hashing collisions) when they fit.
+pub(crate) trait Key: Copy + Eq + std::hash::Hash {
+    fn pack(w: &[u32], bits: u32) -> Self;
+}
+
+impl Key for u64 {
+    fn pack(w: &[u32], bits: u32) -> Self {
+        w.iter().fold(0u64, |k, &s| (k << bits) | u64::from(s))
+    }
+}
+
+impl Key for u128 {
+    fn pack(w: &[u32], bits: u32) -> Self {
+        w.iter().fold(0u128, |k, &s| (k << bits) | u128::from(s))
+    }
+}
+
+/// Hash tables for one key width, reused across segments (so counting allocates nothing once warm).
+#[derive(Default, Clone, Debug)]
+pub(crate) struct Maps<K: Key> {
+    pub(crate) hyp: FxMap<K, u32>,
+    pub(crate) reference: FxMap<K, u32>,
+    pub(crate) best: FxMap<K, u32>,
+}
+
+/// Reusable tables for `u64` keys (the usual case: few distinct symbols per segment) and `u128` keys.
+#[derive(Default, Clone, Debug)]
+pub(crate) struct Tables {
+    pub(crate) small: Maps<u64>,
+    pub(crate) large: Maps<u128>,
+}
+
+/// Bits needed for symbols up to `max` (at least 1).
+pub(crate) fn bits_for(max: u32) -> u32 {
+    (32 - max.leading_zeros()).max(1)
+}
+
+/// Counts the order-`n` n-grams of `seq` into `map` (cleared first); returns their number.
+pub(crate) fn fill<K: Key>(map: &mut FxMap<K, u32>, seq: &[u32], n: usize, bits: u32) -> u64 {
+    map.clear();
+    if n == 0 || seq.len() < n {
+        return 0;
+    }
+    for w in seq.windows(n) {
+        *map.entry(K::pack(w, bits)).or_insert(0) += 1;
+    }
+    (seq.len() - n + 1) as u64
+}
+
+/// Clipped matches `sum min(hyp count, ref count)`.
+pub(crate) fn clipped_matches<K: Key>(hyp: &FxMap<K, u32>, reference: &FxMap<K, u32>) -> u64 {
+    let (small, large) = if hyp.len() <= reference.len() { (hyp, reference) } else { (reference, hyp) };
+    small.iter().map(|(k, &c)| large.get(k).map_or(0, |&d| u64::from(c.min(d)))).sum()
 }

@@ -5,7 +5,7 @@
 //! matches clipped by the maximum count over the references. The corpus score sums them, then
 //! `BLEU = BP * exp(mean(log p_n))` with `BP = exp(1 - ref_len / sys_len)` when `sys_len < ref_len`.
 
-use super::ngrams::{bits_for, clipped_matches, fill, Interner, Key, Maps, Tables};
+use super::ngrams::{bits_for, consume_matches, fill, Interner, Key, Maps, Tables};
 use super::tokenize::{py_isspace, py_lower, py_split, Tokenizer};
 use super::{signature_nrefs, NumRefs, VERSION};
 use crate::error::{MetricError, Result};
@@ -271,13 +271,13 @@ fn stats_tokenized(hyp: &str, refs: &[String], t: &mut Tables) -> Result<[f64; B
 fn order_counts<K: Key>(hyp: &[u32], refs: &[Vec<u32>], bits: u32, m: &mut Maps<K>) -> [(u64, u64); MAX_NGRAM_ORDER] {
     let mut out = [(0, 0); MAX_NGRAM_ORDER];
     for (n, slot) in (1..=MAX_NGRAM_ORDER).zip(out.iter_mut()) {
-        let total = fill(&mut m.hyp, hyp, n, bits);
+        let total = hyp.len().saturating_sub(n - 1) as u64;
         if total == 0 {
             break;
         }
         let matches = if let [single] = refs {
             fill(&mut m.reference, single, n, bits);
-            clipped_matches(&m.hyp, &m.reference)
+            consume_matches(&mut m.reference, hyp, n, bits)
         } else {
             m.best.clear();
             for ids in refs {
@@ -287,7 +287,7 @@ fn order_counts<K: Key>(hyp: &[u32], refs: &[Vec<u32>], bits: u32, m: &mut Maps<
                     *e = (*e).max(c);
                 }
             }
-            clipped_matches(&m.hyp, &m.best)
+            consume_matches(&mut m.best, hyp, n, bits)
         };
         *slot = (matches, total);
     }

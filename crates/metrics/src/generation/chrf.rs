@@ -6,7 +6,7 @@
 //! The score is the F-beta of the precision and recall averaged over the orders with both sides non-empty
 //! ("effective order"), or with `eps_smoothing` the average of per-order F-scores with 1e-16 smoothing.
 
-use super::ngrams::{bits_for, clipped_matches, count, fill, Counts, Interner, Key, Maps, Tables};
+use super::ngrams::{bits_for, consume_matches, count, fill, Counts, Interner, Key, Maps, Tables};
 use super::tokenize::{py_isspace, py_lower, py_split};
 use super::{signature_nrefs, NumRefs, VERSION};
 use crate::error::{MetricError, Result};
@@ -163,10 +163,10 @@ fn order_stats_packed<K: Key>(
     m: &mut Maps<K>,
     per_ref: &mut [Vec<f64>],
 ) {
-    let hyp_total = fill(&mut m.hyp, seq_h, n, bits);
+    let hyp_total = seq_h.len().saturating_sub(n - 1) as u64;
     for (k, r) in seqs_r.iter().enumerate() {
         let ref_total = fill(&mut m.reference, r, n, bits);
-        let matches = clipped_matches(&m.hyp, &m.reference);
+        let matches = consume_matches(&mut m.reference, seq_h, n, bits);
         // `_get_match_statistics`: hypothesis n-grams only count when the reference has some.
         let hyp_count = if ref_total == 0 { 0 } else { hyp_total };
         per_ref[k].extend([hyp_count as f64, ref_total as f64, matches as f64]);

@@ -170,7 +170,6 @@ impl Key for u128 {
 /// Hash tables for one key width, reused across segments (so counting allocates nothing once warm).
 #[derive(Default, Clone, Debug)]
 pub(crate) struct Maps<K: Key> {
-    pub(crate) hyp: FxMap<K, u32>,
     pub(crate) reference: FxMap<K, u32>,
     pub(crate) best: FxMap<K, u32>,
 }
@@ -199,8 +198,20 @@ pub(crate) fn fill<K: Key>(map: &mut FxMap<K, u32>, seq: &[u32], n: usize, bits:
     (seq.len() - n + 1) as u64
 }
 
-/// Clipped matches `sum min(hyp count, ref count)`.
-pub(crate) fn clipped_matches<K: Key>(hyp: &FxMap<K, u32>, reference: &FxMap<K, u32>) -> u64 {
-    let (small, large) = if hyp.len() <= reference.len() { (hyp, reference) } else { (reference, hyp) };
-    small.iter().map(|(k, &c)| large.get(k).map_or(0, |&d| u64::from(c.min(d)))).sum()
+/// Clipped matches `sum min(hyp count, ref count)` of the hypothesis n-grams of `seq` against the counts in
+/// `reference`, which are used up in the process (one pass over the hypothesis, no hypothesis table).
+pub(crate) fn consume_matches<K: Key>(reference: &mut FxMap<K, u32>, seq: &[u32], n: usize, bits: u32) -> u64 {
+    if n == 0 || seq.len() < n || reference.is_empty() {
+        return 0;
+    }
+    let mut m = 0;
+    for w in seq.windows(n) {
+        if let Some(c) = reference.get_mut(&K::pack(w, bits)) {
+            if *c > 0 {
+                *c -= 1;
+                m += 1;
+            }
+        }
+    }
+    m
 }

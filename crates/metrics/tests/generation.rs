@@ -16,8 +16,22 @@ fn generation_fixtures() {
 #[test]
 fn tokenizers_match_sacrebleu() {
     let fixture = common::load("generation.json");
+    check_tokenizer_cases(&fixture, 1000);
+}
+
+/// The same check on a larger file in the fixture's format (e.g. every code point), named by
+/// `GEN_TOKENIZER_CASES`.
+#[test]
+#[ignore]
+fn tokenizers_match_file() {
+    let path = std::env::var("GEN_TOKENIZER_CASES").expect("GEN_TOKENIZER_CASES must name a JSON file");
+    let text = std::fs::read_to_string(path).expect("read");
+    check_tokenizer_cases(&serde_json::from_str(&text).expect("JSON"), 1);
+}
+
+fn check_tokenizer_cases(fixture: &serde_json::Value, min_cases: usize) {
     let cases = fixture["tokenizer_cases"].as_array().expect("tokenizer_cases");
-    assert!(cases.len() > 1000);
+    assert!(cases.len() >= min_cases);
     let mut failures = Vec::new();
     for c in cases {
         let name = c["tokenize"].as_str().expect("name");
@@ -36,7 +50,11 @@ fn tokenizers_match_sacrebleu() {
             Tokenizer::parse(name).expect("tokenizer").tokenize(input).into_owned()
         };
         if got != expected {
-            failures.push(format!("{name} {c}: got {got:?}"));
+            let diverge = got.chars().zip(expected.chars()).take_while(|(a, b)| a == b).count();
+            let around: String = expected.chars().skip(diverge.saturating_sub(10)).take(30).collect();
+            let got_around: String = got.chars().skip(diverge.saturating_sub(10)).take(30).collect();
+            failures
+                .push(format!("{name} {c:.200}: differs at char {diverge}: expected {around:?}, got {got_around:?}"));
         }
     }
     assert!(failures.is_empty(), "{} tokenizer differences:\n{}", failures.len(), failures.join("\n"));

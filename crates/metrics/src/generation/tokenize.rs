@@ -58,24 +58,35 @@ fn python_keeps_case(c: char) -> bool {
     )
 }
 
-/// Python's `str.lower()` (full case mapping with the final-sigma rule, Unicode 14 as in Python 3.11).
+/// Python's `str.lower()`: full case mapping (Unicode 14, as in Python 3.11) with CPython's final-sigma rule,
+/// whose Case_Ignorable / Cased properties come from generated tables (Rust's newer Unicode assigns more).
 pub fn py_lower(s: &str) -> String {
     if s.is_ascii() {
         return s.to_ascii_lowercase();
     }
-    if !s.chars().any(python_keeps_case) {
-        return s.to_lowercase();
-    }
+    let chars: Vec<char> = s.chars().collect();
     let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(pos) = rest.find(python_keeps_case) {
-        out.push_str(&rest[..pos].to_lowercase());
-        let c = rest[pos..].chars().next().unwrap_or(' ');
-        out.push(c);
-        rest = &rest[pos + c.len_utf8()..];
+    for (i, &c) in chars.iter().enumerate() {
+        if c == '\u{3a3}' {
+            out.push(if final_sigma(&chars, i) { '\u{3c2}' } else { '\u{3c3}' });
+        } else if python_keeps_case(c) {
+            out.push(c);
+        } else {
+            out.extend(c.to_lowercase());
+        }
     }
-    out.push_str(&rest.to_lowercase());
     out
+}
+
+/// CPython `handle_capital_sigma`: `\p{cased} \p{case-ignorable}* SIGMA !(\p{case-ignorable}* \p{cased})`.
+fn final_sigma(chars: &[char], i: usize) -> bool {
+    let ignorable = |c: char| in_ranges(tables::CASE_IGNORABLE, c);
+    let cased = |c: char| in_ranges(tables::CASED, c);
+    let before = chars[..i].iter().rev().find(|&&c| !ignorable(c));
+    if !before.is_some_and(|&c| cased(c)) {
+        return false;
+    }
+    !chars[i + 1..].iter().find(|&&c| !ignorable(c)).is_some_and(|&c| cased(c))
 }
 
 /// `re.sub('(X)', r' \1 ', s)` for a one-character class X.

@@ -3,7 +3,7 @@ mod common;
 use finetune_metrics::generation::tokenize::{tokenize_tercom, TercomOptions, Tokenizer};
 use finetune_metrics::generation::{
     bleu_from_stats, bleu_stats, corpus_bleu, corpus_chrf, BleuAccumulator, BleuOptions, ChrfAccumulator, ChrfOptions,
-    NumRefs, Smooth,
+    NumRefs, Smooth, TerAccumulator,
 };
 
 #[test]
@@ -120,6 +120,15 @@ fn streaming_equals_corpus() {
         }
         assert_eq!(acc.compute().expect("compute"), one);
     }
+    let t_opts = TercomOptions { normalized: true, ..TercomOptions::default() };
+    let m = 120.min(n);
+    let one = finetune_metrics::generation::corpus_ter(&h_opt[..m], &as_refs(&refs, 0, m), &t_opts).expect("ter");
+    let mut acc = TerAccumulator::new(t_opts);
+    for lo in (0..m).step_by(25) {
+        let hi = (lo + 25).min(m);
+        acc.update(&h[lo..hi], &as_refs(&refs, lo, hi)).expect("update");
+    }
+    assert_eq!(acc.compute().expect("compute"), one);
     assert!(BleuAccumulator::new(BleuOptions::default()).compute().is_err());
 }
 

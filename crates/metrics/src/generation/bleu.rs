@@ -359,7 +359,7 @@ pub fn corpus_bleu(hyps: &[Option<&str>], refs: &[Vec<Option<&str>>], opts: &Ble
 
 /// `sacrebleu.sentence_bleu(hypothesis, references, ...)` (use [`BleuOptions::sentence`] for its defaults).
 pub fn sentence_bleu(hyp: &str, refs: &[Option<&str>], opts: &BleuOptions) -> Result<BleuScore> {
-    super::check_sentence("BLEU", refs)?;
+    super::check_sentence(refs)?;
     let mut acc = BleuAccumulator::new(*opts);
     acc.update_segment(hyp, refs)?;
     acc.compute()

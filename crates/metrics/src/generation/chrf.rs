@@ -326,7 +326,7 @@ pub fn corpus_chrf(hyps: &[Option<&str>], refs: &[Vec<Option<&str>>], opts: &Chr
 
 /// `sacrebleu.sentence_chrf(hypothesis, references, ...)`.
 pub fn sentence_chrf(hyp: &str, refs: &[Option<&str>], opts: &ChrfOptions) -> Result<ChrfScore> {
-    super::check_sentence("CHRF", refs)?;
+    super::check_sentence(refs)?;
     let mut acc = ChrfAccumulator::new(*opts);
     acc.update_segment(hyp, refs)?;
     acc.compute()

@@ -1,7 +1,11 @@
 //! sacrebleu 2.6.0: BLEU, chrF / chrF++ and TER, with the reference's tokenizers, signatures and score
 //! strings. Corpus functions take sacrebleu's reference *streams* (each parallel to the hypotheses; `None`
 //! entries give a variable number of references per segment). BLEU and chrF also expose per-segment
-//! sufficient statistics and streaming accumulators.
+//! sufficient statistics (for paired bootstrap resampling) and all three have streaming accumulators.
+//!
+//! Differences from the reference, by design: the mecab and sentencepiece tokenizers (which need external
+//! models) are rejected with `ValueError`, and an unknown `smooth_method` is a `ValueError` where sacrebleu
+//! fails an `assert`.
 
 pub mod bleu;
 pub mod chrf;
@@ -20,7 +24,7 @@ pub use bleu::{
     bleu_from_stats, bleu_stats, corpus_bleu, sentence_bleu, BleuAccumulator, BleuOptions, BleuScore, Smooth,
 };
 pub use chrf::{chrf_from_stats, chrf_stats, corpus_chrf, sentence_chrf, ChrfAccumulator, ChrfOptions, ChrfScore};
-pub use ter::{corpus_ter, sentence_ter, ter_stats, TerScore};
+pub use ter::{corpus_ter, sentence_ter, ter_from_stats, ter_stats, TerAccumulator, TerScore};
 pub use tokenize::{TercomOptions, Tokenizer};
 
 /// The sacrebleu version whose behaviour (and signature strings) this module reproduces.
@@ -96,7 +100,7 @@ pub(crate) fn check_corpus<'a>(
 }
 
 /// `Metric._check_sentence_score_args` (the type checks are done when reading JSON).
-pub(crate) fn check_sentence(_prefix: &str, refs: &[Option<&str>]) -> Result<()> {
+pub(crate) fn check_sentence(refs: &[Option<&str>]) -> Result<()> {
     refs.first().map(|_| ()).ok_or_else(index_error)
 }
 

@@ -371,24 +371,54 @@ pub fn ter_from_stats(stats: &[f64; 2], opts: &TercomOptions, nrefs: NumRefs) ->
     }
 }
 
+/// Streaming corpus TER: `update` then `compute`, equal to [`corpus_ter`] over all batches (the statistics
+/// `[edits, average reference length]` are sums over segments).
+#[derive(Debug, Clone)]
+pub struct TerAccumulator {
+    opts: TercomOptions,
+    sum: [f64; 2],
+    nrefs: super::RefCounter,
+}
+
+impl TerAccumulator {
+    pub fn new(opts: TercomOptions) -> Self {
+        TerAccumulator { opts, sum: [0.0; 2], nrefs: super::RefCounter::default() }
+    }
+
+    pub fn update_segment(&mut self, hyp: &str, refs: &[Option<&str>]) -> Result<()> {
+        let s = ter_stats(hyp, refs, &self.opts)?;
+        self.nrefs.add(refs.iter().flatten().count());
+        self.sum[0] += s[0];
+        self.sum[1] += s[1];
+        Ok(())
+    }
+
+    /// Adds segments given as reference streams parallel to `hyps` (truncated to the shortest, like `zip`).
+    pub fn update(&mut self, hyps: &[&str], refs: &[Vec<Option<&str>>]) -> Result<()> {
+        for (hyp, seg) in super::segments(hyps, refs) {
+            self.update_segment(hyp, &seg)?;
+        }
+        Ok(())
+    }
+
+    pub fn compute(&self) -> Result<TerScore> {
+        let nrefs = self.nrefs.get().ok_or_else(|| MetricError::Index("list index out of range".into()))?;
+        Ok(ter_from_stats(&self.sum, &self.opts, nrefs))
+    }
+}
+
 /// `sacrebleu.corpus_ter(hypotheses, references, normalized, no_punct, asian_support, case_sensitive)`.
 pub fn corpus_ter(hyps: &[Option<&str>], refs: &[Vec<Option<&str>>], opts: &TercomOptions) -> Result<TerScore> {
     let hyps = super::check_corpus("TER", hyps, refs)?;
-    let mut sum = [0.0; 2];
-    let mut nrefs = super::RefCounter::default();
-    for (hyp, seg) in super::segments(&hyps, refs) {
-        let s = ter_stats(hyp, &seg, opts)?;
-        nrefs.add(seg.iter().flatten().count());
-        sum[0] += s[0];
-        sum[1] += s[1];
-    }
-    let nrefs = nrefs.get().ok_or_else(|| MetricError::Index("list index out of range".into()))?;
-    Ok(ter_from_stats(&sum, opts, nrefs))
+    let mut acc = TerAccumulator::new(*opts);
+    acc.update(&hyps, refs)?;
+    acc.compute()
 }
 
 /// `sacrebleu.sentence_ter(hypothesis, references, ...)`.
 pub fn sentence_ter(hyp: &str, refs: &[Option<&str>], opts: &TercomOptions) -> Result<TerScore> {
-    super::check_sentence("TER", refs)?;
-    let s = ter_stats(hyp, refs, opts)?;
-    Ok(ter_from_stats(&s, opts, NumRefs::Fixed(refs.iter().flatten().count())))
+    super::check_sentence(refs)?;
+    let mut acc = TerAccumulator::new(*opts);
+    acc.update_segment(hyp, refs)?;
+    acc.compute()
 }

@@ -435,6 +435,18 @@ def main():
     add("sbleu_bad_kwarg", "sentence_bleu", {"hypothesis": "a", "references": ["a"], "force": True})
     add("chrf_bad_kwarg", "corpus_chrf", {"hypotheses": ["a"], "references": [["a"]], "lowercase": True})
     add("ter_bad_kwarg", "corpus_ter", {"hypotheses": ["a"], "references": [["a"]], "tokenize": "13a"})
+    # Flags are tested for truthiness; TER's signature shows `normalized` / `asian_support` as given.
+    add("sbleu_eff_none", "sentence_bleu", {"hypothesis": "a b c d", "references": ["a b c"], "use_effective_order": None})
+    add("bleu_tok_none", "corpus_bleu", {"hypotheses": ["a b, c"], "references": [["a b c"]], "tokenize": None,
+                                         "lowercase": None, "smooth_value": None})
+    add("schrf_ws_none", "sentence_chrf", {"hypothesis": "a b c", "references": ["a bc"], "remove_whitespace": None,
+                                           "eps_smoothing": None})
+    add("ster_flags_none", "sentence_ter", {"hypothesis": "A b. c", "references": ["a b c"], "normalized": None,
+                                            "asian_support": None, "no_punct": None, "case_sensitive": None})
+    add("ster_flags_int", "sentence_ter", {"hypothesis": "A b. c", "references": ["a b c"], "normalized": 1,
+                                           "asian_support": 0, "no_punct": 1, "case_sensitive": 0})
+    add("ster_flags_str", "corpus_ter", {"hypotheses": ["A b. c"], "references": [["a b c"]], "normalized": "yes",
+                                         "asian_support": ""})
     add("bleu_force", "corpus_bleu", {"hypotheses": ["a b ."], "references": [["a b."]], "force": True})
 
     # --- chrF

@@ -123,6 +123,20 @@ pub(crate) fn dispatch(name: &str, args: &Args) -> Option<Result<Value>> {
     Some(r)
 }
 
+/// A flag read with Python truthiness (the reference only tests these with `if`/`not`): absent is the
+/// default, `null`, `false`, 0 and "" are false.
+fn flag(args: &Args, key: &str, default: bool) -> bool {
+    match args.get(key) {
+        None => default,
+        Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(Value::Number(n)) => n.as_f64().is_some_and(|x| x != 0.0),
+        Some(Value::String(s)) => !s.is_empty(),
+        Some(Value::Array(a)) => !a.is_empty(),
+        Some(Value::Object(o)) => !o.is_empty(),
+    }
+}
+
 /// Class-name prefix of the reference's type-check messages.
 fn prefix(name: &str) -> &'static str {
     if name.ends_with("bleu") {
@@ -206,12 +220,12 @@ fn run_bleu(name: &str, args: &Args) -> Result<Value> {
     known.extend(if corpus { ["hypotheses", "force"] } else { ["hypothesis", "hypothesis"] });
     args.check_known(&known)?;
     let opts = BleuOptions {
-        lowercase: args.bool("lowercase", false)?,
+        lowercase: flag(args, "lowercase", false),
         tokenize: Tokenizer::parse(args.str("tokenize", "13a")?)?,
         smooth_method: Smooth::parse(args.str("smooth_method", "exp")?)?,
         smooth_value: args.opt_f64("smooth_value")?,
-        use_effective_order: args.bool("use_effective_order", !corpus)?,
-        force: if corpus { args.bool("force", false)? } else { false },
+        use_effective_order: flag(args, "use_effective_order", !corpus),
+        force: if corpus { flag(args, "force", false) } else { false },
     };
     let score = if corpus {
         let (hyps, refs) = corpus_input(name, args)?;
@@ -255,8 +269,8 @@ fn run_chrf(name: &str, args: &Args) -> Result<Value> {
         word_order: args.usize("word_order", 0)?,
         beta,
         lowercase: false,
-        whitespace: !args.bool("remove_whitespace", true)?,
-        eps_smoothing: args.bool("eps_smoothing", false)?,
+        whitespace: !flag(args, "remove_whitespace", true),
+        eps_smoothing: flag(args, "eps_smoothing", false),
     };
     let score = if corpus {
         let (hyps, refs) = corpus_input(name, args)?;
@@ -286,10 +300,10 @@ fn run_ter(name: &str, args: &Args) -> Result<Value> {
         "case_sensitive",
     ])?;
     let opts = TercomOptions {
-        normalized: args.bool("normalized", false)?,
-        no_punct: args.bool("no_punct", false)?,
-        asian_support: args.bool("asian_support", false)?,
-        case_sensitive: args.bool("case_sensitive", false)?,
+        normalized: flag(args, "normalized", false),
+        no_punct: flag(args, "no_punct", false),
+        asian_support: flag(args, "asian_support", false),
+        case_sensitive: flag(args, "case_sensitive", false),
     };
     let score = if corpus {
         let (hyps, refs) = corpus_input(name, args)?;
@@ -302,7 +316,30 @@ fn run_ter(name: &str, args: &Args) -> Result<Value> {
         "score": num(score.score),
         "num_edits": score.num_edits,
         "ref_length": num(score.ref_length),
-        "signature": score.signature,
+        "signature": ter_signature_raw(&score.signature, args),
         "str": score.format(),
     }))
+}
+
+/// TER's signature shows `normalized` and `asian_support` as given (sacrebleu formats the raw argument:
+/// booleans as yes/no, `None` omitted, anything else as Python prints it).
+fn ter_signature_raw(signature: &str, args: &Args) -> String {
+    signature
+        .split('|')
+        .filter_map(|pair| {
+            let key = match pair.split(':').next() {
+                Some("norm") => "normalized",
+                Some("asian") => "asian_support",
+                _ => return Some(pair.to_owned()),
+            };
+            let name = &pair[..pair.find(':').unwrap_or(pair.len())];
+            match args.get(key) {
+                None | Some(Value::Bool(_)) => Some(pair.to_owned()),
+                Some(Value::Null) => None,
+                Some(Value::String(v)) => Some(format!("{name}:{v}")),
+                Some(v) => Some(format!("{name}:{v}")),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("|")
 }

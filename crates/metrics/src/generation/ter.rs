@@ -231,12 +231,10 @@ fn best_shift(words_h: &[u32], words_r: &[u32], ed: &mut BeamEditDistance<'_>, c
             while words_h[start_h + length] == words_r[start_r + length] && length < MAX_SHIFT_SIZE {
                 length += 1;
                 // One yielded candidate pair (start_h, start_r, length).
-                let skip = hyp_err[start_h..start_h + length].iter().all(|&e| e == 0)
-                    || ref_err[start_r..start_r + length].iter().all(|&e| e == 0)
-                    || {
-                        let a = align[start_r];
-                        start_h as i64 <= a && a < (start_h + length) as i64
-                    };
+                let no_errors = |err: &[u8], a: usize| err.get(a..a + length).is_none_or(|e| e.iter().all(|&x| x == 0));
+                let skip = no_errors(&hyp_err, start_h)
+                    || no_errors(&ref_err, start_r)
+                    || align.get(start_r).is_none_or(|&a| start_h as i64 <= a && a < (start_h + length) as i64);
                 if !skip {
                     let mut prev_idx: i64 = -1;
                     for offset in -1..length as i64 {

@@ -136,36 +136,112 @@ fn emit_sp_a_sp_b(out: &mut String, a: char, b: char) {
     out.push(b);
 }
 
-fn is_digit(c: char) -> bool {
-    c.is_ascii_digit()
-}
-
-fn is_period_comma(c: char) -> bool {
-    c == '.' || c == ','
-}
-
 /// The 13a punctuation class `[\{-\~\[-\` -\&\(-\+\:-\@\/]`.
 fn is_13a_punct(c: char) -> bool {
     matches!(c, '{'..='~' | '['..='`' | ' '..='&' | '('..='+' | ':'..='@' | '/')
 }
 
+/// The mteval-v13a regex passes shared by `13a`, `zh` and Tercom normalisation, run on UTF-8 bytes: every
+/// class involved is ASCII, a multi-byte character is "not a digit / not punctuation" in all of them, and
+/// spaces are only inserted next to ASCII bytes, so this equals the character-level `re.sub` sequence.
+struct Passes {
+    a: Vec<u8>,
+    b: Vec<u8>,
+}
+
+impl Passes {
+    fn new(s: &str) -> Self {
+        Passes { a: s.as_bytes().to_vec(), b: Vec::with_capacity(s.len() * 2) }
+    }
+
+    /// `re.sub('(X)', r' \1 ', s)` for an ASCII class X.
+    fn pad(&mut self, class: fn(u8) -> bool) {
+        self.b.clear();
+        for &c in &self.a {
+            if class(c) {
+                self.b.extend_from_slice(&[b' ', c, b' ']);
+            } else {
+                self.b.push(c);
+            }
+        }
+        std::mem::swap(&mut self.a, &mut self.b);
+    }
+
+    /// `re.sub('(A)(B)', r'\1 \2 ' or r' \1 \2', s)`.
+    fn pairs(&mut self, x: fn(u8) -> bool, y: fn(u8) -> bool, space_first: bool) {
+        self.b.clear();
+        let s = &self.a;
+        let mut i = 0;
+        while i < s.len() {
+            if i + 1 < s.len() && x(s[i]) && y(s[i + 1]) {
+                if space_first {
+                    self.b.extend_from_slice(&[b' ', s[i], b' ', s[i + 1]]);
+                } else {
+                    self.b.extend_from_slice(&[s[i], b' ', s[i + 1], b' ']);
+                }
+                i += 2;
+            } else {
+                self.b.push(s[i]);
+                i += 1;
+            }
+        }
+        std::mem::swap(&mut self.a, &mut self.b);
+    }
+
+    /// Period/comma and digit-dash rules of mteval-v13a.
+    fn number_rules(&mut self) {
+        self.pairs(|c| !c.is_ascii_digit(), |c| c == b'.' || c == b',', false);
+        self.pairs(|c| c == b'.' || c == b',', |c| !c.is_ascii_digit(), true);
+        self.pairs(|c| c.is_ascii_digit(), |c| c == b'-', false);
+    }
+
+    fn finish(self) -> String {
+        // Only ASCII spaces were inserted next to whole characters, so the bytes are valid UTF-8.
+        String::from_utf8(self.a).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    }
+}
+
+fn is_13a_punct_byte(c: u8) -> bool {
+    is_13a_punct(char::from(c))
+}
+
 /// sacrebleu `TokenizerRegexp`: the mteval-v13a punctuation rules, then whitespace normalisation.
 fn regexp_tokenize(line: &str) -> String {
-    let s = pad_chars(line, is_13a_punct);
-    let s = sub_pairs(&s, |c| !is_digit(c), is_period_comma, emit_a_sp_b_sp);
-    let s = sub_pairs(&s, is_period_comma, |c| !is_digit(c), emit_sp_a_sp_b);
-    let s = sub_pairs(&s, is_digit, |c| c == '-', emit_a_sp_b_sp);
-    join_split(&s)
+    let mut p = Passes::new(line);
+    p.pad(is_13a_punct_byte);
+    p.number_rules();
+    join_split(&p.finish())
+}
+
+/// `s.replace(from, to)` without allocating when `from` does not occur.
+fn replace_cow<'a>(s: std::borrow::Cow<'a, str>, from: &str, to: &str) -> std::borrow::Cow<'a, str> {
+    if s.contains(from) {
+        s.replace(from, to).into()
+    } else {
+        s
+    }
 }
 
 /// sacrebleu `Tokenizer13a` (mteval-v13a), the default BLEU tokenizer.
 pub fn tokenize_13a(line: &str) -> String {
-    let mut s = line.replace("<skipped>", "").replace("-\n", "").replace('\n', " ");
+    let mut s = std::borrow::Cow::Borrowed(line);
+    s = replace_cow(s, "<skipped>", "");
+    s = replace_cow(s, "-\n", "");
+    s = replace_cow(s, "\n", " ");
     if s.contains('&') {
-        s = s.replace("&quot;", "\"").replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">");
+        s = replace_cow(s, "&quot;", "\"");
+        s = replace_cow(s, "&amp;", "&");
+        s = replace_cow(s, "&lt;", "<");
+        s = replace_cow(s, "&gt;", ">");
     }
     // The reference pads the line with spaces before the regex passes.
-    regexp_tokenize(&format!(" {s} "))
+    let mut p = Passes { a: Vec::with_capacity(s.len() * 2), b: Vec::with_capacity(s.len() * 2) };
+    p.a.push(b' ');
+    p.a.extend_from_slice(s.as_bytes());
+    p.a.push(b' ');
+    p.pad(is_13a_punct_byte);
+    p.number_rules();
+    join_split(&p.finish())
 }
 
 fn in_ranges(table: &[(u32, u32)], c: char) -> bool {
@@ -322,13 +398,13 @@ fn is_full_width_punct(c: char) -> bool {
 fn normalize_general_and_western(s: &str) -> String {
     let s = s.replace("\n-", "").replace('\n', " ");
     let s = s.replace("&quot;", "\"").replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">");
-    let s = format!(" {s} ");
-    let s = pad_chars(&s, is_13a_punct);
+    let mut p = Passes::new(&format!(" {s} "));
+    p.pad(is_13a_punct_byte);
     // `'s$` cannot match: the line ends with the padding space.
-    let s = s.replace("'s ", " 's ");
-    let s = sub_pairs(&s, |c| !is_digit(c), is_period_comma, emit_a_sp_b_sp);
-    let s = sub_pairs(&s, is_period_comma, |c| !is_digit(c), emit_sp_a_sp_b);
-    sub_pairs(&s, is_digit, |c| c == '-', emit_a_sp_b_sp)
+    let s = p.finish().replace("'s ", " 's ");
+    let mut p = Passes::new(&s);
+    p.number_rules();
+    p.finish()
 }
 
 fn normalize_asian(s: &str) -> String {

@@ -56,7 +56,10 @@ impl ChrfScore {
     }
 }
 
-const PUNCTS: &str = "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~";
+/// `string.punctuation`, which is exactly the ASCII punctuation set.
+fn is_punct(c: char) -> bool {
+    c.is_ascii_punctuation()
+}
 
 /// `CHRF._remove_punctuation`: splits one leading or trailing ASCII punctuation mark off each word.
 fn remove_punctuation(sent: &str) -> Vec<&str> {
@@ -67,10 +70,10 @@ fn remove_punctuation(sent: &str) -> Vec<&str> {
         let last = w.chars().next_back();
         match (first, last) {
             (Some(f), Some(l)) if w.len() > f.len_utf8() => {
-                if PUNCTS.contains(l) {
+                if is_punct(l) {
                     out.push(&w[..w.len() - l.len_utf8()]);
                     out.push(&w[w.len() - l.len_utf8()..]);
-                } else if PUNCTS.contains(f) {
+                } else if is_punct(f) {
                     out.push(&w[..f.len_utf8()]);
                     out.push(&w[f.len_utf8()..]);
                 } else {

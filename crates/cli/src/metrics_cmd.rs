@@ -215,8 +215,6 @@ pub struct ChrfArgs {
     /// 0 for chrF, 2 for chrF++.
     #[arg(long, default_value_t = 0)]
     word_order: usize,
-    #[arg(long)]
-    lowercase: bool,
     #[command(flatten)]
     stats: Stats,
 }
@@ -248,12 +246,54 @@ struct Scalar {
     args: ArgsFn,
     /// Picks the number out of the metric's result.
     pick: fn(&Value) -> Option<f64>,
+    /// For corpus metrics that are functions of summed per-item statistics (BLEU, chrF): scores a mixed
+    /// system directly from those statistics instead of re-tokenising every resample.
+    fast: Option<FastFn>,
 }
+
+/// Score of a system made of the baseline's outputs on the first items and the candidate's on the second.
+type FastFn = Box<dyn Fn(&[usize], &[usize]) -> Result<f64>>;
 
 impl Scalar {
     fn eval(&self, idx: &[usize], system: System) -> Result<f64> {
-        let result = call(self.metric, &Value::Object((self.args)(idx, system)))
-            .map_err(|e| anyhow!("{}: {}: {e}", self.metric, e.kind()))?;
+        match system {
+            System::Baseline => self.mixed(idx, &[]),
+            System::Candidate => self.mixed(&[], idx),
+        }
+    }
+
+    /// The score of a system that uses the baseline's outputs on `from_baseline` and the candidate's on
+    /// `from_candidate` (approximate randomisation swaps outputs item by item).
+    fn mixed(&self, from_baseline: &[usize], from_candidate: &[usize]) -> Result<f64> {
+        if let Some(fast) = &self.fast {
+            return fast(from_baseline, from_candidate);
+        }
+        let args = if from_candidate.is_empty() {
+            (self.args)(from_baseline, System::Baseline)
+        } else if from_baseline.is_empty() {
+            (self.args)(from_candidate, System::Candidate)
+        } else {
+            let mut a = (self.args)(from_baseline, System::Baseline);
+            for (k, v) in (self.args)(from_candidate, System::Candidate) {
+                match (a.get_mut(&k), v) {
+                    // Reference streams: extend each stream.
+                    (Some(Value::Array(x)), Value::Array(y))
+                        if k == "references" && self.metric.starts_with("corpus_") =>
+                    {
+                        for (xs, ys) in x.iter_mut().zip(y) {
+                            if let (Value::Array(xs), Value::Array(ys)) = (xs, ys) {
+                                xs.extend(ys);
+                            }
+                        }
+                    }
+                    (Some(Value::Array(x)), Value::Array(y)) => x.extend(y),
+                    _ => {}
+                }
+            }
+            a
+        };
+        let result =
+            call(self.metric, &Value::Object(args)).map_err(|e| anyhow!("{}: {}: {e}", self.metric, e.kind()))?;
         (self.pick)(&result).ok_or_else(|| anyhow!("{}: unexpected result {result}", self.metric))
     }
 }
@@ -340,9 +380,13 @@ fn classification(a: ClassificationArgs) -> Result<()> {
             json!({ "y_true": y_true, "y_pred": y_pred, "output_dict": true, "digits": a.digits }),
         )?;
         out.insert("classification_report".into(), dict);
-        for m in ["accuracy_score", "balanced_accuracy_score", "matthews_corrcoef", "cohen_kappa_score"] {
+        for m in ["accuracy_score", "balanced_accuracy_score", "matthews_corrcoef"] {
             out.insert(m.into(), metric_call(m, both.clone())?);
         }
+        out.insert(
+            "cohen_kappa_score".into(),
+            metric_call("cohen_kappa_score", json!({ "y1": y_true, "y2": y_pred }))?,
+        );
         out.insert("confusion_matrix".into(), metric_call("confusion_matrix", both.clone())?);
     } else {
         print!("{}", report.as_str().unwrap_or_default());
@@ -366,6 +410,7 @@ fn classification(a: ClassificationArgs) -> Result<()> {
                 m
             }),
             pick: pick_number,
+            fast: None,
         }
     };
     let scalars = vec![
@@ -465,6 +510,7 @@ fn ranking(a: RankingArgs) -> Result<()> {
         metric: "roc_auc_score",
         args: Box::new(move |idx, _| args_for(idx, &base, multiclass, &t, &s)),
         pick: pick_number,
+        fast: None,
     }];
     statistics(&a.stats, labels.len(), &scalars, &mut out)?;
     finish(&a.stats, out)
@@ -538,6 +584,7 @@ fn ner(a: NerArgs) -> Result<()> {
             m
         }),
         pick: pick_number,
+        fast: None,
     }];
     statistics(&a.stats, gold.len(), &scalars, &mut out)?;
     finish(&a.stats, out)
@@ -573,7 +620,53 @@ fn read_corpus(hyp: &Path, refs: &[PathBuf], stats: &Stats) -> Result<Corpus> {
     Ok(Corpus { hyps: as_values(hyps), refs: streams, other })
 }
 
-fn sacrebleu_command(metric: &'static str, corpus: Corpus, options: Map<String, Value>, stats: &Stats) -> Result<()> {
+/// The corpus score of summed statistics.
+type StatsScore = Box<dyn Fn(&[f64]) -> Result<f64>>;
+
+/// Per-item sufficient statistics (`k` per item) of both systems, and the score of their sum.
+struct ItemStats {
+    k: usize,
+    candidate: Vec<f64>,
+    baseline: Vec<f64>,
+    score: StatsScore,
+}
+
+impl ItemStats {
+    fn into_fast(self) -> FastFn {
+        Box::new(move |from_baseline: &[usize], from_candidate: &[usize]| {
+            let mut sum = vec![0.0; self.k];
+            let mut part = vec![0.0; self.k];
+            significance::sum_rows(&self.baseline, self.k, from_baseline, &mut part);
+            sum.iter_mut().zip(&part).for_each(|(s, p)| *s += p);
+            significance::sum_rows(&self.candidate, self.k, from_candidate, &mut part);
+            sum.iter_mut().zip(&part).for_each(|(s, p)| *s += p);
+            (self.score)(&sum)
+        })
+    }
+}
+
+/// Statistics of every item of one system, row-major.
+fn stats_rows(
+    hyps: &[Value],
+    corpus: &Corpus,
+    k: usize,
+    f: impl Fn(&str, &[Option<&str>]) -> finetune_metrics::Result<Vec<f64>>,
+) -> Result<Vec<f64>> {
+    let mut rows = Vec::with_capacity(hyps.len() * k);
+    for (i, h) in hyps.iter().enumerate() {
+        let refs: Vec<Option<&str>> = corpus.refs.iter().map(|r| r[i].as_str()).collect();
+        rows.extend(f(h.as_str().unwrap_or_default(), &refs).map_err(|e| anyhow!("{}: {e}", e.kind()))?);
+    }
+    Ok(rows)
+}
+
+fn sacrebleu_command(
+    metric: &'static str,
+    corpus: Corpus,
+    options: Map<String, Value>,
+    stats: &Stats,
+    item_stats: Option<ItemStats>,
+) -> Result<()> {
     let mut args = options.clone();
     args.insert("hypotheses".into(), Value::Array(corpus.hyps.clone()));
     args.insert("references".into(), Value::Array(corpus.refs.iter().map(|r| Value::Array(r.clone())).collect()));
@@ -600,6 +693,7 @@ fn sacrebleu_command(metric: &'static str, corpus: Corpus, options: Map<String, 
             m
         }),
         pick: pick_score,
+        fast: item_stats.map(ItemStats::into_fast),
     }];
     statistics(stats, n, &scalars, &mut out)?;
     finish(stats, out)
@@ -608,21 +702,64 @@ fn sacrebleu_command(metric: &'static str, corpus: Corpus, options: Map<String, 
 fn bleu(a: BleuArgs) -> Result<()> {
     let corpus = read_corpus(&a.hyp, &a.refs, &a.stats)?;
     let mut o = Map::new();
-    o.insert("tokenize".into(), a.tokenize.into());
+    o.insert("tokenize".into(), a.tokenize.as_str().into());
     o.insert("lowercase".into(), a.lowercase.into());
-    o.insert("smooth_method".into(), a.smooth_method.into());
+    o.insert("smooth_method".into(), a.smooth_method.as_str().into());
     if let Some(v) = a.smooth_value {
         o.insert("smooth_value".into(), v.into());
     }
-    sacrebleu_command("corpus_bleu", corpus, o, &a.stats)
+    let wants_stats = a.stats.ci || a.stats.compare.is_some();
+    let item_stats = if wants_stats {
+        use finetune_metrics::generation::{bleu, tokenize::Tokenizer, NumRefs};
+        let opts = bleu::BleuOptions {
+            lowercase: a.lowercase,
+            tokenize: Tokenizer::parse(&a.tokenize).map_err(|e| anyhow!("--tokenize: {e}"))?,
+            smooth_method: bleu::Smooth::parse(&a.smooth_method).map_err(|e| anyhow!("--smooth-method: {e}"))?,
+            smooth_value: a.smooth_value,
+            ..Default::default()
+        };
+        let k = bleu::BLEU_STATS;
+        let f = |h: &str, r: &[Option<&str>]| bleu::bleu_stats(h, r, &opts).map(|s| s.to_vec());
+        let candidate = stats_rows(&corpus.hyps, &corpus, k, f)?;
+        let baseline = stats_rows(&corpus.other, &corpus, k, f)?;
+        let nrefs = NumRefs::Fixed(corpus.refs.len());
+        Some(ItemStats {
+            k,
+            candidate,
+            baseline,
+            score: Box::new(move |sum| {
+                let mut s = [0.0; bleu::BLEU_STATS];
+                s.copy_from_slice(sum);
+                Ok(bleu::bleu_from_stats(&s, &opts, nrefs).score)
+            }),
+        })
+    } else {
+        None
+    };
+    sacrebleu_command("corpus_bleu", corpus, o, &a.stats, item_stats)
 }
 
 fn chrf(a: ChrfArgs) -> Result<()> {
     let corpus = read_corpus(&a.hyp, &a.refs, &a.stats)?;
     let mut o = Map::new();
     o.insert("word_order".into(), a.word_order.into());
-    o.insert("lowercase".into(), a.lowercase.into());
-    sacrebleu_command("corpus_chrf", corpus, o, &a.stats)
+    let item_stats = if a.stats.ci || a.stats.compare.is_some() {
+        use finetune_metrics::generation::chrf;
+        let opts = chrf::ChrfOptions { word_order: a.word_order, ..Default::default() };
+        let k = opts.n_stats();
+        let f = |h: &str, r: &[Option<&str>]| chrf::chrf_stats(h, r, &opts);
+        let candidate = stats_rows(&corpus.hyps, &corpus, k, f)?;
+        let baseline = stats_rows(&corpus.other, &corpus, k, f)?;
+        Some(ItemStats {
+            k,
+            candidate,
+            baseline,
+            score: Box::new(move |sum| chrf::chrf_f_score(sum, &opts).map_err(|e| anyhow!("{}: {e}", e.kind()))),
+        })
+    } else {
+        None
+    };
+    sacrebleu_command("corpus_chrf", corpus, o, &a.stats, item_stats)
 }
 
 fn ter(a: TerArgs) -> Result<()> {
@@ -631,7 +768,7 @@ fn ter(a: TerArgs) -> Result<()> {
     o.insert("normalized".into(), a.normalized.into());
     o.insert("no_punct".into(), a.no_punct.into());
     o.insert("case_sensitive".into(), a.case_sensitive.into());
-    sacrebleu_command("corpus_ter", corpus, o, &a.stats)
+    sacrebleu_command("corpus_ter", corpus, o, &a.stats, None)
 }
 
 fn rouge(a: RougeArgs) -> Result<()> {
@@ -674,6 +811,7 @@ fn rouge(a: RougeArgs) -> Result<()> {
                     m
                 }),
                 pick: |v| v.as_object().and_then(|o| o.values().next()).and_then(|s| s["fmeasure"].as_f64()),
+                fast: None,
             }
         })
         .collect();
@@ -757,6 +895,7 @@ fn exact_match(a: ExactMatchArgs) -> Result<()> {
             m
         }),
         pick: |v| v["exact_match"].as_f64(),
+        fast: None,
     }];
     statistics(&a.stats, n, &scalars, &mut out)?;
     finish(&a.stats, out)
@@ -860,8 +999,8 @@ fn statistics(stats: &Stats, n: usize, scalars: &[Scalar], out: &mut Map<String,
                 // Swapping item i's outputs between the systems: rebuild both systems' item lists.
                 significance::approximate_randomization(n, trials, stats.seed, |swap| {
                     let (a_idx, b_idx) = split_by_swap(swap);
-                    let a = record(eval_mixed(s, &a_idx, &b_idx));
-                    let b = record(eval_mixed(s, &b_idx, &a_idx));
+                    let a = record(s.mixed(&a_idx, &b_idx));
+                    let b = record(s.mixed(&b_idx, &a_idx));
                     (a, b)
                 })?
             } else {
@@ -913,29 +1052,6 @@ fn split_by_swap(swap: &[bool]) -> (Vec<usize>, Vec<usize>) {
         }
     }
     (kept, swapped)
-}
-
-/// The score of a system that uses the baseline's outputs on `from_baseline` and the candidate's on
-/// `from_candidate`: merges the two systems' argument lists item-wise.
-fn eval_mixed(s: &Scalar, from_baseline: &[usize], from_candidate: &[usize]) -> Result<f64> {
-    let mut a = (s.args)(from_baseline, System::Baseline);
-    let b = (s.args)(from_candidate, System::Candidate);
-    for (k, v) in b {
-        match (a.get_mut(&k), v) {
-            (Some(Value::Array(x)), Value::Array(y)) if k != "references" => x.extend(y),
-            (Some(Value::Array(x)), Value::Array(y)) => {
-                // Reference streams: extend each stream.
-                for (xs, ys) in x.iter_mut().zip(y) {
-                    if let (Value::Array(xs), Value::Array(ys)) = (xs, ys) {
-                        xs.extend(ys);
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    let result = call(s.metric, &Value::Object(a)).map_err(|e| anyhow!("{}: {}: {e}", s.metric, e.kind()))?;
-    (s.pick)(&result).ok_or_else(|| anyhow!("{}: unexpected result {result}", s.metric))
 }
 
 fn num(x: f64) -> Value {

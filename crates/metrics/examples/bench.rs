@@ -4,6 +4,7 @@
 
 use std::time::Instant;
 
+use finetune_metrics::generation::{bleu, chrf};
 use finetune_metrics::{classification, ranking, sequence};
 use serde_json::{json, Value};
 
@@ -72,6 +73,22 @@ fn main() {
         text = r.text(4).expect("text");
     });
     check("seqeval_report_100k", secs, expected["seqeval_report_100k"].as_str() == Some(&text));
+
+    let hyps = lines(&dir, "mt_hyp.txt");
+    let refs = lines(&dir, "mt_ref.txt");
+    let hyps_opt: Vec<Option<&str>> = hyps.iter().map(|h| Some(h.as_str())).collect();
+    let ref_stream: Vec<Vec<Option<&str>>> = vec![refs.iter().map(|r| Some(r.as_str())).collect()];
+    let mut score = f64::NAN;
+    let secs = median_secs(5, || {
+        score = bleu::corpus_bleu(&hyps_opt, &ref_stream, &Default::default()).expect("bleu").score;
+    });
+    let want = expected["corpus_bleu_10k"].as_f64().unwrap_or(f64::NAN);
+    check("corpus_bleu_10k", secs, (score - want).abs() <= 1e-9 * want.abs());
+    let secs = median_secs(5, || {
+        score = chrf::corpus_chrf(&hyps_opt, &ref_stream, &Default::default()).expect("chrf").score;
+    });
+    let want = expected["corpus_chrf_10k"].as_f64().unwrap_or(f64::NAN);
+    check("corpus_chrf_10k", secs, (score - want).abs() <= 1e-9 * want.abs());
 
     let out = format!("{dir}/ours.json");
     std::fs::write(&out, serde_json::to_string_pretty(&Value::Object(ours)).expect("json")).expect("write ours.json");

@@ -7,10 +7,11 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 kind=${1:-metrics}
 case "$kind" in
-  metrics) venv="$root/.venv-ref"; req="$root/scripts/reference/requirements-metrics.txt" ;;
-  torch) venv="$root/.venv-torch"; req="$root/scripts/reference/requirements-torch.txt" ;;
+  metrics) venv="$root/.venv-ref"; req="$root/scripts/reference/requirements-metrics.txt"; con="$root/scripts/reference/constraints-metrics.txt" ;;
+  torch) venv="$root/.venv-torch"; req="$root/scripts/reference/requirements-torch.txt"; con="$root/scripts/reference/constraints-torch.txt" ;;
   *) echo "usage: $0 metrics|torch" >&2; exit 2 ;;
 esac
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/pip" install -q -r "$req"
+# constraints-*.txt pins every transitive package as the fixtures were produced (pip freeze).
+"$venv/bin/pip" install -q -r "$req" -c "$con"
 echo "$venv ready"

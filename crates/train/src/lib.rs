@@ -1,0 +1,14 @@
+//! The fine-tuning loop with Hugging Face `Trainer` semantics: `TrainingArguments` (names, defaults and
+//! validation of transformers 5.23.0), its learning-rate schedules and step arithmetic, gradient accumulation
+//! normalised over the accumulation window, logging into `log_history`, evaluation, checkpoints in HF's layout
+//! (`checkpoint-N/trainer_state.json`) with rotation and best-model tracking, early stopping, and exact resume.
+//!
+//! Models plug in through [`TrainableModel`]; data through [`BatchSource`]. Nothing here knows about tensors.
+
+pub mod args;
+pub mod error;
+pub mod schedule;
+
+pub use args::{IntervalStrategy, SaveStrategy, SchedulerType, TrainingArguments};
+pub use error::{Result, TrainError};
+pub use schedule::{num_batches, Schedule, TrainingPlan};

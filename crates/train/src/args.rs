@@ -400,13 +400,13 @@ impl TrainingArguments {
         if self.gradient_accumulation_steps == 0 {
             return err("gradient_accumulation_steps must be >= 1".into());
         }
-        if !(self.learning_rate >= 0.0) || !(self.max_grad_norm >= 0.0) {
+        if [self.learning_rate, self.max_grad_norm].iter().any(|v| v.is_nan() || *v < 0.0) {
             return err("learning_rate and max_grad_norm must be >= 0".into());
         }
         if !(0.0..1.0).contains(&self.label_smoothing_factor) {
             return err(format!("label_smoothing_factor must lie in [0, 1), got {}", self.label_smoothing_factor));
         }
-        if self.max_steps <= 0 && !(self.num_train_epochs > 0.0) {
+        if self.max_steps <= 0 && (self.num_train_epochs.is_nan() || self.num_train_epochs <= 0.0) {
             return err(format!(
                 "num_train_epochs must be > 0 when max_steps is not set, got {}",
                 self.num_train_epochs

@@ -105,10 +105,10 @@ impl TrainingPlan {
         }
         let gas = args.gradient_accumulation_steps as u64;
         let total_train_batch_size = args.total_train_batch_size() as u64;
-        let num_update_steps_per_epoch = (len_dataloader / gas + u64::from(len_dataloader % gas > 0)).max(1);
+        let num_update_steps_per_epoch = len_dataloader.div_ceil(gas).max(1);
         let (max_steps, num_train_epochs, num_train_samples) = if args.max_steps > 0 {
             let m = args.max_steps as u64;
-            let epochs = m / num_update_steps_per_epoch + u64::from(m % num_update_steps_per_epoch > 0);
+            let epochs = m.div_ceil(num_update_steps_per_epoch);
             (m, epochs, (m * total_train_batch_size) as f64)
         } else {
             let m = (args.num_train_epochs * num_update_steps_per_epoch as f64).ceil() as u64;

@@ -12,3 +12,13 @@ pub mod schedule;
 pub use args::{IntervalStrategy, SaveStrategy, SchedulerType, TrainingArguments};
 pub use error::{Result, TrainError};
 pub use schedule::{num_batches, Schedule, TrainingPlan};
+
+pub mod data;
+pub mod progress;
+pub mod state;
+pub mod trainer;
+
+pub use data::{Batch, BatchSource, Sampler};
+pub use progress::ProgressMode;
+pub use state::{last_checkpoint, rotate_checkpoints, sorted_checkpoints, write_atomic, LogEntry, TrainerState};
+pub use trainer::{train, EvalOutput, Evaluator, Resume, TrainOptions, TrainOutput, TrainableModel};

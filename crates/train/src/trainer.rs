@@ -330,8 +330,8 @@ impl<M: TrainableModel, E: Evaluator<M> + ?Sized> Run<'_, M, E> {
                     for batch in &window {
                         step += 1;
                         let s = step as u64;
-                        let do_sync = (s + 1) % gas == 0 || s + 1 == plan.steps_in_epoch;
-                        if s % gas == 0 {
+                        let do_sync = (s + 1).is_multiple_of(gas) || s + 1 == plan.steps_in_epoch;
+                        if s.is_multiple_of(gas) {
                             self.control.should_log = false;
                             self.control.should_evaluate = false;
                             self.control.should_save = false;
@@ -616,7 +616,7 @@ impl<M: TrainableModel, E: Evaluator<M> + ?Sized> Run<'_, M, E> {
             }),
         )?;
         let gs = self.state.global_step;
-        self.lp.epoch_end_pending = self.in_step_end && (gs % nupe == 0 || gs >= self.plan.max_steps);
+        self.lp.epoch_end_pending = self.in_step_end && (gs.is_multiple_of(nupe) || gs >= self.plan.max_steps);
         self.lp.should_training_stop = self.control.should_training_stop;
         write_json(&tmp.join(LOOP_STATE_NAME), &self.lp)?;
         self.state.stateful_callbacks = self.stateful_callbacks();

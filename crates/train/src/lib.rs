@@ -14,11 +14,13 @@ pub use error::{Result, TrainError};
 pub use schedule::{num_batches, Schedule, TrainingPlan};
 
 pub mod data;
+pub mod eval;
 pub mod progress;
 pub mod state;
 pub mod trainer;
 
 pub use data::{Batch, BatchSource, Sampler};
+pub use eval::{ClassificationEval, TokenClassificationEval};
 pub use progress::ProgressMode;
 pub use state::{last_checkpoint, rotate_checkpoints, sorted_checkpoints, write_atomic, LogEntry, TrainerState};
 pub use trainer::{train, EvalOutput, Evaluator, Resume, TrainOptions, TrainOutput, TrainableModel};

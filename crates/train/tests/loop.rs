@@ -130,8 +130,8 @@ impl TrainableModel for LogReg {
             let z = self.logit(x);
             loss += bce(z, *y);
             let d = (1.0 / (1.0 + (-z).exp()) - y) / n;
-            for j in 0..DIM {
-                self.g[j] += d * x[j];
+            for (g, xj) in self.g.iter_mut().zip(x) {
+                *g += d * xj;
             }
             self.g[DIM] += d;
         }

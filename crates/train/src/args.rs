@@ -159,6 +159,16 @@ impl Default for TrainingArguments {
     }
 }
 
+/// `torch.optim.AdamW` settings from the training arguments. As HF's `Trainer.get_decay_parameter_names`,
+/// models should exempt biases and LayerNorm weights from `weight_decay`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamW {
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+}
+
 /// A type a `--set` value can be parsed as; `EXPECTED` names it in errors.
 pub trait SetValue: Sized {
     const EXPECTED: &'static str;
@@ -424,6 +434,16 @@ impl TrainingArguments {
             (num_training_steps as f64 * self.warmup_steps).ceil() as u64
         } else {
             (num_training_steps as f64 * self.warmup_ratio).ceil() as u64
+        }
+    }
+
+    /// The AdamW hyper-parameters a model's optimizer is built with (the learning rate comes per step).
+    pub fn adamw(&self) -> AdamW {
+        AdamW {
+            beta1: self.adam_beta1,
+            beta2: self.adam_beta2,
+            eps: self.adam_epsilon,
+            weight_decay: self.weight_decay,
         }
     }
 

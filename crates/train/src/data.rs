@@ -43,6 +43,16 @@ impl Sampler {
         Sampler { num_examples, batch_size: batch_size.max(1), drop_last: false, seed, shuffle: true, lengths: None }
     }
 
+    /// The training sampler the arguments ask for: `seed`, `per_device_train_batch_size`,
+    /// `dataloader_drop_last`, and length grouping when `group_by_length` (with `lengths` given).
+    pub fn from_args(args: &crate::TrainingArguments, num_examples: usize, lengths: Option<Vec<usize>>) -> Self {
+        Sampler {
+            drop_last: args.dataloader_drop_last,
+            lengths: if args.group_by_length { lengths } else { None },
+            ..Sampler::new(num_examples, args.per_device_train_batch_size, args.seed)
+        }
+    }
+
     /// `len(dataloader)`.
     pub fn num_batches(&self) -> usize {
         crate::schedule::num_batches(self.num_examples, self.batch_size, self.drop_last)

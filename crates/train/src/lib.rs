@@ -4,12 +4,24 @@
 //! (`checkpoint-N/trainer_state.json`) with rotation and best-model tracking, early stopping, and exact resume.
 //!
 //! Models plug in through [`TrainableModel`]; data through [`BatchSource`]. Nothing here knows about tensors.
+//!
+//! ```text
+//! let args = TrainingArguments::load(Some(Path::new("train.toml")), &overrides)?;   // TOML + --set, validated
+//! let sampler = Sampler::from_args(&args, train_set.len(), Some(lengths));         // order fixed by (seed, epoch)
+//! let mut eval = |m: &mut MyModel| { let mut acc = ClassificationEval::new(); /* add_batch... */ acc.finish() };
+//! let out = train(&args, &mut model, &source, Some(&mut eval), &TrainOptions::default())?;
+//! // output_dir/: checkpoint-N/ (model, optimizer, scheduler.json, rng_state.json, trainer_state.json),
+//! //              trainer_state.json, train_results.json, eval_results.json, all_results.json, events.jsonl
+//! ```
+//!
+//! A resumed run ([`Resume`]) continues bit for bit: batch order is a pure function of (seed, epoch), the
+//! loss accumulated since the last log is checkpointed, and the model checkpoints its optimizer and RNG state.
 
 pub mod args;
 pub mod error;
 pub mod schedule;
 
-pub use args::{IntervalStrategy, SaveStrategy, SchedulerType, TrainingArguments};
+pub use args::{AdamW, IntervalStrategy, SaveStrategy, SchedulerType, TrainingArguments};
 pub use error::{Result, TrainError};
 pub use schedule::{num_batches, Schedule, TrainingPlan};
 

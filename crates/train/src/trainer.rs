@@ -241,6 +241,15 @@ where
                 ),
             });
         }
+        if state.train_batch_size.is_some_and(|b| b != args.per_device_train_batch_size as u64) {
+            return Err(TrainError::Checkpoint {
+                path: dir.clone(),
+                message: format!(
+                    "checkpoint was written with per_device_train_batch_size {:?} but it is now {}",
+                    state.train_batch_size, args.per_device_train_batch_size
+                ),
+            });
+        }
         if state.best_model_checkpoint.as_deref().is_some_and(|b| !Path::new(b).is_dir()) {
             state.best_model_checkpoint = None;
         }

@@ -599,6 +599,14 @@ fn existing_checkpoints_need_overwrite_or_resume() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("checkpoint-99"), "{e}");
+    let args4 = args_in(dir.path(), |a| {
+        a.max_steps = 4;
+        a.per_device_train_batch_size = 4;
+    });
+    let e = run(&args4, &mut LogReg::new(&args4), &Source::new(100, 4, 42), false, Some(Resume::Latest))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("per_device_train_batch_size") && e.contains("checkpoint-4"), "{e}");
 }
 
 #[test]

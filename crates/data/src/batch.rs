@@ -298,11 +298,17 @@ impl EpochBatches {
 /// the first element of the first megabatch swapped with the longest element overall (the first of the first
 /// megabatch holding the maximum), so that running out of memory happens on the first step.
 pub fn length_grouped_indices(lengths: &[usize], batch_size: usize, rng: &mut Rng) -> Vec<usize> {
-    let n = lengths.len();
+    let mut indices: Vec<usize> = (0..lengths.len()).collect();
+    rng.shuffle(&mut indices);
+    length_grouped_order(indices, lengths, batch_size)
+}
+
+/// The deterministic part of [`length_grouped_indices`], applied to a given permutation `indices` (what
+/// `torch.randperm` returns in `transformers`).
+pub fn length_grouped_order(mut indices: Vec<usize>, lengths: &[usize], batch_size: usize) -> Vec<usize> {
+    let n = indices.len();
     let mult = (n / (batch_size.max(1) * 4)).clamp(1, 50);
     let mega = mult * batch_size.max(1);
-    let mut indices: Vec<usize> = (0..n).collect();
-    rng.shuffle(&mut indices);
     for chunk in indices.chunks_mut(mega) {
         chunk.sort_by(|&a, &b| lengths[b].cmp(&lengths[a]));
     }

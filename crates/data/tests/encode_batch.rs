@@ -364,3 +364,22 @@ fn group_by_length_hand_checked() {
     expect[k][0] = first;
     assert_eq!(order, expect.concat());
 }
+
+#[test]
+fn group_by_length_matches_transformers() {
+    // transformers' get_length_grouped_indices on the same permutations (scripts/reference/gen_length_grouped.py).
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/length_grouped.json");
+    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let list = |v: &serde_json::Value| -> Vec<usize> {
+        v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect()
+    };
+    let cases = doc["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 12);
+    for c in cases {
+        let (lengths, perm, expected) = (list(&c["lengths"]), list(&c["permutation"]), list(&c["expected"]));
+        let bs = c["batch_size"].as_u64().unwrap() as usize;
+        let ours = finetune_data::batch::length_grouped_order(perm.clone(), &lengths, bs);
+        assert_eq!(ours, expected, "{}", c["id"]);
+        assert!(perm.len() <= 8 || perm != expected, "{}: fixture did not group", c["id"]);
+    }
+}

@@ -62,6 +62,15 @@ impl Collator {
 
     /// As [`Collator::seq`], reusing the buffers of `out`.
     pub fn seq_into(&self, data: &SeqDataset, indices: &[usize], out: &mut Batch) -> Result<()> {
+        let targets = match &data.targets {
+            SeqTargets::None => data.len(),
+            SeqTargets::Class(v) => v.len(),
+            SeqTargets::Regression(v) => v.len(),
+            SeqTargets::MultiHot { num_labels, values } => values.len() / (*num_labels).max(1),
+        };
+        if targets != data.len() {
+            return Err(DataError::Invalid(format!("{targets} targets for {} examples", data.len())));
+        }
         self.inputs_into(&data.encodings, indices, out)?;
         // Take the old label buffer to reuse its allocation when the kind matches.
         let old = std::mem::take(&mut out.labels);
@@ -101,6 +110,12 @@ impl Collator {
     /// As [`Collator::tokens`], reusing the buffers of `out`.
     pub fn tokens_into(&self, data: &TokenDatasetEncoded, indices: &[usize], out: &mut Batch) -> Result<()> {
         self.inputs_into(&data.encodings, indices, out)?;
+        // Checked before writing so that a malformed dataset is an error, not a panic.
+        for &i in indices {
+            if data.labels.get(i).map(Vec::len) != Some(data.encodings[i].len()) {
+                return Err(DataError::Invalid(format!("sentence {i}: labels do not match its tokens")));
+            }
+        }
         let mut buf = if let BatchLabels::Tokens(b) = std::mem::take(&mut out.labels) { b } else { Vec::new() };
         buf.clear();
         buf.reserve(out.batch_size * out.seq_len);

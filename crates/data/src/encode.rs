@@ -305,8 +305,9 @@ impl TokenDatasetEncoded {
     /// Word-level tags of sentence `i` from its token predictions (`token_preds[t]` = predicted label id of
     /// token `t`; a padded row is fine, only the sentence's own tokens are read). See [`word_predictions`].
     pub fn word_tags(&self, i: usize, token_preds: &[usize], labels: &LabelMap) -> Result<Vec<String>> {
-        let e = self.encodings.get(i).ok_or_else(|| DataError::Invalid(format!("no sentence {i}")))?;
-        let n = self.word_counts[i];
+        let (Some(e), Some(&n)) = (self.encodings.get(i), self.word_counts.get(i)) else {
+            return Err(DataError::Invalid(format!("no sentence {i}")));
+        };
         word_predictions(&e.word_ids, token_preds, n)
             .into_iter()
             .map(|p| match p {

@@ -383,3 +383,17 @@ fn group_by_length_matches_transformers() {
         assert!(perm.len() <= 8 || perm != expected, "{}: fixture did not group", c["id"]);
     }
 }
+
+#[test]
+fn malformed_datasets_are_errors_not_panics() {
+    let m = LabelMap::new(vec!["neg".into(), "pos".into()]).unwrap();
+    let xs = vec![ex("a b", None, Label::Single("pos".into()))];
+    let mut d = SeqDataset::encode(&Fake, &xs, Some(&m), SeqTask::SingleLabel, None, "t").unwrap();
+    d.targets = SeqTargets::Class(vec![]);
+    assert!(Collator::new(0).seq(&d, &[0]).is_err());
+    let mut t = TokenDatasetEncoded::encode(&Fake, &[sentence("a b", "O O")], &ner_map(), false, None, "t").unwrap();
+    t.labels[0].push(0);
+    assert!(Collator::new(0).tokens(&t, &[0]).is_err());
+    assert!(t.word_tags(1, &[], &ner_map()).is_err());
+    assert!(t.word_tags(0, &[0, 99, 0, 0, 0], &ner_map()).is_err());
+}

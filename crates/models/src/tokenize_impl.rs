@@ -44,11 +44,10 @@ impl TextTokenizer {
                 return Err(err(format!("max_seq_length {max} is smaller than the {specials} special tokens")));
             }
         }
-        let out = if inputs.len() == 1 {
-            let input = inputs.into_iter().next().map(|i| self.inner().encode(i, true)).transpose().map_err(err)?;
-            input.into_iter().collect()
-        } else {
-            self.inner().encode_batch(inputs, true).map_err(err)?
+        // One input: skip the thread pool.
+        let out = match <[EncodeInput<'_>; 1]>::try_from(inputs) {
+            Ok([one]) => vec![self.inner().encode(one, true).map_err(err)?],
+            Err(inputs) => self.inner().encode_batch(inputs, true).map_err(err)?,
         };
         Ok(out.iter().map(convert).collect())
     }

@@ -172,7 +172,8 @@ pub enum Sampling {
     Random,
     /// `LengthGroupedSampler`: a seeded permutation cut into megabatches, each sorted longest first, with the
     /// longest example of all moved to the front. `lengths[i]` is example `i`'s token count; `group_batch_size`
-    /// is the batch size HF passes (`train_batch_size * gradient_accumulation_steps`).
+    /// is the batch size HF passes (`train_batch_size * gradient_accumulation_steps` for training, the eval
+    /// batch size for evaluation, where `transformers` seeds the grouping once: use epoch 0 there).
     GroupByLength { lengths: Vec<usize>, group_batch_size: usize },
 }
 

@@ -4,9 +4,12 @@
 //!
 //! Every malformed record is a [`DataError`] whose message is one line naming `file:line` and the field; with
 //! `skip_bad_records` such records are counted in a [`ReadReport`] instead. Nothing is dropped silently.
-//! Tokenization and batching are not here: they sit on top of a tokenizer later.
+//! Tokenization goes through the [`Tokenize`] trait (implemented by `finetune-models`' tokenizer) into encoded
+//! datasets with aligned labels; [`batch`] pads them into flat batches in seeded, resumable orders.
 
+pub mod batch;
 pub mod clean;
+pub mod encode;
 pub mod error;
 pub mod example;
 pub mod labels;
@@ -15,7 +18,9 @@ pub mod split;
 pub mod stats;
 pub mod write;
 
+pub use batch::{Batch, BatchLabels, Collator, Sampler, SamplerState, Sampling};
 pub use clean::{clean, clean_examples, dedup, overlap, CleanOptions, Normalization};
+pub use encode::{Encoded, SeqDataset, SeqTargets, SeqTask, TokenDatasetEncoded, Tokenize, IGNORE_INDEX};
 pub use error::{DataError, Result};
 pub use example::{Example, Label, TokenExample};
 pub use labels::LabelMap;

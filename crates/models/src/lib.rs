@@ -5,4 +5,5 @@
 pub mod bert;
 pub mod checkpoint;
 pub mod config;
+mod tokenize_impl;
 pub mod tokenizer;

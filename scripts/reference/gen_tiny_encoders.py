@@ -1,0 +1,118 @@
+"""Reference fixtures for the BERT-family encoders: a tiny random model, one padded batch, its logits, loss,
+every parameter gradient, and the parameters after three AdamW steps with warmup and gradient clipping.
+
+Run with the pinned torch venv (scripts/reference/requirements-torch.txt):
+    /work/main/.venv-torch/bin/python scripts/reference/gen_tiny_encoders.py
+Writes crates/models/tests/fixtures/tiny_bert/{config.json, model.safetensors, expected.safetensors}.
+"""
+
+import os
+
+import torch
+from safetensors.torch import save_file
+from transformers import BertConfig, BertForSequenceClassification, get_linear_schedule_with_warmup
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "crates", "models", "tests", "fixtures")
+STEPS = 3
+LR = 1e-3
+WEIGHT_DECAY = 0.01
+
+
+def batch(vocab, gen):
+    lengths = [9, 6, 4]
+    b, t = len(lengths), max(lengths)
+    input_ids = torch.randint(1, vocab, (b, t), generator=gen)
+    attention_mask = torch.zeros(b, t, dtype=torch.int64)
+    for i, n in enumerate(lengths):
+        attention_mask[i, :n] = 1
+    input_ids = input_ids * attention_mask  # pad id 0
+    token_type_ids = torch.zeros(b, t, dtype=torch.int64)
+    token_type_ids[0, 5:] = 1
+    token_type_ids[1, 3:6] = 1
+    labels = torch.tensor([0, 2, 1])
+    return input_ids, attention_mask, token_type_ids, labels
+
+
+def decays(name):
+    # Hugging Face Trainer: no weight decay on biases and LayerNorm parameters.
+    return not (name.endswith("bias") or "LayerNorm" in name)
+
+
+def perturb(model, gen):
+    # The default init (std 0.02, LayerNorm = identity) makes gradients tiny and hides mistakes in biases and
+    # LayerNorm parameters; give every parameter O(0.1–1) random values instead.
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            noise = torch.randn(p.shape, generator=gen)
+            if "LayerNorm.weight" in name:
+                p.copy_(1.0 + 0.2 * noise)
+            else:
+                p.copy_(0.2 * noise)
+
+
+def write_bert():
+    out = os.path.join(ROOT, "tiny_bert")
+    os.makedirs(out, exist_ok=True)
+    gen = torch.Generator().manual_seed(1234)
+    config = BertConfig(
+        vocab_size=99,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        hidden_act="gelu",
+        max_position_embeddings=64,
+        type_vocab_size=2,
+        num_labels=3,
+        layer_norm_eps=1e-12,
+    )
+    config._attn_implementation = "eager"
+    model = BertForSequenceClassification(config)
+    perturb(model, gen)
+    model.eval()  # dropout off: the reference is deterministic
+    params = {k: v.detach().clone().contiguous() for k, v in model.named_parameters()}
+    save_file(params, os.path.join(out, "model.safetensors"))
+    config.to_json_file(os.path.join(out, "config.json"))
+
+    input_ids, attention_mask, token_type_ids, labels = batch(config.vocab_size, gen)
+    expected = {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "token_type_ids": token_type_ids,
+        "labels": labels,
+    }
+    res = model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, labels=labels)
+    res.loss.backward()
+    expected["logits"] = res.logits.detach().clone()
+    expected["loss"] = res.loss.detach().reshape(1).clone()
+    for name, p in model.named_parameters():
+        expected["grad." + name] = p.grad.detach().clone()
+
+    groups = [
+        {"params": [p for n, p in model.named_parameters() if decays(n)], "weight_decay": WEIGHT_DECAY},
+        {"params": [p for n, p in model.named_parameters() if not decays(n)], "weight_decay": 0.0},
+    ]
+    opt = torch.optim.AdamW(groups, lr=LR)
+    sched = get_linear_schedule_with_warmup(opt, num_warmup_steps=2, num_training_steps=6)
+    lrs, norms = [], []
+    for _ in range(STEPS):
+        opt.zero_grad()
+        loss = model(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, labels=labels
+        ).loss
+        loss.backward()
+        norms.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)))
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    expected["lrs"] = torch.tensor(lrs, dtype=torch.float64)
+    expected["grad_norms"] = torch.tensor(norms, dtype=torch.float64)
+    for name, p in model.named_parameters():
+        expected["step3." + name] = p.detach().clone()
+    save_file({k: v.contiguous() for k, v in expected.items()}, os.path.join(out, "expected.safetensors"))
+    print("tiny_bert:", "loss", res.loss.item(), "lrs", lrs, "norms", norms)
+
+
+if __name__ == "__main__":
+    torch.manual_seed(0)
+    write_bert()

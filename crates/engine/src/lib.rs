@@ -10,6 +10,7 @@
 pub mod kernels;
 pub mod math;
 pub mod matmul;
+pub mod profile;
 pub mod simd;
 pub mod tensor;
 

@@ -494,6 +494,7 @@ impl BertForSequenceClassification {
     }
 
     pub fn zero_grad(&mut self) {
+        let _prof = finetune_engine::profile::scope("zero_grad");
         self.grads.fill(0.0);
     }
 

@@ -27,6 +27,7 @@ const CHUNK: usize = 8192;
 /// One step for one parameter tensor; `step` counts from 1. Scalars are formed in f64 like PyTorch's Python
 /// floats, then applied in f32.
 pub fn update(param: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32], h: Hyper, step: u64) {
+    let _prof = crate::profile::scope("adamw.update");
     let decay = (1.0 - h.lr * h.weight_decay) as f32;
     let w1 = (1.0 - h.beta1) as f32;
     let b2 = h.beta2 as f32;

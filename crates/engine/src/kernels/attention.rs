@@ -57,6 +57,7 @@ pub fn forward(
     s: Shape,
     dropout: Option<Dropout>,
 ) {
+    let _prof = crate::profile::scope("attention.forward");
     let (t, c, hd) = (s.seq, s.channels(), s.head_dim);
     assert!(out.len() >= s.batch * t * c && qkv.len() >= s.batch * t * 3 * c && mask.len() >= s.batch * t);
     assert!(probs.len() >= s.probs_len());
@@ -135,6 +136,7 @@ pub fn backward(
     s: Shape,
     dropout: Option<Dropout>,
 ) {
+    let _prof = crate::profile::scope("attention.backward");
     let (t, c, hd) = (s.seq, s.channels(), s.head_dim);
     assert!(dqkv.len() >= s.batch * t * 3 * c && dout.len() >= s.batch * t * c && scratch.len() >= s.probs_len());
     let scale = 1.0 / (hd as f32).sqrt();

@@ -21,6 +21,7 @@ pub fn global_norm(grads: &[&[f32]]) -> f64 {
 /// Scales `grads` in place and returns the total norm before clipping (like PyTorch, also when it is not
 /// finite, in which case the gradients become NaN).
 pub fn clip(grads: &mut [&mut [f32]], max_norm: f32) -> f32 {
+    let _prof = crate::profile::scope("clip_grad.clip");
     let views: Vec<&[f32]> = grads.iter().map(|g| &**g).collect();
     let total = global_norm(&views) as f32;
     // f32 arithmetic as PyTorch does it on the f32 norm tensor.

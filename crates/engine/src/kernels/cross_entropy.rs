@@ -34,6 +34,7 @@ fn log_softmax_row(row: &[f32], out: &mut [f64]) {
 
 /// Mean loss. Targets must have passed [`validate`].
 pub fn forward(logits: &[f32], labels: &[i64], n: usize, classes: usize, opt: Options<'_>) -> f32 {
+    let _prof = crate::profile::scope("cross_entropy.forward");
     let eps = opt.label_smoothing as f64;
     let w = |c: usize| opt.weight.map_or(1.0, |w| w[c] as f64);
     let mut lsm = vec![0.0f64; classes];
@@ -63,6 +64,7 @@ pub fn backward(
     opt: Options<'_>,
     dloss: f32,
 ) {
+    let _prof = crate::profile::scope("cross_entropy.backward");
     let eps = opt.label_smoothing as f64;
     let w = |c: usize| opt.weight.map_or(1.0, |w| w[c] as f64);
     let denom: f64 = labels[..n].iter().filter(|&&y| y != IGNORE_INDEX).map(|&y| w(y as usize)).sum();

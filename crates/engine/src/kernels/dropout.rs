@@ -68,11 +68,13 @@ fn apply(x: &mut [f32], d: Dropout) {
 
 /// In place: `x ← x · mask / (1 − p)`.
 pub fn forward(x: &mut [f32], d: Dropout) {
+    let _prof = crate::profile::scope("dropout.forward");
     apply(x, d)
 }
 
 /// In place: `d ← d · mask / (1 − p)` with the forward's mask.
 pub fn backward(grad: &mut [f32], d: Dropout) {
+    let _prof = crate::profile::scope("dropout.backward");
     apply(grad, d)
 }
 

@@ -14,6 +14,7 @@ pub fn forward(
     token_type: Option<&[f32]>,
     c: usize,
 ) {
+    let _prof = crate::profile::scope("embedding.forward");
     let n = ids.len();
     for_each_row(&mut out[..n * c], c, |i, o| {
         let w = &word[ids[i] as usize * c..][..c];
@@ -46,6 +47,7 @@ pub fn backward(
     token_type_ids: Option<&[u32]>,
     c: usize,
 ) {
+    let _prof = crate::profile::scope("embedding.backward");
     let add = |table: &mut [f32], row: usize, g: &[f32]| {
         for (t, v) in table[row * c..][..c].iter_mut().zip(g) {
             *t += v;

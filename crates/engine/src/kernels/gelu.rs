@@ -26,6 +26,7 @@ fn bwd_chunk(d: &mut [f32], inp: &[f32]) {
 }
 
 pub fn forward(out: &mut [f32], inp: &[f32]) {
+    let _prof = crate::profile::scope("gelu.forward");
     let n = out.len();
     if n >= PAR_THRESHOLD {
         out.par_chunks_mut(CHUNK)
@@ -38,6 +39,7 @@ pub fn forward(out: &mut [f32], inp: &[f32]) {
 
 /// In place: `d` holds the gradient of the output on entry and that of the input on return.
 pub fn backward(d: &mut [f32], inp: &[f32]) {
+    let _prof = crate::profile::scope("gelu.backward");
     let n = d.len();
     if n >= PAR_THRESHOLD {
         d.par_chunks_mut(CHUNK)

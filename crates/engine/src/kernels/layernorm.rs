@@ -16,6 +16,7 @@ pub fn forward(
     c: usize,
     eps: f32,
 ) {
+    let _prof = crate::profile::scope("layernorm.forward");
     let out = &mut out[..n * c];
     let row = |i: usize, o: &mut [f32]| -> (f32, f32) {
         let x = &inp[i * c..(i + 1) * c];
@@ -71,6 +72,7 @@ pub fn backward(
     n: usize,
     c: usize,
 ) {
+    let _prof = crate::profile::scope("layernorm.backward");
     let dinp = &mut dinp[..n * c];
     rayon::join(
         || {

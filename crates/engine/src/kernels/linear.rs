@@ -14,6 +14,7 @@ pub fn forward(
     c_in: usize,
     c_out: usize,
 ) {
+    let _prof = crate::profile::scope("linear.forward");
     let out = &mut out[..n * c_out];
     match bias {
         Some(b) => {
@@ -40,6 +41,7 @@ pub fn backward(
     c_out: usize,
     accumulate_dinp: bool,
 ) {
+    let _prof = crate::profile::scope("linear.backward");
     if let Some(dinp) = dinp {
         matmul(dinp, dout, weight, n, c_out, c_in, false, false, accumulate_dinp);
     }

@@ -14,6 +14,7 @@ pub fn forward(
     t: usize,
     c: usize,
 ) {
+    let _prof = crate::profile::scope("pooler.forward");
     for i in 0..b {
         cls[i * c..(i + 1) * c].copy_from_slice(&x[i * t * c..i * t * c + c]);
     }
@@ -38,6 +39,7 @@ pub fn backward(
     t: usize,
     c: usize,
 ) {
+    let _prof = crate::profile::scope("pooler.backward");
     for ((d, g), y) in dpre[..b * c].iter_mut().zip(dpooled).zip(pooled) {
         *d = g * (1.0 - y * y);
     }

@@ -5,6 +5,7 @@ use crate::math::PAR_THRESHOLD;
 use rayon::prelude::*;
 
 pub fn forward(out: &mut [f32], a: &[f32], b: &[f32]) {
+    let _prof = crate::profile::scope("residual.forward");
     if out.len() >= PAR_THRESHOLD {
         out.par_chunks_mut(4096).zip(a.par_chunks(4096)).zip(b.par_chunks(4096)).for_each(|((o, a), b)| {
             for ((o, x), y) in o.iter_mut().zip(a).zip(b) {
@@ -20,6 +21,7 @@ pub fn forward(out: &mut [f32], a: &[f32], b: &[f32]) {
 
 /// `acc += x`: the residual's backward into the branch that already holds a gradient.
 pub fn add_assign(acc: &mut [f32], x: &[f32]) {
+    let _prof = crate::profile::scope("residual.add");
     if acc.len() >= PAR_THRESHOLD {
         acc.par_chunks_mut(4096).zip(x.par_chunks(4096)).for_each(|(o, x)| {
             for (o, x) in o.iter_mut().zip(x) {

@@ -85,9 +85,11 @@ pub fn exp(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
     let xc = x.clamp(-87.3, 88.7);
-    // Round to nearest via the 1.5·2^23 trick: vectorises without relying on a rounding instruction.
+    // Round to nearest via the 1.5·2^23 trick: the sum's low mantissa bits then hold n as an integer, so 2^n
+    // is built with integer adds and shifts only (a float→int conversion would block vectorisation).
     let shifter = 12_582_912.0f32;
-    let n = (xc * LOG2E + shifter) - shifter;
+    let biased = xc * LOG2E + shifter;
+    let n = biased - shifter;
     let r = xc - n * LN2_HI - n * LN2_LO;
     // Cephes expf polynomial on [−ln2/2, ln2/2].
     let mut p = 1.987_569_1e-4f32;
@@ -97,7 +99,7 @@ pub fn exp(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 0.500_000_06;
     let y = p * r * r + r + 1.0;
-    let scale = f32::from_bits(((n as i32 + 127) << 23) as u32);
+    let scale = f32::from_bits(biased.to_bits().wrapping_sub(0x4B40_0000).wrapping_add(127) << 23);
     let out = y * scale;
     let out = if x < -87.3 { 0.0 } else { out };
     if x > 88.7 {

@@ -15,14 +15,16 @@ mod x86 {
     }
 }
 
+#[doc(hidden)]
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Level {
+pub enum Level {
     Base,
     Avx2,
     Avx512,
 }
 
-fn level() -> Level {
+#[doc(hidden)]
+pub fn level() -> Level {
     use std::sync::OnceLock;
     static LEVEL: OnceLock<Level> = OnceLock::new();
     *LEVEL.get_or_init(|| {
@@ -45,6 +47,40 @@ fn level() -> Level {
     })
 }
 
+/// Defines `fn name(args)` whose body is compiled three times (baseline, AVX2+FMA, AVX-512) and dispatched
+/// at run time. The body sits in an `#[inline(always)]` function called directly from each
+/// `#[target_feature]` wrapper, so inlining is guaranteed and the whole loop nest gets the wide registers
+/// (a closure passed to a wrapper is not reliably inlined once it grows).
+#[macro_export]
+macro_rules! simd_fn {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $body:block) => {
+        $(#[$meta])*
+        #[allow(clippy::too_many_arguments)]
+        $vis fn $name($($arg: $ty),*) {
+            #[inline(always)]
+            #[allow(clippy::too_many_arguments)]
+            fn inner($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn v4($($arg: $ty),*) { inner($($arg),*) }
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn v3($($arg: $ty),*) { inner($($arg),*) }
+            match $crate::simd::level() {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: the CPU supports every feature v4 is compiled for.
+                $crate::simd::Level::Avx512 => unsafe { v4($($arg),*) },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: as above, for v3.
+                $crate::simd::Level::Avx2 => unsafe { v3($($arg),*) },
+                _ => inner($($arg),*),
+            }
+        }
+    };
+}
+
 /// Runs `f` compiled for the widest vector extension available. `f` must be `#[inline(always)]`-friendly
 /// straight-line code (a closure over an `#[inline(always)]` loop) for the wider instantiation to pay off.
 #[inline(always)]
@@ -58,10 +94,4 @@ pub fn run<R, F: FnOnce() -> R>(f: F) -> R {
         Level::Avx2 => unsafe { x86::avx2(f) },
         _ => f(),
     }
-}
-
-/// `f(a, b)` through [`run`].
-#[inline(always)]
-pub fn dispatch2<F: Fn(&mut [f32], &[f32])>(f: F, a: &mut [f32], b: &[f32]) {
-    run(|| f(a, b))
 }

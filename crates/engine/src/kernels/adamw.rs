@@ -24,6 +24,34 @@ impl Default for Hyper {
 
 const CHUNK: usize = 8192;
 
+crate::simd_fn! {
+fn update_chunk(
+    p: &mut [f32],
+    g: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    decay: f32,
+    w1: f32,
+    b2: f32,
+    w2: f32,
+    step_size: f32,
+    bc2_sqrt: f32,
+    eps: f32,
+    decays: bool,
+) {
+    let n = p.len().min(g.len()).min(m.len()).min(v.len());
+    for i in 0..n {
+        let gi = g[i];
+        let pi = if decays { p[i] * decay } else { p[i] };
+        let mi = m[i] + w1 * (gi - m[i]);
+        let vi = v[i] * b2 + w2 * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        p[i] = pi - step_size * (mi / (vi.sqrt() / bc2_sqrt + eps));
+    }
+}
+}
+
 /// One step for one parameter tensor; `step` counts from 1. Scalars are formed in f64 like PyTorch's Python
 /// floats, then applied in f32.
 pub fn update(param: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32], h: Hyper, step: u64) {
@@ -38,17 +66,7 @@ pub fn update(param: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32], h: 
     let bc2_sqrt = bc2.sqrt() as f32;
     let eps = h.eps as f32;
     let body = |p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]| {
-        crate::simd::run(|| {
-            for i in 0..p.len().min(g.len()).min(m.len()).min(v.len()) {
-                let gi = g[i];
-                let pi = if h.weight_decay != 0.0 { p[i] * decay } else { p[i] };
-                let mi = m[i] + w1 * (gi - m[i]);
-                let vi = v[i] * b2 + w2 * gi * gi;
-                m[i] = mi;
-                v[i] = vi;
-                p[i] = pi - step_size * (mi / (vi.sqrt() / bc2_sqrt + eps));
-            }
-        })
+        update_chunk(p, g, m, v, decay, w1, b2, w2, step_size, bc2_sqrt, eps, h.weight_decay != 0.0)
     };
     if param.len() >= PAR_THRESHOLD {
         param

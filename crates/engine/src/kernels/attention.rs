@@ -46,6 +46,53 @@ fn qkv_offsets(s: Shape, bi: usize, h: usize) -> (usize, usize, usize) {
     (base, base + c, base + 2 * c)
 }
 
+crate::simd_fn! {
+/// Adds the key mask to each score row and turns it into probabilities in place.
+fn softmax_rows(p: &mut [f32], mask: &[f32], t: usize) {
+    for row in p.chunks_exact_mut(t) {
+        for (x, mv) in row.iter_mut().zip(mask) {
+            *x += mv;
+        }
+        let mx = max(row);
+        for x in row.iter_mut() {
+            *x = exp(*x - mx);
+        }
+        let inv = 1.0 / sum(row);
+        for x in row.iter_mut() {
+            *x *= inv;
+        }
+    }
+}
+}
+
+crate::simd_fn! {
+/// `out = dropout(p)` with mask indices starting at `base`.
+fn dropout_copy(out: &mut [f32], p: &[f32], d: Dropout, base: usize, scale: f32) {
+    for (k, (o, x)) in out.iter_mut().zip(p.iter()).enumerate() {
+        *o = if d.keep(base + k) { x * scale } else { 0.0 };
+    }
+}
+}
+
+crate::simd_fn! {
+/// From the gradient of the dropped-out probabilities to that of the scores (before the 1/√d scale):
+/// undo dropout, then `dS = P ⊙ (dP − Σ_j P dP)` per row.
+fn softmax_dropout_backward(ds: &mut [f32], p: &[f32], dropout: Option<Dropout>, base: usize, t: usize) {
+    if let Some(d) = dropout {
+        let sc = d.scale();
+        for (k, g) in ds.iter_mut().enumerate() {
+            *g = if d.keep(base + k) { *g * sc } else { 0.0 };
+        }
+    }
+    for (g, pr) in ds.chunks_exact_mut(t).zip(p.chunks_exact(t)) {
+        let dotp = crate::math::dot(g, pr);
+        for (gv, pv) in g.iter_mut().zip(pr) {
+            *gv = pv * (*gv - dotp);
+        }
+    }
+}
+}
+
 /// `probs_drop` must be `Some` exactly when `dropout` is (with p > 0).
 #[allow(clippy::too_many_arguments)]
 pub fn forward(
@@ -70,27 +117,11 @@ pub fn forward(
         let kt = View { data: &qkv[ko..], rs: 1, cs: 3 * c };
         gemm_view(p, t, q, kt, t, t, hd, scale, false, Par::Seq);
         let m = &mask[bi * t..(bi + 1) * t];
-        crate::simd::run(|| {
-            for row in p.chunks_exact_mut(t) {
-                for (x, mv) in row.iter_mut().zip(m) {
-                    *x += mv;
-                }
-                let mx = max(row);
-                for x in row.iter_mut() {
-                    *x = exp(*x - mx);
-                }
-                let inv = 1.0 / sum(row);
-                for x in row.iter_mut() {
-                    *x *= inv;
-                }
-            }
-        });
+        softmax_rows(p, m, t);
         let src: &[f32] = match (pd, dropout) {
             (Some(pd), Some(d)) => {
                 let (sc, base) = (d.scale(), bh * t * t);
-                for (k, (o, x)) in pd.iter_mut().zip(p.iter()).enumerate() {
-                    *o = if d.keep(base + k) { x * sc } else { 0.0 };
-                }
+                dropout_copy(pd, p, d, base, sc);
                 pd
             }
             _ => p,
@@ -159,21 +190,7 @@ pub fn backward(
             // dV = P_droppedᵀ · dout
             gemm_ptr(dptr.get().add(vo), 3 * c, View::new(pd, t, true), dctx, t, hd, t, 1.0, false, Par::Seq);
         }
-        crate::simd::run(|| {
-            if let Some(d) = dropout {
-                let (sc, base) = (d.scale(), bh * t * t);
-                for (k, g) in ds.iter_mut().enumerate() {
-                    *g = if d.keep(base + k) { *g * sc } else { 0.0 };
-                }
-            }
-            // Softmax backward: dS = P ⊙ (dP − Σ_j P dP).
-            for (g, pr) in ds.chunks_exact_mut(t).zip(p.chunks_exact(t)) {
-                let dotp = crate::math::dot(g, pr);
-                for (gv, pv) in g.iter_mut().zip(pr) {
-                    *gv = pv * (*gv - dotp);
-                }
-            }
-        });
+        softmax_dropout_backward(ds, p, dropout, bh * t * t, t);
         let dsv = View::new(ds, t, false);
         // SAFETY: as above.
         unsafe {

@@ -53,17 +53,19 @@ fn apply(x: &mut [f32], d: Dropout) {
         return;
     }
     let scale = d.scale();
-    let body = |ci: usize, c: &mut [f32]| {
-        let base = ci * CHUNK;
-        for (k, v) in c.iter_mut().enumerate() {
-            *v = if d.keep(base + k) { *v * scale } else { 0.0 };
-        }
-    };
     if x.len() >= PAR_THRESHOLD {
-        x.par_chunks_mut(CHUNK).enumerate().for_each(|(ci, c)| crate::simd::run(|| body(ci, c)));
+        x.par_chunks_mut(CHUNK).enumerate().for_each(|(ci, c)| apply_chunk(c, d, ci * CHUNK, scale));
     } else {
-        x.chunks_mut(CHUNK).enumerate().for_each(|(ci, c)| body(ci, c));
+        apply_chunk(x, d, 0, scale);
     }
+}
+
+crate::simd_fn! {
+fn apply_chunk(c: &mut [f32], d: Dropout, base: usize, scale: f32) {
+    for (k, v) in c.iter_mut().enumerate() {
+        *v = if d.keep(base + k) { *v * scale } else { 0.0 };
+    }
+}
 }
 
 /// In place: `x ← x · mask / (1 − p)`.

@@ -19,27 +19,9 @@ pub fn forward(
     let _prof = crate::profile::scope("layernorm.forward");
     let out = &mut out[..n * c];
     let row = |i: usize, o: &mut [f32]| -> (f32, f32) {
-        let x = &inp[i * c..(i + 1) * c];
-        let m = sum(x) / c as f32;
-        // Second pass over the centred values: as accurate as PyTorch's Welford in f32 for these widths.
-        let mut acc = [0.0f32; 16];
-        let chunks = x.chunks_exact(16);
-        let rem = chunks.remainder();
-        for ch in chunks {
-            for k in 0..16 {
-                let d = ch[k] - m;
-                acc[k] += d * d;
-            }
-        }
-        let mut v: f32 = acc.iter().sum();
-        for &xv in rem {
-            v += (xv - m) * (xv - m);
-        }
-        let s = 1.0 / (v / c as f32 + eps).sqrt();
-        for k in 0..c {
-            o[k] = (x[k] - m) * s * weight[k] + bias[k];
-        }
-        (m, s)
+        let (mut m, mut r) = (0.0, 0.0);
+        forward_row(o, &mut m, &mut r, &inp[i * c..(i + 1) * c], weight, bias, eps);
+        (m, r)
     };
     if n * c >= PAR_THRESHOLD {
         out.par_chunks_mut(c).zip(mean[..n].par_iter_mut().zip(rstd[..n].par_iter_mut())).enumerate().for_each(
@@ -77,46 +59,78 @@ pub fn backward(
     rayon::join(
         || {
             for_each_row(dinp, c, |i, di| {
-                let x = &inp[i * c..(i + 1) * c];
-                let g = &dout[i * c..(i + 1) * c];
-                let (m, s) = (mean[i], rstd[i]);
-                // di temporarily holds dnorm = dout · weight.
-                for k in 0..c {
-                    di[k] = g[k] * weight[k];
-                }
-                let dnorm_mean = sum(di) / c as f32;
-                let mut acc = [0.0f32; 16];
-                let (cd, cx) = (di.chunks_exact(16), x.chunks_exact(16));
-                let (rd, rx) = (cd.remainder(), cx.remainder());
-                for (d, xv) in cd.zip(cx) {
-                    for k in 0..16 {
-                        acc[k] += d[k] * (xv[k] - m);
-                    }
-                }
-                let mut dn_norm: f32 = acc.iter().sum();
-                for (d, xv) in rd.iter().zip(rx) {
-                    dn_norm += d * (xv - m);
-                }
-                let dnorm_norm_mean = dn_norm * s / c as f32;
-                for k in 0..c {
-                    let norm = (x[k] - m) * s;
-                    di[k] = (di[k] - dnorm_mean - norm * dnorm_norm_mean) * s;
-                }
+                backward_row(di, &inp[i * c..(i + 1) * c], &dout[i * c..(i + 1) * c], weight, mean[i], rstd[i])
             })
         },
-        || {
-            let (dw, db) = (&mut dweight[..c], &mut dbias[..c]);
-            for i in 0..n {
-                let x = &inp[i * c..(i + 1) * c];
-                let g = &dout[i * c..(i + 1) * c];
-                let (m, s) = (mean[i], rstd[i]);
-                for k in 0..c {
-                    dw[k] += (x[k] - m) * s * g[k];
-                    db[k] += g[k];
-                }
-            }
-        },
+        || param_grads(&mut dweight[..c], &mut dbias[..c], &inp[..n * c], &dout[..n * c], mean, rstd, c),
     );
+}
+
+crate::simd_fn! {
+fn forward_row(o: &mut [f32], mean: &mut f32, rstd: &mut f32, x: &[f32], weight: &[f32], bias: &[f32], eps: f32) {
+    let c = x.len();
+    let m = sum(x) / c as f32;
+    // Second pass over the centred values: as accurate as PyTorch's Welford in f32 for these widths.
+    let mut acc = [0.0f32; 16];
+    let chunks = x.chunks_exact(16);
+    let rem = chunks.remainder();
+    for ch in chunks {
+        for k in 0..16 {
+            let d = ch[k] - m;
+            acc[k] += d * d;
+        }
+    }
+    let mut v: f32 = acc.iter().sum();
+    for &xv in rem {
+        v += (xv - m) * (xv - m);
+    }
+    let s = 1.0 / (v / c as f32 + eps).sqrt();
+    for k in 0..c {
+        o[k] = (x[k] - m) * s * weight[k] + bias[k];
+    }
+    *mean = m;
+    *rstd = s;
+}
+}
+
+crate::simd_fn! {
+fn backward_row(di: &mut [f32], x: &[f32], g: &[f32], weight: &[f32], m: f32, s: f32) {
+    let c = x.len();
+    // di temporarily holds dnorm = dout · weight.
+    for k in 0..c {
+        di[k] = g[k] * weight[k];
+    }
+    let dnorm_mean = sum(di) / c as f32;
+    let mut acc = [0.0f32; 16];
+    let (cd, cx) = (di.chunks_exact(16), x.chunks_exact(16));
+    let (rd, rx) = (cd.remainder(), cx.remainder());
+    for (d, xv) in cd.zip(cx) {
+        for k in 0..16 {
+            acc[k] += d[k] * (xv[k] - m);
+        }
+    }
+    let mut dn_norm: f32 = acc.iter().sum();
+    for (d, xv) in rd.iter().zip(rx) {
+        dn_norm += d * (xv - m);
+    }
+    let dnorm_norm_mean = dn_norm * s / c as f32;
+    for k in 0..c {
+        let norm = (x[k] - m) * s;
+        di[k] = (di[k] - dnorm_mean - norm * dnorm_norm_mean) * s;
+    }
+}
+}
+
+crate::simd_fn! {
+fn param_grads(dw: &mut [f32], db: &mut [f32], inp: &[f32], dout: &[f32], mean: &[f32], rstd: &[f32], c: usize) {
+    for (i, (x, g)) in inp.chunks_exact(c).zip(dout.chunks_exact(c)).enumerate() {
+        let (m, s) = (mean[i], rstd[i]);
+        for k in 0..c {
+            dw[k] += (x[k] - m) * s * g[k];
+            db[k] += g[k];
+        }
+    }
+}
 }
 
 pub mod reference {

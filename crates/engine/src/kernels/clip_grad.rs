@@ -9,13 +9,26 @@ pub fn global_norm(grads: &[&[f32]]) -> f64 {
         .iter()
         .map(|g| {
             if g.len() >= crate::math::PAR_THRESHOLD {
-                g.par_chunks(8192).map(|c| c.iter().map(|&x| x as f64 * x as f64).sum::<f64>()).sum::<f64>()
+                g.par_chunks(8192).map(sum_squares).sum::<f64>()
             } else {
-                g.iter().map(|&x| x as f64 * x as f64).sum::<f64>()
+                g.chunks(8192).map(sum_squares).sum::<f64>()
             }
         })
         .sum::<f64>()
         .sqrt()
+}
+
+/// Σ x² of a block: f32 lanes within the block (a few thousand terms), f64 across blocks.
+fn sum_squares(block: &[f32]) -> f64 {
+    let mut out = 0.0f32;
+    sum_squares_f32(block, &mut out);
+    out as f64
+}
+
+crate::simd_fn! {
+fn sum_squares_f32(block: &[f32], out: &mut f32) {
+    *out = crate::math::dot(block, block);
+}
 }
 
 /// Scales `grads` in place and returns the total norm before clipping (like PyTorch, also when it is not
@@ -28,12 +41,20 @@ pub fn clip(grads: &mut [&mut [f32]], max_norm: f32) -> f32 {
     let coef = (max_norm / (total + 1e-6)).min(1.0);
     for g in grads.iter_mut() {
         if g.len() >= crate::math::PAR_THRESHOLD {
-            g.par_chunks_mut(8192).for_each(|c| c.iter_mut().for_each(|x| *x *= coef));
+            g.par_chunks_mut(8192).for_each(|c| scale(c, coef));
         } else {
-            g.iter_mut().for_each(|x| *x *= coef);
+            scale(g, coef);
         }
     }
     total
+}
+
+crate::simd_fn! {
+fn scale(g: &mut [f32], coef: f32) {
+    for x in g.iter_mut() {
+        *x *= coef;
+    }
+}
 }
 
 #[cfg(test)]

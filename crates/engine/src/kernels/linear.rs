@@ -47,13 +47,20 @@ pub fn backward(
     }
     matmul(dweight, dout, inp, c_out, n, c_in, true, false, true);
     if let Some(db) = dbias {
-        let db = &mut db[..c_out];
-        for row in dout[..n * c_out].chunks_exact(c_out) {
-            for (d, g) in db.iter_mut().zip(row) {
-                *d += g;
-            }
+        column_sums(&mut db[..c_out], &dout[..n * c_out]);
+    }
+}
+
+crate::simd_fn! {
+/// `acc[j] += Σ_i m[i, j]` for a row-major matrix with `acc.len()` columns.
+fn column_sums(acc: &mut [f32], m: &[f32]) {
+    let c = acc.len();
+    for row in m.chunks_exact(c) {
+        for (d, g) in acc.iter_mut().zip(row) {
+            *d += g;
         }
     }
+}
 }
 
 pub mod reference {

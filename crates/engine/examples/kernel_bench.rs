@@ -41,6 +41,13 @@ fn main() {
     time("linear bwd 384->1536", 2.0 * fl, || {
         linear::backward(Some(&mut dx), &mut dw, Some(&mut db), &out, &x[..n * c], &w, n, c, f, false)
     });
+    time("  dinp = dout·W", fl, || finetune_engine::matmul::matmul(&mut dx, &out, &w, n, f, c, false, false, false));
+    time("  dW += doutᵀ·x", fl, || {
+        finetune_engine::matmul::matmul(&mut dw, &out, &x[..n * c], f, n, c, true, false, true)
+    });
+    time("  dW += xᵀ·dout (as dWᵀ)", fl, || {
+        finetune_engine::matmul::matmul(&mut dw, &x[..n * c], &out, c, n, f, true, false, true)
+    });
     time("gelu fwd", 0.0, || gelu::forward(&mut out, &x));
     time("gelu bwd", 0.0, || gelu::backward(&mut out, &x));
     let (mut m, mut r) = (vec![0.0; n], vec![0.0; n]);

@@ -55,6 +55,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         id2label: None,
         problem_type: None,
         classifier_dropout: None,
+        model_type: Some("bert".into()),
+        pad_token_id: Some(0),
     };
     let mut model = BertForSequenceClassification::random(cfg.clone(), 0)?;
     let mut ws = Workspace::new(&cfg, b, t);

@@ -73,6 +73,22 @@ pub struct BertConfig {
     pub problem_type: Option<String>,
     #[serde(default)]
     pub classifier_dropout: Option<f32>,
+    /// "bert" or "roberta" (also "xlm-roberta", "camembert"); picks weight names, position ids and the head.
+    #[serde(default)]
+    pub model_type: Option<String>,
+    /// Padding id; RoBERTa derives position ids from it.
+    #[serde(default)]
+    pub pad_token_id: Option<u32>,
+}
+
+/// Which member of the BERT family: they share the encoder and differ in names, positions and head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    /// `BertForSequenceClassification`: positions 0..T, pooler (tanh dense on [CLS]) → dropout → classifier.
+    Bert,
+    /// `RobertaForSequenceClassification`: positions count non-padding tokens from `pad_token_id + 1`; head
+    /// is dropout → dense → tanh → dropout → out_proj on the first token; no pooler.
+    Roberta,
 }
 
 impl BertConfig {
@@ -110,6 +126,13 @@ impl BertConfig {
             }
         }
         Ok(())
+    }
+
+    pub fn arch(&self) -> Arch {
+        match self.model_type.as_deref() {
+            Some("roberta") | Some("xlm-roberta") | Some("camembert") => Arch::Roberta,
+            _ => Arch::Bert,
+        }
     }
 
     fn classifier_dropout_prob(&self) -> f32 {
@@ -178,7 +201,11 @@ fn layout(cfg: &BertConfig) -> (Vec<ParamInfo>, Offsets) {
         infos.push(ParamInfo { name, offset: off, shape, decay });
         off
     };
-    let e = "bert.embeddings";
+    let base = match cfg.arch() {
+        Arch::Bert => "bert",
+        Arch::Roberta => "roberta",
+    };
+    let e = format!("{base}.embeddings");
     let wte = add(format!("{e}.word_embeddings.weight"), vec![cfg.vocab_size, c]);
     let wpe = add(format!("{e}.position_embeddings.weight"), vec![cfg.max_position_embeddings, c]);
     let wtt = add(format!("{e}.token_type_embeddings.weight"), vec![cfg.type_vocab_size, c]);
@@ -186,7 +213,7 @@ fn layout(cfg: &BertConfig) -> (Vec<ParamInfo>, Offsets) {
     let emb_ln_b = add(format!("{e}.LayerNorm.bias"), vec![c]);
     let mut layers = Vec::new();
     for i in 0..cfg.num_hidden_layers {
-        let p = format!("bert.encoder.layer.{i}");
+        let p = format!("{base}.encoder.layer.{i}");
         let qkv_w = add(format!("{p}.attention.self.query.weight"), vec![c, c]);
         add(format!("{p}.attention.self.key.weight"), vec![c, c]);
         add(format!("{p}.attention.self.value.weight"), vec![c, c]);
@@ -208,10 +235,14 @@ fn layout(cfg: &BertConfig) -> (Vec<ParamInfo>, Offsets) {
             ln2_b: add(format!("{p}.output.LayerNorm.bias"), vec![c]),
         });
     }
-    let pool_w = add("bert.pooler.dense.weight".into(), vec![c, c]);
-    let pool_b = add("bert.pooler.dense.bias".into(), vec![c]);
-    let cls_w = add("classifier.weight".into(), vec![l, c]);
-    let cls_b = add("classifier.bias".into(), vec![l]);
+    let (dense, out) = match cfg.arch() {
+        Arch::Bert => ("bert.pooler.dense", "classifier"),
+        Arch::Roberta => ("classifier.dense", "classifier.out_proj"),
+    };
+    let pool_w = add(format!("{dense}.weight"), vec![c, c]);
+    let pool_b = add(format!("{dense}.bias"), vec![c]);
+    let cls_w = add(format!("{out}.weight"), vec![l, c]);
+    let cls_b = add(format!("{out}.bias"), vec![l]);
     (infos, Offsets { wte, wpe, wtt, emb_ln_w, emb_ln_b, layers, pool_w, pool_b, cls_w, cls_b })
 }
 
@@ -279,6 +310,8 @@ pub struct Workspace {
     /// The last layer's attention output and input at the [CLS] rows.
     cls_ctx: Vec<f32>,
     cls_in: Vec<f32>,
+    /// RoBERTa: the head's input after its first dropout.
+    cls_drop: Vec<f32>,
     pooled: Vec<f32>,
     pooled_drop: Vec<f32>,
     /// `[batch, num_labels]` output of the last forward.
@@ -294,6 +327,7 @@ pub struct Workspace {
     dpooled: Vec<f32>,
     dpre: Vec<f32>,
     dcls: Vec<f32>,
+    dhead: Vec<f32>,
     mode: Option<Mode>,
 }
 
@@ -336,6 +370,7 @@ impl Workspace {
             cls: z(batch * c),
             cls_ctx: z(batch * c),
             cls_in: z(batch * c),
+            cls_drop: z(batch * c),
             pooled: z(batch * c),
             pooled_drop: z(batch * c),
             logits: z(batch * l),
@@ -350,6 +385,7 @@ impl Workspace {
             dpooled: z(batch * c),
             dpre: z(batch * c),
             dcls: z(batch * c),
+            dhead: z(batch * c),
             mode: None,
         }
     }
@@ -358,6 +394,7 @@ impl Workspace {
 /// Dropout sites, each with its own mask stream.
 const SITE_EMB: u64 = 0;
 const SITE_CLASSIFIER: u64 = 1;
+const SITE_HEAD_IN: u64 = 2;
 fn site_layer(layer: usize, which: u64) -> u64 {
     16 + 4 * layer as u64 + which
 }
@@ -438,7 +475,9 @@ impl BertForSequenceClassification {
         let mut fresh = Vec::new();
         for k in 0..m.infos.len() {
             let name = m.infos[k].name.clone();
-            let found = sd.get(&name).or_else(|| name.strip_prefix("bert.").and_then(|n| sd.get(n)));
+            let found = sd.get(&name).or_else(|| {
+                name.strip_prefix("bert.").or_else(|| name.strip_prefix("roberta.")).and_then(|n| sd.get(n))
+            });
             match found {
                 Some(t) => {
                     let info = &m.infos[k];
@@ -450,7 +489,7 @@ impl BertForSequenceClassification {
                     }
                     m.params[info.offset..info.offset + info.len()].copy_from_slice(&t.data);
                 }
-                None if name.starts_with("bert.pooler.") || name.starts_with("classifier.") => {
+                None if name.starts_with("bert.pooler.") || name.starts_with("classifier") => {
                     m.init_param(k, seed);
                     fresh.push(name);
                 }
@@ -558,8 +597,34 @@ impl BertForSequenceClassification {
         ws.mode = Some(mode);
 
         ws.ids.copy_from_slice(batch.input_ids);
-        for (i, v) in ws.pos.iter_mut().enumerate() {
-            *v = (i % t) as u32;
+        match cfg.arch() {
+            Arch::Bert => {
+                for (i, v) in ws.pos.iter_mut().enumerate() {
+                    *v = (i % t) as u32;
+                }
+            }
+            Arch::Roberta => {
+                // transformers' create_position_ids_from_input_ids: padding_idx + running count of
+                // non-padding tokens, padding_idx at padding.
+                let pad = cfg.pad_token_id.unwrap_or(1);
+                for (ids, pos) in batch.input_ids.chunks(t).zip(ws.pos.chunks_mut(t)) {
+                    let mut count = 0;
+                    for (&id, p) in ids.iter().zip(pos) {
+                        *p = if id == pad {
+                            pad
+                        } else {
+                            count += 1;
+                            pad + count
+                        };
+                    }
+                }
+            }
+        }
+        if let Some(&p) = ws.pos.iter().find(|&&p| p as usize >= cfg.max_position_embeddings) {
+            return Err(BertError::Batch(format!(
+                "position id {p} out of range for max_position_embeddings {}",
+                cfg.max_position_embeddings
+            )));
         }
         match batch.token_type_ids {
             Some(tt) => ws.tt.copy_from_slice(tt),
@@ -659,7 +724,17 @@ impl BertForSequenceClassification {
             Some(a) => (&a.out, 1),
             None => (&ws.emb_out, t),
         };
-        pooler::forward(&mut ws.pooled, &mut ws.cls, last, s(o.pool_w, c * c), s(o.pool_b, c), bsz, last_t, c);
+        let (head_in, head_t): (&[f32], usize) = match cfg.arch() {
+            Arch::Bert => (last, last_t),
+            Arch::Roberta => {
+                gather_first_rows(&mut ws.cls_drop, last, bsz, last_t, c);
+                if let Some(d) = drop_at(mode, cfg.classifier_dropout_prob(), SITE_HEAD_IN) {
+                    dropout::forward(&mut ws.cls_drop, d);
+                }
+                (&ws.cls_drop, 1)
+            }
+        };
+        pooler::forward(&mut ws.pooled, &mut ws.cls, head_in, s(o.pool_w, c * c), s(o.pool_b, c), bsz, head_t, c);
         ws.pooled_drop.copy_from_slice(&ws.pooled);
         if let Some(d) = drop_at(mode, cfg.classifier_dropout_prob(), SITE_CLASSIFIER) {
             dropout::forward(&mut ws.pooled_drop, d);
@@ -717,10 +792,15 @@ impl BertForSequenceClassification {
             dropout::backward(&mut ws.dpooled, d);
         }
         let last_t = if o.layers.is_empty() { t } else { 1 };
+        let arch = cfg.arch();
         {
             let (gw, gb) = split_pair(g, o.pool_w, c * c, o.pool_b, c);
+            let (dhead, head_t) = match arch {
+                Arch::Bert => (&mut ws.dx, last_t),
+                Arch::Roberta => (&mut ws.dhead, 1),
+            };
             pooler::backward(
-                &mut ws.dx,
+                dhead,
                 gw,
                 gb,
                 &mut ws.dpre,
@@ -729,9 +809,15 @@ impl BertForSequenceClassification {
                 &ws.cls,
                 s(o.pool_w, c * c),
                 bsz,
-                last_t,
+                head_t,
                 c,
             );
+        }
+        if arch == Arch::Roberta {
+            if let Some(d) = drop_at(mode, cfg.classifier_dropout_prob(), SITE_HEAD_IN) {
+                dropout::backward(&mut ws.dhead, d);
+            }
+            scatter_first_rows(&mut ws.dx, &ws.dhead, bsz, last_t, c);
         }
 
         // Encoder layers in reverse; ws.dx holds the gradient of the current layer's output (only its [CLS]

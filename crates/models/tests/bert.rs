@@ -1,5 +1,5 @@
-//! BertForSequenceClassification against PyTorch/transformers on a tiny random model
-//! (fixtures from scripts/reference/gen_tiny_encoders.py).
+//! BertForSequenceClassification (BERT and RoBERTa variants) against PyTorch/transformers on tiny random
+//! models (fixtures from scripts/reference/gen_tiny_encoders.py).
 
 use std::path::PathBuf;
 
@@ -48,21 +48,21 @@ struct Case {
     expected: Loaded,
     ids: Vec<u32>,
     mask: Vec<u32>,
-    tt: Vec<u32>,
+    tt: Option<Vec<u32>>,
     labels: Vec<i64>,
     ws: Workspace,
 }
 
-fn tiny_bert(config_edit: impl FnOnce(&mut BertConfig)) -> Case {
-    let text = std::fs::read_to_string(fixture("tiny_bert", "config.json")).expect("config");
+fn tiny(dir: &str, config_edit: impl FnOnce(&mut BertConfig)) -> Case {
+    let text = std::fs::read_to_string(fixture(dir, "config.json")).expect("config");
     let mut cfg = BertConfig::from_json(&text).expect("config parses");
     config_edit(&mut cfg);
-    let weights = load(fixture("tiny_bert", "model.safetensors"));
+    let weights = load(fixture(dir, "model.safetensors"));
     let (model, fresh) = BertForSequenceClassification::from_state_dict(cfg.clone(), &weights.f32s, 0).expect("loads");
     assert!(fresh.is_empty(), "every parameter comes from the checkpoint: {fresh:?}");
-    let expected = load(fixture("tiny_bert", "expected.safetensors"));
-    let u = |k: &str| expected.i64s[k].iter().map(|&v| v as u32).collect::<Vec<u32>>();
-    let (ids, mask, tt) = (u("input_ids"), u("attention_mask"), u("token_type_ids"));
+    let expected = load(fixture(dir, "expected.safetensors"));
+    let u = |k: &str| expected.i64s.get(k).map(|v| v.iter().map(|&v| v as u32).collect::<Vec<u32>>());
+    let (ids, mask, tt) = (u("input_ids").expect("ids"), u("attention_mask").expect("mask"), u("token_type_ids"));
     let labels = expected.i64s["labels"].clone();
     let b = labels.len();
     let ws = Workspace::new(&cfg, b, ids.len() / b);
@@ -80,13 +80,12 @@ fn max_abs(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
-#[test]
-fn logits_loss_and_gradients_match_pytorch() {
-    let mut c = tiny_bert(|_| {});
+fn logits_loss_and_gradients_match_pytorch(dir: &str) {
+    let mut c = tiny(dir, |_| {});
     let batch = Batch {
         input_ids: &c.ids,
         attention_mask: &c.mask,
-        token_type_ids: Some(&c.tt),
+        token_type_ids: c.tt.as_deref(),
         labels: Some(Labels::Classes(&c.labels)),
     };
     let loss = c.model.forward(&mut c.ws, &batch, Mode::Eval).expect("forward").expect("loss");
@@ -99,6 +98,7 @@ fn logits_loss_and_gradients_match_pytorch() {
     c.model.zero_grad();
     c.model.backward(&mut c.ws, &batch).expect("backward");
     let mut checked = 0;
+    let mut worst_grad = 0.0f64;
     for info in c.model.param_infos() {
         let want = &c.expected.f32s[&format!("grad.{}", info.name)].data;
         let got = c.model.grad(&info.name).expect("grad");
@@ -109,21 +109,22 @@ fn logits_loss_and_gradients_match_pytorch() {
             assert!(e <= 1e-6, "gradient of {} is {got:?}, expected about 0", info.name);
         } else {
             let e = rel_err(got, want);
+            worst_grad = worst_grad.max(e);
             assert!(e <= 1e-4, "gradient of {} off by {e} relative", info.name);
         }
         checked += 1;
     }
     assert_eq!(checked, c.expected.f32s.keys().filter(|k| k.starts_with("grad.")).count());
     assert_eq!(c.model.grads_state_dict().len(), checked);
+    eprintln!("{dir}: logits max abs difference {err}, worst relative gradient difference {worst_grad}");
 }
 
-#[test]
-fn three_adamw_steps_with_warmup_and_clipping_match_pytorch() {
-    let mut c = tiny_bert(|_| {});
+fn three_adamw_steps_with_warmup_and_clipping_match_pytorch(dir: &str) {
+    let mut c = tiny(dir, |_| {});
     let batch = Batch {
         input_ids: &c.ids,
         attention_mask: &c.mask,
-        token_type_ids: Some(&c.tt),
+        token_type_ids: c.tt.as_deref(),
         labels: Some(Labels::Classes(&c.labels)),
     };
     let lrs = c.expected.f64s["lrs"].clone();
@@ -137,8 +138,9 @@ fn three_adamw_steps_with_warmup_and_clipping_match_pytorch() {
         c.model.adamw_step(Hyper { lr: *lr, weight_decay: 0.01, ..Hyper::default() });
     }
     assert_eq!(c.model.steps(), 3);
-    let initial = load(fixture("tiny_bert", "model.safetensors")).f32s;
+    let initial = load(fixture(dir, "model.safetensors")).f32s;
     let lr_sum: f64 = lrs.iter().sum();
+    let (mut worst, mut tiny_grad_entries) = (0.0f32, 0usize);
     for info in c.model.param_infos() {
         let want = &c.expected.f32s[&format!("step3.{}", info.name)].data;
         if info.name.ends_with("attention.self.key.bias") {
@@ -148,14 +150,30 @@ fn three_adamw_steps_with_warmup_and_clipping_match_pytorch() {
             assert!(moved as f64 <= lr_sum * 1.01, "{} moved {moved}", info.name);
             continue;
         }
-        let err = max_abs(c.model.param(&info.name).expect("param"), want);
-        assert!(err <= 1e-5, "{} after 3 steps differs by {err}", info.name);
+        // Adam divides by √v + 1e-8, so an entry whose gradient is itself near 1e-8 moves by an amount set by
+        // rounding-level gradient differences; those entries get the Adam step bound, all others 1e-5.
+        let got = c.model.param(&info.name).expect("param");
+        let g0 = &c.expected.f32s[&format!("grad.{}", info.name)].data;
+        let init = &initial[&info.name].data;
+        for i in 0..want.len() {
+            let err = (got[i] - want[i]).abs();
+            if g0[i] != 0.0 && g0[i].abs() < 1e-7 {
+                tiny_grad_entries += 1;
+                assert!(((got[i] - init[i]).abs() as f64) <= lr_sum * 1.01, "{}[{i}] moved too far", info.name);
+            } else {
+                worst = worst.max(err);
+                assert!(err <= 1e-5, "{}[{i}] after 3 steps differs by {err}", info.name);
+            }
+        }
     }
+    assert!(tiny_grad_entries < 20, "{tiny_grad_entries} entries with near-zero gradients");
+    eprintln!(
+        "{dir}: worst parameter difference after 3 steps {worst}; {tiny_grad_entries} near-zero-gradient entries"
+    );
 }
 
-#[test]
-fn finite_differences_with_dropout() {
-    let mut c = tiny_bert(|cfg| {
+fn finite_differences_with_dropout(dir: &str, names: &[&str]) {
+    let mut c = tiny(dir, |cfg| {
         cfg.hidden_dropout_prob = 0.1;
         cfg.attention_probs_dropout_prob = 0.2;
     });
@@ -163,7 +181,7 @@ fn finite_differences_with_dropout() {
     let batch = Batch {
         input_ids: &ids,
         attention_mask: &mask,
-        token_type_ids: Some(&tt),
+        token_type_ids: tt.as_deref(),
         labels: Some(Labels::Classes(&labels)),
     };
     let mode = Mode::Train { seed: 77 };
@@ -174,18 +192,8 @@ fn finite_differences_with_dropout() {
     c.model.zero_grad();
     c.model.backward(&mut c.ws, &batch).expect("backward");
     let grads = c.model.grads_state_dict();
-    let names = [
-        "bert.embeddings.word_embeddings.weight",
-        "bert.embeddings.LayerNorm.weight",
-        "bert.encoder.layer.0.attention.self.query.weight",
-        "bert.encoder.layer.0.attention.self.key.bias",
-        "bert.encoder.layer.1.intermediate.dense.weight",
-        "bert.encoder.layer.1.output.LayerNorm.bias",
-        "bert.pooler.dense.weight",
-        "classifier.bias",
-    ];
     let eps = 1e-2f32;
-    for name in names {
+    for &name in names {
         let g = &grads[name].data;
         // The two largest-magnitude entries of each tensor: finite differences in f32 resolve those well.
         let mut idx: Vec<usize> = (0..g.len()).collect();
@@ -209,7 +217,7 @@ fn finite_differences_with_dropout() {
 
 #[test]
 fn rejects_bad_batches() {
-    let mut c = tiny_bert(|_| {});
+    let mut c = tiny("tiny_bert", |_| {});
     let mut ids = c.ids.clone();
     ids[0] = 1000;
     let batch = Batch { input_ids: &ids, attention_mask: &c.mask, token_type_ids: None, labels: None };
@@ -225,4 +233,70 @@ fn rejects_bad_batches() {
     let short = &c.ids[..4];
     let batch = Batch { input_ids: short, attention_mask: &c.mask[..4], token_type_ids: None, labels: None };
     assert!(c.model.forward(&mut c.ws, &batch, Mode::Eval).is_err());
+}
+
+#[test]
+fn bert_logits_loss_and_gradients_match_pytorch() {
+    logits_loss_and_gradients_match_pytorch("tiny_bert");
+}
+
+#[test]
+fn bert_three_adamw_steps_match_pytorch() {
+    three_adamw_steps_with_warmup_and_clipping_match_pytorch("tiny_bert");
+}
+
+#[test]
+fn bert_finite_differences_with_dropout() {
+    finite_differences_with_dropout(
+        "tiny_bert",
+        &[
+            "bert.embeddings.word_embeddings.weight",
+            "bert.embeddings.LayerNorm.weight",
+            "bert.encoder.layer.0.attention.self.query.weight",
+            "bert.encoder.layer.0.attention.self.value.bias",
+            "bert.encoder.layer.1.intermediate.dense.weight",
+            "bert.encoder.layer.1.output.LayerNorm.bias",
+            "bert.pooler.dense.weight",
+            "classifier.bias",
+        ],
+    );
+}
+
+#[test]
+fn roberta_logits_loss_and_gradients_match_pytorch() {
+    logits_loss_and_gradients_match_pytorch("tiny_roberta");
+}
+
+#[test]
+fn roberta_three_adamw_steps_match_pytorch() {
+    three_adamw_steps_with_warmup_and_clipping_match_pytorch("tiny_roberta");
+}
+
+#[test]
+fn roberta_finite_differences_with_dropout() {
+    finite_differences_with_dropout(
+        "tiny_roberta",
+        &[
+            "roberta.embeddings.position_embeddings.weight",
+            "roberta.encoder.layer.0.attention.output.dense.weight",
+            "roberta.encoder.layer.1.output.dense.weight",
+            "classifier.dense.weight",
+            "classifier.out_proj.weight",
+        ],
+    );
+}
+
+#[test]
+fn roberta_positions_past_the_table_are_rejected() {
+    // Positions start at pad + 1, so a table of 9 cannot hold a 9-token sequence (positions 2..=10).
+    let c = tiny("tiny_roberta", |_| {});
+    let mut cfg = c.model.config.clone();
+    cfg.max_position_embeddings = 9;
+    let model = BertForSequenceClassification::random(cfg.clone(), 1).expect("model");
+    let mut ws = Workspace::new(&cfg, c.labels.len(), c.ids.len() / c.labels.len());
+    let batch = Batch { input_ids: &c.ids, attention_mask: &c.mask, token_type_ids: None, labels: None };
+    assert!(model.forward(&mut ws, &batch, Mode::Eval).is_err());
+    cfg.max_position_embeddings = 11;
+    let model = BertForSequenceClassification::random(cfg.clone(), 1).expect("model");
+    assert!(model.forward(&mut ws, &batch, Mode::Eval).is_ok());
 }

@@ -3,7 +3,7 @@ every parameter gradient, and the parameters after three AdamW steps with warmup
 
 Run with the pinned torch venv (scripts/reference/requirements-torch.txt):
     /work/main/.venv-torch/bin/python scripts/reference/gen_tiny_encoders.py
-Writes crates/models/tests/fixtures/tiny_{bert,roberta}/{config.json, model.safetensors, expected.safetensors}.
+Writes crates/models/tests/fixtures/tiny_{bert,roberta,distilbert}/{config.json, model.safetensors, expected.safetensors}.
 """
 
 import os
@@ -13,6 +13,8 @@ from safetensors.torch import save_file
 from transformers import (
     BertConfig,
     BertForSequenceClassification,
+    DistilBertConfig,
+    DistilBertForSequenceClassification,
     RobertaConfig,
     RobertaForSequenceClassification,
     get_linear_schedule_with_warmup,
@@ -41,7 +43,7 @@ def batch(vocab, pad, gen):
 
 def decays(name):
     # Hugging Face Trainer: no weight decay on biases and LayerNorm parameters.
-    return not (name.endswith("bias") or "LayerNorm" in name)
+    return not (name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name)
 
 
 def perturb(model, gen):
@@ -50,7 +52,7 @@ def perturb(model, gen):
     with torch.no_grad():
         for name, p in model.named_parameters():
             noise = torch.randn(p.shape, generator=gen)
-            if "LayerNorm.weight" in name:
+            if "LayerNorm.weight" in name or "layer_norm.weight" in name:
                 p.copy_(1.0 + 0.2 * noise)
             else:
                 p.copy_(0.2 * noise)
@@ -127,7 +129,24 @@ def write_roberta():
     write("tiny_roberta", RobertaForSequenceClassification(config), pad=1, use_token_types=False)
 
 
+def write_distilbert():
+    config = DistilBertConfig(
+        vocab_size=99,
+        dim=32,
+        n_layers=2,
+        n_heads=4,
+        hidden_dim=64,
+        activation="gelu",
+        max_position_embeddings=64,
+        num_labels=3,
+        pad_token_id=0,
+    )
+    config._attn_implementation = "eager"
+    write("tiny_distilbert", DistilBertForSequenceClassification(config), pad=0, use_token_types=False)
+
+
 if __name__ == "__main__":
     torch.manual_seed(0)
     write_bert()
     write_roberta()
+    write_distilbert()

@@ -1,8 +1,10 @@
-//! BERT for sequence classification (`transformers.BertForSequenceClassification`) on the engine's kernels.
+//! BERT-family encoders for sequence classification on the engine's kernels:
+//! `transformers.BertForSequenceClassification`, `RobertaForSequenceClassification` and
+//! `DistilBertForSequenceClassification` (picked by `model_type`, see [`Arch`]).
 //!
-//! embeddings (word + position + token type → LayerNorm → dropout) → N post-LN encoder layers (fused QKV
+//! embeddings (word + position [+ token type] → LayerNorm → dropout) → N post-LN encoder layers (fused QKV
 //! projection → attention → output dense → dropout → residual → LayerNorm; dense → GELU → dense → dropout →
-//! residual → LayerNorm) → pooler (tanh dense over [CLS]) → dropout → classifier.
+//! residual → LayerNorm) → head on the first token (BERT: tanh pooler → dropout → classifier).
 //!
 //! All parameters live in one flat buffer (with gradients and AdamW moments beside it, same layout), addressed
 //! by their Hugging Face names; all activations live in a [`Workspace`] allocated once per (batch, sequence)
@@ -14,7 +16,7 @@ use std::collections::BTreeMap;
 use finetune_engine::kernels::attention::{self, Shape};
 use finetune_engine::kernels::dropout::{self, Dropout};
 use finetune_engine::kernels::{
-    adamw, bce_with_logits, clip_grad, cross_entropy, embedding, gelu, layernorm, linear, mse, pooler, residual,
+    adamw, bce_with_logits, clip_grad, cross_entropy, embedding, gelu, layernorm, linear, mse, pooler, relu, residual,
 };
 use finetune_engine::{StateDict, Tensor};
 use serde::Deserialize;
@@ -49,15 +51,20 @@ fn default_eps() -> f32 {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct BertConfig {
     pub vocab_size: usize,
+    // Aliases are DistilBERT's names for the same quantities.
+    #[serde(alias = "dim")]
     pub hidden_size: usize,
+    #[serde(alias = "n_layers")]
     pub num_hidden_layers: usize,
+    #[serde(alias = "n_heads")]
     pub num_attention_heads: usize,
+    #[serde(alias = "hidden_dim")]
     pub intermediate_size: usize,
-    #[serde(default = "default_act")]
+    #[serde(default = "default_act", alias = "activation")]
     pub hidden_act: String,
-    #[serde(default = "default_dropout")]
+    #[serde(default = "default_dropout", alias = "dropout")]
     pub hidden_dropout_prob: f32,
-    #[serde(default = "default_dropout")]
+    #[serde(default = "default_dropout", alias = "attention_dropout")]
     pub attention_probs_dropout_prob: f32,
     #[serde(default = "default_max_pos")]
     pub max_position_embeddings: usize,
@@ -79,6 +86,12 @@ pub struct BertConfig {
     /// Padding id; RoBERTa derives position ids from it.
     #[serde(default)]
     pub pad_token_id: Option<u32>,
+    /// DistilBERT's dropout before its classifier (default 0.2).
+    #[serde(default)]
+    pub seq_classif_dropout: Option<f32>,
+    /// DistilBERT's fixed sinusoidal position table (not supported; the learned table is).
+    #[serde(default)]
+    pub sinusoidal_pos_embds: bool,
 }
 
 /// Which member of the BERT family: they share the encoder and differ in names, positions and head.
@@ -89,6 +102,9 @@ pub enum Arch {
     /// `RobertaForSequenceClassification`: positions count non-padding tokens from `pad_token_id + 1`; head
     /// is dropout → dense → tanh → dropout → out_proj on the first token; no pooler.
     Roberta,
+    /// `DistilBertForSequenceClassification`: no token types, no dropout after the attention projection,
+    /// head is pre_classifier → ReLU → dropout → classifier on the first token.
+    DistilBert,
 }
 
 impl BertConfig {
@@ -117,6 +133,9 @@ impl BertConfig {
                 self.hidden_act
             )));
         }
+        if self.sinusoidal_pos_embds {
+            return err("sinusoidal_pos_embds is not supported");
+        }
         if self.labels() == 0 {
             return err("num_labels must be at least 1");
         }
@@ -131,12 +150,34 @@ impl BertConfig {
     pub fn arch(&self) -> Arch {
         match self.model_type.as_deref() {
             Some("roberta") | Some("xlm-roberta") | Some("camembert") => Arch::Roberta,
+            Some("distilbert") => Arch::DistilBert,
             _ => Arch::Bert,
         }
     }
 
     fn classifier_dropout_prob(&self) -> f32 {
+        if self.arch() == Arch::DistilBert {
+            return self.seq_classif_dropout.unwrap_or(0.2);
+        }
         self.classifier_dropout.unwrap_or(self.hidden_dropout_prob)
+    }
+
+    /// Token-type table rows (DistilBERT has none).
+    fn token_types(&self) -> usize {
+        if self.arch() == Arch::DistilBert {
+            0
+        } else {
+            self.type_vocab_size
+        }
+    }
+
+    /// Dropout after the attention output projection (DistilBERT has none).
+    fn attn_output_dropout(&self) -> f32 {
+        if self.arch() == Arch::DistilBert {
+            0.0
+        } else {
+            self.hidden_dropout_prob
+        }
     }
 }
 
@@ -195,7 +236,7 @@ fn layout(cfg: &BertConfig) -> (Vec<ParamInfo>, Offsets) {
     let mut infos = Vec::new();
     let mut total = 0usize;
     let mut add = |name: String, shape: Vec<usize>| -> usize {
-        let decay = !(name.ends_with("bias") || name.contains("LayerNorm"));
+        let decay = !(name.ends_with("bias") || name.contains("LayerNorm") || name.contains("layer_norm"));
         let off = total;
         total += shape.iter().product::<usize>();
         infos.push(ParamInfo { name, offset: off, shape, decay });
@@ -204,40 +245,73 @@ fn layout(cfg: &BertConfig) -> (Vec<ParamInfo>, Offsets) {
     let base = match cfg.arch() {
         Arch::Bert => "bert",
         Arch::Roberta => "roberta",
+        Arch::DistilBert => "distilbert",
     };
+    // Per-layer names: (prefix, q, k, v, attention out, LN1, FFN in, FFN out, LN2).
+    let names: [&str; 8] = match cfg.arch() {
+        Arch::DistilBert => [
+            "attention.q_lin",
+            "attention.k_lin",
+            "attention.v_lin",
+            "attention.out_lin",
+            "sa_layer_norm",
+            "ffn.lin1",
+            "ffn.lin2",
+            "output_layer_norm",
+        ],
+        _ => [
+            "attention.self.query",
+            "attention.self.key",
+            "attention.self.value",
+            "attention.output.dense",
+            "attention.output.LayerNorm",
+            "intermediate.dense",
+            "output.dense",
+            "output.LayerNorm",
+        ],
+    };
+    let [nq, nk, nv, nao, nln1, nfc, nproj, nln2] = names;
     let e = format!("{base}.embeddings");
     let wte = add(format!("{e}.word_embeddings.weight"), vec![cfg.vocab_size, c]);
     let wpe = add(format!("{e}.position_embeddings.weight"), vec![cfg.max_position_embeddings, c]);
-    let wtt = add(format!("{e}.token_type_embeddings.weight"), vec![cfg.type_vocab_size, c]);
+    let wtt = if cfg.token_types() > 0 {
+        add(format!("{e}.token_type_embeddings.weight"), vec![cfg.token_types(), c])
+    } else {
+        wpe + cfg.max_position_embeddings * c
+    };
     let emb_ln_w = add(format!("{e}.LayerNorm.weight"), vec![c]);
     let emb_ln_b = add(format!("{e}.LayerNorm.bias"), vec![c]);
     let mut layers = Vec::new();
     for i in 0..cfg.num_hidden_layers {
-        let p = format!("{base}.encoder.layer.{i}");
-        let qkv_w = add(format!("{p}.attention.self.query.weight"), vec![c, c]);
-        add(format!("{p}.attention.self.key.weight"), vec![c, c]);
-        add(format!("{p}.attention.self.value.weight"), vec![c, c]);
-        let qkv_b = add(format!("{p}.attention.self.query.bias"), vec![c]);
-        add(format!("{p}.attention.self.key.bias"), vec![c]);
-        add(format!("{p}.attention.self.value.bias"), vec![c]);
+        let p = match cfg.arch() {
+            Arch::DistilBert => format!("{base}.transformer.layer.{i}"),
+            _ => format!("{base}.encoder.layer.{i}"),
+        };
+        let qkv_w = add(format!("{p}.{nq}.weight"), vec![c, c]);
+        add(format!("{p}.{nk}.weight"), vec![c, c]);
+        add(format!("{p}.{nv}.weight"), vec![c, c]);
+        let qkv_b = add(format!("{p}.{nq}.bias"), vec![c]);
+        add(format!("{p}.{nk}.bias"), vec![c]);
+        add(format!("{p}.{nv}.bias"), vec![c]);
         layers.push(LayerOffsets {
             qkv_w,
             qkv_b,
-            ao_w: add(format!("{p}.attention.output.dense.weight"), vec![c, c]),
-            ao_b: add(format!("{p}.attention.output.dense.bias"), vec![c]),
-            ln1_w: add(format!("{p}.attention.output.LayerNorm.weight"), vec![c]),
-            ln1_b: add(format!("{p}.attention.output.LayerNorm.bias"), vec![c]),
-            fc_w: add(format!("{p}.intermediate.dense.weight"), vec![f, c]),
-            fc_b: add(format!("{p}.intermediate.dense.bias"), vec![f]),
-            proj_w: add(format!("{p}.output.dense.weight"), vec![c, f]),
-            proj_b: add(format!("{p}.output.dense.bias"), vec![c]),
-            ln2_w: add(format!("{p}.output.LayerNorm.weight"), vec![c]),
-            ln2_b: add(format!("{p}.output.LayerNorm.bias"), vec![c]),
+            ao_w: add(format!("{p}.{nao}.weight"), vec![c, c]),
+            ao_b: add(format!("{p}.{nao}.bias"), vec![c]),
+            ln1_w: add(format!("{p}.{nln1}.weight"), vec![c]),
+            ln1_b: add(format!("{p}.{nln1}.bias"), vec![c]),
+            fc_w: add(format!("{p}.{nfc}.weight"), vec![f, c]),
+            fc_b: add(format!("{p}.{nfc}.bias"), vec![f]),
+            proj_w: add(format!("{p}.{nproj}.weight"), vec![c, f]),
+            proj_b: add(format!("{p}.{nproj}.bias"), vec![c]),
+            ln2_w: add(format!("{p}.{nln2}.weight"), vec![c]),
+            ln2_b: add(format!("{p}.{nln2}.bias"), vec![c]),
         });
     }
     let (dense, out) = match cfg.arch() {
         Arch::Bert => ("bert.pooler.dense", "classifier"),
         Arch::Roberta => ("classifier.dense", "classifier.out_proj"),
+        Arch::DistilBert => ("pre_classifier", "classifier"),
     };
     let pool_w = add(format!("{dense}.weight"), vec![c, c]);
     let pool_b = add(format!("{dense}.bias"), vec![c]);
@@ -312,6 +386,8 @@ pub struct Workspace {
     cls_in: Vec<f32>,
     /// RoBERTa: the head's input after its first dropout.
     cls_drop: Vec<f32>,
+    /// DistilBERT: pre_classifier output before its ReLU.
+    pooled_pre: Vec<f32>,
     pooled: Vec<f32>,
     pooled_drop: Vec<f32>,
     /// `[batch, num_labels]` output of the last forward.
@@ -371,6 +447,7 @@ impl Workspace {
             cls_ctx: z(batch * c),
             cls_in: z(batch * c),
             cls_drop: z(batch * c),
+            pooled_pre: z(batch * c),
             pooled: z(batch * c),
             pooled_drop: z(batch * c),
             logits: z(batch * l),
@@ -476,7 +553,10 @@ impl BertForSequenceClassification {
         for k in 0..m.infos.len() {
             let name = m.infos[k].name.clone();
             let found = sd.get(&name).or_else(|| {
-                name.strip_prefix("bert.").or_else(|| name.strip_prefix("roberta.")).and_then(|n| sd.get(n))
+                name.strip_prefix("bert.")
+                    .or_else(|| name.strip_prefix("roberta."))
+                    .or_else(|| name.strip_prefix("distilbert."))
+                    .and_then(|n| sd.get(n))
             });
             match found {
                 Some(t) => {
@@ -489,7 +569,10 @@ impl BertForSequenceClassification {
                     }
                     m.params[info.offset..info.offset + info.len()].copy_from_slice(&t.data);
                 }
-                None if name.starts_with("bert.pooler.") || name.starts_with("classifier") => {
+                None if name.starts_with("bert.pooler.")
+                    || name.starts_with("classifier")
+                    || name.starts_with("pre_classifier") =>
+                {
                     m.init_param(k, seed);
                     fresh.push(name);
                 }
@@ -561,8 +644,8 @@ impl BertForSequenceClassification {
             if tt.len() != n {
                 return bad("token_type_ids length differs from input_ids".into());
             }
-            if let Some(&t) = tt.iter().find(|&&t| t as usize >= cfg.type_vocab_size) {
-                return bad(format!("token type id {t} out of range for type_vocab_size {}", cfg.type_vocab_size));
+            if let Some(&t) = tt.iter().find(|&&t| t as usize >= cfg.token_types()) {
+                return bad(format!("token type id {t} out of range ({} token types)", cfg.token_types()));
             }
         }
         let l = cfg.labels();
@@ -598,7 +681,7 @@ impl BertForSequenceClassification {
 
         ws.ids.copy_from_slice(batch.input_ids);
         match cfg.arch() {
-            Arch::Bert => {
+            Arch::Bert | Arch::DistilBert => {
                 for (i, v) in ws.pos.iter_mut().enumerate() {
                     *v = (i % t) as u32;
                 }
@@ -635,14 +718,15 @@ impl BertForSequenceClassification {
             *m = if a == 0 { f32::MIN } else { 0.0 };
         }
 
+        let has_tt = cfg.token_types() > 0;
         embedding::forward(
             &mut ws.emb_sum,
             &ws.ids,
             &ws.pos,
-            Some(&ws.tt),
+            has_tt.then_some(&ws.tt[..]),
             s(o.wte, cfg.vocab_size * c),
             s(o.wpe, cfg.max_position_embeddings * c),
-            Some(s(o.wtt, cfg.type_vocab_size * c)),
+            has_tt.then(|| s(o.wtt, cfg.token_types() * c)),
             c,
         );
         layernorm::forward(
@@ -683,7 +767,7 @@ impl BertForSequenceClassification {
             };
             let res1 = &mut a.res1[..rows * c];
             linear::forward(res1, ctx, s(lo.ao_w, c * c), Some(s(lo.ao_b, c)), rows, c, c);
-            if let Some(d) = drop_at(mode, cfg.hidden_dropout_prob, site_layer(li, 1)) {
+            if let Some(d) = drop_at(mode, cfg.attn_output_dropout(), site_layer(li, 1)) {
                 dropout::forward(res1, d);
             }
             residual::add_assign(res1, &res_in[..rows * c]);
@@ -725,7 +809,7 @@ impl BertForSequenceClassification {
             None => (&ws.emb_out, t),
         };
         let (head_in, head_t): (&[f32], usize) = match cfg.arch() {
-            Arch::Bert => (last, last_t),
+            Arch::Bert | Arch::DistilBert => (last, last_t),
             Arch::Roberta => {
                 gather_first_rows(&mut ws.cls_drop, last, bsz, last_t, c);
                 if let Some(d) = drop_at(mode, cfg.classifier_dropout_prob(), SITE_HEAD_IN) {
@@ -734,7 +818,15 @@ impl BertForSequenceClassification {
                 (&ws.cls_drop, 1)
             }
         };
-        pooler::forward(&mut ws.pooled, &mut ws.cls, head_in, s(o.pool_w, c * c), s(o.pool_b, c), bsz, head_t, c);
+        let (hw, hb) = (s(o.pool_w, c * c), s(o.pool_b, c));
+        if cfg.arch() == Arch::DistilBert {
+            // pre_classifier → ReLU on the first token.
+            gather_first_rows(&mut ws.cls, head_in, bsz, head_t, c);
+            linear::forward(&mut ws.pooled_pre, &ws.cls, hw, Some(hb), bsz, c, c);
+            relu::forward(&mut ws.pooled, &ws.pooled_pre);
+        } else {
+            pooler::forward(&mut ws.pooled, &mut ws.cls, head_in, hw, hb, bsz, head_t, c);
+        }
         ws.pooled_drop.copy_from_slice(&ws.pooled);
         if let Some(d) = drop_at(mode, cfg.classifier_dropout_prob(), SITE_CLASSIFIER) {
             dropout::forward(&mut ws.pooled_drop, d);
@@ -797,26 +889,33 @@ impl BertForSequenceClassification {
             let (gw, gb) = split_pair(g, o.pool_w, c * c, o.pool_b, c);
             let (dhead, head_t) = match arch {
                 Arch::Bert => (&mut ws.dx, last_t),
-                Arch::Roberta => (&mut ws.dhead, 1),
+                Arch::Roberta | Arch::DistilBert => (&mut ws.dhead, 1),
             };
-            pooler::backward(
-                dhead,
-                gw,
-                gb,
-                &mut ws.dpre,
-                &ws.dpooled,
-                &ws.pooled,
-                &ws.cls,
-                s(o.pool_w, c * c),
-                bsz,
-                head_t,
-                c,
-            );
+            if arch == Arch::DistilBert {
+                relu::backward(&mut ws.dpre, &ws.dpooled, &ws.pooled);
+                linear::backward(Some(dhead), gw, Some(gb), &ws.dpre, &ws.cls, s(o.pool_w, c * c), bsz, c, c, false);
+            } else {
+                pooler::backward(
+                    dhead,
+                    gw,
+                    gb,
+                    &mut ws.dpre,
+                    &ws.dpooled,
+                    &ws.pooled,
+                    &ws.cls,
+                    s(o.pool_w, c * c),
+                    bsz,
+                    head_t,
+                    c,
+                );
+            }
         }
         if arch == Arch::Roberta {
             if let Some(d) = drop_at(mode, cfg.classifier_dropout_prob(), SITE_HEAD_IN) {
                 dropout::backward(&mut ws.dhead, d);
             }
+        }
+        if arch != Arch::Bert {
             scatter_first_rows(&mut ws.dx, &ws.dhead, bsz, last_t, c);
         }
 
@@ -882,7 +981,7 @@ impl BertForSequenceClassification {
                 c,
             );
             ws.dtmp[..rc].copy_from_slice(&ws.dres[..rc]);
-            if let Some(d) = drop_at(mode, cfg.hidden_dropout_prob, site_layer(li, 1)) {
+            if let Some(d) = drop_at(mode, cfg.attn_output_dropout(), site_layer(li, 1)) {
                 dropout::backward(&mut ws.dtmp[..rc], d);
             }
             let (gw, gb) = split_pair(g, lo.ao_w, c * c, lo.ao_b, c);
@@ -928,8 +1027,9 @@ impl BertForSequenceClassification {
         // The three tables are consecutive in the layout: word, position, token type.
         let (gwte, rest) = g[o.wte..].split_at_mut(o.wpe - o.wte);
         let (gwpe, rest) = rest.split_at_mut(o.wtt - o.wpe);
-        let gwtt = &mut rest[..cfg.type_vocab_size * c];
-        embedding::backward(gwte, gwpe, Some(gwtt), &ws.dres, &ws.ids, &ws.pos, Some(&ws.tt), c);
+        let has_tt = cfg.token_types() > 0;
+        let gwtt = has_tt.then(|| &mut rest[..cfg.token_types() * c]);
+        embedding::backward(gwte, gwpe, gwtt, &ws.dres, &ws.ids, &ws.pos, has_tt.then_some(&ws.tt[..]), c);
         Ok(())
     }
 

@@ -15,6 +15,7 @@ pub mod layernorm;
 pub mod linear;
 pub mod mse;
 pub mod pooler;
+pub mod relu;
 pub mod residual;
 
 #[cfg(test)]

@@ -39,25 +39,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let threads = arg(&args, "--threads", 2);
     rayon::ThreadPoolBuilder::new().num_threads(threads).build_global()?;
 
-    let cfg = BertConfig {
-        vocab_size: 30522,
-        hidden_size: 384,
-        num_hidden_layers: arg(&args, "--layers", 6),
-        num_attention_heads: 12,
-        intermediate_size: 1536,
-        hidden_act: "gelu".into(),
-        hidden_dropout_prob: 0.1,
-        attention_probs_dropout_prob: 0.1,
-        max_position_embeddings: 512,
-        type_vocab_size: 2,
-        layer_norm_eps: 1e-12,
-        num_labels: Some(2),
-        id2label: None,
-        problem_type: None,
-        classifier_dropout: None,
-        model_type: Some("bert".into()),
-        pad_token_id: Some(0),
-    };
+    let layers = arg(&args, "--layers", 6);
+    // all-MiniLM-L6-v2's shape with a 2-label classification head.
+    let cfg = BertConfig::from_json(&format!(
+        r#"{{"model_type": "bert", "vocab_size": 30522, "hidden_size": 384, "num_hidden_layers": {layers},
+            "num_attention_heads": 12, "intermediate_size": 1536, "max_position_embeddings": 512,
+            "type_vocab_size": 2, "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1,
+            "layer_norm_eps": 1e-12, "num_labels": 2}}"#
+    ))?;
     let mut model = BertForSequenceClassification::random(cfg.clone(), 0)?;
     let mut ws = Workspace::new(&cfg, b, t);
     let ids: Vec<u32> = (0..b * t).map(|i| 1000 + (i as u32 * 7919) % 29000).collect();

@@ -53,7 +53,10 @@ def main():
     model.train()
     steps = []
     loss = None
+    cpu_start = 0.0
     for i in range(a.warmup + a.steps):
+        if i == a.warmup:
+            cpu_start = time.process_time()
         s = time.perf_counter()
         opt.zero_grad()
         loss = model(input_ids=ids, attention_mask=mask, token_type_ids=tt, labels=labels).loss
@@ -65,7 +68,11 @@ def main():
 
     print(f"torch {torch.__version__}, attn {model.config._attn_implementation}, {a.threads} threads")
     print(f"torch forward_ms {statistics.median(fwd):.1f}")
+    cpu_per_step = (time.process_time() - cpu_start) / a.steps * 1e3
     print(f"torch step_ms {statistics.median(steps):.1f}")
+    print(f"torch forward_min_ms {min(fwd):.1f}")
+    print(f"torch step_min_ms {min(steps):.1f}")
+    print(f"torch step_cpu_ms {cpu_per_step:.1f}")
     print(f"torch last_loss {loss.item():.4f}")
     print(f"torch peak_rss_mib {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}")
 

@@ -20,6 +20,19 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
+/// User + system CPU time of this process in milliseconds (from /proc/self/stat, clock ticks of 10 ms).
+fn cpu_ms() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            // After the command name: state is field 0, utime field 11, stime field 12.
+            Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) * 10.0)
+        })
+        .unwrap_or(f64::NAN)
+}
+
 fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -72,10 +85,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut step_times = Vec::new();
     let mut loss = 0.0;
+    let mut cpu_start = 0.0;
     for i in 0..warmup + steps {
         if i == warmup {
             profile::reset();
             profile::enable(true);
+            cpu_start = cpu_ms();
         }
         let s = Instant::now();
         model.zero_grad();
@@ -88,6 +103,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     profile::enable(false);
+    let cpu_per_step = (cpu_ms() - cpu_start) / steps as f64;
 
     let params = model.params.len();
     println!(
@@ -96,6 +112,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     println!("ours forward_ms {:.1}", median(&mut fwd));
     println!("ours step_ms {:.1}", median(&mut step_times));
+    println!("ours forward_min_ms {:.1}", fwd[0]);
+    println!("ours step_min_ms {:.1}", step_times[0]);
+    println!("ours step_cpu_ms {cpu_per_step:.1}");
     println!("ours last_loss {loss:.4}");
     println!("ours peak_rss_mib {:.0}", peak_rss_mib());
     println!("per-kernel time per train step (ms; pooler includes its own linear):");

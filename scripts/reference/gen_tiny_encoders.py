@@ -82,6 +82,21 @@ def write(name, model, pad, use_token_types):
     for pname, p in model.named_parameters():
         expected["grad." + pname] = p.grad.detach().clone()
 
+    if name == "tiny_bert":
+        # The other heads' losses: BCE with logits (multi-label) and MSE (regression), on the same logits.
+        float_labels = torch.rand(labels.shape[0], config.num_labels, generator=gen)
+        for problem in ["multi_label_classification", "regression"]:
+            model.config.problem_type = problem
+            model.zero_grad()
+            target = (float_labels > 0.5).float() if problem == "multi_label_classification" else float_labels
+            loss = model(**inputs, labels=target).loss
+            loss.backward()
+            expected[problem + ".labels"] = target
+            expected[problem + ".loss"] = loss.detach().reshape(1).clone()
+            for pname in ["classifier.weight", "bert.encoder.layer.0.intermediate.dense.weight"]:
+                expected[problem + ".grad." + pname] = dict(model.named_parameters())[pname].grad.detach().clone()
+        model.config.problem_type = "single_label_classification"
+
     groups = [
         {"params": [p for n, p in model.named_parameters() if decays(n)], "weight_decay": WEIGHT_DECAY},
         {"params": [p for n, p in model.named_parameters() if not decays(n)], "weight_decay": 0.0},

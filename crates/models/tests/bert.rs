@@ -334,3 +334,24 @@ fn distilbert_layer_norms_are_not_decayed() {
         assert_eq!(info.decay, !(norm || info.name.ends_with("bias")), "{}", info.name);
     }
 }
+
+#[test]
+fn bert_multi_label_and_regression_losses_match_pytorch() {
+    let mut c = tiny("tiny_bert", |_| {});
+    for problem in ["multi_label_classification", "regression"] {
+        let target = c.expected.f32s[&format!("{problem}.labels")].data.clone();
+        let labels = if problem == "regression" { Labels::Regression(&target) } else { Labels::MultiLabel(&target) };
+        let batch =
+            Batch { input_ids: &c.ids, attention_mask: &c.mask, token_type_ids: c.tt.as_deref(), labels: Some(labels) };
+        let loss = c.model.forward(&mut c.ws, &batch, Mode::Eval).expect("forward").expect("loss");
+        let want = c.expected.f32s[&format!("{problem}.loss")].data[0];
+        assert!((loss - want).abs() <= 1e-5, "{problem}: loss {loss} vs {want}");
+        c.model.zero_grad();
+        c.model.backward(&mut c.ws, &batch).expect("backward");
+        for name in ["classifier.weight", "bert.encoder.layer.0.intermediate.dense.weight"] {
+            let want = &c.expected.f32s[&format!("{problem}.grad.{name}")].data;
+            let e = rel_err(c.model.grad(name).expect("grad"), want);
+            assert!(e <= 1e-4, "{problem}: gradient of {name} off by {e} relative");
+        }
+    }
+}

@@ -631,6 +631,18 @@ impl BertForSequenceClassification {
         let n = ws.batch * ws.seq;
         let cfg = &self.config;
         let bad = |m: String| Err(BertError::Batch(m));
+        let probs = ws.batch * cfg.num_attention_heads * ws.seq * ws.seq;
+        let sized_for_model = ws.layers.len() == cfg.num_hidden_layers
+            && ws.logits.len() == ws.batch * cfg.labels()
+            && ws.emb_out.len() == n * cfg.hidden_size
+            && ws.layers.iter().all(|a| {
+                a.inter_pre.len() == n * cfg.intermediate_size
+                    && a.probs.len() == probs
+                    && (cfg.attention_probs_dropout_prob == 0.0 || a.probs_drop.len() == probs)
+            });
+        if !sized_for_model {
+            return bad("the workspace was created for a different model configuration".into());
+        }
         if b.input_ids.len() != n || b.attention_mask.len() != n {
             return bad(format!("expected {n} input ids and mask entries for a {}×{} workspace", ws.batch, ws.seq));
         }

@@ -355,3 +355,14 @@ fn bert_multi_label_and_regression_losses_match_pytorch() {
         }
     }
 }
+
+#[test]
+fn workspace_from_another_config_is_rejected() {
+    let mut c = tiny("tiny_bert", |_| {});
+    let mut other = c.model.config.clone();
+    other.intermediate_size = 16;
+    let mut ws = Workspace::new(&other, c.labels.len(), c.ids.len() / c.labels.len());
+    let batch = Batch { input_ids: &c.ids, attention_mask: &c.mask, token_type_ids: None, labels: None };
+    assert!(c.model.forward(&mut ws, &batch, Mode::Eval).is_err());
+    assert!(c.model.forward(&mut c.ws, &batch, Mode::Eval).is_ok());
+}

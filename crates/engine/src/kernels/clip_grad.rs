@@ -35,8 +35,7 @@ fn sum_squares_f32(block: &[f32], out: &mut f32) {
 /// finite, in which case the gradients become NaN).
 pub fn clip(grads: &mut [&mut [f32]], max_norm: f32) -> f32 {
     let _prof = crate::profile::scope("clip_grad.clip");
-    let views: Vec<&[f32]> = grads.iter().map(|g| &**g).collect();
-    let total = global_norm(&views) as f32;
+    let total = grads.iter().map(|g| global_norm(&[&**g]).powi(2)).sum::<f64>().sqrt() as f32;
     // f32 arithmetic as PyTorch does it on the f32 norm tensor.
     let coef = (max_norm / (total + 1e-6)).min(1.0);
     for g in grads.iter_mut() {

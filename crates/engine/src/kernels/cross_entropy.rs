@@ -23,13 +23,11 @@ pub fn validate(labels: &[i64], classes: usize) -> Result<(), String> {
     Ok(())
 }
 
-fn log_softmax_row(row: &[f32], out: &mut [f64]) {
+/// log Σ exp(row), so that log-softmax of class c is `row[c] − logsumexp(row)` without a buffer.
+fn logsumexp(row: &[f32]) -> f64 {
     let mx = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
     let z: f64 = row.iter().map(|&v| (v as f64 - mx).exp()).sum();
-    let lz = z.ln() + mx;
-    for (o, &v) in out.iter_mut().zip(row) {
-        *o = v as f64 - lz;
-    }
+    z.ln() + mx
 }
 
 /// Mean loss. Targets must have passed [`validate`].
@@ -37,7 +35,6 @@ pub fn forward(logits: &[f32], labels: &[i64], n: usize, classes: usize, opt: Op
     let _prof = crate::profile::scope("cross_entropy.forward");
     let eps = opt.label_smoothing as f64;
     let w = |c: usize| opt.weight.map_or(1.0, |w| w[c] as f64);
-    let mut lsm = vec![0.0f64; classes];
     let (mut total, mut denom) = (0.0f64, 0.0f64);
     for i in 0..n {
         let y = labels[i];
@@ -45,9 +42,10 @@ pub fn forward(logits: &[f32], labels: &[i64], n: usize, classes: usize, opt: Op
             continue;
         }
         let y = y as usize;
-        log_softmax_row(&logits[i * classes..(i + 1) * classes], &mut lsm);
-        let nll = -lsm[y] * w(y);
-        let smooth: f64 = (0..classes).map(|c| -lsm[c] * w(c)).sum();
+        let row = &logits[i * classes..(i + 1) * classes];
+        let lz = logsumexp(row);
+        let nll = -(row[y] as f64 - lz) * w(y);
+        let smooth: f64 = (0..classes).map(|c| -(row[c] as f64 - lz) * w(c)).sum();
         total += (1.0 - eps) * nll + eps / classes as f64 * smooth;
         denom += w(y);
     }
@@ -69,7 +67,6 @@ pub fn backward(
     let w = |c: usize| opt.weight.map_or(1.0, |w| w[c] as f64);
     let denom: f64 = labels[..n].iter().filter(|&&y| y != IGNORE_INDEX).map(|&y| w(y as usize)).sum();
     let wsum: f64 = (0..classes).map(w).sum();
-    let mut lsm = vec![0.0f64; classes];
     for i in 0..n {
         let d = &mut dlogits[i * classes..(i + 1) * classes];
         let y = labels[i];
@@ -78,10 +75,11 @@ pub fn backward(
             continue;
         }
         let y = y as usize;
-        log_softmax_row(&logits[i * classes..(i + 1) * classes], &mut lsm);
+        let row = &logits[i * classes..(i + 1) * classes];
+        let lz = logsumexp(row);
         let coef = (1.0 - eps) * w(y) + eps / classes as f64 * wsum;
         for c in 0..classes {
-            let mut g = lsm[c].exp() * coef - eps / classes as f64 * w(c);
+            let mut g = (row[c] as f64 - lz).exp() * coef - eps / classes as f64 * w(c);
             if c == y {
                 g -= (1.0 - eps) * w(y);
             }

@@ -212,7 +212,6 @@ fn finite_differences_with_dropout(dir: &str, names: &[&str]) {
             assert!((fd - an).abs() <= 2e-2 * an.abs() + 2e-4, "{name}[{i}]: analytic {an} vs finite difference {fd}");
         }
     }
-    let _ = base;
 }
 
 #[test]

@@ -3,10 +3,13 @@
 # batch 16 x 128, f32, 2 threads): ours (crates/models/examples/bench_step.rs) against PyTorch
 # (scripts/bench/step_torch.py). Extra arguments (e.g. --steps 20) go to both. Reports medians (the headline),
 # minima, and CPU time per train step, which is less sensitive to other processes on the machine.
-#   PYTHON=/path/to/venv/python scripts/bench/step.sh
+# PyTorch comes from the git-ignored .venv-torch (scripts/reference/setup.sh torch), or PYTHON=/path/to/python.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-PYTHON="${PYTHON:-/work/main/.venv-torch/bin/python}"
+if [ -z "${PYTHON:-}" ]; then
+  [ -x .venv-torch/bin/python ] || scripts/reference/setup.sh torch
+  PYTHON=.venv-torch/bin/python
+fi
 
 echo "load before: $(uptime)"
 cargo build --release -q -p finetune-models --example bench_step

@@ -15,7 +15,8 @@ transformers, never from our own output:
   convert_hf_to_gguf.py does (names, reversed dims, permuted q/k) with a tiny byte-level BPE tokenizer, the HF
   state dict it came from, the expected config, and token ids from transformers' GGUF tokenizer and from the
   `tokenizers` library with SmolLM's tokenizer.json pipeline (they differ where digits are merged).
-- smollm2.json: transformers' token ids for the real SmolLM2-135M-Instruct GGUF file.
+- smollm2.json: for the real SmolLM2-135M-Instruct GGUF file, transformers' token ids, the chat template as
+  GGUFReader reads it, and per tensor of transformers' GGUF-loaded model its shape, sum and sampled values.
 """
 
 import json
@@ -281,8 +282,21 @@ def smol():
     ids = transformers_ids(SMOL, SMOL_FILE, SMOL_TEXTS)
     r = gguf.GGUFReader(str(SMOL / SMOL_FILE))
     template = r.fields["tokenizer.chat_template"].contents()
-    (OUT / "smollm2.json").write_text(json.dumps({"texts": SMOL_TEXTS, "ids": ids, "chat_template_prefix": template[:80]},
-                                                 indent=1, ensure_ascii=False) + "\n")
+    # transformers' own GGUF loading (dequantise, reverse dims, undo the q/k permutation): per tensor its shape,
+    # sum and 16 sampled values at fixed flat indices.
+    import torch
+    from transformers import AutoModelForCausalLM
+    model = AutoModelForCausalLM.from_pretrained(str(SMOL), gguf_file=SMOL_FILE, torch_dtype=torch.float32)
+    tensors = {}
+    for name, t in model.state_dict().items():
+        flat = t.detach().to(torch.float32).reshape(-1)
+        n = flat.numel()
+        idx = sorted({(i * n) // 16 + (i * 7919) % max(1, n // 16) for i in range(16)})
+        tensors[name] = {"shape": list(t.shape), "sum": float(flat.double().sum()),
+                         "index": idx, "values": [float(flat[i]) for i in idx]}
+    (OUT / "smollm2.json").write_text(json.dumps({
+        "texts": SMOL_TEXTS, "ids": ids, "chat_template": template, "tensors": tensors,
+    }, indent=1, ensure_ascii=False) + "\n")
 
 
 if __name__ == "__main__":

@@ -650,8 +650,9 @@ impl GgufFile {
                     "innermost dimension {ne0} is not a multiple of the {ggml_type:?} block size {block}"
                 )));
             }
-            // n_elements is bounded above, so this product cannot overflow u64.
-            let n_bytes = n_elements / block as u64 * type_size as u64;
+            let n_bytes = (n_elements / block as u64)
+                .checked_mul(type_size as u64)
+                .ok_or_else(|| terr(format!("dims {dims:?}: byte size overflows")))?;
             if offset % alignment != 0 {
                 return Err(terr(format!("data offset {offset} is not a multiple of the alignment {alignment}")));
             }

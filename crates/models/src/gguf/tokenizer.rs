@@ -5,6 +5,12 @@
 //! GPT-2 regex, as llama.cpp and SmolLM's own `tokenizer.json` do). Other models (`llama` SentencePiece,
 //! `bert`, `t5`, ...) and other pre-tokenizer types (`llama3`, `qwen2`, ...) are rejected with an error naming
 //! them rather than approximated.
+//!
+//! Two choices differ from one of the references, on purpose:
+//! - `smollm` splits digits one by one (llama.cpp and SmolLM's `tokenizer.json` do; transformers' GGUF loader
+//!   does not). The ids differ only when the vocabulary merges digits, which SmolLM's does not.
+//! - `default` (and an absent `tokenizer.ggml.pre`) uses the GPT-2 ByteLevel regex, as transformers does;
+//!   llama.cpp's own `default` BPE split is a Llama-3-like regex instead.
 
 use ahash::AHashMap;
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;

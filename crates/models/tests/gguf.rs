@@ -4,8 +4,10 @@
 //! `gguf.quants`, numpy, `tokenizers`, transformers). The real SmolLM2 test prints SKIPPED when
 //! `assets/SmolLM2-135M-Instruct` is absent (scripts/fetch.sh SmolLM2-135M-Instruct).
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use finetune_models::checkpoint::load_safetensors;
@@ -15,6 +17,36 @@ use finetune_models::gguf::{
     MetaArray, MetaValue,
 };
 use serde_json::Value;
+
+/// Records the largest single allocation made by this test binary, so the malformed-file tests can check that
+/// no claimed count or length made the reader allocate beyond what the file could hold. (The largest legitimate
+/// allocation, SmolLM2's dequantised embedding, is 113 MB.)
+struct Tracking;
+
+static LARGEST: AtomicUsize = AtomicUsize::new(0);
+const ALLOCATION_LIMIT: usize = 1 << 30;
+
+unsafe impl GlobalAlloc for Tracking {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LARGEST.fetch_max(layout.size(), Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LARGEST.fetch_max(new_size, Ordering::Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Tracking = Tracking;
+
+fn assert_no_huge_allocation() {
+    let largest = LARGEST.load(Ordering::Relaxed);
+    assert!(largest < ALLOCATION_LIMIT, "an allocation of {largest} bytes was made");
+}
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gguf")
@@ -215,6 +247,7 @@ fn every_truncation_is_an_error() {
     }
     let header = err_text(parse(full[..10].to_vec()));
     assert!(header.contains("truncated") && header.contains("test.gguf"), "{header}");
+    assert_no_huge_allocation();
 }
 
 #[test]
@@ -240,6 +273,7 @@ fn corrupted_bytes_never_panic() {
             }
         }
     }
+    assert_no_huge_allocation();
 }
 
 fn header(tensors: u64, kvs: u64) -> Vec<u8> {
@@ -265,24 +299,27 @@ fn string_length_past_eof() {
     b.extend_from_slice(&u64::MAX.to_le_bytes());
     let e = err_text(parse(b));
     assert!(e.contains("metadata `key`") && e.contains("string length"), "{e}");
+    assert_no_huge_allocation();
 }
 
 #[test]
 fn huge_counts_are_rejected_before_allocating() {
-    for itype in [0u32, 8, 9, 10] {
+    // 2^62 overflows any size computation; 2^28 strings would be a 6 GiB vector of empty strings.
+    for (itype, count) in [(0u32, 1u64 << 62), (8, 1 << 62), (9, 1 << 62), (10, 1 << 62), (8, 1 << 28), (9, 1 << 28)] {
         let mut b = header(0, 1);
         put_string(&mut b, "big");
         b.extend_from_slice(&9u32.to_le_bytes());
         b.extend_from_slice(&itype.to_le_bytes());
-        b.extend_from_slice(&(1u64 << 62).to_le_bytes());
+        b.extend_from_slice(&count.to_le_bytes());
         b.extend_from_slice(&[0u8; 64]);
         let e = err_text(parse(b));
-        assert!(e.contains("metadata `big`") && e.contains("count 4611686018427387904"), "{e}");
+        assert!(e.contains("metadata `big`") && e.contains(&format!("count {count}")), "{e}");
     }
     let e = err_text(parse(header(0, u64::MAX)));
     assert!(e.contains("metadata key/values") && e.contains("count"), "{e}");
     let e = err_text(parse(header(u64::MAX / 2, 0)));
     assert!(e.contains("tensor infos") && e.contains("count"), "{e}");
+    assert_no_huge_allocation();
 }
 
 #[test]
@@ -296,6 +333,7 @@ fn deeply_nested_arrays_are_rejected() {
     }
     let e = err_text(parse(b));
     assert!(e.contains("metadata `deep`") && e.contains("nested"), "{e}");
+    assert_no_huge_allocation();
 }
 
 fn with_tensor(entry: TensorEntry) -> Result<GgufFile, GgufError> {
@@ -341,6 +379,7 @@ fn tensor_errors_name_the_tensor() {
 
     let e = err_text(with_tensor(entry("ok", &[2], 0, vec![0; 8])));
     assert!(e.contains("tensor `ok`") && e.contains("duplicate"), "{e}");
+    assert_no_huge_allocation();
 }
 
 #[test]
@@ -375,6 +414,7 @@ fn header_errors() {
 
     let e = GgufFile::open(fixtures().join("does-not-exist.gguf")).unwrap_err().to_string();
     assert!(e.contains("does-not-exist.gguf"), "{e}");
+    assert_no_huge_allocation();
 }
 
 #[test]

@@ -130,6 +130,7 @@ fn parallel_and_sequential_dequantisation_agree() {
     let row_bytes = info.dims[0] as usize / block * type_size;
     let by_rows: Vec<f32> = file
         .tensor_bytes(info)
+        .unwrap()
         .chunks(row_bytes)
         .flat_map(|r| dequantize(info.ggml_type, r, info.dims[0] as usize).unwrap())
         .collect();
@@ -571,6 +572,22 @@ fn llama_errors_are_clear() {
     w.add_f32("blk.0.attn_qkv.weight", &[2], &[0.0, 0.0]);
     let e = load_written(&w).unwrap_err().to_string();
     assert!(e.contains("tensor `blk.0.attn_qkv.weight`") && e.contains("not a Llama tensor"), "{e}");
+
+    let mut w = tiny_llama_writer(true);
+    w.tensors.retain(|t| t.name != "blk.0.ffn_up.weight");
+    let e = load_written(&w).unwrap_err().to_string();
+    assert!(e.contains("tensor `blk.0.ffn_up.weight`") && e.contains("missing"), "{e}");
+
+    let mut w = tiny_llama_writer(true);
+    w.add_f32("blk.1.attn_norm.weight", &[8], &[1.0; 8]);
+    let e = load_written(&w).unwrap_err().to_string();
+    assert!(e.contains("tensor `blk.1.attn_norm.weight`") && e.contains("1-layer"), "{e}");
+
+    let mut w = tiny_llama_writer(true);
+    w.tensors.retain(|t| t.name != "blk.0.attn_k.weight");
+    w.add_f32("blk.0.attn_k.weight", &[8, 8], &[0.0; 64]);
+    let e = load_written(&w).unwrap_err().to_string();
+    assert!(e.contains("tensor `blk.0.attn_k.weight`") && e.contains("[8, 8]") && e.contains("[4, 8]"), "{e}");
 
     let mut w = tiny_llama_writer(true);
     w.metadata[0].1 = MetaValue::String("qwen2".into());

@@ -192,11 +192,90 @@ pub fn llama_config(file: &GgufFile) -> Result<Value, GgufError> {
     Ok(config)
 }
 
+/// The sizes a Llama state dict's shapes are checked against.
+struct Dims {
+    vocab: usize,
+    hidden: usize,
+    inter: usize,
+    layers: usize,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    tied: bool,
+}
+
+impl Dims {
+    fn from_config(config: &Value) -> Self {
+        let get = |key: &str| config.get(key).and_then(Value::as_u64).unwrap_or(0) as usize;
+        Dims {
+            vocab: get("vocab_size"),
+            hidden: get("hidden_size"),
+            inter: get("intermediate_size"),
+            layers: get("num_hidden_layers"),
+            heads: get("num_attention_heads"),
+            kv_heads: get("num_key_value_heads"),
+            head_dim: get("head_dim"),
+            tied: config.get("tie_word_embeddings").and_then(Value::as_bool).unwrap_or(false),
+        }
+    }
+
+    /// The GGUF tensor names a complete checkpoint has.
+    fn gguf_names(&self) -> Vec<String> {
+        let mut names = vec!["token_embd.weight".to_owned(), "output_norm.weight".to_owned()];
+        if !self.tied {
+            names.push("output.weight".into());
+        }
+        for i in 0..self.layers {
+            for t in
+                ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down", "attn_norm", "ffn_norm"]
+            {
+                names.push(format!("blk.{i}.{t}.weight"));
+            }
+        }
+        names
+    }
+
+    /// The HF shape of a GGUF tensor, None when the name is not part of this model.
+    fn shape(&self, gguf_name: &str) -> Option<Vec<usize>> {
+        let (h, q, kv) = (self.hidden, self.heads * self.head_dim, self.kv_heads * self.head_dim);
+        Some(match gguf_name {
+            "token_embd.weight" => vec![self.vocab, h],
+            "output.weight" => vec![self.vocab, h],
+            "output_norm.weight" => vec![h],
+            _ => {
+                let (layer, tail) = gguf_name.strip_prefix("blk.")?.split_once('.')?;
+                if layer.parse::<usize>().ok()? >= self.layers {
+                    return None;
+                }
+                match tail {
+                    "attn_q.weight" => vec![q, h],
+                    "attn_k.weight" | "attn_v.weight" => vec![kv, h],
+                    "attn_output.weight" => vec![h, q],
+                    "ffn_gate.weight" | "ffn_up.weight" => vec![self.inter, h],
+                    "ffn_down.weight" => vec![h, self.inter],
+                    "attn_norm.weight" | "ffn_norm.weight" => vec![h],
+                    _ => return None,
+                }
+            }
+        })
+    }
+}
+
 /// Dequantises every tensor into the HF `LlamaForCausalLM` state dict. `config` is [`llama_config`]'s output
-/// (its head counts undo the Q/K permutation). Unknown tensor names are an error rather than silently dropped.
+/// (its head counts undo the Q/K permutation; its sizes check every shape). Unknown, missing or misshapen
+/// tensors are errors rather than silently dropped or passed on.
 pub fn llama_state_dict(file: &GgufFile, config: &Value) -> Result<StateDict, GgufError> {
-    let count = |key: &str| config.get(key).and_then(Value::as_u64).unwrap_or(0) as usize;
-    let (heads, kv_heads) = (count("num_attention_heads"), count("num_key_value_heads"));
+    let dims = Dims::from_config(config);
+    for name in dims.gguf_names() {
+        if file.tensor(&name).is_none() {
+            return Err(GgufError::Tensor {
+                path: file.path().to_path_buf(),
+                tensor: name,
+                message: "missing from the file".into(),
+            });
+        }
+    }
+    let (heads, kv_heads) = (dims.heads, dims.kv_heads);
     let entries: Vec<(String, Tensor)> = file
         .tensors()
         .par_iter()
@@ -209,6 +288,11 @@ pub fn llama_state_dict(file: &GgufFile, config: &Value) -> Result<StateDict, Gg
             let hf =
                 gguf_to_hf_name(&info.name).ok_or_else(|| terr("not a Llama tensor name this loader knows".into()))?;
             let shape = info.shape();
+            match dims.shape(&info.name) {
+                Some(want) if want == shape => {}
+                Some(want) => return Err(terr(format!("shape {shape:?}, the config implies {want:?}"))),
+                None => return Err(terr(format!("not part of a {}-layer Llama", dims.layers))),
+            }
             let mut data = file.dequantize(info)?;
             let n_head = if info.name.ends_with(".attn_q.weight") {
                 Some(heads)

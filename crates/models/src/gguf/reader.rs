@@ -539,7 +539,7 @@ fn read_array(c: &mut Cursor<'_>, depth: usize) -> Result<MetaArray, String> {
         10 => fixed!(U64, u64),
         11 => fixed!(I64, i64),
         12 => fixed!(F64, f64),
-        _ => unreachable!("min_value_size rejected type {itype}"),
+        _ => return Err(format!("unknown value type {itype}")),
     })
 }
 
@@ -710,15 +710,23 @@ impl GgufFile {
         self.tensors.iter().find(|t| t.name == name)
     }
 
-    /// The raw bytes of a tensor (bounds were checked when the file was read).
-    pub fn tensor_bytes(&self, info: &TensorInfo) -> &[u8] {
-        let start = self.data_offset + info.offset as usize;
-        &self.bytes[start..start + info.n_bytes]
+    /// The raw bytes of a tensor. Infos from [`GgufFile::tensors`] were bounds-checked when the file was read;
+    /// an info built by hand is checked here.
+    pub fn tensor_bytes(&self, info: &TensorInfo) -> Result<&[u8], GgufError> {
+        let range = usize::try_from(info.offset)
+            .ok()
+            .and_then(|o| self.data_offset.checked_add(o))
+            .and_then(|start| Some(start..start.checked_add(info.n_bytes)?));
+        range.and_then(|r| self.bytes.get(r)).ok_or_else(|| GgufError::Tensor {
+            path: self.path.clone(),
+            tensor: info.name.clone(),
+            message: format!("{} bytes at data offset {} are outside the file", info.n_bytes, info.offset),
+        })
     }
 
     /// Dequantises a tensor to f32 in GGUF element order (row-major for [`TensorInfo::shape`]).
     pub fn dequantize(&self, info: &TensorInfo) -> Result<Vec<f32>, GgufError> {
-        dequantize(info.ggml_type, self.tensor_bytes(info), info.n_elements).map_err(|e| GgufError::Tensor {
+        dequantize(info.ggml_type, self.tensor_bytes(info)?, info.n_elements).map_err(|e| GgufError::Tensor {
             path: self.path.clone(),
             tensor: info.name.clone(),
             message: e.to_string(),

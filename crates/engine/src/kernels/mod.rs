@@ -14,6 +14,7 @@ pub mod embedding;
 pub mod gelu;
 pub mod layernorm;
 pub mod linear;
+pub mod linear_cross_entropy;
 pub mod mse;
 pub mod pooler;
 pub mod relu;

@@ -4,7 +4,7 @@ warmup and gradient clipping.
 
 Run with the pinned torch venv (scripts/reference/requirements-torch.txt):
     /work/main/.venv-torch/bin/python scripts/reference/gen_tiny_decoders.py
-Writes crates/models/tests/fixtures/tiny_{llama,qwen2}/{config.json, model.safetensors, expected.safetensors}.
+Writes crates/models/tests/fixtures/tiny_{llama,qwen2,gpt2}/{config.json, model.safetensors, expected.safetensors}.
 """
 
 import os
@@ -12,6 +12,8 @@ import os
 import torch
 from safetensors.torch import save_file
 from transformers import (
+    GPT2Config,
+    GPT2LMHeadModel,
     LlamaConfig,
     LlamaForCausalLM,
     Qwen2Config,
@@ -40,8 +42,8 @@ def batch(vocab, pad, gen):
 
 
 def decays(name):
-    # Hugging Face Trainer: no weight decay on biases and normalisation weights.
-    return not (name.endswith("bias") or "norm" in name)
+    # Hugging Face Trainer: no weight decay on biases and normalisation weights (GPT-2: ln_1, ln_2, ln_f).
+    return not (name.endswith("bias") or "norm" in name or ".ln_" in name)
 
 
 def perturb(model, gen):
@@ -49,7 +51,7 @@ def perturb(model, gen):
     with torch.no_grad():
         for name, p in model.named_parameters():
             noise = torch.randn(p.shape, generator=gen)
-            if "norm" in name:
+            if "norm" in name or (".ln_" in name and name.endswith("weight")):
                 p.copy_(1.0 + 0.2 * noise)
             else:
                 p.copy_(0.2 * noise)
@@ -125,7 +127,27 @@ def write_qwen2():
     write("tiny_qwen2", Qwen2ForCausalLM(config), pad=0)
 
 
+def write_gpt2():
+    config = GPT2Config(
+        vocab_size=128,
+        n_positions=64,
+        n_embd=32,
+        n_layer=2,
+        n_head=4,
+        n_inner=64,
+        activation_function="gelu_new",
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        layer_norm_epsilon=1e-5,
+        pad_token_id=0,
+    )
+    config._attn_implementation = "eager"
+    write("tiny_gpt2", GPT2LMHeadModel(config), pad=0)
+
+
 if __name__ == "__main__":
     torch.manual_seed(0)
     write_llama()
     write_qwen2()
+    write_gpt2()

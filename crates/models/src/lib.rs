@@ -5,6 +5,7 @@
 pub mod bert;
 pub mod checkpoint;
 pub mod config;
+pub mod gpt2;
 pub mod llama;
 mod tokenize_impl;
 pub mod tokenizer;

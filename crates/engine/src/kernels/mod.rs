@@ -12,6 +12,7 @@ pub mod cross_entropy;
 pub mod dropout;
 pub mod embedding;
 pub mod gelu;
+pub mod gelu_tanh;
 pub mod layernorm;
 pub mod linear;
 pub mod linear_cross_entropy;

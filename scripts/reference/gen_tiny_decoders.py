@@ -4,7 +4,7 @@ warmup and gradient clipping.
 
 Run with the pinned torch venv (scripts/reference/requirements-torch.txt):
     /work/main/.venv-torch/bin/python scripts/reference/gen_tiny_decoders.py
-Writes crates/models/tests/fixtures/tiny_{llama,qwen2,gpt2}/{config.json, model.safetensors, expected.safetensors}.
+Writes crates/models/tests/fixtures/tiny_{llama,qwen2,gpt2,llama3}/{config.json, model.safetensors, expected.safetensors}.
 """
 
 import os
@@ -121,6 +121,17 @@ def write_llama():
     write("tiny_llama", LlamaForCausalLM(config), pad=0)
 
 
+def write_llama3_rope():
+    # Llama 3.1-style rope scaling; original_max_position_embeddings is small so that the tiny head_dim has
+    # frequencies in all three bands (kept, interpolated, divided by factor).
+    rope = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 16}
+    config = LlamaConfig(**SHAPE, rms_norm_eps=1e-5, rope_parameters=rope, tie_word_embeddings=True,
+                         attention_bias=True, pad_token_id=0)
+    config._attn_implementation = "eager"
+    write("tiny_llama3", LlamaForCausalLM(config), pad=0)
+
+
 def write_qwen2():
     config = Qwen2Config(**SHAPE, rms_norm_eps=1e-6, rope_theta=1000000.0, tie_word_embeddings=False, pad_token_id=0)
     config._attn_implementation = "eager"
@@ -150,4 +161,5 @@ if __name__ == "__main__":
     torch.manual_seed(0)
     write_llama()
     write_qwen2()
+    write_llama3_rope()
     write_gpt2()

@@ -15,8 +15,8 @@
 //! straight-line code and the backward calls each kernel's backward in reverse. Every parameter has a
 //! `requires_grad` flag; a frozen one gets no weight-gradient matmul at all and is skipped by AdamW.
 //!
-//! Not supported (rejected with a clear error): rope scaling other than the default (linear, dynamic, yarn,
-//! llama3, longrope), sliding-window attention on sequences longer than the window, attention dropout,
+//! Rotary embedding: the default rope type and Llama 3.1's `llama3` frequency scaling. Not supported (rejected
+//! with a clear error): other rope scaling types (linear, dynamic, yarn, longrope), partial rotary factors, sliding-window attention on sequences longer than the window, attention dropout,
 //! MLP biases and activations other than SiLU.
 
 use std::collections::BTreeMap;
@@ -134,17 +134,60 @@ impl LlamaConfig {
             .unwrap_or(10000.0)
     }
 
-    fn rope_type(&self) -> Option<String> {
-        let of = |v: &Option<serde_json::Value>| {
-            v.as_ref()
-                .and_then(|p| p.get("rope_type").or_else(|| p.get("type")))
-                .and_then(|t| t.as_str())
-                .map(String::from)
+    /// The rope parameters dict that selects a non-default rope type, if any (`rope_scaling` in transformers
+    /// 4.x, `rope_parameters` in 5.x).
+    fn rope_scaling_params(&self) -> Option<&serde_json::Value> {
+        let kind = |v: &serde_json::Value| {
+            v.get("rope_type").or_else(|| v.get("type")).and_then(|t| t.as_str()).map(String::from)
         };
-        match (of(&self.rope_scaling), of(&self.rope_parameters)) {
-            (Some(t), _) if t != "default" => Some(t),
-            (_, Some(t)) if t != "default" => Some(t),
-            _ => None,
+        [&self.rope_scaling, &self.rope_parameters]
+            .into_iter()
+            .flatten()
+            .find(|v| kind(v).is_some_and(|t| t != "default"))
+    }
+
+    fn rope_type(&self) -> Option<String> {
+        let v = self.rope_scaling_params()?;
+        v.get("rope_type").or_else(|| v.get("type")).and_then(|t| t.as_str()).map(String::from)
+    }
+
+    fn rope_param(&self, key: &str) -> Result<f64, LlamaError> {
+        self.rope_scaling_params()
+            .and_then(|v| v.get(key))
+            .and_then(|v| v.as_f64())
+            .ok_or_else(|| LlamaError::Config(format!("rope scaling needs a numeric {key:?}")))
+    }
+
+    /// Inverse frequencies of the rotary embedding: the default ones, or with `llama3` scaling
+    /// (transformers' `_compute_llama3_parameters`, same f32 operations: low frequencies divided by `factor`,
+    /// high ones kept, a smooth interpolation between).
+    pub fn rope_inv_freq(&self) -> Result<Vec<f32>, LlamaError> {
+        let inv = rope::default_inv_freq(self.head_dim(), self.rope_theta());
+        match self.rope_type().as_deref() {
+            None => Ok(inv),
+            Some("llama3") => {
+                let factor = self.rope_param("factor")? as f32;
+                let low = self.rope_param("low_freq_factor")? as f32;
+                let high = self.rope_param("high_freq_factor")? as f32;
+                let old = self.rope_param("original_max_position_embeddings")? as f32;
+                let (low_wavelen, high_wavelen) = (old / low, old / high);
+                Ok(inv
+                    .iter()
+                    .map(|&f| {
+                        let wavelen = (1.0 / f) * std::f32::consts::TAU;
+                        let scaled = if wavelen > low_wavelen { f / factor } else { f };
+                        if wavelen < high_wavelen || wavelen > low_wavelen {
+                            scaled
+                        } else {
+                            let smooth = ((1.0 / wavelen) * old - low) / (high - low);
+                            (1.0 - smooth) * scaled / factor + smooth * scaled
+                        }
+                    })
+                    .collect())
+            }
+            Some(t) => Err(LlamaError::Config(format!(
+                "rope scaling {t:?} is not supported (only the default rotary embedding and \"llama3\")"
+            ))),
         }
     }
 
@@ -169,10 +212,14 @@ impl LlamaConfig {
         if self.attention_dropout != 0.0 {
             return err("attention_dropout is not supported (must be 0)".into());
         }
-        if let Some(t) = self.rope_type() {
-            return err(format!(
-                "rope scaling {t:?} is not supported (only the default rotary embedding, rope_scaling null)"
-            ));
+        self.rope_inv_freq()?;
+        let partial = [&self.rope_scaling, &self.rope_parameters]
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.get("partial_rotary_factor").and_then(|x| x.as_f64()))
+            .find(|&x| x != 1.0);
+        if let Some(x) = partial {
+            return err(format!("partial_rotary_factor {x} is not supported (only 1.0)"));
         }
         if let Some(mt) = self.model_type.as_deref() {
             if !matches!(mt, "llama" | "mistral" | "qwen2") {
@@ -345,7 +392,9 @@ impl Workspace {
         let n = batch * seq;
         let z = |k: usize| vec![0.0f32; k];
         let probs = batch * h * seq * seq;
-        let (cos, sin) = rope::tables(seq, d, cfg.rope_theta());
+        // The config was validated when the model was built, so its rope parameters are known to be usable.
+        let inv = cfg.rope_inv_freq().unwrap_or_else(|_| rope::default_inv_freq(d, cfg.rope_theta()));
+        let (cos, sin) = rope::tables_from_inv_freq(seq, &inv);
         Workspace {
             batch,
             seq,

@@ -190,6 +190,15 @@ fn qwen2_three_adamw_steps_match_pytorch() {
 }
 
 #[test]
+fn llama3_rope_scaling_and_attention_bias_match_pytorch() {
+    matches_pytorch("tiny_llama3");
+    adamw_matches_pytorch("tiny_llama3");
+    let c = tiny("tiny_llama3");
+    assert!(c.model.param("model.layers.0.self_attn.o_proj.bias").is_some());
+    assert!(c.model.param("model.layers.0.self_attn.k_proj.bias").is_some());
+}
+
+#[test]
 fn fixtures_cover_tied_untied_biases_and_grouped_query_attention() {
     let l = tiny("tiny_llama");
     assert!(l.cfg.tie_word_embeddings && l.model.param("lm_head.weight").is_none());
@@ -340,9 +349,31 @@ fn finite_differences() {
 fn rejects_unsupported_configs_and_bad_batches() {
     let text = std::fs::read_to_string(fixture("tiny_llama", "config.json")).expect("config");
     let mut v: serde_json::Value = serde_json::from_str(&text).expect("json");
+    v["rope_scaling"] = serde_json::json!({"rope_type": "yarn", "factor": 8.0});
+    let e = LlamaConfig::from_json(&v.to_string()).expect_err("yarn rope scaling is rejected");
+    assert!(e.to_string().contains("yarn"), "{e}");
     v["rope_scaling"] = serde_json::json!({"rope_type": "llama3", "factor": 8.0});
-    let e = LlamaConfig::from_json(&v.to_string()).expect_err("llama3 rope scaling is rejected");
-    assert!(e.to_string().contains("llama3"), "{e}");
+    let e = LlamaConfig::from_json(&v.to_string()).expect_err("llama3 needs all its parameters");
+    assert!(e.to_string().contains("low_freq_factor"), "{e}");
+    let mut v: serde_json::Value = serde_json::from_str(&text).expect("json");
+    v["rope_parameters"]["partial_rotary_factor"] = serde_json::json!(0.5);
+    assert!(LlamaConfig::from_json(&v.to_string()).is_err());
+    let mut v: serde_json::Value = serde_json::from_str(&text).expect("json");
+    v["model_type"] = serde_json::json!("mistral");
+    v["sliding_window"] = serde_json::json!(4);
+    let mistral = LlamaConfig::from_json(&v.to_string()).expect("mistral parses");
+    assert_eq!(mistral.active_sliding_window(), Some(4));
+    let m = LlamaForCausalLM::random(mistral.clone(), 1).expect("random init");
+    let mut ws = Workspace::new(&mistral, 1, 5);
+    let ids = [1u32, 2, 3, 4, 5];
+    let b = Batch { input_ids: &ids, attention_mask: &[1; 5], labels: None, loss_normalizer: None };
+    let e = m.logits(&mut ws, &b, false).expect_err("longer than the sliding window");
+    assert!(e.to_string().contains("sliding_window"), "{e}");
+    let mut ws = Workspace::new(&mistral, 1, 4);
+    let b = Batch { input_ids: &ids[..4], attention_mask: &[1; 4], labels: Some(&[1, 2, 3, 4]), loss_normalizer: None };
+    let loss = m.forward(&mut ws, &b).expect("within the window");
+    // A freshly initialised model predicts nearly uniformly: loss close to ln(vocab).
+    assert!((loss - (128f32).ln()).abs() < 0.5, "{loss}");
     let mut v: serde_json::Value = serde_json::from_str(&text).expect("json");
     v["num_key_value_heads"] = serde_json::json!(3);
     assert!(LlamaConfig::from_json(&v.to_string()).is_err());

@@ -5,12 +5,19 @@
 
 use crate::math::for_each_row;
 
-/// `cos`/`sin` tables `[positions, d/2]` for the default rope type, computed as transformers does in f32:
-/// `inv_freq = 1 / θ^(2i/d)`, `angle = f32(pos) · inv_freq`.
+/// Inverse frequencies of the default rope type, in f32 as transformers computes them: `1 / θ^(2i/d)`.
+pub fn default_inv_freq(head_dim: usize, theta: f64) -> Vec<f32> {
+    (0..head_dim / 2).map(|i| (1.0 / theta.powf(((2 * i) as f32 / head_dim as f32) as f64)) as f32).collect()
+}
+
+/// `cos`/`sin` tables `[positions, d/2]` for the default rope type.
 pub fn tables(positions: usize, head_dim: usize, theta: f64) -> (Vec<f32>, Vec<f32>) {
-    let half = head_dim / 2;
-    let inv: Vec<f32> =
-        (0..half).map(|i| (1.0 / theta.powf(((2 * i) as f32 / head_dim as f32) as f64)) as f32).collect();
+    tables_from_inv_freq(positions, &default_inv_freq(head_dim, theta))
+}
+
+/// `cos`/`sin` tables `[positions, inv.len()]` with `angle = f32(pos) · inv_freq` in f32, as transformers.
+pub fn tables_from_inv_freq(positions: usize, inv: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let half = inv.len();
     let mut cos = vec![0.0; positions * half];
     let mut sin = vec![0.0; positions * half];
     for p in 0..positions {

@@ -6,5 +6,7 @@ pub mod bert;
 pub mod checkpoint;
 pub mod config;
 pub mod gguf;
+pub mod gpt2;
+pub mod llama;
 mod tokenize_impl;
 pub mod tokenizer;

@@ -6,17 +6,23 @@
 pub mod adamw;
 pub mod attention;
 pub mod bce_with_logits;
+pub mod causal_attention;
 pub mod clip_grad;
 pub mod cross_entropy;
 pub mod dropout;
 pub mod embedding;
 pub mod gelu;
+pub mod gelu_tanh;
 pub mod layernorm;
 pub mod linear;
+pub mod linear_cross_entropy;
 pub mod mse;
 pub mod pooler;
 pub mod relu;
 pub mod residual;
+pub mod rmsnorm;
+pub mod rope;
+pub mod swiglu;
 
 #[cfg(test)]
 pub(crate) mod testutil;

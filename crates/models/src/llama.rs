@@ -1,0 +1,886 @@
+//! Llama-family decoders for causal-LM fine-tuning on the engine's kernels: `transformers.LlamaForCausalLM`
+//! (Llama 2/3, SmolLM2), `MistralForCausalLM` and `Qwen2ForCausalLM` (q/k/v biases).
+//!
+//! token embedding → N pre-norm decoder layers (RMSNorm → fused q/k/v projection → rotary embedding → causal
+//! grouped-query attention → o_proj → residual; RMSNorm → fused gate/up projection → SwiGLU → down_proj →
+//! residual) → final RMSNorm → LM head (tied to the embedding or separate).
+//!
+//! The loss is transformers' `ForCausalLMLoss`: position t predicts `labels[t + 1]`, −100 is ignored, and the
+//! sum is divided by the number of kept targets (or by a caller-given token count, for token-normalised
+//! gradient accumulation). The LM head and the loss run fused in row chunks, so `[tokens × vocab]` logits are
+//! never held for training; [`LlamaForCausalLM::logits`] computes them separately for evaluation and generation.
+//!
+//! As in `bert.rs`: parameters, gradients and AdamW moments live in flat buffers addressed by Hugging Face
+//! names, activations in a [`Workspace`] allocated once per (batch, sequence) shape, the forward is
+//! straight-line code and the backward calls each kernel's backward in reverse. Every parameter has a
+//! `requires_grad` flag; a frozen one gets no weight-gradient matmul at all and is skipped by AdamW.
+//!
+//! Rotary embedding: the default rope type and Llama 3.1's `llama3` frequency scaling. Not supported (rejected
+//! with a clear error): other rope scaling types (linear, dynamic, yarn, longrope), partial rotary factors, sliding-window attention on sequences longer than the window, attention dropout,
+//! MLP biases and activations other than SiLU.
+
+use std::collections::BTreeMap;
+
+use finetune_engine::kernels::causal_attention::{self, Shape};
+use finetune_engine::kernels::cross_entropy::IGNORE_INDEX;
+use finetune_engine::kernels::linear_cross_entropy::{self as lce, Scratch};
+use finetune_engine::kernels::{adamw, clip_grad, dropout, linear, residual, rmsnorm, rope, swiglu};
+use finetune_engine::matmul::{gemm_view, matmul, Par, View};
+use finetune_engine::{StateDict, Tensor};
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LlamaError {
+    #[error("invalid config: {0}")]
+    Config(String),
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
+    #[error("invalid batch: {0}")]
+    Batch(String),
+}
+
+fn default_eps() -> f32 {
+    1e-6
+}
+fn default_act() -> String {
+    "silu".into()
+}
+fn default_init() -> f32 {
+    0.02
+}
+
+/// The fields of a Hugging Face Llama / Mistral / Qwen2 `config.json` this model uses.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct LlamaConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    /// Defaults to `num_attention_heads` (no grouping).
+    #[serde(default)]
+    pub num_key_value_heads: Option<usize>,
+    /// Defaults to `hidden_size / num_attention_heads`.
+    #[serde(default)]
+    pub head_dim: Option<usize>,
+    #[serde(default = "default_eps")]
+    pub rms_norm_eps: f32,
+    /// transformers 4.x keeps θ at the top level; 5.x in `rope_parameters`.
+    #[serde(default)]
+    pub rope_theta: Option<f64>,
+    #[serde(default)]
+    pub rope_parameters: Option<serde_json::Value>,
+    #[serde(default)]
+    pub rope_scaling: Option<serde_json::Value>,
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    /// Llama: biases on q, k, v and o projections.
+    #[serde(default)]
+    pub attention_bias: bool,
+    #[serde(default)]
+    pub mlp_bias: bool,
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+    #[serde(default)]
+    pub attention_dropout: f32,
+    #[serde(default)]
+    pub model_type: Option<String>,
+    #[serde(default)]
+    pub sliding_window: Option<usize>,
+    /// Qwen2: the sliding window applies only when this is set.
+    #[serde(default)]
+    pub use_sliding_window: Option<bool>,
+    #[serde(default = "default_init")]
+    pub initializer_range: f32,
+}
+
+impl LlamaConfig {
+    pub fn from_json(text: &str) -> Result<Self, LlamaError> {
+        let c: LlamaConfig = serde_json::from_str(text).map_err(|e| LlamaError::Config(e.to_string()))?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    pub fn kv_heads(&self) -> usize {
+        self.num_key_value_heads.unwrap_or(self.num_attention_heads)
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
+    }
+
+    /// Qwen2 always has q/k/v biases; Llama when `attention_bias`.
+    pub fn qkv_bias(&self) -> bool {
+        self.attention_bias || self.model_type.as_deref() == Some("qwen2")
+    }
+
+    /// Llama's `attention_bias` also puts a bias on o_proj; Qwen2's o_proj has none.
+    pub fn o_bias(&self) -> bool {
+        self.attention_bias
+    }
+
+    /// The sliding-window size when sliding-window attention is active.
+    pub fn active_sliding_window(&self) -> Option<usize> {
+        match self.model_type.as_deref() {
+            Some("qwen2") if self.use_sliding_window != Some(true) => None,
+            _ => self.sliding_window,
+        }
+    }
+
+    /// θ of the rotary embedding (default 10000).
+    pub fn rope_theta(&self) -> f64 {
+        self.rope_theta
+            .or_else(|| self.rope_parameters.as_ref().and_then(|p| p.get("rope_theta")).and_then(|v| v.as_f64()))
+            .unwrap_or(10000.0)
+    }
+
+    /// The rope parameters dict that selects a non-default rope type, if any (`rope_scaling` in transformers
+    /// 4.x, `rope_parameters` in 5.x).
+    fn rope_scaling_params(&self) -> Option<&serde_json::Value> {
+        let kind = |v: &serde_json::Value| {
+            v.get("rope_type").or_else(|| v.get("type")).and_then(|t| t.as_str()).map(String::from)
+        };
+        [&self.rope_scaling, &self.rope_parameters]
+            .into_iter()
+            .flatten()
+            .find(|v| kind(v).is_some_and(|t| t != "default"))
+    }
+
+    fn rope_type(&self) -> Option<String> {
+        let v = self.rope_scaling_params()?;
+        v.get("rope_type").or_else(|| v.get("type")).and_then(|t| t.as_str()).map(String::from)
+    }
+
+    fn rope_param(&self, key: &str) -> Result<f64, LlamaError> {
+        self.rope_scaling_params()
+            .and_then(|v| v.get(key))
+            .and_then(|v| v.as_f64())
+            .ok_or_else(|| LlamaError::Config(format!("rope scaling needs a numeric {key:?}")))
+    }
+
+    /// Inverse frequencies of the rotary embedding: the default ones, or with `llama3` scaling
+    /// (transformers' `_compute_llama3_parameters`, same f32 operations: low frequencies divided by `factor`,
+    /// high ones kept, a smooth interpolation between).
+    pub fn rope_inv_freq(&self) -> Result<Vec<f32>, LlamaError> {
+        let inv = rope::default_inv_freq(self.head_dim(), self.rope_theta());
+        match self.rope_type().as_deref() {
+            None => Ok(inv),
+            Some("llama3") => {
+                let factor = self.rope_param("factor")? as f32;
+                let low = self.rope_param("low_freq_factor")? as f32;
+                let high = self.rope_param("high_freq_factor")? as f32;
+                let old = self.rope_param("original_max_position_embeddings")? as f32;
+                let (low_wavelen, high_wavelen) = (old / low, old / high);
+                Ok(inv
+                    .iter()
+                    .map(|&f| {
+                        let wavelen = (1.0 / f) * std::f32::consts::TAU;
+                        let scaled = if wavelen > low_wavelen { f / factor } else { f };
+                        if wavelen < high_wavelen || wavelen > low_wavelen {
+                            scaled
+                        } else {
+                            let smooth = ((1.0 / wavelen) * old - low) / (high - low);
+                            (1.0 - smooth) * scaled / factor + smooth * scaled
+                        }
+                    })
+                    .collect())
+            }
+            Some(t) => Err(LlamaError::Config(format!(
+                "rope scaling {t:?} is not supported (only the default rotary embedding and \"llama3\")"
+            ))),
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), LlamaError> {
+        let err = |m: String| Err(LlamaError::Config(m));
+        let (h, kv, d) = (self.num_attention_heads, self.kv_heads(), self.head_dim());
+        if self.hidden_size == 0 || h == 0 || kv == 0 || self.vocab_size == 0 {
+            return err("hidden_size, num_attention_heads, num_key_value_heads and vocab_size must be positive".into());
+        }
+        if !h.is_multiple_of(kv) {
+            return err(format!("num_attention_heads {h} is not a multiple of num_key_value_heads {kv}"));
+        }
+        if d == 0 || !d.is_multiple_of(2) {
+            return err(format!("head_dim {d} must be positive and even for the rotary embedding"));
+        }
+        if self.hidden_act != "silu" {
+            return err(format!("hidden_act {:?} is not supported (only \"silu\")", self.hidden_act));
+        }
+        if self.mlp_bias {
+            return err("mlp_bias is not supported".into());
+        }
+        if self.attention_dropout != 0.0 {
+            return err("attention_dropout is not supported (must be 0)".into());
+        }
+        self.rope_inv_freq()?;
+        let partial = [&self.rope_scaling, &self.rope_parameters]
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.get("partial_rotary_factor").and_then(|x| x.as_f64()))
+            .find(|&x| x != 1.0);
+        if let Some(x) = partial {
+            return err(format!("partial_rotary_factor {x} is not supported (only 1.0)"));
+        }
+        if let Some(mt) = self.model_type.as_deref() {
+            if !matches!(mt, "llama" | "mistral" | "qwen2") {
+                return err(format!("model_type {mt:?} is not a Llama-family decoder (llama, mistral, qwen2)"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where one named parameter sits in the flat buffers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamInfo {
+    pub name: String,
+    pub offset: usize,
+    pub shape: Vec<usize>,
+    /// Whether AdamW applies weight decay (Hugging Face: not to biases or normalisation weights).
+    pub decay: bool,
+    /// Frozen parameters get no gradient and no optimizer update.
+    pub requires_grad: bool,
+}
+
+impl ParamInfo {
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Parameter indices (into the info list) of one decoder layer. q, k, v weights are consecutive (one fused
+/// `[(H + 2·KV)·d, C]` matrix), as are their biases and the gate and up weights (`[2F, C]`).
+#[derive(Debug, Clone, Copy)]
+struct LayerIdx {
+    q_w: usize,
+    k_w: usize,
+    v_w: usize,
+    qkv_b: Option<[usize; 3]>,
+    o_w: usize,
+    o_b: Option<usize>,
+    gate_w: usize,
+    up_w: usize,
+    down_w: usize,
+    ln1: usize,
+    ln2: usize,
+}
+
+#[derive(Debug, Clone)]
+struct Idx {
+    embed: usize,
+    layers: Vec<LayerIdx>,
+    norm: usize,
+    /// The LM head's parameter: `embed` when tied.
+    head: usize,
+}
+
+fn layout(cfg: &LlamaConfig) -> (Vec<ParamInfo>, Idx) {
+    let (c, f, h, kv, d) =
+        (cfg.hidden_size, cfg.intermediate_size, cfg.num_attention_heads, cfg.kv_heads(), cfg.head_dim());
+    let mut infos: Vec<ParamInfo> = Vec::new();
+    let mut total = 0usize;
+    let mut add = |name: String, shape: Vec<usize>| -> usize {
+        let decay = !(name.ends_with("bias") || name.contains("norm"));
+        let offset = total;
+        total += shape.iter().product::<usize>();
+        infos.push(ParamInfo { name, offset, shape, decay, requires_grad: true });
+        infos.len() - 1
+    };
+    let embed = add("model.embed_tokens.weight".into(), vec![cfg.vocab_size, c]);
+    let mut layers = Vec::new();
+    for i in 0..cfg.num_hidden_layers {
+        let p = format!("model.layers.{i}");
+        let a = format!("{p}.self_attn");
+        let q_w = add(format!("{a}.q_proj.weight"), vec![h * d, c]);
+        let k_w = add(format!("{a}.k_proj.weight"), vec![kv * d, c]);
+        let v_w = add(format!("{a}.v_proj.weight"), vec![kv * d, c]);
+        let qkv_b = cfg.qkv_bias().then(|| {
+            [
+                add(format!("{a}.q_proj.bias"), vec![h * d]),
+                add(format!("{a}.k_proj.bias"), vec![kv * d]),
+                add(format!("{a}.v_proj.bias"), vec![kv * d]),
+            ]
+        });
+        let o_w = add(format!("{a}.o_proj.weight"), vec![c, h * d]);
+        let o_b = cfg.o_bias().then(|| add(format!("{a}.o_proj.bias"), vec![c]));
+        let gate_w = add(format!("{p}.mlp.gate_proj.weight"), vec![f, c]);
+        let up_w = add(format!("{p}.mlp.up_proj.weight"), vec![f, c]);
+        let down_w = add(format!("{p}.mlp.down_proj.weight"), vec![c, f]);
+        let ln1 = add(format!("{p}.input_layernorm.weight"), vec![c]);
+        let ln2 = add(format!("{p}.post_attention_layernorm.weight"), vec![c]);
+        layers.push(LayerIdx { q_w, k_w, v_w, qkv_b, o_w, o_b, gate_w, up_w, down_w, ln1, ln2 });
+    }
+    let norm = add("model.norm.weight".into(), vec![c]);
+    let head = if cfg.tie_word_embeddings { embed } else { add("lm_head.weight".into(), vec![cfg.vocab_size, c]) };
+    (infos, Idx { embed, layers, norm, head })
+}
+
+/// One batch of `batch × seq` tokens, row-major.
+#[derive(Debug, Clone, Copy)]
+pub struct Batch<'a> {
+    pub input_ids: &'a [u32],
+    /// 1 for real tokens, 0 for padding.
+    pub attention_mask: &'a [u32],
+    /// Unshifted labels `[batch, seq]` (position t is scored against `labels[t + 1]`); −100 is ignored.
+    pub labels: Option<&'a [i64]>,
+    /// Divide the summed loss by this instead of the number of kept targets (the token count of a whole
+    /// accumulated batch, as transformers' `num_items_in_batch`).
+    pub loss_normalizer: Option<f32>,
+}
+
+/// Activations of one decoder layer kept for the backward.
+struct LayerActs {
+    ln1: Vec<f32>,
+    rstd1: Vec<f32>,
+    /// q/k/v after the rotary embedding.
+    qkv: Vec<f32>,
+    probs: Vec<f32>,
+    ctx: Vec<f32>,
+    /// Residual stream after attention.
+    mid: Vec<f32>,
+    ln2: Vec<f32>,
+    rstd2: Vec<f32>,
+    gate_up: Vec<f32>,
+    act: Vec<f32>,
+    /// Layer output (input of the next layer).
+    out: Vec<f32>,
+}
+
+/// Default size of one chunk of LM-head logits (floats): 32 MiB.
+const HEAD_CHUNK_FLOATS: usize = 1 << 23;
+
+/// Every activation and activation-gradient buffer for one (batch, seq) shape, allocated once and reused.
+pub struct Workspace {
+    pub batch: usize,
+    pub seq: usize,
+    ids: Vec<u32>,
+    pos: Vec<u32>,
+    mask_add: Vec<f32>,
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    targets: Vec<i64>,
+    emb: Vec<f32>,
+    layers: Vec<LayerActs>,
+    final_rstd: Vec<f32>,
+    /// Final-norm output: the LM head's input.
+    hidden: Vec<f32>,
+    /// Output of the last [`LlamaForCausalLM::logits`] call.
+    pub logits: Vec<f32>,
+    head: Scratch,
+    dx: Vec<f32>,
+    dln: Vec<f32>,
+    dact: Vec<f32>,
+    dgate_up: Vec<f32>,
+    dctx: Vec<f32>,
+    dqkv: Vec<f32>,
+    dscores: Vec<f32>,
+    dhidden: Vec<f32>,
+}
+
+impl Workspace {
+    pub fn new(cfg: &LlamaConfig, batch: usize, seq: usize) -> Self {
+        Self::with_head_chunk(cfg, batch, seq, Scratch::rows_for_budget(HEAD_CHUNK_FLOATS, cfg.vocab_size))
+    }
+
+    /// As [`new`](Self::new) with an explicit number of token rows per LM-head chunk.
+    pub fn with_head_chunk(cfg: &LlamaConfig, batch: usize, seq: usize, chunk_rows: usize) -> Self {
+        let (c, f, h, d) = (cfg.hidden_size, cfg.intermediate_size, cfg.num_attention_heads, cfg.head_dim());
+        let w = (h + 2 * cfg.kv_heads()) * d;
+        let n = batch * seq;
+        let z = |k: usize| vec![0.0f32; k];
+        let probs = batch * h * seq * seq;
+        // The config was validated when the model was built, so its rope parameters are known to be usable.
+        let inv = cfg.rope_inv_freq().unwrap_or_else(|_| rope::default_inv_freq(d, cfg.rope_theta()));
+        let (cos, sin) = rope::tables_from_inv_freq(seq, &inv);
+        Workspace {
+            batch,
+            seq,
+            ids: vec![0; n],
+            pos: (0..n).map(|i| (i % seq.max(1)) as u32).collect(),
+            mask_add: z(n),
+            cos,
+            sin,
+            targets: vec![IGNORE_INDEX; n],
+            emb: z(n * c),
+            layers: (0..cfg.num_hidden_layers)
+                .map(|_| LayerActs {
+                    ln1: z(n * c),
+                    rstd1: z(n),
+                    qkv: z(n * w),
+                    probs: z(probs),
+                    ctx: z(n * h * d),
+                    mid: z(n * c),
+                    ln2: z(n * c),
+                    rstd2: z(n),
+                    gate_up: z(n * 2 * f),
+                    act: z(n * f),
+                    out: z(n * c),
+                })
+                .collect(),
+            final_rstd: z(n),
+            hidden: z(n * c),
+            logits: Vec::new(),
+            head: Scratch::new(chunk_rows.min(n.max(1)), c, cfg.vocab_size),
+            dx: z(n * c),
+            dln: z(n * c),
+            dact: z(n * f),
+            dgate_up: z(n * 2 * f),
+            dctx: z(n * h * d),
+            dqkv: z(n * w),
+            dscores: z(probs),
+            dhidden: z(n * c),
+        }
+    }
+}
+
+/// Small deterministic normal generator for initialising new parameters (splitmix64 + Box–Muller).
+fn normal_fill(out: &mut [f32], std: f32, seed: u64) {
+    for (i, v) in out.iter_mut().enumerate() {
+        let u1 = dropout::uniform(seed, 2 * i as u64).max(1e-7) as f64;
+        let u2 = dropout::uniform(seed, 2 * i as u64 + 1) as f64;
+        *v = ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32 * std;
+    }
+}
+
+pub struct LlamaForCausalLM {
+    pub config: LlamaConfig,
+    infos: Vec<ParamInfo>,
+    index: BTreeMap<String, usize>,
+    idx: Idx,
+    pub params: Vec<f32>,
+    pub grads: Vec<f32>,
+    exp_avg: Vec<f32>,
+    exp_avg_sq: Vec<f32>,
+    step: u64,
+}
+
+/// `dW[rows, c_in] += dout[:, col..col + rows]ᵀ · inp` where dout rows are `width` wide.
+#[allow(clippy::too_many_arguments)]
+fn weight_grad(
+    dw: &mut [f32],
+    dout: &[f32],
+    width: usize,
+    col: usize,
+    rows: usize,
+    inp: &[f32],
+    n: usize,
+    c_in: usize,
+) {
+    let a = View { data: &dout[col..], rs: 1, cs: width };
+    let par = if rows * c_in * n >= 1 << 18 { Par::Rayon } else { Par::Seq };
+    gemm_view(dw, c_in, a, View::new(inp, c_in, false), rows, c_in, n, 1.0, true, par);
+}
+
+/// `db[j] += Σ_i dout[i, col + j]`.
+fn bias_grad(db: &mut [f32], dout: &[f32], width: usize, col: usize) {
+    for row in dout.chunks_exact(width) {
+        for (d, g) in db.iter_mut().zip(&row[col..]) {
+            *d += g;
+        }
+    }
+}
+
+impl LlamaForCausalLM {
+    fn empty(config: LlamaConfig) -> Result<Self, LlamaError> {
+        config.validate()?;
+        let (infos, idx) = layout(&config);
+        let total = infos.last().map_or(0, |i| i.offset + i.len());
+        let index = infos.iter().enumerate().map(|(k, i)| (i.name.clone(), k)).collect();
+        Ok(LlamaForCausalLM {
+            config,
+            infos,
+            index,
+            idx,
+            params: vec![0.0; total],
+            grads: vec![0.0; total],
+            exp_avg: vec![0.0; total],
+            exp_avg_sq: vec![0.0; total],
+            step: 0,
+        })
+    }
+
+    /// Initialised as `transformers` does for a new model: weights N(0, initializer_range), biases 0, norms 1.
+    pub fn random(config: LlamaConfig, seed: u64) -> Result<Self, LlamaError> {
+        let mut m = Self::empty(config)?;
+        let std = m.config.initializer_range;
+        for k in 0..m.infos.len() {
+            let info = &m.infos[k];
+            let dst = &mut m.params[info.offset..info.offset + info.len()];
+            if info.name.contains("norm") {
+                dst.fill(1.0);
+            } else if info.name.ends_with("bias") {
+                dst.fill(0.0);
+            } else {
+                normal_fill(dst, std, seed ^ (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            }
+        }
+        Ok(m)
+    }
+
+    /// Loads parameters by Hugging Face name (also base-model checkpoints without the `model.` prefix). With
+    /// tied embeddings a stored `lm_head.weight` is ignored.
+    pub fn from_state_dict(config: LlamaConfig, sd: &StateDict) -> Result<Self, LlamaError> {
+        let mut m = Self::empty(config)?;
+        for info in &m.infos {
+            let found = sd.get(&info.name).or_else(|| info.name.strip_prefix("model.").and_then(|n| sd.get(n)));
+            let t = found.ok_or_else(|| LlamaError::Checkpoint(format!("missing parameter {}", info.name)))?;
+            if t.shape != info.shape || t.data.len() != info.len() {
+                return Err(LlamaError::Checkpoint(format!(
+                    "{}: shape {:?} does not match the config's {:?}",
+                    info.name, t.shape, info.shape
+                )));
+            }
+            m.params[info.offset..info.offset + info.len()].copy_from_slice(&t.data);
+        }
+        Ok(m)
+    }
+
+    pub fn param_infos(&self) -> &[ParamInfo] {
+        &self.infos
+    }
+
+    /// Optimizer steps taken so far.
+    pub fn steps(&self) -> u64 {
+        self.step
+    }
+
+    fn info(&self, name: &str) -> Option<&ParamInfo> {
+        Some(&self.infos[*self.index.get(name)?])
+    }
+
+    pub fn param(&self, name: &str) -> Option<&[f32]> {
+        let i = self.info(name)?;
+        Some(&self.params[i.offset..i.offset + i.len()])
+    }
+
+    pub fn param_mut(&mut self, name: &str) -> Option<&mut [f32]> {
+        let i = self.info(name)?.clone();
+        Some(&mut self.params[i.offset..i.offset + i.len()])
+    }
+
+    pub fn grad(&self, name: &str) -> Option<&[f32]> {
+        let i = self.info(name)?;
+        Some(&self.grads[i.offset..i.offset + i.len()])
+    }
+
+    /// Freezes (`false`) or unfreezes a parameter. A frozen parameter's gradient is left untouched (zero after
+    /// [`zero_grad`](Self::zero_grad)) and AdamW does not update it.
+    pub fn set_requires_grad(&mut self, name: &str, requires_grad: bool) -> Result<(), LlamaError> {
+        let k = *self.index.get(name).ok_or_else(|| LlamaError::Config(format!("no parameter named {name}")))?;
+        self.infos[k].requires_grad = requires_grad;
+        Ok(())
+    }
+
+    pub fn requires_grad(&self, name: &str) -> Option<bool> {
+        self.info(name).map(|i| i.requires_grad)
+    }
+
+    fn to_state_dict(&self, data: &[f32]) -> StateDict {
+        self.infos
+            .iter()
+            .map(|i| (i.name.clone(), Tensor::new(i.shape.clone(), data[i.offset..i.offset + i.len()].to_vec())))
+            .collect()
+    }
+
+    pub fn state_dict(&self) -> StateDict {
+        self.to_state_dict(&self.params)
+    }
+
+    /// Gradients keyed by parameter name.
+    pub fn grads_state_dict(&self) -> StateDict {
+        self.to_state_dict(&self.grads)
+    }
+
+    pub fn zero_grad(&mut self) {
+        let _prof = finetune_engine::profile::scope("zero_grad");
+        self.grads.fill(0.0);
+    }
+
+    fn check_batch(&self, ws: &Workspace, b: &Batch<'_>) -> Result<(), LlamaError> {
+        let cfg = &self.config;
+        let n = ws.batch * ws.seq;
+        let bad = |m: String| Err(LlamaError::Batch(m));
+        let w = (cfg.num_attention_heads + 2 * cfg.kv_heads()) * cfg.head_dim();
+        let sized = ws.layers.len() == cfg.num_hidden_layers
+            && ws.emb.len() == n * cfg.hidden_size
+            && ws.layers.iter().all(|a| a.qkv.len() == n * w && a.act.len() == n * cfg.intermediate_size)
+            && ws.cos.len() == ws.seq * cfg.head_dim() / 2;
+        if !sized {
+            return bad("the workspace was created for a different model configuration".into());
+        }
+        if b.input_ids.len() != n || b.attention_mask.len() != n {
+            return bad(format!("expected {n} input ids and mask entries for a {}×{} workspace", ws.batch, ws.seq));
+        }
+        if let Some(&id) = b.input_ids.iter().find(|&&i| i as usize >= cfg.vocab_size) {
+            return bad(format!("input id {id} out of range for vocab_size {}", cfg.vocab_size));
+        }
+        if b.attention_mask.iter().any(|&m| m > 1) {
+            return bad("attention_mask entries must be 0 or 1".into());
+        }
+        if let Some(win) = cfg.active_sliding_window() {
+            if ws.seq > win {
+                return bad(format!(
+                    "sequence length {} exceeds sliding_window {win}; sliding-window attention is not supported",
+                    ws.seq
+                ));
+            }
+        }
+        if let Some(y) = b.labels {
+            if y.len() != n {
+                return bad(format!("expected {n} labels, one per token"));
+            }
+            if let Some(&l) = y.iter().find(|&&l| l != IGNORE_INDEX && (l < 0 || l as usize >= cfg.vocab_size)) {
+                return bad(format!("label {l} is out of bounds for vocab_size {}", cfg.vocab_size));
+            }
+        }
+        if let Some(z) = b.loss_normalizer {
+            if !(z > 0.0 && z.is_finite()) {
+                return bad(format!("loss_normalizer must be positive, got {z}"));
+            }
+        }
+        Ok(())
+    }
+
+    fn range(&self, k: usize) -> std::ops::Range<usize> {
+        let i = &self.infos[k];
+        i.offset..i.offset + i.len()
+    }
+
+    /// Embedding, decoder layers and final norm: leaves the LM head's input in `ws.hidden`.
+    fn trunk(&self, ws: &mut Workspace, batch: &Batch<'_>) -> Result<(), LlamaError> {
+        self.check_batch(ws, batch)?;
+        let cfg = &self.config;
+        let (bsz, t, c, f) = (ws.batch, ws.seq, cfg.hidden_size, cfg.intermediate_size);
+        let (h, kv, d) = (cfg.num_attention_heads, cfg.kv_heads(), cfg.head_dim());
+        let (n, w) = (bsz * t, (h + 2 * kv) * d);
+        let shape = Shape { batch: bsz, seq: t, heads: h, kv_heads: kv, head_dim: d };
+        let p = &self.params;
+        let s = |k: usize| &p[self.range(k)];
+        let eps = cfg.rms_norm_eps;
+
+        ws.ids.copy_from_slice(batch.input_ids);
+        for (m, &a) in ws.mask_add.iter_mut().zip(batch.attention_mask) {
+            // transformers' additive mask: 0 for tokens, the most negative f32 for padding.
+            *m = if a == 0 { f32::MIN } else { 0.0 };
+        }
+        let table = s(self.idx.embed);
+        for (o, &id) in ws.emb.chunks_exact_mut(c).zip(&ws.ids) {
+            o.copy_from_slice(&table[id as usize * c..(id as usize + 1) * c]);
+        }
+
+        for (li, lx) in self.idx.layers.iter().enumerate() {
+            let (prev, rest) = ws.layers.split_at_mut(li);
+            let inp: &[f32] = if li == 0 { &ws.emb } else { &prev[li - 1].out };
+            let a = &mut rest[0];
+            rmsnorm::forward(&mut a.ln1, &mut a.rstd1, inp, s(lx.ln1), n, c, eps);
+            // q, k, v weights (and biases) are consecutive: one [w, C] projection.
+            let wqkv = &p[self.infos[lx.q_w].offset..self.range(lx.v_w).end];
+            let bqkv = lx.qkv_b.map(|[bq, _, bv]| &p[self.infos[bq].offset..self.range(bv).end]);
+            linear::forward(&mut a.qkv, &a.ln1, wqkv, bqkv, n, c, w);
+            rope::apply(&mut a.qkv, w, 0, h, d, &ws.pos, &ws.cos, &ws.sin, false);
+            rope::apply(&mut a.qkv, w, h * d, kv, d, &ws.pos, &ws.cos, &ws.sin, false);
+            causal_attention::forward(&mut a.ctx, &mut a.probs, &a.qkv, &ws.mask_add, shape);
+            linear::forward(&mut a.mid, &a.ctx, s(lx.o_w), lx.o_b.map(s), n, h * d, c);
+            residual::add_assign(&mut a.mid, inp);
+            rmsnorm::forward(&mut a.ln2, &mut a.rstd2, &a.mid, s(lx.ln2), n, c, eps);
+            let wgu = &p[self.infos[lx.gate_w].offset..self.range(lx.up_w).end];
+            linear::forward(&mut a.gate_up, &a.ln2, wgu, None, n, c, 2 * f);
+            swiglu::forward(&mut a.act, &a.gate_up, n, f);
+            linear::forward(&mut a.out, &a.act, s(lx.down_w), None, n, f, c);
+            residual::add_assign(&mut a.out, &a.mid);
+        }
+        let last: &[f32] = match ws.layers.last() {
+            Some(a) => &a.out,
+            None => &ws.emb,
+        };
+        rmsnorm::forward(&mut ws.hidden, &mut ws.final_rstd, last, s(self.idx.norm), n, c, eps);
+        Ok(())
+    }
+
+    /// Shifted targets from `labels`; returns the loss normaliser (kept targets, or the caller's).
+    fn prepare_targets(ws: &mut Workspace, batch: &Batch<'_>, labels: &[i64]) -> f32 {
+        let t = ws.seq;
+        for (row_t, row_y) in ws.targets.chunks_exact_mut(t).zip(labels.chunks_exact(t)) {
+            row_t[..t - 1].copy_from_slice(&row_y[1..]);
+            row_t[t - 1] = IGNORE_INDEX;
+        }
+        batch.loss_normalizer.unwrap_or(lce::count_targets(&ws.targets) as f32)
+    }
+
+    /// The causal-LM loss of `batch` (which must have labels), without gradients. NaN when every target is
+    /// ignored (as PyTorch's mean over no elements).
+    pub fn forward(&self, ws: &mut Workspace, batch: &Batch<'_>) -> Result<f32, LlamaError> {
+        let labels = batch.labels.ok_or_else(|| LlamaError::Batch("the loss needs labels".into()))?;
+        self.trunk(ws, batch)?;
+        let norm = Self::prepare_targets(ws, batch, labels);
+        let (n, c, v) = (ws.batch * ws.seq, self.config.hidden_size, self.config.vocab_size);
+        let head = &self.params[self.range(self.idx.head)];
+        Ok(lce::forward_backward(&ws.hidden, head, &ws.targets, n, c, v, norm, None, &mut ws.head))
+    }
+
+    /// Logits `[batch, seq, vocab]` into `ws.logits`, or with `last_only` `[batch, vocab]` at each sequence's
+    /// last real token (the last position whose attention mask is 1), for generation.
+    pub fn logits<'w>(
+        &self,
+        ws: &'w mut Workspace,
+        batch: &Batch<'_>,
+        last_only: bool,
+    ) -> Result<&'w [f32], LlamaError> {
+        self.trunk(ws, batch)?;
+        let (bsz, t, c, v) = (ws.batch, ws.seq, self.config.hidden_size, self.config.vocab_size);
+        let head = &self.params[self.range(self.idx.head)];
+        if last_only {
+            let mut rows = vec![0.0f32; bsz * c];
+            for b in 0..bsz {
+                let m = &batch.attention_mask[b * t..(b + 1) * t];
+                let last = m.iter().rposition(|&x| x == 1).unwrap_or(t - 1);
+                rows[b * c..(b + 1) * c].copy_from_slice(&ws.hidden[(b * t + last) * c..(b * t + last + 1) * c]);
+            }
+            ws.logits.resize(bsz * v, 0.0);
+            matmul(&mut ws.logits, &rows, head, bsz, c, v, false, true, false);
+        } else {
+            ws.logits.resize(bsz * t * v, 0.0);
+            matmul(&mut ws.logits, &ws.hidden, head, bsz * t, c, v, false, true, false);
+        }
+        Ok(&ws.logits)
+    }
+
+    /// Forward and backward in one pass: returns the loss and adds its gradient to `self.grads` for every
+    /// parameter that requires one. The LM head's logits gradient is formed chunk by chunk during the loss.
+    pub fn forward_backward(&mut self, ws: &mut Workspace, batch: &Batch<'_>) -> Result<f32, LlamaError> {
+        let labels = batch.labels.ok_or_else(|| LlamaError::Batch("training needs labels".into()))?;
+        self.trunk(ws, batch)?;
+        let norm = Self::prepare_targets(ws, batch, labels);
+        let cfg = &self.config;
+        let (bsz, t, c, f, v) = (ws.batch, ws.seq, cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
+        let (h, kv, d) = (cfg.num_attention_heads, cfg.kv_heads(), cfg.head_dim());
+        let (n, w) = (bsz * t, (h + 2 * kv) * d);
+        let shape = Shape { batch: bsz, seq: t, heads: h, kv_heads: kv, head_dim: d };
+        let Self { params: p, grads: g, infos, idx, .. } = self;
+        let rg = |k: usize| infos[k].requires_grad;
+        let r = |k: usize| infos[k].offset..infos[k].offset + infos[k].len();
+        let s = |k: usize| &p[r(k)];
+
+        let loss = {
+            let head_rg = rg(idx.head);
+            let grads = lce::Grads {
+                dhidden: Some(&mut ws.dhidden),
+                dweight: if head_rg { Some(&mut g[r(idx.head)]) } else { None },
+            };
+            lce::forward_backward(&ws.hidden, s(idx.head), &ws.targets, n, c, v, norm, Some(grads), &mut ws.head)
+        };
+
+        // Final norm: ws.dx becomes the gradient of the last layer's output.
+        {
+            let last: &[f32] = match ws.layers.last() {
+                Some(a) => &a.out,
+                None => &ws.emb,
+            };
+            let dw = if rg(idx.norm) { Some(&mut g[r(idx.norm)]) } else { None };
+            rmsnorm::backward(&mut ws.dx, dw, &ws.dhidden, last, s(idx.norm), &ws.final_rstd, n, c, false);
+        }
+
+        for li in (0..idx.layers.len()).rev() {
+            let lx = idx.layers[li];
+            let (prev, rest) = ws.layers.split_at(li);
+            let inp: &[f32] = if li == 0 { &ws.emb } else { &prev[li - 1].out };
+            let a = &rest[0];
+
+            // MLP: out = mid + down(swiglu(gate_up(ln2(mid)))).
+            matmul(&mut ws.dact, &ws.dx, s(lx.down_w), n, c, f, false, false, false);
+            if rg(lx.down_w) {
+                weight_grad(&mut g[r(lx.down_w)], &ws.dx, c, 0, c, &a.act, n, f);
+            }
+            swiglu::backward(&mut ws.dgate_up, &ws.dact, &a.gate_up, n, f);
+            let gu = infos[lx.gate_w].offset..r(lx.up_w).end;
+            matmul(&mut ws.dln, &ws.dgate_up, &p[gu], n, 2 * f, c, false, false, false);
+            for (k, col) in [(lx.gate_w, 0), (lx.up_w, f)] {
+                if rg(k) {
+                    weight_grad(&mut g[r(k)], &ws.dgate_up, 2 * f, col, f, &a.ln2, n, c);
+                }
+            }
+            let dw = if rg(lx.ln2) { Some(&mut g[r(lx.ln2)]) } else { None };
+            rmsnorm::backward(&mut ws.dx, dw, &ws.dln, &a.mid, s(lx.ln2), &a.rstd2, n, c, true);
+
+            // Attention: mid = inp + o_proj(attn(rope(qkv(ln1(inp))))).
+            matmul(&mut ws.dctx, &ws.dx, s(lx.o_w), n, c, h * d, false, false, false);
+            if rg(lx.o_w) {
+                weight_grad(&mut g[r(lx.o_w)], &ws.dx, c, 0, c, &a.ctx, n, h * d);
+            }
+            if let Some(ob) = lx.o_b.filter(|&k| rg(k)) {
+                bias_grad(&mut g[r(ob)], &ws.dx[..n * c], c, 0);
+            }
+            causal_attention::backward(&mut ws.dqkv, &mut ws.dscores, &ws.dctx, &a.qkv, &a.probs, shape);
+            rope::backward(&mut ws.dqkv, w, 0, h, d, &ws.pos, &ws.cos, &ws.sin);
+            rope::backward(&mut ws.dqkv, w, h * d, kv, d, &ws.pos, &ws.cos, &ws.sin);
+            let qkv = infos[lx.q_w].offset..r(lx.v_w).end;
+            matmul(&mut ws.dln, &ws.dqkv, &p[qkv], n, w, c, false, false, false);
+            let cols = [(0, h * d), (h * d, kv * d), ((h + kv) * d, kv * d)];
+            for (k, (col, rows)) in [lx.q_w, lx.k_w, lx.v_w].into_iter().zip(cols) {
+                if rg(k) {
+                    weight_grad(&mut g[r(k)], &ws.dqkv, w, col, rows, &a.ln1, n, c);
+                }
+            }
+            if let Some(bs) = lx.qkv_b {
+                for (k, (col, _)) in bs.into_iter().zip(cols) {
+                    if rg(k) {
+                        bias_grad(&mut g[r(k)], &ws.dqkv[..n * w], w, col);
+                    }
+                }
+            }
+            let dw = if rg(lx.ln1) { Some(&mut g[r(lx.ln1)]) } else { None };
+            rmsnorm::backward(&mut ws.dx, dw, &ws.dln, inp, s(lx.ln1), &a.rstd1, n, c, true);
+        }
+
+        if rg(idx.embed) {
+            let ge = &mut g[r(idx.embed)];
+            // Rows repeat across tokens, so the scatter is serial; it is O(n·c), small next to the matmuls.
+            for (dx, &id) in ws.dx.chunks_exact(c).zip(&ws.ids) {
+                for (t, v) in ge[id as usize * c..(id as usize + 1) * c].iter_mut().zip(dx) {
+                    *t += v;
+                }
+            }
+        }
+        Ok(loss)
+    }
+
+    /// `torch.nn.utils.clip_grad_norm_` over the gradients of trainable parameters; returns the norm before
+    /// clipping.
+    pub fn clip_grad_norm(&mut self, max_norm: f32) -> f32 {
+        let mut parts: Vec<&mut [f32]> = Vec::new();
+        let mut rest: &mut [f32] = &mut self.grads;
+        let mut consumed = 0;
+        for i in &self.infos {
+            let (_, tail) = std::mem::take(&mut rest).split_at_mut(i.offset - consumed);
+            let (mine, tail) = tail.split_at_mut(i.len());
+            consumed = i.offset + i.len();
+            rest = tail;
+            if i.requires_grad {
+                parts.push(mine);
+            }
+        }
+        clip_grad::clip(&mut parts, max_norm)
+    }
+
+    /// One AdamW step over every trainable parameter, without weight decay for biases and norm weights.
+    pub fn adamw_step(&mut self, hp: adamw::Hyper) {
+        self.step += 1;
+        let step = self.step;
+        let Self { infos, params, grads, exp_avg, exp_avg_sq, .. } = self;
+        for i in infos.iter().filter(|i| i.requires_grad) {
+            let r = i.offset..i.offset + i.len();
+            let h = adamw::Hyper { weight_decay: if i.decay { hp.weight_decay } else { 0.0 }, ..hp };
+            adamw::update(
+                &mut params[r.clone()],
+                &grads[r.clone()],
+                &mut exp_avg[r.clone()],
+                &mut exp_avg_sq[r],
+                h,
+                step,
+            );
+        }
+    }
+}

@@ -422,11 +422,15 @@ fn classification(a: ClassificationArgs) -> Result<()> {
     finish(&a.stats, out)
 }
 
-fn ranking(a: RankingArgs) -> Result<()> {
-    if a.stats.compare.is_some() {
-        bail!("--compare is not available for ranking metrics yet: use --ci");
-    }
-    let records = input::read_jsonl(&a.data)?;
+/// Labels and scores of a ranking JSONL file; `width` is the number of classes for multiclass `scores`.
+struct Scored {
+    labels: Vec<String>,
+    scores: Vec<Value>,
+    width: Option<usize>,
+}
+
+fn read_scored(path: &Path) -> Result<Scored> {
+    let records = input::read_jsonl(path)?;
     let mut labels = Vec::with_capacity(records.len());
     let mut scores = Vec::with_capacity(records.len());
     let mut width = None;
@@ -435,29 +439,52 @@ fn ranking(a: RankingArgs) -> Result<()> {
             Some(Value::String(s)) => s.clone(),
             Some(Value::Number(n)) => n.to_string(),
             Some(Value::Bool(b)) => u8::from(*b).to_string(),
-            _ => bail!("{}:{line}: field \"label\" is missing or not a string/number", a.data.display()),
+            _ => bail!("{}:{line}: field \"label\" is missing or not a string/number", path.display()),
         };
         let score = if let Some(s) = r.get("score") {
             finetune_metrics::json::as_f64(s).map(Value::from)
         } else if let Some(Value::Array(xs)) = r.get("scores") {
             let row: Option<Vec<f64>> = xs.iter().map(finetune_metrics::json::as_f64).collect();
-            row.map(|row| {
+            row.and_then(|row| {
                 let w = *width.get_or_insert(row.len());
                 (w == row.len()).then(|| json!(row))
             })
-            .and_then(|x| x)
         } else {
             None
         };
         let Some(score) = score else {
             bail!(
                 "{}:{line}: field \"score\" (a number) or \"scores\" (numbers, one per class) is missing or invalid",
-                a.data.display()
+                path.display()
             );
         };
         labels.push(label);
         scores.push(score);
     }
+    Ok(Scored { labels, scores, width })
+}
+
+fn ranking(a: RankingArgs) -> Result<()> {
+    let Scored { labels, scores, width } = read_scored(&a.data)?;
+    let other_scores = match &a.stats.compare {
+        Some(p) => {
+            let o = read_scored(p)?;
+            input::same_length((&a.data, labels.len()), (p, o.labels.len()), "records")?;
+            if let Some(i) = (0..labels.len()).find(|&i| labels[i] != o.labels[i]) {
+                bail!(
+                    "{}:{}: label differs from {} (the systems must score the same items)",
+                    p.display(),
+                    i + 1,
+                    a.data.display()
+                );
+            }
+            if o.width != width {
+                bail!("{}: scores have a different shape than in {}", p.display(), a.data.display());
+            }
+            o.scores
+        }
+        None => Vec::new(),
+    };
     let y_true = input::labels_json(&[&labels]).pop().unwrap_or_default();
     let multiclass = width.is_some();
     let mut base = Map::new();
@@ -504,11 +531,14 @@ fn ranking(a: RankingArgs) -> Result<()> {
             println!("average_precision_score: {}", f(ap));
         }
     }
-    let (t, s) = (std::rc::Rc::new(y_true), std::rc::Rc::new(scores));
+    let (t, s, o) = (std::rc::Rc::new(y_true), std::rc::Rc::new(scores), std::rc::Rc::new(other_scores));
     let scalars = vec![Scalar {
         name: "roc_auc",
         metric: "roc_auc_score",
-        args: Box::new(move |idx, _| args_for(idx, &base, multiclass, &t, &s)),
+        args: Box::new(move |idx, system| {
+            let scores = if system == System::Candidate { &s } else { &o };
+            args_for(idx, &base, multiclass, &t, scores)
+        }),
         pick: pick_number,
         fast: None,
     }];

@@ -1,1 +1,1093 @@
-//! See the crate documentation.
+//! BERT-family encoders for sequence classification on the engine's kernels:
+//! `transformers.BertForSequenceClassification`, `RobertaForSequenceClassification` and
+//! `DistilBertForSequenceClassification` (picked by `model_type`, see [`Arch`]).
+//!
+//! embeddings (word + position [+ token type] → LayerNorm → dropout) → N post-LN encoder layers (fused QKV
+//! projection → attention → output dense → dropout → residual → LayerNorm; dense → GELU → dense → dropout →
+//! residual → LayerNorm) → head on the first token (BERT: tanh pooler → dropout → classifier).
+//!
+//! All parameters live in one flat buffer (with gradients and AdamW moments beside it, same layout), addressed
+//! by their Hugging Face names; all activations live in a [`Workspace`] allocated once per (batch, sequence)
+//! shape. [`BertForSequenceClassification::forward`] is straight-line code and
+//! [`BertForSequenceClassification::backward`] calls the layers' backward kernels in reverse.
+
+use std::collections::BTreeMap;
+
+use finetune_engine::kernels::attention::{self, Shape};
+use finetune_engine::kernels::dropout::{self, Dropout};
+use finetune_engine::kernels::{
+    adamw, bce_with_logits, clip_grad, cross_entropy, embedding, gelu, layernorm, linear, mse, pooler, relu, residual,
+};
+use finetune_engine::{StateDict, Tensor};
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BertError {
+    #[error("invalid config: {0}")]
+    Config(String),
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
+    #[error("invalid batch: {0}")]
+    Batch(String),
+}
+
+fn default_act() -> String {
+    "gelu".into()
+}
+fn default_dropout() -> f32 {
+    0.1
+}
+fn default_max_pos() -> usize {
+    512
+}
+fn default_type_vocab() -> usize {
+    2
+}
+fn default_eps() -> f32 {
+    1e-12
+}
+
+/// The fields of a Hugging Face BERT `config.json` this model uses (defaults as in `transformers.BertConfig`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct BertConfig {
+    pub vocab_size: usize,
+    // Aliases are DistilBERT's names for the same quantities.
+    #[serde(alias = "dim")]
+    pub hidden_size: usize,
+    #[serde(alias = "n_layers")]
+    pub num_hidden_layers: usize,
+    #[serde(alias = "n_heads")]
+    pub num_attention_heads: usize,
+    #[serde(alias = "hidden_dim")]
+    pub intermediate_size: usize,
+    #[serde(default = "default_act", alias = "activation")]
+    pub hidden_act: String,
+    #[serde(default = "default_dropout", alias = "dropout")]
+    pub hidden_dropout_prob: f32,
+    #[serde(default = "default_dropout", alias = "attention_dropout")]
+    pub attention_probs_dropout_prob: f32,
+    #[serde(default = "default_max_pos")]
+    pub max_position_embeddings: usize,
+    #[serde(default = "default_type_vocab")]
+    pub type_vocab_size: usize,
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f32,
+    #[serde(default)]
+    pub num_labels: Option<usize>,
+    #[serde(default)]
+    pub id2label: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub problem_type: Option<String>,
+    #[serde(default)]
+    pub classifier_dropout: Option<f32>,
+    /// "bert" or "roberta" (also "xlm-roberta", "camembert"); picks weight names, position ids and the head.
+    #[serde(default)]
+    pub model_type: Option<String>,
+    /// Padding id; RoBERTa derives position ids from it.
+    #[serde(default)]
+    pub pad_token_id: Option<u32>,
+    /// DistilBERT's dropout before its classifier (default 0.2).
+    #[serde(default)]
+    pub seq_classif_dropout: Option<f32>,
+    /// DistilBERT's fixed sinusoidal position table (not supported; the learned table is).
+    #[serde(default)]
+    pub sinusoidal_pos_embds: bool,
+}
+
+/// Which member of the BERT family: they share the encoder and differ in names, positions and head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    /// `BertForSequenceClassification`: positions 0..T, pooler (tanh dense on [CLS]) → dropout → classifier.
+    Bert,
+    /// `RobertaForSequenceClassification`: positions count non-padding tokens from `pad_token_id + 1`; head
+    /// is dropout → dense → tanh → dropout → out_proj on the first token; no pooler.
+    Roberta,
+    /// `DistilBertForSequenceClassification`: no token types, no dropout after the attention projection,
+    /// head is pre_classifier → ReLU → dropout → classifier on the first token.
+    DistilBert,
+}
+
+impl BertConfig {
+    pub fn from_json(text: &str) -> Result<Self, BertError> {
+        let c: BertConfig = serde_json::from_str(text).map_err(|e| BertError::Config(e.to_string()))?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Number of labels: `num_labels`, else the size of `id2label`, else 2 (the `transformers` default).
+    pub fn labels(&self) -> usize {
+        self.num_labels.or_else(|| self.id2label.as_ref().map(|m| m.len())).unwrap_or(2)
+    }
+
+    pub fn validate(&self) -> Result<(), BertError> {
+        let err = |m: &str| Err(BertError::Config(m.into()));
+        if self.hidden_size == 0
+            || self.num_attention_heads == 0
+            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
+        {
+            return err("hidden_size must be a positive multiple of num_attention_heads");
+        }
+        if self.hidden_act != "gelu" {
+            return Err(BertError::Config(format!(
+                "hidden_act {:?} is not supported (only \"gelu\")",
+                self.hidden_act
+            )));
+        }
+        if self.sinusoidal_pos_embds {
+            return err("sinusoidal_pos_embds is not supported");
+        }
+        if self.labels() == 0 {
+            return err("num_labels must be at least 1");
+        }
+        for p in [self.hidden_dropout_prob, self.attention_probs_dropout_prob, self.classifier_dropout.unwrap_or(0.0)] {
+            if !(0.0..1.0).contains(&p) {
+                return err("dropout probabilities must be in [0, 1)");
+            }
+        }
+        Ok(())
+    }
+
+    pub fn arch(&self) -> Arch {
+        match self.model_type.as_deref() {
+            Some("roberta") | Some("xlm-roberta") | Some("camembert") => Arch::Roberta,
+            Some("distilbert") => Arch::DistilBert,
+            _ => Arch::Bert,
+        }
+    }
+
+    fn classifier_dropout_prob(&self) -> f32 {
+        if self.arch() == Arch::DistilBert {
+            return self.seq_classif_dropout.unwrap_or(0.2);
+        }
+        self.classifier_dropout.unwrap_or(self.hidden_dropout_prob)
+    }
+
+    /// Token-type table rows (DistilBERT has none).
+    fn token_types(&self) -> usize {
+        if self.arch() == Arch::DistilBert {
+            0
+        } else {
+            self.type_vocab_size
+        }
+    }
+
+    /// Dropout after the attention output projection (DistilBERT has none).
+    fn attn_output_dropout(&self) -> f32 {
+        if self.arch() == Arch::DistilBert {
+            0.0
+        } else {
+            self.hidden_dropout_prob
+        }
+    }
+}
+
+/// Where one named parameter sits in the flat buffers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamInfo {
+    pub name: String,
+    pub offset: usize,
+    pub shape: Vec<usize>,
+    /// Whether AdamW applies weight decay (Hugging Face: not to biases or LayerNorm parameters).
+    pub decay: bool,
+}
+
+impl ParamInfo {
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct LayerOffsets {
+    /// query, key, value weights back to back: one `[3C, C]` matrix.
+    qkv_w: usize,
+    qkv_b: usize,
+    ao_w: usize,
+    ao_b: usize,
+    ln1_w: usize,
+    ln1_b: usize,
+    fc_w: usize,
+    fc_b: usize,
+    proj_w: usize,
+    proj_b: usize,
+    ln2_w: usize,
+    ln2_b: usize,
+}
+
+#[derive(Debug, Clone)]
+struct Offsets {
+    wte: usize,
+    wpe: usize,
+    wtt: usize,
+    emb_ln_w: usize,
+    emb_ln_b: usize,
+    layers: Vec<LayerOffsets>,
+    pool_w: usize,
+    pool_b: usize,
+    cls_w: usize,
+    cls_b: usize,
+}
+
+fn layout(cfg: &BertConfig) -> (Vec<ParamInfo>, Offsets) {
+    let (c, f, l) = (cfg.hidden_size, cfg.intermediate_size, cfg.labels());
+    let mut infos = Vec::new();
+    let mut total = 0usize;
+    let mut add = |name: String, shape: Vec<usize>| -> usize {
+        let decay = !(name.ends_with("bias") || name.contains("LayerNorm") || name.contains("layer_norm"));
+        let off = total;
+        total += shape.iter().product::<usize>();
+        infos.push(ParamInfo { name, offset: off, shape, decay });
+        off
+    };
+    let base = match cfg.arch() {
+        Arch::Bert => "bert",
+        Arch::Roberta => "roberta",
+        Arch::DistilBert => "distilbert",
+    };
+    // Per-layer names: (prefix, q, k, v, attention out, LN1, FFN in, FFN out, LN2).
+    let names: [&str; 8] = match cfg.arch() {
+        Arch::DistilBert => [
+            "attention.q_lin",
+            "attention.k_lin",
+            "attention.v_lin",
+            "attention.out_lin",
+            "sa_layer_norm",
+            "ffn.lin1",
+            "ffn.lin2",
+            "output_layer_norm",
+        ],
+        _ => [
+            "attention.self.query",
+            "attention.self.key",
+            "attention.self.value",
+            "attention.output.dense",
+            "attention.output.LayerNorm",
+            "intermediate.dense",
+            "output.dense",
+            "output.LayerNorm",
+        ],
+    };
+    let [nq, nk, nv, nao, nln1, nfc, nproj, nln2] = names;
+    let e = format!("{base}.embeddings");
+    let wte = add(format!("{e}.word_embeddings.weight"), vec![cfg.vocab_size, c]);
+    let wpe = add(format!("{e}.position_embeddings.weight"), vec![cfg.max_position_embeddings, c]);
+    let wtt = if cfg.token_types() > 0 {
+        add(format!("{e}.token_type_embeddings.weight"), vec![cfg.token_types(), c])
+    } else {
+        wpe + cfg.max_position_embeddings * c
+    };
+    let emb_ln_w = add(format!("{e}.LayerNorm.weight"), vec![c]);
+    let emb_ln_b = add(format!("{e}.LayerNorm.bias"), vec![c]);
+    let mut layers = Vec::new();
+    for i in 0..cfg.num_hidden_layers {
+        let p = match cfg.arch() {
+            Arch::DistilBert => format!("{base}.transformer.layer.{i}"),
+            _ => format!("{base}.encoder.layer.{i}"),
+        };
+        let qkv_w = add(format!("{p}.{nq}.weight"), vec![c, c]);
+        add(format!("{p}.{nk}.weight"), vec![c, c]);
+        add(format!("{p}.{nv}.weight"), vec![c, c]);
+        let qkv_b = add(format!("{p}.{nq}.bias"), vec![c]);
+        add(format!("{p}.{nk}.bias"), vec![c]);
+        add(format!("{p}.{nv}.bias"), vec![c]);
+        layers.push(LayerOffsets {
+            qkv_w,
+            qkv_b,
+            ao_w: add(format!("{p}.{nao}.weight"), vec![c, c]),
+            ao_b: add(format!("{p}.{nao}.bias"), vec![c]),
+            ln1_w: add(format!("{p}.{nln1}.weight"), vec![c]),
+            ln1_b: add(format!("{p}.{nln1}.bias"), vec![c]),
+            fc_w: add(format!("{p}.{nfc}.weight"), vec![f, c]),
+            fc_b: add(format!("{p}.{nfc}.bias"), vec![f]),
+            proj_w: add(format!("{p}.{nproj}.weight"), vec![c, f]),
+            proj_b: add(format!("{p}.{nproj}.bias"), vec![c]),
+            ln2_w: add(format!("{p}.{nln2}.weight"), vec![c]),
+            ln2_b: add(format!("{p}.{nln2}.bias"), vec![c]),
+        });
+    }
+    let (dense, out) = match cfg.arch() {
+        Arch::Bert => ("bert.pooler.dense", "classifier"),
+        Arch::Roberta => ("classifier.dense", "classifier.out_proj"),
+        Arch::DistilBert => ("pre_classifier", "classifier"),
+    };
+    let pool_w = add(format!("{dense}.weight"), vec![c, c]);
+    let pool_b = add(format!("{dense}.bias"), vec![c]);
+    let cls_w = add(format!("{out}.weight"), vec![l, c]);
+    let cls_b = add(format!("{out}.bias"), vec![l]);
+    (infos, Offsets { wte, wpe, wtt, emb_ln_w, emb_ln_b, layers, pool_w, pool_b, cls_w, cls_b })
+}
+
+/// Targets for the classification head; the variant picks the loss as `transformers` does from `problem_type`.
+#[derive(Debug, Clone, Copy)]
+pub enum Labels<'a> {
+    /// Single-label classification, cross-entropy; −100 is ignored. `[B]`.
+    Classes(&'a [i64]),
+    /// Multi-label classification, BCE with logits. `[B, num_labels]`.
+    MultiLabel(&'a [f32]),
+    /// Regression, mean squared error. `[B, num_labels]`.
+    Regression(&'a [f32]),
+}
+
+/// One batch of `batch × seq` tokens, row-major.
+#[derive(Debug, Clone, Copy)]
+pub struct Batch<'a> {
+    pub input_ids: &'a [u32],
+    /// 1 for real tokens, 0 for padding.
+    pub attention_mask: &'a [u32],
+    pub token_type_ids: Option<&'a [u32]>,
+    pub labels: Option<Labels<'a>>,
+}
+
+/// Eval runs without dropout; Train applies dropout with masks derived from `seed` (same seed, same masks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Eval,
+    Train { seed: u64 },
+}
+
+/// Activations of one encoder layer kept for the backward.
+struct LayerActs {
+    qkv: Vec<f32>,
+    probs: Vec<f32>,
+    probs_drop: Vec<f32>,
+    ctx: Vec<f32>,
+    res1: Vec<f32>,
+    ln1_mean: Vec<f32>,
+    ln1_rstd: Vec<f32>,
+    h1: Vec<f32>,
+    inter_pre: Vec<f32>,
+    inter_act: Vec<f32>,
+    res2: Vec<f32>,
+    ln2_mean: Vec<f32>,
+    ln2_rstd: Vec<f32>,
+    /// Layer output (input of the next layer).
+    out: Vec<f32>,
+}
+
+/// Every activation and activation-gradient buffer for one (batch, seq) shape, allocated once and reused.
+pub struct Workspace {
+    pub batch: usize,
+    pub seq: usize,
+    ids: Vec<u32>,
+    pos: Vec<u32>,
+    tt: Vec<u32>,
+    mask_add: Vec<f32>,
+    emb_sum: Vec<f32>,
+    emb_mean: Vec<f32>,
+    emb_rstd: Vec<f32>,
+    emb_out: Vec<f32>,
+    layers: Vec<LayerActs>,
+    cls: Vec<f32>,
+    /// The last layer's attention output and input at the [CLS] rows.
+    cls_ctx: Vec<f32>,
+    cls_in: Vec<f32>,
+    /// RoBERTa: the head's input after its first dropout.
+    cls_drop: Vec<f32>,
+    /// DistilBERT: pre_classifier output before its ReLU.
+    pooled_pre: Vec<f32>,
+    pooled: Vec<f32>,
+    pooled_drop: Vec<f32>,
+    /// `[batch, num_labels]` output of the last forward.
+    pub logits: Vec<f32>,
+    dx: Vec<f32>,
+    dres: Vec<f32>,
+    dtmp: Vec<f32>,
+    dinter: Vec<f32>,
+    dctx: Vec<f32>,
+    dqkv: Vec<f32>,
+    dscores: Vec<f32>,
+    dlogits: Vec<f32>,
+    dpooled: Vec<f32>,
+    dpre: Vec<f32>,
+    dcls: Vec<f32>,
+    dhead: Vec<f32>,
+    mode: Option<Mode>,
+}
+
+impl Workspace {
+    pub fn new(cfg: &BertConfig, batch: usize, seq: usize) -> Self {
+        let (c, f, h, l) = (cfg.hidden_size, cfg.intermediate_size, cfg.num_attention_heads, cfg.labels());
+        let n = batch * seq;
+        let z = |k: usize| vec![0.0f32; k];
+        let probs = batch * h * seq * seq;
+        let drop_probs = if cfg.attention_probs_dropout_prob > 0.0 { probs } else { 0 };
+        Workspace {
+            batch,
+            seq,
+            ids: vec![0; n],
+            pos: vec![0; n],
+            tt: vec![0; n],
+            mask_add: z(n),
+            emb_sum: z(n * c),
+            emb_mean: z(n),
+            emb_rstd: z(n),
+            emb_out: z(n * c),
+            layers: (0..cfg.num_hidden_layers)
+                .map(|_| LayerActs {
+                    qkv: z(n * 3 * c),
+                    probs: z(probs),
+                    probs_drop: z(drop_probs),
+                    ctx: z(n * c),
+                    res1: z(n * c),
+                    ln1_mean: z(n),
+                    ln1_rstd: z(n),
+                    h1: z(n * c),
+                    inter_pre: z(n * f),
+                    inter_act: z(n * f),
+                    res2: z(n * c),
+                    ln2_mean: z(n),
+                    ln2_rstd: z(n),
+                    out: z(n * c),
+                })
+                .collect(),
+            cls: z(batch * c),
+            cls_ctx: z(batch * c),
+            cls_in: z(batch * c),
+            cls_drop: z(batch * c),
+            pooled_pre: z(batch * c),
+            pooled: z(batch * c),
+            pooled_drop: z(batch * c),
+            logits: z(batch * l),
+            dx: z(n * c),
+            dres: z(n * c),
+            dtmp: z(n * c),
+            dinter: z(n * f),
+            dctx: z(n * c),
+            dqkv: z(n * 3 * c),
+            dscores: z(probs),
+            dlogits: z(batch * l),
+            dpooled: z(batch * c),
+            dpre: z(batch * c),
+            dcls: z(batch * c),
+            dhead: z(batch * c),
+            mode: None,
+        }
+    }
+}
+
+/// Dropout sites, each with its own mask stream.
+const SITE_EMB: u64 = 0;
+const SITE_CLASSIFIER: u64 = 1;
+const SITE_HEAD_IN: u64 = 2;
+fn site_layer(layer: usize, which: u64) -> u64 {
+    16 + 4 * layer as u64 + which
+}
+
+fn drop_at(mode: Mode, p: f32, site: u64) -> Option<Dropout> {
+    match mode {
+        Mode::Train { seed } if p > 0.0 => Some(Dropout { p, seed: Dropout::site_seed(seed, site) }),
+        _ => None,
+    }
+}
+
+/// Small deterministic normal generator for initialising new parameters (splitmix64 + Box–Muller).
+fn normal_fill(out: &mut [f32], std: f32, seed: u64) {
+    for (i, v) in out.iter_mut().enumerate() {
+        let u1 = dropout::uniform(seed, 2 * i as u64).max(1e-7) as f64;
+        let u2 = dropout::uniform(seed, 2 * i as u64 + 1) as f64;
+        *v = ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32 * std;
+    }
+}
+
+pub struct BertForSequenceClassification {
+    pub config: BertConfig,
+    infos: Vec<ParamInfo>,
+    index: BTreeMap<String, usize>,
+    off: Offsets,
+    pub params: Vec<f32>,
+    pub grads: Vec<f32>,
+    exp_avg: Vec<f32>,
+    exp_avg_sq: Vec<f32>,
+    step: u64,
+}
+
+impl BertForSequenceClassification {
+    fn empty(config: BertConfig) -> Result<Self, BertError> {
+        config.validate()?;
+        let (infos, off) = layout(&config);
+        let total = infos.last().map_or(0, |i| i.offset + i.len());
+        let index = infos.iter().enumerate().map(|(k, i)| (i.name.clone(), k)).collect();
+        Ok(BertForSequenceClassification {
+            config,
+            infos,
+            index,
+            off,
+            params: vec![0.0; total],
+            grads: vec![0.0; total],
+            exp_avg: vec![0.0; total],
+            exp_avg_sq: vec![0.0; total],
+            step: 0,
+        })
+    }
+
+    /// Initialised as `transformers` does for a new model: weights N(0, 0.02), biases 0, LayerNorm 1 and 0.
+    pub fn random(config: BertConfig, seed: u64) -> Result<Self, BertError> {
+        let mut m = Self::empty(config)?;
+        for k in 0..m.infos.len() {
+            m.init_param(k, seed);
+        }
+        Ok(m)
+    }
+
+    fn init_param(&mut self, k: usize, seed: u64) {
+        let info = &self.infos[k];
+        let dst = &mut self.params[info.offset..info.offset + info.len()];
+        if info.name.contains("LayerNorm.weight") {
+            dst.fill(1.0);
+        } else if info.name.ends_with("bias") {
+            dst.fill(0.0);
+        } else {
+            normal_fill(dst, 0.02, seed ^ (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        }
+    }
+
+    /// Loads parameters by Hugging Face name. Accepts base-model checkpoints (names without the `bert.`
+    /// prefix); the pooler and classifier are newly initialised when absent, as `from_pretrained` does. Returns
+    /// the model and the names that were newly initialised.
+    pub fn from_state_dict(config: BertConfig, sd: &StateDict, seed: u64) -> Result<(Self, Vec<String>), BertError> {
+        let mut m = Self::empty(config)?;
+        let mut fresh = Vec::new();
+        for k in 0..m.infos.len() {
+            let name = m.infos[k].name.clone();
+            let found = sd.get(&name).or_else(|| {
+                name.strip_prefix("bert.")
+                    .or_else(|| name.strip_prefix("roberta."))
+                    .or_else(|| name.strip_prefix("distilbert."))
+                    .and_then(|n| sd.get(n))
+            });
+            match found {
+                Some(t) => {
+                    let info = &m.infos[k];
+                    if t.shape != info.shape || t.data.len() != info.len() {
+                        return Err(BertError::Checkpoint(format!(
+                            "{name}: shape {:?} does not match the config's {:?}",
+                            t.shape, info.shape
+                        )));
+                    }
+                    m.params[info.offset..info.offset + info.len()].copy_from_slice(&t.data);
+                }
+                None if name.starts_with("bert.pooler.")
+                    || name.starts_with("classifier")
+                    || name.starts_with("pre_classifier") =>
+                {
+                    m.init_param(k, seed);
+                    fresh.push(name);
+                }
+                None => return Err(BertError::Checkpoint(format!("missing parameter {name}"))),
+            }
+        }
+        Ok((m, fresh))
+    }
+
+    pub fn param_infos(&self) -> &[ParamInfo] {
+        &self.infos
+    }
+
+    /// Optimizer steps taken so far.
+    pub fn steps(&self) -> u64 {
+        self.step
+    }
+
+    pub fn param(&self, name: &str) -> Option<&[f32]> {
+        let i = &self.infos[*self.index.get(name)?];
+        Some(&self.params[i.offset..i.offset + i.len()])
+    }
+
+    pub fn param_mut(&mut self, name: &str) -> Option<&mut [f32]> {
+        let i = &self.infos[*self.index.get(name)?];
+        Some(&mut self.params[i.offset..i.offset + i.len()])
+    }
+
+    pub fn grad(&self, name: &str) -> Option<&[f32]> {
+        let i = &self.infos[*self.index.get(name)?];
+        Some(&self.grads[i.offset..i.offset + i.len()])
+    }
+
+    fn to_state_dict(&self, data: &[f32]) -> StateDict {
+        self.infos
+            .iter()
+            .map(|i| (i.name.clone(), Tensor::new(i.shape.clone(), data[i.offset..i.offset + i.len()].to_vec())))
+            .collect()
+    }
+
+    pub fn state_dict(&self) -> StateDict {
+        self.to_state_dict(&self.params)
+    }
+
+    /// Gradients keyed by parameter name.
+    pub fn grads_state_dict(&self) -> StateDict {
+        self.to_state_dict(&self.grads)
+    }
+
+    pub fn zero_grad(&mut self) {
+        let _prof = finetune_engine::profile::scope("zero_grad");
+        self.grads.fill(0.0);
+    }
+
+    fn check_batch(&self, ws: &Workspace, b: &Batch<'_>) -> Result<(), BertError> {
+        let n = ws.batch * ws.seq;
+        let cfg = &self.config;
+        let bad = |m: String| Err(BertError::Batch(m));
+        let probs = ws.batch * cfg.num_attention_heads * ws.seq * ws.seq;
+        let sized_for_model = ws.layers.len() == cfg.num_hidden_layers
+            && ws.logits.len() == ws.batch * cfg.labels()
+            && ws.emb_out.len() == n * cfg.hidden_size
+            && ws.layers.iter().all(|a| {
+                a.inter_pre.len() == n * cfg.intermediate_size
+                    && a.probs.len() == probs
+                    && (cfg.attention_probs_dropout_prob == 0.0 || a.probs_drop.len() == probs)
+            });
+        if !sized_for_model {
+            return bad("the workspace was created for a different model configuration".into());
+        }
+        if b.input_ids.len() != n || b.attention_mask.len() != n {
+            return bad(format!("expected {n} input ids and mask entries for a {}×{} workspace", ws.batch, ws.seq));
+        }
+        if ws.seq > cfg.max_position_embeddings {
+            return bad(format!("sequence length {} exceeds max_position_embeddings", ws.seq));
+        }
+        if let Some(&id) = b.input_ids.iter().find(|&&i| i as usize >= cfg.vocab_size) {
+            return bad(format!("input id {id} out of range for vocab_size {}", cfg.vocab_size));
+        }
+        if let Some(tt) = b.token_type_ids {
+            if tt.len() != n {
+                return bad("token_type_ids length differs from input_ids".into());
+            }
+            if let Some(&t) = tt.iter().find(|&&t| t as usize >= cfg.token_types()) {
+                return bad(format!("token type id {t} out of range ({} token types)", cfg.token_types()));
+            }
+        }
+        let l = cfg.labels();
+        match b.labels {
+            Some(Labels::Classes(y)) => {
+                if y.len() != ws.batch {
+                    return bad("expected one class label per sequence".into());
+                }
+                cross_entropy::validate(y, l).map_err(BertError::Batch)?;
+            }
+            Some(Labels::MultiLabel(y)) | Some(Labels::Regression(y)) if y.len() != ws.batch * l => {
+                return bad(format!("expected {} label values ({} per sequence)", ws.batch * l, l));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Runs the model on `batch`, leaving logits in `ws.logits` and everything the backward needs in `ws`.
+    /// Returns the mean loss when the batch has labels.
+    pub fn forward(&self, ws: &mut Workspace, batch: &Batch<'_>, mode: Mode) -> Result<Option<f32>, BertError> {
+        self.check_batch(ws, batch)?;
+        let cfg = &self.config;
+        let (bsz, t, c, f) = (ws.batch, ws.seq, cfg.hidden_size, cfg.intermediate_size);
+        let (n, nl) = (bsz * t, cfg.labels());
+        let heads = cfg.num_attention_heads;
+        let shape = Shape { batch: bsz, seq: t, heads, head_dim: c / heads };
+        let p = &self.params;
+        let o = &self.off;
+        let s = |off: usize, len: usize| &p[off..off + len];
+        let eps = cfg.layer_norm_eps;
+        ws.mode = Some(mode);
+
+        ws.ids.copy_from_slice(batch.input_ids);
+        match cfg.arch() {
+            Arch::Bert | Arch::DistilBert => {
+                for (i, v) in ws.pos.iter_mut().enumerate() {
+                    *v = (i % t) as u32;
+                }
+            }
+            Arch::Roberta => {
+                // transformers' create_position_ids_from_input_ids: padding_idx + running count of
+                // non-padding tokens, padding_idx at padding.
+                let pad = cfg.pad_token_id.unwrap_or(1);
+                for (ids, pos) in batch.input_ids.chunks(t).zip(ws.pos.chunks_mut(t)) {
+                    let mut count = 0;
+                    for (&id, p) in ids.iter().zip(pos) {
+                        *p = if id == pad {
+                            pad
+                        } else {
+                            count += 1;
+                            pad + count
+                        };
+                    }
+                }
+            }
+        }
+        if let Some(&p) = ws.pos.iter().find(|&&p| p as usize >= cfg.max_position_embeddings) {
+            return Err(BertError::Batch(format!(
+                "position id {p} out of range for max_position_embeddings {}",
+                cfg.max_position_embeddings
+            )));
+        }
+        match batch.token_type_ids {
+            Some(tt) => ws.tt.copy_from_slice(tt),
+            None => ws.tt.fill(0),
+        }
+        for (m, &a) in ws.mask_add.iter_mut().zip(batch.attention_mask) {
+            // transformers' additive mask: 0 for tokens, the most negative f32 for padding.
+            *m = if a == 0 { f32::MIN } else { 0.0 };
+        }
+
+        let has_tt = cfg.token_types() > 0;
+        embedding::forward(
+            &mut ws.emb_sum,
+            &ws.ids,
+            &ws.pos,
+            has_tt.then_some(&ws.tt[..]),
+            s(o.wte, cfg.vocab_size * c),
+            s(o.wpe, cfg.max_position_embeddings * c),
+            has_tt.then(|| s(o.wtt, cfg.token_types() * c)),
+            c,
+        );
+        layernorm::forward(
+            &mut ws.emb_out,
+            &mut ws.emb_mean,
+            &mut ws.emb_rstd,
+            &ws.emb_sum,
+            s(o.emb_ln_w, c),
+            s(o.emb_ln_b, c),
+            n,
+            c,
+            eps,
+        );
+        if let Some(d) = drop_at(mode, cfg.hidden_dropout_prob, SITE_EMB) {
+            dropout::forward(&mut ws.emb_out, d);
+        }
+
+        let layers = o.layers.len();
+        for (li, lo) in o.layers.iter().enumerate() {
+            let (prev, rest) = ws.layers.split_at_mut(li);
+            let inp: &[f32] = if li == 0 { &ws.emb_out } else { &prev[li - 1].out };
+            let a = &mut rest[0];
+            linear::forward(&mut a.qkv, inp, s(lo.qkv_w, 3 * c * c), Some(s(lo.qkv_b, 3 * c)), n, c, 3 * c);
+            let adrop = drop_at(mode, cfg.attention_probs_dropout_prob, site_layer(li, 0));
+            let pd = if adrop.is_some() { Some(&mut a.probs_drop[..]) } else { None };
+            attention::forward(&mut a.ctx, &mut a.probs, pd, &a.qkv, &ws.mask_add, shape, adrop);
+            // Only the [CLS] rows of the last layer reach the pooler, and after attention the rows are
+            // independent: the rest of the last layer runs on those B rows only (same numbers, ~1/6 fewer
+            // FLOPs for a 6-layer model).
+            let last = li + 1 == layers;
+            let rows = if last { bsz } else { n };
+            let (ctx, res_in): (&[f32], &[f32]) = if last {
+                gather_first_rows(&mut ws.cls_ctx, &a.ctx, bsz, t, c);
+                gather_first_rows(&mut ws.cls_in, inp, bsz, t, c);
+                (&ws.cls_ctx, &ws.cls_in)
+            } else {
+                (&a.ctx, inp)
+            };
+            let res1 = &mut a.res1[..rows * c];
+            linear::forward(res1, ctx, s(lo.ao_w, c * c), Some(s(lo.ao_b, c)), rows, c, c);
+            if let Some(d) = drop_at(mode, cfg.attn_output_dropout(), site_layer(li, 1)) {
+                dropout::forward(res1, d);
+            }
+            residual::add_assign(res1, &res_in[..rows * c]);
+            layernorm::forward(
+                &mut a.h1,
+                &mut a.ln1_mean,
+                &mut a.ln1_rstd,
+                &a.res1,
+                s(lo.ln1_w, c),
+                s(lo.ln1_b, c),
+                rows,
+                c,
+                eps,
+            );
+            linear::forward(&mut a.inter_pre, &a.h1, s(lo.fc_w, f * c), Some(s(lo.fc_b, f)), rows, c, f);
+            gelu::forward(&mut a.inter_act[..rows * f], &a.inter_pre[..rows * f]);
+            let res2 = &mut a.res2[..rows * c];
+            linear::forward(res2, &a.inter_act, s(lo.proj_w, c * f), Some(s(lo.proj_b, c)), rows, f, c);
+            if let Some(d) = drop_at(mode, cfg.hidden_dropout_prob, site_layer(li, 2)) {
+                dropout::forward(res2, d);
+            }
+            residual::add_assign(res2, &a.h1[..rows * c]);
+            layernorm::forward(
+                &mut a.out,
+                &mut a.ln2_mean,
+                &mut a.ln2_rstd,
+                &a.res2,
+                s(lo.ln2_w, c),
+                s(lo.ln2_b, c),
+                rows,
+                c,
+                eps,
+            );
+        }
+
+        // With encoder layers, the last one's output holds only the [CLS] rows (one row per sequence).
+        let (last, last_t): (&[f32], usize) = match ws.layers.last() {
+            Some(a) => (&a.out, 1),
+            None => (&ws.emb_out, t),
+        };
+        let (head_in, head_t): (&[f32], usize) = match cfg.arch() {
+            Arch::Bert | Arch::DistilBert => (last, last_t),
+            Arch::Roberta => {
+                gather_first_rows(&mut ws.cls_drop, last, bsz, last_t, c);
+                if let Some(d) = drop_at(mode, cfg.classifier_dropout_prob(), SITE_HEAD_IN) {
+                    dropout::forward(&mut ws.cls_drop, d);
+                }
+                (&ws.cls_drop, 1)
+            }
+        };
+        let (hw, hb) = (s(o.pool_w, c * c), s(o.pool_b, c));
+        if cfg.arch() == Arch::DistilBert {
+            // pre_classifier → ReLU on the first token.
+            gather_first_rows(&mut ws.cls, head_in, bsz, head_t, c);
+            linear::forward(&mut ws.pooled_pre, &ws.cls, hw, Some(hb), bsz, c, c);
+            relu::forward(&mut ws.pooled, &ws.pooled_pre);
+        } else {
+            pooler::forward(&mut ws.pooled, &mut ws.cls, head_in, hw, hb, bsz, head_t, c);
+        }
+        ws.pooled_drop.copy_from_slice(&ws.pooled);
+        if let Some(d) = drop_at(mode, cfg.classifier_dropout_prob(), SITE_CLASSIFIER) {
+            dropout::forward(&mut ws.pooled_drop, d);
+        }
+        linear::forward(&mut ws.logits, &ws.pooled_drop, s(o.cls_w, nl * c), Some(s(o.cls_b, nl)), bsz, c, nl);
+
+        Ok(match batch.labels {
+            None => None,
+            Some(Labels::Classes(y)) => {
+                Some(cross_entropy::forward(&ws.logits, y, bsz, nl, cross_entropy::Options::default()))
+            }
+            Some(Labels::MultiLabel(y)) => Some(bce_with_logits::forward(&ws.logits, y)),
+            Some(Labels::Regression(y)) => Some(mse::forward(&ws.logits, y)),
+        })
+    }
+
+    /// Adds the gradient of the mean loss of the last [`forward`](Self::forward) (same `ws` and `batch`, with
+    /// labels) to `self.grads`.
+    pub fn backward(&mut self, ws: &mut Workspace, batch: &Batch<'_>) -> Result<(), BertError> {
+        self.check_batch(ws, batch)?;
+        let mode = ws.mode.ok_or_else(|| BertError::Batch("backward called before forward".into()))?;
+        let labels = batch.labels.ok_or_else(|| BertError::Batch("backward needs labels".into()))?;
+        let Self { config: cfg, params: p, grads: g, off: o, .. } = self;
+        let (bsz, t, c, f) = (ws.batch, ws.seq, cfg.hidden_size, cfg.intermediate_size);
+        let (n, nl) = (bsz * t, cfg.labels());
+        let heads = cfg.num_attention_heads;
+        let shape = Shape { batch: bsz, seq: t, heads, head_dim: c / heads };
+        let s = |off: usize, len: usize| &p[off..off + len];
+
+        match labels {
+            Labels::Classes(y) => {
+                cross_entropy::backward(&mut ws.dlogits, &ws.logits, y, bsz, nl, cross_entropy::Options::default(), 1.0)
+            }
+            Labels::MultiLabel(y) => bce_with_logits::backward(&mut ws.dlogits, &ws.logits, y, 1.0),
+            Labels::Regression(y) => mse::backward(&mut ws.dlogits, &ws.logits, y, 1.0),
+        }
+
+        // Classifier and pooler.
+        {
+            let (gw, gb) = split_pair(g, o.cls_w, nl * c, o.cls_b, nl);
+            linear::backward(
+                Some(&mut ws.dpooled),
+                gw,
+                Some(gb),
+                &ws.dlogits,
+                &ws.pooled_drop,
+                s(o.cls_w, nl * c),
+                bsz,
+                c,
+                nl,
+                false,
+            );
+        }
+        if let Some(d) = drop_at(mode, cfg.classifier_dropout_prob(), SITE_CLASSIFIER) {
+            dropout::backward(&mut ws.dpooled, d);
+        }
+        let last_t = if o.layers.is_empty() { t } else { 1 };
+        let arch = cfg.arch();
+        {
+            let (gw, gb) = split_pair(g, o.pool_w, c * c, o.pool_b, c);
+            let (dhead, head_t) = match arch {
+                Arch::Bert => (&mut ws.dx, last_t),
+                Arch::Roberta | Arch::DistilBert => (&mut ws.dhead, 1),
+            };
+            if arch == Arch::DistilBert {
+                relu::backward(&mut ws.dpre, &ws.dpooled, &ws.pooled);
+                linear::backward(Some(dhead), gw, Some(gb), &ws.dpre, &ws.cls, s(o.pool_w, c * c), bsz, c, c, false);
+            } else {
+                pooler::backward(
+                    dhead,
+                    gw,
+                    gb,
+                    &mut ws.dpre,
+                    &ws.dpooled,
+                    &ws.pooled,
+                    &ws.cls,
+                    s(o.pool_w, c * c),
+                    bsz,
+                    head_t,
+                    c,
+                );
+            }
+        }
+        if arch == Arch::Roberta {
+            if let Some(d) = drop_at(mode, cfg.classifier_dropout_prob(), SITE_HEAD_IN) {
+                dropout::backward(&mut ws.dhead, d);
+            }
+        }
+        if arch != Arch::Bert {
+            scatter_first_rows(&mut ws.dx, &ws.dhead, bsz, last_t, c);
+        }
+
+        // Encoder layers in reverse; ws.dx holds the gradient of the current layer's output (only its [CLS]
+        // rows for the last layer, which ran on those rows alone).
+        let layers = o.layers.len();
+        for li in (0..layers).rev() {
+            let lo = o.layers[li];
+            let (prev, rest) = ws.layers.split_at(li);
+            let inp: &[f32] = if li == 0 { &ws.emb_out } else { &prev[li - 1].out };
+            let a = &rest[0];
+            let last = li + 1 == layers;
+            let rows = if last { bsz } else { n };
+            let (rc, rf) = (rows * c, rows * f);
+
+            let (gw, gb) = split_pair(g, lo.ln2_w, c, lo.ln2_b, c);
+            layernorm::backward(
+                &mut ws.dres,
+                gw,
+                gb,
+                &ws.dx,
+                &a.res2,
+                s(lo.ln2_w, c),
+                &a.ln2_mean,
+                &a.ln2_rstd,
+                rows,
+                c,
+            );
+            ws.dtmp[..rc].copy_from_slice(&ws.dres[..rc]);
+            if let Some(d) = drop_at(mode, cfg.hidden_dropout_prob, site_layer(li, 2)) {
+                dropout::backward(&mut ws.dtmp[..rc], d);
+            }
+            let (gw, gb) = split_pair(g, lo.proj_w, c * f, lo.proj_b, c);
+            linear::backward(
+                Some(&mut ws.dinter),
+                gw,
+                Some(gb),
+                &ws.dtmp,
+                &a.inter_act,
+                s(lo.proj_w, c * f),
+                rows,
+                f,
+                c,
+                false,
+            );
+            gelu::backward(&mut ws.dinter[..rf], &a.inter_pre[..rf]);
+            // dh1 = residual path (dres) + FFN path; ws.dtmp holds it.
+            ws.dtmp[..rc].copy_from_slice(&ws.dres[..rc]);
+            let (gw, gb) = split_pair(g, lo.fc_w, f * c, lo.fc_b, f);
+            linear::backward(Some(&mut ws.dtmp), gw, Some(gb), &ws.dinter, &a.h1, s(lo.fc_w, f * c), rows, c, f, true);
+
+            let (gw, gb) = split_pair(g, lo.ln1_w, c, lo.ln1_b, c);
+            layernorm::backward(
+                &mut ws.dres,
+                gw,
+                gb,
+                &ws.dtmp,
+                &a.res1,
+                s(lo.ln1_w, c),
+                &a.ln1_mean,
+                &a.ln1_rstd,
+                rows,
+                c,
+            );
+            ws.dtmp[..rc].copy_from_slice(&ws.dres[..rc]);
+            if let Some(d) = drop_at(mode, cfg.attn_output_dropout(), site_layer(li, 1)) {
+                dropout::backward(&mut ws.dtmp[..rc], d);
+            }
+            let (gw, gb) = split_pair(g, lo.ao_w, c * c, lo.ao_b, c);
+            if last {
+                let ctx = &ws.cls_ctx;
+                linear::backward(Some(&mut ws.dcls), gw, Some(gb), &ws.dtmp, ctx, s(lo.ao_w, c * c), rows, c, c, false);
+                scatter_first_rows(&mut ws.dctx, &ws.dcls, bsz, t, c);
+            } else {
+                linear::backward(Some(&mut ws.dctx), gw, Some(gb), &ws.dtmp, &a.ctx, s(lo.ao_w, c * c), n, c, c, false);
+            }
+            let adrop = drop_at(mode, cfg.attention_probs_dropout_prob, site_layer(li, 0));
+            let pd = if adrop.is_some() { Some(&a.probs_drop[..]) } else { None };
+            attention::backward(&mut ws.dqkv, &mut ws.dscores, &ws.dctx, &a.qkv, &a.probs, pd, shape, adrop);
+            // d(layer input) = residual path (dres) + attention path.
+            if last {
+                scatter_first_rows(&mut ws.dx, &ws.dres, bsz, t, c);
+            } else {
+                ws.dx.copy_from_slice(&ws.dres);
+            }
+            let (gw, gb) = split_pair(g, lo.qkv_w, 3 * c * c, lo.qkv_b, 3 * c);
+            linear::backward(Some(&mut ws.dx), gw, Some(gb), &ws.dqkv, inp, s(lo.qkv_w, 3 * c * c), n, c, 3 * c, true);
+        }
+
+        // Embeddings.
+        if let Some(d) = drop_at(mode, cfg.hidden_dropout_prob, SITE_EMB) {
+            dropout::backward(&mut ws.dx, d);
+        }
+        {
+            let (gw, gb) = split_pair(g, o.emb_ln_w, c, o.emb_ln_b, c);
+            layernorm::backward(
+                &mut ws.dres,
+                gw,
+                gb,
+                &ws.dx,
+                &ws.emb_sum,
+                s(o.emb_ln_w, c),
+                &ws.emb_mean,
+                &ws.emb_rstd,
+                n,
+                c,
+            );
+        }
+        // The three tables are consecutive in the layout: word, position, token type.
+        let (gwte, rest) = g[o.wte..].split_at_mut(o.wpe - o.wte);
+        let (gwpe, rest) = rest.split_at_mut(o.wtt - o.wpe);
+        let has_tt = cfg.token_types() > 0;
+        let gwtt = has_tt.then(|| &mut rest[..cfg.token_types() * c]);
+        embedding::backward(gwte, gwpe, gwtt, &ws.dres, &ws.ids, &ws.pos, has_tt.then_some(&ws.tt[..]), c);
+        Ok(())
+    }
+
+    /// `torch.nn.utils.clip_grad_norm_` over all gradients; returns the norm before clipping.
+    pub fn clip_grad_norm(&mut self, max_norm: f32) -> f32 {
+        clip_grad::clip(&mut [&mut self.grads[..]], max_norm)
+    }
+
+    /// One AdamW step over every parameter, without weight decay for biases and LayerNorm parameters.
+    pub fn adamw_step(&mut self, h: adamw::Hyper) {
+        self.step += 1;
+        let step = self.step;
+        let Self { infos, params, grads, exp_avg, exp_avg_sq, .. } = self;
+        for i in infos.iter() {
+            let r = i.offset..i.offset + i.len();
+            let hp = adamw::Hyper { weight_decay: if i.decay { h.weight_decay } else { 0.0 }, ..h };
+            adamw::update(
+                &mut params[r.clone()],
+                &grads[r.clone()],
+                &mut exp_avg[r.clone()],
+                &mut exp_avg_sq[r],
+                hp,
+                step,
+            );
+        }
+    }
+}
+
+/// `out[b] = x[b, 0]`: the first row of each of `batch` sequences of `t` rows.
+fn gather_first_rows(out: &mut [f32], x: &[f32], batch: usize, t: usize, c: usize) {
+    for b in 0..batch {
+        out[b * c..(b + 1) * c].copy_from_slice(&x[b * t * c..b * t * c + c]);
+    }
+}
+
+/// `out[b, 0] = rows[b]`, every other row of `out` zero: the backward of [`gather_first_rows`].
+fn scatter_first_rows(out: &mut [f32], rows: &[f32], batch: usize, t: usize, c: usize) {
+    out[..batch * t * c].fill(0.0);
+    for b in 0..batch {
+        out[b * t * c..b * t * c + c].copy_from_slice(&rows[b * c..(b + 1) * c]);
+    }
+}
+
+/// Two disjoint mutable ranges of one buffer (a weight's and its bias's gradient); `a` must precede `b`.
+fn split_pair(buf: &mut [f32], a: usize, a_len: usize, b: usize, b_len: usize) -> (&mut [f32], &mut [f32]) {
+    debug_assert!(a + a_len <= b);
+    let (lo, hi) = buf.split_at_mut(b);
+    (&mut lo[a..a + a_len], &mut hi[..b_len])
+}

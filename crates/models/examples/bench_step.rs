@@ -1,0 +1,132 @@
+//! Times one fine-tuning step of a MiniLM-shaped BERT (all-MiniLM-L6-v2 dimensions, random weights) on CPU:
+//! forward only (eval, no dropout) and a full train step (forward with dropout + cross-entropy + backward +
+//! gradient clipping + AdamW), median over timed steps after warm-up, with a per-kernel breakdown and peak RSS.
+//!
+//! cargo run --release -p finetune-models --example bench_step -- [--batch 16] [--seq 128] [--steps 10]
+//!     [--warmup 2] [--threads 2] [--layers 6]
+
+use std::time::Instant;
+
+use finetune_engine::kernels::adamw::Hyper;
+use finetune_engine::profile;
+use finetune_models::bert::{Batch, BertConfig, BertForSequenceClassification, Labels, Mode, Workspace};
+
+fn arg(args: &[String], name: &str, default: usize) -> usize {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// User + system CPU time of this process in milliseconds (from /proc/self/stat, clock ticks of 10 ms).
+fn cpu_ms() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            // After the command name: state is field 0, utime field 11, stime field 12.
+            Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) * 10.0)
+        })
+        .unwrap_or(f64::NAN)
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|k| k.parse::<f64>().ok()))
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let (b, t) = (arg(&args, "--batch", 16), arg(&args, "--seq", 128));
+    let steps = arg(&args, "--steps", 10).max(1);
+    let warmup = arg(&args, "--warmup", 2);
+    let threads = arg(&args, "--threads", 2);
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global()?;
+
+    let layers = arg(&args, "--layers", 6);
+    // all-MiniLM-L6-v2's shape with a 2-label classification head.
+    let cfg = BertConfig::from_json(&format!(
+        r#"{{"model_type": "bert", "vocab_size": 30522, "hidden_size": 384, "num_hidden_layers": {layers},
+            "num_attention_heads": 12, "intermediate_size": 1536, "max_position_embeddings": 512,
+            "type_vocab_size": 2, "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1,
+            "layer_norm_eps": 1e-12, "num_labels": 2}}"#
+    ))?;
+    let mut model = BertForSequenceClassification::random(cfg.clone(), 0)?;
+    let mut ws = Workspace::new(&cfg, b, t);
+    let ids: Vec<u32> = (0..b * t).map(|i| 1000 + (i as u32 * 7919) % 29000).collect();
+    let mask = vec![1u32; b * t];
+    let tt = vec![0u32; b * t];
+    let labels: Vec<i64> = (0..b as i64).map(|i| i % 2).collect();
+    let batch = Batch {
+        input_ids: &ids,
+        attention_mask: &mask,
+        token_type_ids: Some(&tt),
+        labels: Some(Labels::Classes(&labels)),
+    };
+    let hyper = Hyper { lr: 2e-5, weight_decay: 0.01, ..Hyper::default() };
+
+    let mut fwd = Vec::new();
+    for i in 0..warmup + steps {
+        let s = Instant::now();
+        model.forward(&mut ws, &batch, Mode::Eval)?;
+        if i >= warmup {
+            fwd.push(s.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+
+    let mut step_times = Vec::new();
+    let mut loss = 0.0;
+    let mut cpu_start = 0.0;
+    for i in 0..warmup + steps {
+        if i == warmup {
+            profile::reset();
+            profile::enable(true);
+            cpu_start = cpu_ms();
+        }
+        let s = Instant::now();
+        model.zero_grad();
+        loss = model.forward(&mut ws, &batch, Mode::Train { seed: i as u64 })?.unwrap_or(f32::NAN);
+        model.backward(&mut ws, &batch)?;
+        model.clip_grad_norm(1.0);
+        model.adamw_step(hyper);
+        if i >= warmup {
+            step_times.push(s.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    profile::enable(false);
+    let cpu_per_step = (cpu_ms() - cpu_start) / steps as f64;
+
+    let params = model.params.len();
+    println!(
+        "model: MiniLM-shaped BERT, {} layers, {params} parameters; batch {b} x {t}; {threads} threads",
+        cfg.num_hidden_layers
+    );
+    println!("ours forward_ms {:.1}", median(&mut fwd));
+    println!("ours step_ms {:.1}", median(&mut step_times));
+    println!("ours forward_min_ms {:.1}", fwd[0]);
+    println!("ours step_min_ms {:.1}", step_times[0]);
+    println!("ours step_cpu_ms {cpu_per_step:.1}");
+    println!("ours last_loss {loss:.4}");
+    println!("ours peak_rss_mib {:.0}", peak_rss_mib());
+    println!("per-kernel time per train step (ms; pooler includes its own linear):");
+    let total: f64 = step_times.iter().sum::<f64>() / steps as f64;
+    let mut accounted = 0.0;
+    for (name, d, calls) in profile::report() {
+        let ms = d.as_secs_f64() * 1e3 / steps as f64;
+        if name != "pooler.forward" && name != "pooler.backward" {
+            accounted += ms;
+        }
+        println!("  {name:<24} {ms:8.2}  ({} calls/step)", calls / steps as u64);
+    }
+    println!("  {:<24} {:8.2}", "other (copies, glue)", total - accounted);
+    Ok(())
+}

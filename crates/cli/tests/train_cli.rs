@@ -45,7 +45,7 @@ fn csv(path: &Path, n: usize, offset: usize) {
     let mut s = String::from("text,label\n");
     for i in 0..n {
         let k = i + offset;
-        let pos = k % 2 == 0;
+        let pos = k.is_multiple_of(2);
         let pick = |j: usize| WORDS[(if pos { 0 } else { 5 }) + (k * 7 + j * 3) % 5];
         let words: Vec<&str> = (0..2 + k % 5).map(pick).collect();
         s.push_str(&format!("{},{}\n", words.join(" "), if pos { "pos" } else { "neg" }));

@@ -393,7 +393,14 @@ fn load_splits(run: &RunConfig, seed: u64) -> Result<Splits> {
         f.as_ref().map(|p| Ok((p.clone(), read(p, &opts)?))).transpose()
     };
     let mut s = Splits { train: read_opt(&run.train_file)?, validation: read_opt(&run.validation_file)?, test: None };
-    s.test = read_opt(&run.test_file)?;
+    s.test = match read_opt(&run.test_file) {
+        // run_glue.py's test files usually have no labels: predict only.
+        Err(e) if missing_label_column(&e, &run.label_column_name) => {
+            let unlabelled = ReadOptions { label_column_name: None, ..opts.clone() };
+            run.test_file.as_ref().map(|p| Ok::<_, anyhow::Error>((p.clone(), read(p, &unlabelled)?))).transpose()?
+        }
+        other => other?,
+    };
     if let Some(spec) = &run.split {
         if s.validation.is_some() || s.test.is_some() {
             bail!("key `split`: splits train_file only when neither validation_file nor test_file is given");
@@ -412,9 +419,18 @@ fn load_splits(run: &RunConfig, seed: u64) -> Result<Splits> {
     Ok(s)
 }
 
+/// Whether a read failed only because the label column (CSV/TSV) or field (JSONL) is absent.
+fn missing_label_column(e: &anyhow::Error, label: &str) -> bool {
+    let msg = e.to_string();
+    let quoted = format!("{label:?}");
+    msg.contains(&format!("no column {quoted}")) || msg.contains(&format!("field {quoted} is missing"))
+}
+
+/// Encodes a split; a split without any label (a test file for prediction only) is encoded unlabelled.
 fn encode(tok: &TextTokenizer, split: &(String, Vec<Example>), labels: &LabelMap, max: usize) -> Result<SeqDataset> {
     labels.check_examples(&split.1, &split.0)?;
-    Ok(SeqDataset::encode(tok, &split.1, Some(labels), SeqTask::SingleLabel, Some(max), &split.0)?)
+    let task = if split.1.iter().all(|e| e.label.is_none()) { SeqTask::Unlabelled } else { SeqTask::SingleLabel };
+    Ok(SeqDataset::encode(tok, &split.1, Some(labels), task, Some(max), &split.0)?)
 }
 
 fn prefixed(prefix: &str, m: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
@@ -656,8 +672,10 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
     }
     if let Some(t) = &test_set {
         let (m, ev) = evaluate_split(&mut model, t, eval_bs, collator, "test")?;
-        save_metrics(&out, "test", &m)?;
-        print_metrics("test", &m);
+        if !ev.gold.is_empty() {
+            save_metrics(&out, "test", &m)?;
+            print_metrics("test", &m);
+        }
         // run_glue.py's predict_results file: index and predicted label name.
         let mut txt = String::from("index\tprediction\n");
         for (i, &p) in ev.predictions.iter().enumerate() {

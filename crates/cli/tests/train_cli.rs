@@ -241,3 +241,41 @@ fn resume_from_checkpoint_matches_an_uninterrupted_run_bitwise() {
     let init = std::fs::read(full.join("checkpoint-2/model.safetensors")).expect("checkpoint");
     assert!(init != a);
 }
+
+/// Without dropout, two accumulated micro-batches of 2 make the same update as one batch of 4 (up to float
+/// summation order): the loss of an accumulation window is normalised over the whole window.
+#[test]
+fn gradient_accumulation_matches_a_larger_batch() {
+    let s = setup();
+    let cfg_path = s.model.join("config.json");
+    let mut cfg = read_json(&cfg_path);
+    cfg["hidden_dropout_prob"] = 0.0.into();
+    cfg["attention_probs_dropout_prob"] = 0.0.into();
+    std::fs::write(&cfg_path, cfg.to_string()).expect("config");
+    let run = |out: &str, bs: &str, gas: &str| {
+        let c = config(&s, out, &format!("max_steps = 3\ngradient_accumulation_steps = {gas}\n"));
+        let c = c.to_str().unwrap_or_default().to_string();
+        ok(finetune(&["train", "--config", &c, "--progress", "off", "--per-device-train-batch-size", bs]));
+        read_json(&s.root.join(out).join("all_results.json"))
+    };
+    let big = run("big", "4", "1");
+    let acc = run("acc", "2", "2");
+    for k in ["train_loss", "eval_loss", "test_loss"] {
+        let (a, b) = (big[k].as_f64().unwrap_or(f64::NAN), acc[k].as_f64().unwrap_or(f64::NAN));
+        assert!((a - b).abs() < 1e-5, "{k}: batch 4 gives {a}, 2 x 2 accumulated gives {b}");
+    }
+}
+
+/// A test file without labels (as run_glue.py's) is predicted only: predictions, no test metrics.
+#[test]
+fn unlabelled_test_file_is_predicted_only() {
+    let s = setup();
+    std::fs::write(s.root.join("test.csv"), "text\ngood nice\nawful dull bad\n").expect("write");
+    let cfg = config(&s, "unl", "max_steps = 1\n");
+    ok(finetune(&["train", "--config", cfg.to_str().unwrap_or_default(), "--progress", "off"]));
+    let out = s.root.join("unl");
+    let preds = std::fs::read_to_string(out.join("predict_results.txt")).expect("predict_results.txt");
+    assert_eq!(preds.lines().count(), 3, "{preds}");
+    assert!(!out.join("test_results.json").exists());
+    assert!(read_json(&out.join("all_results.json")).get("test_loss").is_none());
+}

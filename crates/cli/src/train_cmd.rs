@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
-use finetune_data::split::stratified_split;
+use finetune_data::split::{random_split, stratified_split};
 use finetune_data::{Collator, Example, LabelMap, ReadOptions, SeqDataset, SeqTask, SplitSpec, Tokenize};
 use finetune_metrics::classification::{classification_report, ReportOptions};
 use finetune_models::checkpoint::resolve_model_dir;
@@ -40,6 +40,8 @@ struct RunConfig {
     text_column_name: String,
     text_pair_column_name: Option<String>,
     label_column_name: String,
+    label_separator: Option<String>,
+    problem_type: Option<String>,
     max_seq_length: usize,
     split: Option<String>,
     do_train: Option<bool>,
@@ -59,6 +61,8 @@ impl Default for RunConfig {
             text_column_name: "text".into(),
             text_pair_column_name: None,
             label_column_name: "label".into(),
+            label_separator: None,
+            problem_type: None,
             max_seq_length: 128,
             split: None,
             do_train: None,
@@ -79,6 +83,12 @@ const RUN_KEYS: &[(&str, &str, &str)] = &[
     ("text_column_name", "\"text\"", "column/field with the text"),
     ("text_pair_column_name", "none", "second text of sentence pairs"),
     ("label_column_name", "\"label\"", "column/field with the label"),
+    ("label_separator", "none", "multi-label CSV/TSV: split label cells on this string, e.g. \"|\""),
+    (
+        "problem_type",
+        "\"single_label_classification\"",
+        "or \"multi_label_classification\" (BCE) or \"regression\" (MSE, numeric label)",
+    ),
     ("max_seq_length", "128", "tokens per example after truncation (capped by the model)"),
     ("split", "none", "e.g. \"80/10/10\": stratified seeded split of train_file when no validation/test file"),
     ("do_train", "auto", "train (auto: when train_file is set)"),
@@ -109,6 +119,8 @@ impl RunConfig {
             "text_column_name" => self.text_column_name = value.to_string(),
             "text_pair_column_name" => self.text_pair_column_name = opt(value),
             "label_column_name" => self.label_column_name = value.to_string(),
+            "label_separator" => self.label_separator = opt(value),
+            "problem_type" => self.problem_type = opt(value),
             "max_seq_length" => {
                 self.max_seq_length = value
                     .parse()
@@ -147,7 +159,7 @@ impl RunConfig {
 #[derive(Args, Debug)]
 #[command(after_long_help = train_long_help(), after_help = EXAMPLE)]
 pub struct TrainArgs {
-    /// TOML run file: TrainingArguments keys (HF names) and run keys (see --help). Flags override it, and
+    /// TOML run file: TrainingArguments keys (HF names) and run keys (listed below). Flags override it, and
     /// --set overrides flags.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -265,14 +277,22 @@ pub struct PredictArgs {
 
 #[derive(Args, Debug)]
 pub struct InferArgs {
+    /// Column (CSV/TSV) or field (JSONL) with the text.
     #[arg(long, default_value = "text")]
     text_column_name: String,
+    /// Column or field with the second text of sentence pairs.
     #[arg(long)]
     text_pair_column_name: Option<String>,
+    /// Column or field with the label.
     #[arg(long, default_value = "label")]
     label_column_name: String,
+    /// Multi-label CSV/TSV: split label cells on this string (e.g. "|").
+    #[arg(long)]
+    label_separator: Option<String>,
+    /// Tokens per example after truncation (capped by the model); use the value the model was trained with.
     #[arg(long, default_value_t = 128)]
     max_seq_length: usize,
+    /// Examples per forward pass.
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
 }
@@ -350,12 +370,33 @@ fn apply_set(run: &mut RunConfig, args: &mut TrainingArguments, assignment: &str
     Ok(args.set(assignment)?)
 }
 
-fn read_opts(text: &str, pair: Option<&str>, label: Option<&str>) -> ReadOptions {
+fn read_opts(text: &str, pair: Option<&str>, label: Option<&str>, separator: Option<&str>) -> ReadOptions {
     ReadOptions {
         text_column_name: text.to_string(),
         text_pair_column_name: pair.map(str::to_string),
         label_column_name: label.map(str::to_string),
+        label_separator: separator.map(str::to_string),
         ..Default::default()
+    }
+}
+
+fn parse_problem(s: Option<&str>) -> Result<ProblemType> {
+    match s {
+        None => Ok(ProblemType::SingleLabelClassification),
+        Some(p) => ProblemType::parse(p).ok_or_else(|| {
+            anyhow!(
+                "key `problem_type`: {p:?} is not one of single_label_classification, multi_label_classification, \
+                 regression"
+            )
+        }),
+    }
+}
+
+fn seq_task(problem: ProblemType) -> SeqTask {
+    match problem {
+        ProblemType::SingleLabelClassification => SeqTask::SingleLabel,
+        ProblemType::MultiLabelClassification => SeqTask::MultiLabel,
+        ProblemType::Regression => SeqTask::Regression,
     }
 }
 
@@ -387,8 +428,13 @@ struct Splits {
     test: Option<(String, Vec<Example>)>,
 }
 
-fn load_splits(run: &RunConfig, seed: u64) -> Result<Splits> {
-    let opts = read_opts(&run.text_column_name, run.text_pair_column_name.as_deref(), Some(&run.label_column_name));
+fn load_splits(run: &RunConfig, seed: u64, problem: ProblemType) -> Result<Splits> {
+    let opts = read_opts(
+        &run.text_column_name,
+        run.text_pair_column_name.as_deref(),
+        Some(&run.label_column_name),
+        run.label_separator.as_deref(),
+    );
     let read_opt = |f: &Option<String>| -> Result<Option<(String, Vec<Example>)>> {
         f.as_ref().map(|p| Ok((p.clone(), read(p, &opts)?))).transpose()
     };
@@ -409,7 +455,12 @@ fn load_splits(run: &RunConfig, seed: u64) -> Result<Splits> {
         let spec = SplitSpec::parse(spec).map_err(|e| anyhow!("key `split`: {e}"))?;
         let strata: Vec<String> =
             examples.iter().map(|e| e.label.as_ref().map(|l| l.strata_key()).unwrap_or_default()).collect();
-        let parts = stratified_split(&strata, &spec, seed);
+        // Numeric targets have no classes to stratify by.
+        let parts = if problem == ProblemType::Regression {
+            random_split(examples.len(), &spec, seed)
+        } else {
+            stratified_split(&strata, &spec, seed)
+        };
         let pick = |ix: &Vec<usize>| ix.iter().map(|&i| examples[i].clone()).collect::<Vec<_>>();
         let mut it = parts.iter();
         s.train = it.next().map(|ix| (path.clone(), pick(ix)));
@@ -427,9 +478,17 @@ fn missing_label_column(e: &anyhow::Error, label: &str) -> bool {
 }
 
 /// Encodes a split; a split without any label (a test file for prediction only) is encoded unlabelled.
-fn encode(tok: &TextTokenizer, split: &(String, Vec<Example>), labels: &LabelMap, max: usize) -> Result<SeqDataset> {
-    labels.check_examples(&split.1, &split.0)?;
-    let task = if split.1.iter().all(|e| e.label.is_none()) { SeqTask::Unlabelled } else { SeqTask::SingleLabel };
+fn encode(
+    tok: &TextTokenizer,
+    split: &(String, Vec<Example>),
+    labels: &LabelMap,
+    max: usize,
+    problem: ProblemType,
+) -> Result<SeqDataset> {
+    if problem != ProblemType::Regression {
+        labels.check_examples(&split.1, &split.0)?;
+    }
+    let task = if split.1.iter().all(|e| e.label.is_none()) { SeqTask::Unlabelled } else { seq_task(problem) };
     Ok(SeqDataset::encode(tok, &split.1, Some(labels), task, Some(max), &split.0)?)
 }
 
@@ -513,11 +572,42 @@ fn print_metrics(title: &str, m: &BTreeMap<String, f64>) {
     }
 }
 
-fn write_predictions(path: &Path, ev: &finetune_train::Evaluation, names: &[String]) -> Result<()> {
+/// One prediction as run_glue.py writes it: the label name, the labels joined by "," (multi-label), or the
+/// value with 3 decimals (regression).
+fn prediction_text(ev: &finetune_train::Evaluation, i: usize, names: &[String], problem: ProblemType) -> String {
+    let name = |c: usize| names.get(c).cloned().unwrap_or_default();
+    match problem {
+        ProblemType::SingleLabelClassification => name(ev.predictions[i]),
+        ProblemType::MultiLabelClassification => {
+            ev.label_sets.get(i).map(|s| s.iter().map(|&c| name(c)).collect::<Vec<_>>().join(",")).unwrap_or_default()
+        }
+        ProblemType::Regression => format!("{:.3}", ev.probabilities[i].first().copied().unwrap_or(f64::NAN)),
+    }
+}
+
+/// predictions.jsonl: `{"label", "probabilities"}` (single-label), `{"labels", "probabilities"}` (multi-label)
+/// or `{"prediction"}` (regression; a list when the model has several outputs).
+fn write_predictions(
+    path: &Path,
+    ev: &finetune_train::Evaluation,
+    names: &[String],
+    problem: ProblemType,
+) -> Result<()> {
     let mut text = String::new();
-    for (p, probs) in ev.predictions.iter().zip(&ev.probabilities) {
-        let probs: Map<String, Value> = names.iter().zip(probs).map(|(n, &v)| (n.clone(), json!(v))).collect();
-        let line = json!({ "label": names.get(*p).cloned().unwrap_or_default(), "probabilities": probs });
+    for (i, (p, probs)) in ev.predictions.iter().zip(&ev.probabilities).enumerate() {
+        let by_name: Map<String, Value> = names.iter().zip(probs).map(|(n, &v)| (n.clone(), json!(v))).collect();
+        let line = match problem {
+            ProblemType::SingleLabelClassification => {
+                json!({ "label": names.get(*p).cloned().unwrap_or_default(), "probabilities": by_name })
+            }
+            ProblemType::MultiLabelClassification => {
+                let set = ev.label_sets.get(i).map_or(&[][..], |s| &s[..]);
+                let labels: Vec<&str> = set.iter().filter_map(|&c| names.get(c).map(String::as_str)).collect();
+                json!({ "labels": labels, "probabilities": by_name })
+            }
+            ProblemType::Regression if probs.len() == 1 => json!({ "prediction": probs[0] }),
+            ProblemType::Regression => json!({ "prediction": probs }),
+        };
         text.push_str(&line.to_string());
         text.push('\n');
     }
@@ -571,7 +661,8 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
         bail!("key `label_smoothing_factor`: not supported by the encoder models yet (use 0)");
     }
     let explicit = run.do_train.is_some() || run.do_eval.is_some() || run.do_predict.is_some();
-    let splits = load_splits(&run, args.seed)?;
+    let problem = parse_problem(run.problem_type.as_deref())?;
+    let splits = load_splits(&run, args.seed, problem)?;
     let (do_train, do_eval, do_predict) = if explicit {
         (run.do_train.unwrap_or(false), run.do_eval.unwrap_or(false), run.do_predict.unwrap_or(false))
     } else {
@@ -588,6 +679,8 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
     let (model_dir, tok, max_len) = tokenizer_for(&spec, run.max_seq_length)?;
     // Labels: from the training data (run_glue.py sorts them), else from the model's config.
     let labels = match &splits.train {
+        // run_glue.py: one output, LABEL_0.
+        Some(_) if do_train && problem == ProblemType::Regression => LabelMap::new(vec!["LABEL_0".into()])?,
         Some((path, ex)) if do_train => LabelMap::from_examples(ex).with_context(|| path.clone())?,
         _ => {
             let cfg = EncoderConfig::from_file(model_dir.join("config.json"))?;
@@ -597,18 +690,18 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
         }
     };
     let train_set = match (&splits.train, do_train) {
-        (Some(s), true) => Some(encode(&tok, s, &labels, max_len)?),
+        (Some(s), true) => Some(encode(&tok, s, &labels, max_len, problem)?),
         _ => None,
     };
-    let val_set = splits.validation.as_ref().map(|s| encode(&tok, s, &labels, max_len)).transpose()?;
+    let val_set = splits.validation.as_ref().map(|s| encode(&tok, s, &labels, max_len, problem)).transpose()?;
     let test_set = match (&splits.test, do_predict) {
-        (Some(s), true) => Some(encode(&tok, s, &labels, max_len)?),
+        (Some(s), true) => Some(encode(&tok, s, &labels, max_len, problem)?),
         _ => None,
     };
     let mut model = EncoderClassifier::from_pretrained(
         &model_dir.display().to_string(),
         labels.names(),
-        ProblemType::SingleLabelClassification,
+        problem,
         args.adamw(),
         args.seed,
     )?;
@@ -672,17 +765,17 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
     }
     if let Some(t) = &test_set {
         let (m, ev) = evaluate_split(&mut model, t, eval_bs, collator, "test")?;
-        if !ev.gold.is_empty() {
+        if !matches!(t.targets, finetune_data::SeqTargets::None) {
             save_metrics(&out, "test", &m)?;
             print_metrics("test", &m);
         }
-        // run_glue.py's predict_results file: index and predicted label name.
+        // run_glue.py's predict_results file: index and predicted label name (regression: the value).
         let mut txt = String::from("index\tprediction\n");
-        for (i, &p) in ev.predictions.iter().enumerate() {
-            txt.push_str(&format!("{i}\t{}\n", names.get(p).map_or("", String::as_str)));
+        for i in 0..ev.predictions.len() {
+            txt.push_str(&format!("{i}\t{}\n", prediction_text(&ev, i, &names, problem)));
         }
         finetune_train::write_atomic(&out.join("predict_results.txt"), txt.as_bytes())?;
-        write_predictions(&out.join("predictions.jsonl"), &ev, &names)?;
+        write_predictions(&out.join("predictions.jsonl"), &ev, &names, problem)?;
         if !ev.gold.is_empty() {
             println!("\n***** test classification_report *****");
             print!("{}", report_text(&ev.gold, &ev.predictions, &names)?);
@@ -695,16 +788,13 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
 fn load_for_inference(spec: &str, max_seq_length: usize) -> Result<(EncoderClassifier, TextTokenizer, usize)> {
     let (dir, tok, max_len) = tokenizer_for(spec, max_seq_length)?;
     let cfg = EncoderConfig::from_file(dir.join("config.json"))?;
-    match cfg.problem_type {
-        None | Some(ProblemType::SingleLabelClassification) => {}
-        Some(p) => bail!("{}: problem_type {} is not supported yet", dir.join("config.json").display(), p.as_str()),
-    }
+    let problem = cfg.problem_type.unwrap_or(ProblemType::SingleLabelClassification);
     let names: Vec<String> =
         (0..cfg.num_labels).map(|i| cfg.id2label.get(&i).cloned().unwrap_or(format!("LABEL_{i}"))).collect();
     let model = EncoderClassifier::from_pretrained(
         &dir.display().to_string(),
         &names,
-        ProblemType::SingleLabelClassification,
+        problem,
         finetune_train::TrainingArguments::default().adamw(),
         42,
     )?;
@@ -724,13 +814,19 @@ pub fn run_eval(a: EvalArgs) -> Result<()> {
     let labels = LabelMap::new(names.clone())?;
     let c = &a.common;
     let path = a.data.display().to_string();
-    let opts = read_opts(&c.text_column_name, c.text_pair_column_name.as_deref(), Some(&c.label_column_name));
+    let opts = read_opts(
+        &c.text_column_name,
+        c.text_pair_column_name.as_deref(),
+        Some(&c.label_column_name),
+        c.label_separator.as_deref(),
+    );
     let examples = read(&path, &opts)?;
-    let data = encode(&tok, &(path, examples), &labels, max_len)?;
+    let problem = model.problem;
+    let data = encode(&tok, &(path, examples), &labels, max_len, problem)?;
     let collator = Collator { pad_token_id: tok.pad_token_id(), pad_to_multiple_of: Some(8) };
     let (m, ev) = evaluate_split(&mut model, &data, c.batch_size.max(1), collator, "eval")?;
     let value = Value::Object(m.iter().map(|(k, v)| (k.clone(), metric_value(k, *v))).collect());
-    if !a.json {
+    if !a.json && !ev.gold.is_empty() {
         print!("{}", report_text(&ev.gold, &ev.predictions, &names)?);
         println!();
     }
@@ -743,11 +839,11 @@ pub fn run_predict(a: PredictArgs) -> Result<()> {
     let names = model.label_names();
     let c = &a.common;
     let path = a.data.display().to_string();
-    let examples = read(&path, &read_opts(&c.text_column_name, c.text_pair_column_name.as_deref(), None))?;
+    let examples = read(&path, &read_opts(&c.text_column_name, c.text_pair_column_name.as_deref(), None, None))?;
     let data = SeqDataset::encode(&tok, &examples, None, SeqTask::Unlabelled, Some(max_len), &path)?;
     let collator = Collator { pad_token_id: tok.pad_token_id(), pad_to_multiple_of: Some(8) };
     let ev = model.evaluate(&data, c.batch_size.max(1), collator)?;
-    write_predictions(&a.out, &ev, &names)?;
+    write_predictions(&a.out, &ev, &names, model.problem)?;
     eprintln!("{} predictions written to {}", ev.predictions.len(), a.out.display());
     Ok(())
 }

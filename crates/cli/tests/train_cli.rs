@@ -279,3 +279,66 @@ fn unlabelled_test_file_is_predicted_only() {
     assert!(!out.join("test_results.json").exists());
     assert!(read_json(&out.join("all_results.json")).get("test_loss").is_none());
 }
+
+/// Multi-label (BCE) and regression (MSE) heads train, save their problem_type and predict in their own shape.
+#[test]
+fn multi_label_and_regression_heads() {
+    let s = setup();
+    let mut multi = String::from("text,label\n");
+    let mut reg = String::from("text,label\n");
+    for i in 0..16 {
+        let (w, tags) = match i % 3 {
+            0 => ("good nice", "pos|light"),
+            1 => ("bad dull", "neg"),
+            _ => ("good bad", "pos|neg"),
+        };
+        multi.push_str(&format!("{w},{tags}\n"));
+        reg.push_str(&format!("{w},{}\n", (i % 3) as f64 * 0.5));
+    }
+    std::fs::write(s.root.join("multi.csv"), multi).expect("write");
+    std::fs::write(s.root.join("reg.csv"), reg).expect("write");
+    for (name, extra) in [
+        ("multi", "problem_type = \"multi_label_classification\"\nlabel_separator = \"|\"\n"),
+        ("reg", "problem_type = \"regression\"\n"),
+    ] {
+        let data = s.root.join(format!("{name}.csv"));
+        let d = data.to_str().unwrap_or_default();
+        let cfg = config(&s, name, &format!("max_steps = 2\n{extra}"));
+        let c = cfg.to_str().unwrap_or_default();
+        ok(finetune(&[
+            "train",
+            "--config",
+            c,
+            "--progress",
+            "off",
+            "--train-file",
+            d,
+            "--validation-file",
+            d,
+            "--test-file",
+            d,
+        ]));
+        let out = s.root.join(name);
+        let config = read_json(&out.join("config.json"));
+        let all = read_json(&out.join("all_results.json"));
+        assert!(all["eval_loss"].is_number() && all["test_loss"].is_number(), "{all}");
+        let first: Value = serde_json::from_str(
+            std::fs::read_to_string(out.join("predictions.jsonl")).unwrap_or_default().lines().next().unwrap_or(""),
+        )
+        .expect("jsonl");
+        if name == "multi" {
+            assert_eq!(config["problem_type"], "multi_label_classification");
+            assert_eq!(config["id2label"].as_object().map(|m| m.len()), Some(3));
+            assert!(first["labels"].is_array() && first["probabilities"]["light"].is_number(), "{first}");
+        } else {
+            assert_eq!(config["problem_type"], "regression");
+            assert_eq!(config["id2label"], serde_json::json!({"0": "LABEL_0"}));
+            assert!(first["prediction"].is_number(), "{first}");
+            assert!(all["eval_mse"].is_number());
+            // eval reloads the regression head.
+            let o = ok(finetune(&["eval", "--model", out.to_str().unwrap_or_default(), "--data", d, "--json"]));
+            let m: Value = serde_json::from_slice(&o.stdout).expect("json");
+            assert!(m["eval_mse"].is_number(), "{m}");
+        }
+    }
+}

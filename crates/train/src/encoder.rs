@@ -259,9 +259,11 @@ impl EncoderClassifier {
         Ok((ws.logits.clone(), loss.map(f64::from)))
     }
 
-    /// Evaluates single-label classification on `data` in order, `batch_size` examples at a time: HF's metric
-    /// map (`loss`, `accuracy`, macro `precision`/`recall`/`f1`) when the data has labels, and per example the
-    /// predicted class and the class probabilities (softmax of the logits).
+    /// Evaluates `data` in order, `batch_size` examples at a time. Single-label: HF's metric map (`loss`,
+    /// `accuracy`, macro `precision`/`recall`/`f1`), per example the predicted class and the softmax
+    /// probabilities. Multi-label: `loss` and `accuracy` (exact match, as sklearn's on indicator rows), per example
+    /// the sigmoid probabilities and the classes above 0.5. Regression: `loss` and `mse`, per example the
+    /// predicted values. Metrics need labelled data.
     pub fn evaluate(&mut self, data: &SeqDataset, batch_size: usize, collator: Collator) -> Result<Evaluation> {
         let labelled = !matches!(data.targets, finetune_data::SeqTargets::None);
         let mut acc = ClassificationEval::new();
@@ -269,31 +271,64 @@ impl EncoderClassifier {
         let nl = self.num_labels();
         let idx: Vec<usize> = (0..data.len()).collect();
         let mut batch = finetune_data::Batch::default();
+        let (mut loss_sum, mut exact, mut sq_err, mut n_values) = (0.0f64, 0usize, 0.0f64, 0usize);
         for chunk in idx.chunks(batch_size.max(1)) {
             collator.seq_into(data, chunk, &mut batch).map_err(model_err)?;
             let (logits, loss) = self.forward_eval(&batch, labelled)?;
             let start = out.predictions.len();
             for row in logits.chunks(nl) {
                 out.predictions.push(argmax(row));
-                out.probabilities.push(softmax(row));
+                match self.problem {
+                    ProblemType::SingleLabelClassification => out.probabilities.push(softmax(row)),
+                    ProblemType::MultiLabelClassification => {
+                        let p: Vec<f64> = row.iter().map(|&v| 1.0 / (1.0 + (-(v as f64)).exp())).collect();
+                        out.label_sets.push((0..nl).filter(|&i| p[i] > 0.5).collect());
+                        out.probabilities.push(p);
+                    }
+                    ProblemType::Regression => out.probabilities.push(row.iter().map(|&v| v as f64).collect()),
+                }
             }
-            if let (BatchLabels::Class(y), Some(loss)) = (&batch.labels, loss) {
-                let y_true: Vec<usize> = y.iter().map(|&v| v.max(0) as usize).collect();
-                acc.add_batch(loss, &y_true, &out.predictions[start..])?;
-                out.gold.extend(y_true);
-            } else if let Some(loss) = loss {
-                out.other_loss_sum += loss * batch.batch_size as f64;
-                out.other_loss_n += batch.batch_size;
+            let Some(loss) = loss else { continue };
+            loss_sum += loss * batch.batch_size as f64;
+            match &batch.labels {
+                BatchLabels::Class(y) => {
+                    let y_true: Vec<usize> = y.iter().map(|&v| v.max(0) as usize).collect();
+                    acc.add_batch(loss, &y_true, &out.predictions[start..])?;
+                    out.gold.extend(y_true);
+                }
+                BatchLabels::MultiHot { values, .. } => {
+                    for (gold, pred) in values.chunks(nl).zip(&out.label_sets[start..]) {
+                        let gold: Vec<usize> = (0..nl).filter(|&i| gold[i] > 0.5).collect();
+                        exact += usize::from(&gold == pred);
+                    }
+                }
+                BatchLabels::Regression(y) => {
+                    for (t, p) in y.iter().zip(&logits) {
+                        sq_err += (*t as f64 - *p as f64).powi(2);
+                        n_values += 1;
+                    }
+                }
+                _ => {}
             }
         }
+        let n = data.len();
         out.metrics = if labelled && self.problem == ProblemType::SingleLabelClassification {
             acc.finish()?
         } else {
             let mut m = std::collections::BTreeMap::new();
-            if out.other_loss_n > 0 {
-                m.insert("loss".to_string(), out.other_loss_sum / out.other_loss_n as f64);
+            if labelled && n > 0 {
+                m.insert("loss".to_string(), loss_sum / n as f64);
+                match self.problem {
+                    ProblemType::MultiLabelClassification => {
+                        m.insert("accuracy".to_string(), exact as f64 / n as f64);
+                    }
+                    ProblemType::Regression if n_values > 0 => {
+                        m.insert("mse".to_string(), sq_err / n_values as f64);
+                    }
+                    _ => {}
+                }
             }
-            EvalOutput { metrics: m, num_samples: data.len(), num_batches: data.len().div_ceil(batch_size.max(1)) }
+            EvalOutput { metrics: m, num_samples: n, num_batches: n.div_ceil(batch_size.max(1)) }
         };
         Ok(out)
     }
@@ -309,14 +344,15 @@ impl EncoderClassifier {
 #[derive(Debug, Clone, Default)]
 pub struct Evaluation {
     pub metrics: EvalOutput,
-    /// Predicted class per example.
+    /// Predicted (most probable) class per example.
     pub predictions: Vec<usize>,
-    /// Softmax probabilities per example.
+    /// Per example: softmax probabilities (single-label), sigmoid probabilities (multi-label) or the predicted
+    /// values (regression).
     pub probabilities: Vec<Vec<f64>>,
+    /// Multi-label: the classes predicted per example (probability above 0.5).
+    pub label_sets: Vec<Vec<usize>>,
     /// Gold class per example (single-label data only).
     pub gold: Vec<usize>,
-    other_loss_sum: f64,
-    other_loss_n: usize,
 }
 
 fn argmax(row: &[f32]) -> usize {

@@ -3,6 +3,7 @@
 mod data_cmd;
 mod input;
 mod metrics_cmd;
+mod train_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -21,6 +22,12 @@ enum Command {
     /// Data preparation: split, clean and describe datasets (CSV/TSV, JSONL, CoNLL, text).
     #[command(subcommand)]
     Data(data_cmd::DataCommand),
+    /// Fine-tune a BERT-family encoder for sequence classification (run_glue.py semantics, HF output layout).
+    Train(Box<train_cmd::TrainArgs>),
+    /// Evaluate a saved classification model on labelled data (loss, accuracy, macro F1, classification report).
+    Eval(train_cmd::EvalArgs),
+    /// Predict labels and class probabilities with a saved classification model (JSON lines).
+    Predict(train_cmd::PredictArgs),
 }
 
 fn main() {
@@ -28,6 +35,9 @@ fn main() {
     let result = match cli.command {
         Command::Metrics(cmd) => metrics_cmd::run(cmd),
         Command::Data(cmd) => data_cmd::run(cmd),
+        Command::Train(a) => train_cmd::run_train(*a),
+        Command::Eval(a) => train_cmd::run_eval(a),
+        Command::Predict(a) => train_cmd::run_predict(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -3,7 +3,8 @@
 //! normalised over the accumulation window, logging into `log_history`, evaluation, checkpoints in HF's layout
 //! (`checkpoint-N/trainer_state.json`) with rotation and best-model tracking, early stopping, and exact resume.
 //!
-//! Models plug in through [`TrainableModel`]; data through [`BatchSource`]. Nothing here knows about tensors.
+//! Models plug in through [`TrainableModel`]; data through [`BatchSource`]. The loop knows nothing about tensors;
+//! [`encoder`] adapts the BERT-family sequence classifiers of `finetune-models` to it.
 //!
 //! ```text
 //! let args = TrainingArguments::load(Some(Path::new("train.toml")), &overrides)?;   // TOML + --set, validated
@@ -26,12 +27,14 @@ pub use error::{Result, TrainError};
 pub use schedule::{num_batches, Schedule, TrainingPlan};
 
 pub mod data;
+pub mod encoder;
 pub mod eval;
 pub mod progress;
 pub mod state;
 pub mod trainer;
 
 pub use data::{Batch, BatchSource, Sampler};
+pub use encoder::{EncoderClassifier, Evaluation, SeqBatches};
 pub use eval::{ClassificationEval, TokenClassificationEval};
 pub use progress::ProgressMode;
 pub use state::{last_checkpoint, rotate_checkpoints, sorted_checkpoints, write_atomic, LogEntry, TrainerState};

@@ -1,0 +1,344 @@
+//! `finetune train`, `eval` and `predict` end to end on the committed tiny random BERT (no downloaded assets):
+//! HF output layout, reload equality, resume equality, and one-line errors with exit status 2.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+const WORDS: &[&str] = &["good", "great", "fine", "nice", "love", "bad", "awful", "hate", "boring", "dull"];
+
+fn finetune(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_finetune")).args(args).output().expect("run finetune")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn ok(o: Output) -> Output {
+    assert!(o.status.success(), "finetune failed: {}", stderr(&o));
+    o
+}
+
+fn read_json(p: &Path) -> Value {
+    let text = std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    serde_json::from_str(&text).expect("valid JSON")
+}
+
+/// The tiny BERT fixture plus a WordPiece vocabulary (the fixture ships no tokenizer).
+fn model_dir(root: &Path) -> PathBuf {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/tests/fixtures/tiny_bert");
+    let dir = root.join("model");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixture.join(f), dir.join(f)).expect("copy fixture");
+    }
+    let mut vocab: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"].iter().map(|s| s.to_string()).collect();
+    vocab.extend(WORDS.iter().map(|s| s.to_string()));
+    std::fs::write(dir.join("vocab.txt"), vocab.join("\n") + "\n").expect("vocab");
+    dir
+}
+
+/// `n` labelled sentences: positive words → "pos", negative words → "neg"; deterministic.
+fn csv(path: &Path, n: usize, offset: usize) {
+    let mut s = String::from("text,label\n");
+    for i in 0..n {
+        let k = i + offset;
+        let pos = k.is_multiple_of(2);
+        let pick = |j: usize| WORDS[(if pos { 0 } else { 5 }) + (k * 7 + j * 3) % 5];
+        let words: Vec<&str> = (0..2 + k % 5).map(pick).collect();
+        s.push_str(&format!("{},{}\n", words.join(" "), if pos { "pos" } else { "neg" }));
+    }
+    std::fs::write(path, s).expect("write csv");
+}
+
+struct Setup {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    model: PathBuf,
+}
+
+fn setup() -> Setup {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().to_path_buf();
+    let model = model_dir(&root);
+    csv(&root.join("train.csv"), 24, 0);
+    csv(&root.join("validation.csv"), 8, 100);
+    csv(&root.join("test.csv"), 8, 200);
+    Setup { _tmp: tmp, root, model }
+}
+
+fn config(s: &Setup, out: &str, extra: &str) -> PathBuf {
+    let p = s.root.join(format!("{out}.toml"));
+    let text = format!(
+        "model_name_or_path = {m:?}\ntrain_file = {tr:?}\nvalidation_file = {va:?}\ntest_file = {te:?}\n\
+         output_dir = {o:?}\nmax_seq_length = 16\nper_device_train_batch_size = 4\nper_device_eval_batch_size = 4\n\
+         learning_rate = 1e-3\nlogging_steps = 1\nsave_steps = 2\n{extra}",
+        m = s.model.display().to_string(),
+        tr = s.root.join("train.csv").display().to_string(),
+        va = s.root.join("validation.csv").display().to_string(),
+        te = s.root.join("test.csv").display().to_string(),
+        o = s.root.join(out).display().to_string(),
+    );
+    std::fs::write(&p, text).expect("write config");
+    p
+}
+
+#[test]
+fn train_writes_hf_layout_and_the_saved_model_reloads() {
+    let s = setup();
+    let cfg = config(&s, "out", "max_steps = 3\neval_strategy = \"steps\"\neval_steps = 2\n");
+    ok(finetune(&["train", "--config", cfg.to_str().unwrap_or_default(), "--progress", "off"]));
+    let out = s.root.join("out");
+
+    let state = read_json(&out.join("checkpoint-2/trainer_state.json"));
+    let history = state["log_history"].as_array().expect("log_history");
+    assert!(history.iter().any(|e| e.get("loss").is_some()), "no training loss logged: {history:?}");
+    assert!(history.iter().any(|e| e.get("eval_loss").is_some()), "no evaluation logged at step 2");
+    assert!(out.join("checkpoint-3/optimizer.safetensors").is_file());
+    assert_eq!(read_json(&out.join("trainer_state.json"))["global_step"], 3);
+
+    let all = read_json(&out.join("all_results.json"));
+    for k in ["train_loss", "eval_loss", "eval_accuracy", "eval_f1", "test_loss", "test_accuracy", "test_f1"] {
+        assert!(all[k].is_number(), "all_results.json lacks {k}: {all}");
+    }
+    assert_eq!(all["eval_samples"], 8);
+
+    let config = read_json(&out.join("config.json"));
+    assert_eq!(config["architectures"], serde_json::json!(["BertForSequenceClassification"]));
+    assert_eq!(config["id2label"], serde_json::json!({"0": "neg", "1": "pos"}));
+    assert_eq!(config["label2id"], serde_json::json!({"neg": 0, "pos": 1}));
+    assert_eq!(config["problem_type"], "single_label_classification");
+    assert!(out.join("model.safetensors").is_file() && out.join("vocab.txt").is_file());
+    let preds = std::fs::read_to_string(out.join("predictions.jsonl")).expect("predictions");
+    assert_eq!(preds.lines().count(), 8);
+
+    // The saved model gives the same validation loss through `finetune eval`.
+    let val = s.root.join("validation.csv");
+    let o = ok(finetune(&[
+        "eval",
+        "--model",
+        out.to_str().unwrap_or_default(),
+        "--data",
+        val.to_str().unwrap_or_default(),
+        "--max-seq-length",
+        "16",
+        "--batch-size",
+        "4",
+        "--json",
+    ]));
+    let m: Value = serde_json::from_slice(&o.stdout).expect("eval prints JSON");
+    let eval = read_json(&out.join("eval_results.json"));
+    let (a, b) = (m["eval_loss"].as_f64().unwrap_or(f64::NAN), eval["eval_loss"].as_f64().unwrap_or(f64::NAN));
+    assert_eq!(a, b, "eval loss after reload {a} differs from the run's {b}");
+    assert_eq!(m["eval_accuracy"], eval["eval_accuracy"]);
+
+    let p = s.root.join("p.jsonl");
+    ok(finetune(&[
+        "predict",
+        "--model",
+        out.to_str().unwrap_or_default(),
+        "--data",
+        s.root.join("test.csv").to_str().unwrap_or_default(),
+        "--out",
+        p.to_str().unwrap_or_default(),
+        "--max-seq-length",
+        "16",
+    ]));
+    let first: Value =
+        serde_json::from_str(std::fs::read_to_string(&p).unwrap_or_default().lines().next().unwrap_or(""))
+            .expect("jsonl");
+    let probs = first["probabilities"].as_object().expect("probabilities");
+    let total: f64 = probs.values().filter_map(Value::as_f64).sum();
+    assert!((total - 1.0).abs() < 1e-9 && probs.contains_key("pos") && first["label"].is_string());
+}
+
+#[test]
+fn split_of_one_file_trains_and_tests() {
+    let s = setup();
+    let cfg = s.root.join("split.toml");
+    let text = format!(
+        "model_name_or_path = {:?}\ntrain_file = {:?}\nsplit = \"80/10/10\"\noutput_dir = {:?}\nmax_steps = 2\n\
+         per_device_train_batch_size = 4\nmax_seq_length = 16\n",
+        s.model.display().to_string(),
+        s.root.join("train.csv").display().to_string(),
+        s.root.join("split-out").display().to_string()
+    );
+    std::fs::write(&cfg, text).expect("config");
+    let o = ok(finetune(&["train", "--config", cfg.to_str().unwrap_or_default(), "--progress", "off"]));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("macro avg"), "no classification report:\n{stdout}");
+    let all = read_json(&s.root.join("split-out/all_results.json"));
+    // 24 examples, two balanced classes: 80/10/10 stratified gives 2 validation and 2 test examples... at least one.
+    assert!(all["test_samples"].as_u64().unwrap_or(0) >= 1 && all["eval_samples"].as_u64().unwrap_or(0) >= 1);
+}
+
+#[test]
+fn bad_config_key_names_the_key_and_writes_nothing() {
+    let s = setup();
+    let cfg = config(&s, "bad", "lerning_rate = 3e-5\n");
+    let o = finetune(&["train", "--config", cfg.to_str().unwrap_or_default()]);
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert!(e.contains("`lerning_rate`") && e.contains("learning_rate"), "{e}");
+    assert_eq!(e.trim_end().lines().count(), 1, "{e}");
+    assert!(!s.root.join("bad").exists());
+
+    let cfg = config(&s, "bad2", "");
+    let o = finetune(&["train", "--config", cfg.to_str().unwrap_or_default(), "--set", "warmup_ration=0.1"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("`warmup_ration`"), "{}", stderr(&o));
+    assert!(!s.root.join("bad2").exists());
+}
+
+#[test]
+fn malformed_csv_names_file_and_line() {
+    let s = setup();
+    let bad = s.root.join("bad.csv");
+    std::fs::write(&bad, "text,label\ngood movie,pos\n\"unterminated,neg\n").expect("write");
+    let cfg = config(&s, "csv", "max_steps = 1\n");
+    let o = finetune(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap_or_default(),
+        "--train-file",
+        bad.to_str().unwrap_or_default(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert!(e.contains(&format!("{}:3", bad.display())), "{e}");
+    assert_eq!(e.trim_end().lines().count(), 1, "{e}");
+    assert!(!s.root.join("csv").exists());
+}
+
+#[test]
+fn resume_from_checkpoint_matches_an_uninterrupted_run_bitwise() {
+    let s = setup();
+    let cfg = config(&s, "full", "max_steps = 4\n");
+    let cfg = cfg.to_str().unwrap_or_default();
+    ok(finetune(&["train", "--config", cfg, "--progress", "off", "--do-train"]));
+    let full = s.root.join("full");
+    let resumed = s.root.join("resumed");
+    ok(finetune(&[
+        "train",
+        "--config",
+        cfg,
+        "--progress",
+        "off",
+        "--do-train",
+        "--output-dir",
+        resumed.to_str().unwrap_or_default(),
+        "--resume-from-checkpoint",
+        full.join("checkpoint-2").to_str().unwrap_or_default(),
+    ]));
+    let a = std::fs::read(full.join("model.safetensors")).expect("full model");
+    let b = std::fs::read(resumed.join("model.safetensors")).expect("resumed model");
+    assert!(a == b, "resumed weights differ from the uninterrupted run");
+    let (x, y) = (read_json(&full.join("train_results.json")), read_json(&resumed.join("train_results.json")));
+    assert_eq!(x["train_loss"], y["train_loss"]);
+    // And training moved the weights at all.
+    let init = std::fs::read(full.join("checkpoint-2/model.safetensors")).expect("checkpoint");
+    assert!(init != a);
+}
+
+/// Without dropout, two accumulated micro-batches of 2 make the same update as one batch of 4 (up to float
+/// summation order): the loss of an accumulation window is normalised over the whole window.
+#[test]
+fn gradient_accumulation_matches_a_larger_batch() {
+    let s = setup();
+    let cfg_path = s.model.join("config.json");
+    let mut cfg = read_json(&cfg_path);
+    cfg["hidden_dropout_prob"] = 0.0.into();
+    cfg["attention_probs_dropout_prob"] = 0.0.into();
+    std::fs::write(&cfg_path, cfg.to_string()).expect("config");
+    let run = |out: &str, bs: &str, gas: &str| {
+        let c = config(&s, out, &format!("max_steps = 3\ngradient_accumulation_steps = {gas}\n"));
+        let c = c.to_str().unwrap_or_default().to_string();
+        ok(finetune(&["train", "--config", &c, "--progress", "off", "--per-device-train-batch-size", bs]));
+        read_json(&s.root.join(out).join("all_results.json"))
+    };
+    let big = run("big", "4", "1");
+    let acc = run("acc", "2", "2");
+    for k in ["train_loss", "eval_loss", "test_loss"] {
+        let (a, b) = (big[k].as_f64().unwrap_or(f64::NAN), acc[k].as_f64().unwrap_or(f64::NAN));
+        assert!((a - b).abs() < 1e-5, "{k}: batch 4 gives {a}, 2 x 2 accumulated gives {b}");
+    }
+}
+
+/// A test file without labels (as run_glue.py's) is predicted only: predictions, no test metrics.
+#[test]
+fn unlabelled_test_file_is_predicted_only() {
+    let s = setup();
+    std::fs::write(s.root.join("test.csv"), "text\ngood nice\nawful dull bad\n").expect("write");
+    let cfg = config(&s, "unl", "max_steps = 1\n");
+    ok(finetune(&["train", "--config", cfg.to_str().unwrap_or_default(), "--progress", "off"]));
+    let out = s.root.join("unl");
+    let preds = std::fs::read_to_string(out.join("predict_results.txt")).expect("predict_results.txt");
+    assert_eq!(preds.lines().count(), 3, "{preds}");
+    assert!(!out.join("test_results.json").exists());
+    assert!(read_json(&out.join("all_results.json")).get("test_loss").is_none());
+}
+
+/// Multi-label (BCE) and regression (MSE) heads train, save their problem_type and predict in their own shape.
+#[test]
+fn multi_label_and_regression_heads() {
+    let s = setup();
+    let mut multi = String::from("text,label\n");
+    let mut reg = String::from("text,label\n");
+    for i in 0..16 {
+        let (w, tags) = match i % 3 {
+            0 => ("good nice", "pos|light"),
+            1 => ("bad dull", "neg"),
+            _ => ("good bad", "pos|neg"),
+        };
+        multi.push_str(&format!("{w},{tags}\n"));
+        reg.push_str(&format!("{w},{}\n", (i % 3) as f64 * 0.5));
+    }
+    std::fs::write(s.root.join("multi.csv"), multi).expect("write");
+    std::fs::write(s.root.join("reg.csv"), reg).expect("write");
+    for (name, extra) in [
+        ("multi", "problem_type = \"multi_label_classification\"\nlabel_separator = \"|\"\n"),
+        ("reg", "problem_type = \"regression\"\n"),
+    ] {
+        let data = s.root.join(format!("{name}.csv"));
+        let d = data.to_str().unwrap_or_default();
+        let cfg = config(&s, name, &format!("max_steps = 2\n{extra}"));
+        let c = cfg.to_str().unwrap_or_default();
+        ok(finetune(&[
+            "train",
+            "--config",
+            c,
+            "--progress",
+            "off",
+            "--train-file",
+            d,
+            "--validation-file",
+            d,
+            "--test-file",
+            d,
+        ]));
+        let out = s.root.join(name);
+        let config = read_json(&out.join("config.json"));
+        let all = read_json(&out.join("all_results.json"));
+        assert!(all["eval_loss"].is_number() && all["test_loss"].is_number(), "{all}");
+        let first: Value = serde_json::from_str(
+            std::fs::read_to_string(out.join("predictions.jsonl")).unwrap_or_default().lines().next().unwrap_or(""),
+        )
+        .expect("jsonl");
+        if name == "multi" {
+            assert_eq!(config["problem_type"], "multi_label_classification");
+            assert_eq!(config["id2label"].as_object().map(|m| m.len()), Some(3));
+            assert!(first["labels"].is_array() && first["probabilities"]["light"].is_number(), "{first}");
+        } else {
+            assert_eq!(config["problem_type"], "regression");
+            assert_eq!(config["id2label"], serde_json::json!({"0": "LABEL_0"}));
+            assert!(first["prediction"].is_number(), "{first}");
+            assert!(all["eval_mse"].is_number());
+            // eval reloads the regression head.
+            let o = ok(finetune(&["eval", "--model", out.to_str().unwrap_or_default(), "--data", d, "--json"]));
+            let m: Value = serde_json::from_slice(&o.stdout).expect("json");
+            assert!(m["eval_mse"].is_number(), "{m}");
+        }
+    }
+}

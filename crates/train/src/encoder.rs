@@ -1,0 +1,518 @@
+//! Sequence classification with a BERT-family encoder (`BertForSequenceClassification` and its RoBERTa and
+//! DistilBERT siblings) as a [`TrainableModel`], over the data crate's padded batches.
+//!
+//! - Loss: the model's mean loss of a micro-batch, rescaled to `sum / num_items_in_window` as the loop expects;
+//!   when one micro-batch is the whole window (no accumulation) gradients go straight into the model.
+//! - Optimizer: `torch.optim.AdamW` through the engine's kernel, weight decay exempting biases and LayerNorm
+//!   parameters (HF `get_decay_parameter_names`). Its moments live here so checkpoints can carry them.
+//! - Dropout: masks seeded from (`seed`, micro-batch counter); the counter is checkpointed, so a resumed run
+//!   draws the same masks.
+//! - Workspaces: one per padded (batch, sequence) shape, kept in a small LRU cache bounded by token count.
+//! - Saving: an HF model directory (`config.json` with `architectures`, `id2label`/`label2id`, `problem_type`;
+//!   `model.safetensors`; the tokenizer files of the model it started from).
+
+use std::path::{Path, PathBuf};
+
+use finetune_data::batch::BatchLabels;
+use finetune_data::{Collator, SeqDataset, IGNORE_INDEX};
+use finetune_engine::kernels::{adamw, clip_grad};
+use finetune_engine::{StateDict, Tensor};
+use finetune_models::bert::{self, BertConfig, BertForSequenceClassification, Mode, ParamInfo, Workspace};
+use finetune_models::checkpoint::{load_pretrained, load_state_dict, save_pretrained, save_safetensors};
+use finetune_models::config::{Arch, EncoderConfig, ProblemType};
+use serde::{Deserialize, Serialize};
+
+use crate::args::AdamW;
+use crate::data::{Batch, BatchSource, Sampler};
+use crate::error::{Result, TrainError};
+use crate::eval::ClassificationEval;
+use crate::trainer::{EvalOutput, TrainableModel};
+
+const OPTIMIZER_WEIGHTS: &str = "optimizer.safetensors";
+const OPTIMIZER_STATE: &str = "optimizer.json";
+
+fn model_err(e: impl std::fmt::Display) -> TrainError {
+    TrainError::Model(e.to_string())
+}
+
+impl Batch for finetune_data::Batch {
+    /// Examples for sequence-level targets; label tokens (not −100) for token-level ones.
+    fn num_items(&self) -> usize {
+        match &self.labels {
+            BatchLabels::Class(v) | BatchLabels::Tokens(v) => v.iter().filter(|&&y| y != IGNORE_INDEX).count(),
+            _ => self.batch_size,
+        }
+    }
+    fn num_examples(&self) -> usize {
+        self.batch_size
+    }
+}
+
+/// The training set as padded batches in the sampler's per-epoch order.
+pub struct SeqBatches<'a> {
+    pub data: &'a SeqDataset,
+    pub sampler: Sampler,
+    pub collator: Collator,
+}
+
+impl BatchSource for SeqBatches<'_> {
+    type Batch = finetune_data::Batch;
+
+    fn num_examples(&self) -> usize {
+        self.data.len()
+    }
+
+    fn num_batches(&self) -> usize {
+        self.sampler.num_batches()
+    }
+
+    fn epoch_batches(&self, epoch: u64, skip: usize) -> Box<dyn Iterator<Item = Self::Batch> + '_> {
+        let (data, collator) = (self.data, self.collator);
+        // A collation error (only possible on an inconsistent dataset) yields an empty batch, which the model
+        // rejects with an error instead of training on it.
+        Box::new(
+            self.sampler
+                .epoch_batches(epoch)
+                .into_iter()
+                .skip(skip)
+                .map(move |ix| collator.seq(data, &ix).unwrap_or_default()),
+        )
+    }
+}
+
+/// Workspaces by (batch, seq), least recently used evicted once their tokens exceed twice the largest shape.
+#[derive(Default)]
+struct WorkspaceCache {
+    entries: Vec<(u64, Workspace)>,
+    clock: u64,
+    max_tokens: usize,
+}
+
+impl WorkspaceCache {
+    fn get(&mut self, cfg: &BertConfig, batch: usize, seq: usize) -> &mut Workspace {
+        self.clock += 1;
+        let clock = self.clock;
+        if let Some(i) = self.entries.iter().position(|(_, w)| w.batch == batch && w.seq == seq) {
+            self.entries[i].0 = clock;
+            return &mut self.entries[i].1;
+        }
+        self.max_tokens = self.max_tokens.max(batch * seq);
+        let budget = 2 * self.max_tokens;
+        let used = |e: &[(u64, Workspace)]| e.iter().map(|(_, w)| w.batch * w.seq).sum::<usize>();
+        while !self.entries.is_empty() && used(&self.entries) + batch * seq > budget {
+            let oldest = self.entries.iter().enumerate().min_by_key(|(_, (t, _))| *t).map_or(0, |(i, _)| i);
+            self.entries.swap_remove(oldest);
+        }
+        self.entries.push((clock, Workspace::new(cfg, batch, seq)));
+        let last = self.entries.len() - 1;
+        &mut self.entries[last].1
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+struct OptimizerState {
+    /// AdamW steps taken.
+    step: u64,
+    /// Micro-batches trained on (dropout masks are seeded from it).
+    micro_step: u64,
+    num_params: usize,
+}
+
+/// `splitmix64` of a seed and a counter: independent dropout seeds per micro-batch.
+fn mix(seed: u64, n: u64) -> u64 {
+    let mut z = seed ^ n.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// A BERT-family encoder with a sequence-classification head, trainable by [`crate::train`].
+pub struct EncoderClassifier {
+    pub model: BertForSequenceClassification,
+    /// The HF config written with the model (labels, head and problem type set).
+    pub config: EncoderConfig,
+    pub problem: ProblemType,
+    /// Where the tokenizer files are copied from when saving.
+    pub tokenizer_dir: Option<PathBuf>,
+    /// Parameters newly initialised at load (the head of a base checkpoint).
+    pub newly_initialized: Vec<String>,
+    infos: Vec<ParamInfo>,
+    exp_avg: Vec<f32>,
+    exp_avg_sq: Vec<f32>,
+    opt: OptimizerState,
+    adamw: AdamW,
+    seed: u64,
+    workspaces: WorkspaceCache,
+    /// Gradient accumulator used when micro-batches need rescaling (gradient accumulation, short batches).
+    acc: Option<Vec<f32>>,
+}
+
+impl EncoderClassifier {
+    /// Loads `spec` (a model directory, hub cache folder or model id) for classification into `labels`. A head
+    /// absent from the checkpoint, or sized for another label count, is newly initialised from `seed` (HF
+    /// `from_pretrained(..., num_labels=..., ignore_mismatched_sizes=True)`).
+    pub fn from_pretrained(
+        spec: &str,
+        labels: &[String],
+        problem: ProblemType,
+        adamw: AdamW,
+        seed: u64,
+    ) -> Result<Self> {
+        let loaded = load_pretrained(spec).map_err(model_err)?;
+        let mut config = loaded.config;
+        let mut state = loaded.state;
+        let same_labels = config.id2label.len() == labels.len()
+            && labels.iter().enumerate().all(|(i, l)| config.id2label.get(&i) == Some(l));
+        if !same_labels {
+            config.set_labels(labels);
+        }
+        config.set_head("ForSequenceClassification");
+        config.problem_type = Some(problem);
+        let bert_cfg = bert_config(&config, &loaded.dir)?;
+        // A head trained for a different label count cannot be reused.
+        let n = bert_cfg.labels();
+        let head_rows = |name: &str| state.get(name).map(|t| t.shape.first().copied().unwrap_or(0));
+        let out_names =
+            ["classifier.weight", "classifier.bias", "classifier.out_proj.weight", "classifier.out_proj.bias"];
+        if out_names.iter().any(|k| head_rows(k).is_some_and(|r| r != n)) {
+            state.retain(|k, _| !k.starts_with("classifier"));
+        }
+        let (model, fresh) = BertForSequenceClassification::from_state_dict(bert_cfg, &state, seed)
+            .map_err(|e| TrainError::Model(format!("{}: {e}", loaded.dir.display())))?;
+        let mut m = Self::new(model, config, problem, Some(loaded.dir), adamw, seed);
+        m.newly_initialized = fresh;
+        Ok(m)
+    }
+
+    /// Wraps a model; `config` must describe it.
+    pub fn new(
+        model: BertForSequenceClassification,
+        config: EncoderConfig,
+        problem: ProblemType,
+        tokenizer_dir: Option<PathBuf>,
+        adamw: AdamW,
+        seed: u64,
+    ) -> Self {
+        let n = model.params.len();
+        EncoderClassifier {
+            infos: model.param_infos().to_vec(),
+            model,
+            config,
+            problem,
+            tokenizer_dir,
+            newly_initialized: Vec::new(),
+            exp_avg: vec![0.0; n],
+            exp_avg_sq: vec![0.0; n],
+            opt: OptimizerState { num_params: n, ..Default::default() },
+            adamw,
+            seed,
+            workspaces: WorkspaceCache::default(),
+            acc: None,
+        }
+    }
+
+    pub fn num_labels(&self) -> usize {
+        self.model.config.labels()
+    }
+
+    /// Label names in id order.
+    pub fn label_names(&self) -> Vec<String> {
+        (0..self.num_labels())
+            .map(|i| self.config.id2label.get(&i).cloned().unwrap_or_else(|| format!("LABEL_{i}")))
+            .collect()
+    }
+
+    fn bert_batch<'b>(&self, b: &'b finetune_data::Batch, with_labels: bool) -> Result<bert::Batch<'b>> {
+        if b.batch_size == 0 || b.input_ids.len() != b.batch_size * b.seq_len {
+            return Err(TrainError::Model("empty or malformed batch".into()));
+        }
+        let labels = if !with_labels {
+            None
+        } else {
+            Some(match (&b.labels, self.problem) {
+                (BatchLabels::Class(y), ProblemType::SingleLabelClassification) => bert::Labels::Classes(y),
+                (BatchLabels::MultiHot { values, .. }, ProblemType::MultiLabelClassification) => {
+                    bert::Labels::MultiLabel(values)
+                }
+                (BatchLabels::Regression(y), ProblemType::Regression) => bert::Labels::Regression(y),
+                (BatchLabels::None, _) => return Err(TrainError::Model("the batch has no labels".into())),
+                _ => {
+                    return Err(TrainError::Model(format!(
+                        "the batch's labels do not fit problem_type {}",
+                        self.problem.as_str()
+                    )))
+                }
+            })
+        };
+        // DistilBERT has no token-type embeddings.
+        let tt = (self.config.arch != Arch::DistilBert && b.token_type_ids.len() == b.input_ids.len())
+            .then_some(&b.token_type_ids[..]);
+        Ok(bert::Batch { input_ids: &b.input_ids, attention_mask: &b.attention_mask, token_type_ids: tt, labels })
+    }
+
+    /// Forward in evaluation mode (no dropout): the batch's logits (`[batch, num_labels]`) and its mean loss
+    /// when `with_labels`.
+    pub fn forward_eval(&mut self, b: &finetune_data::Batch, with_labels: bool) -> Result<(Vec<f32>, Option<f64>)> {
+        let bb = self.bert_batch(b, with_labels)?;
+        let ws = self.workspaces.get(&self.model.config, b.batch_size, b.seq_len);
+        let loss = self.model.forward(ws, &bb, Mode::Eval).map_err(model_err)?;
+        Ok((ws.logits.clone(), loss.map(f64::from)))
+    }
+
+    /// Evaluates `data` in order, `batch_size` examples at a time. Single-label: HF's metric map (`loss`,
+    /// `accuracy`, macro `precision`/`recall`/`f1`), per example the predicted class and the softmax
+    /// probabilities. Multi-label: `loss` and `accuracy` (exact match, as sklearn's on indicator rows), per example
+    /// the sigmoid probabilities and the classes above 0.5. Regression: `loss` and `mse`, per example the
+    /// predicted values. Metrics need labelled data.
+    pub fn evaluate(&mut self, data: &SeqDataset, batch_size: usize, collator: Collator) -> Result<Evaluation> {
+        let labelled = !matches!(data.targets, finetune_data::SeqTargets::None);
+        let mut acc = ClassificationEval::new();
+        let mut out = Evaluation::default();
+        let nl = self.num_labels();
+        let idx: Vec<usize> = (0..data.len()).collect();
+        let mut batch = finetune_data::Batch::default();
+        let (mut loss_sum, mut exact, mut sq_err, mut n_values) = (0.0f64, 0usize, 0.0f64, 0usize);
+        for chunk in idx.chunks(batch_size.max(1)) {
+            collator.seq_into(data, chunk, &mut batch).map_err(model_err)?;
+            let (logits, loss) = self.forward_eval(&batch, labelled)?;
+            let start = out.predictions.len();
+            for row in logits.chunks(nl) {
+                out.predictions.push(argmax(row));
+                match self.problem {
+                    ProblemType::SingleLabelClassification => out.probabilities.push(softmax(row)),
+                    ProblemType::MultiLabelClassification => {
+                        let p: Vec<f64> = row.iter().map(|&v| 1.0 / (1.0 + (-(v as f64)).exp())).collect();
+                        out.label_sets.push((0..nl).filter(|&i| p[i] > 0.5).collect());
+                        out.probabilities.push(p);
+                    }
+                    ProblemType::Regression => out.probabilities.push(row.iter().map(|&v| v as f64).collect()),
+                }
+            }
+            let Some(loss) = loss else { continue };
+            loss_sum += loss * batch.batch_size as f64;
+            match &batch.labels {
+                BatchLabels::Class(y) => {
+                    let y_true: Vec<usize> = y.iter().map(|&v| v.max(0) as usize).collect();
+                    acc.add_batch(loss, &y_true, &out.predictions[start..])?;
+                    out.gold.extend(y_true);
+                }
+                BatchLabels::MultiHot { values, .. } => {
+                    for (gold, pred) in values.chunks(nl).zip(&out.label_sets[start..]) {
+                        let gold: Vec<usize> = (0..nl).filter(|&i| gold[i] > 0.5).collect();
+                        exact += usize::from(&gold == pred);
+                    }
+                }
+                BatchLabels::Regression(y) => {
+                    for (t, p) in y.iter().zip(&logits) {
+                        sq_err += (*t as f64 - *p as f64).powi(2);
+                        n_values += 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let n = data.len();
+        out.metrics = if labelled && self.problem == ProblemType::SingleLabelClassification {
+            acc.finish()?
+        } else {
+            let mut m = std::collections::BTreeMap::new();
+            if labelled && n > 0 {
+                m.insert("loss".to_string(), loss_sum / n as f64);
+                match self.problem {
+                    ProblemType::MultiLabelClassification => {
+                        m.insert("accuracy".to_string(), exact as f64 / n as f64);
+                    }
+                    ProblemType::Regression if n_values > 0 => {
+                        m.insert("mse".to_string(), sq_err / n_values as f64);
+                    }
+                    _ => {}
+                }
+            }
+            EvalOutput { metrics: m, num_samples: n, num_batches: n.div_ceil(batch_size.max(1)) }
+        };
+        Ok(out)
+    }
+
+    fn grads_into_model(&mut self) {
+        if let Some(acc) = self.acc.as_mut() {
+            std::mem::swap(&mut self.model.grads, acc);
+        }
+    }
+}
+
+/// Output of [`EncoderClassifier::evaluate`].
+#[derive(Debug, Clone, Default)]
+pub struct Evaluation {
+    pub metrics: EvalOutput,
+    /// Predicted (most probable) class per example.
+    pub predictions: Vec<usize>,
+    /// Per example: softmax probabilities (single-label), sigmoid probabilities (multi-label) or the predicted
+    /// values (regression).
+    pub probabilities: Vec<Vec<f64>>,
+    /// Multi-label: the classes predicted per example (probability above 0.5).
+    pub label_sets: Vec<Vec<usize>>,
+    /// Gold class per example (single-label data only).
+    pub gold: Vec<usize>,
+}
+
+fn argmax(row: &[f32]) -> usize {
+    // First maximum, as torch.argmax / numpy.argmax.
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+fn softmax(row: &[f32]) -> Vec<f64> {
+    let max = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
+    let exps: Vec<f64> = row.iter().map(|&v| (v as f64 - max).exp()).collect();
+    let sum: f64 = exps.iter().sum();
+    exps.into_iter().map(|e| e / sum).collect()
+}
+
+/// The bert module's config from an HF config (same JSON, parsed by the model's own reader).
+fn bert_config(config: &EncoderConfig, dir: &Path) -> Result<BertConfig> {
+    let text = config.to_json().to_string();
+    BertConfig::from_json(&text).map_err(|e| TrainError::Model(format!("{}: {e}", dir.join("config.json").display())))
+}
+
+impl TrainableModel for EncoderClassifier {
+    type Batch = finetune_data::Batch;
+
+    fn train_batch(&mut self, batch: &Self::Batch, num_items_in_window: usize) -> Result<f64> {
+        if num_items_in_window == 0 {
+            return Err(TrainError::Model("an accumulation window without loss items".into()));
+        }
+        let bb = self.bert_batch(batch, true)?;
+        let seed = mix(self.seed, self.opt.micro_step);
+        self.opt.micro_step += 1;
+        let Self { model, workspaces, acc, .. } = self;
+        let ws = workspaces.get(&model.config, batch.batch_size, batch.seq_len);
+        let loss = model.forward(ws, &bb, Mode::Train { seed }).map_err(model_err)?.unwrap_or(f32::NAN) as f64;
+        let scale = batch.num_items() as f64 / num_items_in_window as f64;
+        if scale == 1.0 && acc.is_none() {
+            model.backward(ws, &bb).map_err(model_err)?;
+        } else {
+            // The model adds the gradient of its mean loss; rescale each micro-batch's share into `acc`.
+            model.zero_grad();
+            model.backward(ws, &bb).map_err(model_err)?;
+            let acc = acc.get_or_insert_with(|| vec![0.0; model.grads.len()]);
+            let s = scale as f32;
+            for (a, &g) in acc.iter_mut().zip(&model.grads) {
+                *a += s * g;
+            }
+        }
+        Ok(loss * scale)
+    }
+
+    fn clip_and_step(&mut self, lr: f64, max_grad_norm: f64) -> Result<f64> {
+        self.grads_into_model();
+        let norm = if max_grad_norm > 0.0 {
+            clip_grad::clip(&mut [&mut self.model.grads[..]], max_grad_norm as f32) as f64
+        } else {
+            clip_grad::global_norm(&[&self.model.grads[..]])
+        };
+        self.opt.step += 1;
+        let h = adamw::Hyper {
+            lr,
+            beta1: self.adamw.beta1,
+            beta2: self.adamw.beta2,
+            eps: self.adamw.eps,
+            weight_decay: self.adamw.weight_decay,
+        };
+        let m = &mut self.model;
+        for info in &self.infos {
+            let r = info.offset..info.offset + info.len();
+            // HF's no-decay rule (biases, LayerNorm), as the layout marks it.
+            let hp = adamw::Hyper { weight_decay: if info.decay { h.weight_decay } else { 0.0 }, ..h };
+            adamw::update(
+                &mut m.params[r.clone()],
+                &m.grads[r.clone()],
+                &mut self.exp_avg[r.clone()],
+                &mut self.exp_avg_sq[r],
+                hp,
+                self.opt.step,
+            );
+        }
+        m.zero_grad();
+        if let Some(a) = self.acc.as_mut() {
+            a.fill(0.0);
+        }
+        Ok(norm)
+    }
+
+    fn save_model(&self, dir: &Path) -> Result<()> {
+        save_pretrained(dir, &self.model.state_dict(), &self.config, self.tokenizer_dir.as_deref()).map_err(model_err)
+    }
+
+    fn load_model(&mut self, dir: &Path) -> Result<()> {
+        let sd = load_state_dict(dir).map_err(model_err)?;
+        for info in &self.infos {
+            let t = sd.get(&info.name).ok_or_else(|| TrainError::Checkpoint {
+                path: dir.to_path_buf(),
+                message: format!("missing parameter {}", info.name),
+            })?;
+            if t.shape != info.shape {
+                return Err(TrainError::Checkpoint {
+                    path: dir.to_path_buf(),
+                    message: format!("{}: shape {:?}, expected {:?}", info.name, t.shape, info.shape),
+                });
+            }
+            self.model.params[info.offset..info.offset + info.len()].copy_from_slice(&t.data);
+        }
+        Ok(())
+    }
+
+    fn save_training_state(&self, dir: &Path) -> Result<()> {
+        let n = self.exp_avg.len();
+        let sd: StateDict = [
+            ("exp_avg".to_string(), Tensor::new(vec![n], self.exp_avg.clone())),
+            ("exp_avg_sq".to_string(), Tensor::new(vec![n], self.exp_avg_sq.clone())),
+        ]
+        .into_iter()
+        .collect();
+        save_safetensors(&sd, &dir.join(OPTIMIZER_WEIGHTS)).map_err(model_err)?;
+        crate::state::write_json(&dir.join(OPTIMIZER_STATE), &self.opt)
+    }
+
+    fn load_training_state(&mut self, dir: &Path) -> Result<()> {
+        let opt: OptimizerState = crate::state::read_json(&dir.join(OPTIMIZER_STATE))?;
+        let n = self.exp_avg.len();
+        let bad = |m: String| TrainError::Checkpoint { path: dir.join(OPTIMIZER_WEIGHTS), message: m };
+        if opt.num_params != n {
+            return Err(bad(format!("optimizer state for {} parameters, the model has {n}", opt.num_params)));
+        }
+        let mut sd = load_state_dict(dir.join(OPTIMIZER_WEIGHTS)).map_err(model_err)?;
+        for (name, dst) in [("exp_avg", &mut self.exp_avg), ("exp_avg_sq", &mut self.exp_avg_sq)] {
+            let t = sd.remove(name).ok_or_else(|| bad(format!("missing tensor {name}")))?;
+            if t.data.len() != n {
+                return Err(bad(format!("{name} has {} values, expected {n}", t.data.len())));
+            }
+            *dst = t.data;
+        }
+        self.opt = opt;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softmax_and_argmax() {
+        let p = softmax(&[1.0, 3.0, 3.0]);
+        assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+        assert!(p[1] > p[0]);
+        assert_eq!(argmax(&[1.0, 3.0, 3.0]), 1);
+    }
+
+    #[test]
+    fn dropout_seeds_differ_per_micro_batch() {
+        assert_ne!(mix(42, 0), mix(42, 1));
+        assert_eq!(mix(42, 7), mix(42, 7));
+    }
+}

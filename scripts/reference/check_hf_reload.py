@@ -2,7 +2,7 @@
 compares its softmax probabilities with `finetune predict` output on the same CSV (single-label models).
 
     finetune predict --model bench-out/sentiment --data reviews.csv --out preds.jsonl
-    /work/main/.venv-torch/bin/python scripts/check_hf_reload.py bench-out/sentiment reviews.csv preds.jsonl
+    .venv-torch/bin/python scripts/reference/check_hf_reload.py bench-out/sentiment reviews.csv preds.jsonl
 """
 import csv
 import json

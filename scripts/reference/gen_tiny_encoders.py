@@ -3,7 +3,9 @@ every parameter gradient, and the parameters after three AdamW steps with warmup
 
 Run with the pinned torch venv (scripts/reference/requirements-torch.txt):
     /work/main/.venv-torch/bin/python scripts/reference/gen_tiny_encoders.py
-Writes crates/models/tests/fixtures/tiny_{bert,roberta,distilbert}/{config.json, model.safetensors, expected.safetensors}.
+Writes crates/models/tests/fixtures/tiny_{bert,roberta,distilbert}/{config.json, model.safetensors, expected.safetensors}
+(sequence classification) and tiny_bert_token/ (token classification: labels per token, −100 on [CLS], [SEP]
+and padding).
 """
 
 import os
@@ -13,6 +15,7 @@ from safetensors.torch import save_file
 from transformers import (
     BertConfig,
     BertForSequenceClassification,
+    BertForTokenClassification,
     DistilBertConfig,
     DistilBertForSequenceClassification,
     RobertaConfig,
@@ -58,7 +61,19 @@ def perturb(model, gen):
                 p.copy_(0.2 * noise)
 
 
-def write(name, model, pad, use_token_types):
+def token_labels(attention_mask, num_labels):
+    # One label per token; [CLS] (first), [SEP] (last real token) and padding are ignored (−100), as a
+    # tokenizer-aligned NER batch has them.
+    gen = torch.Generator().manual_seed(4321)
+    labels = torch.randint(0, num_labels, attention_mask.shape, generator=gen)
+    labels[attention_mask == 0] = -100
+    labels[:, 0] = -100
+    for i, n in enumerate(attention_mask.sum(dim=1).tolist()):
+        labels[i, n - 1] = -100
+    return labels
+
+
+def write(name, model, pad, use_token_types, per_token=False):
     out = os.path.join(ROOT, name)
     os.makedirs(out, exist_ok=True)
     gen = torch.Generator().manual_seed(1234)
@@ -70,6 +85,8 @@ def write(name, model, pad, use_token_types):
     config.to_json_file(os.path.join(out, "config.json"))
 
     input_ids, attention_mask, token_type_ids, labels = batch(config.vocab_size, pad, gen)
+    if per_token:
+        labels = token_labels(attention_mask, config.num_labels)
     inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
     if use_token_types:
         inputs["token_type_ids"] = token_type_ids
@@ -160,8 +177,21 @@ def write_distilbert():
     write("tiny_distilbert", DistilBertForSequenceClassification(config), pad=0, use_token_types=False)
 
 
+def write_bert_token():
+    config = BertConfig(
+        **dict(SHAPE, num_labels=5),
+        max_position_embeddings=64,
+        type_vocab_size=2,
+        layer_norm_eps=1e-12,
+        pad_token_id=0,
+    )
+    config._attn_implementation = "eager"
+    write("tiny_bert_token", BertForTokenClassification(config), pad=0, use_token_types=True, per_token=True)
+
+
 if __name__ == "__main__":
     torch.manual_seed(0)
     write_bert()
     write_roberta()
     write_distilbert()
+    write_bert_token()

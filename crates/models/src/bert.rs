@@ -1,10 +1,12 @@
-//! BERT-family encoders for sequence classification on the engine's kernels:
+//! BERT-family encoders for sequence and token classification on the engine's kernels:
 //! `transformers.BertForSequenceClassification`, `RobertaForSequenceClassification` and
-//! `DistilBertForSequenceClassification` (picked by `model_type`, see [`Arch`]).
+//! `DistilBertForSequenceClassification` (picked by `model_type`, see [`Arch`]), and their
+//! `…ForTokenClassification` counterparts (picked by [`BertConfig::task`], see [`Task`]).
 //!
 //! embeddings (word + position [+ token type] → LayerNorm → dropout) → N post-LN encoder layers (fused QKV
 //! projection → attention → output dense → dropout → residual → LayerNorm; dense → GELU → dense → dropout →
-//! residual → LayerNorm) → head on the first token (BERT: tanh pooler → dropout → classifier).
+//! residual → LayerNorm) → head on the first token (BERT: tanh pooler → dropout → classifier), or for token
+//! classification dropout → classifier on every token.
 //!
 //! All parameters live in one flat buffer (with gradients and AdamW moments beside it, same layout), addressed
 //! by their Hugging Face names; all activations live in a [`Workspace`] allocated once per (batch, sequence)
@@ -92,6 +94,22 @@ pub struct BertConfig {
     /// DistilBERT's fixed sinusoidal position table (not supported; the learned table is).
     #[serde(default)]
     pub sinusoidal_pos_embds: bool,
+    /// Which head; not part of `config.json` (set it to load a checkpoint for token classification).
+    #[serde(skip)]
+    pub task: Task,
+}
+
+/// The head on top of the encoder.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Task {
+    /// `…ForSequenceClassification`: one prediction per sequence from its first token; [`Labels::Classes`],
+    /// [`Labels::MultiLabel`] or [`Labels::Regression`].
+    #[default]
+    SequenceClassification,
+    /// `…ForTokenClassification`: dropout → `classifier` on every token's final hidden state, logits
+    /// `[batch, seq, num_labels]`, cross-entropy over all tokens not labelled −100 ([`Labels::TokenClasses`]).
+    /// No pooler; a checkpoint's pooler weights are ignored.
+    TokenClassification,
 }
 
 /// Which member of the BERT family: they share the encoder and differ in names, positions and head.
@@ -156,6 +174,14 @@ impl BertConfig {
     }
 
     fn classifier_dropout_prob(&self) -> f32 {
+        if self.task == Task::TokenClassification {
+            // DistilBertForTokenClassification uses `config.dropout` (our hidden_dropout_prob) and ignores
+            // seq_classif_dropout; BERT and RoBERTa use classifier_dropout, else hidden_dropout_prob.
+            return match self.arch() {
+                Arch::DistilBert => self.hidden_dropout_prob,
+                _ => self.classifier_dropout.unwrap_or(self.hidden_dropout_prob),
+            };
+        }
         if self.arch() == Arch::DistilBert {
             return self.seq_classif_dropout.unwrap_or(0.2);
         }
@@ -225,6 +251,7 @@ struct Offsets {
     emb_ln_w: usize,
     emb_ln_b: usize,
     layers: Vec<LayerOffsets>,
+    /// The pooler / pre-classifier dense (sequence classification only; 0 for token classification).
     pool_w: usize,
     pool_b: usize,
     cls_w: usize,
@@ -308,13 +335,17 @@ fn layout(cfg: &BertConfig) -> (Vec<ParamInfo>, Offsets) {
             ln2_b: add(format!("{p}.{nln2}.bias"), vec![c]),
         });
     }
-    let (dense, out) = match cfg.arch() {
-        Arch::Bert => ("bert.pooler.dense", "classifier"),
-        Arch::Roberta => ("classifier.dense", "classifier.out_proj"),
-        Arch::DistilBert => ("pre_classifier", "classifier"),
+    let (dense, out) = match (cfg.task, cfg.arch()) {
+        (Task::TokenClassification, _) => ("", "classifier"),
+        (_, Arch::Bert) => ("bert.pooler.dense", "classifier"),
+        (_, Arch::Roberta) => ("classifier.dense", "classifier.out_proj"),
+        (_, Arch::DistilBert) => ("pre_classifier", "classifier"),
     };
-    let pool_w = add(format!("{dense}.weight"), vec![c, c]);
-    let pool_b = add(format!("{dense}.bias"), vec![c]);
+    let (pool_w, pool_b) = if dense.is_empty() {
+        (0, 0)
+    } else {
+        (add(format!("{dense}.weight"), vec![c, c]), add(format!("{dense}.bias"), vec![c]))
+    };
     let cls_w = add(format!("{out}.weight"), vec![l, c]);
     let cls_b = add(format!("{out}.bias"), vec![l]);
     (infos, Offsets { wte, wpe, wtt, emb_ln_w, emb_ln_b, layers, pool_w, pool_b, cls_w, cls_b })
@@ -329,6 +360,8 @@ pub enum Labels<'a> {
     MultiLabel(&'a [f32]),
     /// Regression, mean squared error. `[B, num_labels]`.
     Regression(&'a [f32]),
+    /// Token classification, cross-entropy averaged over the tokens not labelled −100. `[B, T]`.
+    TokenClasses(&'a [i64]),
 }
 
 /// One batch of `batch × seq` tokens, row-major.
@@ -386,11 +419,13 @@ pub struct Workspace {
     cls_in: Vec<f32>,
     /// RoBERTa: the head's input after its first dropout.
     cls_drop: Vec<f32>,
+    /// Token classification: every token's final hidden state after the head's dropout.
+    tokens_drop: Vec<f32>,
     /// DistilBERT: pre_classifier output before its ReLU.
     pooled_pre: Vec<f32>,
     pooled: Vec<f32>,
     pooled_drop: Vec<f32>,
-    /// `[batch, num_labels]` output of the last forward.
+    /// `[batch, num_labels]` (token classification: `[batch, seq, num_labels]`) output of the last forward.
     pub logits: Vec<f32>,
     dx: Vec<f32>,
     dres: Vec<f32>,
@@ -414,6 +449,8 @@ impl Workspace {
         let z = |k: usize| vec![0.0f32; k];
         let probs = batch * h * seq * seq;
         let drop_probs = if cfg.attention_probs_dropout_prob > 0.0 { probs } else { 0 };
+        let token_task = cfg.task == Task::TokenClassification;
+        let head_rows = if token_task { n } else { batch };
         Workspace {
             batch,
             seq,
@@ -450,7 +487,8 @@ impl Workspace {
             pooled_pre: z(batch * c),
             pooled: z(batch * c),
             pooled_drop: z(batch * c),
-            logits: z(batch * l),
+            tokens_drop: z(if token_task { n * c } else { 0 }),
+            logits: z(head_rows * l),
             dx: z(n * c),
             dres: z(n * c),
             dtmp: z(n * c),
@@ -458,7 +496,7 @@ impl Workspace {
             dctx: z(n * c),
             dqkv: z(n * 3 * c),
             dscores: z(probs),
-            dlogits: z(batch * l),
+            dlogits: z(head_rows * l),
             dpooled: z(batch * c),
             dpre: z(batch * c),
             dcls: z(batch * c),
@@ -632,8 +670,11 @@ impl BertForSequenceClassification {
         let cfg = &self.config;
         let bad = |m: String| Err(BertError::Batch(m));
         let probs = ws.batch * cfg.num_attention_heads * ws.seq * ws.seq;
+        let token_task = cfg.task == Task::TokenClassification;
+        let head_rows = if token_task { n } else { ws.batch };
         let sized_for_model = ws.layers.len() == cfg.num_hidden_layers
-            && ws.logits.len() == ws.batch * cfg.labels()
+            && ws.logits.len() == head_rows * cfg.labels()
+            && ws.tokens_drop.len() == if token_task { n * cfg.hidden_size } else { 0 }
             && ws.emb_out.len() == n * cfg.hidden_size
             && ws.layers.iter().all(|a| {
                 a.inter_pre.len() == n * cfg.intermediate_size
@@ -661,14 +702,25 @@ impl BertForSequenceClassification {
             }
         }
         let l = cfg.labels();
-        match b.labels {
-            Some(Labels::Classes(y)) => {
+        match (token_task, b.labels) {
+            (_, None) => {}
+            (true, Some(Labels::TokenClasses(y))) => {
+                if y.len() != n {
+                    return bad(format!("expected {n} token labels (one per token, -100 to ignore)"));
+                }
+                cross_entropy::validate(y, l).map_err(BertError::Batch)?;
+            }
+            (true, Some(_)) => return bad("token classification needs Labels::TokenClasses".into()),
+            (false, Some(Labels::TokenClasses(_))) => {
+                return bad("Labels::TokenClasses needs a model configured for token classification".into())
+            }
+            (false, Some(Labels::Classes(y))) => {
                 if y.len() != ws.batch {
                     return bad("expected one class label per sequence".into());
                 }
                 cross_entropy::validate(y, l).map_err(BertError::Batch)?;
             }
-            Some(Labels::MultiLabel(y)) | Some(Labels::Regression(y)) if y.len() != ws.batch * l => {
+            (false, Some(Labels::MultiLabel(y))) | (false, Some(Labels::Regression(y))) if y.len() != ws.batch * l => {
                 return bad(format!("expected {} label values ({} per sequence)", ws.batch * l, l));
             }
             _ => {}
@@ -756,6 +808,7 @@ impl BertForSequenceClassification {
             dropout::forward(&mut ws.emb_out, d);
         }
 
+        let token_task = cfg.task == Task::TokenClassification;
         let layers = o.layers.len();
         for (li, lo) in o.layers.iter().enumerate() {
             let (prev, rest) = ws.layers.split_at_mut(li);
@@ -767,8 +820,8 @@ impl BertForSequenceClassification {
             attention::forward(&mut a.ctx, &mut a.probs, pd, &a.qkv, &ws.mask_add, shape, adrop);
             // Only the [CLS] rows of the last layer reach the pooler, and after attention the rows are
             // independent: the rest of the last layer runs on those B rows only (same numbers, ~1/6 fewer
-            // FLOPs for a 6-layer model).
-            let last = li + 1 == layers;
+            // FLOPs for a 6-layer model). Token classification needs every row.
+            let last = li + 1 == layers && !token_task;
             let rows = if last { bsz } else { n };
             let (ctx, res_in): (&[f32], &[f32]) = if last {
                 gather_first_rows(&mut ws.cls_ctx, &a.ctx, bsz, t, c);
@@ -815,6 +868,21 @@ impl BertForSequenceClassification {
             );
         }
 
+        if token_task {
+            let hidden = ws.layers.last().map_or(&ws.emb_out, |a| &a.out);
+            ws.tokens_drop.copy_from_slice(hidden);
+            if let Some(d) = drop_at(mode, cfg.classifier_dropout_prob(), SITE_CLASSIFIER) {
+                dropout::forward(&mut ws.tokens_drop, d);
+            }
+            linear::forward(&mut ws.logits, &ws.tokens_drop, s(o.cls_w, nl * c), Some(s(o.cls_b, nl)), n, c, nl);
+            return Ok(match batch.labels {
+                Some(Labels::TokenClasses(y)) => {
+                    Some(cross_entropy::forward(&ws.logits, y, n, nl, cross_entropy::Options::default()))
+                }
+                _ => None,
+            });
+        }
+
         // With encoder layers, the last one's output holds only the [CLS] rows (one row per sequence).
         let (last, last_t): (&[f32], usize) = match ws.layers.last() {
             Some(a) => (&a.out, 1),
@@ -852,6 +920,8 @@ impl BertForSequenceClassification {
             }
             Some(Labels::MultiLabel(y)) => Some(bce_with_logits::forward(&ws.logits, y)),
             Some(Labels::Regression(y)) => Some(mse::forward(&ws.logits, y)),
+            // Rejected by check_batch for this task.
+            Some(Labels::TokenClasses(_)) => None,
         })
     }
 
@@ -868,67 +938,89 @@ impl BertForSequenceClassification {
         let shape = Shape { batch: bsz, seq: t, heads, head_dim: c / heads };
         let s = |off: usize, len: usize| &p[off..off + len];
 
+        let token_task = cfg.task == Task::TokenClassification;
+        let ce = cross_entropy::Options::default();
         match labels {
-            Labels::Classes(y) => {
-                cross_entropy::backward(&mut ws.dlogits, &ws.logits, y, bsz, nl, cross_entropy::Options::default(), 1.0)
-            }
+            Labels::Classes(y) => cross_entropy::backward(&mut ws.dlogits, &ws.logits, y, bsz, nl, ce, 1.0),
             Labels::MultiLabel(y) => bce_with_logits::backward(&mut ws.dlogits, &ws.logits, y, 1.0),
             Labels::Regression(y) => mse::backward(&mut ws.dlogits, &ws.logits, y, 1.0),
+            Labels::TokenClasses(y) => cross_entropy::backward(&mut ws.dlogits, &ws.logits, y, n, nl, ce, 1.0),
         }
 
-        // Classifier and pooler.
-        {
+        if token_task {
+            // Classifier on every token, then its dropout; ws.dx then holds d(last layer output), all rows.
             let (gw, gb) = split_pair(g, o.cls_w, nl * c, o.cls_b, nl);
-            linear::backward(
-                Some(&mut ws.dpooled),
-                gw,
-                Some(gb),
-                &ws.dlogits,
-                &ws.pooled_drop,
-                s(o.cls_w, nl * c),
-                bsz,
-                c,
-                nl,
-                false,
-            );
-        }
-        if let Some(d) = drop_at(mode, cfg.classifier_dropout_prob(), SITE_CLASSIFIER) {
-            dropout::backward(&mut ws.dpooled, d);
-        }
-        let last_t = if o.layers.is_empty() { t } else { 1 };
-        let arch = cfg.arch();
-        {
-            let (gw, gb) = split_pair(g, o.pool_w, c * c, o.pool_b, c);
-            let (dhead, head_t) = match arch {
-                Arch::Bert => (&mut ws.dx, last_t),
-                Arch::Roberta | Arch::DistilBert => (&mut ws.dhead, 1),
-            };
-            if arch == Arch::DistilBert {
-                relu::backward(&mut ws.dpre, &ws.dpooled, &ws.pooled);
-                linear::backward(Some(dhead), gw, Some(gb), &ws.dpre, &ws.cls, s(o.pool_w, c * c), bsz, c, c, false);
-            } else {
-                pooler::backward(
-                    dhead,
+            let w = s(o.cls_w, nl * c);
+            linear::backward(Some(&mut ws.dx), gw, Some(gb), &ws.dlogits, &ws.tokens_drop, w, n, c, nl, false);
+            if let Some(d) = drop_at(mode, cfg.classifier_dropout_prob(), SITE_CLASSIFIER) {
+                dropout::backward(&mut ws.dx, d);
+            }
+        } else {
+            // Classifier and pooler.
+            {
+                let (gw, gb) = split_pair(g, o.cls_w, nl * c, o.cls_b, nl);
+                linear::backward(
+                    Some(&mut ws.dpooled),
                     gw,
-                    gb,
-                    &mut ws.dpre,
-                    &ws.dpooled,
-                    &ws.pooled,
-                    &ws.cls,
-                    s(o.pool_w, c * c),
+                    Some(gb),
+                    &ws.dlogits,
+                    &ws.pooled_drop,
+                    s(o.cls_w, nl * c),
                     bsz,
-                    head_t,
                     c,
+                    nl,
+                    false,
                 );
             }
-        }
-        if arch == Arch::Roberta {
-            if let Some(d) = drop_at(mode, cfg.classifier_dropout_prob(), SITE_HEAD_IN) {
-                dropout::backward(&mut ws.dhead, d);
+            if let Some(d) = drop_at(mode, cfg.classifier_dropout_prob(), SITE_CLASSIFIER) {
+                dropout::backward(&mut ws.dpooled, d);
             }
-        }
-        if arch != Arch::Bert {
-            scatter_first_rows(&mut ws.dx, &ws.dhead, bsz, last_t, c);
+            let last_t = if o.layers.is_empty() { t } else { 1 };
+            let arch = cfg.arch();
+            {
+                let (gw, gb) = split_pair(g, o.pool_w, c * c, o.pool_b, c);
+                let (dhead, head_t) = match arch {
+                    Arch::Bert => (&mut ws.dx, last_t),
+                    Arch::Roberta | Arch::DistilBert => (&mut ws.dhead, 1),
+                };
+                if arch == Arch::DistilBert {
+                    relu::backward(&mut ws.dpre, &ws.dpooled, &ws.pooled);
+                    linear::backward(
+                        Some(dhead),
+                        gw,
+                        Some(gb),
+                        &ws.dpre,
+                        &ws.cls,
+                        s(o.pool_w, c * c),
+                        bsz,
+                        c,
+                        c,
+                        false,
+                    );
+                } else {
+                    pooler::backward(
+                        dhead,
+                        gw,
+                        gb,
+                        &mut ws.dpre,
+                        &ws.dpooled,
+                        &ws.pooled,
+                        &ws.cls,
+                        s(o.pool_w, c * c),
+                        bsz,
+                        head_t,
+                        c,
+                    );
+                }
+            }
+            if arch == Arch::Roberta {
+                if let Some(d) = drop_at(mode, cfg.classifier_dropout_prob(), SITE_HEAD_IN) {
+                    dropout::backward(&mut ws.dhead, d);
+                }
+            }
+            if arch != Arch::Bert {
+                scatter_first_rows(&mut ws.dx, &ws.dhead, bsz, last_t, c);
+            }
         }
 
         // Encoder layers in reverse; ws.dx holds the gradient of the current layer's output (only its [CLS]
@@ -939,7 +1031,7 @@ impl BertForSequenceClassification {
             let (prev, rest) = ws.layers.split_at(li);
             let inp: &[f32] = if li == 0 { &ws.emb_out } else { &prev[li - 1].out };
             let a = &rest[0];
-            let last = li + 1 == layers;
+            let last = li + 1 == layers && !token_task;
             let rows = if last { bsz } else { n };
             let (rc, rf) = (rows * c, rows * f);
 

@@ -22,11 +22,11 @@ enum Command {
     /// Data preparation: split, clean and describe datasets (CSV/TSV, JSONL, CoNLL, text).
     #[command(subcommand)]
     Data(data_cmd::DataCommand),
-    /// Fine-tune a BERT-family encoder for sequence classification (run_glue.py semantics, HF output layout).
+    /// Fine-tune a BERT-family encoder for sequence classification (run_glue.py) or NER (run_ner.py), HF layout.
     Train(Box<train_cmd::TrainArgs>),
-    /// Evaluate a saved classification model on labelled data (loss, accuracy, macro F1, classification report).
+    /// Evaluate a saved classification or NER model on labelled data (metrics and classification report).
     Eval(train_cmd::EvalArgs),
-    /// Predict labels and class probabilities with a saved classification model (JSON lines).
+    /// Predict labels (or per-word tags of a NER model) with a saved model (JSON lines).
     Predict(train_cmd::PredictArgs),
 }
 

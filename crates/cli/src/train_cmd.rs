@@ -1,5 +1,6 @@
 //! `finetune train`, `finetune eval`, `finetune predict`: sequence classification with a BERT-family encoder, as
-//! `transformers/examples/pytorch/text-classification/run_glue.py` runs it. Argument parsing and glue only; the
+//! `transformers/examples/pytorch/text-classification/run_glue.py` runs it, and token classification (NER) on
+//! CoNLL files as `transformers/examples/pytorch/token-classification/run_ner.py` runs it. Argument parsing and glue only; the
 //! work is done by `finetune_train` (loop and model adapter), `finetune_data` and `finetune_models`.
 
 use std::collections::BTreeMap;
@@ -9,20 +10,25 @@ use std::time::Instant;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use finetune_data::split::{random_split, stratified_split};
-use finetune_data::{Collator, Example, LabelMap, ReadOptions, SeqDataset, SeqTask, SplitSpec, Tokenize};
+use finetune_data::{
+    Collator, Example, Format, LabelMap, ReadOptions, SeqDataset, SeqTask, SplitSpec, TokenDatasetEncoded,
+    TokenExample, Tokenize,
+};
 use finetune_metrics::classification::{classification_report, ReportOptions};
+use finetune_models::bert::Task;
 use finetune_models::checkpoint::resolve_model_dir;
 use finetune_models::config::{EncoderConfig, ProblemType};
 use finetune_models::tokenizer::TextTokenizer;
 use finetune_train::{
-    train, EncoderClassifier, Evaluator, ProgressMode, Resume, Sampler, SeqBatches, TrainOptions, TrainableModel,
-    TrainingArguments,
+    train, EncoderClassifier, Evaluator, ProgressMode, Resume, Sampler, SeqBatches, TokenBatches, TrainOptions,
+    TrainableModel, TrainingArguments,
 };
 use serde_json::{json, Map, Value};
 
 const EXAMPLE: &str = "\
 Examples:
   finetune train --config examples/sentiment.toml
+  finetune train --config examples/ner.toml
   finetune train --config examples/sentiment.toml --set max_steps=20 --set output_dir=bench-out/quick
   finetune train --model-name-or-path assets/all-MiniLM-L6-v2 --train-file data.csv --split 80/10/10 \\
       --output-dir bench-out/run --num-train-epochs 2 --learning-rate 5e-5
@@ -48,6 +54,8 @@ struct RunConfig {
     do_eval: Option<bool>,
     do_predict: Option<bool>,
     resume_from_checkpoint: Option<String>,
+    label_all_tokens: bool,
+    format: Option<String>,
 }
 
 impl Default for RunConfig {
@@ -69,6 +77,8 @@ impl Default for RunConfig {
             do_eval: None,
             do_predict: None,
             resume_from_checkpoint: None,
+            label_all_tokens: false,
+            format: None,
         }
     }
 }
@@ -76,8 +86,8 @@ impl Default for RunConfig {
 /// (key, default, meaning) of the run keys, for `--help`.
 const RUN_KEYS: &[(&str, &str, &str)] = &[
     ("model_name_or_path", "(required)", "model directory, hub cache folder or model id"),
-    ("task", "\"sequence-classification\"", "the only task so far"),
-    ("train_file", "none", "CSV/TSV/JSONL training data"),
+    ("task", "\"sequence-classification\"", "or \"token-classification\" (NER on CoNLL files, run_ner.py)"),
+    ("train_file", "none", "CSV/TSV/JSONL training data (CoNLL for token-classification)"),
     ("validation_file", "none", "evaluation data (eval_* metrics)"),
     ("test_file", "none", "test data (test_* metrics, report, predictions)"),
     ("text_column_name", "\"text\"", "column/field with the text"),
@@ -95,6 +105,8 @@ const RUN_KEYS: &[(&str, &str, &str)] = &[
     ("do_eval", "auto", "evaluate on validation (auto: when there is validation data)"),
     ("do_predict", "auto", "evaluate and predict on test (auto: when there is test data)"),
     ("resume_from_checkpoint", "none", "a checkpoint-N directory, or \"latest\" for the newest in output_dir"),
+    ("label_all_tokens", "false", "token-classification: label every sub-token, not only a word's first"),
+    ("format", "by extension", "data format: csv, tsv, jsonl, conll (token-classification: always conll)"),
 ];
 
 fn is_run_key(k: &str) -> bool {
@@ -133,6 +145,8 @@ impl RunConfig {
             "do_eval" => self.do_eval = Some(boolean(value)?),
             "do_predict" => self.do_predict = Some(boolean(value)?),
             "resume_from_checkpoint" => self.resume_from_checkpoint = opt(value),
+            "label_all_tokens" => self.label_all_tokens = boolean(value)?,
+            "format" => self.format = opt(value),
             _ => bail!("unknown key `{key}`"),
         }
         Ok(())
@@ -147,7 +161,8 @@ impl RunConfig {
             toml::Value::Float(f) => f.to_string(),
             other => bail!("{origin}: key `{key}`: unexpected {} value", other.type_str()),
         };
-        let is_string_key = !matches!(key, "max_seq_length" | "do_train" | "do_eval" | "do_predict");
+        let is_string_key =
+            !matches!(key, "max_seq_length" | "do_train" | "do_eval" | "do_predict" | "label_all_tokens");
         if is_string_key && !value.is_str() {
             bail!("{origin}: key `{key}`: expected a string, got {}", value.type_str());
         }
@@ -249,7 +264,7 @@ pub struct EvalArgs {
     /// A model directory written by `finetune train` (or any HF sequence-classification model).
     #[arg(long)]
     model: String,
-    /// Labelled data, CSV/TSV/JSONL.
+    /// Labelled data, CSV/TSV/JSONL (CoNLL for a token-classification model).
     #[arg(long)]
     data: PathBuf,
     #[command(flatten)]
@@ -265,10 +280,12 @@ pub struct EvalArgs {
 pub struct PredictArgs {
     #[arg(long)]
     model: String,
-    /// Data to label, CSV/TSV/JSONL (a label column, if any, is ignored).
+    /// Data to label, CSV/TSV/JSONL (a label column, if any, is ignored); for a token-classification model a
+    /// CoNLL file (token and tag columns; the tags are ignored).
     #[arg(long)]
     data: PathBuf,
-    /// Output JSON lines: {"label": ..., "probabilities": {label: p, ...}} per example, in input order.
+    /// Output JSON lines: {"label": ..., "probabilities": {label: p, ...}} per example, in input order
+    /// (token classification: {"tokens": [...], "tags": [...]} per sentence).
     #[arg(long)]
     out: PathBuf,
     #[command(flatten)]
@@ -295,6 +312,10 @@ pub struct InferArgs {
     /// Examples per forward pass.
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
+    /// Token-classification models: score every sub-token, not only each word's first (as trained with
+    /// label_all_tokens).
+    #[arg(long)]
+    label_all_tokens: bool,
 }
 
 /// Reads the TOML file into run keys and TrainingArguments.
@@ -429,12 +450,13 @@ struct Splits {
 }
 
 fn load_splits(run: &RunConfig, seed: u64, problem: ProblemType) -> Result<Splits> {
-    let opts = read_opts(
+    let mut opts = read_opts(
         &run.text_column_name,
         run.text_pair_column_name.as_deref(),
         Some(&run.label_column_name),
         run.label_separator.as_deref(),
     );
+    opts.format = run.format.as_deref().map(Format::parse).transpose().map_err(|e| anyhow!("key `format`: {e}"))?;
     let read_opt = |f: &Option<String>| -> Result<Option<(String, Vec<Example>)>> {
         f.as_ref().map(|p| Ok((p.clone(), read(p, &opts)?))).transpose()
     };
@@ -647,13 +669,11 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
     }
     args.finalize()?;
 
-    if run.task != "sequence-classification" {
-        bail!(
-            "key `task`: {:?} is not supported; only \"sequence-classification\" (token classification needs a \
-             BertForTokenClassification model)",
-            run.task
-        );
-    }
+    let token_task = match run.task.as_str() {
+        "sequence-classification" => false,
+        "token-classification" => true,
+        t => bail!("key `task`: {t:?} is not supported; use \"sequence-classification\" or \"token-classification\""),
+    };
     let Some(spec) = run.model_name_or_path.clone() else {
         bail!("key `model_name_or_path` is required (--model-name-or-path or in the config)")
     };
@@ -661,6 +681,9 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
         bail!("key `label_smoothing_factor`: not supported by the encoder models yet (use 0)");
     }
     let explicit = run.do_train.is_some() || run.do_eval.is_some() || run.do_predict.is_some();
+    if token_task {
+        return run_train_tokens(&a, &run, &args, &spec, explicit);
+    }
     let problem = parse_problem(run.problem_type.as_deref())?;
     let splits = load_splits(&run, args.seed, problem)?;
     let (do_train, do_eval, do_predict) = if explicit {
@@ -809,6 +832,9 @@ fn load_for_inference(spec: &str, max_seq_length: usize) -> Result<(EncoderClass
 }
 
 pub fn run_eval(a: EvalArgs) -> Result<()> {
+    if token_model(&a.model)? {
+        return run_eval_tokens(&a);
+    }
     let (mut model, tok, max_len) = load_for_inference(&a.model, a.common.max_seq_length)?;
     let names = model.label_names();
     let labels = LabelMap::new(names.clone())?;
@@ -835,6 +861,9 @@ pub fn run_eval(a: EvalArgs) -> Result<()> {
 }
 
 pub fn run_predict(a: PredictArgs) -> Result<()> {
+    if token_model(&a.model)? {
+        return run_predict_tokens(&a);
+    }
     let (mut model, tok, max_len) = load_for_inference(&a.model, a.common.max_seq_length)?;
     let names = model.label_names();
     let c = &a.common;
@@ -846,4 +875,303 @@ pub fn run_predict(a: PredictArgs) -> Result<()> {
     write_predictions(&a.out, &ev, &names, model.problem)?;
     eprintln!("{} predictions written to {}", ev.predictions.len(), a.out.display());
     Ok(())
+}
+
+// ---- token classification (run_ner.py) ----
+
+/// A CoNLL file's sentences; `.txt` and other extensions are read as CoNLL too.
+fn read_conll(path: &str) -> Result<Vec<TokenExample>> {
+    let opts = ReadOptions { format: Some(Format::Conll), ..Default::default() };
+    let ds = finetune_data::read_tokens(Path::new(path), &opts)?;
+    if ds.sentences.is_empty() {
+        bail!("{path}: no sentences");
+    }
+    Ok(ds.sentences)
+}
+
+type TokenSplit = (String, Vec<TokenExample>);
+
+fn load_token_splits(run: &RunConfig, seed: u64) -> Result<[Option<TokenSplit>; 3]> {
+    if let Some(f) = run.format.as_deref() {
+        if Format::parse(f).map_err(|e| anyhow!("key `format`: {e}"))? != Format::Conll {
+            bail!("key `format`: token-classification reads CoNLL files, not {f:?}");
+        }
+    }
+    let read_opt = |f: &Option<String>| -> Result<Option<TokenSplit>> {
+        f.as_ref().map(|p| Ok((p.clone(), read_conll(p)?))).transpose()
+    };
+    let mut s = [read_opt(&run.train_file)?, read_opt(&run.validation_file)?, read_opt(&run.test_file)?];
+    if let Some(spec) = &run.split {
+        if s[1].is_some() || s[2].is_some() {
+            bail!("key `split`: splits train_file only when neither validation_file nor test_file is given");
+        }
+        let Some((path, sentences)) = s[0].take() else { bail!("key `split`: needs train_file") };
+        let spec = SplitSpec::parse(spec).map_err(|e| anyhow!("key `split`: {e}"))?;
+        // Sentences have no single class to stratify by: a seeded random split.
+        let parts = random_split(sentences.len(), &spec, seed);
+        for (slot, ix) in s.iter_mut().zip(&parts) {
+            let picked: Vec<TokenExample> = ix.iter().map(|&i| sentences[i].clone()).collect();
+            *slot = (!picked.is_empty()).then(|| (path.clone(), picked));
+        }
+    }
+    Ok(s)
+}
+
+fn encode_tokens(
+    tok: &TextTokenizer,
+    split: &TokenSplit,
+    labels: &LabelMap,
+    label_all_tokens: bool,
+    max: usize,
+) -> Result<TokenDatasetEncoded> {
+    Ok(TokenDatasetEncoded::encode(tok, &split.1, labels, label_all_tokens, Some(max), &split.0)?)
+}
+
+/// Evaluates a token-classification set: HF-prefixed metrics (runtime, `{prefix}_samples`) and word tags.
+fn evaluate_token_split(
+    model: &mut EncoderClassifier,
+    data: &TokenDatasetEncoded,
+    labels: &LabelMap,
+    batch_size: usize,
+    collator: Collator,
+    prefix: &str,
+) -> Result<(BTreeMap<String, f64>, finetune_train::TokenEvaluation)> {
+    let start = Instant::now();
+    let ev = model.evaluate_tokens(data, labels, batch_size, collator, true)?;
+    let mut m = prefixed(prefix, &ev.metrics.metrics);
+    let runtime = (start.elapsed().as_secs_f64() * 1e4).round() / 1e4;
+    m.insert(format!("{prefix}_runtime"), runtime);
+    if runtime > 0.0 {
+        m.insert(format!("{prefix}_samples_per_second"), (data.len() as f64 / runtime * 1e3).round() / 1e3);
+    }
+    m.insert(format!("{prefix}_samples"), data.len() as f64);
+    Ok((m, ev))
+}
+
+/// seqeval's `classification_report` (default mode) of word-level tags, 4 digits as run_ner.py users print it.
+fn token_report_text(sentences: &[TokenExample], predicted: &[Vec<String>]) -> Result<String> {
+    let gold: Vec<&[String]> = sentences.iter().map(|s| s.tags.as_slice()).collect();
+    let gold: Vec<Vec<&str>> = gold.iter().map(|t| t.iter().map(String::as_str).collect()).collect();
+    let opts = finetune_metrics::sequence::Options::default();
+    let r = finetune_metrics::sequence::classification_report(&gold, predicted, &opts)?;
+    Ok(r.text(4)?)
+}
+
+/// predictions.jsonl: `{"tokens", "tags"}` per sentence; predictions.txt (run_ner.py): the tags of a sentence
+/// joined by spaces, one sentence a line.
+fn write_token_predictions(
+    jsonl: &Path,
+    txt: Option<&Path>,
+    sentences: &[TokenExample],
+    tags: &[Vec<String>],
+) -> Result<()> {
+    let mut j = String::new();
+    let mut t = String::new();
+    for (s, tg) in sentences.iter().zip(tags) {
+        j.push_str(&json!({ "tokens": s.tokens, "tags": tg }).to_string());
+        j.push('\n');
+        t.push_str(&tg.join(" "));
+        t.push('\n');
+    }
+    if let Some(dir) = jsonl.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
+    }
+    finetune_train::write_atomic(jsonl, j.as_bytes())?;
+    if let Some(txt) = txt {
+        finetune_train::write_atomic(txt, t.as_bytes())?;
+    }
+    Ok(())
+}
+
+fn run_train_tokens(
+    a: &TrainArgs,
+    run: &RunConfig,
+    args: &TrainingArguments,
+    spec: &str,
+    explicit: bool,
+) -> Result<()> {
+    let [train_split, val_split, test_split] = load_token_splits(run, args.seed)?;
+    let (do_train, do_eval, do_predict) = if explicit {
+        (run.do_train.unwrap_or(false), run.do_eval.unwrap_or(false), run.do_predict.unwrap_or(false))
+    } else {
+        (train_split.is_some(), val_split.is_some(), test_split.is_some())
+    };
+    if !(do_train || do_eval || do_predict) {
+        bail!("nothing to do: give train_file (and validation_file/test_file or split), or do_eval/do_predict");
+    }
+    let need = |ok: bool, what: &str, key: &str| if ok { Ok(()) } else { Err(anyhow!("{what} needs `{key}`")) };
+    need(!do_train || train_split.is_some(), "do_train", "train_file")?;
+    need(!do_eval || val_split.is_some(), "do_eval", "validation_file (or split)")?;
+    need(!do_predict || test_split.is_some(), "do_predict", "test_file (or split)")?;
+
+    let (model_dir, tok, max_len) = tokenizer_for(spec, run.max_seq_length)?;
+    // Labels: run_ner.py's sorted unique tags of the training data, else the model's own.
+    let labels = match &train_split {
+        Some((path, s)) if do_train => LabelMap::from_tags(s).with_context(|| path.clone())?,
+        _ => LabelMap::new(config_label_names(&EncoderConfig::from_file(model_dir.join("config.json"))?))?,
+    };
+    let lat = run.label_all_tokens;
+    let train_set = match (&train_split, do_train) {
+        (Some(s), true) => Some(encode_tokens(&tok, s, &labels, lat, max_len)?),
+        _ => None,
+    };
+    let val_set = val_split.as_ref().map(|s| encode_tokens(&tok, s, &labels, lat, max_len)).transpose()?;
+    let test_set = match (&test_split, do_predict) {
+        (Some(s), true) => Some(encode_tokens(&tok, s, &labels, lat, max_len)?),
+        _ => None,
+    };
+    let mut model = EncoderClassifier::from_pretrained_for(
+        &model_dir.display().to_string(),
+        labels.names(),
+        ProblemType::SingleLabelClassification,
+        Task::TokenClassification,
+        args.adamw(),
+        args.seed,
+    )?;
+    if !do_train && !model.newly_initialized.is_empty() {
+        bail!("{spec}: not a token-classification model (no trained head: {})", model.newly_initialized.join(", "));
+    }
+    // All inputs are checked; from here on files are written.
+    let out = PathBuf::from(&args.output_dir);
+    let collator = Collator { pad_token_id: tok.pad_token_id(), pad_to_multiple_of: Some(8) };
+    let eval_bs = args.per_device_eval_batch_size;
+    if !model.newly_initialized.is_empty() && do_train {
+        eprintln!(
+            "Some weights were newly initialized from the model checkpoint at {spec}: {:?}; they are trained now.",
+            model.newly_initialized
+        );
+    }
+    let mut eval_metrics = None;
+    if let Some(train_set) = &train_set {
+        let sampler = Sampler::from_args(args, train_set.len(), Some(train_set.lengths()));
+        let source = TokenBatches { data: train_set, sampler, collator };
+        let progress = match a.progress.as_str() {
+            "lines" => ProgressMode::Lines,
+            "off" => ProgressMode::Off,
+            _ => ProgressMode::Auto,
+        };
+        let resume = run.resume_from_checkpoint.as_deref().map(|r| match r {
+            "latest" | "true" => Resume::Latest,
+            p => Resume::From(PathBuf::from(p)),
+        });
+        let (val_ref, labels_ref) = (val_set.as_ref(), &labels);
+        let mut evaluator = |m: &mut EncoderClassifier| match val_ref {
+            Some(v) => m.evaluate_tokens(v, labels_ref, eval_bs, collator, true).map(|e| e.metrics),
+            None => Err(finetune_train::TrainError::Args("no validation data".into())),
+        };
+        let ev: Option<&mut dyn Evaluator<EncoderClassifier>> =
+            if val_set.is_some() && (do_eval || args.eval_strategy != finetune_train::IntervalStrategy::No) {
+                Some(&mut evaluator)
+            } else {
+                None
+            };
+        let output = train(args, &mut model, &source, ev, &TrainOptions { resume, progress })?;
+        model.save_model(&out)?;
+        print_metrics("train", &output.metrics);
+        if let Some(mut m) = output.eval_metrics.filter(|_| do_eval) {
+            m.insert("eval_samples".into(), val_set.as_ref().map_or(0, TokenDatasetEncoded::len) as f64);
+            save_metrics(&out, "eval", &m)?;
+            eval_metrics = Some(m);
+        }
+    } else {
+        std::fs::create_dir_all(&out).with_context(|| out.display().to_string())?;
+    }
+    if do_eval && eval_metrics.is_none() {
+        if let Some(v) = &val_set {
+            let (m, _) = evaluate_token_split(&mut model, v, &labels, eval_bs, collator, "eval")?;
+            save_metrics(&out, "eval", &m)?;
+            eval_metrics = Some(m);
+        }
+    }
+    if let Some(m) = &eval_metrics {
+        print_metrics("eval", m);
+    }
+    if let (Some(t), Some((_, sentences))) = (&test_set, &test_split) {
+        let (m, ev) = evaluate_token_split(&mut model, t, &labels, eval_bs, collator, "test")?;
+        save_metrics(&out, "test", &m)?;
+        print_metrics("test", &m);
+        write_token_predictions(
+            &out.join("predictions.jsonl"),
+            Some(&out.join("predictions.txt")),
+            sentences,
+            &ev.word_tags,
+        )?;
+        println!("\n***** test classification_report (seqeval, words) *****");
+        print!("{}", token_report_text(sentences, &ev.word_tags)?);
+    }
+    Ok(())
+}
+
+fn config_label_names(cfg: &EncoderConfig) -> Vec<String> {
+    (0..cfg.num_labels).map(|i| cfg.id2label.get(&i).cloned().unwrap_or(format!("LABEL_{i}"))).collect()
+}
+
+/// Whether a saved model's `architectures` names a token-classification head.
+fn is_token_model(cfg: &EncoderConfig) -> bool {
+    cfg.architectures.iter().any(|a| a.ends_with("ForTokenClassification"))
+}
+
+/// A saved token-classification model, its tokenizer, label map and effective max length.
+fn load_token_model(spec: &str, max_seq_length: usize) -> Result<(EncoderClassifier, TextTokenizer, LabelMap, usize)> {
+    let (dir, tok, max_len) = tokenizer_for(spec, max_seq_length)?;
+    let cfg = EncoderConfig::from_file(dir.join("config.json"))?;
+    let names = config_label_names(&cfg);
+    let model = EncoderClassifier::from_pretrained_for(
+        &dir.display().to_string(),
+        &names,
+        ProblemType::SingleLabelClassification,
+        Task::TokenClassification,
+        TrainingArguments::default().adamw(),
+        42,
+    )?;
+    if !model.newly_initialized.is_empty() {
+        bail!(
+            "{}: not a token-classification model (no trained head: {})",
+            dir.display(),
+            model.newly_initialized.join(", ")
+        );
+    }
+    Ok((model, tok, LabelMap::new(names)?, max_len))
+}
+
+fn run_eval_tokens(a: &EvalArgs) -> Result<()> {
+    let c = &a.common;
+    let (mut model, tok, labels, max_len) = load_token_model(&a.model, c.max_seq_length)?;
+    let path = a.data.display().to_string();
+    let split = (path.clone(), read_conll(&path)?);
+    let data = encode_tokens(&tok, &split, &labels, c.label_all_tokens, max_len)?;
+    let collator = Collator { pad_token_id: tok.pad_token_id(), pad_to_multiple_of: Some(8) };
+    let (m, ev) = evaluate_token_split(&mut model, &data, &labels, c.batch_size.max(1), collator, "eval")?;
+    let value = Value::Object(m.iter().map(|(k, v)| (k.clone(), metric_value(k, *v))).collect());
+    if !a.json {
+        print!("{}", token_report_text(&split.1, &ev.word_tags)?);
+        println!();
+    }
+    println!("{}", serde_json::to_string_pretty(&value)?);
+    Ok(())
+}
+
+fn run_predict_tokens(a: &PredictArgs) -> Result<()> {
+    let c = &a.common;
+    let (mut model, tok, labels, max_len) = load_token_model(&a.model, c.max_seq_length)?;
+    let path = a.data.display().to_string();
+    let mut sentences = read_conll(&path)?;
+    // The tag column is not read for prediction: any tag (known or not) is replaced by a placeholder.
+    let placeholder = labels.names().first().cloned().unwrap_or_default();
+    for s in &mut sentences {
+        s.tags = vec![placeholder.clone(); s.tokens.len()];
+    }
+    let data = encode_tokens(&tok, &(path, sentences.clone()), &labels, false, max_len)?;
+    let collator = Collator { pad_token_id: tok.pad_token_id(), pad_to_multiple_of: Some(8) };
+    let ev = model.evaluate_tokens(&data, &labels, c.batch_size.max(1), collator, false)?;
+    write_token_predictions(&a.out, None, &sentences, &ev.word_tags)?;
+    eprintln!("{} sentences tagged, written to {}", sentences.len(), a.out.display());
+    Ok(())
+}
+
+/// Whether `spec` is a saved token-classification model (by its config.json `architectures`).
+fn token_model(spec: &str) -> Result<bool> {
+    let dir = resolve_model_dir(spec)?;
+    let dir = if dir.is_file() { dir.parent().map(Path::to_path_buf).unwrap_or_default() } else { dir };
+    Ok(is_token_model(&EncoderConfig::from_file(dir.join("config.json"))?))
 }

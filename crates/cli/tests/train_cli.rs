@@ -342,3 +342,167 @@ fn multi_label_and_regression_heads() {
         }
     }
 }
+
+/// `n` CoNLL sentences: runs of positive words are POS entities, negative words NEG entities; deterministic.
+fn conll(path: &Path, n: usize, offset: usize) {
+    let mut s = String::new();
+    for i in 0..n {
+        let k = i + offset;
+        let mut prev = "";
+        for j in 0..3 + k % 4 {
+            let w = WORDS[(k * 7 + j * 3) % WORDS.len()];
+            let kind = if WORDS[..5].contains(&w) {
+                "POS"
+            } else if w == "dull" {
+                ""
+            } else {
+                "NEG"
+            };
+            let tag = match kind {
+                "" => "O".to_string(),
+                _ if prev == kind => format!("I-{kind}"),
+                _ => format!("B-{kind}"),
+            };
+            prev = kind;
+            s.push_str(&format!("{w}\t{tag}\n"));
+        }
+        s.push('\n');
+    }
+    std::fs::write(path, s).expect("write conll");
+}
+
+fn ner_config(s: &Setup, out: &str, extra: &str) -> PathBuf {
+    for (name, n, offset) in [("train", 24, 0), ("validation", 8, 100), ("test", 6, 200)] {
+        conll(&s.root.join(format!("{name}.conll")), n, offset);
+    }
+    let p = s.root.join(format!("{out}.toml"));
+    let file = |n: &str| s.root.join(format!("{n}.conll")).display().to_string();
+    let text = format!(
+        "task = \"token-classification\"\nmodel_name_or_path = {m:?}\ntrain_file = {tr:?}\n\
+         validation_file = {va:?}\ntest_file = {te:?}\noutput_dir = {o:?}\nmax_seq_length = 16\n\
+         per_device_train_batch_size = 4\nper_device_eval_batch_size = 4\nlearning_rate = 1e-3\n\
+         logging_steps = 1\nsave_steps = 2\n{extra}",
+        m = s.model.display().to_string(),
+        tr = file("train"),
+        va = file("validation"),
+        te = file("test"),
+        o = s.root.join(out).display().to_string(),
+    );
+    std::fs::write(&p, text).expect("write config");
+    p
+}
+
+#[test]
+fn token_classification_trains_evaluates_and_predicts_words() {
+    let s = setup();
+    let cfg = ner_config(&s, "ner", "max_steps = 3\neval_strategy = \"steps\"\neval_steps = 2\n");
+    let o = ok(finetune(&["train", "--config", cfg.to_str().unwrap_or_default(), "--progress", "off"]));
+    let out = s.root.join("ner");
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(stdout.contains("micro avg") && stdout.contains("POS"), "no seqeval report of the test set: {stdout}");
+
+    let history = read_json(&out.join("checkpoint-2/trainer_state.json"))["log_history"].clone();
+    assert!(history.as_array().is_some_and(|h| h.iter().any(|e| e.get("eval_f1").is_some())), "{history}");
+    assert!(out.join("checkpoint-3/optimizer.safetensors").is_file());
+    let all = read_json(&out.join("all_results.json"));
+    for k in ["train_loss", "eval_loss", "eval_precision", "eval_recall", "eval_f1", "eval_accuracy", "test_f1"] {
+        assert!(all[k].is_number(), "all_results.json lacks {k}: {all}");
+    }
+    assert_eq!(all["eval_samples"], 8);
+
+    let config = read_json(&out.join("config.json"));
+    assert_eq!(config["architectures"], serde_json::json!(["BertForTokenClassification"]));
+    let id2label = serde_json::json!({"0": "B-NEG", "1": "B-POS", "2": "I-NEG", "3": "I-POS", "4": "O"});
+    assert_eq!(config["id2label"], id2label);
+    assert_eq!(config["label2id"]["O"], 4);
+    assert!(config.get("problem_type").is_none_or(Value::is_null), "{config}");
+
+    // Word-level predictions of the test set: one tag per word.
+    let test = std::fs::read_to_string(s.root.join("test.conll")).expect("test");
+    let words: Vec<usize> = test.split("\n\n").filter(|b| !b.trim().is_empty()).map(|b| b.lines().count()).collect();
+    let preds = std::fs::read_to_string(out.join("predictions.jsonl")).expect("predictions");
+    let got: Vec<usize> = preds
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).expect("jsonl");
+            assert_eq!(v["tokens"].as_array().map(Vec::len), v["tags"].as_array().map(Vec::len), "{v}");
+            v["tags"].as_array().map_or(0, Vec::len)
+        })
+        .collect();
+    assert_eq!(got, words);
+
+    // `finetune eval` on the saved model reproduces the run's validation loss and metrics.
+    let val = s.root.join("validation.conll");
+    let eval_args = |json: bool| {
+        let mut v = vec![
+            "eval".to_string(),
+            "--model".into(),
+            out.display().to_string(),
+            "--data".into(),
+            val.display().to_string(),
+            "--max-seq-length".into(),
+            "16".into(),
+            "--batch-size".into(),
+            "4".into(),
+        ];
+        if json {
+            v.push("--json".into());
+        }
+        v
+    };
+    let o = ok(finetune(&eval_args(true).iter().map(String::as_str).collect::<Vec<_>>()));
+    let m: Value = serde_json::from_slice(&o.stdout).expect("eval prints JSON");
+    let eval = read_json(&out.join("eval_results.json"));
+    for k in ["eval_loss", "eval_f1", "eval_precision", "eval_recall", "eval_accuracy"] {
+        assert!(m[k].is_number(), "{k} missing: {m}");
+        assert_eq!(m[k], eval[k], "{k} after reload differs from the run's");
+    }
+    let o = ok(finetune(&eval_args(false).iter().map(String::as_str).collect::<Vec<_>>()));
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(text.contains("precision") && text.contains("micro avg") && text.contains("NEG"), "{text}");
+
+    let p = s.root.join("p.jsonl");
+    ok(finetune(&[
+        "predict",
+        "--model",
+        out.to_str().unwrap_or_default(),
+        "--data",
+        s.root.join("test.conll").to_str().unwrap_or_default(),
+        "--out",
+        p.to_str().unwrap_or_default(),
+        "--max-seq-length",
+        "16",
+    ]));
+    let lines: Vec<Value> = std::fs::read_to_string(&p)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("jsonl"))
+        .collect();
+    assert_eq!(lines.iter().map(|v| v["tags"].as_array().map_or(0, Vec::len)).collect::<Vec<_>>(), words);
+    let known = ["B-NEG", "B-POS", "I-NEG", "I-POS", "O"];
+    assert!(lines
+        .iter()
+        .flat_map(|v| v["tags"].as_array().cloned().unwrap_or_default())
+        .all(|t| t.as_str().is_some_and(|t| known.contains(&t))));
+    assert_eq!(std::fs::read_to_string(&p).ok(), std::fs::read_to_string(out.join("predictions.jsonl")).ok());
+}
+
+#[test]
+fn malformed_conll_names_file_and_line() {
+    let s = setup();
+    let cfg = ner_config(&s, "badner", "max_steps = 1\n");
+    let bad = s.root.join("bad.conll");
+    std::fs::write(&bad, "good\tB-POS\nbad\tB-NEG\n\nfine\tB-POS\ndull\n").expect("write");
+    let o = finetune(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap_or_default(),
+        "--train-file",
+        bad.to_str().unwrap_or_default(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert!(e.contains(&format!("{}:5", bad.display())), "{e}");
+    assert_eq!(e.trim_end().lines().count(), 1, "{e}");
+    assert!(!s.root.join("badner").exists());
+}

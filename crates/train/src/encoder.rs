@@ -1,5 +1,6 @@
 //! Sequence classification with a BERT-family encoder (`BertForSequenceClassification` and its RoBERTa and
-//! DistilBERT siblings) as a [`TrainableModel`], over the data crate's padded batches.
+//! DistilBERT siblings) as a [`TrainableModel`], over the data crate's padded batches; and token classification
+//! (`…ForTokenClassification`, `run_ner.py`) through the same adapter when loaded with [`Task::TokenClassification`].
 //!
 //! - Loss: the model's mean loss of a micro-batch, rescaled to `sum / num_items_in_window` as the loop expects;
 //!   when one micro-batch is the whole window (no accumulation) gradients go straight into the model.
@@ -14,10 +15,10 @@
 use std::path::{Path, PathBuf};
 
 use finetune_data::batch::BatchLabels;
-use finetune_data::{Collator, SeqDataset, IGNORE_INDEX};
+use finetune_data::{Collator, LabelMap, SeqDataset, TokenDatasetEncoded, IGNORE_INDEX};
 use finetune_engine::kernels::{adamw, clip_grad};
 use finetune_engine::{StateDict, Tensor};
-use finetune_models::bert::{self, BertConfig, BertForSequenceClassification, Mode, ParamInfo, Workspace};
+use finetune_models::bert::{self, BertConfig, BertForSequenceClassification, Mode, ParamInfo, Task, Workspace};
 use finetune_models::checkpoint::{load_pretrained, load_state_dict, save_pretrained, save_safetensors};
 use finetune_models::config::{Arch, EncoderConfig, ProblemType};
 use serde::{Deserialize, Serialize};
@@ -25,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::args::AdamW;
 use crate::data::{Batch, BatchSource, Sampler};
 use crate::error::{Result, TrainError};
-use crate::eval::ClassificationEval;
+use crate::eval::{ClassificationEval, TokenClassificationEval};
 use crate::trainer::{EvalOutput, TrainableModel};
 
 const OPTIMIZER_WEIGHTS: &str = "optimizer.safetensors";
@@ -80,6 +81,37 @@ impl BatchSource for SeqBatches<'_> {
     }
 }
 
+/// The training sentences of a token-classification set as padded batches (labels padded with -100).
+pub struct TokenBatches<'a> {
+    pub data: &'a TokenDatasetEncoded,
+    pub sampler: Sampler,
+    pub collator: Collator,
+}
+
+impl BatchSource for TokenBatches<'_> {
+    type Batch = finetune_data::Batch;
+
+    fn num_examples(&self) -> usize {
+        self.data.len()
+    }
+
+    fn num_batches(&self) -> usize {
+        self.sampler.num_batches()
+    }
+
+    fn epoch_batches(&self, epoch: u64, skip: usize) -> Box<dyn Iterator<Item = Self::Batch> + '_> {
+        let (data, collator) = (self.data, self.collator);
+        // As for SeqBatches: a collation error gives an empty batch that the model rejects.
+        Box::new(
+            self.sampler
+                .epoch_batches(epoch)
+                .into_iter()
+                .skip(skip)
+                .map(move |ix| collator.tokens(data, &ix).unwrap_or_default()),
+        )
+    }
+}
+
 /// Workspaces by (batch, seq), least recently used evicted once their tokens exceed twice the largest shape.
 #[derive(Default)]
 struct WorkspaceCache {
@@ -126,9 +158,11 @@ fn mix(seed: u64, n: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// A BERT-family encoder with a sequence-classification head, trainable by [`crate::train`].
+/// A BERT-family encoder with a sequence- or token-classification head, trainable by [`crate::train`].
 pub struct EncoderClassifier {
     pub model: BertForSequenceClassification,
+    /// Which head: one prediction per sequence, or per token.
+    pub task: Task,
     /// The HF config written with the model (labels, head and problem type set).
     pub config: EncoderConfig,
     pub problem: ProblemType,
@@ -158,6 +192,22 @@ impl EncoderClassifier {
         adamw: AdamW,
         seed: u64,
     ) -> Result<Self> {
+        Self::from_pretrained_for(spec, labels, problem, Task::SequenceClassification, adamw, seed)
+    }
+
+    /// As [`EncoderClassifier::from_pretrained`] for either head. Token classification
+    /// (`AutoModelForTokenClassification`) writes `…ForTokenClassification` and no `problem_type`; `problem` is
+    /// then ignored (single-label cross-entropy per token).
+    pub fn from_pretrained_for(
+        spec: &str,
+        labels: &[String],
+        problem: ProblemType,
+        task: Task,
+        adamw: AdamW,
+        seed: u64,
+    ) -> Result<Self> {
+        let token_task = task == Task::TokenClassification;
+        let problem = if token_task { ProblemType::SingleLabelClassification } else { problem };
         let loaded = load_pretrained(spec).map_err(model_err)?;
         let mut config = loaded.config;
         let mut state = loaded.state;
@@ -166,9 +216,15 @@ impl EncoderClassifier {
         if !same_labels {
             config.set_labels(labels);
         }
-        config.set_head("ForSequenceClassification");
-        config.problem_type = Some(problem);
-        let bert_cfg = bert_config(&config, &loaded.dir)?;
+        if token_task {
+            config.set_head("ForTokenClassification");
+            config.problem_type = None;
+        } else {
+            config.set_head("ForSequenceClassification");
+            config.problem_type = Some(problem);
+        }
+        let mut bert_cfg = bert_config(&config, &loaded.dir)?;
+        bert_cfg.task = task;
         // A head trained for a different label count cannot be reused.
         let n = bert_cfg.labels();
         let head_rows = |name: &str| state.get(name).map(|t| t.shape.first().copied().unwrap_or(0));
@@ -195,6 +251,7 @@ impl EncoderClassifier {
     ) -> Self {
         let n = model.params.len();
         EncoderClassifier {
+            task: model.config.task,
             infos: model.param_infos().to_vec(),
             model,
             config,
@@ -228,6 +285,11 @@ impl EncoderClassifier {
         }
         let labels = if !with_labels {
             None
+        } else if self.task == Task::TokenClassification {
+            match &b.labels {
+                BatchLabels::Tokens(y) => Some(bert::Labels::TokenClasses(y)),
+                _ => return Err(TrainError::Model("token classification needs per-token labels".into())),
+            }
         } else {
             Some(match (&b.labels, self.problem) {
                 (BatchLabels::Class(y), ProblemType::SingleLabelClassification) => bert::Labels::Classes(y),
@@ -333,6 +395,66 @@ impl EncoderClassifier {
         Ok(out)
     }
 
+    /// Token classification as `run_ner.py` evaluates it: `loss` (mean over sentences of each batch's mean token
+    /// loss) and seqeval's micro `precision`/`recall`/`f1` plus token `accuracy` over the positions whose label
+    /// is not -100 (first sub-tokens, or all with `label_all_tokens`); per sentence the word-level tags (each
+    /// word takes its first sub-token's prediction; words without a token get "O"). `labelled` false skips the
+    /// metrics (prediction on data whose tags are placeholders).
+    pub fn evaluate_tokens(
+        &mut self,
+        data: &TokenDatasetEncoded,
+        labels: &LabelMap,
+        batch_size: usize,
+        collator: Collator,
+        labelled: bool,
+    ) -> Result<TokenEvaluation> {
+        let nl = self.num_labels();
+        if labels.len() != nl {
+            return Err(TrainError::Model(format!("{} label names for a model with {nl} labels", labels.len())));
+        }
+        let name = |id: usize| labels.name(id).unwrap_or("O");
+        let mut acc = TokenClassificationEval::new();
+        let mut out = TokenEvaluation::default();
+        let idx: Vec<usize> = (0..data.len()).collect();
+        let mut batch = finetune_data::Batch::default();
+        let mut preds = Vec::new();
+        for chunk in idx.chunks(batch_size.max(1)) {
+            collator.tokens_into(data, chunk, &mut batch).map_err(model_err)?;
+            let (logits, loss) = self.forward_eval(&batch, labelled)?;
+            preds.clear();
+            preds.extend(logits.chunks(nl).map(argmax));
+            let t = batch.seq_len;
+            let (mut gold_tags, mut pred_tags) = (Vec::new(), Vec::new());
+            for (r, &i) in chunk.iter().enumerate() {
+                let row = &preds[r * t..(r + 1) * t];
+                out.word_tags.push(data.word_tags(i, row, labels).map_err(model_err)?);
+                if let BatchLabels::Tokens(y) = &batch.labels {
+                    let (g, p): (Vec<&str>, Vec<&str>) = y[r * t..(r + 1) * t]
+                        .iter()
+                        .zip(row)
+                        .filter(|(&l, _)| l != IGNORE_INDEX)
+                        .map(|(&l, &p)| (name(l as usize), name(p)))
+                        .unzip();
+                    gold_tags.push(g);
+                    pred_tags.push(p);
+                }
+            }
+            if let Some(loss) = loss {
+                acc.add_batch(loss, &gold_tags, &pred_tags)?;
+            }
+        }
+        out.metrics = if labelled {
+            acc.finish()?
+        } else {
+            EvalOutput {
+                metrics: Default::default(),
+                num_samples: data.len(),
+                num_batches: data.len().div_ceil(batch_size.max(1)),
+            }
+        };
+        Ok(out)
+    }
+
     fn grads_into_model(&mut self) {
         if let Some(acc) = self.acc.as_mut() {
             std::mem::swap(&mut self.model.grads, acc);
@@ -353,6 +475,14 @@ pub struct Evaluation {
     pub label_sets: Vec<Vec<usize>>,
     /// Gold class per example (single-label data only).
     pub gold: Vec<usize>,
+}
+
+/// Output of [`EncoderClassifier::evaluate_tokens`].
+#[derive(Debug, Clone, Default)]
+pub struct TokenEvaluation {
+    pub metrics: EvalOutput,
+    /// Per sentence, one predicted tag per word, in input order.
+    pub word_tags: Vec<Vec<String>>,
 }
 
 fn argmax(row: &[f32]) -> usize {

@@ -34,7 +34,7 @@ pub mod state;
 pub mod trainer;
 
 pub use data::{Batch, BatchSource, Sampler};
-pub use encoder::{EncoderClassifier, Evaluation, SeqBatches};
+pub use encoder::{EncoderClassifier, Evaluation, SeqBatches, TokenBatches, TokenEvaluation};
 pub use eval::{ClassificationEval, TokenClassificationEval};
 pub use progress::ProgressMode;
 pub use state::{last_checkpoint, rotate_checkpoints, sorted_checkpoints, write_atomic, LogEntry, TrainerState};

@@ -18,6 +18,9 @@ $bin data stats --train-file assets/data/ner/wnut16.conll
 echo
 echo "== fine-tuning: all-MiniLM-L6-v2 on the movie reviews (split 80/10/10 as above), then the test-set report"
 $bin train --config examples/sentiment.toml --progress lines
+echo
+echo "== fine-tuning: all-MiniLM-L6-v2 for NER on WNUT-16 (random 80/10/10 sentence split), then the seqeval report"
+$bin train --config examples/ner.toml --progress lines
 ex=examples/metrics
 echo
 echo "== classification (sklearn.metrics.classification_report), with 95% bootstrap CIs and a paired test"

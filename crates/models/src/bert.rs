@@ -12,6 +12,12 @@
 //! by their Hugging Face names; all activations live in a [`Workspace`] allocated once per (batch, sequence)
 //! shape. [`BertForSequenceClassification::forward`] is straight-line code and
 //! [`BertForSequenceClassification::backward`] calls the layers' backward kernels in reverse.
+//!
+//! Every parameter has a `requires_grad` flag (as in `llama.rs`; see
+//! [`BertForSequenceClassification::set_requires_grad`] and [`BertForSequenceClassification::freeze_prefix`]).
+//! A frozen parameter gets no weight-gradient matmul or bias reduction, its gradient buffer is left as it was,
+//! AdamW never changes it and `clip_grad_norm` leaves it out of the norm (torch: its `.grad` is `None`). When
+//! nothing below a point of the network requires a gradient, the backward stops there.
 
 use std::collections::BTreeMap;
 
@@ -20,6 +26,7 @@ use finetune_engine::kernels::dropout::{self, Dropout};
 use finetune_engine::kernels::{
     adamw, bce_with_logits, clip_grad, cross_entropy, embedding, gelu, layernorm, linear, mse, pooler, relu, residual,
 };
+use finetune_engine::matmul::matmul;
 use finetune_engine::{StateDict, Tensor};
 use serde::Deserialize;
 
@@ -215,6 +222,8 @@ pub struct ParamInfo {
     pub shape: Vec<usize>,
     /// Whether AdamW applies weight decay (Hugging Face: not to biases or LayerNorm parameters).
     pub decay: bool,
+    /// Frozen parameters get no gradient and no optimizer update.
+    pub requires_grad: bool,
 }
 
 impl ParamInfo {
@@ -266,7 +275,7 @@ fn layout(cfg: &BertConfig) -> (Vec<ParamInfo>, Offsets) {
         let decay = !(name.ends_with("bias") || name.contains("LayerNorm") || name.contains("layer_norm"));
         let off = total;
         total += shape.iter().product::<usize>();
-        infos.push(ParamInfo { name, offset: off, shape, decay });
+        infos.push(ParamInfo { name, offset: off, shape, decay, requires_grad: true });
         off
     };
     let base = match cfg.arch() {
@@ -439,6 +448,8 @@ pub struct Workspace {
     dpre: Vec<f32>,
     dcls: Vec<f32>,
     dhead: Vec<f32>,
+    /// Receives a frozen LayerNorm's parameter gradients, which its kernel computes with the input gradient.
+    dln_scratch: Vec<f32>,
     mode: Option<Mode>,
 }
 
@@ -501,6 +512,7 @@ impl Workspace {
             dpre: z(batch * c),
             dcls: z(batch * c),
             dhead: z(batch * c),
+            dln_scratch: z(2 * c),
             mode: None,
         }
     }
@@ -642,6 +654,38 @@ impl BertForSequenceClassification {
     pub fn grad(&self, name: &str) -> Option<&[f32]> {
         let i = &self.infos[*self.index.get(name)?];
         Some(&self.grads[i.offset..i.offset + i.len()])
+    }
+
+    /// Freezes (`false`) or unfreezes a parameter by Hugging Face name. A frozen parameter's gradient buffer is
+    /// not written by [`backward`](Self::backward) (zero after [`zero_grad`](Self::zero_grad)), AdamW does not
+    /// update it and [`clip_grad_norm`](Self::clip_grad_norm) leaves it out.
+    ///
+    /// Query, key and value (weights, and biases) are one fused matrix: while any of the three requires a
+    /// gradient the fused gradient is computed, and a frozen one's slice of it is put back as it was.
+    pub fn set_requires_grad(&mut self, name: &str, requires_grad: bool) -> Result<(), BertError> {
+        let k = *self.index.get(name).ok_or_else(|| BertError::Config(format!("no parameter named {name}")))?;
+        self.infos[k].requires_grad = requires_grad;
+        Ok(())
+    }
+
+    /// `None` if there is no parameter of that name.
+    pub fn requires_grad(&self, name: &str) -> Option<bool> {
+        self.index.get(name).map(|&k| self.infos[k].requires_grad)
+    }
+
+    /// Freezes every parameter whose name starts with `prefix` (e.g. `"bert.embeddings."`, or
+    /// `"bert.encoder.layer.0."` — note the trailing dot, else layer 1 also matches layer 10); returns how
+    /// many matched. An error if none does, so that a misspelt prefix is not silently ignored.
+    pub fn freeze_prefix(&mut self, prefix: &str) -> Result<usize, BertError> {
+        let mut count = 0;
+        for i in self.infos.iter_mut().filter(|i| i.name.starts_with(prefix)) {
+            i.requires_grad = false;
+            count += 1;
+        }
+        if count == 0 {
+            return Err(BertError::Config(format!("no parameter name starts with {prefix:?}")));
+        }
+        Ok(count)
     }
 
     fn to_state_dict(&self, data: &[f32]) -> StateDict {
@@ -926,17 +970,38 @@ impl BertForSequenceClassification {
     }
 
     /// Adds the gradient of the mean loss of the last [`forward`](Self::forward) (same `ws` and `batch`, with
-    /// labels) to `self.grads`.
+    /// labels) to `self.grads` for every parameter that requires one; frozen parameters' gradients are left as
+    /// they were.
     pub fn backward(&mut self, ws: &mut Workspace, batch: &Batch<'_>) -> Result<(), BertError> {
         self.check_batch(ws, batch)?;
         let mode = ws.mode.ok_or_else(|| BertError::Batch("backward called before forward".into()))?;
         let labels = batch.labels.ok_or_else(|| BertError::Batch("backward needs labels".into()))?;
-        let Self { config: cfg, params: p, grads: g, off: o, .. } = self;
+        let Self { config: cfg, params: p, grads: g, off: o, infos, .. } = self;
         let (bsz, t, c, f) = (ws.batch, ws.seq, cfg.hidden_size, cfg.intermediate_size);
         let (n, nl) = (bsz * t, cfg.labels());
         let heads = cfg.num_attention_heads;
         let shape = Shape { batch: bsz, seq: t, heads, head_dim: c / heads };
         let s = |off: usize, len: usize| &p[off..off + len];
+        // Whether the parameter starting at `off` requires a gradient (infos are sorted by offset).
+        let rg = |off: usize| infos.binary_search_by_key(&off, |i| i.offset).is_ok_and(|k| infos[k].requires_grad);
+        // Whether any parameter starting in `lo..=hi` requires a gradient.
+        let any_rg = |lo: usize, hi: usize| infos.iter().any(|i| (lo..=hi).contains(&i.offset) && i.requires_grad);
+        // Gradient slices of a weight and its bias, `None` for a frozen one.
+        macro_rules! pair {
+            ($w:expr, $wl:expr, $b:expr, $bl:expr) => {{
+                let (gw, gb) = split_pair(g, $w, $wl, $b, $bl);
+                (rg($w).then_some(gw), rg($b).then_some(gb))
+            }};
+        }
+        let layers = o.layers.len();
+        // below[i]: some parameter of the embeddings or of layers 0..i requires a gradient, so the gradient of
+        // layer i's input is needed.
+        let mut below = vec![any_rg(o.wte, o.emb_ln_b)];
+        for lo in &o.layers {
+            let prev = below[below.len() - 1];
+            below.push(prev || any_rg(lo.qkv_w, lo.ln2_b));
+        }
+        let enc_rg = below[layers];
 
         let token_task = cfg.task == Task::TokenClassification;
         let ce = cross_entropy::Options::default();
@@ -949,28 +1014,27 @@ impl BertForSequenceClassification {
 
         if token_task {
             // Classifier on every token, then its dropout; ws.dx then holds d(last layer output), all rows.
-            let (gw, gb) = split_pair(g, o.cls_w, nl * c, o.cls_b, nl);
+            let (gw, gb) = pair!(o.cls_w, nl * c, o.cls_b, nl);
             let w = s(o.cls_w, nl * c);
-            linear::backward(Some(&mut ws.dx), gw, Some(gb), &ws.dlogits, &ws.tokens_drop, w, n, c, nl, false);
+            let dinp = enc_rg.then_some(&mut ws.dx[..]);
+            linear_backward(dinp, gw, gb, &ws.dlogits, &ws.tokens_drop, w, n, c, nl, false);
+            if !enc_rg {
+                return Ok(());
+            }
             if let Some(d) = drop_at(mode, cfg.classifier_dropout_prob(), SITE_CLASSIFIER) {
                 dropout::backward(&mut ws.dx, d);
             }
         } else {
             // Classifier and pooler.
+            let need_dpooled = enc_rg || rg(o.pool_w) || rg(o.pool_b);
             {
-                let (gw, gb) = split_pair(g, o.cls_w, nl * c, o.cls_b, nl);
-                linear::backward(
-                    Some(&mut ws.dpooled),
-                    gw,
-                    Some(gb),
-                    &ws.dlogits,
-                    &ws.pooled_drop,
-                    s(o.cls_w, nl * c),
-                    bsz,
-                    c,
-                    nl,
-                    false,
-                );
+                let (gw, gb) = pair!(o.cls_w, nl * c, o.cls_b, nl);
+                let dinp = need_dpooled.then_some(&mut ws.dpooled[..]);
+                let w = s(o.cls_w, nl * c);
+                linear_backward(dinp, gw, gb, &ws.dlogits, &ws.pooled_drop, w, bsz, c, nl, false);
+            }
+            if !need_dpooled {
+                return Ok(());
             }
             if let Some(d) = drop_at(mode, cfg.classifier_dropout_prob(), SITE_CLASSIFIER) {
                 dropout::backward(&mut ws.dpooled, d);
@@ -978,40 +1042,23 @@ impl BertForSequenceClassification {
             let last_t = if o.layers.is_empty() { t } else { 1 };
             let arch = cfg.arch();
             {
-                let (gw, gb) = split_pair(g, o.pool_w, c * c, o.pool_b, c);
+                let (gw, gb) = pair!(o.pool_w, c * c, o.pool_b, c);
                 let (dhead, head_t) = match arch {
                     Arch::Bert => (&mut ws.dx, last_t),
                     Arch::Roberta | Arch::DistilBert => (&mut ws.dhead, 1),
                 };
+                let dhead = enc_rg.then_some(&mut dhead[..]);
+                let w = s(o.pool_w, c * c);
                 if arch == Arch::DistilBert {
                     relu::backward(&mut ws.dpre, &ws.dpooled, &ws.pooled);
-                    linear::backward(
-                        Some(dhead),
-                        gw,
-                        Some(gb),
-                        &ws.dpre,
-                        &ws.cls,
-                        s(o.pool_w, c * c),
-                        bsz,
-                        c,
-                        c,
-                        false,
-                    );
+                    linear_backward(dhead, gw, gb, &ws.dpre, &ws.cls, w, bsz, c, c, false);
                 } else {
-                    pooler::backward(
-                        dhead,
-                        gw,
-                        gb,
-                        &mut ws.dpre,
-                        &ws.dpooled,
-                        &ws.pooled,
-                        &ws.cls,
-                        s(o.pool_w, c * c),
-                        bsz,
-                        head_t,
-                        c,
-                    );
+                    let acts = (&ws.dpooled[..], &ws.pooled[..], &ws.cls[..]);
+                    pooler_backward(dhead, gw, gb, &mut ws.dpre, acts, w, bsz, head_t, c);
                 }
+            }
+            if !enc_rg {
+                return Ok(());
             }
             if arch == Arch::Roberta {
                 if let Some(d) = drop_at(mode, cfg.classifier_dropout_prob(), SITE_HEAD_IN) {
@@ -1025,8 +1072,11 @@ impl BertForSequenceClassification {
 
         // Encoder layers in reverse; ws.dx holds the gradient of the current layer's output (only its [CLS]
         // rows for the last layer, which ran on those rows alone).
-        let layers = o.layers.len();
         for li in (0..layers).rev() {
+            if !below[li + 1] {
+                // Nothing in this layer or below it requires a gradient.
+                return Ok(());
+            }
             let lo = o.layers[li];
             let (prev, rest) = ws.layers.split_at(li);
             let inp: &[f32] = if li == 0 { &ws.emb_out } else { &prev[li - 1].out };
@@ -1035,52 +1085,32 @@ impl BertForSequenceClassification {
             let rows = if last { bsz } else { n };
             let (rc, rf) = (rows * c, rows * f);
 
-            let (gw, gb) = split_pair(g, lo.ln2_w, c, lo.ln2_b, c);
-            layernorm::backward(
-                &mut ws.dres,
-                gw,
-                gb,
-                &ws.dx,
-                &a.res2,
-                s(lo.ln2_w, c),
-                &a.ln2_mean,
-                &a.ln2_rstd,
-                rows,
-                c,
-            );
+            let ln = pair!(lo.ln2_w, c, lo.ln2_b, c);
+            let stats = (&a.ln2_mean[..], &a.ln2_rstd[..]);
+            layernorm_backward(&mut ws.dres, ln, &mut ws.dln_scratch, &ws.dx, &a.res2, s(lo.ln2_w, c), stats, rows, c);
             ws.dtmp[..rc].copy_from_slice(&ws.dres[..rc]);
             if let Some(d) = drop_at(mode, cfg.hidden_dropout_prob, site_layer(li, 2)) {
                 dropout::backward(&mut ws.dtmp[..rc], d);
             }
-            let (gw, gb) = split_pair(g, lo.proj_w, c * f, lo.proj_b, c);
-            linear::backward(
-                Some(&mut ws.dinter),
-                gw,
-                Some(gb),
-                &ws.dtmp,
-                &a.inter_act,
-                s(lo.proj_w, c * f),
-                rows,
-                f,
-                c,
-                false,
-            );
+            let (gw, gb) = pair!(lo.proj_w, c * f, lo.proj_b, c);
+            let w = s(lo.proj_w, c * f);
+            linear_backward(Some(&mut ws.dinter), gw, gb, &ws.dtmp, &a.inter_act, w, rows, f, c, false);
             gelu::backward(&mut ws.dinter[..rf], &a.inter_pre[..rf]);
             // dh1 = residual path (dres) + FFN path; ws.dtmp holds it.
             ws.dtmp[..rc].copy_from_slice(&ws.dres[..rc]);
-            let (gw, gb) = split_pair(g, lo.fc_w, f * c, lo.fc_b, f);
-            linear::backward(Some(&mut ws.dtmp), gw, Some(gb), &ws.dinter, &a.h1, s(lo.fc_w, f * c), rows, c, f, true);
+            let (gw, gb) = pair!(lo.fc_w, f * c, lo.fc_b, f);
+            linear_backward(Some(&mut ws.dtmp), gw, gb, &ws.dinter, &a.h1, s(lo.fc_w, f * c), rows, c, f, true);
 
-            let (gw, gb) = split_pair(g, lo.ln1_w, c, lo.ln1_b, c);
-            layernorm::backward(
+            let ln = pair!(lo.ln1_w, c, lo.ln1_b, c);
+            let stats = (&a.ln1_mean[..], &a.ln1_rstd[..]);
+            layernorm_backward(
                 &mut ws.dres,
-                gw,
-                gb,
+                ln,
+                &mut ws.dln_scratch,
                 &ws.dtmp,
                 &a.res1,
                 s(lo.ln1_w, c),
-                &a.ln1_mean,
-                &a.ln1_rstd,
+                stats,
                 rows,
                 c,
             );
@@ -1088,66 +1118,114 @@ impl BertForSequenceClassification {
             if let Some(d) = drop_at(mode, cfg.attn_output_dropout(), site_layer(li, 1)) {
                 dropout::backward(&mut ws.dtmp[..rc], d);
             }
-            let (gw, gb) = split_pair(g, lo.ao_w, c * c, lo.ao_b, c);
+            // The attention backward is needed for the fused q/k/v gradients or for the layer input's gradient.
+            let need_dx = below[li];
+            let qkv_w_rg = (0..3).any(|k| rg(lo.qkv_w + k * c * c));
+            let qkv_b_rg = (0..3).any(|k| rg(lo.qkv_b + k * c));
+            let need_attn = need_dx || qkv_w_rg || qkv_b_rg;
+            let (gw, gb) = pair!(lo.ao_w, c * c, lo.ao_b, c);
+            let w = s(lo.ao_w, c * c);
             if last {
-                let ctx = &ws.cls_ctx;
-                linear::backward(Some(&mut ws.dcls), gw, Some(gb), &ws.dtmp, ctx, s(lo.ao_w, c * c), rows, c, c, false);
-                scatter_first_rows(&mut ws.dctx, &ws.dcls, bsz, t, c);
+                let dinp = need_attn.then_some(&mut ws.dcls[..]);
+                linear_backward(dinp, gw, gb, &ws.dtmp, &ws.cls_ctx, w, rows, c, c, false);
+                if need_attn {
+                    scatter_first_rows(&mut ws.dctx, &ws.dcls, bsz, t, c);
+                }
             } else {
-                linear::backward(Some(&mut ws.dctx), gw, Some(gb), &ws.dtmp, &a.ctx, s(lo.ao_w, c * c), n, c, c, false);
+                let dinp = need_attn.then_some(&mut ws.dctx[..]);
+                linear_backward(dinp, gw, gb, &ws.dtmp, &a.ctx, w, n, c, c, false);
+            }
+            if !need_attn {
+                continue;
             }
             let adrop = drop_at(mode, cfg.attention_probs_dropout_prob, site_layer(li, 0));
             let pd = if adrop.is_some() { Some(&a.probs_drop[..]) } else { None };
             attention::backward(&mut ws.dqkv, &mut ws.dscores, &ws.dctx, &a.qkv, &a.probs, pd, shape, adrop);
             // d(layer input) = residual path (dres) + attention path.
-            if last {
-                scatter_first_rows(&mut ws.dx, &ws.dres, bsz, t, c);
-            } else {
-                ws.dx.copy_from_slice(&ws.dres);
+            if need_dx {
+                if last {
+                    scatter_first_rows(&mut ws.dx, &ws.dres, bsz, t, c);
+                } else {
+                    ws.dx.copy_from_slice(&ws.dres);
+                }
             }
+            // q, k and v are one fused matrix: the fused gradient is computed when any part needs it, and the
+            // frozen parts' gradient slices are put back afterwards.
+            let parts = [0, 1, 2].map(|k| (lo.qkv_w + k * c * c, c * c, qkv_w_rg)).into_iter();
+            let parts = parts.chain([0, 1, 2].map(|k| (lo.qkv_b + k * c, c, qkv_b_rg)));
+            let saved: Vec<(usize, Vec<f32>)> = parts
+                .filter(|&(off, _, fused)| fused && !rg(off))
+                .map(|(off, len, _)| (off, g[off..off + len].to_vec()))
+                .collect();
             let (gw, gb) = split_pair(g, lo.qkv_w, 3 * c * c, lo.qkv_b, 3 * c);
-            linear::backward(Some(&mut ws.dx), gw, Some(gb), &ws.dqkv, inp, s(lo.qkv_w, 3 * c * c), n, c, 3 * c, true);
+            let (gw, gb) = (qkv_w_rg.then_some(gw), qkv_b_rg.then_some(gb));
+            let dinp = need_dx.then_some(&mut ws.dx[..]);
+            linear_backward(dinp, gw, gb, &ws.dqkv, inp, s(lo.qkv_w, 3 * c * c), n, c, 3 * c, true);
+            for (off, v) in saved {
+                g[off..off + v.len()].copy_from_slice(&v);
+            }
         }
 
         // Embeddings.
+        if !below[0] {
+            return Ok(());
+        }
         if let Some(d) = drop_at(mode, cfg.hidden_dropout_prob, SITE_EMB) {
             dropout::backward(&mut ws.dx, d);
         }
         {
-            let (gw, gb) = split_pair(g, o.emb_ln_w, c, o.emb_ln_b, c);
-            layernorm::backward(
-                &mut ws.dres,
-                gw,
-                gb,
-                &ws.dx,
-                &ws.emb_sum,
-                s(o.emb_ln_w, c),
-                &ws.emb_mean,
-                &ws.emb_rstd,
-                n,
-                c,
-            );
+            let ln = pair!(o.emb_ln_w, c, o.emb_ln_b, c);
+            let stats = (&ws.emb_mean[..], &ws.emb_rstd[..]);
+            let w = s(o.emb_ln_w, c);
+            layernorm_backward(&mut ws.dres, ln, &mut ws.dln_scratch, &ws.dx, &ws.emb_sum, w, stats, n, c);
         }
         // The three tables are consecutive in the layout: word, position, token type.
+        let has_tt = cfg.token_types() > 0;
+        let (rw, rp, rt) = (rg(o.wte), rg(o.wpe), has_tt && rg(o.wtt));
         let (gwte, rest) = g[o.wte..].split_at_mut(o.wpe - o.wte);
         let (gwpe, rest) = rest.split_at_mut(o.wtt - o.wpe);
-        let has_tt = cfg.token_types() > 0;
-        let gwtt = has_tt.then(|| &mut rest[..cfg.token_types() * c]);
-        embedding::backward(gwte, gwpe, gwtt, &ws.dres, &ws.ids, &ws.pos, has_tt.then_some(&ws.tt[..]), c);
+        let gwtt = &mut rest[..cfg.token_types() * c];
+        if rw && rp && rt == has_tt {
+            let gwtt = has_tt.then_some(gwtt);
+            embedding::backward(gwte, gwpe, gwtt, &ws.dres, &ws.ids, &ws.pos, has_tt.then_some(&ws.tt[..]), c);
+        } else {
+            // Same per-token order as the kernel, so a table's gradient does not depend on which are frozen.
+            for (on, table, rows) in [(rw, gwte, &ws.ids), (rp, gwpe, &ws.pos), (rt, gwtt, &ws.tt)] {
+                if on {
+                    scatter_add_rows(table, rows, &ws.dres, c);
+                }
+            }
+        }
         Ok(())
     }
 
-    /// `torch.nn.utils.clip_grad_norm_` over all gradients; returns the norm before clipping.
+    /// `torch.nn.utils.clip_grad_norm_` over the gradients of parameters that require one (a frozen
+    /// parameter's gradient is `None` in torch, so it is neither in the norm nor scaled); returns the norm
+    /// before clipping.
     pub fn clip_grad_norm(&mut self, max_norm: f32) -> f32 {
-        clip_grad::clip(&mut [&mut self.grads[..]], max_norm)
+        let mut parts: Vec<&mut [f32]> = Vec::new();
+        let mut rest: &mut [f32] = &mut self.grads;
+        let mut consumed = 0;
+        for i in &self.infos {
+            let (_, tail) = std::mem::take(&mut rest).split_at_mut(i.offset - consumed);
+            let (mine, tail) = tail.split_at_mut(i.len());
+            consumed = i.offset + i.len();
+            rest = tail;
+            if i.requires_grad {
+                parts.push(mine);
+            }
+        }
+        clip_grad::clip(&mut parts, max_norm)
     }
 
-    /// One AdamW step over every parameter, without weight decay for biases and LayerNorm parameters.
+    /// One AdamW step over every parameter that requires a gradient (frozen ones, including a frozen part of
+    /// the fused q/k/v, are skipped by name and keep their moments), without weight decay for biases and
+    /// LayerNorm parameters.
     pub fn adamw_step(&mut self, h: adamw::Hyper) {
         self.step += 1;
         let step = self.step;
         let Self { infos, params, grads, exp_avg, exp_avg_sq, .. } = self;
-        for i in infos.iter() {
+        for i in infos.iter().filter(|i| i.requires_grad) {
             let r = i.offset..i.offset + i.len();
             let hp = adamw::Hyper { weight_decay: if i.decay { h.weight_decay } else { 0.0 }, ..h };
             adamw::update(
@@ -1158,6 +1236,101 @@ impl BertForSequenceClassification {
                 hp,
                 step,
             );
+        }
+    }
+}
+
+/// `linear::backward` computing only what is asked for: no weight-gradient matmul for a frozen weight, no
+/// bias reduction for a frozen bias, no input gradient when nothing upstream needs it.
+#[allow(clippy::too_many_arguments)]
+fn linear_backward(
+    dinp: Option<&mut [f32]>,
+    dweight: Option<&mut [f32]>,
+    dbias: Option<&mut [f32]>,
+    dout: &[f32],
+    inp: &[f32],
+    weight: &[f32],
+    n: usize,
+    c_in: usize,
+    c_out: usize,
+    accumulate_dinp: bool,
+) {
+    if let Some(dw) = dweight {
+        // The kernel itself, so trainable parameters get exactly the gradients of an unfrozen run.
+        linear::backward(dinp, dw, dbias, dout, inp, weight, n, c_in, c_out, accumulate_dinp);
+        return;
+    }
+    if let Some(dinp) = dinp {
+        matmul(dinp, dout, weight, n, c_out, c_in, false, false, accumulate_dinp);
+    }
+    if let Some(db) = dbias {
+        // Row by row, as the kernel's column sums.
+        let db = &mut db[..c_out];
+        for row in dout[..n * c_out].chunks_exact(c_out) {
+            for (d, g) in db.iter_mut().zip(row) {
+                *d += g;
+            }
+        }
+    }
+}
+
+/// `layernorm::backward` with frozen parameters: the kernel computes the parameter gradients together with
+/// the input gradient, so a frozen one's go to `scratch` (an O(n·c) reduction, small next to the matmuls).
+#[allow(clippy::too_many_arguments)]
+fn layernorm_backward(
+    dinp: &mut [f32],
+    (dweight, dbias): (Option<&mut [f32]>, Option<&mut [f32]>),
+    scratch: &mut [f32],
+    dout: &[f32],
+    inp: &[f32],
+    weight: &[f32],
+    (mean, rstd): (&[f32], &[f32]),
+    n: usize,
+    c: usize,
+) {
+    scratch.fill(0.0);
+    let (sw, sb) = scratch.split_at_mut(c);
+    let dw = dweight.unwrap_or(sw);
+    let db = dbias.unwrap_or(sb);
+    layernorm::backward(dinp, dw, db, dout, inp, weight, mean, rstd, n, c);
+}
+
+/// `pooler::backward` computing only what is asked for (see [`linear_backward`]).
+#[allow(clippy::too_many_arguments)]
+fn pooler_backward(
+    mut dx: Option<&mut [f32]>,
+    mut dweight: Option<&mut [f32]>,
+    mut dbias: Option<&mut [f32]>,
+    dpre: &mut [f32],
+    (dpooled, pooled, cls): (&[f32], &[f32], &[f32]),
+    weight: &[f32],
+    b: usize,
+    t: usize,
+    c: usize,
+) {
+    if let (Some(dx), Some(dw), Some(db)) = (dx.as_deref_mut(), dweight.as_deref_mut(), dbias.as_deref_mut()) {
+        pooler::backward(dx, dw, db, dpre, dpooled, pooled, cls, weight, b, t, c);
+        return;
+    }
+    // The same steps as the kernel: tanh backward, input gradient on the [CLS] rows, parameter gradients.
+    for ((d, g), y) in dpre[..b * c].iter_mut().zip(dpooled).zip(pooled) {
+        *d = g * (1.0 - y * y);
+    }
+    if let Some(dx) = dx {
+        dx[..b * t * c].fill(0.0);
+        for i in 0..b {
+            let row = &mut dx[i * t * c..i * t * c + c];
+            matmul(row, &dpre[i * c..(i + 1) * c], weight, 1, c, c, false, false, false);
+        }
+    }
+    linear_backward(None, dweight, dbias, dpre, cls, weight, b, c, c, false);
+}
+
+/// `table[rows[i]] += dout[i]` for every token, in token order.
+fn scatter_add_rows(table: &mut [f32], rows: &[u32], dout: &[f32], c: usize) {
+    for (g, &r) in dout.chunks_exact(c).zip(rows) {
+        for (t, v) in table[r as usize * c..][..c].iter_mut().zip(g) {
+            *t += v;
         }
     }
 }

@@ -1,48 +1,11 @@
 //! LlamaForCausalLM (Llama with tied embeddings, Qwen2 with q/k/v biases and a separate head) against
 //! PyTorch/transformers on tiny random models (fixtures from scripts/reference/gen_tiny_decoders.py).
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-
 use finetune_engine::kernels::adamw::Hyper;
-use finetune_engine::{StateDict, Tensor};
 use finetune_models::llama::{Batch, LlamaConfig, LlamaForCausalLM, Workspace};
-use safetensors::{Dtype, SafeTensors};
 
-fn fixture(dir: &str, file: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(dir).join(file)
-}
-
-struct Loaded {
-    f32s: StateDict,
-    i64s: BTreeMap<String, Vec<i64>>,
-    f64s: BTreeMap<String, Vec<f64>>,
-}
-
-fn load(path: PathBuf) -> Loaded {
-    let bytes = std::fs::read(&path).expect("fixture readable");
-    let st = SafeTensors::deserialize(&bytes).expect("valid safetensors");
-    let mut out = Loaded { f32s: StateDict::new(), i64s: Default::default(), f64s: Default::default() };
-    for (name, view) in st.tensors() {
-        let d = view.data();
-        match view.dtype() {
-            Dtype::F32 => {
-                let v = d.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-                out.f32s.insert(name, Tensor::new(view.shape().to_vec(), v));
-            }
-            Dtype::I64 => {
-                let v = d.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes"))).collect();
-                out.i64s.insert(name, v);
-            }
-            Dtype::F64 => {
-                let v = d.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes"))).collect();
-                out.f64s.insert(name, v);
-            }
-            other => panic!("unexpected dtype {other:?} for {name}"),
-        }
-    }
-    out
-}
+mod common;
+use common::{fixture, load, Loaded};
 
 struct Case {
     cfg: LlamaConfig,

@@ -3,6 +3,7 @@
 //! tokenizers.
 
 pub mod bert;
+pub mod causal;
 pub mod checkpoint;
 pub mod config;
 pub mod gguf;

@@ -547,6 +547,28 @@ impl LlamaForCausalLM {
         self.step
     }
 
+    /// AdamW state over the flat parameter buffer: first and second moments and the step count (for
+    /// checkpoints that resume exactly).
+    pub fn optimizer_state(&self) -> (&[f32], &[f32], u64) {
+        (&self.exp_avg, &self.exp_avg_sq, self.step)
+    }
+
+    /// Restores what [`optimizer_state`](Self::optimizer_state) returned.
+    pub fn set_optimizer_state(&mut self, exp_avg: &[f32], exp_avg_sq: &[f32], step: u64) -> Result<(), LlamaError> {
+        if exp_avg.len() != self.params.len() || exp_avg_sq.len() != self.params.len() {
+            return Err(LlamaError::Checkpoint(format!(
+                "optimizer state has {} / {} values for {} parameters",
+                exp_avg.len(),
+                exp_avg_sq.len(),
+                self.params.len()
+            )));
+        }
+        self.exp_avg.copy_from_slice(exp_avg);
+        self.exp_avg_sq.copy_from_slice(exp_avg_sq);
+        self.step = step;
+        Ok(())
+    }
+
     fn info(&self, name: &str) -> Option<&ParamInfo> {
         Some(&self.infos[*self.index.get(name)?])
     }

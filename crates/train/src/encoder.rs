@@ -28,6 +28,7 @@ use crate::data::{Batch, BatchSource, Sampler};
 use crate::error::{Result, TrainError};
 use crate::eval::{ClassificationEval, TokenClassificationEval};
 use crate::trainer::{EvalOutput, TrainableModel};
+use crate::workspace::WorkspaceCache;
 
 const OPTIMIZER_WEIGHTS: &str = "optimizer.safetensors";
 const OPTIMIZER_STATE: &str = "optimizer.json";
@@ -112,35 +113,6 @@ impl BatchSource for TokenBatches<'_> {
     }
 }
 
-/// Workspaces by (batch, seq), least recently used evicted once their tokens exceed twice the largest shape.
-#[derive(Default)]
-struct WorkspaceCache {
-    entries: Vec<(u64, Workspace)>,
-    clock: u64,
-    max_tokens: usize,
-}
-
-impl WorkspaceCache {
-    fn get(&mut self, cfg: &BertConfig, batch: usize, seq: usize) -> &mut Workspace {
-        self.clock += 1;
-        let clock = self.clock;
-        if let Some(i) = self.entries.iter().position(|(_, w)| w.batch == batch && w.seq == seq) {
-            self.entries[i].0 = clock;
-            return &mut self.entries[i].1;
-        }
-        self.max_tokens = self.max_tokens.max(batch * seq);
-        let budget = 2 * self.max_tokens;
-        let used = |e: &[(u64, Workspace)]| e.iter().map(|(_, w)| w.batch * w.seq).sum::<usize>();
-        while !self.entries.is_empty() && used(&self.entries) + batch * seq > budget {
-            let oldest = self.entries.iter().enumerate().min_by_key(|(_, (t, _))| *t).map_or(0, |(i, _)| i);
-            self.entries.swap_remove(oldest);
-        }
-        self.entries.push((clock, Workspace::new(cfg, batch, seq)));
-        let last = self.entries.len() - 1;
-        &mut self.entries[last].1
-    }
-}
-
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 struct OptimizerState {
     /// AdamW steps taken.
@@ -176,7 +148,7 @@ pub struct EncoderClassifier {
     opt: OptimizerState,
     adamw: AdamW,
     seed: u64,
-    workspaces: WorkspaceCache,
+    workspaces: WorkspaceCache<Workspace>,
     /// Gradient accumulator used when micro-batches need rescaling (gradient accumulation, short batches).
     acc: Option<Vec<f32>>,
 }
@@ -316,7 +288,8 @@ impl EncoderClassifier {
     /// when `with_labels`.
     pub fn forward_eval(&mut self, b: &finetune_data::Batch, with_labels: bool) -> Result<(Vec<f32>, Option<f64>)> {
         let bb = self.bert_batch(b, with_labels)?;
-        let ws = self.workspaces.get(&self.model.config, b.batch_size, b.seq_len);
+        let cfg = &self.model.config;
+        let ws = self.workspaces.get(b.batch_size, b.seq_len, || Workspace::new(cfg, b.batch_size, b.seq_len));
         let loss = self.model.forward(ws, &bb, Mode::Eval).map_err(model_err)?;
         Ok((ws.logits.clone(), loss.map(f64::from)))
     }
@@ -520,7 +493,8 @@ impl TrainableModel for EncoderClassifier {
         let seed = mix(self.seed, self.opt.micro_step);
         self.opt.micro_step += 1;
         let Self { model, workspaces, acc, .. } = self;
-        let ws = workspaces.get(&model.config, batch.batch_size, batch.seq_len);
+        let (bs, t) = (batch.batch_size, batch.seq_len);
+        let ws = workspaces.get(bs, t, || Workspace::new(&model.config, bs, t));
         let loss = model.forward(ws, &bb, Mode::Train { seed }).map_err(model_err)?.unwrap_or(f32::NAN) as f64;
         let scale = batch.num_items() as f64 / num_items_in_window as f64;
         if scale == 1.0 && acc.is_none() {

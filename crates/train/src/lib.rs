@@ -27,13 +27,16 @@ pub use error::{Result, TrainError};
 pub use schedule::{num_batches, Schedule, TrainingPlan};
 
 pub mod data;
+pub mod decoder;
 pub mod encoder;
 pub mod eval;
 pub mod progress;
 pub mod state;
 pub mod trainer;
+mod workspace;
 
 pub use data::{Batch, BatchSource, Sampler};
+pub use decoder::{CausalBatch, CausalBatches, CausalLm, CausalRow, LmEvaluation};
 pub use encoder::{EncoderClassifier, Evaluation, SeqBatches, TokenBatches, TokenEvaluation};
 pub use eval::{ClassificationEval, TokenClassificationEval};
 pub use progress::ProgressMode;

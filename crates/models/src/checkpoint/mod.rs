@@ -139,18 +139,24 @@ pub fn save_pretrained(
     save_safetensors(state, &dir.join("model.safetensors"))?;
     config.write(dir)?;
     if let Some(src) = tokenizer_from {
-        for f in TOKENIZER_FILES {
-            let from = src.join(f);
-            if !from.is_file() {
-                continue;
-            }
-            let to = dir.join(f);
-            if same_file(&from, &to) {
-                continue;
-            }
-            let bytes = std::fs::read(&from).map_err(|source| CheckpointError::Io { path: from.clone(), source })?;
-            write_atomic(&to, &bytes).map_err(|source| CheckpointError::Io { path: to.clone(), source })?;
+        copy_tokenizer_files(src, dir)?;
+    }
+    Ok(())
+}
+
+/// Copies the [`TOKENIZER_FILES`] present in `src` into `dir` (atomically; a file onto itself is skipped).
+pub fn copy_tokenizer_files(src: &Path, dir: &Path) -> Result<(), CheckpointError> {
+    for f in TOKENIZER_FILES {
+        let from = src.join(f);
+        if !from.is_file() {
+            continue;
         }
+        let to = dir.join(f);
+        if same_file(&from, &to) {
+            continue;
+        }
+        let bytes = std::fs::read(&from).map_err(|source| CheckpointError::Io { path: from.clone(), source })?;
+        write_atomic(&to, &bytes).map_err(|source| CheckpointError::Io { path: to.clone(), source })?;
     }
     Ok(())
 }

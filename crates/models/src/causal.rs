@@ -1,0 +1,196 @@
+//! Llama-family causal LMs on disk: load one from a GGUF file or a Hugging Face directory (safetensors or a
+//! restricted `.bin`), and save it back as a directory that `transformers` loads (`config.json`,
+//! `model.safetensors`, `generation_config.json` and the tokenizer files).
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+use crate::checkpoint::{
+    copy_tokenizer_files, load_state_dict, resolve_model_dir, save_safetensors, write_atomic, CheckpointError,
+};
+use crate::gguf::{load_llama, GgufTokenizer};
+use crate::llama::{LlamaConfig, LlamaForCausalLM};
+
+/// Errors loading or saving a causal LM.
+#[derive(Debug, thiserror::Error)]
+pub enum CausalError {
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("{path}: {message}")]
+    Gguf { path: PathBuf, message: String },
+    #[error("{path}: {message}")]
+    Model { path: PathBuf, message: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Where the weights came from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A GGUF file: weights, config, tokenizer and chat template all come from its metadata.
+    Gguf { path: PathBuf, tokenizer: Option<GgufTokenizer>, chat_template: Option<String> },
+    /// A Hugging Face model directory: tokenizer files sit next to the weights.
+    Dir(PathBuf),
+}
+
+/// A causal LM with the `config.json` it was built from.
+pub struct CausalCheckpoint {
+    pub model: LlamaForCausalLM,
+    /// `config.json` (from the directory, or built from GGUF metadata as transformers does).
+    pub config: Value,
+    pub source: Source,
+}
+
+impl CausalCheckpoint {
+    /// The directory holding the source's tokenizer files, if it is a directory.
+    pub fn dir(&self) -> Option<&Path> {
+        match &self.source {
+            Source::Dir(d) => Some(d),
+            Source::Gguf { .. } => None,
+        }
+    }
+}
+
+fn is_gguf(p: &Path) -> bool {
+    p.is_file() && p.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+}
+
+/// The single `.gguf` file of a directory that has no `config.json`, if there is exactly one.
+fn lone_gguf(dir: &Path) -> Option<PathBuf> {
+    if dir.join("config.json").is_file() {
+        return None;
+    }
+    let mut found = std::fs::read_dir(dir).ok()?.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| is_gguf(p));
+    let first = found.next()?;
+    found.next().is_none().then_some(first)
+}
+
+/// Loads a Llama-family causal LM from `spec`: a `.gguf` file, a directory holding exactly one `.gguf` (and no
+/// `config.json`), a Hugging Face model directory, or a model id in the hub cache.
+pub fn load_causal_lm(spec: &str) -> Result<CausalCheckpoint, CausalError> {
+    let found = resolve_model_dir(spec)?;
+    let gguf = if is_gguf(&found) { Some(found.clone()) } else { lone_gguf(&found) };
+    if let Some(path) = gguf {
+        let g = load_llama(&path).map_err(|e| CausalError::Gguf { path: path.clone(), message: e.to_string() })?;
+        let config = g.config;
+        let model = build(&config, &g.state, &path)?;
+        let source = Source::Gguf { path, tokenizer: g.tokenizer, chat_template: g.chat_template };
+        return Ok(CausalCheckpoint { model, config, source });
+    }
+    let dir = if found.is_file() { found.parent().unwrap_or(Path::new(".")).to_path_buf() } else { found.clone() };
+    let cfg_path = dir.join("config.json");
+    let text =
+        std::fs::read_to_string(&cfg_path).map_err(|source| CausalError::Io { path: cfg_path.clone(), source })?;
+    let config: Value = serde_json::from_str(&text)
+        .map_err(|e| CausalError::Model { path: cfg_path.clone(), message: format!("invalid JSON: {e}") })?;
+    let state = load_state_dict(&found)?;
+    let model = build(&config, &state, &dir)?;
+    Ok(CausalCheckpoint { model, config, source: Source::Dir(dir) })
+}
+
+fn build(config: &Value, state: &finetune_engine::StateDict, path: &Path) -> Result<LlamaForCausalLM, CausalError> {
+    let err = |message: String| CausalError::Model { path: path.to_path_buf(), message };
+    let cfg: LlamaConfig = LlamaConfig::from_json(&config.to_string()).map_err(|e| err(e.to_string()))?;
+    LlamaForCausalLM::from_state_dict(cfg, state).map_err(|e| err(e.to_string()))
+}
+
+/// Tokenizer files to write next to a saved model.
+pub enum TokenizerOut<'a> {
+    /// Copy the tokenizer files of this directory.
+    CopyFrom(&'a Path),
+    /// Write `tokenizer.json` from this tokenizer and this `tokenizer_config.json`.
+    Write {
+        tokenizer: &'a tokenizers::Tokenizer,
+        tokenizer_config: Value,
+    },
+    None,
+}
+
+/// The `tokenizer_config.json` transformers needs to use a GGUF tokenizer saved as `tokenizer.json`.
+pub fn gguf_tokenizer_config(tok: &GgufTokenizer, chat_template: Option<&str>, max_length: Option<usize>) -> Value {
+    let name = |id: Option<u32>| id.and_then(|i| tok.tokenizer.id_to_token(i));
+    let mut c = json!({
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "add_bos_token": tok.add_bos_token,
+        "add_eos_token": tok.add_eos_token,
+        "clean_up_tokenization_spaces": false,
+    });
+    if let Some(b) = name(tok.bos_token_id) {
+        c["bos_token"] = json!(b);
+    }
+    if let Some(e) = name(tok.eos_token_id) {
+        c["eos_token"] = json!(e);
+    }
+    if let Some(t) = chat_template {
+        c["chat_template"] = json!(t);
+    }
+    if let Some(m) = max_length {
+        c["model_max_length"] = json!(m);
+    }
+    c
+}
+
+/// Saves `model` as a Hugging Face model directory: `model.safetensors` (tied heads stored once, as
+/// transformers does), `config.json` with `architectures` and `torch_dtype`, `generation_config.json` (BOS/EOS
+/// from the config) and the tokenizer files. Every file is written atomically.
+pub fn save_causal_lm(
+    dir: &Path,
+    model: &LlamaForCausalLM,
+    config: &Value,
+    tokenizer: TokenizerOut<'_>,
+) -> Result<(), CausalError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| CausalError::Io { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    save_safetensors(&model.state_dict(), &dir.join("model.safetensors"))?;
+    let mut cfg = config.clone();
+    if let Some(m) = cfg.as_object_mut() {
+        m.insert("architectures".into(), json!(["LlamaForCausalLM"]));
+        m.insert("torch_dtype".into(), json!("float32"));
+        m.entry("model_type").or_insert(json!("llama"));
+    }
+    let pretty = |v: &Value| serde_json::to_vec_pretty(v).unwrap_or_default();
+    let p = dir.join("config.json");
+    write_atomic(&p, &pretty(&cfg)).map_err(io(&p))?;
+    let mut gen = json!({ "_from_model_config": true });
+    for k in ["bos_token_id", "eos_token_id", "pad_token_id"] {
+        if let Some(v) = config.get(k).filter(|v| !v.is_null()) {
+            gen[k] = v.clone();
+        }
+    }
+    let p = dir.join("generation_config.json");
+    write_atomic(&p, &pretty(&gen)).map_err(io(&p))?;
+    match tokenizer {
+        TokenizerOut::CopyFrom(src) => copy_tokenizer_files(src, dir)?,
+        TokenizerOut::Write { tokenizer, tokenizer_config } => {
+            let p = dir.join("tokenizer.json");
+            let text = tokenizer
+                .to_string(false)
+                .map_err(|e| CausalError::Model { path: p.clone(), message: format!("cannot serialise: {e}") })?;
+            write_atomic(&p, text.as_bytes()).map_err(io(&p))?;
+            let p = dir.join("tokenizer_config.json");
+            write_atomic(&p, &pretty(&tokenizer_config)).map_err(io(&p))?;
+        }
+        TokenizerOut::None => {}
+    }
+    Ok(())
+}
+
+/// Where [`save_causal_lm`] should take tokenizer files from for a checkpoint loaded from `source`.
+pub fn tokenizer_out(source: &Source, max_length: Option<usize>) -> TokenizerOut<'_> {
+    match source {
+        Source::Dir(d) => TokenizerOut::CopyFrom(d),
+        Source::Gguf { tokenizer: Some(t), chat_template, .. } => TokenizerOut::Write {
+            tokenizer: &t.tokenizer,
+            tokenizer_config: gguf_tokenizer_config(t, chat_template.as_deref(), max_length),
+        },
+        Source::Gguf { tokenizer: None, .. } => TokenizerOut::None,
+    }
+}

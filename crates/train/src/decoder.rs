@@ -1,0 +1,358 @@
+//! Causal-LM fine-tuning (instruction SFT, continued pretraining) of a Llama-family decoder
+//! (`LlamaForCausalLM`: Llama, SmolLM2, Qwen2, Mistral) as a [`TrainableModel`].
+//!
+//! - Loss: the summed token cross-entropy of a micro-batch divided by the label-token count of the whole
+//!   accumulation window (transformers' `num_items_in_batch`), so accumulation is token-normalised.
+//! - Batches: right-padded rows (`labels` −100 on padding); packed rows carry `position_ids` that restart at 0 for
+//!   each packed example, and the model keeps packed examples from attending to each other.
+//! - Optimizer: AdamW inside the model (HF's no-decay rule for biases and norm weights); its moments are saved
+//!   with each checkpoint so a resumed run continues exactly.
+//! - Saving: a Hugging Face model directory (`model.safetensors`, `config.json`, `generation_config.json`,
+//!   tokenizer files) that `transformers` loads.
+
+use std::path::Path;
+
+use finetune_data::IGNORE_INDEX;
+use finetune_engine::{StateDict, Tensor};
+use finetune_models::causal::{load_causal_lm, save_causal_lm, tokenizer_out, CausalCheckpoint, Source};
+use finetune_models::checkpoint::{load_state_dict, save_safetensors};
+use finetune_models::llama::{self, LlamaForCausalLM, Workspace};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::args::AdamW;
+use crate::data::{Batch, BatchSource, Sampler};
+use crate::error::{Result, TrainError};
+use crate::trainer::{EvalOutput, TrainableModel};
+use crate::workspace::WorkspaceCache;
+
+const OPTIMIZER_WEIGHTS: &str = "optimizer.safetensors";
+const OPTIMIZER_STATE: &str = "optimizer.json";
+
+fn model_err(e: impl std::fmt::Display) -> TrainError {
+    TrainError::Model(e.to_string())
+}
+
+/// One training row: token ids, labels (−100 where no loss is taken) and, for packed rows, the position of each
+/// token inside its own example.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct CausalRow {
+    pub input_ids: Vec<u32>,
+    pub labels: Vec<i64>,
+    pub position_ids: Option<Vec<u32>>,
+}
+
+impl CausalRow {
+    /// Targets the loss is taken over: labels after the one-token shift that are not −100.
+    pub fn num_targets(&self) -> usize {
+        self.labels.iter().skip(1).filter(|&&y| y != IGNORE_INDEX).count()
+    }
+}
+
+/// A right-padded micro-batch of `batch × seq` tokens.
+#[derive(Debug, Clone, Default)]
+pub struct CausalBatch {
+    pub input_ids: Vec<u32>,
+    pub attention_mask: Vec<u32>,
+    pub labels: Vec<i64>,
+    pub position_ids: Option<Vec<u32>>,
+    pub batch: usize,
+    pub seq: usize,
+    targets: usize,
+}
+
+/// Lengths are rounded up to a multiple of this, so dynamic padding produces few distinct shapes (each shape
+/// costs one workspace allocation). Padding is masked and right-aligned, so it changes no result.
+const PAD_TO_MULTIPLE_OF: usize = 16;
+
+impl CausalBatch {
+    /// Pads `rows` on the right to the longest (rounded up to a multiple of 16): `pad_id` in the inputs, 0 in the
+    /// attention mask, −100 in the labels; positions of padding continue the row's last position.
+    pub fn collate(rows: &[&CausalRow], pad_id: u32) -> CausalBatch {
+        let longest = rows.iter().map(|r| r.input_ids.len()).max().unwrap_or(0).max(1);
+        let seq = longest.div_ceil(PAD_TO_MULTIPLE_OF) * PAD_TO_MULTIPLE_OF;
+        let packed = rows.iter().any(|r| r.position_ids.is_some());
+        let mut b = CausalBatch { batch: rows.len(), seq, ..Default::default() };
+        let mut pos = Vec::new();
+        for r in rows {
+            let n = r.input_ids.len();
+            b.input_ids.extend_from_slice(&r.input_ids);
+            b.input_ids.resize(b.input_ids.len() + seq - n, pad_id);
+            b.attention_mask.extend(std::iter::repeat_n(1, n).chain(std::iter::repeat_n(0, seq - n)));
+            b.labels.extend_from_slice(&r.labels[..n.min(r.labels.len())]);
+            b.labels.resize(b.input_ids.len(), IGNORE_INDEX);
+            if packed {
+                let own: Vec<u32> = r.position_ids.clone().unwrap_or_else(|| (0..n as u32).collect());
+                let last = own.last().map_or(0, |&p| p + 1);
+                pos.extend_from_slice(&own);
+                pos.extend(last..last + (seq - n) as u32);
+            }
+            b.targets += r.num_targets();
+        }
+        b.position_ids = packed.then_some(pos);
+        b
+    }
+
+    fn view(&self, loss_normalizer: Option<f32>) -> llama::Batch<'_> {
+        llama::Batch {
+            input_ids: &self.input_ids,
+            attention_mask: &self.attention_mask,
+            labels: Some(&self.labels),
+            loss_normalizer,
+            // PENDING position_ids: self.position_ids.as_deref(),
+        }
+    }
+}
+
+impl Batch for CausalBatch {
+    fn num_items(&self) -> usize {
+        self.targets
+    }
+    fn num_examples(&self) -> usize {
+        self.batch
+    }
+}
+
+/// Training rows as padded batches in the sampler's per-epoch order.
+pub struct CausalBatches<'a> {
+    pub rows: &'a [CausalRow],
+    pub sampler: Sampler,
+    pub pad_id: u32,
+}
+
+impl BatchSource for CausalBatches<'_> {
+    type Batch = CausalBatch;
+
+    fn num_examples(&self) -> usize {
+        self.rows.len()
+    }
+
+    fn num_batches(&self) -> usize {
+        self.sampler.num_batches()
+    }
+
+    fn epoch_batches(&self, epoch: u64, skip: usize) -> Box<dyn Iterator<Item = CausalBatch> + '_> {
+        let (rows, pad) = (self.rows, self.pad_id);
+        Box::new(self.sampler.epoch_batches(epoch).into_iter().skip(skip).map(move |ix| {
+            let picked: Vec<&CausalRow> = ix.iter().filter_map(|&i| rows.get(i)).collect();
+            CausalBatch::collate(&picked, pad)
+        }))
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+struct OptimizerState {
+    step: u64,
+    num_params: usize,
+}
+
+/// A Llama-family causal LM being fine-tuned.
+pub struct CausalLm {
+    pub model: LlamaForCausalLM,
+    /// `config.json` of the source model.
+    pub config: Value,
+    pub source: Source,
+    adamw: AdamW,
+    workspaces: WorkspaceCache<Workspace>,
+    /// Written into a GGUF-sourced tokenizer_config.json as `model_max_length`.
+    pub max_length: Option<usize>,
+}
+
+/// Token-weighted evaluation of a causal LM.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LmEvaluation {
+    /// Mean cross-entropy per target token (natural log).
+    pub loss: f64,
+    /// `exp(loss)`.
+    pub perplexity: f64,
+    pub num_tokens: usize,
+    pub num_rows: usize,
+}
+
+impl CausalLm {
+    /// Loads `spec` (a GGUF file, a directory with one, an HF directory or a hub-cache id).
+    pub fn from_pretrained(spec: &str, adamw: AdamW) -> Result<Self> {
+        let CausalCheckpoint { model, config, source } = load_causal_lm(spec).map_err(model_err)?;
+        Ok(CausalLm { model, config, source, adamw, workspaces: WorkspaceCache::default(), max_length: None })
+    }
+
+    /// Summed loss over the batch's targets (no gradients).
+    pub fn loss_sum(&mut self, b: &CausalBatch) -> Result<f64> {
+        if b.targets == 0 {
+            return Ok(0.0);
+        }
+        let Self { model, workspaces, .. } = self;
+        let cfg = &model.config;
+        let ws = workspaces.get(b.batch, b.seq, || Workspace::new(cfg, b.batch, b.seq));
+        Ok(model.forward(ws, &b.view(Some(1.0))).map_err(model_err)? as f64)
+    }
+
+    /// Token-weighted loss and perplexity over `rows`, `batch_size` rows per forward pass (in order).
+    pub fn evaluate(&mut self, rows: &[CausalRow], batch_size: usize, pad_id: u32) -> Result<LmEvaluation> {
+        let (mut sum, mut n) = (0.0f64, 0usize);
+        for chunk in rows.chunks(batch_size.max(1)) {
+            let refs: Vec<&CausalRow> = chunk.iter().collect();
+            let b = CausalBatch::collate(&refs, pad_id);
+            sum += self.loss_sum(&b)?;
+            n += b.targets;
+        }
+        let loss = if n == 0 { f64::NAN } else { sum / n as f64 };
+        Ok(LmEvaluation { loss, perplexity: loss.exp(), num_tokens: n, num_rows: rows.len() })
+    }
+
+    /// Perplexity of one token stream with a sliding window, exactly as Hugging Face's perplexity guide
+    /// (`docs/source/en/perplexity.md`): windows of `max_length` tokens starting every `stride` tokens, loss only
+    /// on the tokens not scored by the previous window, and each window's mean loss weighted by its valid target
+    /// count minus one (the guide's correction for the label shift). `stride == max_length` gives disjoint
+    /// windows; smaller strides give every scored token more context.
+    pub fn sliding_window_perplexity(&mut self, ids: &[u32], max_length: usize, stride: usize) -> Result<LmEvaluation> {
+        if max_length < 2 || stride == 0 || stride > max_length {
+            return Err(TrainError::Model(format!(
+                "perplexity: need max_length >= 2 and 0 < stride <= max_length, got max_length {max_length}, stride \
+                 {stride}"
+            )));
+        }
+        let (mut nll_sum, mut n_tokens, mut windows) = (0.0f64, 0usize, 0usize);
+        let mut prev_end = 0;
+        let mut begin = 0;
+        while begin < ids.len() {
+            let end = (begin + max_length).min(ids.len());
+            let trg_len = end - prev_end;
+            let window = &ids[begin..end];
+            let keep_from = window.len() - trg_len;
+            let labels: Vec<i64> =
+                window.iter().enumerate().map(|(i, &t)| if i < keep_from { IGNORE_INDEX } else { t as i64 }).collect();
+            let row = CausalRow { input_ids: window.to_vec(), labels, position_ids: None };
+            let b = CausalBatch::collate(&[&row], 0);
+            let scored = b.targets;
+            if scored > 0 {
+                let mean = self.loss_sum(&b)? / scored as f64;
+                let num_loss_tokens = trg_len - 1;
+                nll_sum += mean * num_loss_tokens as f64;
+                n_tokens += num_loss_tokens;
+            }
+            windows += 1;
+            prev_end = end;
+            if end == ids.len() {
+                break;
+            }
+            begin += stride;
+        }
+        let loss = if n_tokens == 0 { f64::NAN } else { nll_sum / n_tokens as f64 };
+        Ok(LmEvaluation { loss, perplexity: loss.exp(), num_tokens: n_tokens, num_rows: windows })
+    }
+
+    /// [`evaluate`](Self::evaluate) as the loop's evaluation output: `eval_loss` and `eval_perplexity`.
+    pub fn eval_output(&mut self, rows: &[CausalRow], batch_size: usize, pad_id: u32) -> Result<EvalOutput> {
+        let e = self.evaluate(rows, batch_size, pad_id)?;
+        let metrics = [("loss".to_string(), e.loss), ("perplexity".to_string(), e.perplexity)].into_iter().collect();
+        Ok(EvalOutput { metrics, num_samples: rows.len(), num_batches: rows.len().div_ceil(batch_size.max(1)) })
+    }
+}
+
+impl TrainableModel for CausalLm {
+    type Batch = CausalBatch;
+
+    fn train_batch(&mut self, batch: &CausalBatch, num_items_in_window: usize) -> Result<f64> {
+        if num_items_in_window == 0 {
+            return Err(TrainError::Model("an accumulation window without label tokens".into()));
+        }
+        if batch.targets == 0 {
+            // Nothing to learn from (every label masked): no gradient, no loss, as a zero-weight batch.
+            return Ok(0.0);
+        }
+        let (bs, t) = (batch.batch, batch.seq);
+        let view = batch.view(Some(num_items_in_window as f32));
+        let Self { model, workspaces, .. } = self;
+        let cfg = &model.config;
+        let ws = workspaces.get(bs, t, || Workspace::new(cfg, bs, t));
+        Ok(model.forward_backward(ws, &view).map_err(model_err)? as f64)
+    }
+
+    fn clip_and_step(&mut self, lr: f64, max_grad_norm: f64) -> Result<f64> {
+        let max = if max_grad_norm > 0.0 { max_grad_norm as f32 } else { f32::INFINITY };
+        let norm = self.model.clip_grad_norm(max) as f64;
+        let a = self.adamw;
+        self.model.adamw_step(finetune_engine::kernels::adamw::Hyper {
+            lr,
+            beta1: a.beta1,
+            beta2: a.beta2,
+            eps: a.eps,
+            weight_decay: a.weight_decay,
+        });
+        self.model.zero_grad();
+        Ok(norm)
+    }
+
+    fn save_model(&self, dir: &Path) -> Result<()> {
+        save_causal_lm(dir, &self.model, &self.config, tokenizer_out(&self.source, self.max_length)).map_err(model_err)
+    }
+
+    fn load_model(&mut self, dir: &Path) -> Result<()> {
+        let sd = load_state_dict(dir).map_err(model_err)?;
+        let names: Vec<(String, Vec<usize>)> =
+            self.model.param_infos().iter().map(|i| (i.name.clone(), i.shape.clone())).collect();
+        for (name, shape) in names {
+            let bad = |m: String| TrainError::Checkpoint { path: dir.to_path_buf(), message: m };
+            let t = sd.get(&name).ok_or_else(|| bad(format!("missing parameter {name}")))?;
+            if t.shape != shape {
+                return Err(bad(format!("{name}: shape {:?}, expected {shape:?}", t.shape)));
+            }
+            if let Some(p) = self.model.param_mut(&name) {
+                p.copy_from_slice(&t.data);
+            }
+        }
+        Ok(())
+    }
+
+    fn save_training_state(&self, dir: &Path) -> Result<()> {
+        let (m, v, step) = self.model.optimizer_state();
+        let n = m.len();
+        let sd: StateDict = [
+            ("exp_avg".to_string(), Tensor::new(vec![n], m.to_vec())),
+            ("exp_avg_sq".to_string(), Tensor::new(vec![n], v.to_vec())),
+        ]
+        .into_iter()
+        .collect();
+        save_safetensors(&sd, &dir.join(OPTIMIZER_WEIGHTS)).map_err(model_err)?;
+        crate::state::write_json(&dir.join(OPTIMIZER_STATE), &OptimizerState { step, num_params: n })
+    }
+
+    fn load_training_state(&mut self, dir: &Path) -> Result<()> {
+        let opt: OptimizerState = crate::state::read_json(&dir.join(OPTIMIZER_STATE))?;
+        let bad = |m: String| TrainError::Checkpoint { path: dir.join(OPTIMIZER_WEIGHTS), message: m };
+        let mut sd = load_state_dict(dir.join(OPTIMIZER_WEIGHTS)).map_err(model_err)?;
+        let m = sd.remove("exp_avg").ok_or_else(|| bad("missing tensor exp_avg".into()))?;
+        let v = sd.remove("exp_avg_sq").ok_or_else(|| bad("missing tensor exp_avg_sq".into()))?;
+        self.model.set_optimizer_state(&m.data, &v.data, opt.step).map_err(|e| bad(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn collate_pads_right_and_counts_shifted_targets() {
+        let a = CausalRow { input_ids: vec![5, 6, 7], labels: vec![-100, 6, 7], position_ids: None };
+        let b = CausalRow { input_ids: vec![8], labels: vec![8], position_ids: None };
+        let batch = CausalBatch::collate(&[&a, &b], 0);
+        assert_eq!((batch.batch, batch.seq), (2, 16));
+        assert_eq!(&batch.input_ids[..4], &[5, 6, 7, 0]);
+        assert_eq!(&batch.attention_mask[14..18], &[0, 0, 1, 0]);
+        assert_eq!(batch.labels[16], 8);
+        assert!(batch.labels[17..].iter().all(|&y| y == IGNORE_INDEX));
+        // Row a scores 6 and 7; row b's only token has no successor.
+        assert_eq!(batch.num_items(), 2);
+        assert!(batch.position_ids.is_none());
+    }
+
+    #[test]
+    fn packed_rows_keep_their_positions() {
+        let a =
+            CausalRow { input_ids: vec![1, 2, 3, 4], labels: vec![1, 2, 3, 4], position_ids: Some(vec![0, 1, 0, 1]) };
+        let batch = CausalBatch::collate(&[&a], 0);
+        let pos = batch.position_ids.unwrap_or_default();
+        assert_eq!(&pos[..6], &[0, 1, 0, 1, 2, 3]);
+    }
+}

@@ -33,7 +33,7 @@ pub enum CausalError {
 #[derive(Debug, Clone)]
 pub enum Source {
     /// A GGUF file: weights, config, tokenizer and chat template all come from its metadata.
-    Gguf { path: PathBuf, tokenizer: Option<GgufTokenizer>, chat_template: Option<String> },
+    Gguf { path: PathBuf, tokenizer: Option<Box<GgufTokenizer>>, chat_template: Option<String> },
     /// A Hugging Face model directory: tokenizer files sit next to the weights.
     Dir(PathBuf),
 }
@@ -79,7 +79,7 @@ pub fn load_causal_lm(spec: &str) -> Result<CausalCheckpoint, CausalError> {
         let g = load_llama(&path).map_err(|e| CausalError::Gguf { path: path.clone(), message: e.to_string() })?;
         let config = g.config;
         let model = build(&config, &g.state, &path)?;
-        let source = Source::Gguf { path, tokenizer: g.tokenizer, chat_template: g.chat_template };
+        let source = Source::Gguf { path, tokenizer: g.tokenizer.map(Box::new), chat_template: g.chat_template };
         return Ok(CausalCheckpoint { model, config, source });
     }
     let dir = if found.is_file() { found.parent().unwrap_or(Path::new(".")).to_path_buf() } else { found.clone() };

@@ -1,6 +1,7 @@
 //! `finetune`: the command line. Argument parsing and glue only; the work is done by the library crates.
 
 mod data_cmd;
+mod gen_eval;
 mod input;
 mod metrics_cmd;
 mod train_cmd;

@@ -3,6 +3,7 @@
 //! tokenizers.
 
 pub mod bert;
+pub mod causal_tokenizer;
 pub mod checkpoint;
 pub mod config;
 pub mod gguf;

@@ -17,6 +17,11 @@ tokenize=False)` calls, with the tokenizer's special tokens passed as keyword ar
 - tojson: transformers' `tojson` filter with `indent`, `separators`, `sort_keys` and `ensure_ascii`.
 Each case is (template, conversation, add_generation_prompt) → the rendered text, or the exception message when
 the template raises.
+Also writes crates/models/tests/fixtures/gguf/smollm2_sft.json: token ids from transformers' tokenizer of the
+SmolLM2 GGUF file (AutoTokenizer.from_pretrained(..., gguf_file=...)) for SFT: per conversation
+`apply_chat_template(messages, tokenize=True)`, and per prompt/completion pair TRL's non-chat form
+`tokenizer(prompt + completion).input_ids + [eos_token_id]` and its chat form (the same ids as the two-message
+conversation) with the number of prompt tokens `apply_chat_template([user], add_generation_prompt=True)` gives.
 The `strftime` list holds Python's `datetime.strftime` of fixed UTC instants, for `strftime_now`'s formatting.
 """
 
@@ -30,6 +35,7 @@ from transformers.utils.chat_template_utils import render_jinja_template
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "crates" / "data" / "tests" / "fixtures" / "chat_templates.json"
+SFT_OUT = ROOT / "crates" / "models" / "tests" / "fixtures" / "gguf" / "smollm2_sft.json"
 SMOL = ROOT / "assets" / "SmolLM2-135M-Instruct" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -246,7 +252,55 @@ def main():
     tmp.write_text(json.dumps(out, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     tmp.replace(OUT)
     n_err = sum("error" in c for c in cases)
+    write_sft_ids()
     print(f"{OUT}: {len(cases)} cases ({n_err} raise)")
+
+
+PAIRS = [
+    ("What is 2+2?", "4"),
+    ("Translate to French: cat", " chat"),
+    ("Résumé du film:\n", "Très bien 👍\n"),
+]
+
+
+def ids_of(x):
+    # transformers 5 returns a BatchEncoding from apply_chat_template(tokenize=True)
+    return list(x["input_ids"]) if hasattr(x, "keys") else list(x)
+
+
+def write_sft_ids():
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(SMOL.parent), gguf_file=SMOL.name)
+    convs = {}
+    for name, conv in CONVERSATIONS.items():
+        msgs = [{"role": m["role"], "content": m["content"]} for m in conv]
+        convs[name] = ids_of(tok.apply_chat_template(msgs, tokenize=True))
+    pairs = []
+    for prompt, completion in PAIRS:
+        user = [{"role": "user", "content": prompt}]
+        full = user + [{"role": "assistant", "content": completion}]
+        pairs.append({
+            "prompt": prompt,
+            "completion": completion,
+            "plain_ids": list(tok(prompt + completion)["input_ids"]) + [tok.eos_token_id],
+            "plain_prompt_len": len(tok(prompt)["input_ids"]),
+            "chat_ids": ids_of(tok.apply_chat_template(full, tokenize=True)),
+            "chat_prompt_len": len(ids_of(tok.apply_chat_template(user, tokenize=True, add_generation_prompt=True))),
+        })
+    out = {
+        "generator": "scripts/reference/gen_chat_templates.py",
+        "transformers": transformers.__version__,
+        "bos_token_id": tok.bos_token_id,
+        "eos_token_id": tok.eos_token_id,
+        "conversations": CONVERSATIONS,
+        "conversation_ids": convs,
+        "pairs": pairs,
+    }
+    tmp = SFT_OUT.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(out, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    tmp.replace(SFT_OUT)
+    print(f"{SFT_OUT}: {len(convs)} conversations, {len(pairs)} pairs")
 
 
 if __name__ == "__main__":

@@ -40,6 +40,13 @@ pub trait CausalTokenize: Sync {
     /// Token ids of `text` with no special tokens added (`add_special_tokens=False`); special tokens written in
     /// the text (`<|im_start|>`) are still recognised, as chat templates need.
     fn encode_plain(&self, text: &str) -> Result<Vec<u32>>;
+    /// Like `encode_plain`, with the byte offset in `text` where each token starts. Tokenizers that can give
+    /// offsets let SFT tokenise a whole conversation at once, exactly as `transformers` does, and mask by
+    /// position; without them (None) each piece is tokenised on its own, which can differ at piece boundaries.
+    fn encode_plain_offsets(&self, text: &str) -> Result<Option<Vec<(u32, usize)>>> {
+        let _ = text;
+        Ok(None)
+    }
     fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String>;
     fn bos_token(&self) -> Option<(String, u32)>;
     fn eos_token(&self) -> Option<(String, u32)>;
@@ -353,19 +360,17 @@ impl<'a, T: CausalTokenize + ?Sized> SftTokenizer<'a, T> {
 
     /// Tokenises one record (not text records: see [`group_texts`]). Returns the example before truncation.
     pub fn encode_record(&self, r: &SftRecord, opts: &SftOptions) -> Result<CausalExample> {
-        let mut ids: Vec<u32> = Vec::new();
-        let mut labels: Vec<i64> = Vec::new();
-        let mut push = |toks: Vec<u32>, train: bool| {
-            labels.extend(toks.iter().map(|&t| if train { i64::from(t) } else { IGNORE_INDEX }));
-            ids.extend(toks);
-        };
+        // The text as consecutive pieces, each trained on or not.
+        let mut pieces: Vec<(String, bool)> = Vec::new();
+        let mut bos = None;
+        let mut eos = None;
         match &r.content {
             SftContent::Text(_) => {
                 return Err(rec_err(r, "text records are grouped with group_texts, not encoded one by one"))
             }
             SftContent::Chat(msgs) => {
                 for (start, end, text) in self.chat_segments(r, msgs)? {
-                    push(self.encode(r, &text)?, is_assistant_span(msgs, start, end) || !opts.assistant_only_loss);
+                    pieces.push((text, is_assistant_span(msgs, start, end) || !opts.assistant_only_loss));
                 }
             }
             content if opts.use_chat_template && self.template.is_some() => {
@@ -378,30 +383,65 @@ impl<'a, T: CausalTokenize + ?Sized> SftTokenizer<'a, T> {
                 let completion = full.strip_prefix(prompt.as_str()).ok_or_else(|| {
                     rec_err(r, "the chat template's rendering of [user] with add_generation_prompt is not a prefix of [user, assistant]; cannot separate the completion")
                 })?;
-                push(self.encode(r, &prompt)?, !opts.completion_only_loss);
-                push(self.encode(r, completion)?, true);
+                pieces.push((completion.to_owned(), true));
+                pieces.insert(0, (prompt, !opts.completion_only_loss));
             }
             content => {
                 let (prompt, completion) =
                     content.plain_prompt_completion().ok_or_else(|| rec_err(r, "not a prompt/completion record"))?;
-                let mut p = Vec::new();
                 if self.tok.add_bos_token() {
-                    let (_, bos) = self
+                    let b = self
                         .tok
                         .bos_token()
                         .ok_or_else(|| rec_err(r, "the tokenizer adds BOS but has no BOS token"))?;
-                    p.push(bos);
+                    bos = Some(b.1);
                 }
-                p.extend(self.encode(r, &prompt)?);
-                push(p, !opts.completion_only_loss);
-                let mut c = self.encode(r, completion)?;
-                let (_, eos) = self
+                let e = self
                     .tok
                     .eos_token()
                     .ok_or_else(|| rec_err(r, "the tokenizer has no EOS token to end the completion"))?;
-                c.push(eos);
-                push(c, true);
+                eos = Some(e.1);
+                pieces.push((prompt, !opts.completion_only_loss));
+                pieces.push((completion.to_owned(), true));
             }
+        }
+        let mut ids: Vec<u32> = Vec::new();
+        let mut labels: Vec<i64> = Vec::new();
+        if let Some(b) = bos {
+            ids.push(b);
+            labels.push(if pieces.first().is_some_and(|p| p.1) { i64::from(b) } else { IGNORE_INDEX });
+        }
+        let text: String = pieces.iter().map(|p| p.0.as_str()).collect();
+        match self.tok.encode_plain_offsets(&text).map_err(|e| rec_err(r, e))? {
+            Some(tokens) => {
+                // The whole text is tokenised once (as transformers does); a token is trained when it starts
+                // inside a trained piece.
+                let mut ends = Vec::with_capacity(pieces.len());
+                let mut at = 0;
+                for (t, train) in &pieces {
+                    at += t.len();
+                    ends.push((at, *train));
+                }
+                let mut k = 0;
+                for (id, start) in tokens {
+                    while k + 1 < ends.len() && start >= ends[k].0 {
+                        k += 1;
+                    }
+                    ids.push(id);
+                    labels.push(if ends.get(k).is_some_and(|e| e.1) { i64::from(id) } else { IGNORE_INDEX });
+                }
+            }
+            None => {
+                for (t, train) in &pieces {
+                    let toks = self.encode(r, t)?;
+                    labels.extend(toks.iter().map(|&id| if *train { i64::from(id) } else { IGNORE_INDEX }));
+                    ids.extend(toks);
+                }
+            }
+        }
+        if let Some(e) = eos {
+            ids.push(e);
+            labels.push(i64::from(e));
         }
         Ok(CausalExample { input_ids: ids, labels })
     }

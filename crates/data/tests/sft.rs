@@ -19,6 +19,47 @@ struct CharTok {
     add_bos: bool,
 }
 
+/// The same tokenizer reporting token offsets, so SFT tokenises whole texts and masks by position.
+struct OffsetTok(CharTok);
+
+impl CausalTokenize for OffsetTok {
+    fn encode_plain(&self, text: &str) -> finetune_data::Result<Vec<u32>> {
+        self.0.encode_plain(text)
+    }
+    fn encode_plain_offsets(&self, text: &str) -> finetune_data::Result<Option<Vec<(u32, usize)>>> {
+        let ids = self.0.encode_plain(text)?;
+        let sp = specials();
+        let mut at = 0;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.push((id, at));
+            at += match sp.get(id as usize) {
+                Some(s) => s.len(),
+                None => char::from_u32(id - 10).map_or(1, char::len_utf8),
+            };
+        }
+        Ok(Some(out))
+    }
+    fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> finetune_data::Result<String> {
+        self.0.decode(ids, skip_special_tokens)
+    }
+    fn bos_token(&self) -> Option<(String, u32)> {
+        self.0.bos_token()
+    }
+    fn eos_token(&self) -> Option<(String, u32)> {
+        self.0.eos_token()
+    }
+    fn pad_token_id(&self) -> Option<u32> {
+        self.0.pad_token_id()
+    }
+    fn chat_template(&self) -> Option<&str> {
+        self.0.chat_template()
+    }
+    fn add_bos_token(&self) -> bool {
+        self.0.add_bos_token()
+    }
+}
+
 fn specials() -> Vec<&'static str> {
     let mut v = SPECIALS.to_vec();
     v.push(IM_END);
@@ -273,6 +314,40 @@ fn chat_trains_on_assistant_turns_only() {
     let ex2 = &encode_sft(&tok, std::slice::from_ref(&r), &all).expect("encode").examples[0];
     assert_eq!(ex2.input_ids, ex.input_ids);
     assert!(ex2.labels.iter().all(|&l| l != IGNORE_INDEX));
+}
+
+#[test]
+fn whole_text_tokenisation_with_offsets_gives_the_same_masks() {
+    let records = vec![
+        rec(SftContent::PromptCompletion { prompt: "ab".into(), completion: "cd".into() }),
+        rec(SftContent::Alpaca { instruction: "Say hi".into(), input: "now".into(), output: "hi".into() }),
+        rec(SftContent::Chat(vec![
+            finetune_data::chat::ChatMessage::new("system", "S"),
+            finetune_data::chat::ChatMessage::new("user", "u1"),
+            finetune_data::chat::ChatMessage::new("assistant", "a1"),
+            finetune_data::chat::ChatMessage::new("user", "u2"),
+            finetune_data::chat::ChatMessage::new("assistant", "a2"),
+        ])),
+    ];
+    for template in [None, Some(smollm2_template())] {
+        for add_bos in [false, true] {
+            let records: Vec<SftRecord> = records
+                .iter()
+                .filter(|r| template.is_some() || !matches!(r.content, SftContent::Chat(_)))
+                .cloned()
+                .collect();
+            let pieces = CharTok { template: template.clone(), add_bos };
+            let whole = OffsetTok(CharTok { template: template.clone(), add_bos });
+            for opts in [
+                SftOptions::default(),
+                SftOptions { completion_only_loss: false, assistant_only_loss: false, ..SftOptions::default() },
+            ] {
+                let a = encode_sft(&pieces, &records, &opts).expect("pieces");
+                let b = encode_sft(&whole, &records, &opts).expect("whole");
+                assert_eq!(a, b);
+            }
+        }
+    }
 }
 
 #[test]

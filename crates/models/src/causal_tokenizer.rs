@@ -161,6 +161,12 @@ impl CausalTokenize for CausalTokenizer {
         Ok(self.tokenizer.encode(text, false).map_err(err)?.get_ids().to_vec())
     }
 
+    fn encode_plain_offsets(&self, text: &str) -> Result<Option<Vec<(u32, usize)>>, DataError> {
+        // `encode` reports byte offsets into `text`.
+        let e = self.tokenizer.encode(text, false).map_err(err)?;
+        Ok(Some(e.get_ids().iter().copied().zip(e.get_offsets().iter().map(|o| o.0)).collect()))
+    }
+
     fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String, DataError> {
         self.tokenizer.decode(ids, skip_special_tokens).map_err(err)
     }
@@ -279,5 +285,67 @@ mod tests {
         std::fs::write(dir.join("chat_template.jinja"), "{{ messages[0].content }}").expect("write");
         assert_eq!(CausalTokenizer::from_dir(&dir).expect("load").chat_template(), Some("{{ messages[0].content }}"));
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// transformers' token ids for SmolLM2's GGUF tokenizer (scripts/reference/gen_chat_templates.py); needs the
+    /// real file (scripts/fetch.sh SmolLM2-135M-Instruct), else prints SKIPPED.
+    #[test]
+    fn smollm2_sft_ids_match_transformers() {
+        use std::io::Write;
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../assets/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
+        if !path.is_file() {
+            let _ = writeln!(std::io::stderr(), "SKIPPED: {} is absent", path.display());
+            return;
+        }
+        let fx: Value =
+            serde_json::from_str(&std::fs::read_to_string(fixtures().join("smollm2_sft.json")).expect("fixture"))
+                .expect("json");
+        let t = CausalTokenizer::from_gguf(&path).expect("load");
+        assert_eq!(t.bos_token().map(|b| b.1), fx["bos_token_id"].as_u64().map(|v| v as u32));
+        assert_eq!(t.eos_token().map(|b| b.1), fx["eos_token_id"].as_u64().map(|v| v as u32));
+        let u32s = |v: &Value| -> Vec<u32> {
+            v.as_array().expect("ids").iter().map(|x| x.as_u64().expect("id") as u32).collect()
+        };
+        let opts = SftOptions { max_seq_length: None, ..SftOptions::default() };
+        let convs = fx["conversations"].as_object().expect("conversations");
+        for (name, conv) in convs {
+            let msgs: Vec<ChatMessage> = conv
+                .as_array()
+                .expect("messages")
+                .iter()
+                .map(|m| ChatMessage::new(m["role"].as_str().expect("role"), m["content"].as_str().expect("content")))
+                .collect();
+            let n_assistant = msgs.iter().filter(|m| m.role == "assistant" && !m.content.is_empty()).count();
+            let r = SftRecord { path: "x.jsonl".into(), line: 1, content: SftContent::Chat(msgs) };
+            let enc = encode_sft(&t, &[r], &opts).expect("encode");
+            if n_assistant == 0 && enc.examples.is_empty() {
+                continue; // nothing to train on
+            }
+            let ex = &enc.examples[0];
+            assert_eq!(ex.input_ids, u32s(&fx["conversation_ids"][name]), "{name}");
+        }
+        for pair in fx["pairs"].as_array().expect("pairs") {
+            let content = SftContent::PromptCompletion {
+                prompt: pair["prompt"].as_str().expect("prompt").into(),
+                completion: pair["completion"].as_str().expect("completion").into(),
+            };
+            let r = SftRecord { path: "x.jsonl".into(), line: 1, content };
+            for (chat, key, len_key) in
+                [(false, "plain_ids", "plain_prompt_len"), (true, "chat_ids", "chat_prompt_len")]
+            {
+                let o = SftOptions { use_chat_template: chat, ..opts.clone() };
+                let ex = &encode_sft(&t, std::slice::from_ref(&r), &o).expect("encode").examples[0];
+                let want = u32s(&pair[key]);
+                assert_eq!(ex.input_ids, want, "{key}");
+                let n_prompt = pair[len_key].as_u64().expect("len") as usize;
+                let want_labels: Vec<i64> = want
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &id)| if i < n_prompt { IGNORE_INDEX } else { i64::from(id) })
+                    .collect();
+                assert_eq!(ex.labels, want_labels, "{key} labels");
+            }
+        }
     }
 }

@@ -318,7 +318,7 @@ fn chat_trains_on_assistant_turns_only() {
 
 #[test]
 fn whole_text_tokenisation_with_offsets_gives_the_same_masks() {
-    let records = vec![
+    let records = [
         rec(SftContent::PromptCompletion { prompt: "ab".into(), completion: "cd".into() }),
         rec(SftContent::Alpaca { instruction: "Say hi".into(), input: "now".into(), output: "hi".into() }),
         rec(SftContent::Chat(vec![

@@ -348,4 +348,53 @@ mod tests {
             }
         }
     }
+
+    /// The tasks scripts/make-sft-tasks.sh builds read and tokenise with SmolLM2's tokenizer and template; needs
+    /// both (else prints SKIPPED).
+    #[test]
+    fn real_sft_tasks_encode() {
+        use finetune_data::sft::{group_texts, read_sft, GroupTexts, SftFormat};
+        use std::io::Write;
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets");
+        let gguf = root.join("SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
+        let data = root.join("data/sft");
+        if !gguf.is_file() || !data.join("email_subject.train.jsonl").is_file() {
+            let _ = writeln!(std::io::stderr(), "SKIPPED: run scripts/fetch.sh and scripts/make-sft-tasks.sh");
+            return;
+        }
+        let t = CausalTokenizer::from_gguf(&gguf).expect("load");
+        for task in ["email_subject", "review_sentiment", "tweet_entities"] {
+            let (format, records) =
+                read_sft(&data.join(format!("{task}.validation.jsonl")), SftFormat::Auto).expect("read");
+            assert_eq!(format, SftFormat::PromptCompletion);
+            let opts = SftOptions { max_seq_length: Some(512), ..SftOptions::default() };
+            let enc = encode_sft(&t, &records, &opts).expect("encode");
+            let lens: Vec<usize> = enc.examples.iter().map(|e| e.len()).collect();
+            let labels: usize = enc.examples.iter().map(|e| e.num_label_tokens()).sum();
+            let _ = writeln!(
+                std::io::stderr(),
+                "{task}: {} records, {} examples, {} truncated, {} dropped, mean {:.1} tokens, max {}, {} label tokens",
+                records.len(),
+                enc.examples.len(),
+                enc.truncated,
+                enc.dropped_no_labels,
+                lens.iter().sum::<usize>() as f64 / lens.len().max(1) as f64,
+                lens.iter().max().copied().unwrap_or(0),
+                labels
+            );
+            assert_eq!(enc.examples.len() + enc.dropped_no_labels, records.len());
+            assert!(enc.examples.len() * 10 >= records.len() * 9, "{task}: most examples fit in 512 tokens");
+        }
+        let (format, records) =
+            read_sft(&data.join("movie_reviews_text.validation.jsonl"), SftFormat::Auto).expect("read");
+        assert_eq!(format, SftFormat::Text);
+        let blocks = group_texts(&t, &records, GroupTexts::new(128)).expect("group");
+        let _ = writeln!(
+            std::io::stderr(),
+            "movie_reviews_text: {} texts -> {} blocks of 128",
+            records.len(),
+            blocks.len()
+        );
+        assert!(!blocks.is_empty() && blocks.iter().all(|b| b.len() == 128));
+    }
 }

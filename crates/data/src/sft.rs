@@ -13,7 +13,9 @@
 //! template's end-of-turn) stays in the labels; for chats `assistant_only_loss` keeps only assistant turns. The
 //! shift (token t predicts t+1) happens in the model's loss, as in `transformers`. Text rendered by a chat
 //! template is tokenised without added special tokens (the template writes BOS itself, as
-//! `apply_chat_template(tokenize=True)` does); plain prompts get BOS when the tokenizer adds it.
+//! `apply_chat_template(tokenize=True)` does); plain prompts get BOS when the tokenizer adds it, and EOS after
+//! the completion. Each example's text is tokenised whole and labels are masked by token offsets (a token is
+//! trained when it starts inside a trained piece), so the ids equal `transformers`' for the whole text.
 
 use std::fs::File;
 use std::io::BufReader;

@@ -8,12 +8,14 @@
 //! datasets with aligned labels; [`batch`] pads them into flat batches in seeded, resumable orders.
 
 pub mod batch;
+pub mod chat;
 pub mod clean;
 pub mod encode;
 pub mod error;
 pub mod example;
 pub mod labels;
 pub mod read;
+pub mod sft;
 pub mod split;
 pub mod stats;
 pub mod write;

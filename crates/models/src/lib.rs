@@ -4,6 +4,7 @@
 
 pub mod bert;
 pub mod causal;
+pub mod causal_tokenizer;
 pub mod checkpoint;
 pub mod config;
 pub mod gguf;

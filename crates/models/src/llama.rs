@@ -29,6 +29,8 @@ use finetune_engine::matmul::{gemm_view, matmul, Par, View};
 use finetune_engine::{StateDict, Tensor};
 use serde::Deserialize;
 
+use crate::lora::{self, LoraConfig, LoraError, LoraWorkspace};
+
 #[derive(Debug, thiserror::Error)]
 pub enum LlamaError {
     #[error("invalid config: {0}")]
@@ -37,6 +39,8 @@ pub enum LlamaError {
     Checkpoint(String),
     #[error("invalid batch: {0}")]
     Batch(String),
+    #[error(transparent)]
+    Lora(#[from] LoraError),
 }
 
 fn default_eps() -> f32 {
@@ -378,6 +382,8 @@ pub struct Workspace {
     dqkv: Vec<f32>,
     dscores: Vec<f32>,
     dhidden: Vec<f32>,
+    /// LoRA scratch, sized on the first pass with adapters.
+    lora: LoraWorkspace,
 }
 
 impl Workspace {
@@ -432,6 +438,7 @@ impl Workspace {
             dqkv: z(n * w),
             dscores: z(probs),
             dhidden: z(n * c),
+            lora: LoraWorkspace::default(),
         }
     }
 }
@@ -455,6 +462,8 @@ pub struct LlamaForCausalLM {
     exp_avg: Vec<f32>,
     exp_avg_sq: Vec<f32>,
     step: u64,
+    /// LoRA adapters, when [`add_lora`](Self::add_lora) or [`load_adapter`](Self::load_adapter) added them.
+    lora: Option<LoraState>,
 }
 
 /// `dW[rows, c_in] += dout[:, col..col + rows]ᵀ · inp` where dout rows are `width` wide.
@@ -483,6 +492,299 @@ fn bias_grad(db: &mut [f32], dout: &[f32], width: usize, col: usize) {
     }
 }
 
+/// LoRA module short names (PEFT's `target_modules`) in the order of [`LoraState::layers`].
+pub const LORA_TARGETS: [&str; 7] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+
+/// Adapters on the decoder's linears. Their parameters are appended after the base ones in the flat buffers.
+#[derive(Debug, Clone)]
+struct LoraState {
+    config: LoraConfig,
+    scale: f32,
+    /// `(lora_A, lora_B)` parameter indices per layer and module ([`LORA_TARGETS`] order).
+    layers: Vec<[Option<(usize, usize)>; 7]>,
+    /// `(c_in, c_out, width, col)` per module: input width and the output's column slice of the fused
+    /// projection (q/k/v and gate/up share one output buffer).
+    geo: [(usize, usize, usize, usize); 7],
+    /// Parameter count and flat length of the base model, and its `requires_grad` flags before `add_lora`.
+    base_infos: usize,
+    base_len: usize,
+    base_rg: Vec<bool>,
+    seed: u64,
+    /// Training passes so far (each draws fresh dropout masks).
+    passes: u64,
+}
+
+impl LoraState {
+    fn site(&self, m: usize, li: usize, n: usize, train_seed: Option<u64>) -> lora::Site {
+        let (c_in, c_out, width, col) = self.geo[m];
+        let p = self.config.lora_dropout;
+        let dropout = train_seed
+            .filter(|_| p > 0.0)
+            .map(|seed| dropout::Dropout { p, seed: dropout::Dropout::site_seed(seed, (li * 7 + m) as u64) });
+        lora::Site { n, c_in, c_out, width, col, r: self.config.r, scale: self.scale, dropout }
+    }
+}
+
+/// Backward of the adapters on modules `mods` of layer `li`: their weight gradients, and their share of
+/// `dx` (added to what the base linear's backward wrote).
+#[allow(clippy::too_many_arguments)]
+fn lora_backward(
+    lora: Option<&LoraState>,
+    lw: &mut LoraWorkspace,
+    p: &[f32],
+    g: &mut [f32],
+    infos: &[ParamInfo],
+    li: usize,
+    mods: std::ops::Range<usize>,
+    dx: &mut [f32],
+    dy: &[f32],
+    x: &[f32],
+    n: usize,
+) {
+    let Some(l) = lora else { return };
+    for m in mods {
+        let Some((ka, kb)) = l.layers[li][m] else { continue };
+        let (ia, ib) = (&infos[ka], &infos[kb]);
+        let (ra, rb) = (ia.offset..ia.offset + ia.len(), ib.offset..ib.offset + ib.len());
+        // lora_A comes before lora_B in the buffers: split once to borrow both gradients.
+        let (ga, gb) = g.split_at_mut(rb.start);
+        let da = ia.requires_grad.then(|| &mut ga[ra.clone()]);
+        let db = ib.requires_grad.then(|| &mut gb[..rb.len()]);
+        let site = l.site(m, li, n, lw.train_seed);
+        let u = &lw.u[li * 7 + m];
+        lora::backward(dx, da, db, dy, x, &p[ra], &p[rb], u, &mut lw.du, &mut lw.xd, site);
+    }
+}
+
+/// LoRA: adapters, merging and PEFT adapter files.
+impl LlamaForCausalLM {
+    /// The adapter forward for modules `mods` of layer `li`, added into their columns of `y`.
+    fn lora_forward(
+        &self,
+        lw: &mut LoraWorkspace,
+        li: usize,
+        mods: std::ops::Range<usize>,
+        y: &mut [f32],
+        x: &[f32],
+        n: usize,
+    ) {
+        let Some(l) = &self.lora else { return };
+        for m in mods {
+            let Some((ka, kb)) = l.layers[li][m] else { continue };
+            let site = l.site(m, li, n, lw.train_seed);
+            let (a, b) = (&self.params[self.range(ka)], &self.params[self.range(kb)]);
+            lora::forward(y, x, a, b, &mut lw.u[li * 7 + m], &mut lw.xd, site);
+        }
+    }
+
+    /// Adds PEFT LoRA adapters to the targeted linears of every layer and freezes every base parameter.
+    /// `lora_A` `[r, in]` is drawn from U(−1/√in, 1/√in) (PEFT's `kaiming_uniform_(a=√5)`) with `seed`,
+    /// `lora_B` `[out, r]` is zero, so the model's output is unchanged until training moves B. The adapters
+    /// (`model.layers.{i}.self_attn.q_proj.lora_A.weight`, …) are trainable, decayed by AdamW, and share the
+    /// flat gradient and moment buffers with the base.
+    pub fn add_lora(&mut self, cfg: &LoraConfig, seed: u64) -> Result<(), LlamaError> {
+        if self.lora.is_some() {
+            return Err(LlamaError::Config(
+                "the model already has LoRA adapters (merge_lora or unload_lora first)".into(),
+            ));
+        }
+        cfg.validate()?;
+        if cfg.fan_in_fan_out {
+            return Err(LoraError::Config("fan_in_fan_out must be false for Llama's nn.Linear layers".into()).into());
+        }
+        let targets = cfg.targets(&LORA_TARGETS)?;
+        let c = &self.config;
+        let (c_, f, h, kv, d) = (c.hidden_size, c.intermediate_size, c.num_attention_heads, c.kv_heads(), c.head_dim());
+        let w = (h + 2 * kv) * d;
+        let geo = [
+            (c_, h * d, w, 0),
+            (c_, kv * d, w, h * d),
+            (c_, kv * d, w, (h + kv) * d),
+            (h * d, c_, c_, 0),
+            (c_, f, 2 * f, 0),
+            (c_, f, 2 * f, f),
+            (f, c_, c_, 0),
+        ];
+        let base_infos = self.infos.len();
+        let base_len = self.params.len();
+        let base_rg: Vec<bool> = self.infos.iter().map(|i| i.requires_grad).collect();
+        for i in &mut self.infos {
+            i.requires_grad = false;
+        }
+        let mut total = base_len;
+        let mut layers = Vec::with_capacity(self.config.num_hidden_layers);
+        for li in 0..self.config.num_hidden_layers {
+            let mut mods = [None; 7];
+            for (m, name) in LORA_TARGETS.iter().enumerate() {
+                if !targets[m] {
+                    continue;
+                }
+                let block = if m < 4 { "self_attn" } else { "mlp" };
+                let (c_in, c_out, _, _) = geo[m];
+                let mut pair = [0usize; 2];
+                for (slot, (ab, shape)) in [("A", [cfg.r, c_in]), ("B", [c_out, cfg.r])].into_iter().enumerate() {
+                    let name = format!("model.layers.{li}.{block}.{name}.lora_{ab}.weight");
+                    let info =
+                        ParamInfo { name, offset: total, shape: shape.to_vec(), decay: true, requires_grad: true };
+                    total += info.len();
+                    self.index.insert(info.name.clone(), self.infos.len());
+                    pair[slot] = self.infos.len();
+                    self.infos.push(info);
+                }
+                mods[m] = Some((pair[0], pair[1]));
+            }
+            layers.push(mods);
+        }
+        for buf in [&mut self.params, &mut self.grads, &mut self.exp_avg, &mut self.exp_avg_sq] {
+            buf.resize(total, 0.0);
+        }
+        for (k, info) in self.infos.iter().enumerate().skip(base_infos) {
+            if info.name.ends_with("lora_A.weight") {
+                let dst = &mut self.params[info.offset..info.offset + info.len()];
+                lora::kaiming_uniform_fill(dst, info.shape[1], seed ^ (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            }
+        }
+        let scale = cfg.scale();
+        self.lora =
+            Some(LoraState { config: cfg.clone(), scale, layers, geo, base_infos, base_len, base_rg, seed, passes: 0 });
+        Ok(())
+    }
+
+    /// The adapters' config, when the model has LoRA adapters.
+    pub fn lora_config(&self) -> Option<&LoraConfig> {
+        self.lora.as_ref().map(|l| &l.config)
+    }
+
+    /// Removes the adapters without merging them (PEFT's `unload`): the buffers shrink back to the base
+    /// model and base parameters get back the `requires_grad` they had before [`add_lora`](Self::add_lora).
+    /// Returns the removed adapters' config.
+    pub fn unload_lora(&mut self) -> Option<LoraConfig> {
+        let l = self.lora.take()?;
+        for i in self.infos.drain(l.base_infos..) {
+            self.index.remove(&i.name);
+        }
+        for buf in [&mut self.params, &mut self.grads, &mut self.exp_avg, &mut self.exp_avg_sq] {
+            buf.truncate(l.base_len);
+        }
+        for (i, rg) in self.infos.iter_mut().zip(&l.base_rg) {
+            i.requires_grad = *rg;
+        }
+        Some(l.config)
+    }
+
+    /// PEFT's `merge_and_unload`: `W += scale · B · A` for every adapter, then the adapters are removed as by
+    /// [`unload_lora`](Self::unload_lora) (base parameters get back their `requires_grad` from before
+    /// [`add_lora`](Self::add_lora), so the merged model trains as the base did).
+    pub fn merge_lora(&mut self) -> Result<(), LlamaError> {
+        let l = self.lora.as_ref().ok_or_else(|| LlamaError::Config("the model has no LoRA adapters".into()))?;
+        let r = l.config.r;
+        for (li, mods) in l.layers.iter().enumerate() {
+            let lx = self.idx.layers[li];
+            let base = [lx.q_w, lx.k_w, lx.v_w, lx.o_w, lx.gate_w, lx.up_w, lx.down_w];
+            for (m, pair) in mods.iter().enumerate() {
+                let Some((ka, kb)) = *pair else { continue };
+                let (c_in, c_out, _, _) = l.geo[m];
+                let a = self.params[self.range(ka)].to_vec();
+                let b = self.params[self.range(kb)].to_vec();
+                let wr = self.range(base[m]);
+                let av = View::new(&a, c_in, false);
+                gemm_view(
+                    &mut self.params[wr],
+                    c_in,
+                    View::new(&b, r, false),
+                    av,
+                    c_out,
+                    c_in,
+                    r,
+                    l.scale,
+                    true,
+                    Par::Seq,
+                );
+            }
+        }
+        self.unload_lora();
+        Ok(())
+    }
+
+    /// The adapter weights with PEFT's saved names (`base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight`);
+    /// empty without adapters.
+    pub fn lora_state_dict(&self) -> StateDict {
+        let Some(l) = &self.lora else { return StateDict::new() };
+        self.infos[l.base_infos..]
+            .iter()
+            .map(|i| {
+                let data = self.params[i.offset..i.offset + i.len()].to_vec();
+                (lora::peft_name(&i.name), Tensor::new(i.shape.clone(), data))
+            })
+            .collect()
+    }
+
+    /// Saves the adapters as PEFT's `save_pretrained` does: `adapter_config.json` (with `inference_mode`
+    /// true and the targeted modules listed) and `adapter_model.safetensors`, each written atomically.
+    pub fn save_adapter(&self, dir: impl AsRef<std::path::Path>) -> Result<(), LlamaError> {
+        let l =
+            self.lora.as_ref().ok_or_else(|| LlamaError::Config("the model has no LoRA adapters to save".into()))?;
+        let mut cfg = l.config.clone();
+        cfg.inference_mode = true;
+        let on = cfg.targets(&LORA_TARGETS)?;
+        cfg.target_modules = lora::TargetModules::List(
+            LORA_TARGETS.iter().zip(on).filter(|(_, on)| *on).map(|(n, _)| n.to_string()).collect(),
+        );
+        lora::save_adapter_files(dir.as_ref(), &cfg, &self.lora_state_dict())?;
+        Ok(())
+    }
+
+    /// Adds adapters from a PEFT adapter directory (`adapter_config.json` and `adapter_model.safetensors`, or
+    /// `adapter_model.bin`) and loads their weights; base parameters are frozen as by
+    /// [`add_lora`](Self::add_lora). A missing, unexpected or wrongly shaped tensor is an error naming the file
+    /// and the tensor, and leaves the model without adapters.
+    pub fn load_adapter(&mut self, dir: impl AsRef<std::path::Path>) -> Result<(), LlamaError> {
+        let dir = dir.as_ref();
+        let cfg = LoraConfig::from_dir(dir)?;
+        let mut path = dir.join(lora::ADAPTER_WEIGHTS);
+        if !path.is_file() && dir.join("adapter_model.bin").is_file() {
+            path = dir.join("adapter_model.bin");
+        }
+        let sd = crate::checkpoint::load_state_dict(&path).map_err(LoraError::from)?;
+        self.add_lora(&cfg, 0).map_err(|e| match e {
+            LlamaError::Lora(LoraError::Config(m)) => {
+                LoraError::File { path: dir.join(lora::ADAPTER_CONFIG), message: m }.into()
+            }
+            e => e,
+        })?;
+        let base_infos = self.lora.as_ref().map_or(0, |l| l.base_infos);
+        let terr =
+            |tensor: &str, message: String| LoraError::Tensor { path: path.clone(), tensor: tensor.into(), message };
+        let mut result = Ok(());
+        let mut expected = std::collections::BTreeSet::new();
+        for k in base_infos..self.infos.len() {
+            let info = &self.infos[k];
+            let name = lora::peft_name(&info.name);
+            let Some(t) = sd.get(&name) else {
+                result = Err(terr(&name, format!("missing (the config targets {})", LORA_TARGETS.join(", "))));
+                break;
+            };
+            if t.shape != info.shape {
+                result = Err(terr(&name, format!("shape {:?}, expected {:?} for r = {}", t.shape, info.shape, cfg.r)));
+                break;
+            }
+            let r = info.offset..info.offset + info.len();
+            self.params[r].copy_from_slice(&t.data);
+            expected.insert(name);
+        }
+        if result.is_ok() {
+            if let Some(extra) = sd.keys().find(|k| !expected.contains(*k)) {
+                result = Err(terr(extra, "not an adapter tensor of this model under adapter_config.json".into()));
+            }
+        }
+        if let Err(e) = result {
+            self.unload_lora();
+            return Err(e.into());
+        }
+        Ok(())
+    }
+}
+
 impl LlamaForCausalLM {
     fn empty(config: LlamaConfig) -> Result<Self, LlamaError> {
         config.validate()?;
@@ -499,6 +801,7 @@ impl LlamaForCausalLM {
             exp_avg: vec![0.0; total],
             exp_avg_sq: vec![0.0; total],
             step: 0,
+            lora: None,
         })
     }
 
@@ -660,6 +963,9 @@ impl LlamaForCausalLM {
         let p = &self.params;
         let s = |k: usize| &p[self.range(k)];
         let eps = cfg.rms_norm_eps;
+        if let Some(l) = &self.lora {
+            ws.lora.ensure(l.layers.len() * 7, n, l.config.r, c.max(f).max(h * d), l.config.lora_dropout > 0.0);
+        }
 
         ws.ids.copy_from_slice(batch.input_ids);
         for (m, &a) in ws.mask_add.iter_mut().zip(batch.attention_mask) {
@@ -680,16 +986,20 @@ impl LlamaForCausalLM {
             let wqkv = &p[self.infos[lx.q_w].offset..self.range(lx.v_w).end];
             let bqkv = lx.qkv_b.map(|[bq, _, bv]| &p[self.infos[bq].offset..self.range(bv).end]);
             linear::forward(&mut a.qkv, &a.ln1, wqkv, bqkv, n, c, w);
+            self.lora_forward(&mut ws.lora, li, 0..3, &mut a.qkv, &a.ln1, n);
             rope::apply(&mut a.qkv, w, 0, h, d, &ws.pos, &ws.cos, &ws.sin, false);
             rope::apply(&mut a.qkv, w, h * d, kv, d, &ws.pos, &ws.cos, &ws.sin, false);
             causal_attention::forward(&mut a.ctx, &mut a.probs, &a.qkv, &ws.mask_add, shape);
             linear::forward(&mut a.mid, &a.ctx, s(lx.o_w), lx.o_b.map(s), n, h * d, c);
+            self.lora_forward(&mut ws.lora, li, 3..4, &mut a.mid, &a.ctx, n);
             residual::add_assign(&mut a.mid, inp);
             rmsnorm::forward(&mut a.ln2, &mut a.rstd2, &a.mid, s(lx.ln2), n, c, eps);
             let wgu = &p[self.infos[lx.gate_w].offset..self.range(lx.up_w).end];
             linear::forward(&mut a.gate_up, &a.ln2, wgu, None, n, c, 2 * f);
+            self.lora_forward(&mut ws.lora, li, 4..6, &mut a.gate_up, &a.ln2, n);
             swiglu::forward(&mut a.act, &a.gate_up, n, f);
             linear::forward(&mut a.out, &a.act, s(lx.down_w), None, n, f, c);
+            self.lora_forward(&mut ws.lora, li, 6..7, &mut a.out, &a.act, n);
             residual::add_assign(&mut a.out, &a.mid);
         }
         let last: &[f32] = match ws.layers.last() {
@@ -714,6 +1024,7 @@ impl LlamaForCausalLM {
     /// ignored (as PyTorch's mean over no elements).
     pub fn forward(&self, ws: &mut Workspace, batch: &Batch<'_>) -> Result<f32, LlamaError> {
         let labels = batch.labels.ok_or_else(|| LlamaError::Batch("the loss needs labels".into()))?;
+        ws.lora.train_seed = None;
         self.trunk(ws, batch)?;
         let norm = Self::prepare_targets(ws, batch, labels);
         let (n, c, v) = (ws.batch * ws.seq, self.config.hidden_size, self.config.vocab_size);
@@ -729,6 +1040,7 @@ impl LlamaForCausalLM {
         batch: &Batch<'_>,
         last_only: bool,
     ) -> Result<&'w [f32], LlamaError> {
+        ws.lora.train_seed = None;
         self.trunk(ws, batch)?;
         let (bsz, t, c, v) = (ws.batch, ws.seq, self.config.hidden_size, self.config.vocab_size);
         let head = &self.params[self.range(self.idx.head)];
@@ -752,6 +1064,11 @@ impl LlamaForCausalLM {
     /// parameter that requires one. The LM head's logits gradient is formed chunk by chunk during the loss.
     pub fn forward_backward(&mut self, ws: &mut Workspace, batch: &Batch<'_>) -> Result<f32, LlamaError> {
         let labels = batch.labels.ok_or_else(|| LlamaError::Batch("training needs labels".into()))?;
+        // LoRA dropout masks: a fresh seed per training pass, reused by the backward.
+        ws.lora.train_seed = self.lora.as_mut().filter(|l| l.config.lora_dropout > 0.0).map(|l| {
+            l.passes += 1;
+            l.seed ^ l.passes.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        });
         self.trunk(ws, batch)?;
         let norm = Self::prepare_targets(ws, batch, labels);
         let cfg = &self.config;
@@ -759,7 +1076,8 @@ impl LlamaForCausalLM {
         let (h, kv, d) = (cfg.num_attention_heads, cfg.kv_heads(), cfg.head_dim());
         let (n, w) = (bsz * t, (h + 2 * kv) * d);
         let shape = Shape { batch: bsz, seq: t, heads: h, kv_heads: kv, head_dim: d };
-        let Self { params: p, grads: g, infos, idx, .. } = self;
+        let Self { params: p, grads: g, infos, idx, lora, .. } = self;
+        let lora = lora.as_ref();
         let rg = |k: usize| infos[k].requires_grad;
         let r = |k: usize| infos[k].offset..infos[k].offset + infos[k].len();
         let s = |k: usize| &p[r(k)];
@@ -791,12 +1109,14 @@ impl LlamaForCausalLM {
 
             // MLP: out = mid + down(swiglu(gate_up(ln2(mid)))).
             matmul(&mut ws.dact, &ws.dx, s(lx.down_w), n, c, f, false, false, false);
+            lora_backward(lora, &mut ws.lora, p, g, infos, li, 6..7, &mut ws.dact, &ws.dx, &a.act, n);
             if rg(lx.down_w) {
                 weight_grad(&mut g[r(lx.down_w)], &ws.dx, c, 0, c, &a.act, n, f);
             }
             swiglu::backward(&mut ws.dgate_up, &ws.dact, &a.gate_up, n, f);
             let gu = infos[lx.gate_w].offset..r(lx.up_w).end;
             matmul(&mut ws.dln, &ws.dgate_up, &p[gu], n, 2 * f, c, false, false, false);
+            lora_backward(lora, &mut ws.lora, p, g, infos, li, 4..6, &mut ws.dln, &ws.dgate_up, &a.ln2, n);
             for (k, col) in [(lx.gate_w, 0), (lx.up_w, f)] {
                 if rg(k) {
                     weight_grad(&mut g[r(k)], &ws.dgate_up, 2 * f, col, f, &a.ln2, n, c);
@@ -807,6 +1127,7 @@ impl LlamaForCausalLM {
 
             // Attention: mid = inp + o_proj(attn(rope(qkv(ln1(inp))))).
             matmul(&mut ws.dctx, &ws.dx, s(lx.o_w), n, c, h * d, false, false, false);
+            lora_backward(lora, &mut ws.lora, p, g, infos, li, 3..4, &mut ws.dctx, &ws.dx, &a.ctx, n);
             if rg(lx.o_w) {
                 weight_grad(&mut g[r(lx.o_w)], &ws.dx, c, 0, c, &a.ctx, n, h * d);
             }
@@ -818,6 +1139,7 @@ impl LlamaForCausalLM {
             rope::backward(&mut ws.dqkv, w, h * d, kv, d, &ws.pos, &ws.cos, &ws.sin);
             let qkv = infos[lx.q_w].offset..r(lx.v_w).end;
             matmul(&mut ws.dln, &ws.dqkv, &p[qkv], n, w, c, false, false, false);
+            lora_backward(lora, &mut ws.lora, p, g, infos, li, 0..3, &mut ws.dln, &ws.dqkv, &a.ln1, n);
             let cols = [(0, h * d), (h * d, kv * d), ((h + kv) * d, kv * d)];
             for (k, (col, rows)) in [lx.q_w, lx.k_w, lx.v_w].into_iter().zip(cols) {
                 if rg(k) {
@@ -844,6 +1166,7 @@ impl LlamaForCausalLM {
                 }
             }
         }
+        ws.lora.train_seed = None;
         Ok(loss)
     }
 

@@ -1,0 +1,377 @@
+//! LoRA on LlamaForCausalLM against PEFT 0.21.2 (fixtures from scripts/reference/gen_tiny_lora.py): the tiny
+//! Llama (GQA, tied embeddings) and Qwen2 (q/k/v biases, separate head) with adapters on all seven linears,
+//! and an rsLoRA case on q_proj, v_proj and up_proj. The adapters are read from PEFT's own saved files.
+
+use std::path::Path;
+
+use finetune_engine::kernels::adamw::Hyper;
+use finetune_models::checkpoint::load_state_dict;
+use finetune_models::llama::{Batch, LlamaConfig, LlamaForCausalLM, Workspace, LORA_TARGETS};
+use finetune_models::lora::{LoraConfig, TargetModules};
+
+mod common;
+use common::{fixture, load, Loaded};
+
+struct Case {
+    model: LlamaForCausalLM,
+    expected: Loaded,
+    ids: Vec<u32>,
+    mask: Vec<u32>,
+    labels: Vec<i64>,
+    ws: Workspace,
+}
+
+fn base(dir: &str) -> (LlamaConfig, LlamaForCausalLM) {
+    let text = std::fs::read_to_string(fixture(dir, "config.json")).expect("config");
+    let cfg = LlamaConfig::from_json(&text).expect("config parses");
+    let weights = load(fixture(dir, "model.safetensors"));
+    let model = LlamaForCausalLM::from_state_dict(cfg.clone(), &weights.f32s).expect("loads");
+    (cfg, model)
+}
+
+fn lora_dir(name: &str) -> std::path::PathBuf {
+    fixture(name, "")
+}
+
+fn case(name: &str, base_dir: &str) -> Case {
+    let (cfg, mut model) = base(base_dir);
+    model.load_adapter(lora_dir(name)).expect("PEFT adapter loads");
+    let expected = load(fixture(name, "expected.safetensors"));
+    let u = |k: &str| expected.i64s[k].iter().map(|&v| v as u32).collect::<Vec<u32>>();
+    let (ids, mask) = (u("input_ids"), u("attention_mask"));
+    let labels = expected.i64s["labels"].clone();
+    let ws = Workspace::new(&cfg, 3, ids.len() / 3);
+    Case { model, expected, ids, mask, labels, ws }
+}
+
+const CASES: [(&str, &str); 3] =
+    [("tiny_lora_llama", "tiny_llama"), ("tiny_lora_qwen2", "tiny_qwen2"), ("tiny_lora_llama_rslora", "tiny_llama")];
+
+fn rel_err(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let num: f64 = a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum::<f64>().sqrt();
+    let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum::<f64>().sqrt();
+    num / den.max(1e-30)
+}
+
+fn max_abs(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+fn lora_names(m: &LlamaForCausalLM) -> Vec<String> {
+    m.param_infos().iter().filter(|i| i.name.contains(".lora_")).map(|i| i.name.clone()).collect()
+}
+
+#[test]
+fn logits_loss_and_adapter_gradients_match_peft() {
+    for (name, base_dir) in CASES {
+        let mut c = case(name, base_dir);
+        let batch =
+            Batch { input_ids: &c.ids, attention_mask: &c.mask, labels: Some(&c.labels), loss_normalizer: None };
+        let logits = c.model.logits(&mut c.ws, &batch, false).expect("logits").to_vec();
+        let err = max_abs(&logits, &c.expected.f32s["logits"].data);
+        assert!(err <= 1e-5, "{name}: logits differ by {err}");
+        let want_loss = c.expected.f32s["loss"].data[0];
+        let loss = c.model.forward_backward(&mut c.ws, &batch).expect("forward_backward");
+        assert!((loss - want_loss).abs() <= 1e-5, "{name}: loss {loss} vs {want_loss}");
+        let names = lora_names(&c.model);
+        let mut worst = 0.0f64;
+        for n in &names {
+            let want = &c.expected.f32s[&format!("grad.{n}")].data;
+            let e = rel_err(c.model.grad(n).expect("grad"), want);
+            assert!(e <= 1e-4, "{name}: gradient of {n} off by {e} relative");
+            worst = worst.max(e);
+        }
+        assert_eq!(names.len(), c.expected.f32s.keys().filter(|k| k.starts_with("grad.")).count());
+        // Frozen base: no gradient at all.
+        for info in c.model.param_infos().iter().filter(|i| !i.name.contains(".lora_")) {
+            assert!(!info.requires_grad, "{name}: {} is trainable", info.name);
+            assert!(c.model.grad(&info.name).expect("grad").iter().all(|&g| g == 0.0), "{name}: {}", info.name);
+        }
+        eprintln!("{name}: logits max abs diff {err}, worst relative adapter gradient diff {worst}");
+    }
+}
+
+#[test]
+fn three_adamw_steps_match_peft_and_leave_the_base_unchanged() {
+    for (name, base_dir) in CASES {
+        let mut c = case(name, base_dir);
+        let batch =
+            Batch { input_ids: &c.ids, attention_mask: &c.mask, labels: Some(&c.labels), loss_normalizer: None };
+        let lrs = c.expected.f64s["lrs"].clone();
+        let norms = c.expected.f64s["grad_norms"].clone();
+        for (step, lr) in lrs.iter().enumerate() {
+            c.model.zero_grad();
+            c.model.forward_backward(&mut c.ws, &batch).expect("forward_backward");
+            let norm = c.model.clip_grad_norm(1.0) as f64;
+            assert!(
+                (norm - norms[step]).abs() <= 1e-4 * norms[step],
+                "{name} step {step}: norm {norm} vs {}",
+                norms[step]
+            );
+            c.model.adamw_step(Hyper { lr: *lr, weight_decay: 0.01, ..Hyper::default() });
+        }
+        let mut worst = 0.0f32;
+        for n in lora_names(&c.model) {
+            let e = max_abs(c.model.param(&n).expect("param"), &c.expected.f32s[&format!("step3.{n}")].data);
+            assert!(e <= 1e-5, "{name}: {n} after 3 steps differs by {e}");
+            worst = worst.max(e);
+        }
+        let initial = load(fixture(base_dir, "model.safetensors")).f32s;
+        for (n, t) in &initial {
+            if let Some(p) = c.model.param(n) {
+                assert_eq!(p, &t.data[..], "{name}: frozen {n} changed");
+            }
+        }
+        eprintln!("{name}: worst adapter difference after 3 AdamW steps {worst}");
+    }
+}
+
+#[test]
+fn merge_equals_peft_merge_and_unload() {
+    for (name, base_dir) in CASES {
+        let mut c = case(name, base_dir);
+        c.model.merge_lora().expect("merge");
+        assert!(lora_names(&c.model).is_empty() && c.model.lora_config().is_none());
+        let mut worst = 0.0f32;
+        for info in c.model.param_infos() {
+            assert!(info.requires_grad, "{name}: {} should be trainable again after merging", info.name);
+            let want = &c.expected.f32s[&format!("merged.{}", info.name)].data;
+            let e = max_abs(c.model.param(&info.name).expect("param"), want);
+            assert!(e <= 1e-6, "{name}: merged {} differs by {e}", info.name);
+            worst = worst.max(e);
+        }
+        let batch = Batch { input_ids: &c.ids, attention_mask: &c.mask, labels: None, loss_normalizer: None };
+        let logits = c.model.logits(&mut c.ws, &batch, false).expect("logits").to_vec();
+        let err = max_abs(&logits, &c.expected.f32s["merged_logits"].data);
+        assert!(err <= 1e-5, "{name}: merged logits differ by {err}");
+        eprintln!("{name}: merged weights within {worst}, logits within {err}");
+        assert!(c.model.merge_lora().is_err(), "nothing left to merge");
+    }
+}
+
+#[test]
+fn save_then_load_adapter_is_exact_and_uses_peft_names() {
+    let mut c = case("tiny_lora_qwen2", "tiny_qwen2");
+    let batch = Batch { input_ids: &c.ids, attention_mask: &c.mask, labels: Some(&c.labels), loss_normalizer: None };
+    c.model.forward_backward(&mut c.ws, &batch).expect("forward_backward");
+    c.model.adamw_step(Hyper { lr: 1e-2, ..Hyper::default() });
+    let dir = tempfile::tempdir().expect("tempdir");
+    c.model.save_adapter(dir.path()).expect("save");
+    let logits = c.model.logits(&mut c.ws, &batch, false).expect("logits").to_vec();
+
+    let (_, mut again) = base("tiny_qwen2");
+    again.load_adapter(dir.path()).expect("reload");
+    assert_eq!(again.lora_state_dict(), c.model.lora_state_dict());
+    assert_eq!(again.logits(&mut c.ws, &batch, false).expect("logits"), &logits[..]);
+
+    let ours = load_state_dict(dir.path().join("adapter_model.safetensors")).expect("ours");
+    let peft = load_state_dict(lora_dir("tiny_lora_qwen2").join("adapter_model.safetensors")).expect("peft");
+    assert_eq!(ours.keys().collect::<Vec<_>>(), peft.keys().collect::<Vec<_>>());
+    assert!(ours.contains_key("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"));
+    for (k, t) in &peft {
+        assert_eq!(ours[k].shape, t.shape, "{k}");
+    }
+}
+
+#[test]
+fn saved_adapter_config_has_peft_keys_and_values() {
+    let c = case("tiny_lora_llama_rslora", "tiny_llama");
+    let dir = tempfile::tempdir().expect("tempdir");
+    c.model.save_adapter(dir.path()).expect("save");
+    let read = |p: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(p.join("adapter_config.json")).expect("read")).expect("json")
+    };
+    let ours = read(dir.path());
+    let peft = read(&lora_dir("tiny_lora_llama_rslora"));
+    let ours = ours.as_object().expect("object");
+    let peft = peft.as_object().expect("object");
+    for k in ours.keys() {
+        assert!(peft.contains_key(k), "{k} is not a PEFT adapter_config.json key");
+    }
+    for k in [
+        "r",
+        "lora_alpha",
+        "lora_dropout",
+        "bias",
+        "use_rslora",
+        "peft_type",
+        "task_type",
+        "fan_in_fan_out",
+        "inference_mode",
+        "base_model_name_or_path",
+        "use_dora",
+        "modules_to_save",
+        "layers_to_transform",
+        "rank_pattern",
+        "alpha_pattern",
+        "init_lora_weights",
+        "lora_bias",
+    ] {
+        assert!(ours.contains_key(k), "missing {k}");
+        // Numbers compare as f64 (PEFT writes lora_alpha as an integer).
+        let (a, b) = (&ours[k], &peft[k]);
+        match (a.as_f64(), b.as_f64()) {
+            (Some(x), Some(y)) => assert_eq!(x, y, "{k}"),
+            _ => assert_eq!(a, b, "{k}"),
+        }
+    }
+    let set = |v: &serde_json::Value| {
+        let mut s: Vec<String> =
+            v.as_array().expect("list").iter().map(|x| x.as_str().expect("str").to_string()).collect();
+        s.sort();
+        s
+    };
+    assert_eq!(set(&ours["target_modules"]), set(&peft["target_modules"]));
+}
+
+fn copy_fixture(name: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for f in ["adapter_config.json", "adapter_model.safetensors"] {
+        std::fs::copy(fixture(name, f), dir.path().join(f)).expect("copy");
+    }
+    dir
+}
+
+fn edit_config(dir: &Path, f: impl FnOnce(&mut serde_json::Value)) {
+    let p = dir.join("adapter_config.json");
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).expect("read")).expect("json");
+    f(&mut v);
+    std::fs::write(&p, v.to_string()).expect("write");
+}
+
+fn edit_weights(dir: &Path, f: impl FnOnce(&mut finetune_engine::StateDict)) {
+    let p = dir.join("adapter_model.safetensors");
+    let mut sd = load_state_dict(&p).expect("load");
+    f(&mut sd);
+    finetune_models::checkpoint::save_safetensors(&sd, &p).expect("save");
+}
+
+fn load_err(dir: &Path) -> String {
+    let (_, mut m) = base("tiny_llama");
+    let before = m.params.len();
+    let e = m.load_adapter(dir).expect_err("bad adapter is rejected").to_string();
+    // A failed load leaves the base model as it was.
+    assert!(m.lora_config().is_none() && m.params.len() == before, "{e}");
+    assert!(m.param_infos().iter().all(|i| i.requires_grad));
+    e
+}
+
+#[test]
+fn bad_adapter_files_are_clear_errors() {
+    let t = "base_model.model.model.layers.1.mlp.down_proj.lora_B.weight";
+    let d = copy_fixture("tiny_lora_llama");
+    edit_weights(d.path(), |sd| {
+        sd.remove(t);
+    });
+    let e = load_err(d.path());
+    assert!(e.contains(t) && e.contains("adapter_model.safetensors") && e.contains("missing"), "{e}");
+
+    let d = copy_fixture("tiny_lora_llama");
+    edit_weights(d.path(), |sd| {
+        let x = sd.get_mut(t).expect("tensor");
+        x.shape = vec![x.shape[1], x.shape[0]];
+    });
+    let e = load_err(d.path());
+    assert!(e.contains(t) && e.contains("shape"), "{e}");
+
+    let d = copy_fixture("tiny_lora_llama");
+    edit_config(d.path(), |v| v["r"] = serde_json::json!(2));
+    let e = load_err(d.path());
+    assert!(e.contains("shape") && e.contains("r = 2"), "{e}");
+
+    let d = copy_fixture("tiny_lora_llama");
+    edit_config(d.path(), |v| v["target_modules"] = serde_json::json!(["q_proj", "c_attn"]));
+    let e = load_err(d.path());
+    assert!(e.contains("c_attn") && e.contains("adapter_config.json"), "{e}");
+
+    // Adapters in the file that the config does not ask for.
+    let d = copy_fixture("tiny_lora_llama");
+    edit_config(d.path(), |v| v["target_modules"] = serde_json::json!(["q_proj", "k_proj", "v_proj"]));
+    let e = load_err(d.path());
+    assert!(e.contains("down_proj.lora_A.weight") && e.contains("not an adapter tensor"), "{e}");
+
+    for (key, value, word) in [
+        ("bias", serde_json::json!("lora_only"), "bias"),
+        ("use_dora", serde_json::json!(true), "DoRA"),
+        ("peft_type", serde_json::json!("IA3"), "IA3"),
+        ("target_modules", serde_json::json!(".*proj"), "regular expressions"),
+        ("rank_pattern", serde_json::json!({"q_proj": 8}), "rank_pattern"),
+        ("fan_in_fan_out", serde_json::json!(true), "fan_in_fan_out"),
+    ] {
+        let d = copy_fixture("tiny_lora_llama");
+        edit_config(d.path(), |v| v[key] = value);
+        let e = load_err(d.path());
+        assert!(e.contains(word) && e.contains("adapter_config.json"), "{key}: {e}");
+    }
+
+    let d = tempfile::tempdir().expect("tempdir");
+    let e = load_err(d.path());
+    assert!(e.contains("adapter_config.json"), "{e}");
+}
+
+#[test]
+fn add_lora_initialises_as_peft_and_leaves_the_output_unchanged() {
+    let (cfg, mut m) = base("tiny_qwen2");
+    let ids: Vec<u32> = (0..12).map(|i| (i * 7 % 128) as u32).collect();
+    let mask = vec![1u32; 12];
+    let batch = Batch { input_ids: &ids, attention_mask: &mask, labels: None, loss_normalizer: None };
+    let mut ws = Workspace::new(&cfg, 2, 6);
+    let before = m.logits(&mut ws, &batch, false).expect("logits").to_vec();
+    let lc = LoraConfig {
+        r: 4,
+        lora_alpha: 16.0,
+        target_modules: TargetModules::Str("all-linear".into()),
+        ..LoraConfig::default()
+    };
+    m.add_lora(&lc, 7).expect("add");
+    assert!(m.add_lora(&lc, 7).is_err(), "adapters twice");
+    let names = lora_names(&m);
+    assert_eq!(names.len(), cfg.num_hidden_layers * LORA_TARGETS.len() * 2);
+    for n in &names {
+        let info = m.param_infos().iter().find(|i| &i.name == n).expect("info").clone();
+        assert!(info.requires_grad && info.decay, "{n}");
+        let p = m.param(n).expect("param");
+        if n.ends_with("lora_B.weight") {
+            assert!(p.iter().all(|&v| v == 0.0), "{n}");
+        } else {
+            let bound = 1.0 / (info.shape[1] as f32).sqrt();
+            assert!(p.iter().all(|v| v.abs() <= bound), "{n}");
+            let spread = p.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+            assert!(spread > 0.5 * bound, "{n}: {spread} vs {bound}");
+        }
+    }
+    assert_eq!(m.param("model.layers.1.mlp.gate_proj.lora_A.weight").expect("A").len(), 4 * 32);
+    assert_eq!(m.param("model.layers.1.self_attn.o_proj.lora_B.weight").expect("B").len(), 32 * 4);
+    assert_eq!(m.logits(&mut ws, &batch, false).expect("logits"), &before[..], "B = 0 leaves the output");
+    m.unload_lora().expect("had adapters");
+    assert!(m.param_infos().iter().all(|i| i.requires_grad));
+}
+
+#[test]
+fn lora_dropout_only_while_training() {
+    let mut c = case("tiny_lora_llama", "tiny_llama");
+    let batch = Batch { input_ids: &c.ids, attention_mask: &c.mask, labels: Some(&c.labels), loss_normalizer: None };
+    let dir = copy_fixture("tiny_lora_llama");
+    edit_config(dir.path(), |v| v["lora_dropout"] = serde_json::json!(0.3));
+    let (_, mut d) = base("tiny_llama");
+    d.load_adapter(dir.path()).expect("loads");
+    let eval_plain = c.model.forward(&mut c.ws, &batch).expect("forward");
+    let eval_drop = d.forward(&mut c.ws, &batch).expect("forward");
+    assert_eq!(eval_plain, eval_drop, "no dropout in evaluation");
+    let train_plain = c.model.forward_backward(&mut c.ws, &batch).expect("train");
+    assert_eq!(train_plain, eval_plain);
+    let t1 = d.forward_backward(&mut c.ws, &batch).expect("train");
+    let g1 = d.grads.clone();
+    d.zero_grad();
+    let t2 = d.forward_backward(&mut c.ws, &batch).expect("train");
+    assert!(t1 != eval_drop && t2 != t1, "masks change the loss and differ per pass: {t1} {t2} {eval_drop}");
+    assert!(d.grads != g1);
+    // The same seed gives the same masks.
+    let (_, mut e) = base("tiny_llama");
+    e.load_adapter(dir.path()).expect("loads");
+    assert_eq!(e.forward_backward(&mut c.ws, &batch).expect("train"), t1);
+    assert_eq!(e.grads, g1);
+    assert_eq!(d.forward(&mut c.ws, &batch).expect("forward"), eval_drop, "evaluation after training");
+}

@@ -375,3 +375,40 @@ fn lora_dropout_only_while_training() {
     assert_eq!(e.grads, g1);
     assert_eq!(d.forward(&mut c.ws, &batch).expect("forward"), eval_drop, "evaluation after training");
 }
+
+/// Writes an adapter trained here for scripts/reference/check_peft_reload.py (run by hand):
+/// `FINETUNE_LORA_CHECK_DIR=/tmp/lora-check cargo test -p finetune-models --test lora -- --ignored`.
+#[test]
+#[ignore]
+fn write_adapter_for_peft_check() {
+    let out = std::env::var("FINETUNE_LORA_CHECK_DIR").unwrap_or_else(|_| "target/lora-check".into());
+    let out = Path::new(&out);
+    let mut c = case("tiny_lora_llama", "tiny_llama");
+    c.model.unload_lora();
+    let lc = LoraConfig {
+        r: 8,
+        lora_alpha: 16.0,
+        lora_dropout: 0.1,
+        use_rslora: true,
+        target_modules: TargetModules::Str("all-linear".into()),
+        base_model_name_or_path: Some("tiny_llama".into()),
+        ..LoraConfig::default()
+    };
+    c.model.add_lora(&lc, 3).expect("add");
+    let batch = Batch { input_ids: &c.ids, attention_mask: &c.mask, labels: Some(&c.labels), loss_normalizer: None };
+    for _ in 0..5 {
+        c.model.zero_grad();
+        c.model.forward_backward(&mut c.ws, &batch).expect("train");
+        c.model.adamw_step(Hyper { lr: 2e-2, ..Hyper::default() });
+    }
+    c.model.save_adapter(out).expect("save");
+    let logits = c.model.logits(&mut c.ws, &batch, false).expect("logits").to_vec();
+    let (b, t) = (3, c.ids.len() / 3);
+    let as_f32 = |v: &[u32]| finetune_engine::Tensor::new(vec![b, t], v.iter().map(|&x| x as f32).collect());
+    let mut sd = finetune_engine::StateDict::new();
+    sd.insert("logits".into(), finetune_engine::Tensor::new(vec![b, t, logits.len() / (b * t)], logits));
+    sd.insert("input_ids".into(), as_f32(&c.ids));
+    sd.insert("attention_mask".into(), as_f32(&c.mask));
+    finetune_models::checkpoint::save_safetensors(&sd, &out.join("ours_logits.safetensors")).expect("save logits");
+    eprintln!("wrote {}", out.display());
+}

@@ -463,7 +463,7 @@ pub struct LlamaForCausalLM {
     exp_avg_sq: Vec<f32>,
     step: u64,
     /// LoRA adapters, when [`add_lora`](Self::add_lora) or [`load_adapter`](Self::load_adapter) added them.
-    lora: Option<LoraState>,
+    lora: Option<lora::Adapters>,
 }
 
 /// `dW[rows, c_in] += dout[:, col..col + rows]ᵀ · inp` where dout rows are `width` wide.
@@ -492,72 +492,19 @@ fn bias_grad(db: &mut [f32], dout: &[f32], width: usize, col: usize) {
     }
 }
 
-/// LoRA module short names (PEFT's `target_modules`) in the order of [`LoraState::layers`].
+/// LoRA module short names (PEFT's `target_modules`), in the order adapters are laid out in each layer.
 pub const LORA_TARGETS: [&str; 7] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
-
-/// Adapters on the decoder's linears. Their parameters are appended after the base ones in the flat buffers.
-#[derive(Debug, Clone)]
-struct LoraState {
-    config: LoraConfig,
-    scale: f32,
-    /// `(lora_A, lora_B)` parameter indices per layer and module ([`LORA_TARGETS`] order).
-    layers: Vec<[Option<(usize, usize)>; 7]>,
-    /// `(c_in, c_out, width, col)` per module: input width and the output's column slice of the fused
-    /// projection (q/k/v and gate/up share one output buffer).
-    geo: [(usize, usize, usize, usize); 7],
-    /// Parameter count and flat length of the base model, and its `requires_grad` flags before `add_lora`.
-    base_infos: usize,
-    base_len: usize,
-    base_rg: Vec<bool>,
-    seed: u64,
-    /// Training passes so far (each draws fresh dropout masks).
-    passes: u64,
-}
-
-impl LoraState {
-    fn site(&self, m: usize, li: usize, n: usize, train_seed: Option<u64>) -> lora::Site {
-        let (c_in, c_out, width, col) = self.geo[m];
-        let p = self.config.lora_dropout;
-        let dropout = train_seed
-            .filter(|_| p > 0.0)
-            .map(|seed| dropout::Dropout { p, seed: dropout::Dropout::site_seed(seed, (li * 7 + m) as u64) });
-        lora::Site { n, c_in, c_out, width, col, r: self.config.r, scale: self.scale, dropout }
-    }
-}
-
-/// Backward of the adapters on modules `mods` of layer `li`: their weight gradients, and their share of
-/// `dx` (added to what the base linear's backward wrote).
-#[allow(clippy::too_many_arguments)]
-fn lora_backward(
-    lora: Option<&LoraState>,
-    lw: &mut LoraWorkspace,
-    p: &[f32],
-    g: &mut [f32],
-    infos: &[ParamInfo],
-    li: usize,
-    mods: std::ops::Range<usize>,
-    dx: &mut [f32],
-    dy: &[f32],
-    x: &[f32],
-    n: usize,
-) {
-    let Some(l) = lora else { return };
-    for m in mods {
-        let Some((ka, kb)) = l.layers[li][m] else { continue };
-        let (ia, ib) = (&infos[ka], &infos[kb]);
-        let (ra, rb) = (ia.offset..ia.offset + ia.len(), ib.offset..ib.offset + ib.len());
-        // lora_A comes before lora_B in the buffers: split once to borrow both gradients.
-        let (ga, gb) = g.split_at_mut(rb.start);
-        let da = ia.requires_grad.then(|| &mut ga[ra.clone()]);
-        let db = ib.requires_grad.then(|| &mut gb[..rb.len()]);
-        let site = l.site(m, li, n, lw.train_seed);
-        let u = &lw.u[li * 7 + m];
-        lora::backward(dx, da, db, dy, x, &p[ra], &p[rb], u, &mut lw.du, &mut lw.xd, site);
-    }
-}
 
 /// LoRA: adapters, merging and PEFT adapter files.
 impl LlamaForCausalLM {
+    fn lora_store(&mut self) -> lora::Store<'_> {
+        lora::Store {
+            infos: &mut self.infos,
+            index: &mut self.index,
+            bufs: [&mut self.params, &mut self.grads, &mut self.exp_avg, &mut self.exp_avg_sq],
+        }
+    }
+
     /// The adapter forward for modules `mods` of layer `li`, added into their columns of `y`.
     fn lora_forward(
         &self,
@@ -568,12 +515,8 @@ impl LlamaForCausalLM {
         x: &[f32],
         n: usize,
     ) {
-        let Some(l) = &self.lora else { return };
-        for m in mods {
-            let Some((ka, kb)) = l.layers[li][m] else { continue };
-            let site = l.site(m, li, n, lw.train_seed);
-            let (a, b) = (&self.params[self.range(ka)], &self.params[self.range(kb)]);
-            lora::forward(y, x, a, b, &mut lw.u[li * 7 + m], &mut lw.xd, site);
+        if let Some(l) = &self.lora {
+            l.forward(lw, &self.infos, &self.params, li, mods, y, x, n);
         }
     }
 
@@ -581,72 +524,32 @@ impl LlamaForCausalLM {
     /// `lora_A` `[r, in]` is drawn from U(−1/√in, 1/√in) (PEFT's `kaiming_uniform_(a=√5)`) with `seed`,
     /// `lora_B` `[out, r]` is zero, so the model's output is unchanged until training moves B. The adapters
     /// (`model.layers.{i}.self_attn.q_proj.lora_A.weight`, …) are trainable, decayed by AdamW, and share the
-    /// flat gradient and moment buffers with the base.
+    /// flat gradient and moment buffers with the base. q/k/v and gate/up stay fused: each adapter adds into
+    /// its columns of the fused output.
     pub fn add_lora(&mut self, cfg: &LoraConfig, seed: u64) -> Result<(), LlamaError> {
         if self.lora.is_some() {
             return Err(LlamaError::Config(
                 "the model already has LoRA adapters (merge_lora or unload_lora first)".into(),
             ));
         }
-        cfg.validate()?;
         if cfg.fan_in_fan_out {
             return Err(LoraError::Config("fan_in_fan_out must be false for Llama's nn.Linear layers".into()).into());
         }
-        let targets = cfg.targets(&LORA_TARGETS)?;
         let c = &self.config;
-        let (c_, f, h, kv, d) = (c.hidden_size, c.intermediate_size, c.num_attention_heads, c.kv_heads(), c.head_dim());
+        let (e, f, h, kv, d) = (c.hidden_size, c.intermediate_size, c.num_attention_heads, c.kv_heads(), c.head_dim());
         let w = (h + 2 * kv) * d;
-        let geo = [
-            (c_, h * d, w, 0),
-            (c_, kv * d, w, h * d),
-            (c_, kv * d, w, (h + kv) * d),
-            (h * d, c_, c_, 0),
-            (c_, f, 2 * f, 0),
-            (c_, f, 2 * f, f),
-            (f, c_, c_, 0),
+        let md = |path, c_in, c_out, width, col| lora::Module { path, c_in, c_out, width, col };
+        let modules = vec![
+            md("self_attn.q_proj", e, h * d, w, 0),
+            md("self_attn.k_proj", e, kv * d, w, h * d),
+            md("self_attn.v_proj", e, kv * d, w, (h + kv) * d),
+            md("self_attn.o_proj", h * d, e, e, 0),
+            md("mlp.gate_proj", e, f, 2 * f, 0),
+            md("mlp.up_proj", e, f, 2 * f, f),
+            md("mlp.down_proj", f, e, e, 0),
         ];
-        let base_infos = self.infos.len();
-        let base_len = self.params.len();
-        let base_rg: Vec<bool> = self.infos.iter().map(|i| i.requires_grad).collect();
-        for i in &mut self.infos {
-            i.requires_grad = false;
-        }
-        let mut total = base_len;
-        let mut layers = Vec::with_capacity(self.config.num_hidden_layers);
-        for li in 0..self.config.num_hidden_layers {
-            let mut mods = [None; 7];
-            for (m, name) in LORA_TARGETS.iter().enumerate() {
-                if !targets[m] {
-                    continue;
-                }
-                let block = if m < 4 { "self_attn" } else { "mlp" };
-                let (c_in, c_out, _, _) = geo[m];
-                let mut pair = [0usize; 2];
-                for (slot, (ab, shape)) in [("A", [cfg.r, c_in]), ("B", [c_out, cfg.r])].into_iter().enumerate() {
-                    let name = format!("model.layers.{li}.{block}.{name}.lora_{ab}.weight");
-                    let info =
-                        ParamInfo { name, offset: total, shape: shape.to_vec(), decay: true, requires_grad: true };
-                    total += info.len();
-                    self.index.insert(info.name.clone(), self.infos.len());
-                    pair[slot] = self.infos.len();
-                    self.infos.push(info);
-                }
-                mods[m] = Some((pair[0], pair[1]));
-            }
-            layers.push(mods);
-        }
-        for buf in [&mut self.params, &mut self.grads, &mut self.exp_avg, &mut self.exp_avg_sq] {
-            buf.resize(total, 0.0);
-        }
-        for (k, info) in self.infos.iter().enumerate().skip(base_infos) {
-            if info.name.ends_with("lora_A.weight") {
-                let dst = &mut self.params[info.offset..info.offset + info.len()];
-                lora::kaiming_uniform_fill(dst, info.shape[1], seed ^ (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            }
-        }
-        let scale = cfg.scale();
-        self.lora =
-            Some(LoraState { config: cfg.clone(), scale, layers, geo, base_infos, base_len, base_rg, seed, passes: 0 });
+        let prefixes: Vec<String> = (0..c.num_hidden_layers).map(|i| format!("model.layers.{i}")).collect();
+        self.lora = Some(lora::Adapters::add(cfg, seed, modules, &prefixes, self.lora_store())?);
         Ok(())
     }
 
@@ -660,16 +563,7 @@ impl LlamaForCausalLM {
     /// Returns the removed adapters' config.
     pub fn unload_lora(&mut self) -> Option<LoraConfig> {
         let l = self.lora.take()?;
-        for i in self.infos.drain(l.base_infos..) {
-            self.index.remove(&i.name);
-        }
-        for buf in [&mut self.params, &mut self.grads, &mut self.exp_avg, &mut self.exp_avg_sq] {
-            buf.truncate(l.base_len);
-        }
-        for (i, rg) in self.infos.iter_mut().zip(&l.base_rg) {
-            i.requires_grad = *rg;
-        }
-        Some(l.config)
+        Some(l.unload(self.lora_store()))
     }
 
     /// PEFT's `merge_and_unload`: `W += scale · B · A` for every adapter, then the adapters are removed as by
@@ -677,31 +571,12 @@ impl LlamaForCausalLM {
     /// [`add_lora`](Self::add_lora), so the merged model trains as the base did).
     pub fn merge_lora(&mut self) -> Result<(), LlamaError> {
         let l = self.lora.as_ref().ok_or_else(|| LlamaError::Config("the model has no LoRA adapters".into()))?;
-        let r = l.config.r;
-        for (li, mods) in l.layers.iter().enumerate() {
-            let lx = self.idx.layers[li];
-            let base = [lx.q_w, lx.k_w, lx.v_w, lx.o_w, lx.gate_w, lx.up_w, lx.down_w];
-            for (m, pair) in mods.iter().enumerate() {
-                let Some((ka, kb)) = *pair else { continue };
-                let (c_in, c_out, _, _) = l.geo[m];
-                let a = self.params[self.range(ka)].to_vec();
-                let b = self.params[self.range(kb)].to_vec();
-                let wr = self.range(base[m]);
-                let av = View::new(&a, c_in, false);
-                gemm_view(
-                    &mut self.params[wr],
-                    c_in,
-                    View::new(&b, r, false),
-                    av,
-                    c_out,
-                    c_in,
-                    r,
-                    l.scale,
-                    true,
-                    Par::Seq,
-                );
-            }
-        }
+        let layers = &self.idx.layers;
+        let base = |li: usize, m: usize| {
+            let x = layers[li];
+            [x.q_w, x.k_w, x.v_w, x.o_w, x.gate_w, x.up_w, x.down_w][m]
+        };
+        l.merge_into(&self.infos, &mut self.params, base);
         self.unload_lora();
         Ok(())
     }
@@ -709,14 +584,7 @@ impl LlamaForCausalLM {
     /// The adapter weights with PEFT's saved names (`base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight`);
     /// empty without adapters.
     pub fn lora_state_dict(&self) -> StateDict {
-        let Some(l) = &self.lora else { return StateDict::new() };
-        self.infos[l.base_infos..]
-            .iter()
-            .map(|i| {
-                let data = self.params[i.offset..i.offset + i.len()].to_vec();
-                (lora::peft_name(&i.name), Tensor::new(i.shape.clone(), data))
-            })
-            .collect()
+        self.lora.as_ref().map(|l| l.state_dict(&self.infos, &self.params)).unwrap_or_default()
     }
 
     /// Saves the adapters as PEFT's `save_pretrained` does: `adapter_config.json` (with `inference_mode`
@@ -724,14 +592,7 @@ impl LlamaForCausalLM {
     pub fn save_adapter(&self, dir: impl AsRef<std::path::Path>) -> Result<(), LlamaError> {
         let l =
             self.lora.as_ref().ok_or_else(|| LlamaError::Config("the model has no LoRA adapters to save".into()))?;
-        let mut cfg = l.config.clone();
-        cfg.inference_mode = true;
-        let on = cfg.targets(&LORA_TARGETS)?;
-        cfg.target_modules = lora::TargetModules::List(
-            LORA_TARGETS.iter().zip(on).filter(|(_, on)| *on).map(|(n, _)| n.to_string()).collect(),
-        );
-        lora::save_adapter_files(dir.as_ref(), &cfg, &self.lora_state_dict())?;
-        Ok(())
+        Ok(l.save(dir.as_ref(), &self.infos, &self.params)?)
     }
 
     /// Adds adapters from a PEFT adapter directory (`adapter_config.json` and `adapter_model.safetensors`, or
@@ -740,44 +601,16 @@ impl LlamaForCausalLM {
     /// and the tensor, and leaves the model without adapters.
     pub fn load_adapter(&mut self, dir: impl AsRef<std::path::Path>) -> Result<(), LlamaError> {
         let dir = dir.as_ref();
-        let cfg = LoraConfig::from_dir(dir)?;
-        let mut path = dir.join(lora::ADAPTER_WEIGHTS);
-        if !path.is_file() && dir.join("adapter_model.bin").is_file() {
-            path = dir.join("adapter_model.bin");
-        }
-        let sd = crate::checkpoint::load_state_dict(&path).map_err(LoraError::from)?;
+        let (cfg, sd, path) = lora::read_adapter_dir(dir)?;
         self.add_lora(&cfg, 0).map_err(|e| match e {
-            LlamaError::Lora(LoraError::Config(m)) => {
-                LoraError::File { path: dir.join(lora::ADAPTER_CONFIG), message: m }.into()
-            }
+            LlamaError::Lora(e) => LlamaError::Lora(lora::in_config_file(e, dir)),
             e => e,
         })?;
-        let base_infos = self.lora.as_ref().map_or(0, |l| l.base_infos);
-        let terr =
-            |tensor: &str, message: String| LoraError::Tensor { path: path.clone(), tensor: tensor.into(), message };
-        let mut result = Ok(());
-        let mut expected = std::collections::BTreeSet::new();
-        for k in base_infos..self.infos.len() {
-            let info = &self.infos[k];
-            let name = lora::peft_name(&info.name);
-            let Some(t) = sd.get(&name) else {
-                result = Err(terr(&name, format!("missing (the config targets {})", LORA_TARGETS.join(", "))));
-                break;
-            };
-            if t.shape != info.shape {
-                result = Err(terr(&name, format!("shape {:?}, expected {:?} for r = {}", t.shape, info.shape, cfg.r)));
-                break;
-            }
-            let r = info.offset..info.offset + info.len();
-            self.params[r].copy_from_slice(&t.data);
-            expected.insert(name);
-        }
-        if result.is_ok() {
-            if let Some(extra) = sd.keys().find(|k| !expected.contains(*k)) {
-                result = Err(terr(extra, "not an adapter tensor of this model under adapter_config.json".into()));
-            }
-        }
-        if let Err(e) = result {
+        let loaded = match &self.lora {
+            Some(l) => l.load_weights(&self.infos, &mut self.params, &sd, &path),
+            None => Ok(()),
+        };
+        if let Err(e) = loaded {
             self.unload_lora();
             return Err(e.into());
         }
@@ -964,7 +797,7 @@ impl LlamaForCausalLM {
         let s = |k: usize| &p[self.range(k)];
         let eps = cfg.rms_norm_eps;
         if let Some(l) = &self.lora {
-            ws.lora.ensure(l.layers.len() * 7, n, l.config.r, c.max(f).max(h * d), l.config.lora_dropout > 0.0);
+            l.prepare(&mut ws.lora, n);
         }
 
         ws.ids.copy_from_slice(batch.input_ids);
@@ -1065,10 +898,7 @@ impl LlamaForCausalLM {
     pub fn forward_backward(&mut self, ws: &mut Workspace, batch: &Batch<'_>) -> Result<f32, LlamaError> {
         let labels = batch.labels.ok_or_else(|| LlamaError::Batch("training needs labels".into()))?;
         // LoRA dropout masks: a fresh seed per training pass, reused by the backward.
-        ws.lora.train_seed = self.lora.as_mut().filter(|l| l.config.lora_dropout > 0.0).map(|l| {
-            l.passes += 1;
-            l.seed ^ l.passes.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        });
+        ws.lora.train_seed = self.lora.as_mut().and_then(|l| l.next_train_seed());
         self.trunk(ws, batch)?;
         let norm = Self::prepare_targets(ws, batch, labels);
         let cfg = &self.config;
@@ -1109,14 +939,18 @@ impl LlamaForCausalLM {
 
             // MLP: out = mid + down(swiglu(gate_up(ln2(mid)))).
             matmul(&mut ws.dact, &ws.dx, s(lx.down_w), n, c, f, false, false, false);
-            lora_backward(lora, &mut ws.lora, p, g, infos, li, 6..7, &mut ws.dact, &ws.dx, &a.act, n);
+            if let Some(l) = lora {
+                l.backward(&mut ws.lora, infos, p, g, li, 6..7, &mut ws.dact, &ws.dx, &a.act, n);
+            }
             if rg(lx.down_w) {
                 weight_grad(&mut g[r(lx.down_w)], &ws.dx, c, 0, c, &a.act, n, f);
             }
             swiglu::backward(&mut ws.dgate_up, &ws.dact, &a.gate_up, n, f);
             let gu = infos[lx.gate_w].offset..r(lx.up_w).end;
             matmul(&mut ws.dln, &ws.dgate_up, &p[gu], n, 2 * f, c, false, false, false);
-            lora_backward(lora, &mut ws.lora, p, g, infos, li, 4..6, &mut ws.dln, &ws.dgate_up, &a.ln2, n);
+            if let Some(l) = lora {
+                l.backward(&mut ws.lora, infos, p, g, li, 4..6, &mut ws.dln, &ws.dgate_up, &a.ln2, n);
+            }
             for (k, col) in [(lx.gate_w, 0), (lx.up_w, f)] {
                 if rg(k) {
                     weight_grad(&mut g[r(k)], &ws.dgate_up, 2 * f, col, f, &a.ln2, n, c);
@@ -1127,7 +961,9 @@ impl LlamaForCausalLM {
 
             // Attention: mid = inp + o_proj(attn(rope(qkv(ln1(inp))))).
             matmul(&mut ws.dctx, &ws.dx, s(lx.o_w), n, c, h * d, false, false, false);
-            lora_backward(lora, &mut ws.lora, p, g, infos, li, 3..4, &mut ws.dctx, &ws.dx, &a.ctx, n);
+            if let Some(l) = lora {
+                l.backward(&mut ws.lora, infos, p, g, li, 3..4, &mut ws.dctx, &ws.dx, &a.ctx, n);
+            }
             if rg(lx.o_w) {
                 weight_grad(&mut g[r(lx.o_w)], &ws.dx, c, 0, c, &a.ctx, n, h * d);
             }
@@ -1139,7 +975,9 @@ impl LlamaForCausalLM {
             rope::backward(&mut ws.dqkv, w, h * d, kv, d, &ws.pos, &ws.cos, &ws.sin);
             let qkv = infos[lx.q_w].offset..r(lx.v_w).end;
             matmul(&mut ws.dln, &ws.dqkv, &p[qkv], n, w, c, false, false, false);
-            lora_backward(lora, &mut ws.lora, p, g, infos, li, 0..3, &mut ws.dln, &ws.dqkv, &a.ln1, n);
+            if let Some(l) = lora {
+                l.backward(&mut ws.lora, infos, p, g, li, 0..3, &mut ws.dln, &ws.dqkv, &a.ln1, n);
+            }
             let cols = [(0, h * d), (h * d, kv * d), ((h + kv) * d, kv * d)];
             for (k, (col, rows)) in [lx.q_w, lx.k_w, lx.v_w].into_iter().zip(cols) {
                 if rg(k) {

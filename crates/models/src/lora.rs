@@ -17,6 +17,8 @@ use finetune_engine::matmul::{gemm_view, matmul, Par, View};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{self, CheckpointError};
+use crate::llama::ParamInfo;
+use finetune_engine::{StateDict, Tensor};
 
 /// File names of a PEFT adapter directory.
 pub const ADAPTER_CONFIG: &str = "adapter_config.json";
@@ -198,11 +200,13 @@ impl LoraConfig {
         Ok(())
     }
 
-    /// Which of `known` (module short names) are targeted; an unknown name is an error listing `known`.
+    /// Which of `known` (module paths inside a layer, such as `self_attn.q_proj`) are targeted. As in PEFT, a
+    /// name matches a module whose path equals it or ends with `.` + it (`c_proj` matches both `attn.c_proj`
+    /// and `mlp.c_proj`); a name matching nothing is an error listing the known modules.
     pub fn targets(&self, known: &[&str]) -> Result<Vec<bool>, LoraError> {
         let names: Vec<&str> = match &self.target_modules {
             TargetModules::Str(s) if s == "all-linear" => return Ok(vec![true; known.len()]),
-            TargetModules::Str(s) if known.contains(&s.as_str()) => vec![s.as_str()],
+            TargetModules::Str(s) if known.iter().any(|m| matches_module(m, s)) => vec![s.as_str()],
             TargetModules::Str(s) => {
                 return Err(LoraError::Config(format!(
                     "target_modules {s:?}: regular expressions are not supported; give a list of module names \
@@ -214,12 +218,19 @@ impl LoraConfig {
         };
         let mut on = vec![false; known.len()];
         for n in names {
-            // PEFT also accepts a full path suffix such as "self_attn.q_proj".
-            let short = n.rsplit('.').next().unwrap_or(n);
-            let k = known.iter().position(|&m| m == short).ok_or_else(|| {
-                LoraError::Config(format!("unknown target module {n:?} (this model has {})", known.join(", ")))
-            })?;
-            on[k] = true;
+            let mut hit = false;
+            for (k, m) in known.iter().enumerate() {
+                if matches_module(m, n) {
+                    on[k] = true;
+                    hit = true;
+                }
+            }
+            if !hit {
+                return Err(LoraError::Config(format!(
+                    "unknown target module {n:?} (this model has {})",
+                    known.join(", ")
+                )));
+            }
         }
         if !on.iter().any(|&b| b) {
             return Err(LoraError::Config("target_modules is empty".into()));
@@ -228,12 +239,28 @@ impl LoraConfig {
     }
 }
 
+fn matches_module(path: &str, name: &str) -> bool {
+    path == name || path.strip_suffix(name).is_some_and(|p| p.ends_with('.'))
+}
+
+/// The shortest `target_modules` list that selects exactly `on` among `known` (short names where they are
+/// unambiguous or all their modules are targeted, as PEFT users write them).
+fn target_list(known: &[&str], on: &[bool]) -> Vec<String> {
+    let short = |m: &str| m.rsplit('.').next().unwrap_or(m).to_string();
+    let mut out: Vec<String> = Vec::new();
+    for (_, m) in known.iter().enumerate().filter(|(k, _)| on[*k]) {
+        let s = short(m);
+        let same: Vec<usize> = (0..known.len()).filter(|&j| short(known[j]) == s).collect();
+        let name = if same.iter().all(|&j| on[j]) { s } else { m.to_string() };
+        if !out.contains(&name) {
+            out.push(name);
+        }
+    }
+    out
+}
+
 /// Writes `adapter_config.json` and `adapter_model.safetensors` (PEFT's names) into `dir`, each atomically.
-pub fn save_adapter_files(
-    dir: &Path,
-    config: &LoraConfig,
-    tensors: &finetune_engine::StateDict,
-) -> Result<(), LoraError> {
+pub fn save_adapter_files(dir: &Path, config: &LoraConfig, tensors: &StateDict) -> Result<(), LoraError> {
     std::fs::create_dir_all(dir).map_err(|e| LoraError::File { path: dir.to_path_buf(), message: e.to_string() })?;
     checkpoint::save_safetensors(tensors, &dir.join(ADAPTER_WEIGHTS))?;
     let path = dir.join(ADAPTER_CONFIG);
@@ -384,6 +411,295 @@ pub(crate) fn backward(
     }
 }
 
+/// A linear that can carry an adapter: its path inside a layer (`self_attn.q_proj`), its shape, and the
+/// columns `col..col + c_out` of the (possibly fused, `width`-wide) output buffer it writes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Module {
+    pub path: &'static str,
+    pub c_in: usize,
+    pub c_out: usize,
+    pub width: usize,
+    pub col: usize,
+}
+
+/// The parameter bookkeeping of a model that adapters extend: infos, the name index and the flat
+/// parameter, gradient and AdamW moment buffers.
+pub(crate) struct Store<'a> {
+    pub infos: &'a mut Vec<ParamInfo>,
+    pub index: &'a mut BTreeMap<String, usize>,
+    pub bufs: [&'a mut Vec<f32>; 4],
+}
+
+/// Adapters on every layer of a model. Their parameters are appended after the base ones in the flat buffers,
+/// `lora_A` before `lora_B` of each module.
+#[derive(Debug, Clone)]
+pub(crate) struct Adapters {
+    pub config: LoraConfig,
+    pub scale: f32,
+    pub modules: Vec<Module>,
+    /// `(lora_A, lora_B)` parameter indices per layer and module; `None` where not targeted.
+    pub pairs: Vec<Vec<Option<(usize, usize)>>>,
+    base_infos: usize,
+    base_len: usize,
+    /// `requires_grad` of the base parameters before the adapters froze them.
+    base_rg: Vec<bool>,
+    seed: u64,
+    /// Training passes so far (each draws fresh dropout masks).
+    passes: u64,
+}
+
+const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+
+impl Adapters {
+    /// Freezes every base parameter and appends `lora_A` (U(−1/√in, 1/√in) from `seed`) and `lora_B` (zero)
+    /// for each targeted module of each layer, named `{layer_prefix}.{path}.lora_A.weight`.
+    pub fn add(
+        cfg: &LoraConfig,
+        seed: u64,
+        modules: Vec<Module>,
+        layer_prefixes: &[String],
+        mut st: Store<'_>,
+    ) -> Result<Self, LoraError> {
+        cfg.validate()?;
+        let paths: Vec<&str> = modules.iter().map(|m| m.path).collect();
+        let on = cfg.targets(&paths)?;
+        let base_infos = st.infos.len();
+        let base_len = st.bufs[0].len();
+        let base_rg: Vec<bool> = st.infos.iter().map(|i| i.requires_grad).collect();
+        for i in st.infos.iter_mut() {
+            i.requires_grad = false;
+        }
+        let mut total = base_len;
+        let mut pairs = Vec::with_capacity(layer_prefixes.len());
+        for prefix in layer_prefixes {
+            let mut row = vec![None; modules.len()];
+            for (m, md) in modules.iter().enumerate().filter(|(m, _)| on[*m]) {
+                let mut ks = [0usize; 2];
+                for (slot, (ab, shape)) in [("A", [cfg.r, md.c_in]), ("B", [md.c_out, cfg.r])].into_iter().enumerate() {
+                    let name = format!("{prefix}.{}.lora_{ab}.weight", md.path);
+                    let info =
+                        ParamInfo { name, offset: total, shape: shape.to_vec(), decay: true, requires_grad: true };
+                    total += info.len();
+                    st.index.insert(info.name.clone(), st.infos.len());
+                    ks[slot] = st.infos.len();
+                    st.infos.push(info);
+                }
+                row[m] = Some((ks[0], ks[1]));
+            }
+            pairs.push(row);
+        }
+        for buf in st.bufs.iter_mut() {
+            buf.resize(total, 0.0);
+        }
+        let Store { infos, bufs: [params, ..], .. } = st;
+        for (k, info) in infos.iter().enumerate().skip(base_infos).step_by(2) {
+            let dst = &mut params[info.offset..info.offset + info.len()];
+            kaiming_uniform_fill(dst, info.shape[1], seed ^ (k as u64).wrapping_mul(GOLDEN));
+        }
+        let scale = cfg.scale();
+        Ok(Adapters { config: cfg.clone(), scale, modules, pairs, base_infos, base_len, base_rg, seed, passes: 0 })
+    }
+
+    /// Removes the adapters' parameters; the base gets back its `requires_grad` flags.
+    pub fn unload(self, st: Store<'_>) -> LoraConfig {
+        for i in st.infos.drain(self.base_infos..) {
+            st.index.remove(&i.name);
+        }
+        for buf in st.bufs {
+            buf.truncate(self.base_len);
+        }
+        for (i, rg) in st.infos.iter_mut().zip(&self.base_rg) {
+            i.requires_grad = *rg;
+        }
+        self.config
+    }
+
+    /// Number of (layer, module) slots (for the workspace).
+    pub fn slots(&self) -> usize {
+        self.pairs.len() * self.modules.len()
+    }
+
+    pub fn max_in(&self) -> usize {
+        self.modules.iter().map(|m| m.c_in).max().unwrap_or(0)
+    }
+
+    /// Sizes the workspace for `n` rows (allocates only when the shape changes).
+    pub fn prepare(&self, lw: &mut LoraWorkspace, n: usize) {
+        lw.ensure(self.slots(), n, self.config.r, self.max_in(), self.config.lora_dropout > 0.0);
+    }
+
+    /// The dropout seed of a new training pass: fresh masks each pass, `None` without dropout.
+    pub fn next_train_seed(&mut self) -> Option<u64> {
+        (self.config.lora_dropout > 0.0).then(|| {
+            self.passes += 1;
+            self.seed ^ self.passes.wrapping_mul(GOLDEN)
+        })
+    }
+
+    fn site(&self, li: usize, m: usize, n: usize, train_seed: Option<u64>) -> Site {
+        let md = self.modules[m];
+        let p = self.config.lora_dropout;
+        let slot = (li * self.modules.len() + m) as u64;
+        let dropout = train_seed.filter(|_| p > 0.0).map(|seed| Dropout { p, seed: Dropout::site_seed(seed, slot) });
+        Site {
+            n,
+            c_in: md.c_in,
+            c_out: md.c_out,
+            width: md.width,
+            col: md.col,
+            r: self.config.r,
+            scale: self.scale,
+            dropout,
+        }
+    }
+
+    /// Adds the adapter outputs of modules `mods` of layer `li` (input `x`) into their columns of `y`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward(
+        &self,
+        lw: &mut LoraWorkspace,
+        infos: &[ParamInfo],
+        params: &[f32],
+        li: usize,
+        mods: std::ops::Range<usize>,
+        y: &mut [f32],
+        x: &[f32],
+        n: usize,
+    ) {
+        for m in mods {
+            let Some((ka, kb)) = self.pairs[li][m] else { continue };
+            let site = self.site(li, m, n, lw.train_seed);
+            let (a, b) = (&params[range(&infos[ka])], &params[range(&infos[kb])]);
+            let slot = li * self.modules.len() + m;
+            forward(y, x, a, b, &mut lw.u[slot], &mut lw.xd, site);
+        }
+    }
+
+    /// Backward of [`forward`](Self::forward): adapter weight gradients (when they require one) and their
+    /// share of `dx`, added to what the base linear's backward wrote.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward(
+        &self,
+        lw: &mut LoraWorkspace,
+        infos: &[ParamInfo],
+        params: &[f32],
+        grads: &mut [f32],
+        li: usize,
+        mods: std::ops::Range<usize>,
+        dx: &mut [f32],
+        dy: &[f32],
+        x: &[f32],
+        n: usize,
+    ) {
+        for m in mods {
+            let Some((ka, kb)) = self.pairs[li][m] else { continue };
+            let (ra, rb) = (range(&infos[ka]), range(&infos[kb]));
+            // lora_A lies before lora_B in the buffers: split once to borrow both gradients.
+            let (ga, gb) = grads.split_at_mut(rb.start);
+            let da = infos[ka].requires_grad.then(|| &mut ga[ra.clone()]);
+            let db = infos[kb].requires_grad.then(|| &mut gb[..rb.len()]);
+            let site = self.site(li, m, n, lw.train_seed);
+            let slot = li * self.modules.len() + m;
+            backward(dx, da, db, dy, x, &params[ra], &params[rb], &lw.u[slot], &mut lw.du, &mut lw.xd, site);
+        }
+    }
+
+    /// `W += scale · B · A` into each targeted base weight (`base(li, m)` gives its info index); with
+    /// `fan_in_fan_out` the base is stored `[in, out]` (GPT-2's Conv1D) and gets the transpose.
+    pub fn merge_into(&self, infos: &[ParamInfo], params: &mut [f32], base: impl Fn(usize, usize) -> usize) {
+        let r = self.config.r;
+        for (li, row) in self.pairs.iter().enumerate() {
+            for (m, pair) in row.iter().enumerate() {
+                let Some((ka, kb)) = *pair else { continue };
+                let md = self.modules[m];
+                let a = params[range(&infos[ka])].to_vec();
+                let b = params[range(&infos[kb])].to_vec();
+                let w = &mut params[range(&infos[base(li, m)])];
+                if self.config.fan_in_fan_out {
+                    let (at, bt) = (View::new(&a, md.c_in, true), View::new(&b, r, true));
+                    gemm_view(w, md.c_out, at, bt, md.c_in, md.c_out, r, self.scale, true, Par::Seq);
+                } else {
+                    let (bv, av) = (View::new(&b, r, false), View::new(&a, md.c_in, false));
+                    gemm_view(w, md.c_in, bv, av, md.c_out, md.c_in, r, self.scale, true, Par::Seq);
+                }
+            }
+        }
+    }
+
+    /// The adapter weights under PEFT's saved names.
+    pub fn state_dict(&self, infos: &[ParamInfo], params: &[f32]) -> StateDict {
+        infos[self.base_infos..]
+            .iter()
+            .map(|i| (peft_name(&i.name), Tensor::new(i.shape.clone(), params[range(i)].to_vec())))
+            .collect()
+    }
+
+    /// Writes the adapter directory as PEFT's `save_pretrained`: the config with `inference_mode` true and the
+    /// targeted modules listed, and the weights.
+    pub fn save(&self, dir: &Path, infos: &[ParamInfo], params: &[f32]) -> Result<(), LoraError> {
+        let mut cfg = self.config.clone();
+        cfg.inference_mode = true;
+        let paths: Vec<&str> = self.modules.iter().map(|m| m.path).collect();
+        let on: Vec<bool> = (0..self.modules.len()).map(|m| self.pairs.iter().any(|row| row[m].is_some())).collect();
+        cfg.target_modules = TargetModules::List(target_list(&paths, &on));
+        save_adapter_files(dir, &cfg, &self.state_dict(infos, params))
+    }
+
+    /// Copies the adapter tensors of `sd` (read from `path`) into the parameters: every expected tensor must be
+    /// there with its shape, and nothing else may be.
+    pub fn load_weights(
+        &self,
+        infos: &[ParamInfo],
+        params: &mut [f32],
+        sd: &StateDict,
+        path: &Path,
+    ) -> Result<(), LoraError> {
+        let terr =
+            |tensor: &str, message: String| LoraError::Tensor { path: path.into(), tensor: tensor.into(), message };
+        let mut expected = std::collections::BTreeSet::new();
+        for info in &infos[self.base_infos..] {
+            let name = peft_name(&info.name);
+            let t = sd.get(&name).ok_or_else(|| terr(&name, "missing".into()))?;
+            if t.shape != info.shape {
+                return Err(terr(
+                    &name,
+                    format!("shape {:?}, expected {:?} for r = {}", t.shape, info.shape, self.config.r),
+                ));
+            }
+            params[range(info)].copy_from_slice(&t.data);
+            expected.insert(name);
+        }
+        if let Some(extra) = sd.keys().find(|k| !expected.contains(*k)) {
+            return Err(terr(extra, "not an adapter tensor of this model under adapter_config.json".into()));
+        }
+        Ok(())
+    }
+}
+
+fn range(i: &ParamInfo) -> std::ops::Range<usize> {
+    i.offset..i.offset + i.len()
+}
+
+/// Reads a PEFT adapter directory: the config, the weights (`adapter_model.safetensors`, else
+/// `adapter_model.bin`) and the weight file's path.
+pub(crate) fn read_adapter_dir(dir: &Path) -> Result<(LoraConfig, StateDict, PathBuf), LoraError> {
+    let cfg = LoraConfig::from_dir(dir)?;
+    let mut path = dir.join(ADAPTER_WEIGHTS);
+    if !path.is_file() && dir.join("adapter_model.bin").is_file() {
+        path = dir.join("adapter_model.bin");
+    }
+    let sd = checkpoint::load_state_dict(&path)?;
+    Ok((cfg, sd, path))
+}
+
+/// Names the config file in an architecture-level config error found while adding adapters from `dir`.
+pub(crate) fn in_config_file(e: LoraError, dir: &Path) -> LoraError {
+    match e {
+        LoraError::Config(message) => LoraError::File { path: dir.join(ADAPTER_CONFIG), message },
+        e => e,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -445,7 +761,7 @@ mod tests {
         assert_eq!(c.scale(), 2.0);
         c.use_rslora = true;
         assert_eq!(c.scale(), 8.0);
-        let known = ["q_proj", "v_proj", "o_proj"];
+        let known = ["self_attn.q_proj", "self_attn.v_proj", "self_attn.o_proj"];
         assert_eq!(c.targets(&known).expect("default"), vec![true, true, false]);
         c.target_modules = TargetModules::Str("all-linear".into());
         assert_eq!(c.targets(&known).expect("all"), vec![true; 3]);
@@ -459,6 +775,16 @@ mod tests {
         assert!(LoraConfig::from_json(r#"{"target_modules": ["q_proj"], "bias": "all"}"#).is_err());
         assert!(LoraConfig::from_json(r#"{"target_modules": ["q_proj"], "r": 0}"#).is_err());
         assert!(LoraConfig::from_json(r#"{"r": 4}"#).is_err(), "target_modules is required");
+        // GPT-2: "c_proj" is both attn.c_proj and mlp.c_proj, as in PEFT.
+        let gpt2 = ["attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"];
+        c.target_modules = TargetModules::List(vec!["c_proj".into()]);
+        assert_eq!(c.targets(&gpt2).expect("c_proj"), vec![false, true, false, true]);
+        c.target_modules = TargetModules::List(vec!["attn.c_proj".into(), "c_attn".into()]);
+        assert_eq!(c.targets(&gpt2).expect("attn only"), vec![true, true, false, false]);
+        assert!(c.targets(&["self_attn.q_proj"]).is_err());
+        assert_eq!(target_list(&gpt2, &[true, true, false, true]), ["c_attn", "c_proj"]);
+        assert_eq!(target_list(&gpt2, &[false, true, true, false]), ["attn.c_proj", "c_fc"]);
+        assert_eq!(target_list(&known, &[true, false, true]), ["q_proj", "o_proj"]);
         let back = LoraConfig::from_json(&parsed.to_json()).expect("round trip");
         assert_eq!(back, parsed);
     }

@@ -1,6 +1,6 @@
 """Reference fixtures for LoRA on the Llama-family decoders (PEFT `get_peft_model`): the tiny Llama (GQA, tied
 embeddings) and tiny Qwen2 (q/k/v biases, separate head) of gen_tiny_decoders.py with r=4, lora_alpha=8 adapters
-on all seven linears (plus an rsLoRA case on a subset), lora_B perturbed to non-zero values so that gradients
+on all seven linears (plus an rsLoRA case on a subset, and GPT-2 with adapters on its Conv1D layers), lora_B perturbed to non-zero values so that gradients
 reach lora_A. Records logits, loss, every lora_A/lora_B gradient, the adapters after three AdamW steps (warmup
 and clipping as the decoder fixtures), the frozen base after the steps, and the base weights after
 `merge_and_unload()` of the saved adapter. The adapter itself is written with PEFT's `save_pretrained`, so the
@@ -8,8 +8,8 @@ tests read PEFT's own `adapter_config.json` and `adapter_model.safetensors`.
 
 Run with the pinned torch venv (scripts/reference/requirements-torch.txt):
     /work/main/.venv-torch/bin/python scripts/reference/gen_tiny_lora.py
-Reads crates/models/tests/fixtures/tiny_{llama,qwen2}/ (written by gen_tiny_decoders.py) and writes
-crates/models/tests/fixtures/tiny_lora_{llama,qwen2,llama_rslora}/{adapter_config.json,
+Reads crates/models/tests/fixtures/tiny_{llama,qwen2,gpt2}/ (written by gen_tiny_decoders.py) and writes
+crates/models/tests/fixtures/tiny_lora_{llama,qwen2,llama_rslora,gpt2}/{adapter_config.json,
 adapter_model.safetensors, expected.safetensors}.
 """
 
@@ -107,7 +107,16 @@ def write(name, src, targets, use_rslora=False):
     print(name, "loss", res.loss.item(), "lrs", lrs, "norms", norms)
 
 
+CASES = {
+    "tiny_lora_llama": ("tiny_llama", ALL, False),
+    "tiny_lora_qwen2": ("tiny_qwen2", ALL, False),
+    "tiny_lora_llama_rslora": ("tiny_llama", ["q_proj", "v_proj", "up_proj"], True),
+    # GPT-2's Conv1D layers: PEFT sets fan_in_fan_out; "c_proj" selects both attn.c_proj and mlp.c_proj.
+    "tiny_lora_gpt2": ("tiny_gpt2", ["c_attn", "c_proj", "c_fc"], False),
+}
+
 if __name__ == "__main__":
-    write("tiny_lora_llama", "tiny_llama", ALL)
-    write("tiny_lora_qwen2", "tiny_qwen2", ALL)
-    write("tiny_lora_llama_rslora", "tiny_llama", ["q_proj", "v_proj", "up_proj"], use_rslora=True)
+    # Optional arguments: the cases to (re)write; all by default.
+    for name in sys.argv[1:] or CASES:
+        src, targets, rslora = CASES[name]
+        write(name, src, targets, use_rslora=rslora)

@@ -18,6 +18,8 @@
 //! Rotary embedding: the default rope type and Llama 3.1's `llama3` frequency scaling. Not supported (rejected
 //! with a clear error): other rope scaling types (linear, dynamic, yarn, longrope), partial rotary factors, sliding-window attention on sequences longer than the window, attention dropout,
 //! MLP biases and activations other than SiLU.
+//!
+//! LoRA ([`LlamaForCausalLM::add_lora`], PEFT adapter files): see [`crate::lora`].
 
 use std::collections::BTreeMap;
 
@@ -532,9 +534,8 @@ impl LlamaForCausalLM {
                 "the model already has LoRA adapters (merge_lora or unload_lora first)".into(),
             ));
         }
-        if cfg.fan_in_fan_out {
-            return Err(LoraError::Config("fan_in_fan_out must be false for Llama's nn.Linear layers".into()).into());
-        }
+        // As PEFT does for nn.Linear targets (with a warning): the weights are [out, in].
+        let cfg = &LoraConfig { fan_in_fan_out: false, ..cfg.clone() };
         let c = &self.config;
         let (e, f, h, kv, d) = (c.hidden_size, c.intermediate_size, c.num_attention_heads, c.kv_heads(), c.head_dim());
         let w = (h + 2 * kv) * d;

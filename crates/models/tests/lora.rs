@@ -6,6 +6,7 @@ use std::path::Path;
 
 use finetune_engine::kernels::adamw::Hyper;
 use finetune_models::checkpoint::load_state_dict;
+use finetune_models::gpt2::{self, Gpt2Config, Gpt2LMHeadModel};
 use finetune_models::llama::{Batch, LlamaConfig, LlamaForCausalLM, Workspace, LORA_TARGETS};
 use finetune_models::lora::{LoraConfig, TargetModules};
 
@@ -298,7 +299,6 @@ fn bad_adapter_files_are_clear_errors() {
         ("peft_type", serde_json::json!("IA3"), "IA3"),
         ("target_modules", serde_json::json!(".*proj"), "regular expressions"),
         ("rank_pattern", serde_json::json!({"q_proj": 8}), "rank_pattern"),
-        ("fan_in_fan_out", serde_json::json!(true), "fan_in_fan_out"),
     ] {
         let d = copy_fixture("tiny_lora_llama");
         edit_config(d.path(), |v| v[key] = value);
@@ -309,6 +309,13 @@ fn bad_adapter_files_are_clear_errors() {
     let d = tempfile::tempdir().expect("tempdir");
     let e = load_err(d.path());
     assert!(e.contains("adapter_config.json"), "{e}");
+
+    // As PEFT (with a warning): fan_in_fan_out is corrected to false for nn.Linear layers.
+    let d = copy_fixture("tiny_lora_llama");
+    edit_config(d.path(), |v| v["fan_in_fan_out"] = serde_json::json!(true));
+    let (_, mut m) = base("tiny_llama");
+    m.load_adapter(d.path()).expect("fan_in_fan_out is corrected");
+    assert!(!m.lora_config().expect("adapters").fan_in_fan_out);
 }
 
 #[test]
@@ -454,4 +461,88 @@ fn smollm2_shaped_lora_step_timing() {
             eprintln!("{what} step {step}: loss {loss:.4}, {s:.3} s, {:.0} tokens/s", (b * t) as f64 / s);
         }
     }
+}
+
+fn gpt2_case() -> (Gpt2LMHeadModel, Loaded, Vec<u32>, Vec<u32>, Vec<i64>, gpt2::Workspace) {
+    let text = std::fs::read_to_string(fixture("tiny_gpt2", "config.json")).expect("config");
+    let cfg = Gpt2Config::from_json(&text).expect("config parses");
+    let weights = load(fixture("tiny_gpt2", "model.safetensors"));
+    let mut model = Gpt2LMHeadModel::from_state_dict(cfg.clone(), &weights.f32s).expect("loads");
+    model.load_adapter(lora_dir("tiny_lora_gpt2")).expect("PEFT adapter loads");
+    let expected = load(fixture("tiny_lora_gpt2", "expected.safetensors"));
+    let u = |k: &str| expected.i64s[k].iter().map(|&v| v as u32).collect::<Vec<u32>>();
+    let (ids, mask) = (u("input_ids"), u("attention_mask"));
+    let labels = expected.i64s["labels"].clone();
+    let ws = gpt2::Workspace::new(&cfg, 3, ids.len() / 3);
+    (model, expected, ids, mask, labels, ws)
+}
+
+#[test]
+fn gpt2_conv1d_adapters_match_peft() {
+    let (mut m, expected, ids, mask, labels, mut ws) = gpt2_case();
+    assert!(m.lora_config().expect("adapters").fan_in_fan_out, "PEFT's Conv1D setting");
+    let batch = Batch { input_ids: &ids, attention_mask: &mask, labels: Some(&labels), loss_normalizer: None };
+    let logits = m.logits(&mut ws, &batch, false).expect("logits").to_vec();
+    let err = max_abs(&logits, &expected.f32s["logits"].data);
+    assert!(err <= 1e-5, "logits differ by {err}");
+    let loss = m.forward_backward(&mut ws, &batch).expect("forward_backward");
+    assert!((loss - expected.f32s["loss"].data[0]).abs() <= 1e-5, "loss {loss}");
+    let names: Vec<String> =
+        m.param_infos().iter().filter(|i| i.name.contains(".lora_")).map(|i| i.name.clone()).collect();
+    // c_attn, both c_proj and c_fc on 2 layers.
+    assert_eq!(names.len(), 2 * 4 * 2);
+    assert_eq!(names.len(), expected.f32s.keys().filter(|k| k.starts_with("grad.")).count());
+    for n in &names {
+        let e = rel_err(m.grad(n).expect("grad"), &expected.f32s[&format!("grad.{n}")].data);
+        assert!(e <= 1e-4, "gradient of {n} off by {e} relative");
+    }
+
+    let (mut m, _, _, _, _, _) = gpt2_case();
+    let lrs = expected.f64s["lrs"].clone();
+    let norms = expected.f64s["grad_norms"].clone();
+    for (step, lr) in lrs.iter().enumerate() {
+        m.zero_grad();
+        m.forward_backward(&mut ws, &batch).expect("forward_backward");
+        let norm = m.clip_grad_norm(1.0) as f64;
+        assert!((norm - norms[step]).abs() <= 1e-4 * norms[step], "step {step}: norm {norm} vs {}", norms[step]);
+        m.adamw_step(Hyper { lr: *lr, weight_decay: 0.01, ..Hyper::default() });
+    }
+    for n in &names {
+        let e = max_abs(m.param(n).expect("param"), &expected.f32s[&format!("step3.{n}")].data);
+        assert!(e <= 1e-5, "{n} after 3 steps differs by {e}");
+    }
+    let initial = load(fixture("tiny_gpt2", "model.safetensors")).f32s;
+    for (n, t) in &initial {
+        if let Some(p) = m.param(n) {
+            assert_eq!(p, &t.data[..], "frozen {n} changed");
+        }
+    }
+
+    // Save → load is exact, with PEFT's names and target list.
+    let dir = tempfile::tempdir().expect("tempdir");
+    m.save_adapter(dir.path()).expect("save");
+    let (mut again, ..) = gpt2_case();
+    again.unload_lora();
+    again.load_adapter(dir.path()).expect("reload");
+    assert_eq!(again.lora_state_dict(), m.lora_state_dict());
+    let ours = load_state_dict(dir.path().join("adapter_model.safetensors")).expect("ours");
+    let peft = load_state_dict(lora_dir("tiny_lora_gpt2").join("adapter_model.safetensors")).expect("peft");
+    assert_eq!(ours.keys().collect::<Vec<_>>(), peft.keys().collect::<Vec<_>>());
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("adapter_config.json")).expect("read"))
+            .expect("json");
+    assert_eq!(cfg["target_modules"], serde_json::json!(["c_attn", "c_proj", "c_fc"]));
+    assert_eq!(cfg["fan_in_fan_out"], serde_json::json!(true));
+
+    // Merging into the [in, out] Conv1D weights equals PEFT's merge_and_unload.
+    let (mut m, ..) = gpt2_case();
+    m.merge_lora().expect("merge");
+    for info in m.param_infos() {
+        let e = max_abs(m.param(&info.name).expect("param"), &expected.f32s[&format!("merged.{}", info.name)].data);
+        assert!(e <= 1e-6, "merged {} differs by {e}", info.name);
+    }
+    let batch = Batch { labels: None, ..batch };
+    let logits = m.logits(&mut ws, &batch, false).expect("logits").to_vec();
+    let err = max_abs(&logits, &expected.f32s["merged_logits"].data);
+    assert!(err <= 1e-5, "merged logits differ by {err}");
 }

@@ -13,6 +13,7 @@ crates/models/tests/fixtures/tiny_lora_{llama,qwen2,llama_rslora,gpt2}/{adapter_
 adapter_model.safetensors, expected.safetensors}.
 """
 
+import json
 import os
 import sys
 
@@ -62,6 +63,13 @@ def write(name, src, targets, use_rslora=False):
                 p.copy_(0.2 * torch.randn(p.shape, generator=gen))
     model.save_pretrained(out)
     os.remove(os.path.join(out, "README.md"))  # PEFT's model-card template, not needed by the tests
+    # PEFT writes target_modules from a set, in hash order: sort it so that reruns give identical files.
+    path = os.path.join(out, "adapter_config.json")
+    with open(path) as f:
+        saved = json.load(f)
+    saved["target_modules"] = sorted(saved["target_modules"])
+    with open(path, "w") as f:
+        f.write(json.dumps(saved, indent=2, sort_keys=True))
 
     ref = load_file(os.path.join(ROOT, src, "expected.safetensors"))
     inputs = {"input_ids": ref["input_ids"], "attention_mask": ref["attention_mask"]}

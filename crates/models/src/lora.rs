@@ -4,6 +4,12 @@
 //! `y = base(x) + scale · B(A(dropout(x)))` and its backward for one targeted linear, writing into a column
 //! slice of a fused projection output so that fused q/k/v and gate/up weights are never re-materialised.
 //!
+//! `Adapters` holds the bookkeeping shared by the architectures (`llama.rs`, `gpt2.rs`): adapter parameters
+//! are appended to the model's flat parameter/gradient/AdamW buffers (so clipping and AdamW need no change),
+//! the base is frozen, and merging handles both `nn.Linear` (`[out, in]`) and GPT-2's `Conv1D` (`[in, out]`,
+//! PEFT's `fan_in_fan_out`) weights. Dropout masks come from the engine's counter-based RNG: recomputed in the
+//! backward, fresh for every training pass, never applied in evaluation.
+//!
 //! Supported: `bias = "none"`, `use_rslora`, `lora_dropout`, a list of module names or `"all-linear"`. PEFT
 //! options that change the computation and are not implemented (DoRA, rank/alpha patterns, layer selection,
 //! `modules_to_save`, LoRA biases, regex target strings, non-default init) are rejected with a clear error

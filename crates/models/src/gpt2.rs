@@ -13,6 +13,8 @@
 //! set `resid_pdrop`/`embd_pdrop`/`attn_pdrop` to 0 for exact parity in training), `scale_attn_weights =
 //! false`, `scale_attn_by_inverse_layer_idx`, `reorder_and_upcast_attn` (the last only changes rounding),
 //! activations other than `gelu_new`/`gelu_pytorch_tanh`.
+//!
+//! LoRA on the Conv1D layers ([`Gpt2LMHeadModel::add_lora`], PEFT adapter files): see [`crate::lora`].
 
 use std::collections::BTreeMap;
 
@@ -25,6 +27,7 @@ use finetune_engine::{StateDict, Tensor};
 use serde::Deserialize;
 
 pub use crate::llama::{Batch, ParamInfo};
+use crate::lora::{self, LoraConfig, LoraError, LoraWorkspace};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Gpt2Error {
@@ -34,6 +37,8 @@ pub enum Gpt2Error {
     Checkpoint(String),
     #[error("invalid batch: {0}")]
     Batch(String),
+    #[error(transparent)]
+    Lora(#[from] LoraError),
 }
 
 fn default_eps() -> f32 {
@@ -203,6 +208,8 @@ pub struct Workspace {
     dqkv: Vec<f32>,
     dscores: Vec<f32>,
     dhidden: Vec<f32>,
+    /// LoRA scratch, sized on the first pass with adapters.
+    lora: LoraWorkspace,
 }
 
 impl Workspace {
@@ -251,6 +258,7 @@ impl Workspace {
             dqkv: z(n * 3 * c),
             dscores: z(probs),
             dhidden: z(n * c),
+            lora: LoraWorkspace::default(),
         }
     }
 }
@@ -301,6 +309,109 @@ pub struct Gpt2LMHeadModel {
     exp_avg: Vec<f32>,
     exp_avg_sq: Vec<f32>,
     step: u64,
+    /// LoRA adapters, when [`add_lora`](Self::add_lora) or [`load_adapter`](Self::load_adapter) added them.
+    lora: Option<lora::Adapters>,
+}
+
+/// LoRA: adapters, merging and PEFT adapter files.
+impl Gpt2LMHeadModel {
+    fn lora_store(&mut self) -> lora::Store<'_> {
+        lora::Store {
+            infos: &mut self.infos,
+            index: &mut self.index,
+            bufs: [&mut self.params, &mut self.grads, &mut self.exp_avg, &mut self.exp_avg_sq],
+        }
+    }
+
+    fn lora_forward(
+        &self,
+        lw: &mut LoraWorkspace,
+        li: usize,
+        mods: std::ops::Range<usize>,
+        y: &mut [f32],
+        x: &[f32],
+        n: usize,
+    ) {
+        if let Some(l) = &self.lora {
+            l.forward(lw, &self.infos, &self.params, li, mods, y, x, n);
+        }
+    }
+
+    /// Adds PEFT LoRA adapters (modules `attn.c_attn`, `attn.c_proj`, `mlp.c_fc`, `mlp.c_proj`; PEFT's
+    /// `"c_proj"` selects both projections) and freezes every base parameter; see
+    /// [`LlamaForCausalLM::add_lora`](crate::llama::LlamaForCausalLM::add_lora). As PEFT does for `Conv1D`
+    /// layers, `fan_in_fan_out` is set to true (the base weights are `[in, out]`; the adapters keep
+    /// `lora_A [r, in]`, `lora_B [out, r]`).
+    pub fn add_lora(&mut self, cfg: &LoraConfig, seed: u64) -> Result<(), Gpt2Error> {
+        if self.lora.is_some() {
+            return Err(Gpt2Error::Config(
+                "the model already has LoRA adapters (merge_lora or unload_lora first)".into(),
+            ));
+        }
+        let cfg = LoraConfig { fan_in_fan_out: true, ..cfg.clone() };
+        let (c, f) = (self.config.n_embd, self.config.inner());
+        let md = |path, c_in, c_out| lora::Module { path, c_in, c_out, width: c_out, col: 0 };
+        let modules =
+            vec![md("attn.c_attn", c, 3 * c), md("attn.c_proj", c, c), md("mlp.c_fc", c, f), md("mlp.c_proj", f, c)];
+        let prefixes: Vec<String> = (0..self.config.n_layer).map(|i| format!("transformer.h.{i}")).collect();
+        self.lora = Some(lora::Adapters::add(&cfg, seed, modules, &prefixes, self.lora_store())?);
+        Ok(())
+    }
+
+    pub fn lora_config(&self) -> Option<&LoraConfig> {
+        self.lora.as_ref().map(|l| &l.config)
+    }
+
+    /// Removes the adapters without merging; base parameters get back their `requires_grad`.
+    pub fn unload_lora(&mut self) -> Option<LoraConfig> {
+        let l = self.lora.take()?;
+        Some(l.unload(self.lora_store()))
+    }
+
+    /// PEFT's `merge_and_unload`: `W += scale · (B · A)ᵀ` into the `[in, out]` Conv1D weights, then as
+    /// [`unload_lora`](Self::unload_lora).
+    pub fn merge_lora(&mut self) -> Result<(), Gpt2Error> {
+        let l = self.lora.as_ref().ok_or_else(|| Gpt2Error::Config("the model has no LoRA adapters".into()))?;
+        let layers = &self.idx.layers;
+        let base = |li: usize, m: usize| {
+            let x = layers[li];
+            [x.attn_w, x.aproj_w, x.fc_w, x.mproj_w][m]
+        };
+        l.merge_into(&self.infos, &mut self.params, base);
+        self.unload_lora();
+        Ok(())
+    }
+
+    /// The adapter weights with PEFT's saved names (`base_model.model.transformer.h.0.attn.c_attn.lora_A.weight`).
+    pub fn lora_state_dict(&self) -> StateDict {
+        self.lora.as_ref().map(|l| l.state_dict(&self.infos, &self.params)).unwrap_or_default()
+    }
+
+    /// Saves `adapter_config.json` and `adapter_model.safetensors` as PEFT's `save_pretrained`.
+    pub fn save_adapter(&self, dir: impl AsRef<std::path::Path>) -> Result<(), Gpt2Error> {
+        let l = self.lora.as_ref().ok_or_else(|| Gpt2Error::Config("the model has no LoRA adapters to save".into()))?;
+        Ok(l.save(dir.as_ref(), &self.infos, &self.params)?)
+    }
+
+    /// Adds adapters from a PEFT adapter directory and loads their weights (errors name the file and tensor and
+    /// leave the model without adapters).
+    pub fn load_adapter(&mut self, dir: impl AsRef<std::path::Path>) -> Result<(), Gpt2Error> {
+        let dir = dir.as_ref();
+        let (cfg, sd, path) = lora::read_adapter_dir(dir)?;
+        self.add_lora(&cfg, 0).map_err(|e| match e {
+            Gpt2Error::Lora(e) => Gpt2Error::Lora(lora::in_config_file(e, dir)),
+            e => e,
+        })?;
+        let loaded = match &self.lora {
+            Some(l) => l.load_weights(&self.infos, &mut self.params, &sd, &path),
+            None => Ok(()),
+        };
+        if let Err(e) = loaded {
+            self.unload_lora();
+            return Err(e.into());
+        }
+        Ok(())
+    }
 }
 
 impl Gpt2LMHeadModel {
@@ -333,6 +444,7 @@ impl Gpt2LMHeadModel {
             exp_avg: vec![0.0; total],
             exp_avg_sq: vec![0.0; total],
             step: 0,
+            lora: None,
         })
     }
 
@@ -433,6 +545,9 @@ impl Gpt2LMHeadModel {
         let p = &self.params;
         let s = |k: usize| &p[self.range(k)];
         let eps = cfg.layer_norm_epsilon;
+        if let Some(l) = &self.lora {
+            l.prepare(&mut ws.lora, n);
+        }
 
         ws.ids.copy_from_slice(batch.input_ids);
         for (m, &a) in ws.mask_add.iter_mut().zip(batch.attention_mask) {
@@ -452,8 +567,10 @@ impl Gpt2LMHeadModel {
             let a = &mut rest[0];
             layernorm::forward(&mut a.ln1, &mut a.ln1_mean, &mut a.ln1_rstd, inp, s(lx.ln1_w), s(lx.ln1_b), n, c, eps);
             conv1d_forward(&mut a.qkv, &a.ln1, s(lx.attn_w), s(lx.attn_b), n, c, 3 * c);
+            self.lora_forward(&mut ws.lora, li, 0..1, &mut a.qkv, &a.ln1, n);
             causal_attention::forward(&mut a.ctx, &mut a.probs, &a.qkv, &ws.mask_add, shape);
             conv1d_forward(&mut a.mid, &a.ctx, s(lx.aproj_w), s(lx.aproj_b), n, c, c);
+            self.lora_forward(&mut ws.lora, li, 1..2, &mut a.mid, &a.ctx, n);
             residual::add_assign(&mut a.mid, inp);
             layernorm::forward(
                 &mut a.ln2,
@@ -467,8 +584,10 @@ impl Gpt2LMHeadModel {
                 eps,
             );
             conv1d_forward(&mut a.fc, &a.ln2, s(lx.fc_w), s(lx.fc_b), n, c, f);
+            self.lora_forward(&mut ws.lora, li, 2..3, &mut a.fc, &a.ln2, n);
             gelu_tanh::forward(&mut a.act, &a.fc);
             conv1d_forward(&mut a.out, &a.act, s(lx.mproj_w), s(lx.mproj_b), n, f, c);
+            self.lora_forward(&mut ws.lora, li, 3..4, &mut a.out, &a.act, n);
             residual::add_assign(&mut a.out, &a.mid);
         }
         let last: &[f32] = match ws.layers.last() {
@@ -492,6 +611,7 @@ impl Gpt2LMHeadModel {
     /// The causal-LM loss of `batch` (which must have labels), without gradients.
     pub fn forward(&self, ws: &mut Workspace, batch: &Batch<'_>) -> Result<f32, Gpt2Error> {
         let labels = batch.labels.ok_or_else(|| Gpt2Error::Batch("the loss needs labels".into()))?;
+        ws.lora.train_seed = None;
         self.trunk(ws, batch)?;
         let norm = Self::prepare_targets(ws, batch, labels);
         let (n, c, v) = (ws.batch * ws.seq, self.config.n_embd, self.config.vocab_size);
@@ -506,6 +626,7 @@ impl Gpt2LMHeadModel {
         batch: &Batch<'_>,
         last_only: bool,
     ) -> Result<&'w [f32], Gpt2Error> {
+        ws.lora.train_seed = None;
         self.trunk(ws, batch)?;
         let (bsz, t, c, v) = (ws.batch, ws.seq, self.config.n_embd, self.config.vocab_size);
         let head = &self.params[self.range(self.idx.wte)];
@@ -528,13 +649,16 @@ impl Gpt2LMHeadModel {
     /// parameter that requires one.
     pub fn forward_backward(&mut self, ws: &mut Workspace, batch: &Batch<'_>) -> Result<f32, Gpt2Error> {
         let labels = batch.labels.ok_or_else(|| Gpt2Error::Batch("training needs labels".into()))?;
+        // LoRA dropout masks: a fresh seed per training pass, reused by the backward.
+        ws.lora.train_seed = self.lora.as_mut().and_then(|l| l.next_train_seed());
         self.trunk(ws, batch)?;
         let norm = Self::prepare_targets(ws, batch, labels);
         let cfg = &self.config;
         let (bsz, t, c, f, v, h) = (ws.batch, ws.seq, cfg.n_embd, cfg.inner(), cfg.vocab_size, cfg.n_head);
         let n = bsz * t;
         let shape = Shape { batch: bsz, seq: t, heads: h, kv_heads: h, head_dim: c / h };
-        let Self { params: p, grads: g, infos, idx, .. } = self;
+        let Self { params: p, grads: g, infos, idx, lora, .. } = self;
+        let lora = lora.as_ref();
         let rg = |k: usize| infos[k].requires_grad;
         let r = |k: usize| infos[k].offset..infos[k].offset + infos[k].len();
         let s = |k: usize| &p[r(k)];
@@ -601,9 +725,15 @@ impl Gpt2LMHeadModel {
             let a = &rest[0];
             let (gw, gb) = pair(g, r(lx.mproj_w), r(lx.mproj_b), rg(lx.mproj_w), rg(lx.mproj_b));
             conv1d_backward(&mut ws.dact, false, gw, gb, &ws.dx, &a.act, s(lx.mproj_w), n, f, c);
+            if let Some(l) = lora {
+                l.backward(&mut ws.lora, infos, p, g, li, 3..4, &mut ws.dact, &ws.dx, &a.act, n);
+            }
             gelu_tanh::backward(&mut ws.dact[..n * f], &a.fc);
             let (gw, gb) = pair(g, r(lx.fc_w), r(lx.fc_b), rg(lx.fc_w), rg(lx.fc_b));
             conv1d_backward(&mut ws.dln, false, gw, gb, &ws.dact, &a.ln2, s(lx.fc_w), n, c, f);
+            if let Some(l) = lora {
+                l.backward(&mut ws.lora, infos, p, g, li, 2..3, &mut ws.dln, &ws.dact, &a.ln2, n);
+            }
             layernorm_back(
                 g,
                 &mut ws.dx,
@@ -618,9 +748,15 @@ impl Gpt2LMHeadModel {
             );
             let (gw, gb) = pair(g, r(lx.aproj_w), r(lx.aproj_b), rg(lx.aproj_w), rg(lx.aproj_b));
             conv1d_backward(&mut ws.dctx, false, gw, gb, &ws.dx, &a.ctx, s(lx.aproj_w), n, c, c);
+            if let Some(l) = lora {
+                l.backward(&mut ws.lora, infos, p, g, li, 1..2, &mut ws.dctx, &ws.dx, &a.ctx, n);
+            }
             causal_attention::backward(&mut ws.dqkv, &mut ws.dscores, &ws.dctx, &a.qkv, &a.probs, shape);
             let (gw, gb) = pair(g, r(lx.attn_w), r(lx.attn_b), rg(lx.attn_w), rg(lx.attn_b));
             conv1d_backward(&mut ws.dln, false, gw, gb, &ws.dqkv, &a.ln1, s(lx.attn_w), n, c, 3 * c);
+            if let Some(l) = lora {
+                l.backward(&mut ws.lora, infos, p, g, li, 0..1, &mut ws.dln, &ws.dqkv, &a.ln1, n);
+            }
             layernorm_back(g, &mut ws.dx, &ws.dln, inp, lx.ln1_w, lx.ln1_b, &a.ln1_mean, &a.ln1_rstd, true, &mut tmp);
         }
         // Embeddings: token rows repeat, so the scatter is serial; positions are 0..T in every row.

@@ -10,5 +10,6 @@ pub mod config;
 pub mod gguf;
 pub mod gpt2;
 pub mod llama;
+pub mod lora;
 mod tokenize_impl;
 pub mod tokenizer;

@@ -18,6 +18,8 @@
 //! Rotary embedding: the default rope type and Llama 3.1's `llama3` frequency scaling. Not supported (rejected
 //! with a clear error): other rope scaling types (linear, dynamic, yarn, longrope), partial rotary factors, sliding-window attention on sequences longer than the window, attention dropout,
 //! MLP biases and activations other than SiLU.
+//!
+//! LoRA ([`LlamaForCausalLM::add_lora`], PEFT adapter files): see [`crate::lora`].
 
 use std::collections::BTreeMap;
 
@@ -29,6 +31,8 @@ use finetune_engine::matmul::{gemm_view, matmul, Par, View};
 use finetune_engine::{StateDict, Tensor};
 use serde::Deserialize;
 
+use crate::lora::{self, LoraConfig, LoraError, LoraWorkspace};
+
 #[derive(Debug, thiserror::Error)]
 pub enum LlamaError {
     #[error("invalid config: {0}")]
@@ -37,6 +41,8 @@ pub enum LlamaError {
     Checkpoint(String),
     #[error("invalid batch: {0}")]
     Batch(String),
+    #[error(transparent)]
+    Lora(#[from] LoraError),
 }
 
 fn default_eps() -> f32 {
@@ -378,6 +384,8 @@ pub struct Workspace {
     dqkv: Vec<f32>,
     dscores: Vec<f32>,
     dhidden: Vec<f32>,
+    /// LoRA scratch, sized on the first pass with adapters.
+    lora: LoraWorkspace,
 }
 
 impl Workspace {
@@ -432,6 +440,7 @@ impl Workspace {
             dqkv: z(n * w),
             dscores: z(probs),
             dhidden: z(n * c),
+            lora: LoraWorkspace::default(),
         }
     }
 }
@@ -455,6 +464,8 @@ pub struct LlamaForCausalLM {
     exp_avg: Vec<f32>,
     exp_avg_sq: Vec<f32>,
     step: u64,
+    /// LoRA adapters, when [`add_lora`](Self::add_lora) or [`load_adapter`](Self::load_adapter) added them.
+    lora: Option<lora::Adapters>,
 }
 
 /// `dW[rows, c_in] += dout[:, col..col + rows]ᵀ · inp` where dout rows are `width` wide.
@@ -483,6 +494,131 @@ fn bias_grad(db: &mut [f32], dout: &[f32], width: usize, col: usize) {
     }
 }
 
+/// LoRA module short names (PEFT's `target_modules`), in the order adapters are laid out in each layer.
+pub const LORA_TARGETS: [&str; 7] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+
+/// LoRA: adapters, merging and PEFT adapter files.
+impl LlamaForCausalLM {
+    fn lora_store(&mut self) -> lora::Store<'_> {
+        lora::Store {
+            infos: &mut self.infos,
+            index: &mut self.index,
+            bufs: [&mut self.params, &mut self.grads, &mut self.exp_avg, &mut self.exp_avg_sq],
+        }
+    }
+
+    /// The adapter forward for modules `mods` of layer `li`, added into their columns of `y`.
+    fn lora_forward(
+        &self,
+        lw: &mut LoraWorkspace,
+        li: usize,
+        mods: std::ops::Range<usize>,
+        y: &mut [f32],
+        x: &[f32],
+        n: usize,
+    ) {
+        if let Some(l) = &self.lora {
+            l.forward(lw, &self.infos, &self.params, li, mods, y, x, n);
+        }
+    }
+
+    /// Adds PEFT LoRA adapters to the targeted linears of every layer and freezes every base parameter.
+    /// `lora_A` `[r, in]` is drawn from U(−1/√in, 1/√in) (PEFT's `kaiming_uniform_(a=√5)`) with `seed`,
+    /// `lora_B` `[out, r]` is zero, so the model's output is unchanged until training moves B. The adapters
+    /// (`model.layers.{i}.self_attn.q_proj.lora_A.weight`, …) are trainable, decayed by AdamW, and share the
+    /// flat gradient and moment buffers with the base. q/k/v and gate/up stay fused: each adapter adds into
+    /// its columns of the fused output.
+    pub fn add_lora(&mut self, cfg: &LoraConfig, seed: u64) -> Result<(), LlamaError> {
+        if self.lora.is_some() {
+            return Err(LlamaError::Config(
+                "the model already has LoRA adapters (merge_lora or unload_lora first)".into(),
+            ));
+        }
+        // As PEFT does for nn.Linear targets (with a warning): the weights are [out, in].
+        let cfg = &LoraConfig { fan_in_fan_out: false, ..cfg.clone() };
+        let c = &self.config;
+        let (e, f, h, kv, d) = (c.hidden_size, c.intermediate_size, c.num_attention_heads, c.kv_heads(), c.head_dim());
+        let w = (h + 2 * kv) * d;
+        let md = |path, c_in, c_out, width, col| lora::Module { path, c_in, c_out, width, col };
+        let modules = vec![
+            md("self_attn.q_proj", e, h * d, w, 0),
+            md("self_attn.k_proj", e, kv * d, w, h * d),
+            md("self_attn.v_proj", e, kv * d, w, (h + kv) * d),
+            md("self_attn.o_proj", h * d, e, e, 0),
+            md("mlp.gate_proj", e, f, 2 * f, 0),
+            md("mlp.up_proj", e, f, 2 * f, f),
+            md("mlp.down_proj", f, e, e, 0),
+        ];
+        let prefixes: Vec<String> = (0..c.num_hidden_layers).map(|i| format!("model.layers.{i}")).collect();
+        self.lora = Some(lora::Adapters::add(cfg, seed, modules, &prefixes, self.lora_store())?);
+        Ok(())
+    }
+
+    /// The adapters' config, when the model has LoRA adapters.
+    pub fn lora_config(&self) -> Option<&LoraConfig> {
+        self.lora.as_ref().map(|l| &l.config)
+    }
+
+    /// Removes the adapters without merging them (PEFT's `unload`): the buffers shrink back to the base
+    /// model and base parameters get back the `requires_grad` they had before [`add_lora`](Self::add_lora).
+    /// Returns the removed adapters' config.
+    pub fn unload_lora(&mut self) -> Option<LoraConfig> {
+        let l = self.lora.take()?;
+        Some(l.unload(self.lora_store()))
+    }
+
+    /// PEFT's `merge_and_unload`: `W += scale · B · A` for every adapter, then the adapters are removed as by
+    /// [`unload_lora`](Self::unload_lora) (base parameters get back their `requires_grad` from before
+    /// [`add_lora`](Self::add_lora), so the merged model trains as the base did).
+    pub fn merge_lora(&mut self) -> Result<(), LlamaError> {
+        let l = self.lora.as_ref().ok_or_else(|| LlamaError::Config("the model has no LoRA adapters".into()))?;
+        let layers = &self.idx.layers;
+        let base = |li: usize, m: usize| {
+            let x = layers[li];
+            [x.q_w, x.k_w, x.v_w, x.o_w, x.gate_w, x.up_w, x.down_w][m]
+        };
+        l.merge_into(&self.infos, &mut self.params, base);
+        self.unload_lora();
+        Ok(())
+    }
+
+    /// The adapter weights with PEFT's saved names (`base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight`);
+    /// empty without adapters.
+    pub fn lora_state_dict(&self) -> StateDict {
+        self.lora.as_ref().map(|l| l.state_dict(&self.infos, &self.params)).unwrap_or_default()
+    }
+
+    /// Saves the adapters as PEFT's `save_pretrained` does: `adapter_config.json` (with `inference_mode`
+    /// true and the targeted modules listed) and `adapter_model.safetensors`, each written atomically.
+    pub fn save_adapter(&self, dir: impl AsRef<std::path::Path>) -> Result<(), LlamaError> {
+        let l =
+            self.lora.as_ref().ok_or_else(|| LlamaError::Config("the model has no LoRA adapters to save".into()))?;
+        Ok(l.save(dir.as_ref(), &self.infos, &self.params)?)
+    }
+
+    /// Adds adapters from a PEFT adapter directory (`adapter_config.json` and `adapter_model.safetensors`, or
+    /// `adapter_model.bin`) and loads their weights; base parameters are frozen as by
+    /// [`add_lora`](Self::add_lora). A missing, unexpected or wrongly shaped tensor is an error naming the file
+    /// and the tensor, and leaves the model without adapters.
+    pub fn load_adapter(&mut self, dir: impl AsRef<std::path::Path>) -> Result<(), LlamaError> {
+        let dir = dir.as_ref();
+        let (cfg, sd, path) = lora::read_adapter_dir(dir)?;
+        self.add_lora(&cfg, 0).map_err(|e| match e {
+            LlamaError::Lora(e) => LlamaError::Lora(lora::in_config_file(e, dir)),
+            e => e,
+        })?;
+        let loaded = match &self.lora {
+            Some(l) => l.load_weights(&self.infos, &mut self.params, &sd, &path),
+            None => Ok(()),
+        };
+        if let Err(e) = loaded {
+            self.unload_lora();
+            return Err(e.into());
+        }
+        Ok(())
+    }
+}
+
 impl LlamaForCausalLM {
     fn empty(config: LlamaConfig) -> Result<Self, LlamaError> {
         config.validate()?;
@@ -499,6 +635,7 @@ impl LlamaForCausalLM {
             exp_avg: vec![0.0; total],
             exp_avg_sq: vec![0.0; total],
             step: 0,
+            lora: None,
         })
     }
 
@@ -682,6 +819,9 @@ impl LlamaForCausalLM {
         let p = &self.params;
         let s = |k: usize| &p[self.range(k)];
         let eps = cfg.rms_norm_eps;
+        if let Some(l) = &self.lora {
+            l.prepare(&mut ws.lora, n);
+        }
 
         ws.ids.copy_from_slice(batch.input_ids);
         for (m, &a) in ws.mask_add.iter_mut().zip(batch.attention_mask) {
@@ -702,16 +842,20 @@ impl LlamaForCausalLM {
             let wqkv = &p[self.infos[lx.q_w].offset..self.range(lx.v_w).end];
             let bqkv = lx.qkv_b.map(|[bq, _, bv]| &p[self.infos[bq].offset..self.range(bv).end]);
             linear::forward(&mut a.qkv, &a.ln1, wqkv, bqkv, n, c, w);
+            self.lora_forward(&mut ws.lora, li, 0..3, &mut a.qkv, &a.ln1, n);
             rope::apply(&mut a.qkv, w, 0, h, d, &ws.pos, &ws.cos, &ws.sin, false);
             rope::apply(&mut a.qkv, w, h * d, kv, d, &ws.pos, &ws.cos, &ws.sin, false);
             causal_attention::forward(&mut a.ctx, &mut a.probs, &a.qkv, &ws.mask_add, shape);
             linear::forward(&mut a.mid, &a.ctx, s(lx.o_w), lx.o_b.map(s), n, h * d, c);
+            self.lora_forward(&mut ws.lora, li, 3..4, &mut a.mid, &a.ctx, n);
             residual::add_assign(&mut a.mid, inp);
             rmsnorm::forward(&mut a.ln2, &mut a.rstd2, &a.mid, s(lx.ln2), n, c, eps);
             let wgu = &p[self.infos[lx.gate_w].offset..self.range(lx.up_w).end];
             linear::forward(&mut a.gate_up, &a.ln2, wgu, None, n, c, 2 * f);
+            self.lora_forward(&mut ws.lora, li, 4..6, &mut a.gate_up, &a.ln2, n);
             swiglu::forward(&mut a.act, &a.gate_up, n, f);
             linear::forward(&mut a.out, &a.act, s(lx.down_w), None, n, f, c);
+            self.lora_forward(&mut ws.lora, li, 6..7, &mut a.out, &a.act, n);
             residual::add_assign(&mut a.out, &a.mid);
         }
         let last: &[f32] = match ws.layers.last() {
@@ -736,6 +880,7 @@ impl LlamaForCausalLM {
     /// ignored (as PyTorch's mean over no elements).
     pub fn forward(&self, ws: &mut Workspace, batch: &Batch<'_>) -> Result<f32, LlamaError> {
         let labels = batch.labels.ok_or_else(|| LlamaError::Batch("the loss needs labels".into()))?;
+        ws.lora.train_seed = None;
         self.trunk(ws, batch)?;
         let norm = Self::prepare_targets(ws, batch, labels);
         let (n, c, v) = (ws.batch * ws.seq, self.config.hidden_size, self.config.vocab_size);
@@ -751,6 +896,7 @@ impl LlamaForCausalLM {
         batch: &Batch<'_>,
         last_only: bool,
     ) -> Result<&'w [f32], LlamaError> {
+        ws.lora.train_seed = None;
         self.trunk(ws, batch)?;
         let (bsz, t, c, v) = (ws.batch, ws.seq, self.config.hidden_size, self.config.vocab_size);
         let head = &self.params[self.range(self.idx.head)];
@@ -774,6 +920,8 @@ impl LlamaForCausalLM {
     /// parameter that requires one. The LM head's logits gradient is formed chunk by chunk during the loss.
     pub fn forward_backward(&mut self, ws: &mut Workspace, batch: &Batch<'_>) -> Result<f32, LlamaError> {
         let labels = batch.labels.ok_or_else(|| LlamaError::Batch("training needs labels".into()))?;
+        // LoRA dropout masks: a fresh seed per training pass, reused by the backward.
+        ws.lora.train_seed = self.lora.as_mut().and_then(|l| l.next_train_seed());
         self.trunk(ws, batch)?;
         let norm = Self::prepare_targets(ws, batch, labels);
         let cfg = &self.config;
@@ -781,7 +929,8 @@ impl LlamaForCausalLM {
         let (h, kv, d) = (cfg.num_attention_heads, cfg.kv_heads(), cfg.head_dim());
         let (n, w) = (bsz * t, (h + 2 * kv) * d);
         let shape = Shape { batch: bsz, seq: t, heads: h, kv_heads: kv, head_dim: d };
-        let Self { params: p, grads: g, infos, idx, .. } = self;
+        let Self { params: p, grads: g, infos, idx, lora, .. } = self;
+        let lora = lora.as_ref();
         let rg = |k: usize| infos[k].requires_grad;
         let r = |k: usize| infos[k].offset..infos[k].offset + infos[k].len();
         let s = |k: usize| &p[r(k)];
@@ -813,12 +962,18 @@ impl LlamaForCausalLM {
 
             // MLP: out = mid + down(swiglu(gate_up(ln2(mid)))).
             matmul(&mut ws.dact, &ws.dx, s(lx.down_w), n, c, f, false, false, false);
+            if let Some(l) = lora {
+                l.backward(&mut ws.lora, infos, p, g, li, 6..7, &mut ws.dact, &ws.dx, &a.act, n);
+            }
             if rg(lx.down_w) {
                 weight_grad(&mut g[r(lx.down_w)], &ws.dx, c, 0, c, &a.act, n, f);
             }
             swiglu::backward(&mut ws.dgate_up, &ws.dact, &a.gate_up, n, f);
             let gu = infos[lx.gate_w].offset..r(lx.up_w).end;
             matmul(&mut ws.dln, &ws.dgate_up, &p[gu], n, 2 * f, c, false, false, false);
+            if let Some(l) = lora {
+                l.backward(&mut ws.lora, infos, p, g, li, 4..6, &mut ws.dln, &ws.dgate_up, &a.ln2, n);
+            }
             for (k, col) in [(lx.gate_w, 0), (lx.up_w, f)] {
                 if rg(k) {
                     weight_grad(&mut g[r(k)], &ws.dgate_up, 2 * f, col, f, &a.ln2, n, c);
@@ -829,6 +984,9 @@ impl LlamaForCausalLM {
 
             // Attention: mid = inp + o_proj(attn(rope(qkv(ln1(inp))))).
             matmul(&mut ws.dctx, &ws.dx, s(lx.o_w), n, c, h * d, false, false, false);
+            if let Some(l) = lora {
+                l.backward(&mut ws.lora, infos, p, g, li, 3..4, &mut ws.dctx, &ws.dx, &a.ctx, n);
+            }
             if rg(lx.o_w) {
                 weight_grad(&mut g[r(lx.o_w)], &ws.dx, c, 0, c, &a.ctx, n, h * d);
             }
@@ -840,6 +998,9 @@ impl LlamaForCausalLM {
             rope::backward(&mut ws.dqkv, w, h * d, kv, d, &ws.pos, &ws.cos, &ws.sin);
             let qkv = infos[lx.q_w].offset..r(lx.v_w).end;
             matmul(&mut ws.dln, &ws.dqkv, &p[qkv], n, w, c, false, false, false);
+            if let Some(l) = lora {
+                l.backward(&mut ws.lora, infos, p, g, li, 0..3, &mut ws.dln, &ws.dqkv, &a.ln1, n);
+            }
             let cols = [(0, h * d), (h * d, kv * d), ((h + kv) * d, kv * d)];
             for (k, (col, rows)) in [lx.q_w, lx.k_w, lx.v_w].into_iter().zip(cols) {
                 if rg(k) {
@@ -866,6 +1027,7 @@ impl LlamaForCausalLM {
                 }
             }
         }
+        ws.lora.train_seed = None;
         Ok(loss)
     }
 

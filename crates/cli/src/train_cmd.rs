@@ -347,7 +347,7 @@ fn load_config(path: Option<&Path>) -> Result<(RunConfig, TrainingArguments)> {
 }
 
 /// TrainingArguments field names.
-fn training_keys() -> Vec<String> {
+pub(crate) fn training_keys() -> Vec<String> {
     match serde_json::to_value(TrainingArguments::default()) {
         Ok(Value::Object(m)) => m.keys().cloned().collect(),
         _ => Vec::new(),
@@ -355,7 +355,7 @@ fn training_keys() -> Vec<String> {
 }
 
 /// The candidate nearest to `key` by edit distance, when it is close enough to be a typo.
-fn closest<'a>(key: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+pub(crate) fn closest<'a>(key: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
     let dist = |a: &str, b: &str| {
         let b: Vec<char> = b.chars().collect();
         let mut prev: Vec<usize> = (0..=b.len()).collect();
@@ -371,7 +371,7 @@ fn closest<'a>(key: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&
     candidates.map(|c| (dist(key, c), c)).filter(|(d, _)| *d <= 3).min_by_key(|(d, _)| *d).map(|(_, c)| c)
 }
 
-fn one_line(s: &str) -> String {
+pub(crate) fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
@@ -514,7 +514,7 @@ fn encode(
     Ok(SeqDataset::encode(tok, &split.1, Some(labels), task, Some(max), &split.0)?)
 }
 
-fn prefixed(prefix: &str, m: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
+pub(crate) fn prefixed(prefix: &str, m: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
     m.iter()
         .map(
             |(k, v)| if k.starts_with(&format!("{prefix}_")) { (k.clone(), *v) } else { (format!("{prefix}_{k}"), *v) },
@@ -522,7 +522,7 @@ fn prefixed(prefix: &str, m: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
         .collect()
 }
 
-fn write_json_file(path: &Path, value: &Value) -> Result<()> {
+pub(crate) fn write_json_file(path: &Path, value: &Value) -> Result<()> {
     let mut text = serde_json::to_string_pretty(value)?;
     text.push('\n');
     finetune_train::write_atomic(path, text.as_bytes())?;
@@ -539,7 +539,7 @@ fn metric_value(key: &str, v: f64) -> Value {
 }
 
 /// HF `save_metrics(split, metrics, combined=True)`: `{split}_results.json` and merged into `all_results.json`.
-fn save_metrics(out: &Path, split: &str, metrics: &BTreeMap<String, f64>) -> Result<()> {
+pub(crate) fn save_metrics(out: &Path, split: &str, metrics: &BTreeMap<String, f64>) -> Result<()> {
     let to_value =
         |m: &BTreeMap<String, f64>| Value::Object(m.iter().map(|(k, v)| (k.clone(), metric_value(k, *v))).collect());
     write_json_file(&out.join(format!("{split}_results.json")), &to_value(metrics))?;
@@ -587,7 +587,7 @@ fn report_text(gold: &[usize], pred: &[usize], names: &[String]) -> Result<Strin
     Ok(r.to_text(4)?)
 }
 
-fn print_metrics(title: &str, m: &BTreeMap<String, f64>) {
+pub(crate) fn print_metrics(title: &str, m: &BTreeMap<String, f64>) {
     println!("***** {title} metrics *****");
     for (k, v) in m {
         println!("  {k:<28} = {v}");

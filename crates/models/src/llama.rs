@@ -559,6 +559,18 @@ impl LlamaForCausalLM {
         self.lora.as_ref().map(|l| &l.config)
     }
 
+    /// LoRA dropout state (seed, training passes so far), for checkpoints that resume exactly.
+    pub fn lora_dropout_state(&self) -> Option<(u64, u64)> {
+        self.lora.as_ref().map(|l| l.dropout_state())
+    }
+
+    /// Restores [`lora_dropout_state`](Self::lora_dropout_state); no effect without adapters.
+    pub fn set_lora_dropout_state(&mut self, seed: u64, passes: u64) {
+        if let Some(l) = self.lora.as_mut() {
+            l.set_dropout_state(seed, passes);
+        }
+    }
+
     /// Removes the adapters without merging them (PEFT's `unload`): the buffers shrink back to the base
     /// model and base parameters get back the `requires_grad` they had before [`add_lora`](Self::add_lora).
     /// Returns the removed adapters' config.

@@ -534,6 +534,17 @@ impl Adapters {
         lw.ensure(self.slots(), n, self.config.r, self.max_in(), self.config.lora_dropout > 0.0);
     }
 
+    /// (seed, training passes so far): what decides the next dropout masks, for exact resume.
+    pub fn dropout_state(&self) -> (u64, u64) {
+        (self.seed, self.passes)
+    }
+
+    /// Restores [`dropout_state`](Self::dropout_state).
+    pub fn set_dropout_state(&mut self, seed: u64, passes: u64) {
+        self.seed = seed;
+        self.passes = passes;
+    }
+
     /// The dropout seed of a new training pass: fresh masks each pass, `None` without dropout.
     pub fn next_train_seed(&mut self) -> Option<u64> {
         (self.config.lora_dropout > 0.0).then(|| {

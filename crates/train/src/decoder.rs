@@ -14,8 +14,8 @@ use std::path::Path;
 
 use finetune_data::IGNORE_INDEX;
 use finetune_engine::{StateDict, Tensor};
-use finetune_models::causal::{load_causal_lm, save_causal_lm, tokenizer_out, CausalCheckpoint, Source};
-use finetune_models::checkpoint::{load_state_dict, save_safetensors};
+use finetune_models::causal::{load_causal_lm, save_causal_lm, tokenizer_out, CausalCheckpoint, Source, TokenizerOut};
+use finetune_models::checkpoint::{copy_tokenizer_files, load_state_dict, save_safetensors};
 use finetune_models::llama::{self, LlamaForCausalLM, Workspace};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -144,6 +144,9 @@ impl BatchSource for CausalBatches<'_> {
 struct OptimizerState {
     step: u64,
     num_params: usize,
+    /// LoRA dropout (seed, passes), so a resumed run draws the same masks.
+    #[serde(default)]
+    lora_dropout: Option<(u64, u64)>,
 }
 
 /// A Llama-family causal LM being fine-tuned.
@@ -284,11 +287,23 @@ impl TrainableModel for CausalLm {
         Ok(norm)
     }
 
+    /// A full model directory, or with LoRA adapters PEFT's adapter layout (`adapter_config.json`,
+    /// `adapter_model.safetensors`) plus the tokenizer files.
     fn save_model(&self, dir: &Path) -> Result<()> {
+        if self.model.lora_config().is_some() {
+            std::fs::create_dir_all(dir).map_err(|e| TrainError::Model(format!("{}: {e}", dir.display())))?;
+            self.model.save_adapter(dir).map_err(model_err)?;
+            return save_tokenizer(dir, &self.source, self.max_length);
+        }
         save_causal_lm(dir, &self.model, &self.config, tokenizer_out(&self.source, self.max_length)).map_err(model_err)
     }
 
     fn load_model(&mut self, dir: &Path) -> Result<()> {
+        if self.model.lora_config().is_some() {
+            // Re-attach the saved adapters (same config, so the flat buffers keep their layout).
+            self.model.unload_lora();
+            return self.model.load_adapter(dir).map_err(model_err);
+        }
         let sd = load_state_dict(dir).map_err(model_err)?;
         let names: Vec<(String, Vec<usize>)> =
             self.model.param_infos().iter().map(|i| (i.name.clone(), i.shape.clone())).collect();
@@ -315,7 +330,8 @@ impl TrainableModel for CausalLm {
         .into_iter()
         .collect();
         save_safetensors(&sd, &dir.join(OPTIMIZER_WEIGHTS)).map_err(model_err)?;
-        crate::state::write_json(&dir.join(OPTIMIZER_STATE), &OptimizerState { step, num_params: n })
+        let state = OptimizerState { step, num_params: n, lora_dropout: self.model.lora_dropout_state() };
+        crate::state::write_json(&dir.join(OPTIMIZER_STATE), &state)
     }
 
     fn load_training_state(&mut self, dir: &Path) -> Result<()> {
@@ -324,7 +340,25 @@ impl TrainableModel for CausalLm {
         let mut sd = load_state_dict(dir.join(OPTIMIZER_WEIGHTS)).map_err(model_err)?;
         let m = sd.remove("exp_avg").ok_or_else(|| bad("missing tensor exp_avg".into()))?;
         let v = sd.remove("exp_avg_sq").ok_or_else(|| bad("missing tensor exp_avg_sq".into()))?;
-        self.model.set_optimizer_state(&m.data, &v.data, opt.step).map_err(|e| bad(e.to_string()))
+        self.model.set_optimizer_state(&m.data, &v.data, opt.step).map_err(|e| bad(e.to_string()))?;
+        if let Some((seed, passes)) = opt.lora_dropout {
+            self.model.set_lora_dropout_state(seed, passes);
+        }
+        Ok(())
+    }
+}
+
+/// Writes only the tokenizer files a model directory would get.
+fn save_tokenizer(dir: &Path, source: &Source, max_length: Option<usize>) -> Result<()> {
+    match tokenizer_out(source, max_length) {
+        TokenizerOut::CopyFrom(src) => copy_tokenizer_files(src, dir).map_err(model_err),
+        TokenizerOut::Write { tokenizer, tokenizer_config } => {
+            let text = tokenizer.to_string(false).map_err(model_err)?;
+            crate::state::write_atomic(&dir.join("tokenizer.json"), text.as_bytes())
+                .map_err(|e| TrainError::Model(format!("{}: {e}", dir.display())))?;
+            crate::state::write_json(&dir.join("tokenizer_config.json"), &tokenizer_config)
+        }
+        TokenizerOut::None => Ok(()),
     }
 }
 

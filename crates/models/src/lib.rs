@@ -5,6 +5,7 @@
 pub mod bert;
 pub mod checkpoint;
 pub mod config;
+pub mod generate;
 pub mod gguf;
 pub mod gpt2;
 pub mod llama;

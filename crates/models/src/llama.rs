@@ -1052,6 +1052,7 @@ impl LlamaForCausalLM {
         input_ids: &[u32],
         attention_mask: &[u32],
     ) -> Result<&'w [f32], LlamaError> {
+        use finetune_engine::math::dot;
         let _prof = finetune_engine::profile::scope("llama.forward_cached");
         let cfg = &self.config;
         let (bsz, c, f, v) = (cache.batch, cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
@@ -1131,6 +1132,7 @@ impl LlamaForCausalLM {
                     }
                 }
             }
+            let prof = finetune_engine::profile::scope("llama.cached_attention");
             let (kc, vc, qkv) = (&cache.k[li], &cache.v[li], &ws.qkv);
             let stride = ws.max_new * ws.max_len;
             // One task per (row, query head); the matmuls inside are small, so they run on the calling thread.
@@ -1138,9 +1140,21 @@ impl LlamaForCausalLM {
                 let (b, hh) = (bh / h, bh % h);
                 let g = hh / rep;
                 let kv_at = (b * kv + g) * max_len * d;
-                let q = View { data: &qkv[b * n_new * w + hh * d..], rs: w, cs: 1 };
-                let kt = View { data: &kc[kv_at..], rs: 1, cs: d };
-                gemm_view(sc, total, q, kt, n_new, total, d, scale, false, Par::Seq);
+                let (kb, vb) = (&kc[kv_at..kv_at + total * d], &vc[kv_at..kv_at + total * d]);
+                // Decode steps are dot products over the cache: a matmul call would cost more than the work.
+                let small = n_new <= 4;
+                if small {
+                    for i in 0..n_new {
+                        let q = &qkv[(b * n_new + i) * w + hh * d..][..d];
+                        for (x, k) in sc[i * total..(i + 1) * total].iter_mut().zip(kb.chunks_exact(d)) {
+                            *x = dot(q, k) * scale;
+                        }
+                    }
+                } else {
+                    let q = View { data: &qkv[b * n_new * w + hh * d..], rs: w, cs: 1 };
+                    let kt = View { data: kb, rs: 1, cs: d };
+                    gemm_view(sc, total, q, kt, n_new, total, d, scale, false, Par::Seq);
+                }
                 let m = &attention_mask[b * total..(b + 1) * total];
                 for (i, row) in sc[..n_new * total].chunks_exact_mut(total).enumerate() {
                     for (j, (x, &mv)) in row.iter_mut().zip(m).enumerate() {
@@ -1158,11 +1172,23 @@ impl LlamaForCausalLM {
                     let inv = 1.0 / z;
                     row.iter_mut().for_each(|x| *x *= inv);
                 }
-                let vv = View { data: &vc[kv_at..], rs: d, cs: 1 };
-                gemm_view(out, d, View::new(sc, total, false), vv, n_new, d, total, 1.0, false, Par::Seq);
+                if small {
+                    for (i, o) in out[..n_new * d].chunks_exact_mut(d).enumerate() {
+                        o.fill(0.0);
+                        for (&pj, vr) in sc[i * total..(i + 1) * total].iter().zip(vb.chunks_exact(d)) {
+                            for (a, &x) in o.iter_mut().zip(vr) {
+                                *a += pj * x;
+                            }
+                        }
+                    }
+                } else {
+                    let vv = View { data: vb, rs: d, cs: 1 };
+                    gemm_view(out, d, View::new(sc, total, false), vv, n_new, d, total, 1.0, false, Par::Seq);
+                }
             };
             let od = ws.max_new * d;
-            if bsz * h * n_new * total * d >= 1 << 14 {
+            // Threads pay off only once the attention work dwarfs their wake-up cost.
+            if bsz * h * n_new * total * d >= 1 << 20 {
                 use rayon::prelude::*;
                 ws.scores.par_chunks_mut(stride).zip(ws.heads_out.par_chunks_mut(od)).enumerate().for_each(work);
             } else {
@@ -1176,6 +1202,7 @@ impl LlamaForCausalLM {
                     }
                 }
             }
+            drop(prof);
             linear::forward(&mut ws.tmp, &ws.ctx, s(lx.o_w), lx.o_b.map(s), n, h * d, c);
             residual::add_assign(&mut ws.x[..n * c], &ws.tmp[..n * c]);
             rmsnorm::forward(&mut ws.ln, &mut ws.rstd, &ws.x[..n * c], s(lx.ln2), n, c, eps);
@@ -1191,6 +1218,7 @@ impl LlamaForCausalLM {
             ws.tmp[b * c..(b + 1) * c].copy_from_slice(&ws.x[r * c..(r + 1) * c]);
         }
         rmsnorm::forward(&mut ws.last, &mut ws.last_rstd, &ws.tmp[..bsz * c], s(self.idx.norm), bsz, c, eps);
+        let _prof = finetune_engine::profile::scope("llama.lm_head");
         matmul(&mut ws.logits, &ws.last, s(self.idx.head), bsz, c, v, false, true, false);
         Ok(&ws.logits)
     }

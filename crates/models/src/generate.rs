@@ -105,7 +105,8 @@ pub fn top_k(scores: &mut [f32], k: usize, scratch: &mut Vec<f32>) {
 pub fn top_p(scores: &mut [f32], p: f32, order: &mut Vec<u32>, probs: &mut Vec<f32>) {
     order.clear();
     order.extend(0..scores.len() as u32);
-    order.sort_by(|&a, &b| scores[a as usize].total_cmp(&scores[b as usize]));
+    // Ties in index order, without the buffer a stable sort would allocate.
+    order.sort_unstable_by(|&a, &b| scores[a as usize].total_cmp(&scores[b as usize]).then(a.cmp(&b)));
     let mx = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     probs.clear();
     probs.extend(order.iter().map(|&i| (scores[i as usize] - mx).exp()));

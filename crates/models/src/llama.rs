@@ -15,6 +15,10 @@
 //! straight-line code and the backward calls each kernel's backward in reverse. Every parameter has a
 //! `requires_grad` flag; a frozen one gets no weight-gradient matmul at all and is skipped by AdamW.
 //!
+//! Packed rows: with `Batch::position_ids` a row may hold several sequences (a new one wherever the position is
+//! 0), each attending only to itself. Inference: [`LlamaForCausalLM::forward_cached`] runs prefill and decode
+//! steps over a [`KvCache`] (used by [`crate::generate`]).
+//!
 //! Rotary embedding: the default rope type and Llama 3.1's `llama3` frequency scaling. Not supported (rejected
 //! with a clear error): other rope scaling types (linear, dynamic, yarn, longrope), partial rotary factors, sliding-window attention on sequences longer than the window, attention dropout,
 //! MLP biases and activations other than SiLU.

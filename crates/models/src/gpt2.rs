@@ -497,6 +497,9 @@ impl Gpt2LMHeadModel {
         let cfg = &self.config;
         let n = ws.batch * ws.seq;
         let bad = |m: String| Err(Gpt2Error::Batch(m));
+        if b.position_ids.is_some() {
+            return bad("position_ids (packed sequences) are not supported for GPT-2".into());
+        }
         let sized = ws.layers.len() == cfg.n_layer
             && ws.emb.len() == n * cfg.n_embd
             && ws.layers.iter().all(|a| a.fc.len() == n * cfg.inner() && a.probs.len() == n * cfg.n_head * ws.seq);

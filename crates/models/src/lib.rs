@@ -7,6 +7,7 @@ pub mod causal;
 pub mod causal_tokenizer;
 pub mod checkpoint;
 pub mod config;
+pub mod generate;
 pub mod gguf;
 pub mod gpt2;
 pub mod llama;

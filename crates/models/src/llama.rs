@@ -15,6 +15,10 @@
 //! straight-line code and the backward calls each kernel's backward in reverse. Every parameter has a
 //! `requires_grad` flag; a frozen one gets no weight-gradient matmul at all and is skipped by AdamW.
 //!
+//! Packed rows: with `Batch::position_ids` a row may hold several sequences (a new one wherever the position is
+//! 0), each attending only to itself. Inference: [`LlamaForCausalLM::forward_cached`] runs prefill and decode
+//! steps over a [`KvCache`] (used by [`crate::generate`]).
+//!
 //! Rotary embedding: the default rope type and Llama 3.1's `llama3` frequency scaling. Not supported (rejected
 //! with a clear error): other rope scaling types (linear, dynamic, yarn, longrope), partial rotary factors, sliding-window attention on sequences longer than the window, attention dropout,
 //! MLP biases and activations other than SiLU.
@@ -324,8 +328,9 @@ fn layout(cfg: &LlamaConfig) -> (Vec<ParamInfo>, Idx) {
     (infos, Idx { embed, layers, norm, head })
 }
 
-/// One batch of `batch × seq` tokens, row-major.
-#[derive(Debug, Clone, Copy)]
+/// One batch of `batch × seq` tokens, row-major. `Default` gives empty slices and no options, for
+/// `Batch { input_ids, attention_mask, ..Default::default() }`.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Batch<'a> {
     pub input_ids: &'a [u32],
     /// 1 for real tokens, 0 for padding.
@@ -335,6 +340,10 @@ pub struct Batch<'a> {
     /// Divide the summed loss by this instead of the number of kept targets (the token count of a whole
     /// accumulated batch, as transformers' `num_items_in_batch`).
     pub loss_normalizer: Option<f32>,
+    /// Positions `[batch, seq]` for packed rows (transformers' `DataCollatorWithFlattening`): a new sequence
+    /// starts wherever the position is 0; the rotary embedding uses these positions and attention stays inside
+    /// each sequence. `None`: positions 0..seq in every row.
+    pub position_ids: Option<&'a [u32]>,
 }
 
 /// Activations of one decoder layer kept for the backward.
@@ -364,6 +373,9 @@ pub struct Workspace {
     pub seq: usize,
     ids: Vec<u32>,
     pos: Vec<u32>,
+    /// Packed-sequence index of each token, used when `packed` (the batch has position ids).
+    seg: Vec<u32>,
+    packed: bool,
     mask_add: Vec<f32>,
     cos: Vec<f32>,
     sin: Vec<f32>,
@@ -408,6 +420,8 @@ impl Workspace {
             seq,
             ids: vec![0; n],
             pos: (0..n).map(|i| (i % seq.max(1)) as u32).collect(),
+            seg: vec![0; n],
+            packed: false,
             mask_add: z(n),
             cos,
             sin,
@@ -812,6 +826,14 @@ impl LlamaForCausalLM {
                 return bad(format!("loss_normalizer must be positive, got {z}"));
             }
         }
+        if let Some(pos) = b.position_ids {
+            if pos.len() != n {
+                return bad(format!("expected {n} position_ids, one per token, got {}", pos.len()));
+            }
+            if let Some(&q) = pos.iter().find(|&&q| q as usize >= ws.seq) {
+                return bad(format!("position id {q} is not below the sequence length {}", ws.seq));
+            }
+        }
         Ok(())
     }
 
@@ -836,6 +858,26 @@ impl LlamaForCausalLM {
         }
 
         ws.ids.copy_from_slice(batch.input_ids);
+        match batch.position_ids {
+            Some(pos) => {
+                ws.pos.copy_from_slice(pos);
+                // A packed sequence starts at each position 0 (and at each row start).
+                ws.packed = true;
+                let mut k = 0u32;
+                for (i, (sg, &q)) in ws.seg.iter_mut().zip(pos).enumerate() {
+                    if q == 0 || i % t == 0 {
+                        k += 1;
+                    }
+                    *sg = k;
+                }
+            }
+            None => {
+                for (i, q) in ws.pos.iter_mut().enumerate() {
+                    *q = (i % t) as u32;
+                }
+                ws.packed = false;
+            }
+        }
         for (m, &a) in ws.mask_add.iter_mut().zip(batch.attention_mask) {
             // transformers' additive mask: 0 for tokens, the most negative f32 for padding.
             *m = if a == 0 { f32::MIN } else { 0.0 };
@@ -857,7 +899,12 @@ impl LlamaForCausalLM {
             self.lora_forward(&mut ws.lora, li, 0..3, &mut a.qkv, &a.ln1, n);
             rope::apply(&mut a.qkv, w, 0, h, d, &ws.pos, &ws.cos, &ws.sin, false);
             rope::apply(&mut a.qkv, w, h * d, kv, d, &ws.pos, &ws.cos, &ws.sin, false);
-            causal_attention::forward(&mut a.ctx, &mut a.probs, &a.qkv, &ws.mask_add, shape);
+            match ws.packed.then_some(&ws.seg) {
+                Some(seg) => {
+                    causal_attention::forward_segmented(&mut a.ctx, &mut a.probs, &a.qkv, &ws.mask_add, seg, shape)
+                }
+                None => causal_attention::forward(&mut a.ctx, &mut a.probs, &a.qkv, &ws.mask_add, shape),
+            }
             linear::forward(&mut a.mid, &a.ctx, s(lx.o_w), lx.o_b.map(s), n, h * d, c);
             self.lora_forward(&mut ws.lora, li, 3..4, &mut a.mid, &a.ctx, n);
             residual::add_assign(&mut a.mid, inp);
@@ -1005,7 +1052,18 @@ impl LlamaForCausalLM {
             if let Some(ob) = lx.o_b.filter(|&k| rg(k)) {
                 bias_grad(&mut g[r(ob)], &ws.dx[..n * c], c, 0);
             }
-            causal_attention::backward(&mut ws.dqkv, &mut ws.dscores, &ws.dctx, &a.qkv, &a.probs, shape);
+            match ws.packed.then_some(&ws.seg) {
+                Some(seg) => causal_attention::backward_segmented(
+                    &mut ws.dqkv,
+                    &mut ws.dscores,
+                    &ws.dctx,
+                    &a.qkv,
+                    &a.probs,
+                    seg,
+                    shape,
+                ),
+                None => causal_attention::backward(&mut ws.dqkv, &mut ws.dscores, &ws.dctx, &a.qkv, &a.probs, shape),
+            }
             rope::backward(&mut ws.dqkv, w, 0, h, d, &ws.pos, &ws.cos, &ws.sin);
             rope::backward(&mut ws.dqkv, w, h * d, kv, d, &ws.pos, &ws.cos, &ws.sin);
             let qkv = infos[lx.q_w].offset..r(lx.v_w).end;
@@ -1078,5 +1136,290 @@ impl LlamaForCausalLM {
                 step,
             );
         }
+    }
+}
+
+/// Keys and values of every layer, `[batch, kv_heads, max_len, head_dim]` each, allocated once for a whole
+/// generation. Keys are stored after the rotary embedding, as transformers' `DynamicCache`.
+pub struct KvCache {
+    pub batch: usize,
+    pub max_len: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    k: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
+    len: usize,
+}
+
+impl KvCache {
+    pub fn new(cfg: &LlamaConfig, batch: usize, max_len: usize) -> Self {
+        let (kv, d) = (cfg.kv_heads(), cfg.head_dim());
+        let z = || vec![0.0f32; batch * kv * max_len * d];
+        KvCache {
+            batch,
+            max_len,
+            kv_heads: kv,
+            head_dim: d,
+            k: (0..cfg.num_hidden_layers).map(|_| z()).collect(),
+            v: (0..cfg.num_hidden_layers).map(|_| z()).collect(),
+            len: 0,
+        }
+    }
+
+    /// Tokens per row held so far (padding included).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Forgets every cached token (the buffers are kept).
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+}
+
+/// Activations of [`LlamaForCausalLM::forward_cached`] for up to `max_new` new tokens per row and `max_len`
+/// tokens in all, allocated once so that decode steps allocate nothing.
+pub struct DecodeWorkspace {
+    pub batch: usize,
+    pub max_new: usize,
+    pub max_len: usize,
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    pos: Vec<u32>,
+    x: Vec<f32>,
+    ln: Vec<f32>,
+    rstd: Vec<f32>,
+    qkv: Vec<f32>,
+    /// Attention output per (row, head): `[batch, heads, max_new, head_dim]`.
+    heads_out: Vec<f32>,
+    ctx: Vec<f32>,
+    tmp: Vec<f32>,
+    gate_up: Vec<f32>,
+    act: Vec<f32>,
+    /// Scores per (row, head): `[batch, heads, max_new, max_len]`.
+    scores: Vec<f32>,
+    last: Vec<f32>,
+    last_rstd: Vec<f32>,
+    /// `[batch, vocab]` logits of the last new token of each row.
+    pub logits: Vec<f32>,
+}
+
+impl DecodeWorkspace {
+    pub fn new(cfg: &LlamaConfig, batch: usize, max_new: usize, max_len: usize) -> Self {
+        let (c, f, h, d) = (cfg.hidden_size, cfg.intermediate_size, cfg.num_attention_heads, cfg.head_dim());
+        let w = (h + 2 * cfg.kv_heads()) * d;
+        let n = batch * max_new;
+        let z = |k: usize| vec![0.0f32; k];
+        let inv = cfg.rope_inv_freq().unwrap_or_else(|_| rope::default_inv_freq(d, cfg.rope_theta()));
+        let (cos, sin) = rope::tables_from_inv_freq(max_len, &inv);
+        DecodeWorkspace {
+            batch,
+            max_new,
+            max_len,
+            cos,
+            sin,
+            pos: vec![0; n],
+            x: z(n * c),
+            ln: z(n * c),
+            rstd: z(n),
+            qkv: z(n * w),
+            heads_out: z(n * h * d),
+            ctx: z(n * h * d),
+            tmp: z(n * c),
+            gate_up: z(n * 2 * f),
+            act: z(n * f),
+            scores: z(batch * h * max_new * max_len),
+            last: z(batch * c),
+            last_rstd: z(batch),
+            logits: z(batch * cfg.vocab_size),
+        }
+    }
+}
+
+impl LlamaForCausalLM {
+    /// Runs `input_ids` (`[batch, n_new]`) on top of the tokens already in `cache`, appends their keys and values
+    /// and returns the `[batch, vocab]` logits of the last new token of each row. Prefill (the whole prompt) and
+    /// decode steps (`n_new = 1`) are the same call. `attention_mask` is `[batch, cache.len() + n_new]` (0 for
+    /// left padding); positions are `cumsum(attention_mask) − 1` (1 on padding), as transformers' `generate`.
+    pub fn forward_cached<'w>(
+        &self,
+        cache: &mut KvCache,
+        ws: &'w mut DecodeWorkspace,
+        input_ids: &[u32],
+        attention_mask: &[u32],
+    ) -> Result<&'w [f32], LlamaError> {
+        use finetune_engine::math::dot;
+        let _prof = finetune_engine::profile::scope("llama.forward_cached");
+        let cfg = &self.config;
+        let (bsz, c, f, v) = (cache.batch, cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
+        let (h, kv, d) = (cfg.num_attention_heads, cfg.kv_heads(), cfg.head_dim());
+        let (w, rep, past, max_len) = (((h + 2 * kv) * d), h / kv, cache.len, cache.max_len);
+        let bad = |m: String| Err(LlamaError::Batch(m));
+        if cache.k.len() != cfg.num_hidden_layers || cache.kv_heads != kv || cache.head_dim != d {
+            return bad("the KV cache was created for a different model configuration".into());
+        }
+        if ws.batch != bsz || ws.max_len < max_len || ws.x.len() != ws.batch * ws.max_new * c {
+            return bad(format!(
+                "the decode workspace ({} rows, {} tokens) does not fit the cache ({bsz} rows, {max_len} tokens)",
+                ws.batch, ws.max_len
+            ));
+        }
+        if bsz == 0 || input_ids.is_empty() || !input_ids.len().is_multiple_of(bsz) {
+            return bad(format!("expected batch × new tokens input ids for {bsz} rows, got {}", input_ids.len()));
+        }
+        let n_new = input_ids.len() / bsz;
+        let total = past + n_new;
+        if n_new > ws.max_new {
+            return bad(format!("{n_new} new tokens per row exceed the workspace's {}", ws.max_new));
+        }
+        if total > max_len {
+            return bad(format!("{total} tokens per row exceed the KV cache's max_len {max_len}"));
+        }
+        if attention_mask.len() != bsz * total {
+            return bad(format!("expected an attention_mask of {bsz} × {total} entries, got {}", attention_mask.len()));
+        }
+        if attention_mask.iter().any(|&m| m > 1) {
+            return bad("attention_mask entries must be 0 or 1".into());
+        }
+        if let Some(&id) = input_ids.iter().find(|&&i| i as usize >= v) {
+            return bad(format!("input id {id} out of range for vocab_size {v}"));
+        }
+        if let Some(win) = cfg.active_sliding_window() {
+            if total > win {
+                return bad(format!(
+                    "{total} tokens exceed sliding_window {win}; sliding-window attention is not supported"
+                ));
+            }
+        }
+        let n = bsz * n_new;
+        let eps = cfg.rms_norm_eps;
+        let p = &self.params;
+        let s = |k: usize| &p[self.range(k)];
+
+        for b in 0..bsz {
+            let m = &attention_mask[b * total..(b + 1) * total];
+            let mut cum: u32 = m[..past].iter().sum();
+            for i in 0..n_new {
+                cum += m[past + i];
+                ws.pos[b * n_new + i] = if m[past + i] == 0 { 1 } else { cum - 1 };
+            }
+        }
+        let table = s(self.idx.embed);
+        for (o, &id) in ws.x[..n * c].chunks_exact_mut(c).zip(input_ids) {
+            o.copy_from_slice(&table[id as usize * c..(id as usize + 1) * c]);
+        }
+        let scale = 1.0 / (d as f32).sqrt();
+        let pos = &ws.pos[..n];
+        for (li, lx) in self.idx.layers.iter().enumerate() {
+            rmsnorm::forward(&mut ws.ln, &mut ws.rstd, &ws.x[..n * c], s(lx.ln1), n, c, eps);
+            let wqkv = &p[self.infos[lx.q_w].offset..self.range(lx.v_w).end];
+            let bqkv = lx.qkv_b.map(|[bq, _, bv]| &p[self.infos[bq].offset..self.range(bv).end]);
+            linear::forward(&mut ws.qkv, &ws.ln, wqkv, bqkv, n, c, w);
+            rope::apply(&mut ws.qkv, w, 0, h, d, pos, &ws.cos, &ws.sin, false);
+            rope::apply(&mut ws.qkv, w, h * d, kv, d, pos, &ws.cos, &ws.sin, false);
+            let (kc, vc) = (&mut cache.k[li], &mut cache.v[li]);
+            for b in 0..bsz {
+                for i in 0..n_new {
+                    let row = &ws.qkv[(b * n_new + i) * w..][..w];
+                    for g in 0..kv {
+                        let at = ((b * kv + g) * max_len + past + i) * d;
+                        kc[at..at + d].copy_from_slice(&row[(h + g) * d..(h + g + 1) * d]);
+                        vc[at..at + d].copy_from_slice(&row[(h + kv + g) * d..(h + kv + g + 1) * d]);
+                    }
+                }
+            }
+            let prof = finetune_engine::profile::scope("llama.cached_attention");
+            let (kc, vc, qkv) = (&cache.k[li], &cache.v[li], &ws.qkv);
+            let stride = ws.max_new * ws.max_len;
+            // One task per (row, query head); the matmuls inside are small, so they run on the calling thread.
+            let work = |(bh, (sc, out)): (usize, (&mut [f32], &mut [f32]))| {
+                let (b, hh) = (bh / h, bh % h);
+                let g = hh / rep;
+                let kv_at = (b * kv + g) * max_len * d;
+                let (kb, vb) = (&kc[kv_at..kv_at + total * d], &vc[kv_at..kv_at + total * d]);
+                // Decode steps are dot products over the cache: a matmul call would cost more than the work.
+                let small = n_new <= 4;
+                if small {
+                    for i in 0..n_new {
+                        let q = &qkv[(b * n_new + i) * w + hh * d..][..d];
+                        for (x, k) in sc[i * total..(i + 1) * total].iter_mut().zip(kb.chunks_exact(d)) {
+                            *x = dot(q, k) * scale;
+                        }
+                    }
+                } else {
+                    let q = View { data: &qkv[b * n_new * w + hh * d..], rs: w, cs: 1 };
+                    let kt = View { data: kb, rs: 1, cs: d };
+                    gemm_view(sc, total, q, kt, n_new, total, d, scale, false, Par::Seq);
+                }
+                let m = &attention_mask[b * total..(b + 1) * total];
+                for (i, row) in sc[..n_new * total].chunks_exact_mut(total).enumerate() {
+                    for (j, (x, &mv)) in row.iter_mut().zip(m).enumerate() {
+                        // transformers' additive mask: the most negative f32 on padding and future keys.
+                        if mv == 0 || j > past + i {
+                            *x += f32::MIN;
+                        }
+                    }
+                    let mx = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let mut z = 0.0f32;
+                    for x in row.iter_mut() {
+                        *x = (*x - mx).exp();
+                        z += *x;
+                    }
+                    let inv = 1.0 / z;
+                    row.iter_mut().for_each(|x| *x *= inv);
+                }
+                if small {
+                    for (i, o) in out[..n_new * d].chunks_exact_mut(d).enumerate() {
+                        o.fill(0.0);
+                        for (&pj, vr) in sc[i * total..(i + 1) * total].iter().zip(vb.chunks_exact(d)) {
+                            for (a, &x) in o.iter_mut().zip(vr) {
+                                *a += pj * x;
+                            }
+                        }
+                    }
+                } else {
+                    let vv = View { data: vb, rs: d, cs: 1 };
+                    gemm_view(out, d, View::new(sc, total, false), vv, n_new, d, total, 1.0, false, Par::Seq);
+                }
+            };
+            let od = ws.max_new * d;
+            // Threads pay off only once the attention work dwarfs their wake-up cost.
+            if bsz * h * n_new * total * d >= 1 << 20 {
+                use rayon::prelude::*;
+                ws.scores.par_chunks_mut(stride).zip(ws.heads_out.par_chunks_mut(od)).enumerate().for_each(work);
+            } else {
+                ws.scores.chunks_mut(stride).zip(ws.heads_out.chunks_mut(od)).enumerate().for_each(work);
+            }
+            for b in 0..bsz {
+                for hh in 0..h {
+                    for i in 0..n_new {
+                        let src = &ws.heads_out[((b * h + hh) * ws.max_new + i) * d..][..d];
+                        ws.ctx[(b * n_new + i) * h * d + hh * d..][..d].copy_from_slice(src);
+                    }
+                }
+            }
+            drop(prof);
+            linear::forward(&mut ws.tmp, &ws.ctx, s(lx.o_w), lx.o_b.map(s), n, h * d, c);
+            residual::add_assign(&mut ws.x[..n * c], &ws.tmp[..n * c]);
+            rmsnorm::forward(&mut ws.ln, &mut ws.rstd, &ws.x[..n * c], s(lx.ln2), n, c, eps);
+            let wgu = &p[self.infos[lx.gate_w].offset..self.range(lx.up_w).end];
+            linear::forward(&mut ws.gate_up, &ws.ln, wgu, None, n, c, 2 * f);
+            swiglu::forward(&mut ws.act, &ws.gate_up, n, f);
+            linear::forward(&mut ws.tmp, &ws.act, s(lx.down_w), None, n, f, c);
+            residual::add_assign(&mut ws.x[..n * c], &ws.tmp[..n * c]);
+        }
+        cache.len = total;
+        for b in 0..bsz {
+            let r = b * n_new + n_new - 1;
+            ws.tmp[b * c..(b + 1) * c].copy_from_slice(&ws.x[r * c..(r + 1) * c]);
+        }
+        rmsnorm::forward(&mut ws.last, &mut ws.last_rstd, &ws.tmp[..bsz * c], s(self.idx.norm), bsz, c, eps);
+        let _prof = finetune_engine::profile::scope("llama.lm_head");
+        matmul(&mut ws.logits, &ws.last, s(self.idx.head), bsz, c, v, false, true, false);
+        Ok(&ws.logits)
     }
 }

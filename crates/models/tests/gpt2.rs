@@ -54,7 +54,13 @@ fn is_key_bias(name: &str, i: usize, c: usize) -> bool {
 fn logits_loss_and_gradients_match_pytorch() {
     let mut c = tiny();
     let (ids, mask, labels) = (c.ids.clone(), c.mask.clone(), c.labels.clone());
-    let batch = Batch { input_ids: &ids, attention_mask: &mask, labels: Some(&labels), loss_normalizer: None };
+    let batch = Batch {
+        input_ids: &ids,
+        attention_mask: &mask,
+        labels: Some(&labels),
+        loss_normalizer: None,
+        position_ids: None,
+    };
     let want = c.expected.f32s["logits"].data.clone();
     let logits = c.model.logits(&mut c.ws, &batch, false).expect("logits").to_vec();
     let err = max_abs(&logits, &want);
@@ -100,7 +106,13 @@ fn logits_loss_and_gradients_match_pytorch() {
 fn three_adamw_steps_match_pytorch() {
     let mut c = tiny();
     let (ids, mask, labels) = (c.ids.clone(), c.mask.clone(), c.labels.clone());
-    let batch = Batch { input_ids: &ids, attention_mask: &mask, labels: Some(&labels), loss_normalizer: None };
+    let batch = Batch {
+        input_ids: &ids,
+        attention_mask: &mask,
+        labels: Some(&labels),
+        loss_normalizer: None,
+        position_ids: None,
+    };
     let lrs = c.expected.f64s["lrs"].clone();
     let norms = c.expected.f64s["grad_norms"].clone();
     for (step, lr) in lrs.iter().enumerate() {
@@ -141,7 +153,13 @@ fn three_adamw_steps_match_pytorch() {
 fn chunked_head_and_frozen_parameters() {
     let c = tiny();
     let (ids, mask, labels) = (c.ids.clone(), c.mask.clone(), c.labels.clone());
-    let batch = Batch { input_ids: &ids, attention_mask: &mask, labels: Some(&labels), loss_normalizer: None };
+    let batch = Batch {
+        input_ids: &ids,
+        attention_mask: &mask,
+        labels: Some(&labels),
+        loss_normalizer: None,
+        position_ids: None,
+    };
     let t = ids.len() / 3;
     let mut runs = Vec::new();
     for chunk in [1, 7, 1000] {
@@ -183,7 +201,13 @@ fn chunked_head_and_frozen_parameters() {
 fn finite_differences() {
     let mut c = tiny();
     let (ids, mask, labels) = (c.ids.clone(), c.mask.clone(), c.labels.clone());
-    let batch = Batch { input_ids: &ids, attention_mask: &mask, labels: Some(&labels), loss_normalizer: None };
+    let batch = Batch {
+        input_ids: &ids,
+        attention_mask: &mask,
+        labels: Some(&labels),
+        loss_normalizer: None,
+        position_ids: None,
+    };
     c.model.forward_backward(&mut c.ws, &batch).expect("forward_backward");
     let eps = 1e-2f32;
     for name in [
@@ -222,12 +246,18 @@ fn rejects_unsupported_configs_and_bad_batches() {
     let mut c = tiny();
     let long = Workspace::new(&c.cfg, 1, 65);
     let ids = vec![1u32; 65];
-    let batch = Batch { input_ids: &ids, attention_mask: &ids, labels: None, loss_normalizer: None };
+    let batch =
+        Batch { input_ids: &ids, attention_mask: &ids, labels: None, loss_normalizer: None, position_ids: None };
     let mut long = long;
     assert!(c.model.logits(&mut long, &batch, false).is_err(), "longer than n_positions");
     let mut ids = c.ids.clone();
     ids[0] = 500;
     let mask = c.mask.clone();
-    let batch = Batch { input_ids: &ids, attention_mask: &mask, labels: None, loss_normalizer: None };
+    let batch =
+        Batch { input_ids: &ids, attention_mask: &mask, labels: None, loss_normalizer: None, position_ids: None };
     assert!(c.model.logits(&mut c.ws, &batch, false).is_err());
+    let ids = c.ids.clone();
+    let pos = vec![0u32; ids.len()];
+    let packed = Batch { input_ids: &ids, attention_mask: &mask, position_ids: Some(&pos), ..Default::default() };
+    assert!(c.model.logits(&mut c.ws, &packed, false).is_err(), "packing is not supported for GPT-2");
 }

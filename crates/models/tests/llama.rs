@@ -52,7 +52,13 @@ fn max_abs(a: &[f32], b: &[f32]) -> f32 {
 fn matches_pytorch(dir: &str) {
     let mut c = tiny(dir);
     let (ids, mask, labels) = c.batch();
-    let batch = Batch { input_ids: &ids, attention_mask: &mask, labels: Some(&labels), loss_normalizer: None };
+    let batch = Batch {
+        input_ids: &ids,
+        attention_mask: &mask,
+        labels: Some(&labels),
+        loss_normalizer: None,
+        position_ids: None,
+    };
     let want = c.expected.f32s["logits"].data.clone();
     let logits = c.model.logits(&mut c.ws, &batch, false).expect("logits").to_vec();
     let err = max_abs(&logits, &want);
@@ -92,7 +98,13 @@ fn matches_pytorch(dir: &str) {
 fn adamw_matches_pytorch(dir: &str) {
     let mut c = tiny(dir);
     let (ids, mask, labels) = c.batch();
-    let batch = Batch { input_ids: &ids, attention_mask: &mask, labels: Some(&labels), loss_normalizer: None };
+    let batch = Batch {
+        input_ids: &ids,
+        attention_mask: &mask,
+        labels: Some(&labels),
+        loss_normalizer: None,
+        position_ids: None,
+    };
     let lrs = c.expected.f64s["lrs"].clone();
     let norms = c.expected.f64s["grad_norms"].clone();
     for (step, lr) in lrs.iter().enumerate() {
@@ -179,7 +191,13 @@ fn chunked_head_equals_single_chunk() {
     for dir in ["tiny_llama", "tiny_qwen2"] {
         let c = tiny(dir);
         let (ids, mask, labels) = c.batch();
-        let batch = Batch { input_ids: &ids, attention_mask: &mask, labels: Some(&labels), loss_normalizer: None };
+        let batch = Batch {
+            input_ids: &ids,
+            attention_mask: &mask,
+            labels: Some(&labels),
+            loss_normalizer: None,
+            position_ids: None,
+        };
         let mut results = Vec::new();
         for chunk in [1, 5, 1000] {
             let mut model = tiny(dir).model;
@@ -200,7 +218,13 @@ fn frozen_parameters_get_no_gradient_and_do_not_change_the_others() {
     for dir in ["tiny_llama", "tiny_qwen2"] {
         let mut full = tiny(dir);
         let (ids, mask, labels) = full.batch();
-        let batch = Batch { input_ids: &ids, attention_mask: &mask, labels: Some(&labels), loss_normalizer: None };
+        let batch = Batch {
+            input_ids: &ids,
+            attention_mask: &mask,
+            labels: Some(&labels),
+            loss_normalizer: None,
+            position_ids: None,
+        };
         full.model.forward_backward(&mut full.ws, &batch).expect("forward_backward");
 
         let mut c = tiny(dir);
@@ -253,7 +277,13 @@ fn frozen_parameters_get_no_gradient_and_do_not_change_the_others() {
 fn loss_normalizer_scales_loss_and_gradients() {
     let mut a = tiny("tiny_qwen2");
     let (ids, mask, labels) = a.batch();
-    let mean = Batch { input_ids: &ids, attention_mask: &mask, labels: Some(&labels), loss_normalizer: None };
+    let mean = Batch {
+        input_ids: &ids,
+        attention_mask: &mask,
+        labels: Some(&labels),
+        loss_normalizer: None,
+        position_ids: None,
+    };
     let l1 = a.model.forward_backward(&mut a.ws, &mean).expect("forward_backward");
     // Kept targets after the shift: every label except the first of each row.
     let t = ids.len() / 3;
@@ -271,7 +301,13 @@ fn finite_differences() {
     for dir in ["tiny_llama", "tiny_qwen2"] {
         let mut c = tiny(dir);
         let (ids, mask, labels) = c.batch();
-        let batch = Batch { input_ids: &ids, attention_mask: &mask, labels: Some(&labels), loss_normalizer: None };
+        let batch = Batch {
+            input_ids: &ids,
+            attention_mask: &mask,
+            labels: Some(&labels),
+            loss_normalizer: None,
+            position_ids: None,
+        };
         c.model.forward_backward(&mut c.ws, &batch).expect("forward_backward");
         let grads = c.model.grads_state_dict();
         let mut names = vec![
@@ -329,11 +365,17 @@ fn rejects_unsupported_configs_and_bad_batches() {
     let m = LlamaForCausalLM::random(mistral.clone(), 1).expect("random init");
     let mut ws = Workspace::new(&mistral, 1, 5);
     let ids = [1u32, 2, 3, 4, 5];
-    let b = Batch { input_ids: &ids, attention_mask: &[1; 5], labels: None, loss_normalizer: None };
+    let b = Batch { input_ids: &ids, attention_mask: &[1; 5], labels: None, loss_normalizer: None, position_ids: None };
     let e = m.logits(&mut ws, &b, false).expect_err("longer than the sliding window");
     assert!(e.to_string().contains("sliding_window"), "{e}");
     let mut ws = Workspace::new(&mistral, 1, 4);
-    let b = Batch { input_ids: &ids[..4], attention_mask: &[1; 4], labels: Some(&[1, 2, 3, 4]), loss_normalizer: None };
+    let b = Batch {
+        input_ids: &ids[..4],
+        attention_mask: &[1; 4],
+        labels: Some(&[1, 2, 3, 4]),
+        loss_normalizer: None,
+        position_ids: None,
+    };
     let loss = m.forward(&mut ws, &b).expect("within the window");
     // A freshly initialised model predicts nearly uniformly: loss close to ln(vocab).
     assert!((loss - (128f32).ln()).abs() < 0.5, "{loss}");
@@ -351,15 +393,34 @@ fn rejects_unsupported_configs_and_bad_batches() {
     let mut c = tiny("tiny_llama");
     let (mut ids, mask, mut labels) = c.batch();
     ids[0] = 1000;
-    let batch = Batch { input_ids: &ids, attention_mask: &mask, labels: Some(&labels), loss_normalizer: None };
+    let batch = Batch {
+        input_ids: &ids,
+        attention_mask: &mask,
+        labels: Some(&labels),
+        loss_normalizer: None,
+        position_ids: None,
+    };
     assert!(c.model.forward(&mut c.ws, &batch).is_err());
     ids[0] = 3;
     labels[1] = 128;
-    let batch = Batch { input_ids: &ids, attention_mask: &mask, labels: Some(&labels), loss_normalizer: None };
+    let batch = Batch {
+        input_ids: &ids,
+        attention_mask: &mask,
+        labels: Some(&labels),
+        loss_normalizer: None,
+        position_ids: None,
+    };
     assert!(c.model.forward(&mut c.ws, &batch).is_err());
-    let batch = Batch { input_ids: &ids[..4], attention_mask: &mask[..4], labels: None, loss_normalizer: None };
+    let batch = Batch {
+        input_ids: &ids[..4],
+        attention_mask: &mask[..4],
+        labels: None,
+        loss_normalizer: None,
+        position_ids: None,
+    };
     assert!(c.model.logits(&mut c.ws, &batch, false).is_err());
-    let batch = Batch { input_ids: &ids, attention_mask: &mask, labels: None, loss_normalizer: None };
+    let batch =
+        Batch { input_ids: &ids, attention_mask: &mask, labels: None, loss_normalizer: None, position_ids: None };
     assert!(c.model.forward(&mut c.ws, &batch).is_err(), "the loss needs labels");
 }
 
@@ -380,7 +441,13 @@ fn smollm2_shaped_step_timing() {
     let ids: Vec<u32> = (0..b * t).map(|i| (i * 7919 % 49152) as u32).collect();
     let labels: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
     let mask = vec![1u32; b * t];
-    let batch = Batch { input_ids: &ids, attention_mask: &mask, labels: Some(&labels), loss_normalizer: None };
+    let batch = Batch {
+        input_ids: &ids,
+        attention_mask: &mask,
+        labels: Some(&labels),
+        loss_normalizer: None,
+        position_ids: None,
+    };
     for step in 0..3 {
         let start = std::time::Instant::now();
         m.zero_grad();

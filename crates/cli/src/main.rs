@@ -1,6 +1,7 @@
 //! `finetune`: the command line. Argument parsing and glue only; the work is done by the library crates.
 
 mod data_cmd;
+mod decoder_cmd;
 mod gen_eval;
 mod input;
 mod metrics_cmd;
@@ -29,6 +30,17 @@ enum Command {
     Eval(train_cmd::EvalArgs),
     /// Predict labels (or per-word tags of a NER model) with a saved model (JSON lines).
     Predict(train_cmd::PredictArgs),
+    /// Fine-tune a Llama-family decoder (SmolLM2, Qwen2, Llama): instruction SFT or continued pretraining, full or
+    /// LoRA (TRL's `trl sft` names).
+    Sft(Box<decoder_cmd::SftArgs>),
+    /// Generate completions for prompt records with a decoder (or base + LoRA adapter); BLEU, chrF, ROUGE, EM.
+    Generate(decoder_cmd::GenerateArgs),
+    /// Compare a base and a fine-tuned decoder on the same prompts: metrics side by side, paired bootstrap.
+    Compare(decoder_cmd::CompareArgs),
+    /// Sliding-window perplexity of a text set (Hugging Face's perplexity guide).
+    Perplexity(decoder_cmd::PerplexityArgs),
+    /// Merge a LoRA adapter into its base model and save a full Hugging Face model directory.
+    Merge(decoder_cmd::MergeArgs),
 }
 
 fn main() {
@@ -39,6 +51,11 @@ fn main() {
         Command::Train(a) => train_cmd::run_train(*a),
         Command::Eval(a) => train_cmd::run_eval(a),
         Command::Predict(a) => train_cmd::run_predict(a),
+        Command::Sft(a) => decoder_cmd::run_sft(*a),
+        Command::Generate(a) => decoder_cmd::run_generate(a),
+        Command::Compare(a) => decoder_cmd::run_compare(a),
+        Command::Perplexity(a) => decoder_cmd::run_perplexity(a),
+        Command::Merge(a) => decoder_cmd::run_merge(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

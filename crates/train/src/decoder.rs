@@ -99,7 +99,7 @@ impl CausalBatch {
             attention_mask: &self.attention_mask,
             labels: Some(&self.labels),
             loss_normalizer,
-            // PENDING position_ids: self.position_ids.as_deref(),
+            position_ids: self.position_ids.as_deref(),
         }
     }
 }

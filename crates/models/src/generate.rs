@@ -1,10 +1,84 @@
-//! Text generation for Llama-family decoders on the KV-cache path ([`LlamaForCausalLM::forward_cached`]):
+//! Text generation for decoders on the KV-cache path ([`LlamaForCausalLM::forward_cached`],
+//! [`Gpt2LMHeadModel::forward_cached`]):
 //! batched prompts with left padding, greedy decoding or sampling, and transformers' logits processors
 //! (repetition penalty, temperature, top-k, top-p) in the order and with the semantics of `model.generate`.
 //!
 //! Sampling draws from our own seeded generator: deterministic for a seed, but not torch's random stream.
 
+use crate::gpt2::{Gpt2DecodeWorkspace, Gpt2Error, Gpt2LMHeadModel};
 use crate::llama::{DecodeWorkspace, KvCache, LlamaError, LlamaForCausalLM};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GenerateError {
+    #[error(transparent)]
+    Llama(#[from] LlamaError),
+    #[error(transparent)]
+    Gpt2(#[from] Gpt2Error),
+    #[error("invalid generation config: {0}")]
+    Config(String),
+    #[error("invalid prompts: {0}")]
+    Prompt(String),
+}
+
+/// A decoder with a KV-cache path: prefill and decode steps through one call.
+pub trait CachedDecoder {
+    type Workspace;
+    fn vocab_size(&self) -> usize;
+    fn new_cache(&self, batch: usize, max_len: usize) -> KvCache;
+    fn new_workspace(&self, batch: usize, max_new: usize, max_len: usize) -> Self::Workspace;
+    /// `[batch, vocab]` logits of the last of `input_ids` (`[batch, n_new]`) in each row.
+    fn step<'w>(
+        &self,
+        cache: &mut KvCache,
+        ws: &'w mut Self::Workspace,
+        input_ids: &[u32],
+        attention_mask: &[u32],
+    ) -> Result<&'w [f32], GenerateError>;
+}
+
+impl CachedDecoder for LlamaForCausalLM {
+    type Workspace = DecodeWorkspace;
+    fn vocab_size(&self) -> usize {
+        self.config.vocab_size
+    }
+    fn new_cache(&self, batch: usize, max_len: usize) -> KvCache {
+        KvCache::new(&self.config, batch, max_len)
+    }
+    fn new_workspace(&self, batch: usize, max_new: usize, max_len: usize) -> DecodeWorkspace {
+        DecodeWorkspace::new(&self.config, batch, max_new, max_len)
+    }
+    fn step<'w>(
+        &self,
+        cache: &mut KvCache,
+        ws: &'w mut DecodeWorkspace,
+        input_ids: &[u32],
+        attention_mask: &[u32],
+    ) -> Result<&'w [f32], GenerateError> {
+        Ok(self.forward_cached(cache, ws, input_ids, attention_mask)?)
+    }
+}
+
+impl CachedDecoder for Gpt2LMHeadModel {
+    type Workspace = Gpt2DecodeWorkspace;
+    fn vocab_size(&self) -> usize {
+        self.config.vocab_size
+    }
+    fn new_cache(&self, batch: usize, max_len: usize) -> KvCache {
+        self.kv_cache(batch, max_len)
+    }
+    fn new_workspace(&self, batch: usize, max_new: usize, max_len: usize) -> Gpt2DecodeWorkspace {
+        Gpt2DecodeWorkspace::new(&self.config, batch, max_new, max_len)
+    }
+    fn step<'w>(
+        &self,
+        cache: &mut KvCache,
+        ws: &'w mut Gpt2DecodeWorkspace,
+        input_ids: &[u32],
+        attention_mask: &[u32],
+    ) -> Result<&'w [f32], GenerateError> {
+        Ok(self.forward_cached(cache, ws, input_ids, attention_mask)?)
+    }
+}
 
 /// Generation settings under transformers' `GenerationConfig` names and defaults.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,8 +117,8 @@ impl Default for GenerationConfig {
 }
 
 impl GenerationConfig {
-    pub fn validate(&self) -> Result<(), LlamaError> {
-        let bad = |m: String| Err(LlamaError::Config(m));
+    pub fn validate(&self) -> Result<(), GenerateError> {
+        let bad = |m: String| Err(GenerateError::Config(m));
         if !(self.temperature > 0.0 && self.temperature.is_finite()) {
             return bad(format!("temperature must be a strictly positive float, got {}", self.temperature));
         }
@@ -211,12 +285,12 @@ impl Scratch {
 /// Generates continuations of `prompts` in one left-padded batch. A row stops after an EOS token or when
 /// `stop(row, generated so far)` returns true (e.g. on a stop string decoded by the caller); the result holds
 /// each row's new tokens, the final EOS included.
-pub fn generate(
-    model: &LlamaForCausalLM,
+pub fn generate<M: CachedDecoder>(
+    model: &M,
     prompts: &[Vec<u32>],
     cfg: &GenerationConfig,
     stop: &mut dyn FnMut(usize, &[u32]) -> bool,
-) -> Result<Vec<Vec<u32>>, LlamaError> {
+) -> Result<Vec<Vec<u32>>, GenerateError> {
     cfg.validate()?;
     let bsz = prompts.len();
     let mut out: Vec<Vec<u32>> = vec![Vec::with_capacity(cfg.max_new_tokens); bsz];
@@ -224,13 +298,13 @@ pub fn generate(
         return Ok(out);
     }
     if let Some(r) = prompts.iter().position(|p| p.is_empty()) {
-        return Err(LlamaError::Batch(format!("prompt {r} is empty")));
+        return Err(GenerateError::Prompt(format!("prompt {r} is empty")));
     }
     let pad = cfg.pad_token_id.or(cfg.eos_token_id.first().copied()).unwrap_or(0);
     let plen = prompts.iter().map(Vec::len).max().unwrap_or(0);
     let max_len = plen + cfg.max_new_tokens;
-    let mut cache = KvCache::new(&model.config, bsz, max_len);
-    let mut ws = DecodeWorkspace::new(&model.config, bsz, plen, max_len);
+    let mut cache = model.new_cache(bsz, max_len);
+    let mut ws = model.new_workspace(bsz, plen, max_len);
     // Per row: tokens so far (left padding, prompt, generated) and the attention mask, `max_len` apart.
     let mut hist = vec![pad; bsz * max_len];
     let mut mask_rows = vec![0u32; bsz * max_len];
@@ -243,14 +317,14 @@ pub fn generate(
     let mut done = vec![false; bsz];
     let mut rng = Rng::new(cfg.seed);
     let mut scratch = Scratch::default();
-    let v = model.config.vocab_size;
+    let v = model.vocab_size();
     for step in 0..cfg.max_new_tokens {
         let total = plen + step;
         for b in 0..bsz {
             mask[b * total..(b + 1) * total].copy_from_slice(&mask_rows[b * max_len..b * max_len + total]);
         }
         let n_ids = if step == 0 { bsz * plen } else { bsz };
-        let logits = model.forward_cached(&mut cache, &mut ws, &ids[..n_ids], &mask[..bsz * total])?;
+        let logits = model.step(&mut cache, &mut ws, &ids[..n_ids], &mask[..bsz * total])?;
         ids.truncate(0);
         for b in 0..bsz {
             let tok = if done[b] {

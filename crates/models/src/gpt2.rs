@@ -27,6 +27,7 @@ use finetune_engine::{StateDict, Tensor};
 use serde::Deserialize;
 
 pub use crate::llama::{Batch, ParamInfo};
+use crate::llama::{CachedAttn, KvCache};
 use crate::lora::{self, LoraConfig, LoraError, LoraWorkspace};
 
 #[derive(Debug, thiserror::Error)]
@@ -812,5 +813,154 @@ impl Gpt2LMHeadModel {
                 step,
             );
         }
+    }
+}
+
+/// Activations of [`Gpt2LMHeadModel::forward_cached`] for up to `max_new` new tokens per row and `max_len`
+/// tokens in all, allocated once so that decode steps allocate nothing.
+pub struct Gpt2DecodeWorkspace {
+    pub batch: usize,
+    pub max_new: usize,
+    pub max_len: usize,
+    pos: Vec<u32>,
+    x: Vec<f32>,
+    ln: Vec<f32>,
+    mean: Vec<f32>,
+    rstd: Vec<f32>,
+    qkv: Vec<f32>,
+    heads_out: Vec<f32>,
+    ctx: Vec<f32>,
+    tmp: Vec<f32>,
+    fc: Vec<f32>,
+    act: Vec<f32>,
+    scores: Vec<f32>,
+    last: Vec<f32>,
+    /// `[batch, vocab]` logits of the last new token of each row.
+    pub logits: Vec<f32>,
+}
+
+impl Gpt2DecodeWorkspace {
+    pub fn new(cfg: &Gpt2Config, batch: usize, max_new: usize, max_len: usize) -> Self {
+        let (c, f, h) = (cfg.n_embd, cfg.inner(), cfg.n_head);
+        let n = batch * max_new;
+        let z = |k: usize| vec![0.0f32; k];
+        Gpt2DecodeWorkspace {
+            batch,
+            max_new,
+            max_len,
+            pos: vec![0; n],
+            x: z(n * c),
+            ln: z(n * c),
+            mean: z(n.max(batch)),
+            rstd: z(n.max(batch)),
+            qkv: z(n * 3 * c),
+            heads_out: z(n * c),
+            ctx: z(n * c),
+            tmp: z(n * c),
+            fc: z(n * f),
+            act: z(n * f),
+            scores: z(batch * h * max_new * max_len),
+            last: z(batch * c),
+            logits: z(batch * cfg.vocab_size),
+        }
+    }
+}
+
+impl Gpt2LMHeadModel {
+    /// A KV cache for this model: `batch` rows of up to `max_len` tokens.
+    pub fn kv_cache(&self, batch: usize, max_len: usize) -> KvCache {
+        let cfg = &self.config;
+        KvCache::with_dims(cfg.n_layer, batch, cfg.n_head, cfg.n_embd / cfg.n_head, max_len)
+    }
+
+    /// As [`LlamaForCausalLM::forward_cached`](crate::llama::LlamaForCausalLM::forward_cached): runs
+    /// `input_ids` (`[batch, n_new]`) on top of the cached tokens and returns the `[batch, vocab]` logits of each
+    /// row's last new token. Positions are `cumsum(attention_mask) − 1` (1 on padding), as transformers'
+    /// `generate`.
+    pub fn forward_cached<'w>(
+        &self,
+        cache: &mut KvCache,
+        ws: &'w mut Gpt2DecodeWorkspace,
+        input_ids: &[u32],
+        attention_mask: &[u32],
+    ) -> Result<&'w [f32], Gpt2Error> {
+        let _prof = finetune_engine::profile::scope("gpt2.forward_cached");
+        let cfg = &self.config;
+        let (bsz, c, f, h, v) = (cache.batch, cfg.n_embd, cfg.inner(), cfg.n_head, cfg.vocab_size);
+        let (d, past, max_len) = (c / h, cache.len, cache.max_len);
+        let bad = |m: String| Err(Gpt2Error::Batch(m));
+        if cache.k.len() != cfg.n_layer || cache.kv_heads != h || cache.head_dim != d {
+            return bad("the KV cache was created for a different model configuration".into());
+        }
+        if ws.batch != bsz || ws.max_len < max_len || ws.x.len() != ws.batch * ws.max_new * c {
+            return bad(format!(
+                "the decode workspace ({} rows, {} tokens) does not fit the cache ({bsz} rows, {max_len} tokens)",
+                ws.batch, ws.max_len
+            ));
+        }
+        if bsz == 0 || input_ids.is_empty() || !input_ids.len().is_multiple_of(bsz) {
+            return bad(format!("expected batch × new tokens input ids for {bsz} rows, got {}", input_ids.len()));
+        }
+        let n_new = input_ids.len() / bsz;
+        let total = past + n_new;
+        if n_new > ws.max_new {
+            return bad(format!("{n_new} new tokens per row exceed the workspace's {}", ws.max_new));
+        }
+        if total > max_len || total > cfg.n_positions {
+            return bad(format!("{total} tokens per row exceed the KV cache's max_len {max_len} or n_positions"));
+        }
+        if attention_mask.len() != bsz * total {
+            return bad(format!("expected an attention_mask of {bsz} × {total} entries, got {}", attention_mask.len()));
+        }
+        if attention_mask.iter().any(|&m| m > 1) {
+            return bad("attention_mask entries must be 0 or 1".into());
+        }
+        if let Some(&id) = input_ids.iter().find(|&&i| i as usize >= v) {
+            return bad(format!("input id {id} out of range for vocab_size {v}"));
+        }
+        let (n, eps) = (bsz * n_new, cfg.layer_norm_epsilon);
+        let p = &self.params;
+        let s = |k: usize| &p[self.range(k)];
+        for b in 0..bsz {
+            let m = &attention_mask[b * total..(b + 1) * total];
+            let mut cum: u32 = m[..past].iter().sum();
+            for i in 0..n_new {
+                cum += m[past + i];
+                ws.pos[b * n_new + i] = if m[past + i] == 0 { 1 } else { cum - 1 };
+            }
+        }
+        let (wte, wpe) = (s(self.idx.wte), s(self.idx.wpe));
+        for ((o, &id), &q) in ws.x[..n * c].chunks_exact_mut(c).zip(input_ids).zip(&ws.pos) {
+            let (wr, pr) = (&wte[id as usize * c..][..c], &wpe[q as usize * c..][..c]);
+            for k in 0..c {
+                o[k] = wr[k] + pr[k];
+            }
+        }
+        let dims =
+            CachedAttn { batch: bsz, heads: h, kv_heads: h, head_dim: d, n_new, past, max_len, max_new: ws.max_new };
+        for (li, lx) in self.idx.layers.iter().enumerate() {
+            let x = &mut ws.x[..n * c];
+            layernorm::forward(&mut ws.ln, &mut ws.mean, &mut ws.rstd, x, s(lx.ln1_w), s(lx.ln1_b), n, c, eps);
+            conv1d_forward(&mut ws.qkv, &ws.ln, s(lx.attn_w), s(lx.attn_b), n, c, 3 * c);
+            let (kc, vc) = (&mut cache.k[li], &mut cache.v[li]);
+            dims.append(kc, vc, &ws.qkv, 3 * c, c, 2 * c);
+            dims.attend(kc, vc, &ws.qkv, 3 * c, attention_mask, &mut ws.scores, &mut ws.heads_out, &mut ws.ctx);
+            conv1d_forward(&mut ws.tmp, &ws.ctx, s(lx.aproj_w), s(lx.aproj_b), n, c, c);
+            residual::add_assign(x, &ws.tmp[..n * c]);
+            layernorm::forward(&mut ws.ln, &mut ws.mean, &mut ws.rstd, x, s(lx.ln2_w), s(lx.ln2_b), n, c, eps);
+            conv1d_forward(&mut ws.fc, &ws.ln, s(lx.fc_w), s(lx.fc_b), n, c, f);
+            gelu_tanh::forward(&mut ws.act[..n * f], &ws.fc[..n * f]);
+            conv1d_forward(&mut ws.tmp, &ws.act, s(lx.mproj_w), s(lx.mproj_b), n, f, c);
+            residual::add_assign(x, &ws.tmp[..n * c]);
+        }
+        cache.len = total;
+        for b in 0..bsz {
+            let r = b * n_new + n_new - 1;
+            ws.tmp[b * c..(b + 1) * c].copy_from_slice(&ws.x[r * c..(r + 1) * c]);
+        }
+        let (w, bb) = (s(self.idx.lnf_w), s(self.idx.lnf_b));
+        layernorm::forward(&mut ws.last, &mut ws.mean, &mut ws.rstd, &ws.tmp[..bsz * c], w, bb, bsz, c, eps);
+        matmul(&mut ws.logits, &ws.last, wte, bsz, c, v, false, true, false);
+        Ok(&ws.logits)
     }
 }

@@ -1144,24 +1144,28 @@ impl LlamaForCausalLM {
 pub struct KvCache {
     pub batch: usize,
     pub max_len: usize,
-    kv_heads: usize,
-    head_dim: usize,
-    k: Vec<Vec<f32>>,
-    v: Vec<Vec<f32>>,
-    len: usize,
+    pub(crate) kv_heads: usize,
+    pub(crate) head_dim: usize,
+    pub(crate) k: Vec<Vec<f32>>,
+    pub(crate) v: Vec<Vec<f32>>,
+    pub(crate) len: usize,
 }
 
 impl KvCache {
     pub fn new(cfg: &LlamaConfig, batch: usize, max_len: usize) -> Self {
-        let (kv, d) = (cfg.kv_heads(), cfg.head_dim());
-        let z = || vec![0.0f32; batch * kv * max_len * d];
+        Self::with_dims(cfg.num_hidden_layers, batch, cfg.kv_heads(), cfg.head_dim(), max_len)
+    }
+
+    /// A cache of `layers` layers for any decoder with these key/value dimensions.
+    pub fn with_dims(layers: usize, batch: usize, kv_heads: usize, head_dim: usize, max_len: usize) -> Self {
+        let z = || vec![0.0f32; batch * kv_heads * max_len * head_dim];
         KvCache {
             batch,
             max_len,
-            kv_heads: kv,
-            head_dim: d,
-            k: (0..cfg.num_hidden_layers).map(|_| z()).collect(),
-            v: (0..cfg.num_hidden_layers).map(|_| z()).collect(),
+            kv_heads,
+            head_dim,
+            k: (0..layers).map(|_| z()).collect(),
+            v: (0..layers).map(|_| z()).collect(),
             len: 0,
         }
     }
@@ -1252,12 +1256,11 @@ impl LlamaForCausalLM {
         input_ids: &[u32],
         attention_mask: &[u32],
     ) -> Result<&'w [f32], LlamaError> {
-        use finetune_engine::math::dot;
         let _prof = finetune_engine::profile::scope("llama.forward_cached");
         let cfg = &self.config;
         let (bsz, c, f, v) = (cache.batch, cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
         let (h, kv, d) = (cfg.num_attention_heads, cfg.kv_heads(), cfg.head_dim());
-        let (w, rep, past, max_len) = (((h + 2 * kv) * d), h / kv, cache.len, cache.max_len);
+        let (w, past, max_len) = ((h + 2 * kv) * d, cache.len, cache.max_len);
         let bad = |m: String| Err(LlamaError::Batch(m));
         if cache.k.len() != cfg.num_hidden_layers || cache.kv_heads != kv || cache.head_dim != d {
             return bad("the KV cache was created for a different model configuration".into());
@@ -1312,8 +1315,9 @@ impl LlamaForCausalLM {
         for (o, &id) in ws.x[..n * c].chunks_exact_mut(c).zip(input_ids) {
             o.copy_from_slice(&table[id as usize * c..(id as usize + 1) * c]);
         }
-        let scale = 1.0 / (d as f32).sqrt();
         let pos = &ws.pos[..n];
+        let dims =
+            CachedAttn { batch: bsz, heads: h, kv_heads: kv, head_dim: d, n_new, past, max_len, max_new: ws.max_new };
         for (li, lx) in self.idx.layers.iter().enumerate() {
             rmsnorm::forward(&mut ws.ln, &mut ws.rstd, &ws.x[..n * c], s(lx.ln1), n, c, eps);
             let wqkv = &p[self.infos[lx.q_w].offset..self.range(lx.v_w).end];
@@ -1322,87 +1326,8 @@ impl LlamaForCausalLM {
             rope::apply(&mut ws.qkv, w, 0, h, d, pos, &ws.cos, &ws.sin, false);
             rope::apply(&mut ws.qkv, w, h * d, kv, d, pos, &ws.cos, &ws.sin, false);
             let (kc, vc) = (&mut cache.k[li], &mut cache.v[li]);
-            for b in 0..bsz {
-                for i in 0..n_new {
-                    let row = &ws.qkv[(b * n_new + i) * w..][..w];
-                    for g in 0..kv {
-                        let at = ((b * kv + g) * max_len + past + i) * d;
-                        kc[at..at + d].copy_from_slice(&row[(h + g) * d..(h + g + 1) * d]);
-                        vc[at..at + d].copy_from_slice(&row[(h + kv + g) * d..(h + kv + g + 1) * d]);
-                    }
-                }
-            }
-            let prof = finetune_engine::profile::scope("llama.cached_attention");
-            let (kc, vc, qkv) = (&cache.k[li], &cache.v[li], &ws.qkv);
-            let stride = ws.max_new * ws.max_len;
-            // One task per (row, query head); the matmuls inside are small, so they run on the calling thread.
-            let work = |(bh, (sc, out)): (usize, (&mut [f32], &mut [f32]))| {
-                let (b, hh) = (bh / h, bh % h);
-                let g = hh / rep;
-                let kv_at = (b * kv + g) * max_len * d;
-                let (kb, vb) = (&kc[kv_at..kv_at + total * d], &vc[kv_at..kv_at + total * d]);
-                // Decode steps are dot products over the cache: a matmul call would cost more than the work.
-                let small = n_new <= 4;
-                if small {
-                    for i in 0..n_new {
-                        let q = &qkv[(b * n_new + i) * w + hh * d..][..d];
-                        for (x, k) in sc[i * total..(i + 1) * total].iter_mut().zip(kb.chunks_exact(d)) {
-                            *x = dot(q, k) * scale;
-                        }
-                    }
-                } else {
-                    let q = View { data: &qkv[b * n_new * w + hh * d..], rs: w, cs: 1 };
-                    let kt = View { data: kb, rs: 1, cs: d };
-                    gemm_view(sc, total, q, kt, n_new, total, d, scale, false, Par::Seq);
-                }
-                let m = &attention_mask[b * total..(b + 1) * total];
-                for (i, row) in sc[..n_new * total].chunks_exact_mut(total).enumerate() {
-                    for (j, (x, &mv)) in row.iter_mut().zip(m).enumerate() {
-                        // transformers' additive mask: the most negative f32 on padding and future keys.
-                        if mv == 0 || j > past + i {
-                            *x += f32::MIN;
-                        }
-                    }
-                    let mx = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    let mut z = 0.0f32;
-                    for x in row.iter_mut() {
-                        *x = (*x - mx).exp();
-                        z += *x;
-                    }
-                    let inv = 1.0 / z;
-                    row.iter_mut().for_each(|x| *x *= inv);
-                }
-                if small {
-                    for (i, o) in out[..n_new * d].chunks_exact_mut(d).enumerate() {
-                        o.fill(0.0);
-                        for (&pj, vr) in sc[i * total..(i + 1) * total].iter().zip(vb.chunks_exact(d)) {
-                            for (a, &x) in o.iter_mut().zip(vr) {
-                                *a += pj * x;
-                            }
-                        }
-                    }
-                } else {
-                    let vv = View { data: vb, rs: d, cs: 1 };
-                    gemm_view(out, d, View::new(sc, total, false), vv, n_new, d, total, 1.0, false, Par::Seq);
-                }
-            };
-            let od = ws.max_new * d;
-            // Threads pay off only once the attention work dwarfs their wake-up cost.
-            if bsz * h * n_new * total * d >= 1 << 20 {
-                use rayon::prelude::*;
-                ws.scores.par_chunks_mut(stride).zip(ws.heads_out.par_chunks_mut(od)).enumerate().for_each(work);
-            } else {
-                ws.scores.chunks_mut(stride).zip(ws.heads_out.chunks_mut(od)).enumerate().for_each(work);
-            }
-            for b in 0..bsz {
-                for hh in 0..h {
-                    for i in 0..n_new {
-                        let src = &ws.heads_out[((b * h + hh) * ws.max_new + i) * d..][..d];
-                        ws.ctx[(b * n_new + i) * h * d + hh * d..][..d].copy_from_slice(src);
-                    }
-                }
-            }
-            drop(prof);
+            dims.append(kc, vc, &ws.qkv, w, h * d, (h + kv) * d);
+            dims.attend(kc, vc, &ws.qkv, w, attention_mask, &mut ws.scores, &mut ws.heads_out, &mut ws.ctx);
             linear::forward(&mut ws.tmp, &ws.ctx, s(lx.o_w), lx.o_b.map(s), n, h * d, c);
             residual::add_assign(&mut ws.x[..n * c], &ws.tmp[..n * c]);
             rmsnorm::forward(&mut ws.ln, &mut ws.rstd, &ws.x[..n * c], s(lx.ln2), n, c, eps);
@@ -1421,5 +1346,127 @@ impl LlamaForCausalLM {
         let _prof = finetune_engine::profile::scope("llama.lm_head");
         matmul(&mut ws.logits, &ws.last, s(self.idx.head), bsz, c, v, false, true, false);
         Ok(&ws.logits)
+    }
+}
+
+/// Shape of one cached attention call: `n_new` new query rows per batch row on top of `past` cached tokens, in
+/// caches `[batch, kv_heads, max_len, head_dim]` (shared by the Llama family and GPT-2).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CachedAttn {
+    pub batch: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub n_new: usize,
+    pub past: usize,
+    pub max_len: usize,
+    /// Row capacity of the `scores` and `heads_out` buffers.
+    pub max_new: usize,
+}
+
+impl CachedAttn {
+    /// Copies the new keys (columns `k_col..`) and values (`v_col..`) of each `w`-wide qkv row into the caches.
+    pub fn append(&self, kc: &mut [f32], vc: &mut [f32], qkv: &[f32], w: usize, k_col: usize, v_col: usize) {
+        let (n_new, d) = (self.n_new, self.head_dim);
+        for b in 0..self.batch {
+            for i in 0..n_new {
+                let row = &qkv[(b * n_new + i) * w..][..w];
+                for g in 0..self.kv_heads {
+                    let at = ((b * self.kv_heads + g) * self.max_len + self.past + i) * d;
+                    kc[at..at + d].copy_from_slice(&row[k_col + g * d..k_col + (g + 1) * d]);
+                    vc[at..at + d].copy_from_slice(&row[v_col + g * d..v_col + (g + 1) * d]);
+                }
+            }
+        }
+    }
+
+    /// `ctx[row, h·d..] = softmax(q Kᵀ / √d + mask) V` for every new row and query head (query heads in columns
+    /// `0..heads·d` of `qkv`), with transformers' additive mask (the most negative f32) on padding and future
+    /// keys. `mask` is `[batch, past + n_new]`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attend(
+        &self,
+        kc: &[f32],
+        vc: &[f32],
+        qkv: &[f32],
+        w: usize,
+        mask: &[u32],
+        scores: &mut [f32],
+        heads_out: &mut [f32],
+        ctx: &mut [f32],
+    ) {
+        use finetune_engine::math::dot;
+        let _prof = finetune_engine::profile::scope("cached_attention");
+        let (h, kv, d, n_new, past, max_len) =
+            (self.heads, self.kv_heads, self.head_dim, self.n_new, self.past, self.max_len);
+        let (total, rep) = (past + n_new, h / kv);
+        let scale = 1.0 / (d as f32).sqrt();
+        // One task per (row, query head); the matmuls inside are small, so they run on the calling thread.
+        let work = |(bh, (sc, out)): (usize, (&mut [f32], &mut [f32]))| {
+            let (b, hh) = (bh / h, bh % h);
+            let g = hh / rep;
+            let kv_at = (b * kv + g) * max_len * d;
+            let (kb, vb) = (&kc[kv_at..kv_at + total * d], &vc[kv_at..kv_at + total * d]);
+            // Decode steps are dot products over the cache: a matmul call would cost more than the work.
+            let small = n_new <= 4;
+            if small {
+                for i in 0..n_new {
+                    let q = &qkv[(b * n_new + i) * w + hh * d..][..d];
+                    for (x, k) in sc[i * total..(i + 1) * total].iter_mut().zip(kb.chunks_exact(d)) {
+                        *x = dot(q, k) * scale;
+                    }
+                }
+            } else {
+                let q = View { data: &qkv[b * n_new * w + hh * d..], rs: w, cs: 1 };
+                let kt = View { data: kb, rs: 1, cs: d };
+                gemm_view(sc, total, q, kt, n_new, total, d, scale, false, Par::Seq);
+            }
+            let m = &mask[b * total..(b + 1) * total];
+            for (i, row) in sc[..n_new * total].chunks_exact_mut(total).enumerate() {
+                for (j, (x, &mv)) in row.iter_mut().zip(m).enumerate() {
+                    if mv == 0 || j > past + i {
+                        *x += f32::MIN;
+                    }
+                }
+                let mx = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let mut z = 0.0f32;
+                for x in row.iter_mut() {
+                    *x = (*x - mx).exp();
+                    z += *x;
+                }
+                let inv = 1.0 / z;
+                row.iter_mut().for_each(|x| *x *= inv);
+            }
+            if small {
+                for (i, o) in out[..n_new * d].chunks_exact_mut(d).enumerate() {
+                    o.fill(0.0);
+                    for (&pj, vr) in sc[i * total..(i + 1) * total].iter().zip(vb.chunks_exact(d)) {
+                        for (a, &x) in o.iter_mut().zip(vr) {
+                            *a += pj * x;
+                        }
+                    }
+                }
+            } else {
+                let vv = View { data: vb, rs: d, cs: 1 };
+                gemm_view(out, d, View::new(sc, total, false), vv, n_new, d, total, 1.0, false, Par::Seq);
+            }
+        };
+        let (stride, od) = (self.max_new * max_len, self.max_new * d);
+        let (scores, heads_out) = (&mut scores[..self.batch * h * stride], &mut heads_out[..self.batch * h * od]);
+        // Threads pay off only once the attention work dwarfs their wake-up cost.
+        if self.batch * h * n_new * total * d >= 1 << 20 {
+            use rayon::prelude::*;
+            scores.par_chunks_mut(stride).zip(heads_out.par_chunks_mut(od)).enumerate().for_each(work);
+        } else {
+            scores.chunks_mut(stride).zip(heads_out.chunks_mut(od)).enumerate().for_each(work);
+        }
+        for b in 0..self.batch {
+            for hh in 0..h {
+                for i in 0..n_new {
+                    let src = &heads_out[((b * h + hh) * self.max_new + i) * d..][..d];
+                    ctx[(b * n_new + i) * h * d + hh * d..][..d].copy_from_slice(src);
+                }
+            }
+        }
     }
 }

@@ -235,3 +235,36 @@ fn bad_generation_inputs_are_errors() {
     assert!(generate(&m, &[vec![5]], &hot, &mut |_, _| false).is_err());
     assert_eq!(generate(&m, &[], &greedy(3, vec![]), &mut |_, _| false).expect("empty"), Vec::<Vec<u32>>::new());
 }
+
+/// GPT-2: cached greedy decoding equals rerunning the whole sequence through `logits` (positions 0..T, so the
+/// prompts in one batch share a length).
+#[test]
+fn gpt2_kv_cache_equals_full_recompute() {
+    use finetune_models::gpt2::{Gpt2Config, Gpt2LMHeadModel, Workspace as Gpt2Workspace};
+    let dir = "tiny_gpt2";
+    let cfg = Gpt2Config::from_json(&std::fs::read_to_string(fixture(dir, "config.json")).expect("config"))
+        .expect("config parses");
+    let m = Gpt2LMHeadModel::from_state_dict(cfg, &load(fixture(dir, "model.safetensors")).f32s).expect("loads");
+    let prompts = vec![vec![5u32, 9, 33, 7], vec![17, 3, 60, 2]];
+    let steps = 8;
+    let mut rows = prompts.clone();
+    let v = m.config.vocab_size;
+    for _ in 0..steps {
+        let t = rows[0].len();
+        let ids: Vec<u32> = rows.concat();
+        let mask = vec![1u32; ids.len()];
+        let mut ws = Gpt2Workspace::new(&m.config, rows.len(), t);
+        let b = Batch { input_ids: &ids, attention_mask: &mask, ..Default::default() };
+        let logits = m.logits(&mut ws, &b, true).expect("logits").to_vec();
+        for (k, r) in rows.iter_mut().enumerate() {
+            r.push(generate::argmax(&logits[k * v..(k + 1) * v]));
+        }
+    }
+    let want: Vec<Vec<u32>> = rows.iter().map(|r| r[4..].to_vec()).collect();
+    let got = generate(&m, &prompts, &greedy(steps, vec![]), &mut |_, _| false).expect("generate");
+    assert_eq!(got, want);
+    // A shorter, left-padded prompt in the batch does not change the other row.
+    let mixed =
+        generate(&m, &[prompts[0].clone(), vec![17, 3]], &greedy(steps, vec![]), &mut |_, _| false).expect("generate");
+    assert_eq!(mixed[0], want[0]);
+}

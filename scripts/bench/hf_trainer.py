@@ -254,7 +254,8 @@ def main():
                       callbacks=callbacks)
     result = trainer.train()
     trainer.save_model()
-    trainer.save_metrics("train", result.metrics)
+    train_metrics = dict(result.metrics, train_samples=len(data["train"]))
+    trainer.save_metrics("train", train_metrics)
     trainer.save_state()
 
     if "validation" in data:

@@ -41,13 +41,16 @@ if [ -n "$max_steps" ] && ! [[ "$max_steps" =~ ^[1-9][0-9]*$ ]]; then
   exit 2
 fi
 [ "$which" = all ] && tasks=(sentiment ner spam) || tasks=("$which")
+config_dir=${CONFIG_DIR:-examples}
+for task in "${tasks[@]}"; do
+  [ -f "$config_dir/$task.toml" ] || { echo "$config_dir/$task.toml: no such example config" >&2; exit 2; }
+done
 
 if [ -z "${PYTHON:-}" ]; then
   [ -x .venv-torch/bin/python ] || scripts/reference/setup.sh torch
   PYTHON=.venv-torch/bin/python
 fi
 threads=${THREADS:-2}
-config_dir=${CONFIG_DIR:-examples}
 root=bench-out/trainer
 md=bench-out/trainer_bench.md
 bin=target/release/finetune
@@ -85,7 +88,6 @@ run() {
 
 for task in "${tasks[@]}"; do
   cfg=$config_dir/$task.toml
-  [ -f "$cfg" ] || { echo "$cfg: no such example config" >&2; exit 2; }
   dir=$root/$task
   rm -rf "$dir"
   mkdir -p "$dir"

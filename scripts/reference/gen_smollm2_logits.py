@@ -10,6 +10,10 @@ Writes crates/models/tests/fixtures/smollm2/:
   transformers' 20 largest logits at every position, padding included) and `.loss` (f64 [1], labels = input_ids;
   the padded case also `.loss_masked`, labels = input_ids with padding set to -100).
 Only a subset of the [B, T, V] logits is stored, to keep the fixture small.
+
+Also, with no external file needed (so it runs in CI): tiny_gguf.safetensors + tiny_gguf.json, the same checks on
+the random 2-layer fixtures/gguf/tiny_llama.gguf as transformers loads it: its token ids for a right-padded batch,
+the full logits and both losses.
 """
 
 import json
@@ -26,6 +30,9 @@ SMOL = ROOT / "assets" / "SmolLM2-135M-Instruct"
 SMOL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 OUT = ROOT / "crates" / "models" / "tests" / "fixtures" / "smollm2"
 TOP_K = 20
+TINY_DIR = ROOT / "crates" / "models" / "tests" / "fixtures" / "gguf"
+TINY_FILE = "tiny_llama.gguf"
+TINY_TEXTS = ["Hello world the world", "<|im_start|>user\nHello<|im_end|>", "  \n\tü ✓"]
 
 CHAT = [
     {"role": "system", "content": "You are a concise assistant."},
@@ -43,8 +50,39 @@ CASES = [
 ]
 
 
+def tiny():
+    """The CI-sized twin of the SmolLM2 check: the tiny GGUF file through transformers' GGUF loader."""
+    tok = AutoTokenizer.from_pretrained(str(TINY_DIR), gguf_file=TINY_FILE)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(TINY_DIR), gguf_file=TINY_FILE, dtype=torch.float32, attn_implementation="eager"
+    ).eval()
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "right"
+    enc = tok(TINY_TEXTS, padding=True, return_tensors="pt")
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    with torch.no_grad():
+        out = model(input_ids=ids, attention_mask=mask, labels=ids)
+        masked = model(input_ids=ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100)).loss
+    OUT.mkdir(parents=True, exist_ok=True)
+    save_file({
+        "input_ids": ids.to(torch.int64).contiguous(),
+        "attention_mask": mask.to(torch.int64).contiguous(),
+        "logits": out.logits.float().contiguous(),
+        "loss": torch.tensor([out.loss.item()], dtype=torch.float64),
+        "loss_masked": torch.tensor([masked.item()], dtype=torch.float64),
+    }, str(OUT / "tiny_gguf.safetensors"))
+    (OUT / "tiny_gguf.json").write_text(json.dumps({
+        "transformers": transformers.__version__, "gguf_file": TINY_FILE, "texts": TINY_TEXTS,
+        "ids": [tok(t)["input_ids"] for t in TINY_TEXTS], "pad_token_id": tok.pad_token_id,
+        "loss": out.loss.item(), "loss_masked": masked.item(),
+    }, indent=1, ensure_ascii=False) + "\n")
+    print("tiny", tuple(ids.shape), "loss", out.loss.item(), "masked", masked.item())
+
+
 def main():
     assert transformers.__version__ == "5.23.0", transformers.__version__
+    tiny()
     if not (SMOL / SMOL_FILE).exists():
         sys.exit(f"{SMOL / SMOL_FILE} is missing (run scripts/fetch.sh SmolLM2-135M-Instruct)")
     torch.manual_seed(0)

@@ -1,7 +1,7 @@
 //! The real SmolLM2-135M-Instruct (Q4_1 GGUF) against transformers 5.23.0 loading the same file: token ids,
 //! logits and the causal-LM loss (fixture from scripts/reference/gen_smollm2_logits.py). The GGUF file is
-//! git-ignored, so the test prints SKIPPED when it is absent; the tiny Llama parity tests (tests/llama.rs,
-//! tests/gguf.rs) cover the same code in CI.
+//! git-ignored, so that test prints SKIPPED when it is absent; the second test runs the same path (GGUF loader,
+//! tokenizer, model) on the tiny random fixtures/gguf/tiny_llama.gguf, so CI covers it too.
 
 mod common;
 
@@ -119,4 +119,46 @@ fn smollm2_135m_instruct_matches_transformers() {
         assert!(loss_err <= LOSS_TOL, "{name}: loss differs by {loss_err} (ours {loss}, transformers {want})");
     }
     assert_eq!(report.len(), 4, "plain, chat, unicode and padded-batch cases");
+}
+
+/// The same path on the tiny random GGUF file (runs everywhere): transformers' GGUF tokenizer ids, the full
+/// `[B, T, V]` logits of a right-padded batch and both losses.
+#[test]
+fn tiny_gguf_matches_transformers_gguf_loading() {
+    let meta: Value =
+        serde_json::from_str(&std::fs::read_to_string(common::fixture("smollm2", "tiny_gguf.json")).expect("json"))
+            .expect("tiny_gguf.json parses");
+    let fx = common::load(common::fixture("smollm2", "tiny_gguf.safetensors"));
+    let m = load_llama(common::fixture("gguf", "tiny_llama.gguf")).expect("tiny GGUF loads");
+    let cfg = LlamaConfig::from_json(&m.config.to_string()).expect("config");
+    let model = LlamaForCausalLM::from_state_dict(cfg.clone(), &m.state).expect("state dict");
+    let tok = m.tokenizer.expect("tokenizer");
+
+    let ids: Vec<u32> = fx.i64s["input_ids"].iter().map(|&x| x as u32).collect();
+    let mask: Vec<u32> = fx.i64s["attention_mask"].iter().map(|&x| x as u32).collect();
+    let texts = meta["texts"].as_array().expect("texts");
+    let (b, v) = (texts.len(), cfg.vocab_size);
+    let t = ids.len() / b;
+    for ((text, want), row) in texts.iter().zip(meta["ids"].as_array().expect("ids")).zip(ids.chunks_exact(t)) {
+        let want = ids_of(want);
+        let ours = tok.tokenizer.encode(text.as_str().expect("text"), true).expect("encodes");
+        assert_eq!(ours.get_ids(), &want[..], "{text}");
+        assert_eq!(&row[..want.len()], &want[..]);
+    }
+
+    let mut ws = Workspace::new(&cfg, b, t);
+    let batch = Batch { input_ids: &ids, attention_mask: &mask, labels: None, loss_normalizer: None };
+    let logits = model.logits(&mut ws, &batch, false).expect("logits");
+    let want = &fx.f32s["logits"].data;
+    assert_eq!(logits.len(), b * t * v);
+    let worst = logits.iter().zip(want).map(|(a, w)| (a - w).abs()).fold(0.0f32, f32::max);
+    assert!(worst <= 1e-4, "max |logit - transformers| = {worst}");
+
+    let labels: Vec<i64> = ids.iter().map(|&x| i64::from(x)).collect();
+    let loss = model.forward(&mut ws, &Batch { labels: Some(&labels), ..batch }).expect("loss");
+    assert!((f64::from(loss) - fx.f64s["loss"][0]).abs() <= 1e-5, "loss {loss} vs {}", fx.f64s["loss"][0]);
+    let masked: Vec<i64> = labels.iter().zip(&mask).map(|(&l, &m)| if m == 1 { l } else { -100 }).collect();
+    let loss = model.forward(&mut ws, &Batch { labels: Some(&masked), ..batch }).expect("loss");
+    let want = fx.f64s["loss_masked"][0];
+    assert!((f64::from(loss) - want).abs() <= 1e-5, "padding-masked loss {loss} vs {want}");
 }

@@ -13,14 +13,18 @@ Measured, each as a median over timed steps after warm-up:
 """
 
 import argparse
+import os
 import resource
 import statistics
 import time
 from pathlib import Path
 
-import torch
-import transformers
-from transformers import AutoModelForCausalLM
+# transformers' GGUF loader draws its own tqdm bar; the benchmark output is read by decoder.sh.
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+import torch  # noqa: E402
+import transformers  # noqa: E402
+from transformers import AutoModelForCausalLM  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_GGUF = ROOT / "assets" / "SmolLM2-135M-Instruct" / "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -32,6 +32,8 @@ for k in forward_ms step_ms forward_min_ms step_min_ms step_cpu_ms lora_step_ms 
   if isnum "$o" && isnum "$t"; then
     awk -v k="$k" -v o="$o" -v t="$t" 'BEGIN { printf "ratio ours/torch %-18s %.2fx  (%.1f vs %.1f)\n", k, o / t, o, t }'
   else
+    # A side that prints "<key> not available ..." has no figure for it yet.
+    isnum "$o" || o=${o:+not available}; isnum "$t" || t=${t:+not available}
     printf "ratio ours/torch %-18s n/a    (ours: %s, torch: %s)\n" "$k" "${o:-missing}" "${t:-missing}"
   fi
 done

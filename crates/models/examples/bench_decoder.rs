@@ -1,0 +1,158 @@
+//! Times the real SmolLM2-135M-Instruct (loaded from its GGUF file, dequantised to f32) on CPU: the causal-LM
+//! loss forward and a full fine-tuning step (forward + backward + gradient clipping + AdamW over every
+//! parameter), median over timed steps after warm-up, with a per-kernel breakdown and peak RSS. The PyTorch
+//! side is scripts/bench/decoder_torch.py; scripts/bench/decoder.sh runs both.
+//!
+//! cargo run --release -p finetune-models --example bench_decoder -- [--batch 4] [--seq 256] [--steps 5]
+//!     [--warmup 1] [--threads 2] [--gguf PATH] [--lora] [--generate] [--new-tokens 128]
+//!
+//! `--lora` (a PEFT-style LoRA step) and `--generate` (greedy generation with a KV cache) print "not available
+//! in this build" until the model has LoRA adapters and a KV cache.
+
+use std::time::Instant;
+
+use finetune_engine::kernels::adamw::Hyper;
+use finetune_engine::profile;
+use finetune_models::gguf::load_llama;
+use finetune_models::llama::{Batch, LlamaConfig, LlamaForCausalLM, Workspace};
+
+const DEFAULT_GGUF: &str = "assets/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+fn arg(args: &[String], name: &str, default: usize) -> usize {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn flag(args: &[String], name: &str) -> bool {
+    args.iter().any(|a| a == name)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// User + system CPU time of this process in milliseconds (from /proc/self/stat, clock ticks of 10 ms).
+fn cpu_ms() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            // After the command name: state is field 0, utime field 11, stime field 12.
+            Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) * 10.0)
+        })
+        .unwrap_or(f64::NAN)
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|k| k.parse::<f64>().ok()))
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let (b, t) = (arg(&args, "--batch", 4), arg(&args, "--seq", 256));
+    let steps = arg(&args, "--steps", 5).max(1);
+    let warmup = arg(&args, "--warmup", 1);
+    let threads = arg(&args, "--threads", 2);
+    let new_tokens = arg(&args, "--new-tokens", 128);
+    let path = args
+        .iter()
+        .position(|a| a == "--gguf")
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_else(|| DEFAULT_GGUF.to_owned());
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global()?;
+
+    let start = Instant::now();
+    let m = load_llama(&path)?;
+    let cfg = LlamaConfig::from_json(&m.config.to_string())?;
+    let mut model = LlamaForCausalLM::from_state_dict(cfg.clone(), &m.state)?;
+    drop(m);
+    let load_s = start.elapsed().as_secs_f64();
+
+    let mut ws = Workspace::new(&cfg, b, t);
+    // The same deterministic token pattern as decoder_torch.py; labels = input_ids (all positions scored).
+    let ids: Vec<u32> = (0..b * t).map(|i| 1000 + (i as u32 * 7919) % 29000).collect();
+    let mask = vec![1u32; b * t];
+    let labels: Vec<i64> = ids.iter().map(|&x| i64::from(x)).collect();
+    let batch = Batch { input_ids: &ids, attention_mask: &mask, labels: Some(&labels), loss_normalizer: None };
+    let hyper = Hyper { lr: 2e-5, weight_decay: 0.01, ..Hyper::default() };
+
+    let mut fwd = Vec::new();
+    let mut first_loss = f32::NAN;
+    for i in 0..warmup + steps {
+        let s = Instant::now();
+        let loss = model.forward(&mut ws, &batch)?;
+        if i == 0 {
+            first_loss = loss;
+        }
+        if i >= warmup {
+            fwd.push(s.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+
+    let mut step_times = Vec::new();
+    let mut loss = f32::NAN;
+    let mut cpu_start = 0.0;
+    for i in 0..warmup + steps {
+        if i == warmup {
+            profile::reset();
+            profile::enable(true);
+            cpu_start = cpu_ms();
+        }
+        let s = Instant::now();
+        model.zero_grad();
+        loss = model.forward_backward(&mut ws, &batch)?;
+        model.clip_grad_norm(1.0);
+        model.adamw_step(hyper);
+        if i >= warmup {
+            step_times.push(s.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    profile::enable(false);
+    let cpu_per_step = (cpu_ms() - cpu_start) / steps as f64;
+    let rss_full = peak_rss_mib();
+
+    let params: usize = model.param_infos().iter().map(|i| i.len()).sum();
+    println!(
+        "model: SmolLM2-135M-Instruct from {path} (f32), {} layers, {params} parameters; batch {b} x {t}; \
+         {threads} threads; loaded in {load_s:.1} s",
+        cfg.num_hidden_layers
+    );
+    println!("ours forward_ms {:.1}", median(&mut fwd));
+    println!("ours step_ms {:.1}", median(&mut step_times));
+    println!("ours forward_min_ms {:.1}", fwd[0]);
+    println!("ours step_min_ms {:.1}", step_times[0]);
+    println!("ours step_cpu_ms {cpu_per_step:.1}");
+    println!("ours first_loss {first_loss:.4}");
+    println!("ours last_loss {loss:.4}");
+    println!("ours peak_rss_full_mib {rss_full:.0}");
+    if flag(&args, "--lora") {
+        println!("ours lora_step_ms not available in this build (LoRA adapters are not wired into the model yet)");
+    }
+    if flag(&args, "--generate") {
+        println!(
+            "ours gen_tokens_per_s not available in this build (greedy generation of {new_tokens} tokens needs \
+             the KV cache)"
+        );
+    }
+    println!("ours peak_rss_mib {:.0}", peak_rss_mib());
+    println!("per-kernel time per full step (ms):");
+    let total: f64 = step_times.iter().sum::<f64>() / steps as f64;
+    let mut accounted = 0.0;
+    for (name, d, calls) in profile::report() {
+        let ms = d.as_secs_f64() * 1e3 / steps as f64;
+        accounted += ms;
+        println!("  {name:<24} {ms:8.2}  ({} calls/step)", calls / steps as u64);
+    }
+    // The backward's matmuls (activation and weight gradients) have no profile scope of their own.
+    println!("  {:<24} {:8.2}", "unprofiled (backward matmuls, copies)", total - accounted);
+    Ok(())
+}

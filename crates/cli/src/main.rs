@@ -1,5 +1,6 @@
 //! `finetune`: the command line. Argument parsing and glue only; the work is done by the library crates.
 
+mod cv_cmd;
 mod data_cmd;
 mod input;
 mod metrics_cmd;
@@ -26,6 +27,8 @@ enum Command {
     Train(Box<train_cmd::TrainArgs>),
     /// Evaluate a saved classification or NER model on labelled data (metrics and classification report).
     Eval(train_cmd::EvalArgs),
+    /// K-fold cross-validation of a training run: a fresh model per fold, metrics per fold and mean ± std.
+    Cv(Box<cv_cmd::CvArgs>),
     /// Predict labels (or per-word tags of a NER model) with a saved model (JSON lines).
     Predict(train_cmd::PredictArgs),
 }
@@ -38,6 +41,7 @@ fn main() {
         Command::Train(a) => train_cmd::run_train(*a),
         Command::Eval(a) => train_cmd::run_eval(a),
         Command::Predict(a) => train_cmd::run_predict(a),
+        Command::Cv(a) => cv_cmd::run_cv(*a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

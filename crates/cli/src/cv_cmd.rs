@@ -22,7 +22,7 @@ use crate::train_cmd::{self, RunConfig};
 
 const EXAMPLE: &str = "\
 Examples:
-  finetune cv --config examples/spam.toml --folds 5
+  finetune cv --config examples/spam.toml --folds 5 --output-dir bench-out/spam-cv
   finetune cv --config examples/ner.toml --folds 3 --set num_train_epochs=1
   finetune cv --model-name-or-path assets/all-MiniLM-L6-v2 --train-file reviews.csv --output-dir bench-out/cv \\
       --folds 10 --set learning_rate=3e-5 --set max_steps=200
@@ -32,7 +32,8 @@ eval_results.json on the held-out fold), cv_results.json: {\"folds\": [{\"fold\"
 \"mean\": {...}, \"std\": {...}} (sample std, ddof=1, as numpy.std(ddof=1) and pandas).
 Folds: stratified by label for single-label classification (each fold holds every class within one example of
 its share), seeded random otherwise (multi-label, regression, token classification); the same `seed` gives the
-same folds. split, validation_file and test_file are not used: every example is held out exactly once.";
+same folds. split, validation_file and test_file are not used: every example is held out exactly once. The
+held-out fold is also what eval_strategy evaluates during training (and what load_best_model_at_end selects on).";
 
 /// `finetune cv`: k-fold cross-validation of a training run.
 #[derive(Args, Debug)]

@@ -104,3 +104,32 @@ fn cv_rejects_bad_folds_in_one_line_and_writes_nothing() {
         assert!(!s.root.join("badcv").exists());
     }
 }
+
+/// Regression has no classes to stratify by: a seeded random k-fold, summarised like the others.
+#[test]
+fn cv_of_regression_uses_random_folds() {
+    let s = setup();
+    let mut reg = String::from("text,label\n");
+    for i in 0..10 {
+        let w = ["good nice", "bad dull", "good bad"][i % 3];
+        reg.push_str(&format!("{w},{}\n", (i % 3) as f64 * 0.5));
+    }
+    let data = s.root.join("reg.csv");
+    std::fs::write(&data, reg).expect("write");
+    let cfg = config(&s, "regcv", "max_steps = 1\nproblem_type = \"regression\"\n");
+    ok(finetune(&[
+        "cv",
+        "--config",
+        cfg.to_str().unwrap_or_default(),
+        "--train-file",
+        data.to_str().unwrap_or_default(),
+        "--folds",
+        "4",
+        "--progress",
+        "off",
+    ]));
+    let r = check_results(&s.root.join("regcv"), 4, 10, &["eval_loss", "eval_mse"]);
+    let sizes: Vec<u64> =
+        r["folds"].as_array().map_or(vec![], |f| f.iter().filter_map(|f| f["eval_samples"].as_u64()).collect());
+    assert_eq!(sizes, vec![3, 3, 2, 2], "fold sizes differ by at most one");
+}

@@ -17,12 +17,18 @@ use finetune_data::{read_examples, read_tokens, Dataset, Format, LabelMap, ReadO
 pub enum DataCommand {
     /// Split one file into train/validation[/test] files (seeded; `--stratify` keeps label proportions).
     /// Outputs keep the input's format with the text, text-pair and label columns only.
+    #[command(after_help = "Examples:
+  finetune data split movie_reviews.csv --split 80/10/10 --stratify --seed 42 -o data/
+  finetune data split spam_assassin.jsonl --split 90/10 --stratify --resample over -o data/
+  finetune data split wnut16.conll --split 80/10/10 -o ner/            # sentences, seeded random
+  finetune data split reviews.csv --kfold 5 --stratify -o folds/       # fold-1/train.csv, fold-1/validation.csv, ...")]
     Split {
         /// The file to split (CSV, TSV, JSONL, CoNLL or plain text).
         file: PathBuf,
         /// Percentages: train/validation/test, or train/validation.
         #[arg(long, default_value = "80/10/10")]
         split: String,
+        /// Seed of the shuffle (the same seed gives the same split on every machine).
         #[arg(long, default_value_t = 42)]
         seed: u64,
         /// Split every class in proportion (like scikit-learn's StratifiedShuffleSplit).
@@ -45,7 +51,11 @@ pub enum DataCommand {
     },
     /// Clean texts and optionally drop exact duplicates; writes one file with the text, text-pair and label
     /// columns only.
+    #[command(after_help = "Examples:
+  finetune data clean reviews.csv --strip-html --normalize nfkc --dedup -o clean.csv
+  finetune data clean spam_assassin.jsonl --collapse-whitespace --dedup -o spam-clean.jsonl")]
     Clean {
+        /// The file to clean (CSV, TSV, JSONL or plain text).
         file: PathBuf,
         /// Output file; its extension picks the format (default: the input's).
         #[arg(long, short = 'o')]
@@ -56,11 +66,18 @@ pub enum DataCommand {
         clean: Box<CleanArgs>,
     },
     /// Counts, label balance, text lengths, duplicates, and train/validation/test overlap.
+    #[command(after_help = "Examples:
+  finetune data stats --train-file spam_assassin.jsonl
+  finetune data stats --train-file data/train.csv --validation-file data/validation.csv --test-file data/test.csv
+  finetune data stats --train-file wnut16.conll --json")]
     Stats {
+        /// Training data (CSV, TSV, JSONL, CoNLL or plain text).
         #[arg(long)]
         train_file: PathBuf,
+        /// Validation data: also counted, and checked for texts shared with the training data (default: none).
         #[arg(long)]
         validation_file: Option<PathBuf>,
+        /// Test data: also counted, and checked for texts shared with train/validation (default: none).
         #[arg(long)]
         test_file: Option<PathBuf>,
         /// Print JSON instead of text.
@@ -77,10 +94,13 @@ pub struct ReadArgs {
     /// csv, tsv, jsonl, conll or text (default: by extension).
     #[arg(long)]
     format: Option<String>,
+    /// Column (CSV/TSV) or field (JSONL) with the text.
     #[arg(long, default_value = "text")]
     text_column_name: String,
+    /// Column or field with the second text of sentence pairs (default: none).
     #[arg(long)]
     text_pair_column_name: Option<String>,
+    /// Column or field with the label.
     #[arg(long, default_value = "label")]
     label_column_name: String,
     /// The data has no label column.

@@ -1,5 +1,6 @@
 //! `finetune`: the command line. Argument parsing and glue only; the work is done by the library crates.
 
+mod cv_cmd;
 mod data_cmd;
 mod decoder_cmd;
 mod gen_eval;
@@ -28,6 +29,8 @@ enum Command {
     Train(Box<train_cmd::TrainArgs>),
     /// Evaluate a saved classification or NER model on labelled data (metrics and classification report).
     Eval(train_cmd::EvalArgs),
+    /// K-fold cross-validation of a training run: a fresh model per fold, metrics per fold and mean ± std.
+    Cv(Box<cv_cmd::CvArgs>),
     /// Predict labels (or per-word tags of a NER model) with a saved model (JSON lines).
     Predict(train_cmd::PredictArgs),
     /// Fine-tune a Llama-family decoder (SmolLM2, Qwen2, Llama): instruction SFT or continued pretraining, full or
@@ -56,6 +59,7 @@ fn main() {
         Command::Compare(a) => decoder_cmd::run_compare(a),
         Command::Perplexity(a) => decoder_cmd::run_perplexity(a),
         Command::Merge(a) => decoder_cmd::run_merge(a),
+        Command::Cv(a) => cv_cmd::run_cv(*a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -29,6 +29,8 @@ const EXAMPLE: &str = "\
 Examples:
   finetune train --config examples/sentiment.toml
   finetune train --config examples/ner.toml
+  finetune train --config examples/spam.toml --progress lines
+  finetune train --config examples/sentiment.toml --resume-from-checkpoint latest
   finetune train --config examples/sentiment.toml --set max_steps=20 --set output_dir=bench-out/quick
   finetune train --model-name-or-path assets/all-MiniLM-L6-v2 --train-file data.csv --split 80/10/10 \\
       --output-dir bench-out/run --num-train-epochs 2 --learning-rate 5e-5
@@ -37,25 +39,25 @@ Examples:
 
 /// Run settings that are not `TrainingArguments`, named as in HF's example scripts (run_glue.py).
 #[derive(Debug, Clone)]
-struct RunConfig {
-    model_name_or_path: Option<String>,
-    task: String,
-    train_file: Option<String>,
-    validation_file: Option<String>,
-    test_file: Option<String>,
-    text_column_name: String,
-    text_pair_column_name: Option<String>,
-    label_column_name: String,
-    label_separator: Option<String>,
-    problem_type: Option<String>,
-    max_seq_length: usize,
-    split: Option<String>,
-    do_train: Option<bool>,
-    do_eval: Option<bool>,
-    do_predict: Option<bool>,
-    resume_from_checkpoint: Option<String>,
-    label_all_tokens: bool,
-    format: Option<String>,
+pub(crate) struct RunConfig {
+    pub(crate) model_name_or_path: Option<String>,
+    pub(crate) task: String,
+    pub(crate) train_file: Option<String>,
+    pub(crate) validation_file: Option<String>,
+    pub(crate) test_file: Option<String>,
+    pub(crate) text_column_name: String,
+    pub(crate) text_pair_column_name: Option<String>,
+    pub(crate) label_column_name: String,
+    pub(crate) label_separator: Option<String>,
+    pub(crate) problem_type: Option<String>,
+    pub(crate) max_seq_length: usize,
+    pub(crate) split: Option<String>,
+    pub(crate) do_train: Option<bool>,
+    pub(crate) do_eval: Option<bool>,
+    pub(crate) do_predict: Option<bool>,
+    pub(crate) resume_from_checkpoint: Option<String>,
+    pub(crate) label_all_tokens: bool,
+    pub(crate) format: Option<String>,
 }
 
 impl Default for RunConfig {
@@ -84,7 +86,7 @@ impl Default for RunConfig {
 }
 
 /// (key, default, meaning) of the run keys, for `--help`.
-const RUN_KEYS: &[(&str, &str, &str)] = &[
+pub(crate) const RUN_KEYS: &[(&str, &str, &str)] = &[
     ("model_name_or_path", "(required)", "model directory, hub cache folder or model id"),
     ("task", "\"sequence-classification\"", "or \"token-classification\" (NER on CoNLL files, run_ner.py)"),
     ("train_file", "none", "CSV/TSV/JSONL training data (CoNLL for token-classification)"),
@@ -184,28 +186,29 @@ pub struct TrainArgs {
     /// Model directory, hub cache folder or model id [config: model_name_or_path].
     #[arg(long)]
     model_name_or_path: Option<String>,
-    /// Training data, CSV/TSV/JSONL [config: train_file].
+    /// Training data, CSV/TSV/JSONL (CoNLL for token-classification) [config: train_file; default: none].
     #[arg(long)]
     train_file: Option<String>,
-    /// Validation data [config: validation_file].
+    /// Validation data: eval_* metrics [config: validation_file; default: none].
     #[arg(long)]
     validation_file: Option<String>,
-    /// Test data [config: test_file].
+    /// Test data: test_* metrics and predictions [config: test_file; default: none].
     #[arg(long)]
     test_file: Option<String>,
-    /// Split train_file, e.g. 80/10/10 (stratified by label, seeded by `seed`) [config: split].
+    /// Split train_file, e.g. 80/10/10 (stratified by label, seeded by `seed`) [config: split; default: none].
     #[arg(long)]
     split: Option<String>,
     /// Where checkpoints, the final model and results go [config: output_dir; default: trainer_output].
     #[arg(long)]
     output_dir: Option<String>,
-    /// [config: num_train_epochs; default: 3]
+    /// Passes over the training data (max_steps > 0 overrides) [config: num_train_epochs; default: 3].
     #[arg(long)]
     num_train_epochs: Option<f64>,
     /// Peak AdamW learning rate [config: learning_rate; default: 5e-5].
     #[arg(long)]
     learning_rate: Option<f64>,
-    /// [config: per_device_train_batch_size; default: 8]
+    /// Examples per training step (before gradient accumulation) [config: per_device_train_batch_size;
+    /// default: 8].
     #[arg(long)]
     per_device_train_batch_size: Option<usize>,
     /// Tokens per example after truncation [config: max_seq_length; default: 128].
@@ -227,7 +230,8 @@ pub struct TrainArgs {
     /// Replace checkpoints of an earlier run in output_dir [config: overwrite_output_dir; default: false].
     #[arg(long)]
     overwrite_output_dir: bool,
-    /// Resume from a checkpoint-N directory, or "latest" [config: resume_from_checkpoint].
+    /// Resume from a checkpoint-N directory, or "latest" for the newest complete one in output_dir; the result
+    /// equals an uninterrupted run bit for bit [config: resume_from_checkpoint; default: none].
     #[arg(long)]
     resume_from_checkpoint: Option<String>,
     /// Progress display: auto (bar on a terminal), lines, off.
@@ -259,9 +263,12 @@ fn train_long_help() -> String {
 
 /// `finetune eval`: metrics of a saved classification model on labelled data.
 #[derive(Args, Debug)]
-#[command(after_help = "Example:\n  finetune eval --model bench-out/sentiment --data test.csv")]
+#[command(after_help = "Examples:
+  finetune eval --model bench-out/sentiment --data test.csv              # report + metrics (eval_*)
+  finetune eval --model bench-out/spam --data spam.jsonl --max-seq-length 256 --json
+  finetune eval --model bench-out/ner --data test.conll                  # seqeval entity report")]
 pub struct EvalArgs {
-    /// A model directory written by `finetune train` (or any HF sequence-classification model).
+    /// A model directory written by `finetune train` (or any HF sequence- or token-classification model).
     #[arg(long)]
     model: String,
     /// Labelled data, CSV/TSV/JSONL (CoNLL for a token-classification model).
@@ -276,8 +283,12 @@ pub struct EvalArgs {
 
 /// `finetune predict`: labels and class probabilities of a saved classification model.
 #[derive(Args, Debug)]
-#[command(after_help = "Example:\n  finetune predict --model bench-out/sentiment --data new.csv --out preds.jsonl")]
+#[command(after_help = "Examples:
+  finetune predict --model bench-out/sentiment --data new.csv --out preds.jsonl
+  finetune predict --model bench-out/spam --data inbox.jsonl --max-seq-length 256 --out spam-preds.jsonl
+  finetune predict --model bench-out/ner --data tweets.conll --out tags.jsonl")]
 pub struct PredictArgs {
+    /// A model directory written by `finetune train` (or any HF sequence- or token-classification model).
     #[arg(long)]
     model: String,
     /// Data to label, CSV/TSV/JSONL (a label column, if any, is ignored); for a token-classification model a
@@ -319,7 +330,7 @@ pub struct InferArgs {
 }
 
 /// Reads the TOML file into run keys and TrainingArguments.
-fn load_config(path: Option<&Path>) -> Result<(RunConfig, TrainingArguments)> {
+pub(crate) fn load_config(path: Option<&Path>) -> Result<(RunConfig, TrainingArguments)> {
     let mut run = RunConfig::default();
     let Some(path) = path else { return Ok((run, TrainingArguments::default())) };
     let origin = path.display().to_string();
@@ -376,7 +387,7 @@ pub(crate) fn one_line(s: &str) -> String {
 }
 
 /// Applies a `key=value` to the run keys or the training arguments.
-fn apply_set(run: &mut RunConfig, args: &mut TrainingArguments, assignment: &str) -> Result<()> {
+pub(crate) fn apply_set(run: &mut RunConfig, args: &mut TrainingArguments, assignment: &str) -> Result<()> {
     let Some((k, v)) = assignment.split_once('=') else { bail!("--set {assignment}: expected key=value") };
     let (k, v) = (k.trim(), v.trim());
     if is_run_key(k) {
@@ -391,7 +402,7 @@ fn apply_set(run: &mut RunConfig, args: &mut TrainingArguments, assignment: &str
     Ok(args.set(assignment)?)
 }
 
-fn read_opts(text: &str, pair: Option<&str>, label: Option<&str>, separator: Option<&str>) -> ReadOptions {
+pub(crate) fn read_opts(text: &str, pair: Option<&str>, label: Option<&str>, separator: Option<&str>) -> ReadOptions {
     ReadOptions {
         text_column_name: text.to_string(),
         text_pair_column_name: pair.map(str::to_string),
@@ -401,7 +412,7 @@ fn read_opts(text: &str, pair: Option<&str>, label: Option<&str>, separator: Opt
     }
 }
 
-fn parse_problem(s: Option<&str>) -> Result<ProblemType> {
+pub(crate) fn parse_problem(s: Option<&str>) -> Result<ProblemType> {
     match s {
         None => Ok(ProblemType::SingleLabelClassification),
         Some(p) => ProblemType::parse(p).ok_or_else(|| {
@@ -421,7 +432,7 @@ fn seq_task(problem: ProblemType) -> SeqTask {
     }
 }
 
-fn read(path: &str, opts: &ReadOptions) -> Result<Vec<Example>> {
+pub(crate) fn read(path: &str, opts: &ReadOptions) -> Result<Vec<Example>> {
     let ds = finetune_data::read_examples(Path::new(path), opts)?;
     if ds.examples.is_empty() {
         bail!("{path}: no examples");
@@ -431,7 +442,7 @@ fn read(path: &str, opts: &ReadOptions) -> Result<Vec<Example>> {
 
 /// Model directory, tokenizer and effective max length (`min(max_seq_length, model_max_length,
 /// max_position_embeddings)`, as run_glue.py caps it).
-fn tokenizer_for(spec: &str, max_seq_length: usize) -> Result<(PathBuf, TextTokenizer, usize)> {
+pub(crate) fn tokenizer_for(spec: &str, max_seq_length: usize) -> Result<(PathBuf, TextTokenizer, usize)> {
     let dir = resolve_model_dir(spec)?;
     let dir = if dir.is_file() { dir.parent().map(Path::to_path_buf).unwrap_or_default() } else { dir };
     let tok = TextTokenizer::from_dir(&dir)?;
@@ -500,7 +511,7 @@ fn missing_label_column(e: &anyhow::Error, label: &str) -> bool {
 }
 
 /// Encodes a split; a split without any label (a test file for prediction only) is encoded unlabelled.
-fn encode(
+pub(crate) fn encode(
     tok: &TextTokenizer,
     split: &(String, Vec<Example>),
     labels: &LabelMap,
@@ -530,7 +541,7 @@ pub(crate) fn write_json_file(path: &Path, value: &Value) -> Result<()> {
 }
 
 /// A metric as JSON: sample counts as integers (as HF writes them), everything else as a float.
-fn metric_value(key: &str, v: f64) -> Value {
+pub(crate) fn metric_value(key: &str, v: f64) -> Value {
     if key.ends_with("_samples") && v >= 0.0 && v.fract() == 0.0 && v < 9e15 {
         json!(v as u64)
     } else {
@@ -880,7 +891,7 @@ pub fn run_predict(a: PredictArgs) -> Result<()> {
 // ---- token classification (run_ner.py) ----
 
 /// A CoNLL file's sentences; `.txt` and other extensions are read as CoNLL too.
-fn read_conll(path: &str) -> Result<Vec<TokenExample>> {
+pub(crate) fn read_conll(path: &str) -> Result<Vec<TokenExample>> {
     let opts = ReadOptions { format: Some(Format::Conll), ..Default::default() };
     let ds = finetune_data::read_tokens(Path::new(path), &opts)?;
     if ds.sentences.is_empty() {
@@ -889,7 +900,7 @@ fn read_conll(path: &str) -> Result<Vec<TokenExample>> {
     Ok(ds.sentences)
 }
 
-type TokenSplit = (String, Vec<TokenExample>);
+pub(crate) type TokenSplit = (String, Vec<TokenExample>);
 
 fn load_token_splits(run: &RunConfig, seed: u64) -> Result<[Option<TokenSplit>; 3]> {
     if let Some(f) = run.format.as_deref() {
@@ -917,7 +928,7 @@ fn load_token_splits(run: &RunConfig, seed: u64) -> Result<[Option<TokenSplit>; 
     Ok(s)
 }
 
-fn encode_tokens(
+pub(crate) fn encode_tokens(
     tok: &TextTokenizer,
     split: &TokenSplit,
     labels: &LabelMap,

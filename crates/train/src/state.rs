@@ -144,9 +144,18 @@ pub fn sorted_checkpoints(output_dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     Ok(out)
 }
 
-/// The newest checkpoint (HF `get_last_checkpoint`).
+/// The newest complete checkpoint (HF `get_last_checkpoint`): one whose `trainer_state.json` reads. A checkpoint
+/// is written as `checkpoint-N.tmp` and renamed once its trainer_state.json (written last) is in place, so a
+/// process killed mid-write leaves no `checkpoint-N`; a `checkpoint-N` without a readable state (copied by hand,
+/// or half-deleted by a killed rotation) is skipped rather than resumed from.
 pub fn last_checkpoint(output_dir: &Path) -> Result<Option<PathBuf>> {
-    Ok(sorted_checkpoints(output_dir)?.pop().map(|(_, p)| p))
+    let mut ckpts = sorted_checkpoints(output_dir)?;
+    while let Some((_, p)) = ckpts.pop() {
+        if TrainerState::load(&p.join(TRAINER_STATE_NAME)).is_ok() {
+            return Ok(Some(p));
+        }
+    }
+    Ok(None)
 }
 
 /// Deletes the oldest checkpoints beyond `save_total_limit`, never the newest nor the best (HF

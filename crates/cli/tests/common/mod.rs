@@ -1,0 +1,136 @@
+//! Helpers shared by the CLI tests: the tiny random BERT with a WordPiece vocabulary, deterministic CSV and
+//! CoNLL data, run files, and running the built `finetune` binary.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+pub const WORDS: &[&str] = &["good", "great", "fine", "nice", "love", "bad", "awful", "hate", "boring", "dull"];
+
+pub fn finetune(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_finetune")).args(args).output().expect("run finetune")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn ok(o: Output) -> Output {
+    assert!(o.status.success(), "finetune failed: {}", stderr(&o));
+    o
+}
+
+pub fn read_json(p: &Path) -> Value {
+    let text = std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    serde_json::from_str(&text).expect("valid JSON")
+}
+
+/// The tiny BERT fixture plus a WordPiece vocabulary (the fixture ships no tokenizer).
+pub fn model_dir(root: &Path) -> PathBuf {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/tests/fixtures/tiny_bert");
+    let dir = root.join("model");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixture.join(f), dir.join(f)).expect("copy fixture");
+    }
+    let mut vocab: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"].iter().map(|s| s.to_string()).collect();
+    vocab.extend(WORDS.iter().map(|s| s.to_string()));
+    std::fs::write(dir.join("vocab.txt"), vocab.join("\n") + "\n").expect("vocab");
+    dir
+}
+
+/// `n` labelled sentences: positive words → "pos", negative words → "neg"; deterministic.
+pub fn csv(path: &Path, n: usize, offset: usize) {
+    let mut s = String::from("text,label\n");
+    for i in 0..n {
+        let k = i + offset;
+        let pos = k.is_multiple_of(2);
+        let pick = |j: usize| WORDS[(if pos { 0 } else { 5 }) + (k * 7 + j * 3) % 5];
+        let words: Vec<&str> = (0..2 + k % 5).map(pick).collect();
+        s.push_str(&format!("{},{}\n", words.join(" "), if pos { "pos" } else { "neg" }));
+    }
+    std::fs::write(path, s).expect("write csv");
+}
+
+pub struct Setup {
+    pub _tmp: tempfile::TempDir,
+    pub root: PathBuf,
+    pub model: PathBuf,
+}
+
+pub fn setup() -> Setup {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().to_path_buf();
+    let model = model_dir(&root);
+    csv(&root.join("train.csv"), 24, 0);
+    csv(&root.join("validation.csv"), 8, 100);
+    csv(&root.join("test.csv"), 8, 200);
+    Setup { _tmp: tmp, root, model }
+}
+
+pub fn config(s: &Setup, out: &str, extra: &str) -> PathBuf {
+    let p = s.root.join(format!("{out}.toml"));
+    let text = format!(
+        "model_name_or_path = {m:?}\ntrain_file = {tr:?}\nvalidation_file = {va:?}\ntest_file = {te:?}\n\
+         output_dir = {o:?}\nmax_seq_length = 16\nper_device_train_batch_size = 4\nper_device_eval_batch_size = 4\n\
+         learning_rate = 1e-3\nlogging_steps = 1\nsave_steps = 2\n{extra}",
+        m = s.model.display().to_string(),
+        tr = s.root.join("train.csv").display().to_string(),
+        va = s.root.join("validation.csv").display().to_string(),
+        te = s.root.join("test.csv").display().to_string(),
+        o = s.root.join(out).display().to_string(),
+    );
+    std::fs::write(&p, text).expect("write config");
+    p
+}
+
+/// `n` CoNLL sentences: runs of positive words are POS entities, negative words NEG entities; deterministic.
+pub fn conll(path: &Path, n: usize, offset: usize) {
+    let mut s = String::new();
+    for i in 0..n {
+        let k = i + offset;
+        let mut prev = "";
+        for j in 0..3 + k % 4 {
+            let w = WORDS[(k * 7 + j * 3) % WORDS.len()];
+            let kind = if WORDS[..5].contains(&w) {
+                "POS"
+            } else if w == "dull" {
+                ""
+            } else {
+                "NEG"
+            };
+            let tag = match kind {
+                "" => "O".to_string(),
+                _ if prev == kind => format!("I-{kind}"),
+                _ => format!("B-{kind}"),
+            };
+            prev = kind;
+            s.push_str(&format!("{w}\t{tag}\n"));
+        }
+        s.push('\n');
+    }
+    std::fs::write(path, s).expect("write conll");
+}
+
+pub fn ner_config(s: &Setup, out: &str, extra: &str) -> PathBuf {
+    for (name, n, offset) in [("train", 24, 0), ("validation", 8, 100), ("test", 6, 200)] {
+        conll(&s.root.join(format!("{name}.conll")), n, offset);
+    }
+    let p = s.root.join(format!("{out}.toml"));
+    let file = |n: &str| s.root.join(format!("{n}.conll")).display().to_string();
+    let text = format!(
+        "task = \"token-classification\"\nmodel_name_or_path = {m:?}\ntrain_file = {tr:?}\n\
+         validation_file = {va:?}\ntest_file = {te:?}\noutput_dir = {o:?}\nmax_seq_length = 16\n\
+         per_device_train_batch_size = 4\nper_device_eval_batch_size = 4\nlearning_rate = 1e-3\n\
+         logging_steps = 1\nsave_steps = 2\n{extra}",
+        m = s.model.display().to_string(),
+        tr = file("train"),
+        va = file("validation"),
+        te = file("test"),
+        o = s.root.join(out).display().to_string(),
+    );
+    std::fs::write(&p, text).expect("write config");
+    p
+}

@@ -240,14 +240,17 @@ fn load_sft_config(path: Option<&Path>, overrides: &[String]) -> Result<(SftRun,
                     }
                     other => other.to_string(),
                 };
-                run.set(&k, &text).map_err(|e| anyhow!("{origin}: key `{k}`: {}", e.to_string().replace("--set ", "")))?;
+                run.set(&k, &text)
+                    .map_err(|e| anyhow!("{origin}: key `{k}`: {}", e.to_string().replace("--set ", "")))?;
             } else if known.contains(&k) {
                 rest.insert(k, v);
             } else {
                 bail!("{origin}: unknown key `{k}`{}; see `finetune sft --help` for the keys", hint(&k));
             }
         }
-        args = toml::Value::Table(rest).try_into().map_err(|e: toml::de::Error| anyhow!("{origin}: {}", one_line(&e.to_string())))?;
+        args = toml::Value::Table(rest)
+            .try_into()
+            .map_err(|e: toml::de::Error| anyhow!("{origin}: {}", one_line(&e.to_string())))?;
     }
     for s in overrides {
         let Some((k, v)) = s.split_once('=') else { bail!("--set {s}: expected key=value") };
@@ -313,7 +316,10 @@ fn encode_file(path: &str, run: &SftRun, tok: &CausalTokenizer, allow_pack: bool
             .map(|r| CausalRow { input_ids: r.input_ids, labels: r.labels, position_ids: Some(r.position_ids) })
             .collect()
     } else {
-        examples.into_iter().map(|e| CausalRow { input_ids: e.input_ids, labels: e.labels, position_ids: None }).collect()
+        examples
+            .into_iter()
+            .map(|e| CausalRow { input_ids: e.input_ids, labels: e.labels, position_ids: None })
+            .collect()
     };
     Ok(Encoded { format, records, rows })
 }
@@ -326,7 +332,13 @@ fn progress_mode(s: &str) -> ProgressMode {
     }
 }
 
-fn lm_metrics(model: &mut CausalLm, rows: &[CausalRow], bs: usize, pad: u32, prefix: &str) -> Result<BTreeMap<String, f64>> {
+fn lm_metrics(
+    model: &mut CausalLm,
+    rows: &[CausalRow],
+    bs: usize,
+    pad: u32,
+    prefix: &str,
+) -> Result<BTreeMap<String, f64>> {
     let start = Instant::now();
     let e = model.evaluate(rows, bs, pad)?;
     let mut m = BTreeMap::new();
@@ -361,9 +373,11 @@ pub fn run_sft(a: SftArgs) -> Result<()> {
     model.max_length = Some(run.max_seq_length);
     let tok = tokenizer_of(&model)?;
     let pad = pad_id(&tok);
-    let train_set = run.train_file.as_deref().filter(|_| do_train).map(|p| encode_file(p, &run, &tok, true)).transpose()?;
+    let train_set =
+        run.train_file.as_deref().filter(|_| do_train).map(|p| encode_file(p, &run, &tok, true)).transpose()?;
     let val_set = run.validation_file.as_deref().map(|p| encode_file(p, &run, &tok, false)).transpose()?;
-    let test_set = run.test_file.as_deref().filter(|_| do_predict).map(|p| encode_file(p, &run, &tok, false)).transpose()?;
+    let test_set =
+        run.test_file.as_deref().filter(|_| do_predict).map(|p| encode_file(p, &run, &tok, false)).transpose()?;
     if run.use_peft {
         model.model.add_lora(&run.lora(), args.seed).map_err(|e| anyhow!("LoRA: {e}"))?;
     }
@@ -400,7 +414,8 @@ pub fn run_sft(a: SftArgs) -> Result<()> {
             } else {
                 None
             };
-        let output = train(&args, &mut model, &source, ev, &TrainOptions { resume, progress: progress_mode(&a.progress) })?;
+        let output =
+            train(&args, &mut model, &source, ev, &TrainOptions { resume, progress: progress_mode(&a.progress) })?;
         model.save_model(&out)?;
         print_metrics("train", &output.metrics);
         if let Some(mut m) = output.eval_metrics.filter(|_| do_eval) {
@@ -455,14 +470,16 @@ fn prompt_and_reference(rec: &SftRecord, tok: &CausalTokenizer, chat: bool) -> R
     let here = || format!("{}:{}", rec.path, rec.line);
     if let SftContent::Chat(msgs) = c {
         // The last assistant turn is the reference; everything before it the prompt.
-        let last = msgs.iter().rposition(|m| m.role == "assistant").ok_or_else(|| anyhow!("{}: no assistant turn", here()))?;
+        let last =
+            msgs.iter().rposition(|m| m.role == "assistant").ok_or_else(|| anyhow!("{}: no assistant turn", here()))?;
         let t = SftTokenizer::new(tok)?;
         let tpl = t.template().ok_or_else(|| anyhow!("{}: chat data needs a chat template", here()))?;
         let prompt = tpl.render(&msgs[..last], true).map_err(|e| anyhow!("{}: {e}", here()))?;
         return Ok((prompt, msgs[last].content.clone()));
     }
     if chat && tok.chat_template().is_some() {
-        let (user, reference) = c.chat_prompt_completion().ok_or_else(|| anyhow!("{}: not a prompt/completion record", here()))?;
+        let (user, reference) =
+            c.chat_prompt_completion().ok_or_else(|| anyhow!("{}: not a prompt/completion record", here()))?;
         let t = SftTokenizer::new(tok)?;
         if let Some(tpl) = t.template() {
             let msgs = [finetune_data::chat::ChatMessage::new("user", user)];
@@ -526,7 +543,8 @@ fn generate_records(
     let mut out = vec![String::new(); prompts.len()];
     for chunk in order.chunks(gen.batch_size) {
         let batch: Vec<Vec<u32>> = chunk.iter().map(|&i| prompts[i].clone()).collect();
-        let generated = generate(&model.model, &batch, &cfg, &mut |_, _| false).map_err(|e| anyhow!("generation: {e}"))?;
+        let generated =
+            generate(&model.model, &batch, &cfg, &mut |_, _| false).map_err(|e| anyhow!("generation: {e}"))?;
         for (&i, g) in chunk.iter().zip(generated) {
             new_tokens += g.len();
             out[i] = tok.decode(&g, true)?.trim().to_string();
@@ -753,7 +771,9 @@ pub fn run_compare(a: CompareArgs) -> Result<()> {
 
 /// `finetune perplexity`: sliding-window perplexity of a text set, as Hugging Face's perplexity guide computes it.
 #[derive(Args, Debug)]
-#[command(after_help = "Example:\n  finetune perplexity --model assets/SmolLM2-135M-Instruct \\\n      --data assets/data/sft/movie_reviews_text.validation.jsonl --max-length 512 --stride 256")]
+#[command(
+    after_help = "Example:\n  finetune perplexity --model assets/SmolLM2-135M-Instruct \\\n      --data assets/data/sft/movie_reviews_text.validation.jsonl --max-length 512 --stride 256"
+)]
 pub struct PerplexityArgs {
     /// Model (GGUF, HF directory) or a LoRA adapter directory (then give --base).
     #[arg(long)]
@@ -815,7 +835,9 @@ pub fn run_perplexity(a: PerplexityArgs) -> Result<()> {
 
 /// `finetune merge`: a LoRA adapter merged into its base model, saved as a full HF model directory.
 #[derive(Args, Debug)]
-#[command(after_help = "Example:\n  finetune merge --base assets/SmolLM2-135M-Instruct --adapter bench-out/email_subject --output-dir merged")]
+#[command(
+    after_help = "Example:\n  finetune merge --base assets/SmolLM2-135M-Instruct --adapter bench-out/email_subject --output-dir merged"
+)]
 pub struct MergeArgs {
     #[arg(long)]
     base: String,

@@ -91,7 +91,7 @@ pub fn item_metrics(hyps: &[String], refs: &[String], set: MetricSet) -> Result<
     for (h, r) in hyps.iter().zip(refs) {
         rows.extend(bleu::bleu_stats(h, &[Some(r.as_str())], &bopts).map_err(|e| anyhow!("bleu: {e}"))?);
     }
-    let o = bopts.clone();
+    let o = bopts;
     out.push(ItemMetric {
         name: "bleu",
         k: bleu::BLEU_STATS,
@@ -109,7 +109,7 @@ pub fn item_metrics(hyps: &[String], refs: &[String], set: MetricSet) -> Result<
     for (h, r) in hyps.iter().zip(refs) {
         rows.extend(chrf::chrf_stats(h, &[Some(r.as_str())], &copts).map_err(|e| anyhow!("chrf: {e}"))?);
     }
-    let o = copts.clone();
+    let o = copts;
     out.push(ItemMetric {
         name: "chrf",
         k,
@@ -171,7 +171,11 @@ pub fn scores(metrics: &[ItemMetric]) -> Map<String, Value> {
 
 /// Paired bootstrap (sacrebleu `--paired-bs`: 1000 resamples) of `candidate` against `baseline`, metric by metric
 /// (both lists from [`item_metrics`] on the same references).
-pub fn paired(baseline: &[ItemMetric], candidate: &[ItemMetric], seed: u64) -> Result<Vec<(&'static str, PairedResult)>> {
+pub fn paired(
+    baseline: &[ItemMetric],
+    candidate: &[ItemMetric],
+    seed: u64,
+) -> Result<Vec<(&'static str, PairedResult)>> {
     let mut out = Vec::new();
     for (b, c) in baseline.iter().zip(candidate) {
         let n = b.rows.len() / b.k.max(1);

@@ -82,7 +82,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ids: Vec<u32> = (0..b * t).map(|i| 1000 + (i as u32 * 7919) % 29000).collect();
     let mask = vec![1u32; b * t];
     let labels: Vec<i64> = ids.iter().map(|&x| i64::from(x)).collect();
-    let batch = Batch { input_ids: &ids, attention_mask: &mask, labels: Some(&labels), loss_normalizer: None };
+    let batch = Batch {
+        input_ids: &ids,
+        attention_mask: &mask,
+        labels: Some(&labels),
+        loss_normalizer: None,
+        position_ids: None,
+    };
     let hyper = Hyper { lr: 2e-5, weight_decay: 0.01, ..Hyper::default() };
 
     let mut fwd = Vec::new();

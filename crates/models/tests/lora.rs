@@ -68,8 +68,13 @@ fn lora_names(m: &LlamaForCausalLM) -> Vec<String> {
 fn logits_loss_and_adapter_gradients_match_peft() {
     for (name, base_dir) in CASES {
         let mut c = case(name, base_dir);
-        let batch =
-            Batch { input_ids: &c.ids, attention_mask: &c.mask, labels: Some(&c.labels), loss_normalizer: None };
+        let batch = Batch {
+            input_ids: &c.ids,
+            attention_mask: &c.mask,
+            labels: Some(&c.labels),
+            loss_normalizer: None,
+            position_ids: None,
+        };
         let logits = c.model.logits(&mut c.ws, &batch, false).expect("logits").to_vec();
         let err = max_abs(&logits, &c.expected.f32s["logits"].data);
         assert!(err <= 1e-5, "{name}: logits differ by {err}");
@@ -98,8 +103,13 @@ fn logits_loss_and_adapter_gradients_match_peft() {
 fn three_adamw_steps_match_peft_and_leave_the_base_unchanged() {
     for (name, base_dir) in CASES {
         let mut c = case(name, base_dir);
-        let batch =
-            Batch { input_ids: &c.ids, attention_mask: &c.mask, labels: Some(&c.labels), loss_normalizer: None };
+        let batch = Batch {
+            input_ids: &c.ids,
+            attention_mask: &c.mask,
+            labels: Some(&c.labels),
+            loss_normalizer: None,
+            position_ids: None,
+        };
         let lrs = c.expected.f64s["lrs"].clone();
         let norms = c.expected.f64s["grad_norms"].clone();
         for (step, lr) in lrs.iter().enumerate() {
@@ -143,7 +153,13 @@ fn merge_equals_peft_merge_and_unload() {
             assert!(e <= 1e-6, "{name}: merged {} differs by {e}", info.name);
             worst = worst.max(e);
         }
-        let batch = Batch { input_ids: &c.ids, attention_mask: &c.mask, labels: None, loss_normalizer: None };
+        let batch = Batch {
+            input_ids: &c.ids,
+            attention_mask: &c.mask,
+            labels: None,
+            loss_normalizer: None,
+            position_ids: None,
+        };
         let logits = c.model.logits(&mut c.ws, &batch, false).expect("logits").to_vec();
         let err = max_abs(&logits, &c.expected.f32s["merged_logits"].data);
         assert!(err <= 1e-5, "{name}: merged logits differ by {err}");
@@ -155,7 +171,13 @@ fn merge_equals_peft_merge_and_unload() {
 #[test]
 fn save_then_load_adapter_is_exact_and_uses_peft_names() {
     let mut c = case("tiny_lora_qwen2", "tiny_qwen2");
-    let batch = Batch { input_ids: &c.ids, attention_mask: &c.mask, labels: Some(&c.labels), loss_normalizer: None };
+    let batch = Batch {
+        input_ids: &c.ids,
+        attention_mask: &c.mask,
+        labels: Some(&c.labels),
+        loss_normalizer: None,
+        position_ids: None,
+    };
     c.model.forward_backward(&mut c.ws, &batch).expect("forward_backward");
     c.model.adamw_step(Hyper { lr: 1e-2, ..Hyper::default() });
     let dir = tempfile::tempdir().expect("tempdir");
@@ -323,7 +345,8 @@ fn add_lora_initialises_as_peft_and_leaves_the_output_unchanged() {
     let (cfg, mut m) = base("tiny_qwen2");
     let ids: Vec<u32> = (0..12).map(|i| (i * 7 % 128) as u32).collect();
     let mask = vec![1u32; 12];
-    let batch = Batch { input_ids: &ids, attention_mask: &mask, labels: None, loss_normalizer: None };
+    let batch =
+        Batch { input_ids: &ids, attention_mask: &mask, labels: None, loss_normalizer: None, position_ids: None };
     let mut ws = Workspace::new(&cfg, 2, 6);
     let before = m.logits(&mut ws, &batch, false).expect("logits").to_vec();
     let lc = LoraConfig {
@@ -359,7 +382,13 @@ fn add_lora_initialises_as_peft_and_leaves_the_output_unchanged() {
 #[test]
 fn lora_dropout_only_while_training() {
     let mut c = case("tiny_lora_llama", "tiny_llama");
-    let batch = Batch { input_ids: &c.ids, attention_mask: &c.mask, labels: Some(&c.labels), loss_normalizer: None };
+    let batch = Batch {
+        input_ids: &c.ids,
+        attention_mask: &c.mask,
+        labels: Some(&c.labels),
+        loss_normalizer: None,
+        position_ids: None,
+    };
     let dir = copy_fixture("tiny_lora_llama");
     edit_config(dir.path(), |v| v["lora_dropout"] = serde_json::json!(0.3));
     let (_, mut d) = base("tiny_llama");
@@ -402,7 +431,13 @@ fn write_adapter_for_peft_check() {
         ..LoraConfig::default()
     };
     c.model.add_lora(&lc, 3).expect("add");
-    let batch = Batch { input_ids: &c.ids, attention_mask: &c.mask, labels: Some(&c.labels), loss_normalizer: None };
+    let batch = Batch {
+        input_ids: &c.ids,
+        attention_mask: &c.mask,
+        labels: Some(&c.labels),
+        loss_normalizer: None,
+        position_ids: None,
+    };
     for _ in 0..5 {
         c.model.zero_grad();
         c.model.forward_backward(&mut c.ws, &batch).expect("train");
@@ -436,7 +471,13 @@ fn smollm2_shaped_lora_step_timing() {
     let ids: Vec<u32> = (0..b * t).map(|i| (i * 7919 % 49152) as u32).collect();
     let labels: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
     let mask = vec![1u32; b * t];
-    let batch = Batch { input_ids: &ids, attention_mask: &mask, labels: Some(&labels), loss_normalizer: None };
+    let batch = Batch {
+        input_ids: &ids,
+        attention_mask: &mask,
+        labels: Some(&labels),
+        loss_normalizer: None,
+        position_ids: None,
+    };
     for lora in [false, true] {
         let mut m = LlamaForCausalLM::random(cfg.clone(), 0).expect("init");
         if lora {
@@ -481,7 +522,13 @@ fn gpt2_case() -> (Gpt2LMHeadModel, Loaded, Vec<u32>, Vec<u32>, Vec<i64>, gpt2::
 fn gpt2_conv1d_adapters_match_peft() {
     let (mut m, expected, ids, mask, labels, mut ws) = gpt2_case();
     assert!(m.lora_config().expect("adapters").fan_in_fan_out, "PEFT's Conv1D setting");
-    let batch = Batch { input_ids: &ids, attention_mask: &mask, labels: Some(&labels), loss_normalizer: None };
+    let batch = Batch {
+        input_ids: &ids,
+        attention_mask: &mask,
+        labels: Some(&labels),
+        loss_normalizer: None,
+        position_ids: None,
+    };
     let logits = m.logits(&mut ws, &batch, false).expect("logits").to_vec();
     let err = max_abs(&logits, &expected.f32s["logits"].data);
     assert!(err <= 1e-5, "logits differ by {err}");

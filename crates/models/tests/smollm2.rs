@@ -69,7 +69,8 @@ fn smollm2_135m_instruct_matches_transformers() {
         }
 
         let mut ws = Workspace::new(&cfg, b, t);
-        let batch = Batch { input_ids: &ids, attention_mask: &mask, labels: None, loss_normalizer: None };
+        let batch =
+            Batch { input_ids: &ids, attention_mask: &mask, labels: None, loss_normalizer: None, position_ids: None };
         let logits = model.logits(&mut ws, &batch, false).expect("logits").to_vec();
         assert_eq!(logits.len(), b * t * v);
 
@@ -147,7 +148,8 @@ fn tiny_gguf_matches_transformers_gguf_loading() {
     }
 
     let mut ws = Workspace::new(&cfg, b, t);
-    let batch = Batch { input_ids: &ids, attention_mask: &mask, labels: None, loss_normalizer: None };
+    let batch =
+        Batch { input_ids: &ids, attention_mask: &mask, labels: None, loss_normalizer: None, position_ids: None };
     let logits = model.logits(&mut ws, &batch, false).expect("logits");
     let want = &fx.f32s["logits"].data;
     assert_eq!(logits.len(), b * t * v);

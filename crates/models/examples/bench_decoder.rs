@@ -6,15 +6,17 @@
 //! cargo run --release -p finetune-models --example bench_decoder -- [--batch 4] [--seq 256] [--steps 5]
 //!     [--warmup 1] [--threads 2] [--gguf PATH] [--lora] [--generate] [--new-tokens 128]
 //!
-//! `--lora` (a PEFT-style LoRA step) and `--generate` (greedy generation with a KV cache) print "not available
-//! in this build" until the model has LoRA adapters and a KV cache.
+//! `--lora` times a PEFT-style LoRA step (r 16, alpha 32, all linears) and `--generate` greedy generation with the
+//! KV cache (tokens/s); both as decoder_torch.py measures them.
 
 use std::time::Instant;
 
 use finetune_engine::kernels::adamw::Hyper;
 use finetune_engine::profile;
 use finetune_models::gguf::load_llama;
+use finetune_models::generate::{generate, GenerationConfig};
 use finetune_models::llama::{Batch, LlamaConfig, LlamaForCausalLM, Workspace};
+use finetune_models::lora::{LoraConfig, TargetModules};
 
 const DEFAULT_GGUF: &str = "assets/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf";
 
@@ -140,14 +142,52 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("ours first_loss {first_loss:.4}");
     println!("ours last_loss {loss:.4}");
     println!("ours peak_rss_full_mib {rss_full:.0}");
-    if flag(&args, "--lora") {
-        println!("ours lora_step_ms not available in this build (LoRA adapters are not wired into the model yet)");
-    }
     if flag(&args, "--generate") {
-        println!(
-            "ours gen_tokens_per_s not available in this build (greedy generation of {new_tokens} tokens needs \
-             the KV cache)"
-        );
+        // Greedy generation with the KV cache from the original weights, one sequence, 32-token prompt (as
+        // decoder_torch.py); the EOS is not a stop token so exactly `new_tokens` are produced.
+        let m = load_llama(&path)?;
+        let fresh = LlamaForCausalLM::from_state_dict(cfg.clone(), &m.state)?;
+        drop(m);
+        let prompt = vec![ids[..32.min(t)].to_vec()];
+        let gcfg = GenerationConfig { max_new_tokens: new_tokens, eos_token_id: vec![], ..GenerationConfig::default() };
+        let mut rates = Vec::new();
+        for i in 0..2 {
+            let s = Instant::now();
+            let out = generate(&fresh, &prompt, &gcfg, &mut |_, _| false)?;
+            if i >= 1 {
+                rates.push(out[0].len() as f64 / s.elapsed().as_secs_f64());
+            }
+        }
+        println!("ours gen_tokens_per_s {:.1}", median(&mut rates));
+    }
+    if flag(&args, "--lora") {
+        // PEFT-equivalent LoRA (r 16, alpha 32, dropout 0, all seven linears) on the full-step model.
+        let lcfg = LoraConfig {
+            r: 16,
+            lora_alpha: 32.0,
+            target_modules: TargetModules::Str("all-linear".into()),
+            ..LoraConfig::default()
+        };
+        model.add_lora(&lcfg, 0)?;
+        let trainable: usize = model.param_infos().iter().filter(|i| i.requires_grad).map(|i| i.len()).sum();
+        let mut times = Vec::new();
+        let mut lora_loss = f32::NAN;
+        let c0 = cpu_ms();
+        for i in 0..warmup + steps {
+            let s = Instant::now();
+            model.zero_grad();
+            lora_loss = model.forward_backward(&mut ws, &batch)?;
+            model.clip_grad_norm(1.0);
+            model.adamw_step(hyper);
+            if i >= warmup {
+                times.push(s.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        let cpu = (cpu_ms() - c0) / (warmup + steps) as f64;
+        println!("ours lora_step_ms {:.1}", median(&mut times));
+        println!("ours lora_step_cpu_ms {cpu:.1}");
+        println!("ours lora_trainable_params {trainable}");
+        println!("ours lora_last_loss {lora_loss:.4}");
     }
     println!("ours peak_rss_mib {:.0}", peak_rss_mib());
     println!("per-kernel time per full step (ms):");

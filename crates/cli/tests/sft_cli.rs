@@ -74,7 +74,8 @@ fn full_fine_tuning_writes_an_hf_model_and_test_metrics() {
     }
     assert!(out.join("checkpoint-4/trainer_state.json").is_file());
     let all = read_json(&out.join("all_results.json"));
-    for k in ["train_loss", "test_loss", "test_perplexity", "test_bleu", "test_chrf", "test_rougeL", "test_exact_match"] {
+    for k in ["train_loss", "test_loss", "test_perplexity", "test_bleu", "test_chrf", "test_rougeL", "test_exact_match"]
+    {
         assert!(all[k].is_number(), "{k} missing in {all}");
     }
     let preds = std::fs::read_to_string(out.join("predictions.jsonl")).expect("predictions");
@@ -96,8 +97,10 @@ fn full_fine_tuning_writes_an_hf_model_and_test_metrics() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
     assert!(v["metrics"]["bleu"].is_number());
     // Generation is deterministic (greedy) and equals what `sft` wrote for the test set.
-    let a: Vec<serde_json::Value> =
-        preds.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).expect("line")["prediction"].clone()).collect();
+    let a: Vec<serde_json::Value> = preds
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("line")["prediction"].clone())
+        .collect();
     let b: Vec<serde_json::Value> = std::fs::read_to_string(&gen_out)
         .expect("gen")
         .lines()

@@ -13,8 +13,8 @@ use std::time::Instant;
 
 use finetune_engine::kernels::adamw::Hyper;
 use finetune_engine::profile;
-use finetune_models::gguf::load_llama;
 use finetune_models::generate::{generate, GenerationConfig};
+use finetune_models::gguf::load_llama;
 use finetune_models::llama::{Batch, LlamaConfig, LlamaForCausalLM, Workspace};
 use finetune_models::lora::{LoraConfig, TargetModules};
 

@@ -23,6 +23,11 @@ impl Rng {
         z ^ (z >> 31)
     }
 
+    /// Uniform in [0, 1) (the top 53 bits).
+    pub fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
     /// Uniform integer in `0..n` without modulo bias (Lemire's multiply-and-reject). `n` must be > 0.
     pub fn below(&mut self, n: usize) -> usize {
         let n = n as u64;

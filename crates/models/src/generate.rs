@@ -207,26 +207,8 @@ pub fn argmax(scores: &[f32]) -> u32 {
     best as u32
 }
 
-/// splitmix64: a small seeded generator for sampling.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [0, 1).
-    pub fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
+/// The seeded generator sampling draws from (SplitMix64, the same as the data crate's splits).
+pub use finetune_data::Rng;
 
 /// Draws a token from `softmax(scores)`; tokens at −∞ are never drawn.
 pub fn sample(scores: &[f32], rng: &mut Rng) -> u32 {

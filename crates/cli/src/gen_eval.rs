@@ -5,7 +5,7 @@
 
 use anyhow::{anyhow, Result};
 use finetune_metrics::generation::{bleu, chrf, NumRefs};
-use finetune_metrics::qa::{ExactMatchAccumulator, ExactMatchOptions};
+use finetune_metrics::qa::ExactMatchOptions;
 use finetune_metrics::rouge::RougeScorer;
 use finetune_metrics::significance::{self, PairedResult, System};
 use serde_json::{json, Map, Value};
@@ -134,9 +134,7 @@ pub fn item_metrics(hyps: &[String], refs: &[String], set: MetricSet) -> Result<
     let em = ExactMatchOptions::default();
     let mut rows = Vec::with_capacity(2 * n);
     for (h, g) in hyps.iter().zip(refs) {
-        let mut acc = ExactMatchAccumulator::new(em.clone());
-        acc.update(h.trim(), g.trim());
-        rows.push(acc.compute());
+        rows.push(f64::from(u8::from(em.matches(h.trim(), g.trim()))));
         rows.push(1.0);
     }
     out.push(ItemMetric { name: "exact_match", k: 2, rows, score: Box::new(mean) });

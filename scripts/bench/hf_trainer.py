@@ -132,6 +132,7 @@ def main():
     ap.add_argument("--output-dir", required=True)
     ap.add_argument("--max-steps", type=int)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, help="training seed instead of the config's")
     a = ap.parse_args()
 
     import numpy as np
@@ -142,6 +143,8 @@ def main():
     torch.set_num_threads(a.threads)
     with open(a.config, "rb") as f:
         cfg = tomllib.load(f)
+    if a.seed is not None:
+        cfg["seed"] = a.seed
     task = cfg.get("task", "sequence-classification")
     if task not in ("sequence-classification", "token-classification"):
         sys.exit(f"{a.config}: task {task!r} is not benchmarked")

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # End-to-end fine-tuning, ours (`finetune train`) against HF Trainer (PyTorch, scripts/bench/hf_trainer.py), on the
 # real encoder tasks of examples/: sentiment (movie reviews), ner (WNUT-16) and spam (SpamAssassin).
-#   scripts/bench/trainer.sh [sentiment|ner|spam|all] [--max-steps N]
+#   scripts/bench/trainer.sh [sentiment|ner|spam|all] [--max-steps N] [--seed S]
 # --max-steps N stops both sides after N optimizer steps: a quick check of the plumbing, not a benchmark.
+# --seed S sets the training seed of both sides (head initialisation, dropout, shuffling); the split keeps the
+# example's seed, so runs with different --seed see the same files (scripts/bench/seeds.sh).
 #
 # Same data: the example's `split` (e.g. 80/10/10, seeded by its `seed`) is written to train/validation/test files
 # by our CLI (`finetune data split`, --stratify for sequence classification, a random sentence split for CoNLL:
@@ -24,20 +26,27 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-usage() { echo "usage: $0 [sentiment|ner|spam|all] [--max-steps N]" >&2; exit 2; }
+usage() { echo "usage: $0 [sentiment|ner|spam|all] [--max-steps N] [--seed S]" >&2; exit 2; }
 which=all
 max_steps=
+train_seed=
 while [ $# -gt 0 ]; do
   case "$1" in
     sentiment | ner | spam | all) which=$1 ;;
     --max-steps) [ $# -ge 2 ] || usage; max_steps=$2; shift ;;
     --max-steps=*) max_steps=${1#*=} ;;
+    --seed) [ $# -ge 2 ] || usage; train_seed=$2; shift ;;
+    --seed=*) train_seed=${1#*=} ;;
     *) usage ;;
   esac
   shift
 done
 if [ -n "$max_steps" ] && ! [[ "$max_steps" =~ ^[1-9][0-9]*$ ]]; then
   echo "--max-steps: expected a positive integer, got '$max_steps'" >&2
+  exit 2
+fi
+if [ -n "$train_seed" ] && ! [[ "$train_seed" =~ ^[0-9]+$ ]]; then
+  echo "--seed: expected a non-negative integer, got '$train_seed'" >&2
   exit 2
 fi
 [ "$which" = all ] && tasks=(sentiment ner spam) || tasks=("$which")
@@ -52,7 +61,7 @@ if [ -z "${PYTHON:-}" ]; then
 fi
 threads=${THREADS:-2}
 root=bench-out/trainer
-md=bench-out/trainer_bench.md
+md=${MD:-bench-out/trainer_bench.md}
 bin=target/release/finetune
 
 cargo build --release -q -p finetune-cli
@@ -63,7 +72,7 @@ mode=${max_steps:+"quick plumbing check: --max-steps $max_steps (not a benchmark
 {
   echo "# HF Trainer vs finetune train ($(date -u '+%Y-%m-%d %H:%M UTC'))"
   echo
-  echo "Produced by \`scripts/bench/trainer.sh ${which}${max_steps:+ --max-steps $max_steps}\`; ${mode:-full runs}."
+  echo "Produced by \`scripts/bench/trainer.sh ${which}${max_steps:+ --max-steps $max_steps}${train_seed:+ --seed $train_seed}\`; ${mode:-full runs}."
   echo "$threads threads each; reference: $versions. Load average before: $(cut -d' ' -f1-3 /proc/loadavg)."
   echo "Last column: metric difference ours - HF in percentage points; time and memory ratio ours / HF (below 1:"
   echo "ours is faster or smaller). Same train/validation/test files and hyper-parameters on both sides."
@@ -128,6 +137,10 @@ EOF
   if [ -n "$validation" ]; then
     ours+=(--set "validation_file=$validation")
     hf+=(--validation-file "$validation")
+  fi
+  if [ -n "$train_seed" ]; then
+    ours+=(--set "seed=$train_seed")
+    hf+=(--seed "$train_seed")
   fi
   if [ -n "$max_steps" ]; then
     ours+=(--set "max_steps=$max_steps")

@@ -731,6 +731,8 @@ pub fn run_compare(a: CompareArgs) -> Result<()> {
     let (base_lm, base_m) = &results[0];
     let (tuned_lm, tuned_m) = &results[1];
     let paired = gen_eval::paired(base_m, tuned_m, a.seed)?;
+    // With equal scores there is nothing to test; sacrebleu's formula would still print 1 / (n + 1).
+    let p_value = |r: &finetune_metrics::significance::PairedResult| (r.candidate != r.baseline).then_some(r.p_value);
     if let Some(out) = &a.out {
         let mut text = String::new();
         for (i, r) in records.iter().enumerate() {
@@ -745,7 +747,7 @@ pub fn run_compare(a: CompareArgs) -> Result<()> {
         for (name, r) in &paired {
             m.insert(
                 name.to_string(),
-                json!({"base": r.baseline, "tuned": r.candidate, "delta": r.candidate - r.baseline, "p_value": r.p_value,
+                json!({"base": r.baseline, "tuned": r.candidate, "delta": r.candidate - r.baseline, "p_value": p_value(r),
                        "tuned_mean": r.candidate_mean, "tuned_ci": r.candidate_ci}),
             );
         }
@@ -757,11 +759,11 @@ pub fn run_compare(a: CompareArgs) -> Result<()> {
     println!("{:<18} {:>10} {:>10} {:>9} {:>9}", "metric", "base", "tuned", "delta", "p-value");
     for (name, r) in &paired {
         println!(
-            "{name:<18} {:>10.2} {:>10.2} {:>+9.2} {:>9.4}",
+            "{name:<18} {:>10.2} {:>10.2} {:>+9.2} {:>9}",
             r.baseline,
             r.candidate,
             r.candidate - r.baseline,
-            r.p_value
+            p_value(r).map_or("-".to_string(), |p| format!("{p:.4}"))
         );
     }
     println!("{:<18} {:>10.3} {:>10.3}", "perplexity", base_lm.perplexity, tuned_lm.perplexity);

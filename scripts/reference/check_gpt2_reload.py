@@ -11,7 +11,9 @@ Usage (versions pinned in requirements-torch.txt / constraints-torch.txt):
 import argparse
 import json
 import math
+import os
 import subprocess
+import tempfile
 
 import torch
 from transformers import AutoTokenizer, GPT2LMHeadModel
@@ -68,8 +70,22 @@ def main():
     with torch.no_grad():
         logits = model(prompt).logits[0]
         gen = model.generate(prompt, max_new_tokens=6, do_sample=False, pad_token_id=tok.eos_token_id)
-    print("transformers greedy:", tok.decode(gen[0, prompt.size(1):], skip_special_tokens=True).strip())
+    want_text = tok.decode(gen[0, prompt.size(1):], skip_special_tokens=True).strip()
+    with tempfile.TemporaryDirectory() as tmp:
+        data, preds = os.path.join(tmp, "p.jsonl"), os.path.join(tmp, "out.jsonl")
+        with open(data, "w", encoding="utf-8") as f:
+            f.write(json.dumps({"prompt": args.prompt, "completion": ""}) + "\n")
+        subprocess.run(
+            [args.finetune, "generate", "--model", args.model, "--data", data, "--out", preds,
+             "--use-chat-template", "false", "--max-new-tokens", "6"],
+            check=True, capture_output=True, text=True,
+        )
+        with open(preds, encoding="utf-8") as f:
+            got_text = json.loads(f.readline())["prediction"]
+    print(f"greedy: transformers {want_text!r}, finetune {got_text!r}")
     print("last-token logits (first 5):", [round(x, 6) for x in logits[-1, :5].tolist()])
+    assert got_text == want_text, "greedy generations differ"
+    assert abs(math.log(got) - math.log(want)) < 1e-5, "perplexities differ"
 
 
 if __name__ == "__main__":

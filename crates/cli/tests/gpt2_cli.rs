@@ -185,6 +185,12 @@ fn gpt2_full_fine_tuning_generation_and_perplexity() {
     let l = losses(&out);
     assert_eq!(l.len(), 12, "{l:?}");
     assert!(l[11] < 0.5 * l[0], "loss did not decrease: {l:?}");
+    // Resuming from the step-6 checkpoint gives the uninterrupted run's weights bit for bit.
+    let resumed = root.join("resumed");
+    let from = format!("resume_from_checkpoint={}", out.join("checkpoint-6").display());
+    ok(sft(&base, &resumed, &train, &[&from]));
+    let weights = |d: &Path| std::fs::read(d.join("model.safetensors")).expect("weights");
+    assert!(weights(&out) == weights(&resumed), "the resumed weights differ from the uninterrupted run");
 
     // A GPT-2 directory with the source's weight names and shapes, different weights, and the
     // HF class name.
@@ -279,14 +285,21 @@ fn gpt2_lora_sft_and_merge_equal_the_adapter_applied_model() {
     let base = gpt2_dir(root);
     let train = write_sft(root, "train.jsonl", 16);
     let out = root.join("lora");
-    ok(sft(
-        &base,
-        &out,
-        &train,
-        &["use_peft=true", "lora_r=4", "lora_alpha=8", "lora_dropout=0.1", "learning_rate=2e-2", "packing=true"],
-    ));
+    let lora = ["use_peft=true", "lora_r=4", "lora_alpha=8", "lora_dropout=0.1", "learning_rate=2e-2", "packing=true"];
+    ok(sft(&base, &out, &train, &lora));
     let l = losses(&out);
     assert!(l[l.len() - 1] < l[0], "loss did not decrease: {l:?}");
+
+    // Resuming from the step-6 checkpoint (AdamW moments, LoRA dropout stream) gives the uninterrupted run's
+    // adapter bit for bit.
+    let resumed = root.join("resumed");
+    let from = format!("resume_from_checkpoint={}", out.join("checkpoint-6").display());
+    let mut extra = lora.to_vec();
+    extra.push(&from);
+    ok(sft(&base, &resumed, &train, &extra));
+    let adapter = |d: &Path| std::fs::read(d.join("adapter_model.safetensors")).expect("adapter");
+    assert!(adapter(&out) == adapter(&resumed), "the resumed adapter differs from the uninterrupted run");
+    assert!(adapter(&out) != adapter(&out.join("checkpoint-6")));
     let ac = read_json(&out.join("adapter_config.json"));
     assert_eq!(ac["fan_in_fan_out"], json!(true), "{ac}");
     assert!(out.join("adapter_model.safetensors").is_file());

@@ -841,7 +841,8 @@ pub fn run_perplexity(a: PerplexityArgs) -> Result<()> {
         ids.insert(0, b);
     }
     let max_length = cap_to_positions(&model, "max_length", a.max_length);
-    let stride = a.stride.min(max_length);
+    // A window cut to n_positions keeps a stride that fits it.
+    let stride = if max_length < a.max_length { a.stride.min(max_length) } else { a.stride };
     let start = Instant::now();
     let e = model.sliding_window_perplexity(&ids, max_length, stride)?;
     let secs = start.elapsed().as_secs_f64();

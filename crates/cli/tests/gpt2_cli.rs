@@ -324,6 +324,10 @@ fn gpt2_lora_sft_and_merge_equal_the_adapter_applied_model() {
     let err = max_abs(&a, &b);
     assert!(err <= 1e-4, "merged logits differ from the adapter-applied model by {err}");
     assert!(max_abs(&a, &logits(&plain, &ids)) > 1e-3, "the adapter changed nothing");
+    // The KV-cache path reads base weights only: generating with unmerged adapters is refused.
+    let unmerged = CausalModel::Gpt2(with_adapter);
+    let e = generate(&unmerged, std::slice::from_ref(&ids), &GenerationConfig::default(), &mut |_, _| false);
+    assert!(e.is_err_and(|e| e.to_string().contains("merge")));
 
     // Generating through the adapter on its base equals generating with the merged model.
     let data = write_sft(root, "test.jsonl", 3);

@@ -170,6 +170,10 @@ impl CachedDecoder for CausalModel {
         input_ids: &[u32],
         attention_mask: &[u32],
     ) -> Result<&'w [f32], GenerateError> {
+        // The KV-cache path reads the base weights only.
+        if self.lora_config().is_some() {
+            return Err(GenerateError::Config("generation needs merged LoRA adapters (merge_lora first)".into()));
+        }
         match (self, ws) {
             (CausalModel::Llama(m), CausalDecodeWorkspace::Llama(w)) => m.step(cache, w, input_ids, attention_mask),
             (CausalModel::Gpt2(m), CausalDecodeWorkspace::Gpt2(w)) => m.step(cache, w, input_ids, attention_mask),

@@ -615,7 +615,7 @@ impl Gpt2LMHeadModel {
         }
 
         ws.ids.copy_from_slice(batch.input_ids);
-        let last_pos = cfg.n_positions as u32 - 1;
+        let last_pos = (cfg.n_positions as u32).saturating_sub(1);
         match batch.position_ids {
             Some(pos) => {
                 // A packed sequence starts at each position 0 (and at each row start).

@@ -1,11 +1,15 @@
-"""Checks a GPT-2 directory written by `finetune sft` / `finetune merge` against transformers.
+"""Checks a decoder directory written by `finetune sft` / `finetune merge` (GPT-2 or Llama-family) against
+transformers.
 
-1. `GPT2LMHeadModel.from_pretrained(dir)` loads it with no missing or unexpected weights (lm_head tied to wte).
-2. `finetune perplexity --json` on a text file equals the sliding-window perplexity transformers computes with the
-   same tokenizer (Hugging Face's perplexity guide), and greedy `generate` of a prompt gives the same tokens.
+1. `AutoModelForCausalLM.from_pretrained(dir)` loads it with no missing or unexpected weights.
+2. `finetune perplexity --json` on a text file (plain text, or JSONL whose `text` fields are joined by blank lines as
+   `finetune perplexity` does) equals the sliding-window perplexity transformers computes with the same tokenizer
+   (Hugging Face's perplexity guide), and greedy `generate` of a prompt gives the same text.
 
 Usage (versions pinned in requirements-torch.txt / constraints-torch.txt):
-    python scripts/reference/check_gpt2_reload.py --model DIR --text FILE.txt --finetune target/debug/finetune
+    python scripts/reference/check_causal_reload.py --model DIR --text FILE --finetune target/release/finetune \
+        [--max-length 256 --stride 128]
+Window defaults: the model's n_positions / max_position_embeddings, capped at 1024, with stride = max_length.
 """
 
 import argparse
@@ -16,7 +20,7 @@ import subprocess
 import tempfile
 
 import torch
-from transformers import AutoTokenizer, GPT2LMHeadModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 
 def hf_perplexity(model, ids, max_length, stride):
@@ -46,21 +50,29 @@ def main():
     ap.add_argument("--text", required=True)
     ap.add_argument("--finetune", required=True, help="path of the built finetune binary")
     ap.add_argument("--prompt", default="Greet anna.")
+    ap.add_argument("--max-length", type=int)
+    ap.add_argument("--stride", type=int)
     args = ap.parse_args()
 
-    model, info = GPT2LMHeadModel.from_pretrained(args.model, output_loading_info=True)
+    model, info = AutoModelForCausalLM.from_pretrained(args.model, output_loading_info=True, dtype=torch.float32)
     model.eval()
     bad = {k: v for k, v in info.items() if v}
     assert not bad, f"loading info: {bad}"
     tok = AutoTokenizer.from_pretrained(args.model)
-    n_pos = model.config.n_positions
+    cfg = model.config
+    max_length = args.max_length or min(getattr(cfg, "n_positions", None) or cfg.max_position_embeddings, 1024)
+    stride = args.stride or max_length
 
     text = open(args.text, encoding="utf-8").read()
-    ids = torch.tensor([tok(text, add_special_tokens=False)["input_ids"]])
-    want = hf_perplexity(model, ids, n_pos, n_pos)
+    if args.text.endswith((".jsonl", ".json")):
+        text = "\n\n".join(json.loads(line)["text"] for line in text.splitlines() if line.strip())
+    # `finetune perplexity` adds BOS only when the tokenizer config asks for it (add_bos_token), as encode does.
+    bos = [tok.bos_token_id] if getattr(tok, "add_bos_token", False) and tok.bos_token_id is not None else []
+    ids = torch.tensor([bos + tok(text, add_special_tokens=False)["input_ids"]])
+    want = hf_perplexity(model, ids, max_length, stride)
     out = subprocess.run(
         [args.finetune, "perplexity", "--model", args.model, "--data", args.text, "--json",
-         "--max-length", str(n_pos), "--stride", str(n_pos)],
+         "--max-length", str(max_length), "--stride", str(stride)],
         check=True, capture_output=True, text=True,
     )
     got = json.loads(out.stdout)["perplexity"]

@@ -275,6 +275,25 @@ fn tokenizer_of(model: &CausalLm) -> Result<CausalTokenizer> {
     }
 }
 
+/// A length setting cut to what the model can read: GPT-2's learned positions stop at `n_positions`.
+fn cap_to_positions(model: &CausalLm, key: &str, value: usize) -> usize {
+    match model.model.max_positions() {
+        Some(n) if value > n => {
+            eprintln!("{key} {value} exceeds the model's n_positions {n} (config.json): using {n}");
+            n
+        }
+        _ => value,
+    }
+}
+
+/// `run` with its sequence lengths cut to the model's limit.
+fn fit_run(model: &CausalLm, run: &SftRun) -> SftRun {
+    let mut r = run.clone();
+    r.max_seq_length = cap_to_positions(model, "max_seq_length", run.max_seq_length);
+    r.block_size = run.block_size.map(|b| cap_to_positions(model, "block_size", b));
+    r
+}
+
 fn pad_id(tok: &CausalTokenizer) -> u32 {
     tok.pad_token_id().or(tok.eos_token().map(|(_, id)| id)).unwrap_or(0)
 }
@@ -370,6 +389,7 @@ pub fn run_sft(a: SftArgs) -> Result<()> {
     }
 
     let mut model = CausalLm::from_pretrained(&spec, args.adamw())?;
+    let run = fit_run(&model, &run);
     model.max_length = Some(run.max_seq_length);
     let tok = tokenizer_of(&model)?;
     let pad = pad_id(&tok);
@@ -503,6 +523,9 @@ fn generate_records(
     run: &SftRun,
     gen: &GenOptions,
 ) -> Result<(Vec<String>, Vec<String>)> {
+    if let Some(n) = model.model.max_positions().filter(|&n| gen.max_new_tokens >= n) {
+        bail!("max_new_tokens {} leaves no room for a prompt within the model's n_positions {n}", gen.max_new_tokens);
+    }
     let mut prompts = Vec::with_capacity(records.len());
     let mut refs = Vec::with_capacity(records.len());
     for r in records {
@@ -669,6 +692,7 @@ pub fn run_generate(a: GenerateArgs) -> Result<()> {
     let run = a.decode.run()?;
     let records = read_prompts(&a.data, &run)?;
     let model = load_for_inference(&a.model, a.base.as_deref())?;
+    let run = fit_run(&model, &run);
     let tok = inference_tokenizer(&model, &a.model)?;
     let (preds, refs) = generate_records(&model, &tok, &records, &run, &a.decode.gen())?;
     write_generations(&a.out, &records, &preds, &refs)?;
@@ -719,6 +743,7 @@ pub fn run_compare(a: CompareArgs) -> Result<()> {
     let mut gens = Vec::new();
     for (name, spec) in [("base", a.base.as_str()), ("tuned", a.tuned.as_str())] {
         let mut model = load_for_inference(spec, Some(&a.base))?;
+        let run = fit_run(&model, &run);
         let tok = inference_tokenizer(&model, spec)?;
         let enc = encode_file(&a.data.display().to_string(), &run, &tok, false)?;
         let lm = model.evaluate(&enc.rows, 8, pad_id(&tok))?;
@@ -731,6 +756,8 @@ pub fn run_compare(a: CompareArgs) -> Result<()> {
     let (base_lm, base_m) = &results[0];
     let (tuned_lm, tuned_m) = &results[1];
     let paired = gen_eval::paired(base_m, tuned_m, a.seed)?;
+    // With equal scores there is nothing to test; sacrebleu's formula would still print 1 / (n + 1).
+    let p_value = |r: &finetune_metrics::significance::PairedResult| (r.candidate != r.baseline).then_some(r.p_value);
     if let Some(out) = &a.out {
         let mut text = String::new();
         for (i, r) in records.iter().enumerate() {
@@ -745,7 +772,7 @@ pub fn run_compare(a: CompareArgs) -> Result<()> {
         for (name, r) in &paired {
             m.insert(
                 name.to_string(),
-                json!({"base": r.baseline, "tuned": r.candidate, "delta": r.candidate - r.baseline, "p_value": r.p_value,
+                json!({"base": r.baseline, "tuned": r.candidate, "delta": r.candidate - r.baseline, "p_value": p_value(r),
                        "tuned_mean": r.candidate_mean, "tuned_ci": r.candidate_ci}),
             );
         }
@@ -757,11 +784,11 @@ pub fn run_compare(a: CompareArgs) -> Result<()> {
     println!("{:<18} {:>10} {:>10} {:>9} {:>9}", "metric", "base", "tuned", "delta", "p-value");
     for (name, r) in &paired {
         println!(
-            "{name:<18} {:>10.2} {:>10.2} {:>+9.2} {:>9.4}",
+            "{name:<18} {:>10.2} {:>10.2} {:>+9.2} {:>9}",
             r.baseline,
             r.candidate,
             r.candidate - r.baseline,
-            r.p_value
+            p_value(r).map_or("-".to_string(), |p| format!("{p:.4}"))
         );
     }
     println!("{:<18} {:>10.3} {:>10.3}", "perplexity", base_lm.perplexity, tuned_lm.perplexity);
@@ -815,19 +842,22 @@ pub fn run_perplexity(a: PerplexityArgs) -> Result<()> {
     if let Some((_, b)) = tok.bos_token().filter(|_| tok.add_bos_token()) {
         ids.insert(0, b);
     }
+    let max_length = cap_to_positions(&model, "max_length", a.max_length);
+    // A window cut to n_positions keeps a stride that fits it.
+    let stride = if max_length < a.max_length { a.stride.min(max_length) } else { a.stride };
     let start = Instant::now();
-    let e = model.sliding_window_perplexity(&ids, a.max_length, a.stride)?;
+    let e = model.sliding_window_perplexity(&ids, max_length, stride)?;
     let secs = start.elapsed().as_secs_f64();
     if a.json {
         println!(
             "{}",
             json!({"perplexity": e.perplexity, "loss": e.loss, "num_tokens": e.num_tokens, "windows": e.num_rows,
-                   "max_length": a.max_length, "stride": a.stride})
+                   "max_length": max_length, "stride": stride})
         );
     } else {
         println!(
             "perplexity {:.4} (mean NLL {:.5}) over {} tokens of {name}, {} windows (max_length {}, stride {}), {secs:.1} s",
-            e.perplexity, e.loss, e.num_tokens, e.num_rows, a.max_length, a.stride
+            e.perplexity, e.loss, e.num_tokens, e.num_rows, max_length, stride
         );
     }
     Ok(())

@@ -413,6 +413,8 @@ struct LayerActs {
 pub struct Workspace {
     pub batch: usize,
     pub seq: usize,
+    /// Built by [`Workspace::for_inference`]: `layers` holds two activation sets used in turn.
+    inference: bool,
     ids: Vec<u32>,
     pos: Vec<u32>,
     tt: Vec<u32>,
@@ -454,17 +456,33 @@ pub struct Workspace {
 }
 
 impl Workspace {
+    /// A workspace for training: every layer's activations are kept for the backward pass.
     pub fn new(cfg: &BertConfig, batch: usize, seq: usize) -> Self {
+        Self::build(cfg, batch, seq, false)
+    }
+
+    /// A workspace for [`Mode::Eval`] forwards only (evaluation, prediction): no backward buffers, no dropout
+    /// masks, and two layers' activations used in turn instead of one per layer, since nothing is kept for a
+    /// backward pass. A 6-layer model at 64 × 256 tokens needs about a quarter of [`new`](Self::new)'s memory.
+    pub fn for_inference(cfg: &BertConfig, batch: usize, seq: usize) -> Self {
+        Self::build(cfg, batch, seq, true)
+    }
+
+    fn build(cfg: &BertConfig, batch: usize, seq: usize, inference: bool) -> Self {
         let (c, f, h, l) = (cfg.hidden_size, cfg.intermediate_size, cfg.num_attention_heads, cfg.labels());
         let n = batch * seq;
         let z = |k: usize| vec![0.0f32; k];
+        // Backward-only buffers are empty in an inference workspace.
+        let zb = |k: usize| if inference { Vec::new() } else { vec![0.0f32; k] };
         let probs = batch * h * seq * seq;
-        let drop_probs = if cfg.attention_probs_dropout_prob > 0.0 { probs } else { 0 };
+        let drop_probs = if cfg.attention_probs_dropout_prob > 0.0 && !inference { probs } else { 0 };
         let token_task = cfg.task == Task::TokenClassification;
         let head_rows = if token_task { n } else { batch };
+        let num_acts = if inference { cfg.num_hidden_layers.min(2) } else { cfg.num_hidden_layers };
         Workspace {
             batch,
             seq,
+            inference,
             ids: vec![0; n],
             pos: vec![0; n],
             tt: vec![0; n],
@@ -473,7 +491,7 @@ impl Workspace {
             emb_mean: z(n),
             emb_rstd: z(n),
             emb_out: z(n * c),
-            layers: (0..cfg.num_hidden_layers)
+            layers: (0..num_acts)
                 .map(|_| LayerActs {
                     qkv: z(n * 3 * c),
                     probs: z(probs),
@@ -500,22 +518,44 @@ impl Workspace {
             pooled_drop: z(batch * c),
             tokens_drop: z(if token_task { n * c } else { 0 }),
             logits: z(head_rows * l),
-            dx: z(n * c),
-            dres: z(n * c),
-            dtmp: z(n * c),
-            dinter: z(n * f),
-            dctx: z(n * c),
-            dqkv: z(n * 3 * c),
-            dscores: z(probs),
-            dlogits: z(head_rows * l),
-            dpooled: z(batch * c),
-            dpre: z(batch * c),
-            dcls: z(batch * c),
-            dhead: z(batch * c),
-            dln_scratch: z(2 * c),
+            dx: zb(n * c),
+            dres: zb(n * c),
+            dtmp: zb(n * c),
+            dinter: zb(n * f),
+            dctx: zb(n * c),
+            dqkv: zb(n * 3 * c),
+            dscores: zb(probs),
+            dlogits: zb(head_rows * l),
+            dpooled: zb(batch * c),
+            dpre: zb(batch * c),
+            dcls: zb(batch * c),
+            dhead: zb(batch * c),
+            dln_scratch: zb(2 * c),
             mode: None,
         }
     }
+}
+
+/// Layer `li`'s activations and the previous layer's (its input; `None` for layer 0). A training workspace has
+/// one set per layer; an inference workspace two, used in turn.
+fn layer_acts(acts: &mut [LayerActs], li: usize) -> (Option<&LayerActs>, &mut LayerActs) {
+    let k = acts.len();
+    if li == 0 {
+        return (None, &mut acts[0]);
+    }
+    let (cur, prev) = (li % k, (li - 1) % k);
+    if prev < cur {
+        let (lo, hi) = acts.split_at_mut(cur);
+        (Some(&lo[prev]), &mut hi[0])
+    } else {
+        let (lo, hi) = acts.split_at_mut(prev);
+        (Some(&hi[0]), &mut lo[cur])
+    }
+}
+
+/// The activations of the last of `layers` encoder layers (`None` without layers).
+fn last_acts(acts: &[LayerActs], layers: usize) -> Option<&LayerActs> {
+    layers.checked_sub(1).and_then(|li| acts.get(li % acts.len().max(1)))
 }
 
 /// Dropout sites, each with its own mask stream.
@@ -716,14 +756,15 @@ impl BertForSequenceClassification {
         let probs = ws.batch * cfg.num_attention_heads * ws.seq * ws.seq;
         let token_task = cfg.task == Task::TokenClassification;
         let head_rows = if token_task { n } else { ws.batch };
-        let sized_for_model = ws.layers.len() == cfg.num_hidden_layers
+        let num_acts = if ws.inference { cfg.num_hidden_layers.min(2) } else { cfg.num_hidden_layers };
+        let sized_for_model = ws.layers.len() == num_acts
             && ws.logits.len() == head_rows * cfg.labels()
             && ws.tokens_drop.len() == if token_task { n * cfg.hidden_size } else { 0 }
             && ws.emb_out.len() == n * cfg.hidden_size
             && ws.layers.iter().all(|a| {
                 a.inter_pre.len() == n * cfg.intermediate_size
                     && a.probs.len() == probs
-                    && (cfg.attention_probs_dropout_prob == 0.0 || a.probs_drop.len() == probs)
+                    && (cfg.attention_probs_dropout_prob == 0.0 || ws.inference || a.probs_drop.len() == probs)
             });
         if !sized_for_model {
             return bad("the workspace was created for a different model configuration".into());
@@ -776,6 +817,9 @@ impl BertForSequenceClassification {
     /// Returns the mean loss when the batch has labels.
     pub fn forward(&self, ws: &mut Workspace, batch: &Batch<'_>, mode: Mode) -> Result<Option<f32>, BertError> {
         self.check_batch(ws, batch)?;
+        if ws.inference && matches!(mode, Mode::Train { .. }) {
+            return Err(BertError::Batch("an inference workspace only runs Mode::Eval forwards".into()));
+        }
         let cfg = &self.config;
         let (bsz, t, c, f) = (ws.batch, ws.seq, cfg.hidden_size, cfg.intermediate_size);
         let (n, nl) = (bsz * t, cfg.labels());
@@ -855,9 +899,8 @@ impl BertForSequenceClassification {
         let token_task = cfg.task == Task::TokenClassification;
         let layers = o.layers.len();
         for (li, lo) in o.layers.iter().enumerate() {
-            let (prev, rest) = ws.layers.split_at_mut(li);
-            let inp: &[f32] = if li == 0 { &ws.emb_out } else { &prev[li - 1].out };
-            let a = &mut rest[0];
+            let (prev, a) = layer_acts(&mut ws.layers, li);
+            let inp: &[f32] = prev.map_or(&ws.emb_out, |p| &p.out);
             linear::forward(&mut a.qkv, inp, s(lo.qkv_w, 3 * c * c), Some(s(lo.qkv_b, 3 * c)), n, c, 3 * c);
             let adrop = drop_at(mode, cfg.attention_probs_dropout_prob, site_layer(li, 0));
             let pd = if adrop.is_some() { Some(&mut a.probs_drop[..]) } else { None };
@@ -913,7 +956,7 @@ impl BertForSequenceClassification {
         }
 
         if token_task {
-            let hidden = ws.layers.last().map_or(&ws.emb_out, |a| &a.out);
+            let hidden = last_acts(&ws.layers, layers).map_or(&ws.emb_out, |a| &a.out);
             ws.tokens_drop.copy_from_slice(hidden);
             if let Some(d) = drop_at(mode, cfg.classifier_dropout_prob(), SITE_CLASSIFIER) {
                 dropout::forward(&mut ws.tokens_drop, d);
@@ -928,7 +971,7 @@ impl BertForSequenceClassification {
         }
 
         // With encoder layers, the last one's output holds only the [CLS] rows (one row per sequence).
-        let (last, last_t): (&[f32], usize) = match ws.layers.last() {
+        let (last, last_t): (&[f32], usize) = match last_acts(&ws.layers, layers) {
             Some(a) => (&a.out, 1),
             None => (&ws.emb_out, t),
         };
@@ -974,6 +1017,9 @@ impl BertForSequenceClassification {
     /// they were.
     pub fn backward(&mut self, ws: &mut Workspace, batch: &Batch<'_>) -> Result<(), BertError> {
         self.check_batch(ws, batch)?;
+        if ws.inference {
+            return Err(BertError::Batch("backward needs a workspace from Workspace::new, not for_inference".into()));
+        }
         let mode = ws.mode.ok_or_else(|| BertError::Batch("backward called before forward".into()))?;
         let labels = batch.labels.ok_or_else(|| BertError::Batch("backward needs labels".into()))?;
         let Self { config: cfg, params: p, grads: g, off: o, infos, .. } = self;

@@ -1,6 +1,8 @@
-//! Llama-family causal LMs on disk: load one from a GGUF file or a Hugging Face directory (safetensors or a
-//! restricted `.bin`), and save it back as a directory that `transformers` loads (`config.json`,
-//! `model.safetensors`, `generation_config.json` and the tokenizer files).
+//! Causal LMs on disk: a Llama-family model (`LlamaForCausalLM`) from a GGUF file or a Hugging Face directory, or
+//! a GPT-2 model (`GPT2LMHeadModel`, `model_type: "gpt2"`) from a Hugging Face directory (safetensors or a
+//! restricted `.bin`); saved back as a directory that `transformers` loads (`config.json`, `model.safetensors`,
+//! `generation_config.json` and the tokenizer files). [`CausalModel`] holds either and dispatches training,
+//! LoRA and generation calls to it.
 
 use std::path::{Path, PathBuf};
 
@@ -9,8 +11,13 @@ use serde_json::{json, Value};
 use crate::checkpoint::{
     copy_tokenizer_files, load_state_dict, resolve_model_dir, save_safetensors, write_atomic, CheckpointError,
 };
+use crate::generate::{CachedDecoder, GenerateError};
 use crate::gguf::{load_llama, GgufTokenizer};
-use crate::llama::{LlamaConfig, LlamaForCausalLM};
+use crate::gpt2::{Gpt2Config, Gpt2DecodeWorkspace, Gpt2Error, Gpt2LMHeadModel};
+use crate::llama::{DecodeWorkspace, KvCache, LlamaConfig, LlamaError, LlamaForCausalLM, ParamInfo};
+use crate::lora::LoraConfig;
+use finetune_engine::kernels::adamw;
+use finetune_engine::StateDict;
 
 /// Errors loading or saving a causal LM.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +34,152 @@ pub enum CausalError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Llama(#[from] LlamaError),
+    #[error(transparent)]
+    Gpt2(#[from] Gpt2Error),
+}
+
+/// A causal LM of one of the supported architectures.
+pub enum CausalModel {
+    Llama(LlamaForCausalLM),
+    Gpt2(Gpt2LMHeadModel),
+}
+
+/// Calls the same method on whichever model it holds, converting its error.
+macro_rules! both {
+    ($self:expr, $m:ident => $e:expr) => {
+        match $self {
+            CausalModel::Llama($m) => $e,
+            CausalModel::Gpt2($m) => $e,
+        }
+    };
+}
+
+impl CausalModel {
+    /// The Hugging Face class name written into `config.json`'s `architectures`.
+    pub fn architecture(&self) -> &'static str {
+        match self {
+            CausalModel::Llama(_) => "LlamaForCausalLM",
+            CausalModel::Gpt2(_) => "GPT2LMHeadModel",
+        }
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        both!(self, m => m.config.vocab_size)
+    }
+
+    /// The longest sequence the model can read: GPT-2's `n_positions` (learned positions); `None` for rotary
+    /// models.
+    pub fn max_positions(&self) -> Option<usize> {
+        match self {
+            CausalModel::Llama(_) => None,
+            CausalModel::Gpt2(m) => Some(m.config.n_positions),
+        }
+    }
+
+    pub fn param_infos(&self) -> &[ParamInfo] {
+        both!(self, m => m.param_infos())
+    }
+
+    pub fn param_mut(&mut self, name: &str) -> Option<&mut [f32]> {
+        both!(self, m => m.param_mut(name))
+    }
+
+    pub fn state_dict(&self) -> StateDict {
+        both!(self, m => m.state_dict())
+    }
+
+    pub fn add_lora(&mut self, cfg: &LoraConfig, seed: u64) -> Result<(), CausalError> {
+        both!(self, m => m.add_lora(cfg, seed).map_err(CausalError::from))
+    }
+
+    pub fn lora_config(&self) -> Option<&LoraConfig> {
+        both!(self, m => m.lora_config())
+    }
+
+    pub fn unload_lora(&mut self) -> Option<LoraConfig> {
+        both!(self, m => m.unload_lora())
+    }
+
+    pub fn merge_lora(&mut self) -> Result<(), CausalError> {
+        both!(self, m => m.merge_lora().map_err(CausalError::from))
+    }
+
+    pub fn save_adapter(&self, dir: impl AsRef<Path>) -> Result<(), CausalError> {
+        both!(self, m => m.save_adapter(dir).map_err(CausalError::from))
+    }
+
+    pub fn load_adapter(&mut self, dir: impl AsRef<Path>) -> Result<(), CausalError> {
+        both!(self, m => m.load_adapter(dir).map_err(CausalError::from))
+    }
+
+    pub fn lora_dropout_state(&self) -> Option<(u64, u64)> {
+        both!(self, m => m.lora_dropout_state())
+    }
+
+    pub fn set_lora_dropout_state(&mut self, seed: u64, passes: u64) {
+        both!(self, m => m.set_lora_dropout_state(seed, passes))
+    }
+
+    pub fn optimizer_state(&self) -> (&[f32], &[f32], u64) {
+        both!(self, m => m.optimizer_state())
+    }
+
+    pub fn set_optimizer_state(&mut self, exp_avg: &[f32], exp_avg_sq: &[f32], step: u64) -> Result<(), CausalError> {
+        both!(self, m => m.set_optimizer_state(exp_avg, exp_avg_sq, step).map_err(CausalError::from))
+    }
+
+    pub fn clip_grad_norm(&mut self, max_norm: f32) -> f32 {
+        both!(self, m => m.clip_grad_norm(max_norm))
+    }
+
+    pub fn adamw_step(&mut self, hp: adamw::Hyper) {
+        both!(self, m => m.adamw_step(hp))
+    }
+
+    pub fn zero_grad(&mut self) {
+        both!(self, m => m.zero_grad())
+    }
+}
+
+/// The decode workspace of a [`CausalModel`].
+pub enum CausalDecodeWorkspace {
+    Llama(DecodeWorkspace),
+    Gpt2(Gpt2DecodeWorkspace),
+}
+
+impl CachedDecoder for CausalModel {
+    type Workspace = CausalDecodeWorkspace;
+    fn vocab_size(&self) -> usize {
+        CausalModel::vocab_size(self)
+    }
+    fn new_cache(&self, batch: usize, max_len: usize) -> KvCache {
+        both!(self, m => m.new_cache(batch, max_len))
+    }
+    fn new_workspace(&self, batch: usize, max_new: usize, max_len: usize) -> CausalDecodeWorkspace {
+        match self {
+            CausalModel::Llama(m) => CausalDecodeWorkspace::Llama(m.new_workspace(batch, max_new, max_len)),
+            CausalModel::Gpt2(m) => CausalDecodeWorkspace::Gpt2(m.new_workspace(batch, max_new, max_len)),
+        }
+    }
+    fn step<'w>(
+        &self,
+        cache: &mut KvCache,
+        ws: &'w mut CausalDecodeWorkspace,
+        input_ids: &[u32],
+        attention_mask: &[u32],
+    ) -> Result<&'w [f32], GenerateError> {
+        // The KV-cache path reads the base weights only.
+        if self.lora_config().is_some() {
+            return Err(GenerateError::Config("generation needs merged LoRA adapters (merge_lora first)".into()));
+        }
+        match (self, ws) {
+            (CausalModel::Llama(m), CausalDecodeWorkspace::Llama(w)) => m.step(cache, w, input_ids, attention_mask),
+            (CausalModel::Gpt2(m), CausalDecodeWorkspace::Gpt2(w)) => m.step(cache, w, input_ids, attention_mask),
+            _ => Err(GenerateError::Config("the decode workspace was made for another architecture".into())),
+        }
+    }
 }
 
 /// Where the weights came from.
@@ -40,7 +193,7 @@ pub enum Source {
 
 /// A causal LM with the `config.json` it was built from.
 pub struct CausalCheckpoint {
-    pub model: LlamaForCausalLM,
+    pub model: CausalModel,
     /// `config.json` (from the directory, or built from GGUF metadata as transformers does).
     pub config: Value,
     pub source: Source,
@@ -70,15 +223,16 @@ fn lone_gguf(dir: &Path) -> Option<PathBuf> {
     found.next().is_none().then_some(first)
 }
 
-/// Loads a Llama-family causal LM from `spec`: a `.gguf` file, a directory holding exactly one `.gguf` (and no
-/// `config.json`), a Hugging Face model directory, or a model id in the hub cache.
+/// Loads a causal LM from `spec`: a `.gguf` file (Llama family), a directory holding exactly one `.gguf` (and no
+/// `config.json`), a Hugging Face model directory (`model_type` `"gpt2"` gives GPT-2, anything else the Llama
+/// family), or a model id in the hub cache.
 pub fn load_causal_lm(spec: &str) -> Result<CausalCheckpoint, CausalError> {
     let found = resolve_model_dir(spec)?;
     let gguf = if is_gguf(&found) { Some(found.clone()) } else { lone_gguf(&found) };
     if let Some(path) = gguf {
         let g = load_llama(&path).map_err(|e| CausalError::Gguf { path: path.clone(), message: e.to_string() })?;
         let config = g.config;
-        let model = build(&config, &g.state, &path)?;
+        let model = CausalModel::Llama(build(&config, &g.state, &path)?);
         let source = Source::Gguf { path, tokenizer: g.tokenizer.map(Box::new), chat_template: g.chat_template };
         return Ok(CausalCheckpoint { model, config, source });
     }
@@ -89,7 +243,16 @@ pub fn load_causal_lm(spec: &str) -> Result<CausalCheckpoint, CausalError> {
     let config: Value = serde_json::from_str(&text)
         .map_err(|e| CausalError::Model { path: cfg_path.clone(), message: format!("invalid JSON: {e}") })?;
     let state = load_state_dict(&found)?;
-    let model = build(&config, &state, &dir)?;
+    let model = if config.get("model_type").and_then(Value::as_str) == Some("gpt2") {
+        let err = |message: String| CausalError::Model { path: cfg_path.clone(), message };
+        let cfg = Gpt2Config::from_json(&text).map_err(|e| err(e.to_string()))?;
+        CausalModel::Gpt2(
+            Gpt2LMHeadModel::from_state_dict(cfg, &state)
+                .map_err(|e| CausalError::Model { path: dir.clone(), message: e.to_string() })?,
+        )
+    } else {
+        CausalModel::Llama(build(&config, &state, &dir)?)
+    };
     Ok(CausalCheckpoint { model, config, source: Source::Dir(dir) })
 }
 
@@ -140,7 +303,7 @@ pub fn gguf_tokenizer_config(tok: &GgufTokenizer, chat_template: Option<&str>, m
 /// from the config) and the tokenizer files. Every file is written atomically.
 pub fn save_causal_lm(
     dir: &Path,
-    model: &LlamaForCausalLM,
+    model: &CausalModel,
     config: &Value,
     tokenizer: TokenizerOut<'_>,
 ) -> Result<(), CausalError> {
@@ -152,9 +315,10 @@ pub fn save_causal_lm(
     save_safetensors(&model.state_dict(), &dir.join("model.safetensors"))?;
     let mut cfg = config.clone();
     if let Some(m) = cfg.as_object_mut() {
-        m.insert("architectures".into(), json!(["LlamaForCausalLM"]));
+        m.insert("architectures".into(), json!([model.architecture()]));
         m.insert("torch_dtype".into(), json!("float32"));
-        m.entry("model_type").or_insert(json!("llama"));
+        let model_type = if matches!(model, CausalModel::Gpt2(_)) { "gpt2" } else { "llama" };
+        m.entry("model_type").or_insert(json!(model_type));
     }
     let pretty = |v: &Value| serde_json::to_vec_pretty(v).unwrap_or_default();
     let p = dir.join("config.json");

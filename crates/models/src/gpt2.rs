@@ -15,6 +15,11 @@
 //! activations other than `gelu_new`/`gelu_pytorch_tanh`.
 //!
 //! LoRA on the Conv1D layers ([`Gpt2LMHeadModel::add_lora`], PEFT adapter files): see [`crate::lora`].
+//!
+//! Packed rows: with `Batch::position_ids` a row may hold several sequences (a new one wherever the position is
+//! 0), each attending only to itself and reading the learned position embedding at its own positions.
+//! Right padding past `n_positions` (batches padded to a round length) reads the last position's embedding: it
+//! is masked and takes no loss, so no real token or gradient sees it.
 
 use std::collections::BTreeMap;
 
@@ -192,6 +197,11 @@ pub struct Workspace {
     pub batch: usize,
     pub seq: usize,
     ids: Vec<u32>,
+    /// Position of each token (0..T per row, or the batch's `position_ids`).
+    pos: Vec<u32>,
+    /// Packed-sequence label of each token; used when `packed`.
+    seg: Vec<u32>,
+    packed: bool,
     mask_add: Vec<f32>,
     targets: Vec<i64>,
     emb: Vec<f32>,
@@ -227,6 +237,9 @@ impl Workspace {
             batch,
             seq,
             ids: vec![0; n],
+            pos: vec![0; n],
+            seg: vec![0; n],
+            packed: false,
             mask_add: z(n),
             targets: vec![IGNORE_INDEX; n],
             emb: z(n * c),
@@ -363,6 +376,18 @@ impl Gpt2LMHeadModel {
         self.lora.as_ref().map(|l| &l.config)
     }
 
+    /// LoRA dropout state (seed, training passes so far), for checkpoints that resume exactly.
+    pub fn lora_dropout_state(&self) -> Option<(u64, u64)> {
+        self.lora.as_ref().map(|l| l.dropout_state())
+    }
+
+    /// Restores [`lora_dropout_state`](Self::lora_dropout_state); no effect without adapters.
+    pub fn set_lora_dropout_state(&mut self, seed: u64, passes: u64) {
+        if let Some(l) = self.lora.as_mut() {
+            l.set_dropout_state(seed, passes);
+        }
+    }
+
     /// Removes the adapters without merging; base parameters get back their `requires_grad`.
     pub fn unload_lora(&mut self) -> Option<LoraConfig> {
         let l = self.lora.take()?;
@@ -457,6 +482,28 @@ impl Gpt2LMHeadModel {
         self.step
     }
 
+    /// AdamW state over the flat parameter buffer: first and second moments and the step count (for
+    /// checkpoints that resume exactly).
+    pub fn optimizer_state(&self) -> (&[f32], &[f32], u64) {
+        (&self.exp_avg, &self.exp_avg_sq, self.step)
+    }
+
+    /// Restores what [`optimizer_state`](Self::optimizer_state) returned.
+    pub fn set_optimizer_state(&mut self, exp_avg: &[f32], exp_avg_sq: &[f32], step: u64) -> Result<(), Gpt2Error> {
+        if exp_avg.len() != self.params.len() || exp_avg_sq.len() != self.params.len() {
+            return Err(Gpt2Error::Checkpoint(format!(
+                "optimizer state has {} / {} values for {} parameters",
+                exp_avg.len(),
+                exp_avg_sq.len(),
+                self.params.len()
+            )));
+        }
+        self.exp_avg.copy_from_slice(exp_avg);
+        self.exp_avg_sq.copy_from_slice(exp_avg_sq);
+        self.step = step;
+        Ok(())
+    }
+
     fn info(&self, name: &str) -> Option<&ParamInfo> {
         Some(&self.infos[*self.index.get(name)?])
     }
@@ -498,9 +545,6 @@ impl Gpt2LMHeadModel {
         let cfg = &self.config;
         let n = ws.batch * ws.seq;
         let bad = |m: String| Err(Gpt2Error::Batch(m));
-        if b.position_ids.is_some() {
-            return bad("position_ids (packed sequences) are not supported for GPT-2".into());
-        }
         let sized = ws.layers.len() == cfg.n_layer
             && ws.emb.len() == n * cfg.n_embd
             && ws.layers.iter().all(|a| a.fc.len() == n * cfg.inner() && a.probs.len() == n * cfg.n_head * ws.seq);
@@ -510,8 +554,25 @@ impl Gpt2LMHeadModel {
         if b.input_ids.len() != n || b.attention_mask.len() != n {
             return bad(format!("expected {n} input ids and mask entries for a {}×{} workspace", ws.batch, ws.seq));
         }
-        if ws.seq > cfg.n_positions {
-            return bad(format!("sequence length {} exceeds n_positions {}", ws.seq, cfg.n_positions));
+        // Only real tokens need a learned position; padding past the table is clamped in `trunk`.
+        let limit = cfg.n_positions;
+        match b.position_ids {
+            Some(pos) => {
+                if pos.len() != n {
+                    return bad(format!("expected {n} position_ids, one per token, got {}", pos.len()));
+                }
+                if let Some((&q, _)) = pos.iter().zip(b.attention_mask).find(|&(&q, &m)| m == 1 && q as usize >= limit)
+                {
+                    return bad(format!("position id {q} is not below n_positions {limit}"));
+                }
+            }
+            None => {
+                let longest =
+                    b.attention_mask.chunks_exact(ws.seq.max(1)).filter_map(|r| r.iter().rposition(|&m| m == 1)).max();
+                if let Some(last) = longest.filter(|&l| l >= limit) {
+                    return bad(format!("sequence length {} exceeds n_positions {limit}", last + 1));
+                }
+            }
         }
         if let Some(&id) = b.input_ids.iter().find(|&&i| i as usize >= cfg.vocab_size) {
             return bad(format!("input id {id} out of range for vocab_size {}", cfg.vocab_size));
@@ -554,13 +615,34 @@ impl Gpt2LMHeadModel {
         }
 
         ws.ids.copy_from_slice(batch.input_ids);
+        let last_pos = (cfg.n_positions as u32).saturating_sub(1);
+        match batch.position_ids {
+            Some(pos) => {
+                // A packed sequence starts at each position 0 (and at each row start).
+                ws.packed = true;
+                let mut k = 0u32;
+                for (i, ((sg, q), &p)) in ws.seg.iter_mut().zip(ws.pos.iter_mut()).zip(pos).enumerate() {
+                    if p == 0 || i % t == 0 {
+                        k += 1;
+                    }
+                    *sg = k;
+                    *q = p.min(last_pos);
+                }
+            }
+            None => {
+                // Positions 0..T regardless of padding, as transformers without position_ids.
+                for (i, q) in ws.pos.iter_mut().enumerate() {
+                    *q = ((i % t) as u32).min(last_pos);
+                }
+                ws.packed = false;
+            }
+        }
         for (m, &a) in ws.mask_add.iter_mut().zip(batch.attention_mask) {
             *m = if a == 0 { f32::MIN } else { 0.0 };
         }
         let (wte, wpe) = (s(self.idx.wte), s(self.idx.wpe));
-        for (i, (o, &id)) in ws.emb.chunks_exact_mut(c).zip(&ws.ids).enumerate() {
-            // Positions 0..T regardless of padding, as transformers without position_ids.
-            let (wr, pr) = (&wte[id as usize * c..][..c], &wpe[(i % t) * c..][..c]);
+        for ((o, &id), &q) in ws.emb.chunks_exact_mut(c).zip(&ws.ids).zip(&ws.pos) {
+            let (wr, pr) = (&wte[id as usize * c..][..c], &wpe[q as usize * c..][..c]);
             for k in 0..c {
                 o[k] = wr[k] + pr[k];
             }
@@ -572,7 +654,12 @@ impl Gpt2LMHeadModel {
             layernorm::forward(&mut a.ln1, &mut a.ln1_mean, &mut a.ln1_rstd, inp, s(lx.ln1_w), s(lx.ln1_b), n, c, eps);
             conv1d_forward(&mut a.qkv, &a.ln1, s(lx.attn_w), s(lx.attn_b), n, c, 3 * c);
             self.lora_forward(&mut ws.lora, li, 0..1, &mut a.qkv, &a.ln1, n);
-            causal_attention::forward(&mut a.ctx, &mut a.probs, &a.qkv, &ws.mask_add, shape);
+            match ws.packed.then_some(&ws.seg) {
+                Some(seg) => {
+                    causal_attention::forward_segmented(&mut a.ctx, &mut a.probs, &a.qkv, &ws.mask_add, seg, shape)
+                }
+                None => causal_attention::forward(&mut a.ctx, &mut a.probs, &a.qkv, &ws.mask_add, shape),
+            }
             conv1d_forward(&mut a.mid, &a.ctx, s(lx.aproj_w), s(lx.aproj_b), n, c, c);
             self.lora_forward(&mut ws.lora, li, 1..2, &mut a.mid, &a.ctx, n);
             residual::add_assign(&mut a.mid, inp);
@@ -755,7 +842,18 @@ impl Gpt2LMHeadModel {
             if let Some(l) = lora {
                 l.backward(&mut ws.lora, infos, p, g, li, 1..2, &mut ws.dctx, &ws.dx, &a.ctx, n);
             }
-            causal_attention::backward(&mut ws.dqkv, &mut ws.dscores, &ws.dctx, &a.qkv, &a.probs, shape);
+            match ws.packed.then_some(&ws.seg) {
+                Some(seg) => causal_attention::backward_segmented(
+                    &mut ws.dqkv,
+                    &mut ws.dscores,
+                    &ws.dctx,
+                    &a.qkv,
+                    &a.probs,
+                    seg,
+                    shape,
+                ),
+                None => causal_attention::backward(&mut ws.dqkv, &mut ws.dscores, &ws.dctx, &a.qkv, &a.probs, shape),
+            }
             let (gw, gb) = pair(g, r(lx.attn_w), r(lx.attn_b), rg(lx.attn_w), rg(lx.attn_b));
             conv1d_backward(&mut ws.dln, false, gw, gb, &ws.dqkv, &a.ln1, s(lx.attn_w), n, c, 3 * c);
             if let Some(l) = lora {
@@ -763,14 +861,14 @@ impl Gpt2LMHeadModel {
             }
             layernorm_back(g, &mut ws.dx, &ws.dln, inp, lx.ln1_w, lx.ln1_b, &a.ln1_mean, &a.ln1_rstd, true, &mut tmp);
         }
-        // Embeddings: token rows repeat, so the scatter is serial; positions are 0..T in every row.
+        // Embeddings: token and position rows repeat, so the scatter is serial.
         for (k, ids_pos) in [(idx.wte, true), (idx.wpe, false)] {
             if !rg(k) {
                 continue;
             }
             let table = &mut g[r(k)];
             for (i, dx) in ws.dx.chunks_exact(c).enumerate() {
-                let row = if ids_pos { ws.ids[i] as usize } else { i % t };
+                let row = if ids_pos { ws.ids[i] } else { ws.pos[i] } as usize;
                 for (tv, v) in table[row * c..(row + 1) * c].iter_mut().zip(dx) {
                     *tv += v;
                 }

@@ -329,3 +329,36 @@ fn workspace_from_another_config_is_rejected() {
     assert!(c.model.forward(&mut ws, &batch, Mode::Eval).is_err());
     assert!(c.model.forward(&mut c.ws, &batch, Mode::Eval).is_ok());
 }
+
+/// An inference workspace (two activation sets used in turn, no backward buffers) gives bit-identical logits and
+/// loss to a training workspace in eval mode, for every architecture and both tasks, with enough layers (5) that
+/// the sets are reused; it refuses training forwards and backward.
+#[test]
+fn inference_workspace_matches_training_workspace() {
+    use finetune_models::bert::Task;
+    for dir in ["tiny_bert", "tiny_roberta", "tiny_distilbert"] {
+        for task in [Task::SequenceClassification, Task::TokenClassification] {
+            let c = tiny(dir, |_| {});
+            let mut cfg = c.model.config.clone();
+            cfg.task = task;
+            cfg.num_hidden_layers = 5;
+            let mut model = BertForSequenceClassification::random(cfg.clone(), 7).expect("random model");
+            let (b, t) = (c.labels.len(), c.ids.len() / c.labels.len());
+            let token_labels: Vec<i64> = (0..b * t).map(|i| (i % cfg.labels()) as i64).collect();
+            let labels = match task {
+                Task::TokenClassification => Labels::TokenClasses(&token_labels),
+                _ => Labels::Classes(&c.labels),
+            };
+            let tt = if dir == "tiny_distilbert" { None } else { c.tt.as_deref() };
+            let batch = Batch { input_ids: &c.ids, attention_mask: &c.mask, token_type_ids: tt, labels: Some(labels) };
+            let mut train_ws = Workspace::new(&cfg, b, t);
+            let mut infer_ws = Workspace::for_inference(&cfg, b, t);
+            let want = model.forward(&mut train_ws, &batch, Mode::Eval).expect("forward");
+            let got = model.forward(&mut infer_ws, &batch, Mode::Eval).expect("inference forward");
+            assert_eq!(got, want, "{dir} {task:?}: loss");
+            assert_eq!(infer_ws.logits, train_ws.logits, "{dir} {task:?}: logits");
+            assert!(model.forward(&mut infer_ws, &batch, Mode::Train { seed: 1 }).is_err(), "{dir}: train forward");
+            assert!(model.backward(&mut infer_ws, &batch).is_err(), "{dir}: backward");
+        }
+    }
+}

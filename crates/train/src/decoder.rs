@@ -1,5 +1,5 @@
 //! Causal-LM fine-tuning (instruction SFT, continued pretraining) of a Llama-family decoder
-//! (`LlamaForCausalLM`: Llama, SmolLM2, Qwen2, Mistral) as a [`TrainableModel`].
+//! (`LlamaForCausalLM`: Llama, SmolLM2, Qwen2, Mistral) or GPT-2 (`GPT2LMHeadModel`) as a [`TrainableModel`].
 //!
 //! - Loss: the summed token cross-entropy of a micro-batch divided by the label-token count of the whole
 //!   accumulation window (transformers' `num_items_in_batch`), so accumulation is token-normalised.
@@ -14,9 +14,11 @@ use std::path::Path;
 
 use finetune_data::IGNORE_INDEX;
 use finetune_engine::{StateDict, Tensor};
-use finetune_models::causal::{load_causal_lm, save_causal_lm, tokenizer_out, CausalCheckpoint, Source, TokenizerOut};
+use finetune_models::causal::{
+    load_causal_lm, save_causal_lm, tokenizer_out, CausalCheckpoint, CausalModel, Source, TokenizerOut,
+};
 use finetune_models::checkpoint::{copy_tokenizer_files, load_state_dict, save_safetensors};
-use finetune_models::llama::{self, LlamaForCausalLM, Workspace};
+use finetune_models::{gpt2, llama};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -149,14 +151,52 @@ struct OptimizerState {
     lora_dropout: Option<(u64, u64)>,
 }
 
-/// A Llama-family causal LM being fine-tuned.
+impl crate::workspace::Shaped for gpt2::Workspace {
+    fn shape(&self) -> (usize, usize) {
+        (self.batch, self.seq)
+    }
+}
+
+/// Activation workspaces per batch shape, for the architecture being trained.
+#[derive(Default)]
+struct Workspaces {
+    llama: WorkspaceCache<llama::Workspace>,
+    gpt2: WorkspaceCache<gpt2::Workspace>,
+}
+
+impl Workspaces {
+    /// Loss of `view` through `model`, with its gradient added to the model's when `train`.
+    fn run(
+        &mut self,
+        model: &mut CausalModel,
+        view: &llama::Batch<'_>,
+        bs: usize,
+        t: usize,
+        train: bool,
+    ) -> Result<f32> {
+        match model {
+            CausalModel::Llama(m) => {
+                let cfg = &m.config;
+                let ws = self.llama.get(bs, t, || llama::Workspace::new(cfg, bs, t));
+                if train { m.forward_backward(ws, view) } else { m.forward(ws, view) }.map_err(model_err)
+            }
+            CausalModel::Gpt2(m) => {
+                let cfg = &m.config;
+                let ws = self.gpt2.get(bs, t, || gpt2::Workspace::new(cfg, bs, t));
+                if train { m.forward_backward(ws, view) } else { m.forward(ws, view) }.map_err(model_err)
+            }
+        }
+    }
+}
+
+/// A causal LM being fine-tuned.
 pub struct CausalLm {
-    pub model: LlamaForCausalLM,
+    pub model: CausalModel,
     /// `config.json` of the source model.
     pub config: Value,
     pub source: Source,
     adamw: AdamW,
-    workspaces: WorkspaceCache<Workspace>,
+    workspaces: Workspaces,
     /// Written into a GGUF-sourced tokenizer_config.json as `model_max_length`.
     pub max_length: Option<usize>,
 }
@@ -176,7 +216,7 @@ impl CausalLm {
     /// Loads `spec` (a GGUF file, a directory with one, an HF directory or a hub-cache id).
     pub fn from_pretrained(spec: &str, adamw: AdamW) -> Result<Self> {
         let CausalCheckpoint { model, config, source } = load_causal_lm(spec).map_err(model_err)?;
-        Ok(CausalLm { model, config, source, adamw, workspaces: WorkspaceCache::default(), max_length: None })
+        Ok(CausalLm { model, config, source, adamw, workspaces: Workspaces::default(), max_length: None })
     }
 
     /// Summed loss over the batch's targets (no gradients).
@@ -185,16 +225,14 @@ impl CausalLm {
             return Ok(0.0);
         }
         let Self { model, workspaces, .. } = self;
-        let cfg = &model.config;
-        let ws = workspaces.get(b.batch, b.seq, || Workspace::new(cfg, b.batch, b.seq));
-        Ok(model.forward(ws, &b.view(Some(1.0))).map_err(model_err)? as f64)
+        Ok(workspaces.run(model, &b.view(Some(1.0)), b.batch, b.seq, false)? as f64)
     }
 
     /// Token-weighted loss and perplexity over `rows`, `batch_size` rows per forward pass (in order).
     pub fn evaluate(&mut self, rows: &[CausalRow], batch_size: usize, pad_id: u32) -> Result<LmEvaluation> {
         // A decoder workspace keeps every layer's activations (≈1.5 MB per token for a 135M model at 512 tokens):
         // drop the training shapes before evaluating at another batch size rather than hold both.
-        self.workspaces = WorkspaceCache::default();
+        self.workspaces = Workspaces::default();
         let (mut sum, mut n) = (0.0f64, 0usize);
         for chunk in rows.chunks(batch_size.max(1)) {
             let refs: Vec<&CausalRow> = chunk.iter().collect();
@@ -270,9 +308,7 @@ impl TrainableModel for CausalLm {
         let (bs, t) = (batch.batch, batch.seq);
         let view = batch.view(Some(num_items_in_window as f32));
         let Self { model, workspaces, .. } = self;
-        let cfg = &model.config;
-        let ws = workspaces.get(bs, t, || Workspace::new(cfg, bs, t));
-        Ok(model.forward_backward(ws, &view).map_err(model_err)? as f64)
+        Ok(workspaces.run(model, &view, bs, t, true)? as f64)
     }
 
     fn clip_and_step(&mut self, lr: f64, max_grad_norm: f64) -> Result<f64> {

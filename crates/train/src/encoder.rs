@@ -149,6 +149,8 @@ pub struct EncoderClassifier {
     adamw: AdamW,
     seed: u64,
     workspaces: WorkspaceCache<Workspace>,
+    /// Forward-only workspaces of evaluation and prediction, freed when a pass ends.
+    eval_workspaces: WorkspaceCache<Workspace>,
     /// Gradient accumulator used when micro-batches need rescaling (gradient accumulation, short batches).
     acc: Option<Vec<f32>>,
 }
@@ -236,6 +238,7 @@ impl EncoderClassifier {
             adamw,
             seed,
             workspaces: WorkspaceCache::default(),
+            eval_workspaces: WorkspaceCache::default(),
             acc: None,
         }
     }
@@ -289,7 +292,9 @@ impl EncoderClassifier {
     pub fn forward_eval(&mut self, b: &finetune_data::Batch, with_labels: bool) -> Result<(Vec<f32>, Option<f64>)> {
         let bb = self.bert_batch(b, with_labels)?;
         let cfg = &self.model.config;
-        let ws = self.workspaces.get(b.batch_size, b.seq_len, || Workspace::new(cfg, b.batch_size, b.seq_len));
+        let ws = self
+            .eval_workspaces
+            .get(b.batch_size, b.seq_len, || Workspace::for_inference(cfg, b.batch_size, b.seq_len));
         let loss = self.model.forward(ws, &bb, Mode::Eval).map_err(model_err)?;
         Ok((ws.logits.clone(), loss.map(f64::from)))
     }
@@ -301,6 +306,7 @@ impl EncoderClassifier {
     /// predicted values. Metrics need labelled data.
     pub fn evaluate(&mut self, data: &SeqDataset, batch_size: usize, collator: Collator) -> Result<Evaluation> {
         let labelled = !matches!(data.targets, finetune_data::SeqTargets::None);
+        self.begin_eval_pass();
         let mut acc = ClassificationEval::new();
         let mut out = Evaluation::default();
         let nl = self.num_labels();
@@ -365,7 +371,15 @@ impl EncoderClassifier {
             }
             EvalOutput { metrics: m, num_samples: n, num_batches: n.div_ceil(batch_size.max(1)) }
         };
+        self.eval_workspaces = WorkspaceCache::default();
         Ok(out)
+    }
+
+    /// Frees the training workspaces before an evaluation pass, so the peak is the larger of training and
+    /// evaluation rather than their sum (they are rebuilt at the next training step, once per evaluation).
+    fn begin_eval_pass(&mut self) {
+        self.workspaces = WorkspaceCache::default();
+        self.eval_workspaces = WorkspaceCache::default();
     }
 
     /// Token classification as `run_ner.py` evaluates it: `loss` (mean over sentences of each batch's mean token
@@ -386,6 +400,7 @@ impl EncoderClassifier {
             return Err(TrainError::Model(format!("{} label names for a model with {nl} labels", labels.len())));
         }
         let name = |id: usize| labels.name(id).unwrap_or("O");
+        self.begin_eval_pass();
         let mut acc = TokenClassificationEval::new();
         let mut out = TokenEvaluation::default();
         let idx: Vec<usize> = (0..data.len()).collect();
@@ -425,6 +440,7 @@ impl EncoderClassifier {
                 num_batches: data.len().div_ceil(batch_size.max(1)),
             }
         };
+        self.eval_workspaces = WorkspaceCache::default();
         Ok(out)
     }
 

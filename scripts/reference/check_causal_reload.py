@@ -17,31 +17,14 @@ import json
 import math
 import os
 import subprocess
+import sys
 import tempfile
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-
-def hf_perplexity(model, ids, max_length, stride):
-    nll_sum, n_tokens, prev_end = 0.0, 0, 0
-    seq_len = ids.size(1)
-    for begin in range(0, seq_len, stride):
-        end = min(begin + max_length, seq_len)
-        trg_len = end - prev_end
-        input_ids = ids[:, begin:end]
-        target_ids = input_ids.clone()
-        target_ids[:, :-trg_len] = -100
-        with torch.no_grad():
-            loss = model(input_ids, labels=target_ids).loss
-        num_valid = (target_ids != -100).sum().item()
-        num_loss_tokens = num_valid - 1
-        nll_sum += loss.item() * num_loss_tokens
-        n_tokens += num_loss_tokens
-        prev_end = end
-        if end == seq_len:
-            break
-    return math.exp(nll_sum / n_tokens)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gen_window_perplexity import guide  # noqa: E402  (the perplexity guide's loop)
 
 
 def main():
@@ -69,7 +52,7 @@ def main():
     # `finetune perplexity` adds BOS only when the tokenizer config asks for it (add_bos_token), as encode does.
     bos = [tok.bos_token_id] if getattr(tok, "add_bos_token", False) and tok.bos_token_id is not None else []
     ids = torch.tensor([bos + tok(text, add_special_tokens=False)["input_ids"]])
-    want = hf_perplexity(model, ids, max_length, stride)
+    want = guide(model, ids, max_length, stride)[1]
     out = subprocess.run(
         [args.finetune, "perplexity", "--model", args.model, "--data", args.text, "--json",
          "--max-length", str(max_length), "--stride", str(stride)],

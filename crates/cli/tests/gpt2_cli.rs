@@ -7,7 +7,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{finetune, ok, read_json, stderr};
+use common::{finetune, ok, read_json, sft_with, stderr};
 use finetune_data::sft::CausalTokenize;
 use finetune_models::causal::{load_causal_lm, CausalModel};
 use finetune_models::causal_tokenizer::CausalTokenizer;
@@ -122,13 +122,7 @@ fn sft(model: &Path, out: &Path, train: &Path, extra: &[&str]) -> std::process::
         // Above n_positions (64): cut to it with a note.
         "max_seq_length=128".into(),
     ];
-    let mut args: Vec<String> = vec!["sft".into(), "--progress".into(), "off".into()];
-    for s in sets.iter().map(String::as_str).chain(extra.iter().copied()) {
-        args.push("--set".into());
-        args.push(s.to_string());
-    }
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    finetune(&refs)
+    sft_with(&sets, extra)
 }
 
 fn gpt2(spec: &Path) -> Gpt2LMHeadModel {

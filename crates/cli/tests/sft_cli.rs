@@ -5,7 +5,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{finetune, ok, read_json, stderr};
+use common::{finetune, ok, read_json, sft_with, stderr};
 
 fn gguf() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/tests/fixtures/gguf/tiny_llama.gguf")
@@ -53,13 +53,7 @@ fn sft(out: &Path, train: &Path, test: &Path, extra: &[&str]) -> std::process::O
         "max_new_tokens=4".into(),
         "max_seq_length=64".into(),
     ];
-    let mut args: Vec<String> = vec!["sft".into(), "--progress".into(), "off".into()];
-    for s in sets.iter().map(String::as_str).chain(extra.iter().copied()) {
-        args.push("--set".into());
-        args.push(s.to_string());
-    }
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    finetune(&refs)
+    sft_with(&sets, extra)
 }
 
 #[test]

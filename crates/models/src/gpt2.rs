@@ -490,16 +490,8 @@ impl Gpt2LMHeadModel {
 
     /// Restores what [`optimizer_state`](Self::optimizer_state) returned.
     pub fn set_optimizer_state(&mut self, exp_avg: &[f32], exp_avg_sq: &[f32], step: u64) -> Result<(), Gpt2Error> {
-        if exp_avg.len() != self.params.len() || exp_avg_sq.len() != self.params.len() {
-            return Err(Gpt2Error::Checkpoint(format!(
-                "optimizer state has {} / {} values for {} parameters",
-                exp_avg.len(),
-                exp_avg_sq.len(),
-                self.params.len()
-            )));
-        }
-        self.exp_avg.copy_from_slice(exp_avg);
-        self.exp_avg_sq.copy_from_slice(exp_avg_sq);
+        crate::llama::restore_moments(&mut self.exp_avg, &mut self.exp_avg_sq, exp_avg, exp_avg_sq)
+            .map_err(Gpt2Error::Checkpoint)?;
         self.step = step;
         Ok(())
     }

@@ -718,16 +718,8 @@ impl LlamaForCausalLM {
 
     /// Restores what [`optimizer_state`](Self::optimizer_state) returned.
     pub fn set_optimizer_state(&mut self, exp_avg: &[f32], exp_avg_sq: &[f32], step: u64) -> Result<(), LlamaError> {
-        if exp_avg.len() != self.params.len() || exp_avg_sq.len() != self.params.len() {
-            return Err(LlamaError::Checkpoint(format!(
-                "optimizer state has {} / {} values for {} parameters",
-                exp_avg.len(),
-                exp_avg_sq.len(),
-                self.params.len()
-            )));
-        }
-        self.exp_avg.copy_from_slice(exp_avg);
-        self.exp_avg_sq.copy_from_slice(exp_avg_sq);
+        restore_moments(&mut self.exp_avg, &mut self.exp_avg_sq, exp_avg, exp_avg_sq)
+            .map_err(LlamaError::Checkpoint)?;
         self.step = step;
         Ok(())
     }
@@ -1469,4 +1461,19 @@ impl CachedAttn {
             }
         }
     }
+}
+
+/// Copies saved AdamW moments over a model's, after checking they cover every parameter (shared by the decoders).
+pub(crate) fn restore_moments(m: &mut [f32], v: &mut [f32], saved_m: &[f32], saved_v: &[f32]) -> Result<(), String> {
+    if saved_m.len() != m.len() || saved_v.len() != v.len() {
+        return Err(format!(
+            "optimizer state has {} / {} values for {} parameters",
+            saved_m.len(),
+            saved_v.len(),
+            m.len()
+        ));
+    }
+    m.copy_from_slice(saved_m);
+    v.copy_from_slice(saved_v);
+    Ok(())
 }

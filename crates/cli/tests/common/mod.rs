@@ -13,6 +13,17 @@ pub fn finetune(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_finetune")).args(args).output().expect("run finetune")
 }
 
+/// `finetune sft --progress off` with each of `sets` and then `extra` as a `--set key=value`.
+pub fn sft_with(sets: &[String], extra: &[&str]) -> Output {
+    let mut args: Vec<String> = vec!["sft".into(), "--progress".into(), "off".into()];
+    for s in sets.iter().map(String::as_str).chain(extra.iter().copied()) {
+        args.push("--set".into());
+        args.push(s.to_string());
+    }
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    finetune(&refs)
+}
+
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }

@@ -20,7 +20,8 @@
 #   tweet_entities.{train,validation,test}.jsonl    {"prompt", "completion"}  WNUT-16 tweets
 #       prompt     = INSTRUCTION + the tokens joined by single spaces + "\n\nEntities:\n"; completion = one line
 #                    "type: text" per entity in order of appearance (BIO tags; an I- tag without a matching
-#                    B- starts a new entity, as seqeval does), or "none". Duplicate tweets dropped.
+#                    B- starts a new entity, as seqeval does), or "none". Duplicate tweets dropped. The training
+#                    split is balanced: every tweet with entities and as many "none" tweets.
 #   movie_reviews_text.{train,validation}.jsonl     {"text"}  VADER movie reviews for continued pretraining,
 #       disjoint from review_sentiment's validation and test reviews.
 #
@@ -164,7 +165,7 @@ report(
 
 # ---- (3) tweet entities -----------------------------------------------------------------------------------
 ENT_INSTRUCTION = (
-    "List the named entities in this tweet, one per line as \"type: text\" (types: company, facility, loc, "
+    "List the named entities in this tweet, one per line as \"type: text\" (types: company, facility, geo-loc, "
     "movie, musicartist, other, person, product, sportsteam, tvshow), or \"none\".\n\nTweet:\n"
 )
 
@@ -206,5 +207,19 @@ with open(data / "ner" / "wnut16.conll", encoding="utf-8") as f:
         tokens.append(tok)
         tags.append(tag.strip())
 flush()
-report("tweet_entities", *split("tweet_entities", tweets))
+parts, available = split("tweet_entities", tweets)
+# Most tweets have no entity: trained on them as they come, a small model learns to answer "none" to everything.
+# The training split keeps every tweet with entities and as many "none" tweets (the first ones of the seeded
+# shuffle); validation and test keep the real mix.
+n_ents = sum(r["completion"] != "none" for r in parts["train"])
+kept_none = 0
+balanced = []
+for r in parts["train"]:
+    if r["completion"] == "none":
+        if kept_none == n_ents:
+            continue
+        kept_none += 1
+    balanced.append(r)
+parts["train"] = balanced
+report("tweet_entities", parts, available)
 PYEOF

@@ -10,6 +10,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use finetune_data::split::{stratified_kfold, Fold};
 use finetune_data::{Collator, Format, LabelMap, SeqDataset, SeqTargets, TokenDatasetEncoded, Tokenize};
+use finetune_metrics::ranking::np_sum;
 use finetune_models::bert::Task;
 use finetune_models::config::ProblemType;
 use finetune_train::{
@@ -344,38 +345,8 @@ fn summary_keys(results: &[BTreeMap<String, f64>]) -> Vec<String> {
     keys
 }
 
-/// numpy's `add.reduce` over a contiguous f64 array (pairwise summation, 8 accumulators per block of <= 128),
-/// so the mean and standard deviation below equal `numpy.mean` and `numpy.std(ddof=1)` bit for bit.
-fn np_sum(a: &[f64]) -> f64 {
-    let n = a.len();
-    if n < 8 {
-        let mut res = -0.0;
-        for &x in a {
-            res += x;
-        }
-        res
-    } else if n <= 128 {
-        let mut r = [a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]];
-        let mut i = 8;
-        while i < n - n % 8 {
-            for j in 0..8 {
-                r[j] += a[i + j];
-            }
-            i += 8;
-        }
-        let mut res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
-        for &x in &a[i..] {
-            res += x;
-        }
-        res
-    } else {
-        let mut n2 = n / 2;
-        n2 -= n2 % 8;
-        np_sum(&a[..n2]) + np_sum(&a[n2..])
-    }
-}
-
-/// Mean and sample standard deviation (ddof=1; NaN for a single value), as numpy and pandas compute them.
+/// Mean and sample standard deviation (ddof=1; NaN for a single value) with numpy's pairwise sum, so they equal
+/// `numpy.mean` and `numpy.std(ddof=1)` (and pandas' `.std()`) bit for bit.
 fn mean_std(xs: &[f64]) -> (f64, f64) {
     let n = xs.len() as f64;
     let mean = np_sum(xs) / n;

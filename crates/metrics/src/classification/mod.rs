@@ -36,6 +36,7 @@ pub use topk::{top_k_accuracy_score, TopKScores};
 
 use crate::common::{Average, ZeroDivision};
 use crate::error::{MetricError, Result};
+pub(crate) use crate::ranking::np_sum;
 
 /// The Fx hash (as in rustc) with a final mix: labels are trusted input and few, so a fast non-keyed hash is enough.
 #[derive(Default, Clone, Copy)]
@@ -540,33 +541,6 @@ fn check_weights_finite(w: &[f64]) -> Result<()> {
         return Err(MetricError::value("Input sample_weight contains NaN or infinity."));
     }
     Ok(())
-}
-
-/// `np.sum` of a float64 array: numpy's pairwise summation (8 accumulators within blocks of 128).
-pub(crate) fn np_sum(a: &[f64]) -> f64 {
-    let n = a.len();
-    if n < 8 {
-        a.iter().fold(0.0, |s, &x| s + x)
-    } else if n <= 128 {
-        let mut r = [0.0; 8];
-        r.copy_from_slice(&a[..8]);
-        let mut i = 8;
-        while i < n - n % 8 {
-            for j in 0..8 {
-                r[j] += a[i + j];
-            }
-            i += 8;
-        }
-        let mut res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
-        for &x in &a[i..] {
-            res += x;
-        }
-        res
-    } else {
-        let mut n2 = n / 2;
-        n2 -= n2 % 8;
-        np_sum(&a[..n2]) + np_sum(&a[n2..])
-    }
 }
 
 /// `x / d`, or the `zero_division` value when `d == 0` (sklearn's `_prf_divide`).

@@ -13,9 +13,8 @@ use finetune_models::generate::{argmax, generate, GenerationConfig};
 use finetune_models::gguf::load_llama;
 use finetune_models::llama::{DecodeWorkspace, KvCache, LlamaConfig, LlamaForCausalLM};
 
-fn arg(args: &[String], name: &str, default: usize) -> usize {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
-}
+mod common;
+use common::arg;
 
 fn load(path: &str) -> Result<LlamaForCausalLM, Box<dyn Error>> {
     if path.ends_with(".gguf") {

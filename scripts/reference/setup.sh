@@ -2,14 +2,16 @@
 # Creates the git-ignored virtual environment that the reference scripts run in.
 #   scripts/reference/setup.sh metrics   -> .venv-ref    (scikit-learn, seqeval, sacrebleu, rouge-score, evaluate)
 #   scripts/reference/setup.sh torch     -> .venv-torch  (PyTorch + transformers, for engine/model fixtures)
+#   scripts/reference/setup.sh data      -> .venv-data   (transformers without torch, datasketch: SFT truncation, near-dups)
 # Never run in CI: the fixtures it produces are committed.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 kind=${1:-metrics}
 case "$kind" in
   metrics) venv="$root/.venv-ref"; req="$root/scripts/reference/requirements-metrics.txt"; con="$root/scripts/reference/constraints-metrics.txt" ;;
+  data) venv="$root/.venv-data"; req="$root/scripts/reference/requirements-data.txt"; con="$root/scripts/reference/constraints-data.txt" ;;
   torch) venv="$root/.venv-torch"; req="$root/scripts/reference/requirements-torch.txt"; con="$root/scripts/reference/constraints-torch.txt" ;;
-  *) echo "usage: $0 metrics|torch" >&2; exit 2 ;;
+  *) echo "usage: $0 metrics|torch|data" >&2; exit 2 ;;
 esac
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 # constraints-*.txt pins every transitive package as the fixtures were produced (pip freeze).

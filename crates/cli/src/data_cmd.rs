@@ -1,17 +1,23 @@
-//! `finetune data split|clean|stats`: prepare fine-tuning data from the user's files. Argument parsing and glue
+//! `finetune data split|clean|dedup|filter|select|stats`: prepare fine-tuning data from the user's files. Argument parsing and glue
 //! only; the work is done by `finetune_data`.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use finetune_data::clean::{clean_examples, dedup, overlap, CleanOptions, Normalization};
+use finetune_data::near_dup::{NearDupIndex, NearDupOptions, Shingles};
+use finetune_data::quality::{apply_filters, Filter};
+use finetune_data::select::{length_bins, select_balanced, select_random};
 use finetune_data::split::{
     balanced_class_weights, oversample, random_split, stratified_kfold, stratified_split, undersample,
 };
 use finetune_data::stats::{stats, token_stats, LengthStats};
 use finetune_data::write::{atomic_write, write_conll, write_examples, Columns};
-use finetune_data::{read_examples, read_tokens, Dataset, Format, LabelMap, ReadOptions, ReadReport, SplitSpec};
+use finetune_data::{
+    read_examples, read_tokens, Dataset, Example, Format, LabelMap, ReadOptions, ReadReport, SplitSpec,
+};
 
 #[derive(Subcommand, Debug)]
 pub enum DataCommand {
@@ -64,6 +70,98 @@ pub enum DataCommand {
         read: Box<ReadArgs>,
         #[command(flatten)]
         clean: Box<CleanArgs>,
+    },
+    /// Drop exact duplicates, or with --near near-duplicates (MinHash + LSH, as the datasketch package computes
+    /// them), within the file and against other files (train vs test leakage); writes the kept records and, with
+    /// --report, one JSON line per cluster (the kept record and its near-duplicates) and per leaked record.
+    #[command(after_help = "Examples:
+  finetune data dedup assets/data/spam/spam_assassin.jsonl --near -o spam-dedup.jsonl --report clusters.jsonl
+  finetune data dedup train.jsonl --near --against test.jsonl --threshold 0.7 -o train-clean.jsonl
+  finetune data dedup reviews.csv --near --shingle char --ngram 5 --num-perm 256 -o reviews-dedup.csv")]
+    Dedup {
+        /// The file to de-duplicate (CSV, TSV, JSONL or plain text).
+        file: PathBuf,
+        /// Output file with the kept records; its extension picks the format (default: the input's).
+        #[arg(long, short = 'o')]
+        output: PathBuf,
+        /// Near-duplicates by estimated Jaccard similarity of shingle sets, not only exact copies.
+        #[arg(long)]
+        near: bool,
+        /// Also drop records that nearly duplicate a record of this file (repeatable): test/validation leakage.
+        #[arg(long, value_name = "FILE", requires = "near")]
+        against: Vec<PathBuf>,
+        /// Jaccard similarity at or above which two records are near-duplicates.
+        #[arg(long, default_value_t = 0.8, requires = "near")]
+        threshold: f64,
+        /// MinHash permutations (datasketch's num_perm).
+        #[arg(long, default_value_t = 128, requires = "near")]
+        num_perm: usize,
+        /// Shingles: word or char n-grams of the lowercased text.
+        #[arg(long, value_enum, default_value = "word", requires = "near")]
+        shingle: ShingleArg,
+        /// Shingle length in words or characters.
+        #[arg(long, default_value_t = 5, requires = "near")]
+        ngram: usize,
+        /// Seed of the MinHash permutations (datasketch's seed).
+        #[arg(long, default_value_t = 1, requires = "near")]
+        seed: u32,
+        /// Permutation scheme: affine32 (datasketch 2's default) or legacy (datasketch before 2.0).
+        #[arg(long, default_value = "affine32", requires = "near")]
+        scheme: String,
+        /// JSON lines: each cluster with its kept record, and each record removed as a near-copy of --against.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        #[command(flatten)]
+        read: Box<ReadArgs>,
+    },
+    /// Drop low-quality texts by named heuristic filters (Gopher-style), each off unless given a threshold;
+    /// reports how many texts each filter removed. With --report, one JSON line per removed text (the filter and
+    /// the measured value).
+    #[command(after_help = "Examples:
+  finetune data filter assets/data/spam/spam_assassin.jsonl --gopher -o spam-gopher.jsonl
+  finetune data filter reviews.csv --min-words 5 --max-non-letter-fraction 0.3 -o reviews-clean.csv
+  finetune data filter tweets.jsonl --max-duplicate-line-fraction 0.3 --max-top-ngram-fraction 2=0.2,3=0.18 \\
+      -o tweets-clean.jsonl --report removed.jsonl")]
+    Filter {
+        /// The file to filter (CSV, TSV, JSONL or plain text).
+        file: PathBuf,
+        /// Output file with the kept records; its extension picks the format (default: the input's).
+        #[arg(long, short = 'o')]
+        output: PathBuf,
+        #[command(flatten)]
+        filters: Box<FilterArgs>,
+        /// JSON lines: each removed record with the filter that removed it and the measured value.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        #[command(flatten)]
+        read: Box<ReadArgs>,
+    },
+    /// Keep N examples by a named criterion: `random` (seeded), `class` (class-balanced: as equal a count per
+    /// label as the classes allow) or `length` (balanced over --bins equal-count bins of word counts).
+    #[command(after_help = "Examples:
+  finetune data select assets/data/sentiment/movie_reviews.csv -n 1000 --by class -o reviews-1k.csv
+  finetune data select assets/data/spam/spam_assassin.jsonl -n 500 --by length --bins 5 -o spam-500.jsonl
+  finetune data select train.jsonl -n 200 --by random --seed 7 -o train-200.jsonl")]
+    Select {
+        /// The file to select from (CSV, TSV, JSONL or plain text).
+        file: PathBuf,
+        /// Output file; its extension picks the format (default: the input's).
+        #[arg(long, short = 'o')]
+        output: PathBuf,
+        /// How many examples to keep.
+        #[arg(short = 'n', long = "num-examples")]
+        n: usize,
+        /// The criterion.
+        #[arg(long, value_enum, default_value = "random")]
+        by: SelectArg,
+        /// Length bins for --by length.
+        #[arg(long, default_value_t = 10)]
+        bins: usize,
+        /// Seed of the sampling.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[command(flatten)]
+        read: Box<ReadArgs>,
     },
     /// Counts, label balance, text lengths, duplicates, and train/validation/test overlap.
     #[command(after_help = "Examples:
@@ -159,6 +257,135 @@ pub enum ResampleArg {
     Under,
 }
 
+/// The quality filters, in the order they are applied; each is off unless given.
+#[derive(Args, Debug)]
+pub struct FilterArgs {
+    /// Gopher's thresholds (Rae et al. 2021) for every filter not given: 50..100000 words, mean word length
+    /// 3..10, symbol/word ratio 0.1, alphabetic-word fraction 0.8, duplicate lines 0.3 (characters 0.2), top
+    /// 2/3/4-grams 0.2/0.18/0.16, duplicate 5..10-grams 0.15..0.10.
+    #[arg(long)]
+    gopher: bool,
+    /// Fewer words than this: removed.
+    #[arg(long)]
+    min_words: Option<usize>,
+    /// More words than this: removed.
+    #[arg(long)]
+    max_words: Option<usize>,
+    /// Mean characters per word below this: removed.
+    #[arg(long)]
+    min_mean_word_length: Option<f64>,
+    /// Mean characters per word above this: removed.
+    #[arg(long)]
+    max_mean_word_length: Option<f64>,
+    /// Occurrences of "#", "..." and "…" per word above this: removed.
+    #[arg(long)]
+    max_symbol_word_ratio: Option<f64>,
+    /// Fraction of words with a letter below this: removed.
+    #[arg(long)]
+    min_alpha_word_fraction: Option<f64>,
+    /// Fraction of non-space characters that are not letters above this: removed.
+    #[arg(long)]
+    max_non_letter_fraction: Option<f64>,
+    /// A line longer than this many characters: removed.
+    #[arg(long)]
+    max_line_length: Option<usize>,
+    /// Fraction of non-empty lines repeating an earlier line above this: removed.
+    #[arg(long)]
+    max_duplicate_line_fraction: Option<f64>,
+    /// Fraction of characters in repeated lines above this: removed.
+    #[arg(long)]
+    max_duplicate_line_char_fraction: Option<f64>,
+    /// N=FRACTION[,N=FRACTION...] for n = 2..4: characters covered by the most frequent word n-gram.
+    #[arg(long, value_name = "N=FRACTION,...")]
+    max_top_ngram_fraction: Option<String>,
+    /// N=FRACTION[,N=FRACTION...] for n = 5..10: characters in word n-grams repeating an earlier one.
+    #[arg(long, value_name = "N=FRACTION,...")]
+    max_duplicate_ngram_fraction: Option<String>,
+}
+
+fn ngram_thresholds(flag: &str, v: &str) -> anyhow::Result<Vec<(usize, f64)>> {
+    v.split(',')
+        .map(|part| {
+            let (n, f) = part
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("--{flag} {v}: expected N=FRACTION pairs such as 2=0.2,3=0.18"))?;
+            let n: usize =
+                n.trim().parse().map_err(|_| anyhow::anyhow!("--{flag} {v}: {n:?} is not an n-gram size"))?;
+            let f: f64 = f.trim().parse().map_err(|_| anyhow::anyhow!("--{flag} {v}: {f:?} is not a number"))?;
+            Ok((n, f))
+        })
+        .collect()
+}
+
+impl FilterArgs {
+    fn filters(&self) -> anyhow::Result<Vec<Filter>> {
+        let g = self.gopher;
+        let mut out = Vec::new();
+        if let Some(m) = self.min_words.or(g.then_some(50)) {
+            out.push(Filter::MinWords(m));
+        }
+        if let Some(m) = self.max_words.or(g.then_some(100_000)) {
+            out.push(Filter::MaxWords(m));
+        }
+        if let Some(m) = self.min_mean_word_length.or(g.then_some(3.0)) {
+            out.push(Filter::MinMeanWordLength(m));
+        }
+        if let Some(m) = self.max_mean_word_length.or(g.then_some(10.0)) {
+            out.push(Filter::MaxMeanWordLength(m));
+        }
+        if let Some(m) = self.max_symbol_word_ratio.or(g.then_some(0.1)) {
+            out.push(Filter::MaxSymbolWordRatio(m));
+        }
+        if let Some(m) = self.min_alpha_word_fraction.or(g.then_some(0.8)) {
+            out.push(Filter::MinAlphaWordFraction(m));
+        }
+        if let Some(m) = self.max_non_letter_fraction {
+            out.push(Filter::MaxNonLetterFraction(m));
+        }
+        if let Some(m) = self.max_line_length {
+            out.push(Filter::MaxLineLength(m));
+        }
+        if let Some(m) = self.max_duplicate_line_fraction.or(g.then_some(0.3)) {
+            out.push(Filter::MaxDuplicateLineFraction(m));
+        }
+        if let Some(m) = self.max_duplicate_line_char_fraction.or(g.then_some(0.2)) {
+            out.push(Filter::MaxDuplicateLineCharFraction(m));
+        }
+        let top = match &self.max_top_ngram_fraction {
+            Some(v) => ngram_thresholds("max-top-ngram-fraction", v)?,
+            None if g => vec![(2, 0.2), (3, 0.18), (4, 0.16)],
+            None => Vec::new(),
+        };
+        out.extend(top.into_iter().map(|(n, f)| Filter::MaxTopNgramFraction(n, f)));
+        let dup = match &self.max_duplicate_ngram_fraction {
+            Some(v) => ngram_thresholds("max-duplicate-ngram-fraction", v)?,
+            None if g => vec![(5, 0.15), (6, 0.14), (7, 0.13), (8, 0.12), (9, 0.11), (10, 0.10)],
+            None => Vec::new(),
+        };
+        out.extend(dup.into_iter().map(|(n, f)| Filter::MaxDuplicateNgramFraction(n, f)));
+        if out.is_empty() {
+            bail!("no filter given: pass --gopher or a threshold such as --min-words 5 (see --help)");
+        }
+        for f in &out {
+            f.check().map_err(|e| anyhow::anyhow!("--{}", e.to_string().replace('_', "-")))?;
+        }
+        Ok(out)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SelectArg {
+    Random,
+    Class,
+    Length,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ShingleArg {
+    Word,
+    Char,
+}
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum NormalizeArg {
     Nfc,
@@ -206,6 +433,39 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
             split_cmd(&file, &plan, &output_dir, &read, &clean)
         }
         DataCommand::Clean { file, output, read, clean } => clean_cmd(&file, &output, &read, &clean),
+        DataCommand::Dedup {
+            file,
+            output,
+            near,
+            against,
+            threshold,
+            num_perm,
+            shingle,
+            ngram,
+            seed,
+            scheme,
+            report,
+            read,
+        } => {
+            let opts = NearDupOptions {
+                shingles: match shingle {
+                    ShingleArg::Word => Shingles::Words(ngram),
+                    ShingleArg::Char => Shingles::Chars(ngram),
+                },
+                threshold,
+                num_perm,
+                seed,
+                scheme: scheme.parse().map_err(|e| anyhow::anyhow!("--scheme: {e}"))?,
+            };
+            let near = near.then_some(opts);
+            dedup_cmd(&file, &output, near, &against, report.as_deref(), &read)
+        }
+        DataCommand::Filter { file, output, filters, report, read } => {
+            filter_cmd(&file, &output, &filters, report.as_deref(), &read)
+        }
+        DataCommand::Select { file, output, n, by, bins, seed, read } => {
+            select_cmd(&file, &output, n, by, bins, seed, &read)
+        }
         DataCommand::Stats { train_file, validation_file, test_file, json, read } => {
             stats_cmd(&train_file, validation_file.as_deref(), test_file.as_deref(), json, &read)
         }
@@ -472,6 +732,224 @@ fn stats_cmd(
     if json {
         println!("{}", serde_json::to_string_pretty(&out)?);
     }
+    Ok(())
+}
+
+/// The text a record is compared by: its text, and its second text when there is one.
+fn compare_text(e: &Example) -> String {
+    match &e.text_pair {
+        None => e.text.clone(),
+        Some(p) => format!("{}\n{}", e.text, p),
+    }
+}
+
+fn dedup_cmd(
+    file: &Path,
+    output: &Path,
+    near: Option<NearDupOptions>,
+    against: &[PathBuf],
+    report: Option<&Path>,
+    read: &ReadArgs,
+) -> anyhow::Result<()> {
+    let opts = read.options()?;
+    let in_format = opts.format_for(file)?;
+    if in_format.is_token_level() {
+        bail!("{}: dedup takes CSV, TSV, JSONL or text records, not CoNLL sentences", file.display());
+    }
+    let out_format = Format::from_path(output).unwrap_or(in_format);
+    let mut d = read_checked(file, &opts)?;
+    let Some(near) = near else {
+        let r = dedup(&mut d.examples);
+        write_examples(output, out_format, &read.columns(), d.examples.iter())?;
+        println!(
+            "{}: removed {} exact duplicates ({} with a different label); wrote {} records to {}",
+            d.path,
+            r.removed,
+            r.conflicting_labels,
+            d.examples.len(),
+            output.display()
+        );
+        return Ok(());
+    };
+    near.check()?;
+    let refs: Vec<Dataset> = against.iter().map(|p| read_checked(p, &opts)).collect::<anyhow::Result<_>>()?;
+    let texts: Vec<String> = d.examples.iter().map(compare_text).collect();
+    let text_refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let index = NearDupIndex::new(&text_refs, near)?;
+    let clusters = index.clusters();
+    let mut removed = vec![false; texts.len()];
+    for i in clusters.removed() {
+        removed[i] = true;
+    }
+    let mut lines: Vec<serde_json::Value> = Vec::new();
+    let rec = |path: &str, e: &Example| serde_json::json!({ "file": path, "line": e.line, "text": compare_text(e) });
+    for c in &clusters.clusters {
+        let dups: Vec<serde_json::Value> = c
+            .duplicates
+            .iter()
+            .map(|&(i, s)| {
+                let mut v = rec(&d.path, &d.examples[i]);
+                v["jaccard"] = serde_json::json!(s);
+                v
+            })
+            .collect();
+        lines.push(serde_json::json!({ "kept": rec(&d.path, &d.examples[c.representative]), "duplicates": dups }));
+    }
+    // Leakage: records of the input that nearly duplicate a record of another file.
+    let mut leaked = 0;
+    for r in &refs {
+        let other: Vec<String> = r.examples.iter().map(compare_text).collect();
+        let other_refs: Vec<&str> = other.iter().map(String::as_str).collect();
+        let ref_index = NearDupIndex::new(&other_refs, near)?;
+        for (i, hits) in ref_index.matches_of(&text_refs) {
+            if !removed[i] {
+                removed[i] = true;
+                leaked += 1;
+            }
+            let matches: Vec<serde_json::Value> = hits
+                .iter()
+                .map(|&(j, s)| {
+                    let mut v = rec(&r.path, &r.examples[j]);
+                    v["jaccard"] = serde_json::json!(s);
+                    v
+                })
+                .collect();
+            lines.push(serde_json::json!({ "removed": rec(&d.path, &d.examples[i]), "matches": matches }));
+        }
+    }
+    let kept: Vec<&Example> = d.examples.iter().zip(&removed).filter(|(_, &r)| !r).map(|(e, _)| e).collect();
+    if let Some(p) = report {
+        atomic_write(p, |w| {
+            for l in &lines {
+                writeln!(w, "{l}")?;
+            }
+            Ok(())
+        })?;
+    }
+    write_examples(output, out_format, &read.columns(), kept.iter().copied())?;
+    let within = clusters.removed().len();
+    println!(
+        "{}: {} records; MinHash {} permutations, LSH {} bands x {} rows, Jaccard >= {}: {} candidate pairs, {} \
+         similar; {} clusters, {} near-duplicates removed",
+        d.path,
+        texts.len(),
+        near.num_perm,
+        index.bands,
+        index.rows,
+        near.threshold,
+        clusters.candidate_pairs,
+        clusters.verified_pairs,
+        clusters.clusters.len(),
+        within
+    );
+    for r in &refs {
+        println!("  against {}: {} records", r.path, r.examples.len());
+    }
+    if !refs.is_empty() {
+        println!("  {leaked} more removed as near-duplicates of --against records");
+    }
+    println!("wrote {} records to {}", kept.len(), output.display());
+    if let Some(p) = report {
+        println!("report: {} lines -> {}", lines.len(), p.display());
+    }
+    Ok(())
+}
+
+fn filter_cmd(
+    file: &Path,
+    output: &Path,
+    args: &FilterArgs,
+    report: Option<&Path>,
+    read: &ReadArgs,
+) -> anyhow::Result<()> {
+    let filters = args.filters()?;
+    let opts = read.options()?;
+    let in_format = opts.format_for(file)?;
+    if in_format.is_token_level() {
+        bail!("{}: filter takes CSV, TSV, JSONL or text records, not CoNLL sentences", file.display());
+    }
+    let out_format = Format::from_path(output).unwrap_or(in_format);
+    let d = read_checked(file, &opts)?;
+    let texts: Vec<String> = d.examples.iter().map(compare_text).collect();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let (verdicts, r) = apply_filters(&refs, &filters)?;
+    if let Some(p) = report {
+        atomic_write(p, |w| {
+            for (e, v) in d.examples.iter().zip(&verdicts) {
+                if let Some((k, value)) = v {
+                    let line = serde_json::json!({
+                        "file": d.path, "line": e.line, "filter": filters[*k].name(), "value": value,
+                        "text": compare_text(e),
+                    });
+                    writeln!(w, "{line}")?;
+                }
+            }
+            Ok(())
+        })?;
+    }
+    let kept = d.examples.iter().zip(&verdicts).filter(|(_, v)| v.is_none()).map(|(e, _)| e);
+    write_examples(output, out_format, &read.columns(), kept)?;
+    println!("{}: {} records, {} kept, {} removed", d.path, r.total, r.kept, r.total - r.kept);
+    for (name, n) in &r.removed {
+        println!("  {name:<34} removed {n}");
+    }
+    println!("wrote {} records to {}", r.kept, output.display());
+    Ok(())
+}
+
+fn select_cmd(
+    file: &Path,
+    output: &Path,
+    n: usize,
+    by: SelectArg,
+    bins: usize,
+    seed: u64,
+    read: &ReadArgs,
+) -> anyhow::Result<()> {
+    let opts = read.options()?;
+    let in_format = opts.format_for(file)?;
+    if in_format.is_token_level() {
+        bail!("{}: select takes CSV, TSV, JSONL or text records, not CoNLL sentences", file.display());
+    }
+    let out_format = Format::from_path(output).unwrap_or(in_format);
+    let d = read_checked(file, &opts)?;
+    let total = d.examples.len();
+    let keys: Vec<String> = match by {
+        SelectArg::Random => Vec::new(),
+        SelectArg::Class => d
+            .examples
+            .iter()
+            .map(|e| match &e.label {
+                Some(l) => Ok(l.strata_key()),
+                None => bail!("{}:{}: --by class needs a label on every example", d.path, e.line),
+            })
+            .collect::<anyhow::Result<_>>()?,
+        SelectArg::Length => {
+            let lengths: Vec<usize> = d.examples.iter().map(|e| compare_text(e).split_whitespace().count()).collect();
+            length_bins(&lengths, bins)?.into_iter().map(|b| format!("{b:04}")).collect()
+        }
+    };
+    let picked = match by {
+        SelectArg::Random => select_random(total, n, seed),
+        _ => select_balanced(&keys, n, seed),
+    }
+    .map_err(|e| anyhow::anyhow!("{}: {e}", d.path))?;
+    write_examples(output, out_format, &read.columns(), picked.iter().map(|&i| &d.examples[i]))?;
+    println!("{}: selected {} of {total} examples ({by:?}, seed {seed})", d.path, picked.len());
+    if by != SelectArg::Random {
+        let mut counts: std::collections::BTreeMap<&str, (usize, usize)> = Default::default();
+        for k in &keys {
+            counts.entry(k).or_default().0 += 1;
+        }
+        for &i in &picked {
+            counts.entry(&keys[i]).or_default().1 += 1;
+        }
+        let what = if by == SelectArg::Class { "class" } else { "length bin" };
+        for (k, (all, got)) in counts {
+            println!("  {what} {k}: {got} of {all}");
+        }
+    }
+    println!("wrote {} records to {}", picked.len(), output.display());
     Ok(())
 }
 

@@ -10,8 +10,8 @@ use std::time::Instant;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use finetune_data::sft::{
-    encode_sft, group_texts, pack, read_sft, CausalExample, CausalTokenize, GroupTexts, SftContent, SftFormat,
-    SftOptions, SftRecord, SftTokenizer,
+    encode_sft, group_texts, pack, read_sft, CausalExample, CausalTokenize, Fit, GroupTexts, SftContent, SftFormat,
+    SftOptions, SftRecord, SftTokenizer, TruncationMode,
 };
 use finetune_models::causal::Source;
 use finetune_models::causal_tokenizer::CausalTokenizer;
@@ -44,7 +44,12 @@ const SFT_KEYS: &[(&str, &str, &str)] = &[
     ("validation_file", "none", "JSONL evaluated for eval_loss and eval_perplexity"),
     ("test_file", "none", "JSONL: test_loss/test_perplexity, and generation metrics for prompt/completion data"),
     ("dataset_format", "\"auto\"", "auto, prompt_completion, alpaca, chat or text (auto: from the first record)"),
-    ("max_seq_length", "1024", "tokens per example (longer ones are cut; examples left without labels dropped)"),
+    ("max_seq_length", "1024", "tokens per example (longer ones are cut by truncation_mode)"),
+    (
+        "truncation_mode",
+        "\"keep_completion\"",
+        "keep_completion (cut the middle of the prompt's user content so the completion fits), keep_start or keep_end",
+    ),
     ("block_size", "max_seq_length", "text data: run_clm's group_texts block length"),
     ("packing", "false", "pack examples into max_seq_length rows (positions restart, no cross-attention)"),
     ("use_chat_template", "true", "render prompt/completion and alpaca records with the tokenizer's chat template"),
@@ -72,6 +77,7 @@ struct SftRun {
     test_file: Option<String>,
     dataset_format: SftFormat,
     max_seq_length: usize,
+    truncation_mode: TruncationMode,
     block_size: Option<usize>,
     packing: bool,
     use_chat_template: bool,
@@ -100,6 +106,7 @@ impl Default for SftRun {
             test_file: None,
             dataset_format: SftFormat::Auto,
             max_seq_length: 1024,
+            truncation_mode: TruncationMode::KeepCompletion,
             block_size: None,
             packing: false,
             use_chat_template: true,
@@ -144,6 +151,7 @@ impl SftRun {
             "test_file" => self.test_file = opt(v),
             "dataset_format" => self.dataset_format = v.parse().map_err(|e| anyhow!("--set {key}={v}: {e}"))?,
             "max_seq_length" => self.max_seq_length = parse(key, v, "an integer")?,
+            "truncation_mode" => self.truncation_mode = v.parse().map_err(|e| anyhow!("--set {key}={v}: {e}"))?,
             "block_size" => self.block_size = opt(v).map(|s| parse(key, &s, "an integer")).transpose()?,
             "packing" => self.packing = b(v)?,
             "use_chat_template" => self.use_chat_template = b(v)?,
@@ -167,6 +175,16 @@ impl SftRun {
             bail!("--set {key}={v}: max_seq_length must be >= 2, lora_r and generation_batch_size >= 1");
         }
         Ok(())
+    }
+
+    fn sft_options(&self) -> SftOptions {
+        SftOptions {
+            use_chat_template: self.use_chat_template,
+            completion_only_loss: self.completion_only_loss,
+            assistant_only_loss: self.assistant_only_loss,
+            max_seq_length: Some(self.max_seq_length),
+            truncation_mode: self.truncation_mode,
+        }
     }
 
     fn lora(&self) -> LoraConfig {
@@ -311,19 +329,18 @@ fn encode_file(path: &str, run: &SftRun, tok: &CausalTokenizer, allow_pack: bool
         let block = run.block_size.unwrap_or(run.max_seq_length);
         group_texts(tok, &records, GroupTexts::new(block))?
     } else {
-        let opts = SftOptions {
-            use_chat_template: run.use_chat_template,
-            completion_only_loss: run.completion_only_loss,
-            assistant_only_loss: run.assistant_only_loss,
-            max_seq_length: Some(run.max_seq_length),
-        };
-        let enc = encode_sft(tok, &records, &opts)?;
-        if enc.truncated > 0 || enc.dropped_no_labels > 0 {
-            eprintln!(
-                "{path}: {} examples cut to max_seq_length {}, {} dropped with no label token left",
-                enc.truncated, run.max_seq_length, enc.dropped_no_labels
-            );
-        }
+        let enc = encode_sft(tok, &records, &run.sft_options())?;
+        eprintln!(
+            "{path}: {} examples, {} longer than max_seq_length {} ({}): {} fitted by cutting the prompt, {} with \
+             the completion cut, {} dropped with no label token left",
+            records.len(),
+            enc.truncated,
+            run.max_seq_length,
+            run.truncation_mode,
+            enc.prompt_cut,
+            enc.completion_cut,
+            enc.dropped_no_labels
+        );
         enc.examples
     };
     if examples.is_empty() {
@@ -484,37 +501,6 @@ struct GenOptions {
     batch_size: usize,
 }
 
-/// The prompt text (rendered with the chat template when used) and the reference completion of a record.
-fn prompt_and_reference(rec: &SftRecord, tok: &CausalTokenizer, chat: bool) -> Result<(String, String)> {
-    let c = &rec.content;
-    let here = || format!("{}:{}", rec.path, rec.line);
-    if let SftContent::Chat(msgs) = c {
-        // The last assistant turn is the reference; everything before it the prompt.
-        let last =
-            msgs.iter().rposition(|m| m.role == "assistant").ok_or_else(|| anyhow!("{}: no assistant turn", here()))?;
-        let t = SftTokenizer::new(tok)?;
-        let tpl = t.template().ok_or_else(|| anyhow!("{}: chat data needs a chat template", here()))?;
-        let prompt = tpl.render(&msgs[..last], true).map_err(|e| anyhow!("{}: {e}", here()))?;
-        return Ok((prompt, msgs[last].content.clone()));
-    }
-    if chat && tok.chat_template().is_some() {
-        let (user, reference) =
-            c.chat_prompt_completion().ok_or_else(|| anyhow!("{}: not a prompt/completion record", here()))?;
-        let t = SftTokenizer::new(tok)?;
-        if let Some(tpl) = t.template() {
-            let msgs = [finetune_data::chat::ChatMessage::new("user", user)];
-            let prompt = tpl.render(&msgs, true).map_err(|e| anyhow!("{}: {e}", here()))?;
-            return Ok((prompt, reference.to_string()));
-        }
-    }
-    let (p, r) = c.plain_prompt_completion().ok_or_else(|| anyhow!("{}: not a prompt/completion record", here()))?;
-    let p = match tok.bos_token().filter(|_| tok.add_bos_token()) {
-        Some((b, _)) => format!("{b}{p}"),
-        None => p,
-    };
-    Ok((p, r.to_string()))
-}
-
 /// Greedy generation for every record: the decoded completions (special tokens skipped, trimmed) and references.
 fn generate_records(
     model: &CausalLm,
@@ -528,16 +514,24 @@ fn generate_records(
     }
     let mut prompts = Vec::with_capacity(records.len());
     let mut refs = Vec::with_capacity(records.len());
+    // Every record gets a prompt that leaves room for max_new_tokens within max_seq_length, cut as training
+    // examples are (truncation_mode).
+    let room = run.max_seq_length.saturating_sub(gen.max_new_tokens).max(1);
+    let st = SftTokenizer::new(tok)?;
+    let opts = run.sft_options();
+    let mut cut = 0;
     for r in records {
-        let (p, reference) = prompt_and_reference(r, tok, run.use_chat_template)?;
-        let mut ids = tok.encode_plain(&p)?;
-        // Keep the end of an over-long prompt: the instruction tail and the generation prompt matter most.
-        let room = run.max_seq_length.saturating_sub(gen.max_new_tokens).max(1);
-        if ids.len() > room {
-            ids.drain(..ids.len() - room);
-        }
+        let (ids, reference, fit) = st.fit_prompt(r, &opts, room)?;
+        cut += usize::from(fit != Fit::Whole);
         prompts.push(ids);
         refs.push(reference);
+    }
+    if cut > 0 {
+        eprintln!(
+            "generation: {cut} of {} prompts cut to {room} tokens (max_seq_length - max_new_tokens, {})",
+            records.len(),
+            run.truncation_mode
+        );
     }
     let mut eos: Vec<u32> = tok.eos_token().map(|(_, id)| vec![id]).unwrap_or_default();
     if let Some(e) = model.config.get("eos_token_id") {
@@ -615,6 +609,10 @@ pub struct DecodeArgs {
     /// JSONL record format: auto, prompt_completion, alpaca, chat.
     #[arg(long, default_value = "auto")]
     dataset_format: String,
+    /// How an over-long prompt is cut: keep_completion (the middle of the user content; the template's tokens
+    /// and the generation prompt stay), or keep_start/keep_end (its last tokens stay).
+    #[arg(long, default_value = "keep_completion")]
+    truncation_mode: String,
 }
 
 impl DecodeArgs {
@@ -624,6 +622,7 @@ impl DecodeArgs {
             use_chat_template: self.use_chat_template,
             entity_metrics: self.entity_metrics,
             dataset_format: self.dataset_format.parse().map_err(|e| anyhow!("--dataset-format: {e}"))?,
+            truncation_mode: self.truncation_mode.parse().map_err(|e| anyhow!("--truncation-mode: {e}"))?,
             ..SftRun::default()
         })
     }

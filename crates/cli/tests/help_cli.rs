@@ -6,9 +6,18 @@ use common::*;
 
 #[test]
 fn help_of_every_job_command_has_examples_and_defaults() {
-    for cmd in
-        [&["train"][..], &["eval"], &["predict"], &["cv"], &["data", "split"], &["data", "clean"], &["data", "stats"]]
-    {
+    for cmd in [
+        &["train"][..],
+        &["eval"],
+        &["predict"],
+        &["cv"],
+        &["data", "split"],
+        &["data", "clean"],
+        &["data", "stats"],
+        &["data", "dedup"],
+        &["data", "filter"],
+        &["data", "select"],
+    ] {
         let mut args = cmd.to_vec();
         args.push("--help");
         let o = ok(finetune(&args));

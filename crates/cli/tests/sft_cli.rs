@@ -218,3 +218,45 @@ fn packed_training_runs_and_bad_records_name_file_and_line() {
     let o = sft(&out, &train, &test, &["lora_rank=4"]);
     assert!(stderr(&o).contains("did you mean `lora_r`"), "{}", stderr(&o));
 }
+
+/// Long prompts with max_seq_length 64: keep_completion (the default) keeps every test example and cuts only the
+/// prompt; keep_start (TRL's default) loses the completions of long prompts and drops those examples.
+#[test]
+fn truncation_mode_keeps_every_long_example() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut text = String::new();
+    for i in 0..6 {
+        let who = NAMES[i % NAMES.len()];
+        let story = format!("{who} walked to the market and bought bread. ").repeat(i);
+        let line = serde_json::json!({"prompt": format!("Summarise: {story}\nWho?"), "completion": who});
+        text.push_str(&line.to_string());
+        text.push('\n');
+    }
+    let data = tmp.path().join("long.jsonl");
+    std::fs::write(&data, text).expect("write");
+    let out = tmp.path().join("out");
+    let o = ok(sft(&out, &data, &data, &["do_predict=true"]));
+    let err = stderr(&o);
+    assert!(err.contains("6 examples,") && err.contains("0 dropped"), "{err}");
+    let cut: usize = err
+        .split("fitted by cutting the prompt")
+        .next()
+        .and_then(|s| s.rsplit(": ").next())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no count in {err}"));
+    assert!(cut >= 4, "{err}");
+    let all = read_json(&out.join("all_results.json"));
+    assert_eq!(all["test_samples"], 6.0, "{all}");
+    assert_eq!(std::fs::read_to_string(out.join("predictions.jsonl")).expect("predictions").lines().count(), 6);
+
+    let out2 = tmp.path().join("out2");
+    let o = ok(sft(&out2, &data, &data, &["do_predict=true", "truncation_mode=keep_start"]));
+    let err = stderr(&o);
+    assert!(err.contains("(keep_start)") && !err.contains(" 0 dropped"), "{err}");
+    let all = read_json(&out2.join("all_results.json"));
+    assert!(all["test_samples"].as_f64().expect("samples") < 6.0, "{all}");
+
+    let o = sft(&tmp.path().join("out3"), &data, &data, &["truncation_mode=middle"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("truncation_mode"), "{}", stderr(&o));
+}

@@ -292,8 +292,66 @@ pub struct SftOptions {
     pub completion_only_loss: bool,
     /// In chats, only assistant turns carry labels.
     pub assistant_only_loss: bool,
-    /// Keep the first `max_seq_length` tokens; None keeps everything.
+    /// Longest example in tokens; None keeps everything.
     pub max_seq_length: Option<usize>,
+    /// How an example longer than `max_seq_length` is cut.
+    pub truncation_mode: TruncationMode,
+}
+
+/// How an SFT example longer than `max_seq_length` is cut. `keep_start` and `keep_end` are TRL's
+/// `SFTConfig.truncation_mode` values; `keep_completion` is the default here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TruncationMode {
+    /// Cut the prompt's user content (prompt/completion: the prompt; alpaca: the input, or the instruction when
+    /// there is no input; chat: the last non-assistant, non-system message before the last assistant turn) so
+    /// that the whole completion fits. The chat template's special tokens, the generation prompt, BOS and EOS are
+    /// never cut. The middle of the user content goes (as LongBench truncates inputs): the start (where an
+    /// instruction usually is) and the end (where the question or cue usually is) stay, half of the kept tokens
+    /// each. The number of kept user tokens is the largest that fits, found by bisection over re-rendered,
+    /// re-tokenised examples. When the rest alone (the template, other turns and the completion) is longer than
+    /// `max_seq_length`, the user content is emptied and the end of the example is cut as `keep_start` does.
+    #[default]
+    KeepCompletion,
+    /// Keep the first `max_seq_length` tokens (TRL's default): long prompts lose their completion, and an example
+    /// left without label tokens is dropped.
+    KeepStart,
+    /// Keep the last `max_seq_length` tokens.
+    KeepEnd,
+}
+
+impl std::str::FromStr for TruncationMode {
+    type Err = DataError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "keep_completion" => Ok(TruncationMode::KeepCompletion),
+            "keep_start" => Ok(TruncationMode::KeepStart),
+            "keep_end" => Ok(TruncationMode::KeepEnd),
+            _ => Err(DataError::Invalid(format!(
+                "unknown truncation_mode {s:?} (expected keep_completion, keep_start or keep_end)"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for TruncationMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TruncationMode::KeepCompletion => "keep_completion",
+            TruncationMode::KeepStart => "keep_start",
+            TruncationMode::KeepEnd => "keep_end",
+        })
+    }
+}
+
+/// What truncation did to one example.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fit {
+    /// It fitted as it was.
+    Whole,
+    /// Only prompt tokens were cut: every label token is still there.
+    PromptCut,
+    /// Label tokens were cut too.
+    CompletionCut,
 }
 
 impl Default for SftOptions {
@@ -303,6 +361,7 @@ impl Default for SftOptions {
             completion_only_loss: true,
             assistant_only_loss: true,
             max_seq_length: Some(1024),
+            truncation_mode: TruncationMode::KeepCompletion,
         }
     }
 }
@@ -311,8 +370,13 @@ impl Default for SftOptions {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SftEncoded {
     pub examples: Vec<CausalExample>,
-    /// Examples cut to `max_seq_length`.
+    /// Examples longer than `max_seq_length`, cut (`prompt_cut + completion_cut`).
     pub truncated: usize,
+    /// Of those, examples that kept every label token (only the prompt was cut).
+    pub prompt_cut: usize,
+    /// Of those, examples whose label tokens were cut too (a completion longer than the limit by itself, or
+    /// `keep_start`/`keep_end` cutting into it).
+    pub completion_cut: usize,
     /// Examples dropped because truncation left no label.
     pub dropped_no_labels: usize,
 }
@@ -448,6 +512,158 @@ impl<'a, T: CausalTokenize + ?Sized> SftTokenizer<'a, T> {
         Ok(CausalExample { input_ids: ids, labels })
     }
 
+    /// Tokenises one record and fits it to `max_seq_length` by `truncation_mode`.
+    pub fn encode_record_fit(&self, r: &SftRecord, opts: &SftOptions) -> Result<(CausalExample, Fit)> {
+        let ex = self.encode_record(r, opts)?;
+        let Some(max) = opts.max_seq_length.filter(|&m| ex.len() > m) else {
+            return Ok((ex, Fit::Whole));
+        };
+        match opts.truncation_mode {
+            // The last tokens of a prompt/completion or chat example are always completion tokens.
+            TruncationMode::KeepStart => Ok((keep_start(ex, max), Fit::CompletionCut)),
+            TruncationMode::KeepEnd => {
+                let removed = ex.len() - max;
+                let masked = SftOptions { completion_only_loss: true, assistant_only_loss: true, ..opts.clone() };
+                let prompt_len = if opts.completion_only_loss && opts.assistant_only_loss {
+                    leading_ignored(&ex)
+                } else {
+                    leading_ignored(&self.encode_record(r, &masked)?)
+                };
+                let fit = if removed <= prompt_len { Fit::PromptCut } else { Fit::CompletionCut };
+                let ids = ex.input_ids[removed..].to_vec();
+                let labels = ex.labels[removed..].to_vec();
+                Ok((CausalExample { input_ids: ids, labels }, fit))
+            }
+            TruncationMode::KeepCompletion => {
+                let Some((content, target)) = self.cuttable(&r.content, opts) else {
+                    return Ok((keep_start(ex, max), Fit::CompletionCut));
+                };
+                let user = target.text(&content);
+                let pts = self.cut_points(r, user)?;
+                let encode_k = |k: usize| {
+                    let content = target.replace(&content, middle_cut(user, &pts, k));
+                    self.encode_record(&SftRecord { path: r.path.clone(), line: r.line, content }, opts)
+                };
+                let (found, fitted) = bisect_fit(pts.len() - 1, max, encode_k, CausalExample::len)?;
+                Ok(if found { (fitted, Fit::PromptCut) } else { (keep_start(fitted, max), Fit::CompletionCut) })
+            }
+        }
+    }
+
+    /// The generation prompt of a prompt/completion, alpaca or chat record (the chat template with its generation
+    /// prompt when used; the last assistant turn of a chat is the reference) as text, and the reference
+    /// completion.
+    pub fn prompt_and_reference(&self, r: &SftRecord, opts: &SftOptions) -> Result<(String, String)> {
+        let (prompt, reference) = self.prompt_text(r, &r.content, opts)?;
+        Ok((prompt, reference.to_owned()))
+    }
+
+    fn prompt_text<'c>(&self, r: &SftRecord, content: &'c SftContent, opts: &SftOptions) -> Result<(String, &'c str)> {
+        match content {
+            SftContent::Text(_) => Err(rec_err(r, "text records have no prompt")),
+            SftContent::Chat(msgs) => {
+                let last = msgs
+                    .iter()
+                    .rposition(|m| m.role == "assistant")
+                    .ok_or_else(|| rec_err(r, "field \"messages\": no assistant turn to take as the reference"))?;
+                Ok((self.render(r, &msgs[..last], true)?, msgs[last].content.as_str()))
+            }
+            c if opts.use_chat_template && self.template.is_some() => {
+                let (user, reply) =
+                    c.chat_prompt_completion().ok_or_else(|| rec_err(r, "not a prompt/completion record"))?;
+                Ok((self.render(r, &[ChatMessage::new("user", user)], true)?, reply))
+            }
+            c => {
+                let (p, reply) =
+                    c.plain_prompt_completion().ok_or_else(|| rec_err(r, "not a prompt/completion record"))?;
+                let p = match self.tok.bos_token().filter(|_| self.tok.add_bos_token()) {
+                    Some((b, _)) => format!("{b}{p}"),
+                    None => p,
+                };
+                Ok((p, reply))
+            }
+        }
+    }
+
+    /// The generation prompt's token ids, at most `budget` of them, with the reference completion. An over-long
+    /// prompt is cut as `keep_completion` cuts training examples (the middle of the user content, never the
+    /// template's tokens or the generation prompt) when that is the mode; otherwise, or when the rest alone is
+    /// longer than `budget`, its last `budget` tokens are kept.
+    pub fn fit_prompt(&self, r: &SftRecord, opts: &SftOptions, budget: usize) -> Result<(Vec<u32>, String, Fit)> {
+        let (text, reference) = self.prompt_text(r, &r.content, opts)?;
+        let reference = reference.to_owned();
+        let ids = self.encode(r, &text)?;
+        if ids.len() <= budget {
+            return Ok((ids, reference, Fit::Whole));
+        }
+        let keep_last = |mut ids: Vec<u32>| {
+            ids.drain(..ids.len() - budget);
+            ids
+        };
+        let cuttable =
+            if opts.truncation_mode == TruncationMode::KeepCompletion { self.cuttable(&r.content, opts) } else { None };
+        let Some((content, target)) = cuttable else {
+            return Ok((keep_last(ids), reference, Fit::PromptCut));
+        };
+        let user = target.text(&content);
+        let pts = self.cut_points(r, user)?;
+        let encode_k = |k: usize| {
+            let c = target.replace(&content, middle_cut(user, &pts, k));
+            let (text, _) = self.prompt_text(r, &c, opts)?;
+            self.encode(r, &text)
+        };
+        let (found, ids) = bisect_fit(pts.len() - 1, budget, encode_k, Vec::len)?;
+        Ok((if found { ids } else { keep_last(ids) }, reference, Fit::PromptCut))
+    }
+
+    /// The record in a form whose user content `keep_completion` can cut, and where that content is.
+    fn cuttable(&self, content: &SftContent, opts: &SftOptions) -> Option<(SftContent, CutTarget)> {
+        let templated = opts.use_chat_template && self.template.is_some();
+        match content {
+            SftContent::PromptCompletion { .. } => Some((content.clone(), CutTarget::Prompt)),
+            // Under a template the user message is the instruction and the input together.
+            SftContent::Alpaca { .. } if templated => {
+                let (prompt, completion) = content.chat_prompt_completion()?;
+                Some((SftContent::PromptCompletion { prompt, completion: completion.to_owned() }, CutTarget::Prompt))
+            }
+            SftContent::Alpaca { input, .. } if !input.is_empty() => Some((content.clone(), CutTarget::AlpacaInput)),
+            SftContent::Alpaca { .. } => Some((content.clone(), CutTarget::AlpacaInstruction)),
+            SftContent::Chat(msgs) => {
+                let last = msgs.iter().rposition(|m| m.role == "assistant")?;
+                let i = (0..last).rev().find(|&i| msgs[i].role != "assistant" && msgs[i].role != "system")?;
+                Some((content.clone(), CutTarget::Message(i)))
+            }
+            SftContent::Text(_) => None,
+        }
+    }
+
+    /// Byte offsets where the user content may be cut: the start of every token (every character when the
+    /// tokenizer gives no offsets), then the end.
+    fn cut_points(&self, r: &SftRecord, user: &str) -> Result<Vec<usize>> {
+        let mut pts: Vec<usize> = match self.tok.encode_plain_offsets(user).map_err(|e| rec_err(r, e))? {
+            Some(tokens) => tokens
+                .into_iter()
+                .map(|(_, s)| {
+                    let mut s = s.min(user.len());
+                    while !user.is_char_boundary(s) {
+                        s -= 1;
+                    }
+                    s
+                })
+                .collect(),
+            None => user.char_indices().map(|(i, _)| i).collect(),
+        };
+        if let Some(first) = pts.first_mut() {
+            *first = 0;
+        }
+        // Offsets never go back; keep them so if a tokenizer's do.
+        for i in 1..pts.len() {
+            pts[i] = pts[i].max(pts[i - 1]);
+        }
+        pts.push(user.len());
+        Ok(pts)
+    }
+
     /// Splits a rendered chat into consecutive text pieces, each tagged with the messages it comes from:
     /// `(first, end, text)` covers `messages[first..end]`. An assistant turn's piece starts after the
     /// generation prompt, which belongs to the piece before. Rendering prefixes of the conversation must extend
@@ -492,6 +708,84 @@ impl<'a, T: CausalTokenize + ?Sized> SftTokenizer<'a, T> {
     }
 }
 
+/// Which text of a record `keep_completion` cuts.
+#[derive(Debug, Clone, Copy)]
+enum CutTarget {
+    Prompt,
+    AlpacaInput,
+    AlpacaInstruction,
+    Message(usize),
+}
+
+impl CutTarget {
+    fn text(self, c: &SftContent) -> &str {
+        match (self, c) {
+            (CutTarget::Prompt, SftContent::PromptCompletion { prompt, .. }) => prompt,
+            (CutTarget::AlpacaInput, SftContent::Alpaca { input, .. }) => input,
+            (CutTarget::AlpacaInstruction, SftContent::Alpaca { instruction, .. }) => instruction,
+            (CutTarget::Message(i), SftContent::Chat(m)) => &m[i].content,
+            _ => "",
+        }
+    }
+
+    fn replace(self, c: &SftContent, text: String) -> SftContent {
+        let mut c = c.clone();
+        match (self, &mut c) {
+            (CutTarget::Prompt, SftContent::PromptCompletion { prompt, .. }) => *prompt = text,
+            (CutTarget::AlpacaInput, SftContent::Alpaca { input, .. }) => *input = text,
+            (CutTarget::AlpacaInstruction, SftContent::Alpaca { instruction, .. }) => *instruction = text,
+            (CutTarget::Message(i), SftContent::Chat(m)) => m[i].content = text,
+            _ => {}
+        }
+        c
+    }
+}
+
+/// The user content with all but `k` of its `pts.len() - 1` tokens removed from the middle: the first
+/// `ceil(k / 2)` and the last `floor(k / 2)` stay.
+fn middle_cut(user: &str, pts: &[usize], k: usize) -> String {
+    let n = pts.len() - 1;
+    let (head, tail) = (k.div_ceil(2), k / 2);
+    format!("{}{}", &user[..pts[head]], &user[pts[n - tail]..])
+}
+
+/// The largest `k` in `0..n` whose encoding is at most `max` long, by bisection (`k = n`, the whole content, is
+/// known to be too long). Returns (true, that encoding), or (false, the encoding of `k = 0`) when even that is
+/// too long.
+fn bisect_fit<E>(
+    n: usize,
+    max: usize,
+    mut encode: impl FnMut(usize) -> Result<E>,
+    len: impl Fn(&E) -> usize,
+) -> Result<(bool, E)> {
+    let mut best = encode(0)?;
+    if len(&best) > max {
+        return Ok((false, best));
+    }
+    let (mut lo, mut hi) = (0, n);
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        let e = encode(mid)?;
+        if len(&e) <= max {
+            lo = mid;
+            best = e;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok((true, best))
+}
+
+fn keep_start(mut ex: CausalExample, max: usize) -> CausalExample {
+    ex.input_ids.truncate(max);
+    ex.labels.truncate(max);
+    ex
+}
+
+fn leading_ignored(ex: &CausalExample) -> usize {
+    ex.labels.iter().take_while(|&&l| l == IGNORE_INDEX).count()
+}
+
 fn is_assistant_span(msgs: &[ChatMessage], s: usize, e: usize) -> bool {
     e > s && msgs[s..e].iter().all(|m| m.role == "assistant")
 }
@@ -508,20 +802,19 @@ fn prefix_err(r: &SftRecord, i: usize, gen: bool) -> DataError {
     )
 }
 
-/// Tokenises prompt/completion, alpaca and chat records; truncates to `max_seq_length` and drops examples left
-/// without labels.
+/// Tokenises prompt/completion, alpaca and chat records; fits them to `max_seq_length` by `truncation_mode` and
+/// drops examples left without labels.
 pub fn encode_sft<T: CausalTokenize + ?Sized>(tok: &T, records: &[SftRecord], opts: &SftOptions) -> Result<SftEncoded> {
     let st = SftTokenizer::new(tok)?;
     let mut out = SftEncoded::default();
     for r in records {
-        let mut ex = st.encode_record(r, opts)?;
-        if let Some(max) = opts.max_seq_length {
-            if ex.len() > max {
-                ex.input_ids.truncate(max);
-                ex.labels.truncate(max);
-                out.truncated += 1;
-            }
+        let (ex, fit) = st.encode_record_fit(r, opts)?;
+        match fit {
+            Fit::Whole => {}
+            Fit::PromptCut => out.prompt_cut += 1,
+            Fit::CompletionCut => out.completion_cut += 1,
         }
+        out.truncated += usize::from(fit != Fit::Whole);
         // The first label never counts after the shift.
         if ex.num_label_tokens() == 0 {
             out.dropped_no_labels += 1;

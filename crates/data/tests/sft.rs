@@ -5,7 +5,8 @@ use std::io::Write;
 
 use finetune_data::sft::{
     encode_sft, group_texts, group_token_lists, pack, pad_examples, pad_packed, read_sft, CausalExample,
-    CausalTokenize, GroupTexts, SftContent, SftFormat, SftOptions, SftRecord, SftTokenizer, ALPACA_PROMPT_NO_INPUT,
+    CausalTokenize, GroupTexts, SftContent, SftFormat, SftOptions, SftRecord, SftTokenizer, TruncationMode,
+    ALPACA_PROMPT_NO_INPUT,
 };
 use finetune_data::{DataError, IGNORE_INDEX};
 
@@ -384,12 +385,86 @@ fn truncation_keeps_the_start_and_drops_label_free_examples() {
         rec(SftContent::PromptCompletion { prompt: "abcdef".into(), completion: "xy".into() }),
         rec(SftContent::PromptCompletion { prompt: "ab".into(), completion: "xy".into() }),
     ];
-    let opts = SftOptions { max_seq_length: Some(4), ..SftOptions::default() };
+    let opts =
+        SftOptions { max_seq_length: Some(4), truncation_mode: TruncationMode::KeepStart, ..SftOptions::default() };
     let enc = encode_sft(&tok, &records, &opts).expect("encode");
     assert_eq!(enc.truncated, 2);
+    assert_eq!((enc.prompt_cut, enc.completion_cut), (0, 2));
     assert_eq!(enc.dropped_no_labels, 1);
     assert_eq!(enc.examples.len(), 1);
     assert_eq!(enc.examples[0].input_ids, ids(&tok, "abxy"));
+}
+
+#[test]
+fn keep_completion_cuts_the_middle_of_the_prompt() {
+    // Plain: "abcdefgh" + "XY" + EOS = 11 tokens; max 7 leaves 4 prompt characters: "ab" + "gh".
+    let tok = CharTok { template: None, add_bos: false };
+    let r = rec(SftContent::PromptCompletion { prompt: "abcdefgh".into(), completion: "XY".into() });
+    let opts = SftOptions { max_seq_length: Some(7), ..SftOptions::default() };
+    let enc = encode_sft(&tok, std::slice::from_ref(&r), &opts).expect("encode");
+    assert_eq!((enc.truncated, enc.prompt_cut, enc.completion_cut, enc.dropped_no_labels), (1, 1, 0, 0));
+    let mut want = ids(&tok, "abghXY");
+    want.push(1);
+    assert_eq!(enc.examples[0].input_ids, want);
+    assert_eq!(enc.examples[0].num_label_tokens(), 3);
+    // An odd number kept: the extra one comes from the start.
+    let opts = SftOptions { max_seq_length: Some(6), ..SftOptions::default() };
+    let enc = encode_sft(&tok, std::slice::from_ref(&r), &opts).expect("encode");
+    assert_eq!(&enc.examples[0].input_ids[..3], &ids(&tok, "abh")[..]);
+    // The completion alone is too long: the prompt is emptied and the completion's end cut.
+    let opts = SftOptions { max_seq_length: Some(2), ..SftOptions::default() };
+    let enc = encode_sft(&tok, std::slice::from_ref(&r), &opts).expect("encode");
+    assert_eq!((enc.prompt_cut, enc.completion_cut), (0, 1));
+    assert_eq!(enc.examples[0].input_ids, ids(&tok, "XY"));
+    // keep_end keeps the last tokens: here only prompt tokens go.
+    let opts =
+        SftOptions { max_seq_length: Some(7), truncation_mode: TruncationMode::KeepEnd, ..SftOptions::default() };
+    let enc = encode_sft(&tok, std::slice::from_ref(&r), &opts).expect("encode");
+    assert_eq!((enc.prompt_cut, enc.completion_cut), (1, 0));
+    assert_eq!(&enc.examples[0].input_ids[..6], &ids(&tok, "efghXY")[..]);
+}
+
+#[test]
+fn keep_completion_never_cuts_the_chat_template() {
+    // ChatML: only the user's content shrinks; <|im_start|>, <|im_end|>, the roles and the generation prompt stay.
+    let template = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}\
+{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+    {
+        let t = OffsetTok(CharTok { template: Some(template.into()), add_bos: false });
+        let msgs = vec![
+            finetune_data::chat::ChatMessage::new("system", "S"),
+            finetune_data::chat::ChatMessage::new("user", "0123456789"),
+            finetune_data::chat::ChatMessage::new("assistant", "ok"),
+        ];
+        let r = rec(SftContent::Chat(msgs.clone()));
+        let whole = encode_sft(&t, std::slice::from_ref(&r), &SftOptions::default()).expect("encode");
+        let n = whole.examples[0].len();
+        let opts = SftOptions { max_seq_length: Some(n - 6), ..SftOptions::default() };
+        let enc = encode_sft(&t, std::slice::from_ref(&r), &opts).expect("encode");
+        assert_eq!((enc.prompt_cut, enc.completion_cut), (1, 0));
+        let text = t.decode(&enc.examples[0].input_ids, false).expect("decode");
+        assert_eq!(
+            text,
+            "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\n0189<|im_end|>\n<|im_start|>assistant\nok<|im_end|>\n"
+        );
+        // The generation prompt of the same record, fitted to a budget, keeps the template too.
+        let st = SftTokenizer::new(&t).expect("template");
+        let (p, reference, _) = st.fit_prompt(&r, &SftOptions::default(), 35).expect("prompt");
+        assert_eq!(reference, "ok");
+        assert_eq!(
+            t.decode(&p, false).expect("decode"),
+            "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\n01289<|im_end|>\n<|im_start|>assistant\n"
+        );
+        assert_eq!(p.len(), 35);
+    }
+}
+
+#[test]
+fn truncation_mode_parses_trl_names() {
+    assert_eq!("keep_start".parse::<TruncationMode>().expect("parse"), TruncationMode::KeepStart);
+    assert_eq!("keep_end".parse::<TruncationMode>().expect("parse"), TruncationMode::KeepEnd);
+    assert_eq!("keep_completion".parse::<TruncationMode>().expect("parse"), TruncationMode::KeepCompletion);
+    assert!("middle".parse::<TruncationMode>().expect_err("bad").to_string().contains("keep_completion"));
 }
 
 #[test]

@@ -1,0 +1,177 @@
+//! `finetune data dedup | filter | select` end to end on small files written here: outputs, reports, counts, and
+//! bad input named by file and line with exit code 2 and no output written.
+
+mod common;
+
+use std::path::Path;
+
+use common::{finetune, ok, stderr};
+
+fn write(dir: &Path, name: &str, lines: &[serde_json::Value]) -> String {
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("write");
+    p.display().to_string()
+}
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn lines(p: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(p).expect("read").lines().map(|l| serde_json::from_str(l).expect("json line")).collect()
+}
+
+const BASE: &str = "the committee met on tuesday to discuss the budget for the new library and agreed to \
+                    postpone the vote until the next meeting in march because several members were absent";
+
+#[test]
+fn near_dedup_within_and_against_a_test_file() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let near = BASE.replace("absent", "away");
+    let other = "a completely different text about cooking pasta with garlic olive oil and fresh basil leaves \
+                 from the garden which takes about twenty minutes from start to finish on a weeknight";
+    let third = "the weather report says it will rain all weekend so the football match has been moved indoors \
+                 to the sports hall near the station where parking is limited and tickets are sold out";
+    let train = write(
+        tmp.path(),
+        "train.jsonl",
+        &[
+            serde_json::json!({"text": BASE, "label": "a"}),
+            serde_json::json!({"text": other, "label": "b"}),
+            serde_json::json!({"text": near, "label": "a"}),
+            serde_json::json!({"text": third, "label": "b"}),
+        ],
+    );
+    let test = write(tmp.path(), "test.jsonl", &[serde_json::json!({"text": third.to_uppercase(), "label": "b"})]);
+    let out = tmp.path().join("kept.jsonl");
+    let report = tmp.path().join("report.jsonl");
+    let o = ok(finetune(&[
+        "data",
+        "dedup",
+        &train,
+        "--near",
+        "--threshold",
+        "0.7",
+        "--against",
+        &test,
+        "-o",
+        out.to_str().expect("path"),
+        "--report",
+        report.to_str().expect("path"),
+    ]));
+    let s = stdout(&o);
+    assert!(s.contains("1 clusters, 1 near-duplicates removed") && s.contains("1 more removed"), "{s}");
+    let kept = lines(&out);
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    assert_eq!(kept[0]["text"], BASE);
+    assert_eq!(kept[1]["text"], other);
+    let rep = lines(&report);
+    assert_eq!(rep.len(), 2);
+    assert_eq!(rep[0]["kept"]["line"], 1);
+    assert_eq!(rep[0]["duplicates"][0]["line"], 3);
+    assert!(rep[0]["duplicates"][0]["jaccard"].as_f64().expect("jaccard") >= 0.7);
+    assert_eq!(rep[1]["removed"]["line"], 4);
+    assert_eq!(rep[1]["matches"][0]["line"], 1);
+
+    // Exact de-duplication without --near.
+    let o = ok(finetune(&["data", "dedup", &train, "-o", out.to_str().expect("path")]));
+    assert!(stdout(&o).contains("removed 0 exact duplicates"), "{}", stdout(&o));
+
+    // A bad record: file and line named, exit 2, nothing written.
+    let bad = tmp.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"text\": \"fine\", \"label\": \"a\"}\n{\"text\": 3, \"label\": \"a\"}\n").expect("write");
+    let out2 = tmp.path().join("never.jsonl");
+    let o = finetune(&["data", "dedup", bad.to_str().expect("p"), "--near", "-o", out2.to_str().expect("p")]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("bad.jsonl:2"), "{}", stderr(&o));
+    assert!(!out2.exists());
+    // Options that cannot work are refused.
+    let o = finetune(&["data", "dedup", &train, "--near", "--threshold", "1.5", "-o", out2.to_str().expect("p")]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("threshold"), "{}", stderr(&o));
+}
+
+#[test]
+fn quality_filters_report_per_filter() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = write(
+        tmp.path(),
+        "d.jsonl",
+        &[
+            serde_json::json!({"text": "too short", "label": "a"}),
+            serde_json::json!({"text": "a perfectly ordinary sentence with enough words", "label": "a"}),
+            serde_json::json!({"text": "### ### ### !!! ### ### ###", "label": "b"}),
+            serde_json::json!({"text": "spam spam spam\nspam spam spam\nspam spam spam", "label": "b"}),
+        ],
+    );
+    let out = tmp.path().join("kept.jsonl");
+    let report = tmp.path().join("removed.jsonl");
+    let o = ok(finetune(&[
+        "data",
+        "filter",
+        &data,
+        "--min-words",
+        "3",
+        "--min-alpha-word-fraction",
+        "0.5",
+        "--max-duplicate-line-fraction",
+        "0.3",
+        "-o",
+        out.to_str().expect("p"),
+        "--report",
+        report.to_str().expect("p"),
+    ]));
+    let s = stdout(&o);
+    assert!(s.contains("4 records, 1 kept, 3 removed"), "{s}");
+    for (name, n) in [("min_words", 1), ("min_alpha_word_fraction", 1), ("max_duplicate_line_fraction", 1)] {
+        assert!(s.lines().any(|l| l.contains(name) && l.trim_end().ends_with(&format!("removed {n}"))), "{name}: {s}");
+    }
+    assert_eq!(lines(&out).len(), 1);
+    let rep = lines(&report);
+    assert_eq!(rep[0]["filter"], "min_words");
+    assert_eq!(rep[0]["value"], 2.0);
+    assert_eq!(rep[2]["line"], 4);
+
+    let o = finetune(&["data", "filter", &data, "-o", out.to_str().expect("p")]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("no filter given"), "{}", stderr(&o));
+    let o = finetune(&["data", "filter", &data, "--max-top-ngram-fraction", "2=x", "-o", out.to_str().expect("p")]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("max-top-ngram-fraction"), "{}", stderr(&o));
+}
+
+#[test]
+fn select_by_class_and_length() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut rows = Vec::new();
+    for i in 0..20 {
+        let label = if i % 5 == 0 { "rare" } else { "common" };
+        rows.push(serde_json::json!({"text": "word ".repeat(1 + i).trim_end(), "label": label}));
+    }
+    let data = write(tmp.path(), "d.jsonl", &rows);
+    let out = tmp.path().join("sel.jsonl");
+    let o = ok(finetune(&["data", "select", &data, "-n", "8", "--by", "class", "-o", out.to_str().expect("p")]));
+    let sel = lines(&out);
+    assert_eq!(sel.len(), 8);
+    assert_eq!(sel.iter().filter(|r| r["label"] == "rare").count(), 4, "{}", stdout(&o));
+    let o = ok(finetune(&[
+        "data",
+        "select",
+        &data,
+        "-n",
+        "4",
+        "--by",
+        "length",
+        "--bins",
+        "4",
+        "-o",
+        out.to_str().expect("p"),
+    ]));
+    assert!(stdout(&o).contains("length bin 0000: 1 of 5"), "{}", stdout(&o));
+    let o = ok(finetune(&["data", "select", &data, "-n", "5", "--seed", "3", "-o", out.to_str().expect("p")]));
+    assert!(stdout(&o).contains("selected 5 of 20"), "{}", stdout(&o));
+    let o = finetune(&["data", "select", &data, "-n", "50", "-o", out.to_str().expect("p")]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("cannot select 50 of 20"), "{}", stderr(&o));
+}

@@ -32,6 +32,7 @@ pub mod encoder;
 pub mod eval;
 pub mod progress;
 pub mod state;
+pub mod sweep;
 pub mod trainer;
 pub mod workflow;
 mod workspace;

@@ -1,6 +1,6 @@
 """Reference fixture for `finetune cv`'s summary: numpy.mean and numpy.std(ddof=1) (what pandas' .std() gives) of
 seeded vectors of 2..200 values (fold counts and beyond, across numpy's pairwise-summation block sizes), written
-to crates/cli/tests/fixtures/cv_stats.json. Run with the torch venv:
+to crates/train/tests/fixtures/cv_stats.json. Run with the torch venv:
 
     /work/main/.venv-torch/bin/python scripts/reference/gen_cv_stats.py
 """
@@ -11,7 +11,7 @@ import os
 import numpy as np
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
-OUT = os.path.join(ROOT, "crates", "cli", "tests", "fixtures", "cv_stats.json")
+OUT = os.path.join(ROOT, "crates", "train", "tests", "fixtures", "cv_stats.json")
 
 rng = np.random.default_rng(20261123)
 cases = []

@@ -451,8 +451,13 @@ pub fn run_sft(a: SftArgs) -> Result<()> {
             } else {
                 None
             };
-        let output =
-            train(&args, &mut model, &source, ev, &TrainOptions { resume, progress: progress_mode(&a.progress) })?;
+        let output = train(
+            &args,
+            &mut model,
+            &source,
+            ev,
+            &TrainOptions { resume, progress: progress_mode(&a.progress), ..Default::default() },
+        )?;
         model.save_model(&out)?;
         print_metrics("train", &output.metrics);
         if let Some(mut m) = output.eval_metrics.filter(|_| do_eval) {

@@ -6,6 +6,7 @@ mod decoder_cmd;
 mod gen_eval;
 mod input;
 mod metrics_cmd;
+mod sweep_cmd;
 mod train_cmd;
 
 use clap::{Parser, Subcommand};
@@ -31,6 +32,9 @@ enum Command {
     Eval(train_cmd::EvalArgs),
     /// K-fold cross-validation of a training run: a fresh model per fold, metrics per fold and mean ± std.
     Cv(Box<cv_cmd::CvArgs>),
+    /// Hyper-parameter search over training runs: grid, random or TPE, median/successive-halving pruning, a
+    /// SQLite study store that several workers share.
+    Sweep(Box<sweep_cmd::SweepArgs>),
     /// Predict labels (or per-word tags of a NER model) with a saved model (JSON lines).
     Predict(train_cmd::PredictArgs),
     /// Fine-tune a Llama-family decoder (SmolLM2, Qwen2, Llama): instruction SFT or continued pretraining, full or
@@ -60,6 +64,7 @@ fn main() {
         Command::Perplexity(a) => decoder_cmd::run_perplexity(a),
         Command::Merge(a) => decoder_cmd::run_merge(a),
         Command::Cv(a) => cv_cmd::run_cv(*a),
+        Command::Sweep(a) => sweep_cmd::run_sweep(*a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

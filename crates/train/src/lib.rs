@@ -32,7 +32,9 @@ pub mod encoder;
 pub mod eval;
 pub mod progress;
 pub mod state;
+pub mod sweep;
 pub mod trainer;
+pub mod workflow;
 mod workspace;
 
 pub use data::{Batch, BatchSource, Sampler};
@@ -41,4 +43,4 @@ pub use encoder::{EncoderClassifier, Evaluation, SeqBatches, TokenBatches, Token
 pub use eval::{ClassificationEval, TokenClassificationEval};
 pub use progress::ProgressMode;
 pub use state::{last_checkpoint, rotate_checkpoints, sorted_checkpoints, write_atomic, LogEntry, TrainerState};
-pub use trainer::{train, EvalOutput, Evaluator, Resume, TrainOptions, TrainOutput, TrainableModel};
+pub use trainer::{train, EvalCallback, EvalOutput, Evaluator, Resume, TrainOptions, TrainOutput, TrainableModel};

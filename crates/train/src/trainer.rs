@@ -77,6 +77,29 @@ pub enum Resume {
 pub struct TrainOptions {
     pub resume: Option<Resume>,
     pub progress: ProgressMode,
+    /// Called after each evaluation during training; returning `true` stops the run there (as early stopping
+    /// does: the checkpoint due at that step is written and the run ends normally).
+    pub on_evaluate: Option<EvalCallback>,
+}
+
+/// A function of (global step, `eval_*` metrics) called after each evaluation during training; `true` stops
+/// the run. A hyper-parameter search prunes unpromising trials with it.
+#[derive(Clone)]
+pub struct EvalCallback(pub std::sync::Arc<EvalFn>);
+
+/// The function inside an [`EvalCallback`].
+pub type EvalFn = dyn Fn(u64, &BTreeMap<String, f64>) -> bool + Send + Sync;
+
+impl EvalCallback {
+    pub fn new(f: impl Fn(u64, &BTreeMap<String, f64>) -> bool + Send + Sync + 'static) -> Self {
+        EvalCallback(std::sync::Arc::new(f))
+    }
+}
+
+impl std::fmt::Debug for EvalCallback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EvalCallback")
+    }
 }
 
 /// What `train` returns (HF `TrainOutput` plus the final state).
@@ -136,6 +159,7 @@ struct Run<'a, M: TrainableModel, E: Evaluator<M> + ?Sized> {
     progress: Progress,
     events: Option<std::fs::File>,
     in_step_end: bool,
+    on_evaluate: Option<EvalCallback>,
 }
 
 fn round_to(x: f64, digits: i32) -> f64 {
@@ -272,6 +296,7 @@ where
         progress,
         events: Some(events),
         in_step_end: false,
+        on_evaluate: options.on_evaluate.clone(),
     };
     run.event(
         "train_begin",
@@ -478,6 +503,10 @@ impl<M: TrainableModel, E: Evaluator<M> + ?Sized> Run<'_, M, E> {
             let metrics = self.evaluate()?;
             self.control.should_evaluate = false;
             self.early_stopping(&metrics);
+            if self.on_evaluate.as_ref().is_some_and(|cb| (cb.0)(self.state.global_step, &metrics)) {
+                self.control.should_training_stop = true;
+                self.event("stopped_by_callback", json!({ "step": self.state.global_step }));
+            }
             let new_best = self.determine_best_metric(&metrics)?;
             if self.args.save_strategy == SaveStrategy::Best {
                 self.control.should_save = new_best;

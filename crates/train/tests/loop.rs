@@ -217,7 +217,7 @@ fn run(
     eval: bool,
     resume: Option<Resume>,
 ) -> finetune_train::Result<TrainOutput> {
-    let opts = TrainOptions { resume, progress: ProgressMode::Off };
+    let opts = TrainOptions { resume, progress: ProgressMode::Off, ..Default::default() };
     if eval {
         let mut ev = evaluator(eval_data());
         train(args, model, src, Some(&mut ev), &opts)

@@ -1,0 +1,765 @@
+//! `finetune train`, `eval` and `predict` as functions: sequence classification with a BERT-family encoder as
+//! `transformers/examples/pytorch/text-classification/run_glue.py` runs it, and token classification (NER) on
+//! CoNLL files as `transformers/examples/pytorch/token-classification/run_ner.py` runs it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use finetune_data::split::{random_split, stratified_split};
+use finetune_data::{
+    Collator, Example, Format, LabelMap, ReadOptions, SeqDataset, SeqTargets, SeqTask, SplitSpec, TokenDatasetEncoded,
+    TokenExample, Tokenize,
+};
+use finetune_metrics::classification::{classification_report, ReportOptions};
+use finetune_models::bert::Task;
+use finetune_models::checkpoint::resolve_model_dir;
+use finetune_models::config::{EncoderConfig, ProblemType};
+use finetune_models::tokenizer::TextTokenizer;
+use serde_json::{json, Map, Value};
+
+use super::{EvalResult, InferOptions, PredictResult, Result, RunConfig, RunOptions, TrainResult, WorkflowError};
+use crate::{
+    trainer, write_atomic, EncoderClassifier, Evaluator, IntervalStrategy, Sampler, SeqBatches, TokenBatches,
+    TrainError, TrainableModel, TrainingArguments,
+};
+
+macro_rules! bail {
+    ($($t:tt)*) => { return Err(WorkflowError::Input(format!($($t)*))) };
+}
+macro_rules! anyhow {
+    ($($t:tt)*) => { WorkflowError::Input(format!($($t)*)) };
+}
+
+pub fn read_opts(text: &str, pair: Option<&str>, label: Option<&str>, separator: Option<&str>) -> ReadOptions {
+    ReadOptions {
+        text_column_name: text.to_string(),
+        text_pair_column_name: pair.map(str::to_string),
+        label_column_name: label.map(str::to_string),
+        label_separator: separator.map(str::to_string),
+        ..Default::default()
+    }
+}
+
+pub fn parse_problem(s: Option<&str>) -> Result<ProblemType> {
+    match s {
+        None => Ok(ProblemType::SingleLabelClassification),
+        Some(p) => ProblemType::parse(p).ok_or_else(|| {
+            anyhow!(
+                "key `problem_type`: {p:?} is not one of single_label_classification, multi_label_classification, \
+                 regression"
+            )
+        }),
+    }
+}
+
+fn seq_task(problem: ProblemType) -> SeqTask {
+    match problem {
+        ProblemType::SingleLabelClassification => SeqTask::SingleLabel,
+        ProblemType::MultiLabelClassification => SeqTask::MultiLabel,
+        ProblemType::Regression => SeqTask::Regression,
+    }
+}
+
+pub fn read(path: &str, opts: &ReadOptions) -> Result<Vec<Example>> {
+    let ds = finetune_data::read_examples(Path::new(path), opts)?;
+    if ds.examples.is_empty() {
+        bail!("{path}: no examples");
+    }
+    Ok(ds.examples)
+}
+
+/// Model directory, tokenizer and effective max length (`min(max_seq_length, model_max_length,
+/// max_position_embeddings)`, as run_glue.py caps it).
+pub fn tokenizer_for(spec: &str, max_seq_length: usize) -> Result<(PathBuf, TextTokenizer, usize)> {
+    let dir = resolve_model_dir(spec)?;
+    let dir = if dir.is_file() { dir.parent().map(Path::to_path_buf).unwrap_or_default() } else { dir };
+    let tok = TextTokenizer::from_dir(&dir)?;
+    let cfg = EncoderConfig::from_file(dir.join("config.json"))?;
+    let mut max = max_seq_length.min(cfg.max_position_embeddings);
+    if let Some(m) = tok.max_length() {
+        max = max.min(m);
+    }
+    Ok((dir, tok, max))
+}
+
+struct Splits {
+    train: Option<(String, Vec<Example>)>,
+    validation: Option<(String, Vec<Example>)>,
+    test: Option<(String, Vec<Example>)>,
+}
+
+fn load_splits(run: &RunConfig, seed: u64, problem: ProblemType) -> Result<Splits> {
+    let mut opts = read_opts(
+        &run.text_column_name,
+        run.text_pair_column_name.as_deref(),
+        Some(&run.label_column_name),
+        run.label_separator.as_deref(),
+    );
+    opts.format = run.format.as_deref().map(Format::parse).transpose().map_err(|e| anyhow!("key `format`: {e}"))?;
+    let read_opt = |f: &Option<String>| -> Result<Option<(String, Vec<Example>)>> {
+        f.as_ref().map(|p| Ok((p.clone(), read(p, &opts)?))).transpose()
+    };
+    let mut s = Splits { train: read_opt(&run.train_file)?, validation: read_opt(&run.validation_file)?, test: None };
+    s.test = match read_opt(&run.test_file) {
+        // run_glue.py's test files usually have no labels: predict only.
+        Err(e) if missing_label_column(&e, &run.label_column_name) => {
+            let unlabelled = ReadOptions { label_column_name: None, ..opts.clone() };
+            run.test_file.as_ref().map(|p| Ok::<_, WorkflowError>((p.clone(), read(p, &unlabelled)?))).transpose()?
+        }
+        other => other?,
+    };
+    if let Some(spec) = &run.split {
+        if s.validation.is_some() || s.test.is_some() {
+            bail!("key `split`: splits train_file only when neither validation_file nor test_file is given");
+        }
+        let Some((path, examples)) = s.train.take() else { bail!("key `split`: needs train_file") };
+        let spec = SplitSpec::parse(spec).map_err(|e| anyhow!("key `split`: {e}"))?;
+        let strata: Vec<String> =
+            examples.iter().map(|e| e.label.as_ref().map(|l| l.strata_key()).unwrap_or_default()).collect();
+        // Numeric targets have no classes to stratify by.
+        let parts = if problem == ProblemType::Regression {
+            random_split(examples.len(), &spec, seed)
+        } else {
+            stratified_split(&strata, &spec, seed)
+        };
+        let pick = |ix: &Vec<usize>| ix.iter().map(|&i| examples[i].clone()).collect::<Vec<_>>();
+        let mut it = parts.iter();
+        s.train = it.next().map(|ix| (path.clone(), pick(ix)));
+        s.validation = it.next().map(|ix| (path.clone(), pick(ix))).filter(|(_, v)| !v.is_empty());
+        s.test = it.next().map(|ix| (path.clone(), pick(ix))).filter(|(_, v)| !v.is_empty());
+    }
+    Ok(s)
+}
+
+/// Whether a read failed only because the label column (CSV/TSV) or field (JSONL) is absent.
+fn missing_label_column(e: &WorkflowError, label: &str) -> bool {
+    let msg = e.to_string();
+    let quoted = format!("{label:?}");
+    msg.contains(&format!("no column {quoted}")) || msg.contains(&format!("field {quoted} is missing"))
+}
+
+/// Encodes a split; a split without any label (a test file for prediction only) is encoded unlabelled.
+pub fn encode(
+    tok: &TextTokenizer,
+    split: &(String, Vec<Example>),
+    labels: &LabelMap,
+    max: usize,
+    problem: ProblemType,
+) -> Result<SeqDataset> {
+    if problem != ProblemType::Regression {
+        labels.check_examples(&split.1, &split.0)?;
+    }
+    let task = if split.1.iter().all(|e| e.label.is_none()) { SeqTask::Unlabelled } else { seq_task(problem) };
+    Ok(SeqDataset::encode(tok, &split.1, Some(labels), task, Some(max), &split.0)?)
+}
+
+pub fn prefixed(prefix: &str, m: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
+    m.iter()
+        .map(
+            |(k, v)| if k.starts_with(&format!("{prefix}_")) { (k.clone(), *v) } else { (format!("{prefix}_{k}"), *v) },
+        )
+        .collect()
+}
+
+pub fn write_json_file(path: &Path, value: &Value) -> Result<()> {
+    let mut text = serde_json::to_string_pretty(value)?;
+    text.push('\n');
+    write_atomic(path, text.as_bytes())?;
+    Ok(())
+}
+
+/// A metric as JSON: sample counts as integers (as HF writes them), everything else as a float.
+pub fn metric_value(key: &str, v: f64) -> Value {
+    if key.ends_with("_samples") && v >= 0.0 && v.fract() == 0.0 && v < 9e15 {
+        json!(v as u64)
+    } else {
+        json!(v)
+    }
+}
+
+/// HF `save_metrics(split, metrics, combined=True)`: `{split}_results.json` and merged into `all_results.json`.
+pub fn save_metrics(out: &Path, split: &str, metrics: &BTreeMap<String, f64>) -> Result<()> {
+    let to_value =
+        |m: &BTreeMap<String, f64>| Value::Object(m.iter().map(|(k, v)| (k.clone(), metric_value(k, *v))).collect());
+    write_json_file(&out.join(format!("{split}_results.json")), &to_value(metrics))?;
+    let all_path = out.join("all_results.json");
+    let mut all: Map<String, Value> = match std::fs::read_to_string(&all_path) {
+        Ok(t) => serde_json::from_str(&t).map_err(|e| anyhow!("{}: {e}", all_path.display()))?,
+        Err(_) => Map::new(),
+    };
+    for (k, v) in metrics {
+        all.insert(k.clone(), metric_value(k, *v));
+    }
+    // HF writes sample counts as integers.
+    for (k, v) in all.iter_mut() {
+        if let Some(x) = v.as_f64().filter(|_| k.ends_with("_samples")) {
+            *v = metric_value(k, x);
+        }
+    }
+    write_json_file(&all_path, &Value::Object(all))
+}
+
+/// Evaluates `data` and returns HF-prefixed metrics (with runtime and `{prefix}_samples`) and the evaluation.
+fn evaluate_split(
+    model: &mut EncoderClassifier,
+    data: &SeqDataset,
+    batch_size: usize,
+    collator: Collator,
+    prefix: &str,
+) -> Result<(BTreeMap<String, f64>, crate::Evaluation)> {
+    let start = Instant::now();
+    let ev = model.evaluate(data, batch_size, collator)?;
+    let mut m = prefixed(prefix, &ev.metrics.metrics);
+    let runtime = (start.elapsed().as_secs_f64() * 1e4).round() / 1e4;
+    m.insert(format!("{prefix}_runtime"), runtime);
+    if runtime > 0.0 {
+        m.insert(format!("{prefix}_samples_per_second"), (data.len() as f64 / runtime * 1e3).round() / 1e3);
+    }
+    m.insert(format!("{prefix}_samples"), data.len() as f64);
+    Ok((m, ev))
+}
+
+fn report_text(gold: &[usize], pred: &[usize], names: &[String]) -> Result<String> {
+    let g: Vec<&str> = gold.iter().map(|&i| names.get(i).map_or("?", String::as_str)).collect();
+    let p: Vec<&str> = pred.iter().map(|&i| names.get(i).map_or("?", String::as_str)).collect();
+    let r = classification_report(&g, &p, None, &ReportOptions::default())?;
+    Ok(r.to_text(4)?)
+}
+
+pub fn print_metrics(title: &str, m: &BTreeMap<String, f64>) {
+    println!("***** {title} metrics *****");
+    for (k, v) in m {
+        println!("  {k:<28} = {v}");
+    }
+}
+
+/// One prediction as run_glue.py writes it: the label name, the labels joined by "," (multi-label), or the
+/// value with 3 decimals (regression).
+fn prediction_text(ev: &crate::Evaluation, i: usize, names: &[String], problem: ProblemType) -> String {
+    let name = |c: usize| names.get(c).cloned().unwrap_or_default();
+    match problem {
+        ProblemType::SingleLabelClassification => name(ev.predictions[i]),
+        ProblemType::MultiLabelClassification => {
+            ev.label_sets.get(i).map(|s| s.iter().map(|&c| name(c)).collect::<Vec<_>>().join(",")).unwrap_or_default()
+        }
+        ProblemType::Regression => format!("{:.3}", ev.probabilities[i].first().copied().unwrap_or(f64::NAN)),
+    }
+}
+
+/// predictions.jsonl: `{"label", "probabilities"}` (single-label), `{"labels", "probabilities"}` (multi-label)
+/// or `{"prediction"}` (regression; a list when the model has several outputs).
+fn write_predictions(path: &Path, ev: &crate::Evaluation, names: &[String], problem: ProblemType) -> Result<()> {
+    let mut text = String::new();
+    for (i, (p, probs)) in ev.predictions.iter().zip(&ev.probabilities).enumerate() {
+        let by_name: Map<String, Value> = names.iter().zip(probs).map(|(n, &v)| (n.clone(), json!(v))).collect();
+        let line = match problem {
+            ProblemType::SingleLabelClassification => {
+                json!({ "label": names.get(*p).cloned().unwrap_or_default(), "probabilities": by_name })
+            }
+            ProblemType::MultiLabelClassification => {
+                let set = ev.label_sets.get(i).map_or(&[][..], |s| &s[..]);
+                let labels: Vec<&str> = set.iter().filter_map(|&c| names.get(c).map(String::as_str)).collect();
+                json!({ "labels": labels, "probabilities": by_name })
+            }
+            ProblemType::Regression if probs.len() == 1 => json!({ "prediction": probs[0] }),
+            ProblemType::Regression => json!({ "prediction": probs }),
+        };
+        text.push_str(&line.to_string());
+        text.push('\n');
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| anyhow!("{}: {e}", dir.display()))?;
+    }
+    write_atomic(path, text.as_bytes())?;
+    Ok(())
+}
+
+/// `finetune train` as a function: trains (do_train), evaluates (do_eval) and predicts (do_predict) per the run
+/// keys, writing HF's output layout in `args.output_dir` (the final model, `*_results.json`, predictions).
+/// `args` must be [`finalize`](TrainingArguments::finalize)d.
+pub fn train(run: &RunConfig, args: &TrainingArguments, opts: &RunOptions) -> Result<TrainResult> {
+    let token_task = match run.task.as_str() {
+        "sequence-classification" => false,
+        "token-classification" => true,
+        t => bail!("key `task`: {t:?} is not supported; use \"sequence-classification\" or \"token-classification\""),
+    };
+    let Some(spec) = run.model_name_or_path.clone() else {
+        bail!("key `model_name_or_path` is required (--model-name-or-path or in the config)")
+    };
+    if args.label_smoothing_factor != 0.0 {
+        bail!("key `label_smoothing_factor`: not supported by the encoder models yet (use 0)");
+    }
+    let explicit = run.do_train.is_some() || run.do_eval.is_some() || run.do_predict.is_some();
+    if token_task {
+        return train_tokens(run, args, &spec, explicit, opts);
+    }
+    let problem = parse_problem(run.problem_type.as_deref())?;
+    let splits = load_splits(run, args.seed, problem)?;
+    let (do_train, do_eval, do_predict) = if explicit {
+        (run.do_train.unwrap_or(false), run.do_eval.unwrap_or(false), run.do_predict.unwrap_or(false))
+    } else {
+        (splits.train.is_some(), splits.validation.is_some(), splits.test.is_some())
+    };
+    if !(do_train || do_eval || do_predict) {
+        bail!("nothing to do: give train_file (and validation_file/test_file or split), or do_eval/do_predict");
+    }
+    let need = |ok: bool, what: &str, key: &str| if ok { Ok(()) } else { Err(anyhow!("{what} needs `{key}`")) };
+    need(!do_train || splits.train.is_some(), "do_train", "train_file")?;
+    need(!do_eval || splits.validation.is_some(), "do_eval", "validation_file (or split)")?;
+    need(!do_predict || splits.test.is_some(), "do_predict", "test_file (or split)")?;
+
+    let (model_dir, tok, max_len) = tokenizer_for(&spec, run.max_seq_length)?;
+    // Labels: from the training data (run_glue.py sorts them), else from the model's config.
+    let labels = match &splits.train {
+        // run_glue.py: one output, LABEL_0.
+        Some(_) if do_train && problem == ProblemType::Regression => LabelMap::new(vec!["LABEL_0".into()])?,
+        Some((path, ex)) if do_train => LabelMap::from_examples(ex).map_err(|e| anyhow!("{path}: {e}"))?,
+        _ => {
+            let cfg = EncoderConfig::from_file(model_dir.join("config.json"))?;
+            LabelMap::new(
+                (0..cfg.num_labels).map(|i| cfg.id2label.get(&i).cloned().unwrap_or(format!("LABEL_{i}"))).collect(),
+            )?
+        }
+    };
+    let train_set = match (&splits.train, do_train) {
+        (Some(s), true) => Some(encode(&tok, s, &labels, max_len, problem)?),
+        _ => None,
+    };
+    let val_set = splits.validation.as_ref().map(|s| encode(&tok, s, &labels, max_len, problem)).transpose()?;
+    let test_set = match (&splits.test, do_predict) {
+        (Some(s), true) => Some(encode(&tok, s, &labels, max_len, problem)?),
+        _ => None,
+    };
+    let mut model = EncoderClassifier::from_pretrained(
+        &model_dir.display().to_string(),
+        labels.names(),
+        problem,
+        args.adamw(),
+        args.seed,
+    )?;
+    // All inputs are checked; from here on files are written.
+    let out = PathBuf::from(&args.output_dir);
+    let collator = Collator { pad_token_id: tok.pad_token_id(), pad_to_multiple_of: Some(8) };
+    let eval_bs = args.per_device_eval_batch_size;
+    let names = labels.names().to_vec();
+    if !model.newly_initialized.is_empty() && do_train {
+        eprintln!(
+            "Some weights were newly initialized from the model checkpoint at {spec}: {:?}; they are trained now.",
+            model.newly_initialized
+        );
+    }
+
+    let mut result = TrainResult::new(&out);
+    if let Some(train_set) = &train_set {
+        let sampler = Sampler::from_args(args, train_set.len(), Some(train_set.lengths()));
+        let source = SeqBatches { data: train_set, sampler, collator };
+        let val_ref = val_set.as_ref();
+        let mut evaluator = |m: &mut EncoderClassifier| match val_ref {
+            Some(v) => m.evaluate(v, eval_bs, collator).map(|e| e.metrics),
+            None => Err(TrainError::Args("no validation data".into())),
+        };
+        let ev: Option<&mut dyn Evaluator<EncoderClassifier>> =
+            if val_set.is_some() && (do_eval || args.eval_strategy != IntervalStrategy::No) {
+                Some(&mut evaluator)
+            } else {
+                None
+            };
+        let output = trainer::train(args, &mut model, &source, ev, &opts.train_options(run))?;
+        // Trainer.save_model: the final (or best) model in output_dir itself.
+        model.save_model(&out)?;
+        opts.print_metrics("train", &output.metrics);
+        result.record_training(&output);
+        if let Some(mut m) = output.eval_metrics.filter(|_| do_eval) {
+            m.insert("eval_samples".into(), val_set.as_ref().map_or(0, SeqDataset::len) as f64);
+            save_metrics(&out, "eval", &m)?;
+            result.eval_metrics = Some(m);
+        }
+    } else {
+        std::fs::create_dir_all(&out).map_err(|e| anyhow!("{}: {e}", out.display()))?;
+    }
+    if do_eval && result.eval_metrics.is_none() {
+        if let Some(v) = &val_set {
+            let (m, _) = evaluate_split(&mut model, v, eval_bs, collator, "eval")?;
+            save_metrics(&out, "eval", &m)?;
+            result.eval_metrics = Some(m);
+        }
+    }
+    if let Some(m) = &result.eval_metrics {
+        opts.print_metrics("eval", m);
+    }
+    if let Some(t) = &test_set {
+        let (m, ev) = evaluate_split(&mut model, t, eval_bs, collator, "test")?;
+        if !matches!(t.targets, SeqTargets::None) {
+            save_metrics(&out, "test", &m)?;
+            opts.print_metrics("test", &m);
+            result.test_metrics = Some(m);
+        }
+        // run_glue.py's predict_results file: index and predicted label name (regression: the value).
+        let mut txt = String::from("index\tprediction\n");
+        for i in 0..ev.predictions.len() {
+            txt.push_str(&format!("{i}\t{}\n", prediction_text(&ev, i, &names, problem)));
+        }
+        write_atomic(&out.join("predict_results.txt"), txt.as_bytes())?;
+        write_predictions(&out.join("predictions.jsonl"), &ev, &names, problem)?;
+        if !ev.gold.is_empty() && opts.print {
+            println!("\n***** test classification_report *****");
+            print!("{}", report_text(&ev.gold, &ev.predictions, &names)?);
+        }
+    }
+    Ok(result)
+}
+
+/// Loads a saved model for inference: model, tokenizer, label names, effective max length.
+fn load_for_inference(spec: &str, max_seq_length: usize) -> Result<(EncoderClassifier, TextTokenizer, usize)> {
+    let (dir, tok, max_len) = tokenizer_for(spec, max_seq_length)?;
+    let cfg = EncoderConfig::from_file(dir.join("config.json"))?;
+    let problem = cfg.problem_type.unwrap_or(ProblemType::SingleLabelClassification);
+    let names: Vec<String> =
+        (0..cfg.num_labels).map(|i| cfg.id2label.get(&i).cloned().unwrap_or(format!("LABEL_{i}"))).collect();
+    let model = EncoderClassifier::from_pretrained(
+        &dir.display().to_string(),
+        &names,
+        problem,
+        crate::TrainingArguments::default().adamw(),
+        42,
+    )?;
+    if !model.newly_initialized.is_empty() {
+        bail!(
+            "{}: not a sequence-classification model (no trained head: {})",
+            dir.display(),
+            model.newly_initialized.join(", ")
+        );
+    }
+    Ok((model, tok, max_len))
+}
+
+/// `finetune eval` as a function: metrics (`eval_*`, HF-prefixed, with runtime and sample count) of a saved
+/// sequence- or token-classification model on labelled data, and its classification report (scikit-learn's, or
+/// seqeval's for token classification).
+pub fn evaluate(model: &str, data: &Path, opts: &InferOptions) -> Result<EvalResult> {
+    if token_model(model)? {
+        return evaluate_tokens(model, data, opts);
+    }
+    let (mut model, tok, max_len) = load_for_inference(model, opts.max_seq_length)?;
+    let names = model.label_names();
+    let labels = LabelMap::new(names.clone())?;
+    let c = opts;
+    let path = data.display().to_string();
+    let ropts = read_opts(
+        &c.text_column_name,
+        c.text_pair_column_name.as_deref(),
+        Some(&c.label_column_name),
+        c.label_separator.as_deref(),
+    );
+    let examples = read(&path, &ropts)?;
+    let problem = model.problem;
+    let data = encode(&tok, &(path, examples), &labels, max_len, problem)?;
+    let collator = Collator { pad_token_id: tok.pad_token_id(), pad_to_multiple_of: Some(8) };
+    let (metrics, ev) = evaluate_split(&mut model, &data, c.batch_size.max(1), collator, "eval")?;
+    let report = if ev.gold.is_empty() { None } else { Some(report_text(&ev.gold, &ev.predictions, &names)?) };
+    Ok(EvalResult { metrics, report })
+}
+
+/// `finetune predict` as a function: writes JSON lines to `out` (`{"label", "probabilities"}` per example, or
+/// `{"tokens", "tags"}` per sentence for a token-classification model) and returns how many were written.
+pub fn predict(model: &str, data: &Path, out: &Path, opts: &InferOptions) -> Result<PredictResult> {
+    if token_model(model)? {
+        return predict_tokens(model, data, out, opts);
+    }
+    let (mut model, tok, max_len) = load_for_inference(model, opts.max_seq_length)?;
+    let names = model.label_names();
+    let c = opts;
+    let path = data.display().to_string();
+    let examples = read(&path, &read_opts(&c.text_column_name, c.text_pair_column_name.as_deref(), None, None))?;
+    let data = SeqDataset::encode(&tok, &examples, None, SeqTask::Unlabelled, Some(max_len), &path)?;
+    let collator = Collator { pad_token_id: tok.pad_token_id(), pad_to_multiple_of: Some(8) };
+    let ev = model.evaluate(&data, c.batch_size.max(1), collator)?;
+    write_predictions(out, &ev, &names, model.problem)?;
+    Ok(PredictResult { count: ev.predictions.len(), token_classification: false })
+}
+
+// ---- token classification (run_ner.py) ----
+
+/// A CoNLL file's sentences; `.txt` and other extensions are read as CoNLL too.
+pub fn read_conll(path: &str) -> Result<Vec<TokenExample>> {
+    let opts = ReadOptions { format: Some(Format::Conll), ..Default::default() };
+    let ds = finetune_data::read_tokens(Path::new(path), &opts)?;
+    if ds.sentences.is_empty() {
+        bail!("{path}: no sentences");
+    }
+    Ok(ds.sentences)
+}
+
+pub type TokenSplit = (String, Vec<TokenExample>);
+
+fn load_token_splits(run: &RunConfig, seed: u64) -> Result<[Option<TokenSplit>; 3]> {
+    if let Some(f) = run.format.as_deref() {
+        if Format::parse(f).map_err(|e| anyhow!("key `format`: {e}"))? != Format::Conll {
+            bail!("key `format`: token-classification reads CoNLL files, not {f:?}");
+        }
+    }
+    let read_opt = |f: &Option<String>| -> Result<Option<TokenSplit>> {
+        f.as_ref().map(|p| Ok((p.clone(), read_conll(p)?))).transpose()
+    };
+    let mut s = [read_opt(&run.train_file)?, read_opt(&run.validation_file)?, read_opt(&run.test_file)?];
+    if let Some(spec) = &run.split {
+        if s[1].is_some() || s[2].is_some() {
+            bail!("key `split`: splits train_file only when neither validation_file nor test_file is given");
+        }
+        let Some((path, sentences)) = s[0].take() else { bail!("key `split`: needs train_file") };
+        let spec = SplitSpec::parse(spec).map_err(|e| anyhow!("key `split`: {e}"))?;
+        // Sentences have no single class to stratify by: a seeded random split.
+        let parts = random_split(sentences.len(), &spec, seed);
+        for (slot, ix) in s.iter_mut().zip(&parts) {
+            let picked: Vec<TokenExample> = ix.iter().map(|&i| sentences[i].clone()).collect();
+            *slot = (!picked.is_empty()).then(|| (path.clone(), picked));
+        }
+    }
+    Ok(s)
+}
+
+pub fn encode_tokens(
+    tok: &TextTokenizer,
+    split: &TokenSplit,
+    labels: &LabelMap,
+    label_all_tokens: bool,
+    max: usize,
+) -> Result<TokenDatasetEncoded> {
+    Ok(TokenDatasetEncoded::encode(tok, &split.1, labels, label_all_tokens, Some(max), &split.0)?)
+}
+
+/// Evaluates a token-classification set: HF-prefixed metrics (runtime, `{prefix}_samples`) and word tags.
+fn evaluate_token_split(
+    model: &mut EncoderClassifier,
+    data: &TokenDatasetEncoded,
+    labels: &LabelMap,
+    batch_size: usize,
+    collator: Collator,
+    prefix: &str,
+) -> Result<(BTreeMap<String, f64>, crate::TokenEvaluation)> {
+    let start = Instant::now();
+    let ev = model.evaluate_tokens(data, labels, batch_size, collator, true)?;
+    let mut m = prefixed(prefix, &ev.metrics.metrics);
+    let runtime = (start.elapsed().as_secs_f64() * 1e4).round() / 1e4;
+    m.insert(format!("{prefix}_runtime"), runtime);
+    if runtime > 0.0 {
+        m.insert(format!("{prefix}_samples_per_second"), (data.len() as f64 / runtime * 1e3).round() / 1e3);
+    }
+    m.insert(format!("{prefix}_samples"), data.len() as f64);
+    Ok((m, ev))
+}
+
+/// seqeval's `classification_report` (default mode) of word-level tags, 4 digits as run_ner.py users print it.
+fn token_report_text(sentences: &[TokenExample], predicted: &[Vec<String>]) -> Result<String> {
+    let gold: Vec<&[String]> = sentences.iter().map(|s| s.tags.as_slice()).collect();
+    let gold: Vec<Vec<&str>> = gold.iter().map(|t| t.iter().map(String::as_str).collect()).collect();
+    let opts = finetune_metrics::sequence::Options::default();
+    let r = finetune_metrics::sequence::classification_report(&gold, predicted, &opts)?;
+    Ok(r.text(4)?)
+}
+
+/// predictions.jsonl: `{"tokens", "tags"}` per sentence; predictions.txt (run_ner.py): the tags of a sentence
+/// joined by spaces, one sentence a line.
+fn write_token_predictions(
+    jsonl: &Path,
+    txt: Option<&Path>,
+    sentences: &[TokenExample],
+    tags: &[Vec<String>],
+) -> Result<()> {
+    let mut j = String::new();
+    let mut t = String::new();
+    for (s, tg) in sentences.iter().zip(tags) {
+        j.push_str(&json!({ "tokens": s.tokens, "tags": tg }).to_string());
+        j.push('\n');
+        t.push_str(&tg.join(" "));
+        t.push('\n');
+    }
+    if let Some(dir) = jsonl.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| anyhow!("{}: {e}", dir.display()))?;
+    }
+    write_atomic(jsonl, j.as_bytes())?;
+    if let Some(txt) = txt {
+        write_atomic(txt, t.as_bytes())?;
+    }
+    Ok(())
+}
+
+fn train_tokens(
+    run: &RunConfig,
+    args: &TrainingArguments,
+    spec: &str,
+    explicit: bool,
+    opts: &RunOptions,
+) -> Result<TrainResult> {
+    let [train_split, val_split, test_split] = load_token_splits(run, args.seed)?;
+    let (do_train, do_eval, do_predict) = if explicit {
+        (run.do_train.unwrap_or(false), run.do_eval.unwrap_or(false), run.do_predict.unwrap_or(false))
+    } else {
+        (train_split.is_some(), val_split.is_some(), test_split.is_some())
+    };
+    if !(do_train || do_eval || do_predict) {
+        bail!("nothing to do: give train_file (and validation_file/test_file or split), or do_eval/do_predict");
+    }
+    let need = |ok: bool, what: &str, key: &str| if ok { Ok(()) } else { Err(anyhow!("{what} needs `{key}`")) };
+    need(!do_train || train_split.is_some(), "do_train", "train_file")?;
+    need(!do_eval || val_split.is_some(), "do_eval", "validation_file (or split)")?;
+    need(!do_predict || test_split.is_some(), "do_predict", "test_file (or split)")?;
+
+    let (model_dir, tok, max_len) = tokenizer_for(spec, run.max_seq_length)?;
+    // Labels: run_ner.py's sorted unique tags of the training data, else the model's own.
+    let labels = match &train_split {
+        Some((path, s)) if do_train => LabelMap::from_tags(s).map_err(|e| anyhow!("{path}: {e}"))?,
+        _ => LabelMap::new(config_label_names(&EncoderConfig::from_file(model_dir.join("config.json"))?))?,
+    };
+    let lat = run.label_all_tokens;
+    let train_set = match (&train_split, do_train) {
+        (Some(s), true) => Some(encode_tokens(&tok, s, &labels, lat, max_len)?),
+        _ => None,
+    };
+    let val_set = val_split.as_ref().map(|s| encode_tokens(&tok, s, &labels, lat, max_len)).transpose()?;
+    let test_set = match (&test_split, do_predict) {
+        (Some(s), true) => Some(encode_tokens(&tok, s, &labels, lat, max_len)?),
+        _ => None,
+    };
+    let mut model = EncoderClassifier::from_pretrained_for(
+        &model_dir.display().to_string(),
+        labels.names(),
+        ProblemType::SingleLabelClassification,
+        Task::TokenClassification,
+        args.adamw(),
+        args.seed,
+    )?;
+    if !do_train && !model.newly_initialized.is_empty() {
+        bail!("{spec}: not a token-classification model (no trained head: {})", model.newly_initialized.join(", "));
+    }
+    // All inputs are checked; from here on files are written.
+    let out = PathBuf::from(&args.output_dir);
+    let collator = Collator { pad_token_id: tok.pad_token_id(), pad_to_multiple_of: Some(8) };
+    let eval_bs = args.per_device_eval_batch_size;
+    if !model.newly_initialized.is_empty() && do_train {
+        eprintln!(
+            "Some weights were newly initialized from the model checkpoint at {spec}: {:?}; they are trained now.",
+            model.newly_initialized
+        );
+    }
+    let mut result = TrainResult::new(&out);
+    if let Some(train_set) = &train_set {
+        let sampler = Sampler::from_args(args, train_set.len(), Some(train_set.lengths()));
+        let source = TokenBatches { data: train_set, sampler, collator };
+        let (val_ref, labels_ref) = (val_set.as_ref(), &labels);
+        let mut evaluator = |m: &mut EncoderClassifier| match val_ref {
+            Some(v) => m.evaluate_tokens(v, labels_ref, eval_bs, collator, true).map(|e| e.metrics),
+            None => Err(TrainError::Args("no validation data".into())),
+        };
+        let ev: Option<&mut dyn Evaluator<EncoderClassifier>> =
+            if val_set.is_some() && (do_eval || args.eval_strategy != IntervalStrategy::No) {
+                Some(&mut evaluator)
+            } else {
+                None
+            };
+        let output = trainer::train(args, &mut model, &source, ev, &opts.train_options(run))?;
+        model.save_model(&out)?;
+        opts.print_metrics("train", &output.metrics);
+        result.record_training(&output);
+        if let Some(mut m) = output.eval_metrics.filter(|_| do_eval) {
+            m.insert("eval_samples".into(), val_set.as_ref().map_or(0, TokenDatasetEncoded::len) as f64);
+            save_metrics(&out, "eval", &m)?;
+            result.eval_metrics = Some(m);
+        }
+    } else {
+        std::fs::create_dir_all(&out).map_err(|e| anyhow!("{}: {e}", out.display()))?;
+    }
+    if do_eval && result.eval_metrics.is_none() {
+        if let Some(v) = &val_set {
+            let (m, _) = evaluate_token_split(&mut model, v, &labels, eval_bs, collator, "eval")?;
+            save_metrics(&out, "eval", &m)?;
+            result.eval_metrics = Some(m);
+        }
+    }
+    if let Some(m) = &result.eval_metrics {
+        opts.print_metrics("eval", m);
+    }
+    if let (Some(t), Some((_, sentences))) = (&test_set, &test_split) {
+        let (m, ev) = evaluate_token_split(&mut model, t, &labels, eval_bs, collator, "test")?;
+        save_metrics(&out, "test", &m)?;
+        opts.print_metrics("test", &m);
+        result.test_metrics = Some(m);
+        write_token_predictions(
+            &out.join("predictions.jsonl"),
+            Some(&out.join("predictions.txt")),
+            sentences,
+            &ev.word_tags,
+        )?;
+        if opts.print {
+            println!("\n***** test classification_report (seqeval, words) *****");
+            print!("{}", token_report_text(sentences, &ev.word_tags)?);
+        }
+    }
+    Ok(result)
+}
+
+fn config_label_names(cfg: &EncoderConfig) -> Vec<String> {
+    (0..cfg.num_labels).map(|i| cfg.id2label.get(&i).cloned().unwrap_or(format!("LABEL_{i}"))).collect()
+}
+
+/// Whether a saved model's `architectures` names a token-classification head.
+fn is_token_model(cfg: &EncoderConfig) -> bool {
+    cfg.architectures.iter().any(|a| a.ends_with("ForTokenClassification"))
+}
+
+/// A saved token-classification model, its tokenizer, label map and effective max length.
+fn load_token_model(spec: &str, max_seq_length: usize) -> Result<(EncoderClassifier, TextTokenizer, LabelMap, usize)> {
+    let (dir, tok, max_len) = tokenizer_for(spec, max_seq_length)?;
+    let cfg = EncoderConfig::from_file(dir.join("config.json"))?;
+    let names = config_label_names(&cfg);
+    let model = EncoderClassifier::from_pretrained_for(
+        &dir.display().to_string(),
+        &names,
+        ProblemType::SingleLabelClassification,
+        Task::TokenClassification,
+        TrainingArguments::default().adamw(),
+        42,
+    )?;
+    if !model.newly_initialized.is_empty() {
+        bail!(
+            "{}: not a token-classification model (no trained head: {})",
+            dir.display(),
+            model.newly_initialized.join(", ")
+        );
+    }
+    Ok((model, tok, LabelMap::new(names)?, max_len))
+}
+
+fn evaluate_tokens(model: &str, data: &Path, c: &InferOptions) -> Result<EvalResult> {
+    let (mut model, tok, labels, max_len) = load_token_model(model, c.max_seq_length)?;
+    let path = data.display().to_string();
+    let split = (path.clone(), read_conll(&path)?);
+    let data = encode_tokens(&tok, &split, &labels, c.label_all_tokens, max_len)?;
+    let collator = Collator { pad_token_id: tok.pad_token_id(), pad_to_multiple_of: Some(8) };
+    let (metrics, ev) = evaluate_token_split(&mut model, &data, &labels, c.batch_size.max(1), collator, "eval")?;
+    Ok(EvalResult { metrics, report: Some(token_report_text(&split.1, &ev.word_tags)?) })
+}
+
+fn predict_tokens(model: &str, data: &Path, out: &Path, c: &InferOptions) -> Result<PredictResult> {
+    let (mut model, tok, labels, max_len) = load_token_model(model, c.max_seq_length)?;
+    let path = data.display().to_string();
+    let mut sentences = read_conll(&path)?;
+    // The tag column is not read for prediction: any tag (known or not) is replaced by a placeholder.
+    let placeholder = labels.names().first().cloned().unwrap_or_default();
+    for s in &mut sentences {
+        s.tags = vec![placeholder.clone(); s.tokens.len()];
+    }
+    let data = encode_tokens(&tok, &(path, sentences.clone()), &labels, false, max_len)?;
+    let collator = Collator { pad_token_id: tok.pad_token_id(), pad_to_multiple_of: Some(8) };
+    let ev = model.evaluate_tokens(&data, &labels, c.batch_size.max(1), collator, false)?;
+    write_token_predictions(out, None, &sentences, &ev.word_tags)?;
+    Ok(PredictResult { count: sentences.len(), token_classification: true })
+}
+
+/// Whether `spec` is a saved token-classification model (by its config.json `architectures`).
+fn token_model(spec: &str) -> Result<bool> {
+    let dir = resolve_model_dir(spec)?;
+    let dir = if dir.is_file() { dir.parent().map(Path::to_path_buf).unwrap_or_default() } else { dir };
+    Ok(is_token_model(&EncoderConfig::from_file(dir.join("config.json"))?))
+}

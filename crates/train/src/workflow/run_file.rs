@@ -1,0 +1,235 @@
+//! Run files: the run keys of HF's example scripts (`run_glue.py`, `run_ner.py`: data files, columns, task,
+//! `max_seq_length`, ...) beside `TrainingArguments`, in one TOML table, with `key=value` overrides (`--set`).
+//! Unknown keys are refused with the nearest known key as a hint.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use super::{Result, WorkflowError};
+use crate::TrainingArguments;
+
+macro_rules! bail {
+    ($($t:tt)*) => { return Err(WorkflowError::Input(format!($($t)*))) };
+}
+macro_rules! anyhow {
+    ($($t:tt)*) => { WorkflowError::Input(format!($($t)*)) };
+}
+
+/// Run settings that are not `TrainingArguments`, named as in HF's example scripts (run_glue.py).
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub model_name_or_path: Option<String>,
+    pub task: String,
+    pub train_file: Option<String>,
+    pub validation_file: Option<String>,
+    pub test_file: Option<String>,
+    pub text_column_name: String,
+    pub text_pair_column_name: Option<String>,
+    pub label_column_name: String,
+    pub label_separator: Option<String>,
+    pub problem_type: Option<String>,
+    pub max_seq_length: usize,
+    pub split: Option<String>,
+    pub do_train: Option<bool>,
+    pub do_eval: Option<bool>,
+    pub do_predict: Option<bool>,
+    pub resume_from_checkpoint: Option<String>,
+    pub label_all_tokens: bool,
+    pub format: Option<String>,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            model_name_or_path: None,
+            task: "sequence-classification".into(),
+            train_file: None,
+            validation_file: None,
+            test_file: None,
+            text_column_name: "text".into(),
+            text_pair_column_name: None,
+            label_column_name: "label".into(),
+            label_separator: None,
+            problem_type: None,
+            max_seq_length: 128,
+            split: None,
+            do_train: None,
+            do_eval: None,
+            do_predict: None,
+            resume_from_checkpoint: None,
+            label_all_tokens: false,
+            format: None,
+        }
+    }
+}
+
+/// (key, default, meaning) of the run keys, for `--help`.
+pub const RUN_KEYS: &[(&str, &str, &str)] = &[
+    ("model_name_or_path", "(required)", "model directory, hub cache folder or model id"),
+    ("task", "\"sequence-classification\"", "or \"token-classification\" (NER on CoNLL files, run_ner.py)"),
+    ("train_file", "none", "CSV/TSV/JSONL training data (CoNLL for token-classification)"),
+    ("validation_file", "none", "evaluation data (eval_* metrics)"),
+    ("test_file", "none", "test data (test_* metrics, report, predictions)"),
+    ("text_column_name", "\"text\"", "column/field with the text"),
+    ("text_pair_column_name", "none", "second text of sentence pairs"),
+    ("label_column_name", "\"label\"", "column/field with the label"),
+    ("label_separator", "none", "multi-label CSV/TSV: split label cells on this string, e.g. \"|\""),
+    (
+        "problem_type",
+        "\"single_label_classification\"",
+        "or \"multi_label_classification\" (BCE) or \"regression\" (MSE, numeric label)",
+    ),
+    ("max_seq_length", "128", "tokens per example after truncation (capped by the model)"),
+    ("split", "none", "e.g. \"80/10/10\": stratified seeded split of train_file when no validation/test file"),
+    ("do_train", "auto", "train (auto: when train_file is set)"),
+    ("do_eval", "auto", "evaluate on validation (auto: when there is validation data)"),
+    ("do_predict", "auto", "evaluate and predict on test (auto: when there is test data)"),
+    ("resume_from_checkpoint", "none", "a checkpoint-N directory, or \"latest\" for the newest in output_dir"),
+    ("label_all_tokens", "false", "token-classification: label every sub-token, not only a word's first"),
+    ("format", "by extension", "data format: csv, tsv, jsonl, conll (token-classification: always conll)"),
+];
+
+pub fn is_run_key(k: &str) -> bool {
+    RUN_KEYS.iter().any(|(n, _, _)| *n == k)
+}
+
+impl RunConfig {
+    /// Sets one key from its text (a `--set` value or a flag).
+    pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        let opt = |v: &str| (!matches!(v, "none" | "None" | "null")).then(|| v.to_string());
+        let boolean = |v: &str| match v {
+            "true" | "True" => Ok(true),
+            "false" | "False" => Ok(false),
+            _ => Err(anyhow!("--set {key}={v}: expected a boolean (true or false)")),
+        };
+        match key {
+            "model_name_or_path" => self.model_name_or_path = opt(value),
+            "task" => self.task = value.to_string(),
+            "train_file" => self.train_file = opt(value),
+            "validation_file" => self.validation_file = opt(value),
+            "test_file" => self.test_file = opt(value),
+            "text_column_name" => self.text_column_name = value.to_string(),
+            "text_pair_column_name" => self.text_pair_column_name = opt(value),
+            "label_column_name" => self.label_column_name = value.to_string(),
+            "label_separator" => self.label_separator = opt(value),
+            "problem_type" => self.problem_type = opt(value),
+            "max_seq_length" => {
+                self.max_seq_length = value
+                    .parse()
+                    .ok()
+                    .filter(|&n: &usize| n >= 2)
+                    .ok_or_else(|| anyhow!("--set max_seq_length={value}: expected an integer >= 2"))?
+            }
+            "split" => self.split = opt(value),
+            "do_train" => self.do_train = Some(boolean(value)?),
+            "do_eval" => self.do_eval = Some(boolean(value)?),
+            "do_predict" => self.do_predict = Some(boolean(value)?),
+            "resume_from_checkpoint" => self.resume_from_checkpoint = opt(value),
+            "label_all_tokens" => self.label_all_tokens = boolean(value)?,
+            "format" => self.format = opt(value),
+            _ => bail!("unknown key `{key}`"),
+        }
+        Ok(())
+    }
+
+    /// Sets one key from a TOML value, naming the file and key on a type error.
+    pub fn set_toml(&mut self, origin: &str, key: &str, value: &toml::Value) -> Result<()> {
+        let text = match value {
+            toml::Value::String(s) => s.clone(),
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            other => bail!("{origin}: key `{key}`: unexpected {} value", other.type_str()),
+        };
+        let is_string_key =
+            !matches!(key, "max_seq_length" | "do_train" | "do_eval" | "do_predict" | "label_all_tokens");
+        if is_string_key && !value.is_str() {
+            bail!("{origin}: key `{key}`: expected a string, got {}", value.type_str());
+        }
+        self.set(key, &text).map_err(|e| anyhow!("{origin}: key `{key}`: {}", e.to_string().replace("--set ", "")))
+    }
+}
+
+/// Reads a TOML run file into run keys and TrainingArguments (defaults when `path` is `None`).
+pub fn load_config(path: Option<&Path>) -> Result<(RunConfig, TrainingArguments)> {
+    let Some(path) = path else { return Ok((RunConfig::default(), TrainingArguments::default())) };
+    let origin = path.display().to_string();
+    from_table(&origin, read_table(path)?)
+}
+
+/// Reads a TOML file as a table; errors name the file.
+pub fn read_table(path: &Path) -> Result<toml::Table> {
+    let origin = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| anyhow!("{origin}: cannot read: {e}"))?;
+    toml::from_str(&text).map_err(|e| anyhow!("{origin}: {}", one_line(&e.to_string())))
+}
+
+/// Run keys and TrainingArguments of a run-file table; `origin` names the file in errors.
+pub fn from_table(origin: &str, table: toml::Table) -> Result<(RunConfig, TrainingArguments)> {
+    let mut run = RunConfig::default();
+    let mut rest = toml::Table::new();
+    let known = training_keys();
+    for (k, v) in table {
+        if !is_run_key(&k) && !known.contains(&k) {
+            let all = known.iter().map(String::as_str).chain(RUN_KEYS.iter().map(|(n, _, _)| *n));
+            let hint = closest(&k, all).map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default();
+            bail!("{origin}: unknown key `{k}`{hint}; see `finetune train --help` for the keys");
+        }
+        if is_run_key(&k) {
+            run.set_toml(origin, &k, &v)?;
+        } else {
+            rest.insert(k, v);
+        }
+    }
+    let args: TrainingArguments = toml::Value::Table(rest).try_into().map_err(|e: toml::de::Error| {
+        let msg = one_line(&e.to_string());
+        anyhow!("{origin}: {msg}{}", if msg.contains("unknown field") { " (or a run key; see --help)" } else { "" })
+    })?;
+    Ok((run, args))
+}
+
+/// TrainingArguments field names.
+pub fn training_keys() -> Vec<String> {
+    match serde_json::to_value(TrainingArguments::default()) {
+        Ok(Value::Object(m)) => m.keys().cloned().collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The candidate nearest to `key` by edit distance, when it is close enough to be a typo.
+pub fn closest<'a>(key: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    let dist = |a: &str, b: &str| {
+        let b: Vec<char> = b.chars().collect();
+        let mut prev: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut cur = vec![i + 1; b.len() + 1];
+            for (j, &cb) in b.iter().enumerate() {
+                cur[j + 1] = (prev[j] + usize::from(ca != cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+            }
+            prev = cur;
+        }
+        prev[b.len()]
+    };
+    candidates.map(|c| (dist(key, c), c)).filter(|(d, _)| *d <= 3).min_by_key(|(d, _)| *d).map(|(_, c)| c)
+}
+
+pub fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Applies a `key=value` to the run keys or the training arguments.
+pub fn apply_set(run: &mut RunConfig, args: &mut TrainingArguments, assignment: &str) -> Result<()> {
+    let Some((k, v)) = assignment.split_once('=') else { bail!("--set {assignment}: expected key=value") };
+    let (k, v) = (k.trim(), v.trim());
+    if is_run_key(k) {
+        return run.set(k, v);
+    }
+    let known = training_keys();
+    if !known.iter().any(|n| n == k) {
+        let all = known.iter().map(String::as_str).chain(RUN_KEYS.iter().map(|(n, _, _)| *n));
+        let hint = closest(k, all).map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default();
+        bail!("--set {k}: unknown key `{k}`{hint}; see `finetune train --help` for the keys");
+    }
+    Ok(args.set(assignment)?)
+}

@@ -76,6 +76,7 @@ enum Data {
 }
 
 pub fn run_cv(a: CvArgs) -> Result<()> {
+    let started = std::time::Instant::now();
     let (mut run, mut args) = train_cmd::load_config(a.config.as_deref())?;
     let mut flags: Vec<String> = Vec::new();
     let mut flag = |k: &str, v: Option<String>| {
@@ -195,7 +196,7 @@ pub fn run_cv(a: CvArgs) -> Result<()> {
     println!();
     print!("{}", table(&keys, &results));
     println!("\n{}-fold cross-validation results written to {}", folds.len(), path.display());
-    Ok(())
+    crate::report_cmd::finish_run(&out, crate::report_cmd::run_meta(&run, &args, "cv"), &args, started)
 }
 
 /// Reads and encodes a sequence-classification training file; label names from the whole file (sorted, as

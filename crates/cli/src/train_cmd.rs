@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::report_cmd;
+
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use finetune_data::split::{random_split, stratified_split};
@@ -161,11 +163,14 @@ impl RunConfig {
             toml::Value::Integer(i) => i.to_string(),
             toml::Value::Boolean(b) => b.to_string(),
             toml::Value::Float(f) => f.to_string(),
+            toml::Value::Array(a) if key == "report_to" && a.iter().all(toml::Value::is_str) => {
+                a.iter().filter_map(toml::Value::as_str).collect::<Vec<_>>().join(",")
+            }
             other => bail!("{origin}: key `{key}`: unexpected {} value", other.type_str()),
         };
         let is_string_key =
             !matches!(key, "max_seq_length" | "do_train" | "do_eval" | "do_predict" | "label_all_tokens");
-        if is_string_key && !value.is_str() {
+        if is_string_key && !value.is_str() && !(key == "report_to" && value.is_array()) {
             bail!("{origin}: key `{key}`: expected a string, got {}", value.type_str());
         }
         self.set(key, &text).map_err(|e| anyhow!("{origin}: key `{key}`: {}", e.to_string().replace("--set ", "")))
@@ -652,6 +657,7 @@ fn write_predictions(
 }
 
 pub fn run_train(a: TrainArgs) -> Result<()> {
+    let started = Instant::now();
     let (mut run, mut args) = load_config(a.config.as_deref())?;
     let mut flags: Vec<String> = Vec::new();
     let mut flag = |k: &str, v: Option<String>| {
@@ -693,7 +699,13 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
     }
     let explicit = run.do_train.is_some() || run.do_eval.is_some() || run.do_predict.is_some();
     if token_task {
-        return run_train_tokens(&a, &run, &args, &spec, explicit);
+        run_train_tokens(&a, &run, &args, &spec, explicit)?;
+        return report_cmd::finish_run(
+            &PathBuf::from(&args.output_dir),
+            report_cmd::run_meta(&run, &args, "train"),
+            &args,
+            started,
+        );
     }
     let problem = parse_problem(run.problem_type.as_deref())?;
     let splits = load_splits(&run, args.seed, problem)?;
@@ -752,6 +764,7 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
     }
 
     let mut eval_metrics = None;
+    let mut last_details = None;
     if let Some(train_set) = &train_set {
         let sampler = Sampler::from_args(&args, train_set.len(), Some(train_set.lengths()));
         let source = SeqBatches { data: train_set, sampler, collator };
@@ -766,7 +779,10 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
         });
         let val_ref = val_set.as_ref();
         let mut evaluator = |m: &mut EncoderClassifier| match val_ref {
-            Some(v) => m.evaluate(v, eval_bs, collator).map(|e| e.metrics),
+            Some(v) => m.evaluate(v, eval_bs, collator).map(|e| {
+                last_details = e.details;
+                e.metrics
+            }),
             None => Err(finetune_train::TrainError::Args("no validation data".into())),
         };
         let ev: Option<&mut dyn Evaluator<EncoderClassifier>> =
@@ -782,6 +798,7 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
         if let Some(mut m) = output.eval_metrics.filter(|_| do_eval) {
             m.insert("eval_samples".into(), val_set.as_ref().map_or(0, SeqDataset::len) as f64);
             save_metrics(&out, "eval", &m)?;
+            report_cmd::save_details(&out, "eval", &last_details)?;
             eval_metrics = Some(m);
         }
     } else {
@@ -789,8 +806,9 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
     }
     if do_eval && eval_metrics.is_none() {
         if let Some(v) = &val_set {
-            let (m, _) = evaluate_split(&mut model, v, eval_bs, collator, "eval")?;
+            let (m, ev) = evaluate_split(&mut model, v, eval_bs, collator, "eval")?;
             save_metrics(&out, "eval", &m)?;
+            report_cmd::save_details(&out, "eval", &ev.details)?;
             eval_metrics = Some(m);
         }
     }
@@ -801,6 +819,7 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
         let (m, ev) = evaluate_split(&mut model, t, eval_bs, collator, "test")?;
         if !matches!(t.targets, finetune_data::SeqTargets::None) {
             save_metrics(&out, "test", &m)?;
+            report_cmd::save_details(&out, "test", &ev.details)?;
             print_metrics("test", &m);
         }
         // run_glue.py's predict_results file: index and predicted label name (regression: the value).
@@ -815,7 +834,7 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
             print!("{}", report_text(&ev.gold, &ev.predictions, &names)?);
         }
     }
-    Ok(())
+    report_cmd::finish_run(&out, report_cmd::run_meta(&run, &args, "train"), &args, started)
 }
 
 /// Loads a saved model for inference: model, tokenizer, label names, effective max length.
@@ -866,6 +885,9 @@ pub fn run_eval(a: EvalArgs) -> Result<()> {
     if !a.json && !ev.gold.is_empty() {
         print!("{}", report_text(&ev.gold, &ev.predictions, &names)?);
         println!();
+        if let Some(d) = &ev.details {
+            report_cmd::print_confusion(d);
+        }
     }
     println!("{}", serde_json::to_string_pretty(&value)?);
     Ok(())
@@ -1053,6 +1075,7 @@ fn run_train_tokens(
         );
     }
     let mut eval_metrics = None;
+    let mut last_details = None;
     if let Some(train_set) = &train_set {
         let sampler = Sampler::from_args(args, train_set.len(), Some(train_set.lengths()));
         let source = TokenBatches { data: train_set, sampler, collator };
@@ -1067,7 +1090,10 @@ fn run_train_tokens(
         });
         let (val_ref, labels_ref) = (val_set.as_ref(), &labels);
         let mut evaluator = |m: &mut EncoderClassifier| match val_ref {
-            Some(v) => m.evaluate_tokens(v, labels_ref, eval_bs, collator, true).map(|e| e.metrics),
+            Some(v) => m.evaluate_tokens(v, labels_ref, eval_bs, collator, true).map(|e| {
+                last_details = e.details;
+                e.metrics
+            }),
             None => Err(finetune_train::TrainError::Args("no validation data".into())),
         };
         let ev: Option<&mut dyn Evaluator<EncoderClassifier>> =
@@ -1082,6 +1108,7 @@ fn run_train_tokens(
         if let Some(mut m) = output.eval_metrics.filter(|_| do_eval) {
             m.insert("eval_samples".into(), val_set.as_ref().map_or(0, TokenDatasetEncoded::len) as f64);
             save_metrics(&out, "eval", &m)?;
+            report_cmd::save_details(&out, "eval", &last_details)?;
             eval_metrics = Some(m);
         }
     } else {
@@ -1089,8 +1116,9 @@ fn run_train_tokens(
     }
     if do_eval && eval_metrics.is_none() {
         if let Some(v) = &val_set {
-            let (m, _) = evaluate_token_split(&mut model, v, &labels, eval_bs, collator, "eval")?;
+            let (m, ev) = evaluate_token_split(&mut model, v, &labels, eval_bs, collator, "eval")?;
             save_metrics(&out, "eval", &m)?;
+            report_cmd::save_details(&out, "eval", &ev.details)?;
             eval_metrics = Some(m);
         }
     }
@@ -1100,6 +1128,7 @@ fn run_train_tokens(
     if let (Some(t), Some((_, sentences))) = (&test_set, &test_split) {
         let (m, ev) = evaluate_token_split(&mut model, t, &labels, eval_bs, collator, "test")?;
         save_metrics(&out, "test", &m)?;
+        report_cmd::save_details(&out, "test", &ev.details)?;
         print_metrics("test", &m);
         write_token_predictions(
             &out.join("predictions.jsonl"),
@@ -1109,6 +1138,9 @@ fn run_train_tokens(
         )?;
         println!("\n***** test classification_report (seqeval, words) *****");
         print!("{}", token_report_text(sentences, &ev.word_tags)?);
+        if let Some(d) = &ev.details {
+            report_cmd::print_token_details(d);
+        }
     }
     Ok(())
 }
@@ -1157,6 +1189,9 @@ fn run_eval_tokens(a: &EvalArgs) -> Result<()> {
     if !a.json {
         print!("{}", token_report_text(&split.1, &ev.word_tags)?);
         println!();
+        if let Some(d) = &ev.details {
+            report_cmd::print_token_details(d);
+        }
     }
     println!("{}", serde_json::to_string_pretty(&value)?);
     Ok(())

@@ -32,13 +32,14 @@ pub mod encoder;
 pub mod eval;
 pub mod progress;
 pub mod state;
+pub mod tensorboard;
 pub mod trainer;
 mod workspace;
 
 pub use data::{Batch, BatchSource, Sampler};
 pub use decoder::{CausalBatch, CausalBatches, CausalLm, CausalRow, LmEvaluation};
 pub use encoder::{EncoderClassifier, Evaluation, SeqBatches, TokenBatches, TokenEvaluation};
-pub use eval::{ClassificationEval, TokenClassificationEval};
+pub use eval::{ClassScores, ClassificationDetails, ClassificationEval, Curve, TokenClassificationEval, TokenDetails};
 pub use progress::ProgressMode;
 pub use state::{last_checkpoint, rotate_checkpoints, sorted_checkpoints, write_atomic, LogEntry, TrainerState};
 pub use trainer::{train, EvalOutput, Evaluator, Resume, TrainOptions, TrainOutput, TrainableModel};

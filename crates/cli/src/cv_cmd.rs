@@ -60,6 +60,7 @@ pub struct CvArgs {
 }
 
 pub fn run_cv(a: CvArgs) -> Result<()> {
+    let started = std::time::Instant::now();
     let (mut run, mut args) = train_cmd::load_config(a.config.as_deref())?;
     let mut flags: Vec<String> = Vec::new();
     let mut flag = |k: &str, v: Option<String>| {
@@ -81,5 +82,6 @@ pub fn run_cv(a: CvArgs) -> Result<()> {
     println!();
     print!("{}", r.table());
     println!("\n{}-fold cross-validation results written to {}", r.folds.len(), r.results_file.display());
-    Ok(())
+    let out = std::path::PathBuf::from(&args.output_dir);
+    crate::report_cmd::finish_run(&out, crate::report_cmd::run_meta(&run, &args, "cv"), &args, started)
 }

@@ -7,6 +7,7 @@ mod gen_eval;
 mod input;
 mod metrics_cmd;
 mod sweep_cmd;
+mod report_cmd;
 mod train_cmd;
 
 use clap::{Parser, Subcommand};
@@ -46,6 +47,8 @@ enum Command {
     Compare(decoder_cmd::CompareArgs),
     /// Sliding-window perplexity of a text set (Hugging Face's perplexity guide).
     Perplexity(decoder_cmd::PerplexityArgs),
+    /// A self-contained HTML report (inline SVG plots) of one or more run directories, runs overlaid.
+    Report(report_cmd::ReportArgs),
     /// Merge a LoRA adapter into its base model and save a full Hugging Face model directory.
     Merge(decoder_cmd::MergeArgs),
 }
@@ -65,6 +68,7 @@ fn main() {
         Command::Merge(a) => decoder_cmd::run_merge(a),
         Command::Cv(a) => cv_cmd::run_cv(*a),
         Command::Sweep(a) => sweep_cmd::run_sweep(*a),
+        Command::Report(a) => report_cmd::run_report(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -238,10 +238,11 @@ pub(crate) fn train_config(a: &TrainArgs) -> Result<(workflow::RunConfig, Traini
 }
 
 pub fn run_train(a: TrainArgs) -> Result<()> {
+    let started = std::time::Instant::now();
     let (run, args) = train_config(&a)?;
     let opts = RunOptions { progress: progress_mode(&a.progress), print: true, on_evaluate: None };
-    workflow::train(&run, &args, &opts)?;
-    Ok(())
+    let r = workflow::train(&run, &args, &opts)?;
+    crate::report_cmd::finish_run(&r.output_dir, crate::report_cmd::run_meta(&run, &args, "train"), &args, started)
 }
 
 pub fn run_eval(a: EvalArgs) -> Result<()> {

@@ -3,6 +3,7 @@
 //! mirrors in its documentation. Every family also has a streaming accumulator (`update` … `compute`) whose
 //! result equals the one-shot function, and [`call`] exposes everything as JSON for other languages.
 
+pub mod calibration;
 pub mod call;
 pub mod common;
 pub mod error;

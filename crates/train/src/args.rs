@@ -117,6 +117,34 @@ pub struct TrainingArguments {
     pub group_by_length: bool,
     pub dataloader_drop_last: bool,
     pub label_smoothing_factor: f64,
+    /// Where to report logs besides `trainer_state.json`: `["tensorboard"]` (event files in
+    /// `output_dir/runs/`), or empty / `"none"`. A string or a list, as HF accepts.
+    #[serde(deserialize_with = "string_or_list")]
+    pub report_to: Vec<String>,
+}
+
+/// `report_to` values that are implemented.
+pub const REPORT_TO: &[&str] = &["none", "tensorboard", "all"];
+
+fn string_or_list<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
+}
+
+/// `--set report_to=tensorboard` or `report_to=a,b`.
+impl SetValue for Vec<String> {
+    const EXPECTED: &'static str = "a name or a comma-separated list of names";
+    fn parse_set(s: &str) -> Option<Self> {
+        Some(s.split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect())
+    }
 }
 
 impl Default for TrainingArguments {
@@ -155,6 +183,7 @@ impl Default for TrainingArguments {
             group_by_length: false,
             dataloader_drop_last: false,
             label_smoothing_factor: 0.0,
+            report_to: Vec::new(),
         }
     }
 }
@@ -283,6 +312,7 @@ settable!(
     group_by_length,
     dataloader_drop_last,
     label_smoothing_factor,
+    report_to,
 );
 
 impl TrainingArguments {
@@ -311,6 +341,14 @@ impl TrainingArguments {
     /// Derives defaults and validates as HF's `TrainingArguments.__post_init__` does (messages are HF's).
     pub fn finalize(&mut self) -> Result<()> {
         let err = |m: String| Err(TrainError::Args(m));
+        let unsupported: Vec<String> =
+            self.report_to.iter().filter(|r| !REPORT_TO.contains(&r.as_str())).map(|r| format!("{r:?}")).collect();
+        if !unsupported.is_empty() {
+            return err(format!(
+                "report_to: {} not supported (supported: \"tensorboard\", \"all\" = tensorboard, \"none\")",
+                unsupported.join(", ")
+            ));
+        }
         if self.eval_strategy == IntervalStrategy::Steps && self.eval_steps.is_none_or(|s| s == 0.0) {
             if self.logging_steps > 0.0 {
                 self.eval_steps = Some(self.logging_steps);
@@ -453,6 +491,11 @@ impl TrainingArguments {
     }
 
     /// The metric key compared for the best model, prefixed with `eval_` as HF does.
+    /// Whether TensorBoard event files are written (`report_to` has "tensorboard" or "all").
+    pub fn report_to_tensorboard(&self) -> bool {
+        self.report_to.iter().any(|r| r == "tensorboard" || r == "all")
+    }
+
     pub fn best_metric_key(&self) -> Option<String> {
         self.metric_for_best_model
             .as_ref()

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::args::AdamW;
 use crate::data::{Batch, BatchSource, Sampler};
 use crate::error::{Result, TrainError};
-use crate::eval::{ClassificationEval, TokenClassificationEval};
+use crate::eval::{ClassificationDetails, ClassificationEval, TokenClassificationEval, TokenDetails};
 use crate::trainer::{EvalOutput, TrainableModel};
 use crate::workspace::WorkspaceCache;
 
@@ -335,6 +335,9 @@ impl EncoderClassifier {
                 BatchLabels::Class(y) => {
                     let y_true: Vec<usize> = y.iter().map(|&v| v.max(0) as usize).collect();
                     acc.add_batch(loss, &y_true, &out.predictions[start..])?;
+                    if self.problem == ProblemType::SingleLabelClassification {
+                        acc.add_probabilities(&y_true, &out.probabilities[start..])?;
+                    }
                     out.gold.extend(y_true);
                 }
                 BatchLabels::MultiHot { values, .. } => {
@@ -354,6 +357,7 @@ impl EncoderClassifier {
         }
         let n = data.len();
         out.metrics = if labelled && self.problem == ProblemType::SingleLabelClassification {
+            out.details = Some(acc.details(&self.label_names())?);
             acc.finish()?
         } else {
             let mut m = std::collections::BTreeMap::new();
@@ -432,6 +436,7 @@ impl EncoderClassifier {
             }
         }
         out.metrics = if labelled {
+            out.details = Some(acc.details()?);
             acc.finish()?
         } else {
             EvalOutput {
@@ -464,6 +469,8 @@ pub struct Evaluation {
     pub label_sets: Vec<Vec<usize>>,
     /// Gold class per example (single-label data only).
     pub gold: Vec<usize>,
+    /// Single-label with gold labels: confusion matrix, per-class scores, ROC/PR curves and calibration.
+    pub details: Option<ClassificationDetails>,
 }
 
 /// Output of [`EncoderClassifier::evaluate_tokens`].
@@ -472,6 +479,8 @@ pub struct TokenEvaluation {
     pub metrics: EvalOutput,
     /// Per sentence, one predicted tag per word, in input order.
     pub word_tags: Vec<Vec<String>>,
+    /// With gold tags: per-type entity reports (default and strict mode) and the per-tag token report.
+    pub details: Option<TokenDetails>,
 }
 
 fn argmax(row: &[f32]) -> usize {

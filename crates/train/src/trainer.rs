@@ -160,6 +160,8 @@ struct Run<'a, M: TrainableModel, E: Evaluator<M> + ?Sized> {
     events: Option<std::fs::File>,
     in_step_end: bool,
     on_evaluate: Option<EvalCallback>,
+    /// `report_to = ["tensorboard"]`.
+    tensorboard: Option<crate::tensorboard::EventWriter>,
 }
 
 fn round_to(x: f64, digits: i32) -> f64 {
@@ -283,6 +285,11 @@ where
     }
 
     let progress = Progress::new(options.progress, plan.max_steps, state.global_step, plan.total_train_batch_size);
+    let tensorboard = if args.report_to_tensorboard() {
+        Some(crate::tensorboard::EventWriter::in_output_dir(&output_dir)?)
+    } else {
+        None
+    };
     let mut run = Run {
         args,
         model,
@@ -297,6 +304,7 @@ where
         events: Some(events),
         in_step_end: false,
         on_evaluate: options.on_evaluate.clone(),
+        tensorboard,
     };
     run.event(
         "train_begin",
@@ -476,6 +484,13 @@ impl<M: TrainableModel, E: Evaluator<M> + ?Sized> Run<'_, M, E> {
         logs.insert("epoch".into(), json!(self.state.epoch));
         logs.insert("step".into(), json!(self.state.global_step));
         self.event("log", Value::Object(logs.clone()));
+        if let Some(tb) = &mut self.tensorboard {
+            let scalars = logs.iter().filter(|(k, _)| k.as_str() != "step").filter_map(|(k, v)| Some((k, v.as_f64()?)));
+            if let Err(e) = tb.add_scalars(self.state.global_step, scalars) {
+                self.progress.message(&format!("TensorBoard logging stopped: {e}"));
+                self.tensorboard = None;
+            }
+        }
         self.state.log_history.push(logs);
     }
 

@@ -351,12 +351,16 @@ pub fn train(run: &RunConfig, args: &TrainingArguments, opts: &RunOptions) -> Re
     }
 
     let mut result = TrainResult::new(&out);
+    let mut last_details = None;
     if let Some(train_set) = &train_set {
         let sampler = Sampler::from_args(args, train_set.len(), Some(train_set.lengths()));
         let source = SeqBatches { data: train_set, sampler, collator };
         let val_ref = val_set.as_ref();
         let mut evaluator = |m: &mut EncoderClassifier| match val_ref {
-            Some(v) => m.evaluate(v, eval_bs, collator).map(|e| e.metrics),
+            Some(v) => m.evaluate(v, eval_bs, collator).map(|e| {
+                last_details = e.details;
+                e.metrics
+            }),
             None => Err(TrainError::Args("no validation data".into())),
         };
         let ev: Option<&mut dyn Evaluator<EncoderClassifier>> =
@@ -373,6 +377,7 @@ pub fn train(run: &RunConfig, args: &TrainingArguments, opts: &RunOptions) -> Re
         if let Some(mut m) = output.eval_metrics.filter(|_| do_eval) {
             m.insert("eval_samples".into(), val_set.as_ref().map_or(0, SeqDataset::len) as f64);
             save_metrics(&out, "eval", &m)?;
+            save_details(&out, "eval", &last_details)?;
             result.eval_metrics = Some(m);
         }
     } else {
@@ -380,8 +385,9 @@ pub fn train(run: &RunConfig, args: &TrainingArguments, opts: &RunOptions) -> Re
     }
     if do_eval && result.eval_metrics.is_none() {
         if let Some(v) = &val_set {
-            let (m, _) = evaluate_split(&mut model, v, eval_bs, collator, "eval")?;
+            let (m, ev) = evaluate_split(&mut model, v, eval_bs, collator, "eval")?;
             save_metrics(&out, "eval", &m)?;
+            save_details(&out, "eval", &ev.details)?;
             result.eval_metrics = Some(m);
         }
     }
@@ -392,6 +398,7 @@ pub fn train(run: &RunConfig, args: &TrainingArguments, opts: &RunOptions) -> Re
         let (m, ev) = evaluate_split(&mut model, t, eval_bs, collator, "test")?;
         if !matches!(t.targets, SeqTargets::None) {
             save_metrics(&out, "test", &m)?;
+            save_details(&out, "test", &ev.details)?;
             opts.print_metrics("test", &m);
             result.test_metrics = Some(m);
         }
@@ -457,7 +464,12 @@ pub fn evaluate(model: &str, data: &Path, opts: &InferOptions) -> Result<EvalRes
     let data = encode(&tok, &(path, examples), &labels, max_len, problem)?;
     let collator = Collator { pad_token_id: tok.pad_token_id(), pad_to_multiple_of: Some(8) };
     let (metrics, ev) = evaluate_split(&mut model, &data, c.batch_size.max(1), collator, "eval")?;
-    let report = if ev.gold.is_empty() { None } else { Some(report_text(&ev.gold, &ev.predictions, &names)?) };
+    let report = if ev.gold.is_empty() {
+        None
+    } else {
+        let confusion = ev.details.as_ref().map(confusion_text).unwrap_or_default();
+        Some(format!("{}\n{confusion}", report_text(&ev.gold, &ev.predictions, &names)?))
+    };
     Ok(EvalResult { metrics, report })
 }
 
@@ -644,12 +656,16 @@ fn train_tokens(
         );
     }
     let mut result = TrainResult::new(&out);
+    let mut last_details = None;
     if let Some(train_set) = &train_set {
         let sampler = Sampler::from_args(args, train_set.len(), Some(train_set.lengths()));
         let source = TokenBatches { data: train_set, sampler, collator };
         let (val_ref, labels_ref) = (val_set.as_ref(), &labels);
         let mut evaluator = |m: &mut EncoderClassifier| match val_ref {
-            Some(v) => m.evaluate_tokens(v, labels_ref, eval_bs, collator, true).map(|e| e.metrics),
+            Some(v) => m.evaluate_tokens(v, labels_ref, eval_bs, collator, true).map(|e| {
+                last_details = e.details;
+                e.metrics
+            }),
             None => Err(TrainError::Args("no validation data".into())),
         };
         let ev: Option<&mut dyn Evaluator<EncoderClassifier>> =
@@ -665,6 +681,7 @@ fn train_tokens(
         if let Some(mut m) = output.eval_metrics.filter(|_| do_eval) {
             m.insert("eval_samples".into(), val_set.as_ref().map_or(0, TokenDatasetEncoded::len) as f64);
             save_metrics(&out, "eval", &m)?;
+            save_details(&out, "eval", &last_details)?;
             result.eval_metrics = Some(m);
         }
     } else {
@@ -672,8 +689,9 @@ fn train_tokens(
     }
     if do_eval && result.eval_metrics.is_none() {
         if let Some(v) = &val_set {
-            let (m, _) = evaluate_token_split(&mut model, v, &labels, eval_bs, collator, "eval")?;
+            let (m, ev) = evaluate_token_split(&mut model, v, &labels, eval_bs, collator, "eval")?;
             save_metrics(&out, "eval", &m)?;
+            save_details(&out, "eval", &ev.details)?;
             result.eval_metrics = Some(m);
         }
     }
@@ -683,6 +701,7 @@ fn train_tokens(
     if let (Some(t), Some((_, sentences))) = (&test_set, &test_split) {
         let (m, ev) = evaluate_token_split(&mut model, t, &labels, eval_bs, collator, "test")?;
         save_metrics(&out, "test", &m)?;
+        save_details(&out, "test", &ev.details)?;
         opts.print_metrics("test", &m);
         result.test_metrics = Some(m);
         write_token_predictions(
@@ -694,6 +713,9 @@ fn train_tokens(
         if opts.print {
             println!("\n***** test classification_report (seqeval, words) *****");
             print!("{}", token_report_text(sentences, &ev.word_tags)?);
+            if let Some(d) = &ev.details {
+                print!("{}", token_details_text(d));
+            }
         }
     }
     Ok(result)
@@ -738,7 +760,8 @@ fn evaluate_tokens(model: &str, data: &Path, c: &InferOptions) -> Result<EvalRes
     let data = encode_tokens(&tok, &split, &labels, c.label_all_tokens, max_len)?;
     let collator = Collator { pad_token_id: tok.pad_token_id(), pad_to_multiple_of: Some(8) };
     let (metrics, ev) = evaluate_token_split(&mut model, &data, &labels, c.batch_size.max(1), collator, "eval")?;
-    Ok(EvalResult { metrics, report: Some(token_report_text(&split.1, &ev.word_tags)?) })
+    let details = ev.details.as_ref().map(token_details_text).unwrap_or_default();
+    Ok(EvalResult { metrics, report: Some(format!("{}\n{details}", token_report_text(&split.1, &ev.word_tags)?)) })
 }
 
 fn predict_tokens(model: &str, data: &Path, out: &Path, c: &InferOptions) -> Result<PredictResult> {
@@ -762,4 +785,60 @@ fn token_model(spec: &str) -> Result<bool> {
     let dir = resolve_model_dir(spec)?;
     let dir = if dir.is_file() { dir.parent().map(Path::to_path_buf).unwrap_or_default() } else { dir };
     Ok(is_token_model(&EncoderConfig::from_file(dir.join("config.json"))?))
+}
+
+/// Writes `{split}_details.json` (confusion matrix, curves, calibration, NER reports) for `finetune report`.
+pub fn save_details<T: serde::Serialize>(out: &Path, split: &str, details: &Option<T>) -> Result<()> {
+    if let Some(d) = details {
+        let value = serde_json::to_value(d).map_err(|e| anyhow!("{split}_details.json: {e}"))?;
+        write_json_file(&out.join(format!("{split}_details.json")), &value)?;
+    }
+    Ok(())
+}
+
+/// The confusion matrix as text (rows gold, columns predicted), printed after the classification report.
+pub fn confusion_text(d: &crate::ClassificationDetails) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    if d.confusion_matrix.is_empty() {
+        return s;
+    }
+    let w = d.labels.iter().map(|l| l.chars().count()).max().unwrap_or(1).max(6);
+    let _ = writeln!(s, "confusion matrix (rows: gold, columns: predicted)");
+    let _ = write!(s, "{:>w$}", "");
+    for l in &d.labels {
+        let _ = write!(s, " {l:>w$}");
+    }
+    let _ = writeln!(s);
+    for (l, row) in d.labels.iter().zip(&d.confusion_matrix) {
+        let _ = write!(s, "{l:>w$}");
+        for v in row {
+            let _ = write!(s, " {v:>w$}");
+        }
+        let _ = writeln!(s);
+    }
+    s
+}
+
+/// The strict-mode entity report and the token-level tag report of a NER evaluation.
+pub fn token_details_text(d: &crate::TokenDetails) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let mut table = |title: &str, rows: &[crate::ClassScores]| {
+        if rows.is_empty() {
+            return;
+        }
+        let w = rows.iter().map(|r| r.label.chars().count()).max().unwrap_or(1).max(12);
+        let _ = writeln!(s, "\n{title}");
+        let _ = writeln!(s, "{:>w$}  {:>9} {:>9} {:>9} {:>9}", "", "precision", "recall", "f1-score", "support");
+        for r in rows {
+            let _ = writeln!(s, "{:>w$}  {:>9.4} {:>9.4} {:>9.4} {:>9}", r.label, r.precision, r.recall, r.f1, r.support);
+        }
+    };
+    table(
+        &format!("entities, strict mode ({})", d.scheme.as_deref().unwrap_or("no scheme fits the tags")),
+        &d.entities_strict,
+    );
+    table("tokens (classification_report over tags)", &d.tags);
+    s
 }

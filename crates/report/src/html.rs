@@ -100,11 +100,13 @@ pub fn render(runs: &[Run]) -> String {
     );
     summary(&mut o, runs);
     hyperparameters(&mut o, runs);
+    for r in runs {
+        cv_section(&mut o, r);
+    }
     training_curves(&mut o, runs);
     eval_curves(&mut o, runs);
     final_metrics(&mut o, runs);
     for r in runs {
-        cv_section(&mut o, r);
         for (split, d) in &r.details {
             details(&mut o, r, split, d, runs.len() > 1);
         }
@@ -281,22 +283,20 @@ fn cv_section(o: &mut String, r: &Run) {
         .map(|m| m.keys().filter(|k| !is_speed(k)).cloned().collect())
         .unwrap_or_default();
     keys.sort();
-    let _ = write!(o, "<h2>Cross-validation: {}</h2><table><thead><tr><th>fold</th>", escape(&r.name));
-    for k in &keys {
-        let _ = write!(o, "<th>{}</th>", escape(k));
-    }
-    o.push_str("</tr></thead><tbody>");
+    // One row per metric, one column per fold, then mean and std (ddof=1): narrow enough for many metrics.
+    let _ = write!(o, "<h2>Cross-validation: {}</h2><table><thead><tr><th>metric</th>", escape(&r.name));
     for f in &folds {
-        let _ = write!(o, "<tr><td>{}</td>", escape(&f.get("fold").map(|v| v.to_string()).unwrap_or_default()));
-        for k in &keys {
+        let _ = write!(o, "<th>fold {}</th>", escape(&f.get("fold").map(|v| v.to_string()).unwrap_or_default()));
+    }
+    o.push_str("<th>mean</th><th>std</th></tr></thead><tbody>");
+    for k in &keys {
+        let _ = write!(o, "<tr><td>{}</td>", escape(k));
+        for f in &folds {
             let _ = write!(o, "<td>{}</td>", cell(f.get(k).and_then(Value::as_f64)));
         }
-        o.push_str("</tr>");
-    }
-    for stat in ["mean", "std"] {
-        let _ = write!(o, "<tr class=\"diff\"><td>{stat}</td>");
-        for k in &keys {
-            let _ = write!(o, "<td>{}</td>", cell(cv.get(stat).and_then(|m| m.get(k)).and_then(Value::as_f64)));
+        for stat in ["mean", "std"] {
+            let v = cv.get(stat).and_then(|m| m.get(k)).and_then(Value::as_f64);
+            let _ = write!(o, "<td class=\"diff\">{}</td>", cell(v));
         }
         o.push_str("</tr>");
     }

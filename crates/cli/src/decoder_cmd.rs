@@ -387,6 +387,7 @@ fn lm_metrics(
 }
 
 pub fn run_sft(a: SftArgs) -> Result<()> {
+    let started = std::time::Instant::now();
     let (run, args) = load_sft_config(a.config.as_deref(), &a.set)?;
     let Some(spec) = run.model_name_or_path.clone() else {
         bail!("key `model_name_or_path` is required (in the config or --set)")
@@ -498,7 +499,20 @@ pub fn run_sft(a: SftArgs) -> Result<()> {
         save_metrics(&out, "test", &m)?;
         print_metrics("test", &m);
     }
-    Ok(())
+    let mut meta = serde_json::Map::new();
+    meta.insert("command".into(), "sft".into());
+    meta.insert("task".into(), (if run.use_peft { "causal-lm (LoRA)" } else { "causal-lm" }).into());
+    for (k, v) in [
+        ("model_name_or_path", &run.model_name_or_path),
+        ("train_file", &run.train_file),
+        ("validation_file", &run.validation_file),
+        ("test_file", &run.test_file),
+    ] {
+        if let Some(v) = v {
+            meta.insert(k.into(), v.clone().into());
+        }
+    }
+    crate::report_cmd::finish_run(&out, meta, &args, started)
 }
 
 struct GenOptions {

@@ -49,6 +49,8 @@ enum Command {
     Perplexity(decoder_cmd::PerplexityArgs),
     /// A self-contained HTML report (inline SVG plots) of one or more run directories, runs overlaid.
     Report(report_cmd::ReportArgs),
+    /// One line per run found under a directory (task, model, hyper-parameters, final metrics, wall time).
+    Runs(report_cmd::RunsArgs),
     /// Merge a LoRA adapter into its base model and save a full Hugging Face model directory.
     Merge(decoder_cmd::MergeArgs),
 }
@@ -69,6 +71,7 @@ fn main() {
         Command::Cv(a) => cv_cmd::run_cv(*a),
         Command::Sweep(a) => sweep_cmd::run_sweep(*a),
         Command::Report(a) => report_cmd::run_report(a),
+        Command::Runs(a) => report_cmd::run_runs(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

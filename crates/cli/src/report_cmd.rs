@@ -35,6 +35,46 @@ pub fn run_report(a: ReportArgs) -> Result<()> {
     Ok(())
 }
 
+/// `finetune runs DIR [--sort COLUMN [--desc]] [--diff A B]`.
+#[derive(Args, Debug)]
+#[command(after_help = "Lists every run directory under DIR (train or cv output: trainer_state.json, \
+all_results.json or cv_results.json): task, model, learning rate, epochs, batch size, seed, the final eval_* metrics \
+(cv: the fold means) and the wall time.\n\nExamples:\n  finetune runs bench-out --sort eval_accuracy --desc\n  \
+finetune runs bench-out --diff lr-2e-5 lr-5e-5")]
+pub struct RunsArgs {
+    /// Directory to search (up to 4 levels deep).
+    pub dir: PathBuf,
+    /// Sort by this column (a header name, e.g. eval_accuracy, lr, wall_s).
+    #[arg(long)]
+    pub sort: Option<String>,
+    /// Sort in descending order.
+    #[arg(long, requires = "sort")]
+    pub desc: bool,
+    /// Show the settings and final metrics that differ between two runs (paths, or names under DIR).
+    #[arg(long, num_args = 2, value_names = ["A", "B"])]
+    pub diff: Option<Vec<PathBuf>>,
+}
+
+pub fn run_runs(a: RunsArgs) -> Result<()> {
+    if let Some(pair) = &a.diff {
+        let load = |p: &PathBuf| {
+            let path = if p.is_dir() { p.clone() } else { a.dir.join(p) };
+            let mut r = finetune_report::Run::load(&path)?;
+            r.name = p.display().to_string();
+            Ok::<_, anyhow::Error>(r)
+        };
+        let (x, y) = (load(&pair[0])?, load(&pair[1])?);
+        print!("{}", finetune_report::runs::diff(&x, &y));
+        return Ok(());
+    }
+    let runs = finetune_report::runs::find_runs(&a.dir)?;
+    if runs.is_empty() {
+        anyhow::bail!("{}: no run directories found", a.dir.display());
+    }
+    print!("{}", finetune_report::runs::runs_table(&runs, a.sort.as_deref(), a.desc)?);
+    Ok(())
+}
+
 /// The run settings that describe a run in its report (data files, model, task).
 pub(crate) fn run_meta(run: &RunConfig, _args: &TrainingArguments, command: &str) -> Map<String, Value> {
     let mut m = Map::new();

@@ -126,3 +126,15 @@ fn report_of_a_directory_that_is_not_a_run_is_a_one_line_error() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("trainer_state.json: line"));
 }
+
+#[test]
+fn cv_writes_a_report_with_the_fold_table_and_fold_curves() {
+    let s = setup();
+    let cfg = config(&s, "cv", "max_steps = 2\n");
+    ok(finetune(&["cv", "--config", cfg.to_str().unwrap_or_default(), "--folds", "2", "--progress", "off"]));
+    let html = std::fs::read_to_string(s.root.join("cv/report.html")).expect("report.html");
+    assert!(html.contains("Cross-validation: cv") && html.contains("<th>fold 2</th>") && html.contains("<th>std</th>"));
+    let loss = html.split("<figure>").find(|f| f.contains(">training loss<")).expect("loss plot");
+    assert_eq!(loss.matches("<path ").count(), 2, "one loss curve per fold");
+    assert_eq!(read_json(&s.root.join("cv/run_config.json"))["command"], "cv");
+}

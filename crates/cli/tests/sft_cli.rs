@@ -74,6 +74,8 @@ fn full_fine_tuning_writes_an_hf_model_and_test_metrics() {
     }
     let preds = std::fs::read_to_string(out.join("predictions.jsonl")).expect("predictions");
     assert_eq!(preds.lines().count(), 4);
+    let report = std::fs::read_to_string(out.join("report.html")).expect("report.html");
+    assert!(report.contains("training loss") && report.contains("test_bleu"), "sft report lacks the loss or metrics");
     // The saved directory loads again (as a plain HF model) for generation.
     let gen_out = tmp.path().join("gen.jsonl");
     let o = ok(finetune(&[

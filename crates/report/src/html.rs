@@ -100,11 +100,13 @@ pub fn render(runs: &[Run]) -> String {
     );
     summary(&mut o, runs);
     hyperparameters(&mut o, runs);
+    for r in runs {
+        cv_section(&mut o, r);
+    }
     training_curves(&mut o, runs);
     eval_curves(&mut o, runs);
     final_metrics(&mut o, runs);
     for r in runs {
-        cv_section(&mut o, r);
         for (split, d) in &r.details {
             details(&mut o, r, split, d, runs.len() > 1);
         }
@@ -281,22 +283,20 @@ fn cv_section(o: &mut String, r: &Run) {
         .map(|m| m.keys().filter(|k| !is_speed(k)).cloned().collect())
         .unwrap_or_default();
     keys.sort();
-    let _ = write!(o, "<h2>Cross-validation: {}</h2><table><thead><tr><th>fold</th>", escape(&r.name));
-    for k in &keys {
-        let _ = write!(o, "<th>{}</th>", escape(k));
-    }
-    o.push_str("</tr></thead><tbody>");
+    // One row per metric, one column per fold, then mean and std (ddof=1): narrow enough for many metrics.
+    let _ = write!(o, "<h2>Cross-validation: {}</h2><table><thead><tr><th>metric</th>", escape(&r.name));
     for f in &folds {
-        let _ = write!(o, "<tr><td>{}</td>", escape(&f.get("fold").map(|v| v.to_string()).unwrap_or_default()));
-        for k in &keys {
+        let _ = write!(o, "<th>fold {}</th>", escape(&f.get("fold").map(|v| v.to_string()).unwrap_or_default()));
+    }
+    o.push_str("<th>mean</th><th>std</th></tr></thead><tbody>");
+    for k in &keys {
+        let _ = write!(o, "<tr><td>{}</td>", escape(k));
+        for f in &folds {
             let _ = write!(o, "<td>{}</td>", cell(f.get(k).and_then(Value::as_f64)));
         }
-        o.push_str("</tr>");
-    }
-    for stat in ["mean", "std"] {
-        let _ = write!(o, "<tr class=\"diff\"><td>{stat}</td>");
-        for k in &keys {
-            let _ = write!(o, "<td>{}</td>", cell(cv.get(stat).and_then(|m| m.get(k)).and_then(Value::as_f64)));
+        for stat in ["mean", "std"] {
+            let v = cv.get(stat).and_then(|m| m.get(k)).and_then(Value::as_f64);
+            let _ = write!(o, "<td class=\"diff\">{}</td>", cell(v));
         }
         o.push_str("</tr>");
     }
@@ -386,12 +386,25 @@ fn curves(v: &Value, prefix: &str) -> Vec<Series> {
                         Some(x) => format!("{label} ({prefix} = {x:.3})"),
                         None => label.to_string(),
                     };
-                    let points = f64s(&c["x"]).into_iter().zip(f64s(&c["y"])).collect();
-                    Series { name, points, markers: false }
+                    let points: Vec<(f64, f64)> = f64s(&c["x"]).into_iter().zip(f64s(&c["y"])).collect();
+                    Series { name, points: thin(points, MAX_CURVE_POINTS), markers: false }
                 })
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Curve points drawn per curve: beyond this a large evaluation set's curve is thinned (the JSON keeps them all).
+const MAX_CURVE_POINTS: usize = 2000;
+
+/// Every k-th point, first and last kept, so that at most about `max` remain (a 640-pixel plot shows no more).
+fn thin(points: Vec<(f64, f64)>, max: usize) -> Vec<(f64, f64)> {
+    if points.len() <= max {
+        return points;
+    }
+    let k = points.len().div_ceil(max);
+    let last = points.len() - 1;
+    points.into_iter().enumerate().filter(|(i, _)| i % k == 0 || *i == last).map(|(_, p)| p).collect()
 }
 
 fn classification(o: &mut String, who: &str, d: &Value) {
@@ -505,5 +518,17 @@ fn token(o: &mut String, who: &str, d: &Value) {
     if !tags.is_empty() {
         o.push_str("<h3>Tokens (sklearn classification_report over tags)</h3>");
         prf_table(o, &tags);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn thinning_keeps_the_ends_and_bounds_the_count() {
+        let pts: Vec<(f64, f64)> = (0..10_001).map(|i| (i as f64, i as f64)).collect();
+        let t = super::thin(pts.clone(), 2000);
+        assert!(t.len() <= 2001 && t.len() > 1000);
+        assert_eq!((t[0], *t.last().unwrap()), (pts[0], pts[10_000]));
+        assert_eq!(super::thin(pts[..5].to_vec(), 2000).len(), 5);
     }
 }

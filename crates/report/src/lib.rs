@@ -14,6 +14,7 @@
 
 pub mod html;
 pub mod run;
+pub mod runs;
 pub mod svg;
 
 use std::path::Path;

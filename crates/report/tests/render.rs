@@ -77,3 +77,26 @@ fn bad_run_directories_are_named() {
     let err = Run::load(&tmp.path().join("missing")).unwrap_err().to_string();
     assert!(err.contains("not a directory"), "{err}");
 }
+
+#[test]
+fn runs_table_lists_sorts_and_diffs() {
+    use finetune_report::runs::{diff, find_runs, runs_table};
+    let tmp = tempfile::tempdir().unwrap();
+    fake_run(&tmp.path().join("a"), 1e-3, "pos");
+    fake_run(&tmp.path().join("sub/b"), 5e-4, "pos");
+    std::fs::create_dir_all(tmp.path().join("a/checkpoint-3")).unwrap();
+    write(&tmp.path().join("a/checkpoint-3"), "trainer_state.json", json!({"log_history": []}));
+    let runs = find_runs(tmp.path()).unwrap();
+    assert_eq!(runs.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["a", "sub/b"]);
+    let t = runs_table(&runs, Some("lr"), false).unwrap();
+    let lines: Vec<&str> = t.lines().collect();
+    assert!(lines[0].starts_with("run") && lines[0].contains("eval_accuracy") && lines[0].contains("lr"));
+    assert!(lines[1].starts_with("sub/b") && lines[2].starts_with("a "), "{t}");
+    let t = runs_table(&runs, Some("lr"), true).unwrap();
+    assert!(t.lines().nth(1).unwrap().starts_with("a "));
+    let err = runs_table(&runs, Some("nope"), false).unwrap_err().to_string();
+    assert!(err.contains("--sort nope: no such column") && err.contains("eval_accuracy"));
+    let d = diff(&runs[0], &runs[1]);
+    assert!(d.lines().any(|l| l.starts_with("learning_rate") && l.contains("0.001") && l.contains("0.0005")), "{d}");
+    assert!(!d.lines().any(|l| l.starts_with("seed")));
+}

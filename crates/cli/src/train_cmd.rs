@@ -327,6 +327,9 @@ pub struct InferArgs {
     /// label_all_tokens).
     #[arg(long)]
     label_all_tokens: bool,
+    /// Matmuls in bfloat16 with f32 accumulation (AMX or AVX512-BF16), as `bf16 = true` in training.
+    #[arg(long)]
+    bf16: bool,
 }
 
 /// Reads the TOML file into run keys and TrainingArguments.
@@ -651,6 +654,15 @@ fn write_predictions(
     Ok(())
 }
 
+/// `bf16 = true` / `--bf16`: switches the model's matmuls to bf16 and says which kernel runs them.
+pub(crate) fn bf16_on(model: &mut EncoderClassifier, on: bool) -> Result<()> {
+    let kernel = model.set_bf16(on)?;
+    if on {
+        eprintln!("bf16: matmuls in bfloat16 with f32 accumulation on the {} kernel", kernel.name());
+    }
+    Ok(())
+}
+
 pub fn run_train(a: TrainArgs) -> Result<()> {
     let (mut run, mut args) = load_config(a.config.as_deref())?;
     let mut flags: Vec<String> = Vec::new();
@@ -739,6 +751,7 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
         args.adamw(),
         args.seed,
     )?;
+    bf16_on(&mut model, args.bf16)?;
     // All inputs are checked; from here on files are written.
     let out = PathBuf::from(&args.output_dir);
     let collator = Collator { pad_token_id: tok.pad_token_id(), pad_to_multiple_of: Some(8) };
@@ -847,6 +860,7 @@ pub fn run_eval(a: EvalArgs) -> Result<()> {
         return run_eval_tokens(&a);
     }
     let (mut model, tok, max_len) = load_for_inference(&a.model, a.common.max_seq_length)?;
+    bf16_on(&mut model, a.common.bf16)?;
     let names = model.label_names();
     let labels = LabelMap::new(names.clone())?;
     let c = &a.common;
@@ -876,6 +890,7 @@ pub fn run_predict(a: PredictArgs) -> Result<()> {
         return run_predict_tokens(&a);
     }
     let (mut model, tok, max_len) = load_for_inference(&a.model, a.common.max_seq_length)?;
+    bf16_on(&mut model, a.common.bf16)?;
     let names = model.label_names();
     let c = &a.common;
     let path = a.data.display().to_string();
@@ -1039,6 +1054,7 @@ fn run_train_tokens(
         args.adamw(),
         args.seed,
     )?;
+    bf16_on(&mut model, args.bf16)?;
     if !do_train && !model.newly_initialized.is_empty() {
         bail!("{spec}: not a token-classification model (no trained head: {})", model.newly_initialized.join(", "));
     }
@@ -1148,6 +1164,7 @@ fn load_token_model(spec: &str, max_seq_length: usize) -> Result<(EncoderClassif
 fn run_eval_tokens(a: &EvalArgs) -> Result<()> {
     let c = &a.common;
     let (mut model, tok, labels, max_len) = load_token_model(&a.model, c.max_seq_length)?;
+    bf16_on(&mut model, c.bf16)?;
     let path = a.data.display().to_string();
     let split = (path.clone(), read_conll(&path)?);
     let data = encode_tokens(&tok, &split, &labels, c.label_all_tokens, max_len)?;
@@ -1165,6 +1182,7 @@ fn run_eval_tokens(a: &EvalArgs) -> Result<()> {
 fn run_predict_tokens(a: &PredictArgs) -> Result<()> {
     let c = &a.common;
     let (mut model, tok, labels, max_len) = load_token_model(&a.model, c.max_seq_length)?;
+    bf16_on(&mut model, c.bf16)?;
     let path = a.data.display().to_string();
     let mut sentences = read_conll(&path)?;
     // The tag column is not read for prediction: any tag (known or not) is replaced by a placeholder.

@@ -117,6 +117,9 @@ pub struct TrainingArguments {
     pub group_by_length: bool,
     pub dataloader_drop_last: bool,
     pub label_smoothing_factor: f64,
+    /// Matmuls in bfloat16 with f32 accumulation (AMX or AVX512-BF16 when the CPU has them); master weights,
+    /// LayerNorm, softmax, losses and AdamW stay f32, and checkpoints are saved in f32.
+    pub bf16: bool,
 }
 
 impl Default for TrainingArguments {
@@ -155,6 +158,7 @@ impl Default for TrainingArguments {
             group_by_length: false,
             dataloader_drop_last: false,
             label_smoothing_factor: 0.0,
+            bf16: false,
         }
     }
 }
@@ -283,6 +287,7 @@ settable!(
     group_by_length,
     dataloader_drop_last,
     label_smoothing_factor,
+    bf16,
 );
 
 impl TrainingArguments {

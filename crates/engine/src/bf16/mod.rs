@@ -25,6 +25,7 @@
 
 mod amx;
 mod avx512;
+pub mod linear;
 
 use std::sync::OnceLock;
 

@@ -220,3 +220,75 @@ fn kernel_names_parse() {
     }
     eprintln!("bf16 kernel detected on this CPU: {}", Kernel::detect().name());
 }
+
+/// Worst case of rounding both factors of every product to bf16: |Σ x·w − Σ bf16(x)·bf16(w)| ≤ 2⁻⁸ Σ |x·w|
+/// (each product is off by at most (1 + 2⁻⁹)² − 1), plus f32 summation slack.
+fn bf16_bound(terms: impl Iterator<Item = f64>) -> f64 {
+    terms.map(f64::abs).sum::<f64>() * (2f64.powi(-8) + 1e-6) + 1e-6
+}
+
+#[test]
+fn linear_in_bf16_matches_f32_within_rounding() {
+    use crate::kernels::linear as f32lin;
+    let (n, ci, co) = (40, 64, 48);
+    let x = rand_vec(n * ci, 11);
+    let w = rand_vec(co * ci, 12);
+    let b = rand_vec(co, 13);
+    let dout = rand_vec(n * co, 14);
+    let shared = linear::SharedWeights::new();
+    let ctx = Some((&shared, 1));
+    let name = Kernel::current().name();
+    if Kernel::current() == Kernel::F32 {
+        eprintln!("linear_in_bf16_matches_f32_within_rounding: no bf16 kernel on this CPU, checking the f32 fallback");
+    }
+    let mut out = vec![0.0; n * co];
+    linear::forward(ctx, &mut out, &x, &w, Some(&b), n, ci, co);
+    let mut want = vec![0.0; n * co];
+    f32lin::reference::forward(&mut want, &x, &w, Some(&b), n, ci, co);
+    let mut rounded = false;
+    for i in 0..n {
+        for o in 0..co {
+            let bound = bf16_bound((0..ci).map(|p| x[i * ci + p] as f64 * w[o * ci + p] as f64));
+            let err = (out[i * co + o] - want[i * co + o]).abs() as f64;
+            assert!(err <= bound, "{name} forward[{i},{o}]: error {err} > {bound}");
+            rounded |= err > 1e-5;
+        }
+    }
+    assert_eq!(rounded, Kernel::current() != Kernel::F32, "{name}: bf16 rounding visible iff a bf16 kernel runs");
+
+    let (mut dx, mut dw, mut db) = (vec![0.0; n * ci], vec![0.5; co * ci], vec![0.0; co]);
+    linear::backward(ctx, Some(&mut dx), Some(&mut dw), Some(&mut db), &dout, &x, &w, n, ci, co, false);
+    let (mut rdx, mut rdw, mut rdb) = (vec![0.0; n * ci], vec![0.5; co * ci], vec![0.0; co]);
+    f32lin::reference::backward(&mut rdx, &mut rdw, &mut rdb, &dout, &x, &w, n, ci, co);
+    for i in 0..n {
+        for p in 0..ci {
+            let bound = bf16_bound((0..co).map(|o| dout[i * co + o] as f64 * w[o * ci + p] as f64));
+            assert!((dx[i * ci + p] - rdx[i * ci + p]).abs() as f64 <= bound, "{name} dinp[{i},{p}]");
+        }
+    }
+    for o in 0..co {
+        for p in 0..ci {
+            let bound = bf16_bound((0..n).map(|i| dout[i * co + o] as f64 * x[i * ci + p] as f64)) + 1e-6;
+            assert!((dw[o * ci + p] - rdw[o * ci + p]).abs() as f64 <= bound, "{name} dweight[{o},{p}]");
+        }
+        assert!((db[o] - rdb[o]).abs() <= 1e-5, "{name} dbias[{o}] is f32");
+    }
+
+    // The cached weight copy is reused within a version and rebuilt at the next.
+    let w2: Vec<f32> = w.iter().map(|v| -v).collect();
+    let mut same = vec![0.0; n * co];
+    // Same address and version, new contents: still the old copy (by design: the version says when to repack).
+    let mut w_mut = w.clone();
+    linear::forward(Some((&shared, 7)), &mut same, &x, &w_mut, None, n, ci, co);
+    w_mut.copy_from_slice(&w2);
+    let mut stale = vec![0.0; n * co];
+    linear::forward(Some((&shared, 7)), &mut stale, &x, &w_mut, None, n, ci, co);
+    let mut fresh = vec![0.0; n * co];
+    linear::forward(Some((&shared, 8)), &mut fresh, &x, &w_mut, None, n, ci, co);
+    for ((s, t), f) in same.iter().zip(&stale).zip(&fresh) {
+        if Kernel::current() != Kernel::F32 {
+            assert_eq!(s, t);
+        }
+        assert_eq!(*f, -*s);
+    }
+}

@@ -6,7 +6,7 @@
 //! [`crate::matmul::gemm_view`]: strided [`View`]s (so transposed operands cost nothing extra), `scale`,
 //! `accumulate` and [`Par`].
 //!
-//! Three kernels, chosen at run time ([`Kernel::detect`], or forced with `FINETUNE_BF16_KERNEL`):
+//! Three kernels, chosen at run time ([`Kernel::detect`]: AMX, else f32; or forced with `FINETUNE_BF16_KERNEL`):
 //! - [`Kernel::Amx`]: Intel AMX tiles (`tdpbf16ps`, Sapphire Rapids and later), 32 × 32 blocks of C held in
 //!   four tile registers while the whole k dimension streams through two A and two B tiles.
 //! - [`Kernel::Avx512Bf16`]: `vdpbf16ps` on 512-bit registers (AMD Zen 4, Intel Cooper Lake / without AMX),
@@ -85,9 +85,15 @@ impl Kernel {
         })
     }
 
-    /// The fastest kernel this CPU runs: AMX, then AVX512-BF16, then f32.
+    /// The default kernel: AMX where the CPU has it, else f32. The AVX512-BF16 kernel runs only when forced
+    /// (`FINETUNE_BF16_KERNEL=avx512bf16`): measured on a Sapphire Rapids it reaches half of the f32 kernel's
+    /// throughput (BENCHMARKS.md, "bf16"), so it is not chosen until it is faster somewhere.
     pub fn detect() -> Kernel {
-        [Kernel::Amx, Kernel::Avx512Bf16].into_iter().find(|k| k.available()).unwrap_or(Kernel::F32)
+        if Kernel::Amx.available() {
+            Kernel::Amx
+        } else {
+            Kernel::F32
+        }
     }
 
     /// Parses a `FINETUNE_BF16_KERNEL` value and checks that the CPU runs it.

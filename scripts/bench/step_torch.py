@@ -1,6 +1,10 @@
 """PyTorch baseline for scripts/bench/step.sh: the same MiniLM-shaped BERT, batch and step as
 crates/models/examples/bench_step.rs (forward only in eval/no_grad; train step = forward with dropout +
-cross-entropy + backward + clip_grad_norm_(1.0) + AdamW), median over timed steps after warm-up, peak RSS."""
+cross-entropy + backward + clip_grad_norm_(1.0) + AdamW), median over timed steps after warm-up, peak RSS.
+--bf16: forward (and loss) under torch.autocast("cpu", dtype=torch.bfloat16), as HF Trainer's bf16=True does;
+backward, clipping and AdamW outside it, on the f32 master weights."""
+
+import contextlib
 
 import argparse
 import resource
@@ -19,6 +23,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--layers", type=int, default=6)
+    ap.add_argument("--bf16", action="store_true")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -41,12 +46,16 @@ def main():
     no_decay = [p for n, p in model.named_parameters() if n.endswith("bias") or "LayerNorm" in n]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}], lr=2e-5)
 
+    def autocast():
+        return torch.autocast("cpu", dtype=torch.bfloat16) if a.bf16 else contextlib.nullcontext()
+
     model.eval()
     fwd = []
     with torch.no_grad():
         for i in range(a.warmup + a.steps):
             s = time.perf_counter()
-            model(input_ids=ids, attention_mask=mask, token_type_ids=tt)
+            with autocast():
+                model(input_ids=ids, attention_mask=mask, token_type_ids=tt)
             if i >= a.warmup:
                 fwd.append((time.perf_counter() - s) * 1e3)
 
@@ -59,7 +68,8 @@ def main():
             cpu_start = time.process_time()
         s = time.perf_counter()
         opt.zero_grad()
-        loss = model(input_ids=ids, attention_mask=mask, token_type_ids=tt, labels=labels).loss
+        with autocast():
+            loss = model(input_ids=ids, attention_mask=mask, token_type_ids=tt, labels=labels).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -67,6 +77,7 @@ def main():
             steps.append((time.perf_counter() - s) * 1e3)
 
     print(f"torch {torch.__version__}, attn {model.config._attn_implementation}, {a.threads} threads")
+    print(f"torch precision {'bf16 autocast' if a.bf16 else 'f32'}")
     print(f"torch forward_ms {statistics.median(fwd):.1f}")
     cpu_per_step = (time.process_time() - cpu_start) / a.steps * 1e3
     print(f"torch step_ms {statistics.median(steps):.1f}")

@@ -181,6 +181,9 @@ pub struct InferArgs {
     /// label_all_tokens).
     #[arg(long)]
     label_all_tokens: bool,
+    /// Matmuls in bfloat16 with f32 accumulation (AMX or AVX512-BF16), as `bf16 = true` in training.
+    #[arg(long)]
+    bf16: bool,
 }
 
 impl InferArgs {
@@ -193,6 +196,7 @@ impl InferArgs {
             max_seq_length: self.max_seq_length,
             batch_size: self.batch_size,
             label_all_tokens: self.label_all_tokens,
+            bf16: self.bf16,
         }
     }
 }

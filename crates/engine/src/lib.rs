@@ -7,6 +7,7 @@
 // Numeric kernels index several parallel arrays by the same loop variable; iterator zips would obscure them.
 #![allow(clippy::needless_range_loop)]
 
+pub mod bf16;
 pub mod kernels;
 pub mod math;
 pub mod matmul;

@@ -3,16 +3,21 @@
 //! gradient clipping + AdamW), median over timed steps after warm-up, with a per-kernel breakdown and peak RSS.
 //!
 //! cargo run --release -p finetune-models --example bench_step -- [--batch 16] [--seq 128] [--steps 10]
-//!     [--warmup 2] [--threads 2] [--layers 6]
+//!     [--warmup 2] [--threads 2] [--layers 6] [--bf16]
+//!
+//! `--bf16` runs the linear layers' matmuls in bfloat16 with f32 accumulation (`bf16 = true`) on the kernel
+//! `FINETUNE_BF16_KERNEL` names or the best one the CPU has.
 
 use std::time::Instant;
 
+use finetune_engine::bf16::linear::SharedWeights;
+use finetune_engine::bf16::Kernel;
 use finetune_engine::kernels::adamw::Hyper;
 use finetune_engine::profile;
 use finetune_models::bert::{Batch, BertConfig, BertForSequenceClassification, Labels, Mode, Workspace};
 
 mod common;
-use common::{arg, cpu_ms, median, peak_rss_mib};
+use common::{arg, cpu_ms, flag, median, peak_rss_mib};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
@@ -31,7 +36,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "layer_norm_eps": 1e-12, "num_labels": 2}}"#
     ))?;
     let mut model = BertForSequenceClassification::random(cfg.clone(), 0)?;
-    let mut ws = Workspace::new(&cfg, b, t);
+    let bf16 = flag(&args, "--bf16");
+    let kernel = if bf16 { Kernel::active()? } else { Kernel::F32 };
+    let mut ws = Workspace::new(&cfg, b, t).with_bf16(bf16.then(SharedWeights::new));
     let ids: Vec<u32> = (0..b * t).map(|i| 1000 + (i as u32 * 7919) % 29000).collect();
     let mask = vec![1u32; b * t];
     let tt = vec![0u32; b * t];
@@ -80,6 +87,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "model: MiniLM-shaped BERT, {} layers, {params} parameters; batch {b} x {t}; {threads} threads",
         cfg.num_hidden_layers
     );
+    println!("ours precision {} kernel {}", if bf16 { "bf16" } else { "f32" }, kernel.name());
     println!("ours forward_ms {:.1}", median(&mut fwd));
     println!("ours step_ms {:.1}", median(&mut step_times));
     println!("ours forward_min_ms {:.1}", fwd[0]);

@@ -21,10 +21,12 @@
 
 use std::collections::BTreeMap;
 
+use finetune_engine::bf16::linear as bf16lin;
+use finetune_engine::bf16::linear::SharedWeights;
 use finetune_engine::kernels::attention::{self, Shape};
 use finetune_engine::kernels::dropout::{self, Dropout};
 use finetune_engine::kernels::{
-    adamw, bce_with_logits, clip_grad, cross_entropy, embedding, gelu, layernorm, linear, mse, pooler, relu, residual,
+    adamw, bce_with_logits, clip_grad, cross_entropy, embedding, gelu, layernorm, mse, pooler, relu, residual,
 };
 use finetune_engine::matmul::matmul;
 use finetune_engine::{StateDict, Tensor};
@@ -453,6 +455,8 @@ pub struct Workspace {
     /// Receives a frozen LayerNorm's parameter gradients, which its kernel computes with the input gradient.
     dln_scratch: Vec<f32>,
     mode: Option<Mode>,
+    /// `bf16 = true`: the model's bf16 weight copies (shared by its workspaces); `None` runs in f32.
+    bf16: Option<SharedWeights>,
 }
 
 impl Workspace {
@@ -466,6 +470,13 @@ impl Workspace {
     /// backward pass. A 6-layer model at 64 × 256 tokens needs about a quarter of [`new`](Self::new)'s memory.
     pub fn for_inference(cfg: &BertConfig, batch: usize, seq: usize) -> Self {
         Self::build(cfg, batch, seq, true)
+    }
+
+    /// Runs the linear layers' matmuls in bf16 with f32 accumulation (`bf16 = true`), with the weights' bf16
+    /// copies kept in `weights` (share one among a model's workspaces), or in f32 with `None`.
+    pub fn with_bf16(mut self, weights: Option<SharedWeights>) -> Self {
+        self.bf16 = weights;
+        self
     }
 
     fn build(cfg: &BertConfig, batch: usize, seq: usize, inference: bool) -> Self {
@@ -532,6 +543,7 @@ impl Workspace {
             dhead: zb(batch * c),
             dln_scratch: zb(2 * c),
             mode: None,
+            bf16: None,
         }
     }
 }
@@ -828,6 +840,9 @@ impl BertForSequenceClassification {
         let p = &self.params;
         let o = &self.off;
         let s = |off: usize, len: usize| &p[off..off + len];
+        // bf16 weight copies are valid for one optimizer step.
+        let w16 = ws.bf16.clone();
+        let lc: bf16lin::Ctx = w16.as_ref().map(|w| (w, weights_version(w, self.step)));
         let eps = cfg.layer_norm_eps;
         ws.mode = Some(mode);
 
@@ -901,7 +916,7 @@ impl BertForSequenceClassification {
         for (li, lo) in o.layers.iter().enumerate() {
             let (prev, a) = layer_acts(&mut ws.layers, li);
             let inp: &[f32] = prev.map_or(&ws.emb_out, |p| &p.out);
-            linear::forward(&mut a.qkv, inp, s(lo.qkv_w, 3 * c * c), Some(s(lo.qkv_b, 3 * c)), n, c, 3 * c);
+            bf16lin::forward(lc, &mut a.qkv, inp, s(lo.qkv_w, 3 * c * c), Some(s(lo.qkv_b, 3 * c)), n, c, 3 * c);
             let adrop = drop_at(mode, cfg.attention_probs_dropout_prob, site_layer(li, 0));
             let pd = if adrop.is_some() { Some(&mut a.probs_drop[..]) } else { None };
             attention::forward(&mut a.ctx, &mut a.probs, pd, &a.qkv, &ws.mask_add, shape, adrop);
@@ -918,7 +933,7 @@ impl BertForSequenceClassification {
                 (&a.ctx, inp)
             };
             let res1 = &mut a.res1[..rows * c];
-            linear::forward(res1, ctx, s(lo.ao_w, c * c), Some(s(lo.ao_b, c)), rows, c, c);
+            bf16lin::forward(lc, res1, ctx, s(lo.ao_w, c * c), Some(s(lo.ao_b, c)), rows, c, c);
             if let Some(d) = drop_at(mode, cfg.attn_output_dropout(), site_layer(li, 1)) {
                 dropout::forward(res1, d);
             }
@@ -934,10 +949,10 @@ impl BertForSequenceClassification {
                 c,
                 eps,
             );
-            linear::forward(&mut a.inter_pre, &a.h1, s(lo.fc_w, f * c), Some(s(lo.fc_b, f)), rows, c, f);
+            bf16lin::forward(lc, &mut a.inter_pre, &a.h1, s(lo.fc_w, f * c), Some(s(lo.fc_b, f)), rows, c, f);
             gelu::forward(&mut a.inter_act[..rows * f], &a.inter_pre[..rows * f]);
             let res2 = &mut a.res2[..rows * c];
-            linear::forward(res2, &a.inter_act, s(lo.proj_w, c * f), Some(s(lo.proj_b, c)), rows, f, c);
+            bf16lin::forward(lc, res2, &a.inter_act, s(lo.proj_w, c * f), Some(s(lo.proj_b, c)), rows, f, c);
             if let Some(d) = drop_at(mode, cfg.hidden_dropout_prob, site_layer(li, 2)) {
                 dropout::forward(res2, d);
             }
@@ -961,7 +976,7 @@ impl BertForSequenceClassification {
             if let Some(d) = drop_at(mode, cfg.classifier_dropout_prob(), SITE_CLASSIFIER) {
                 dropout::forward(&mut ws.tokens_drop, d);
             }
-            linear::forward(&mut ws.logits, &ws.tokens_drop, s(o.cls_w, nl * c), Some(s(o.cls_b, nl)), n, c, nl);
+            bf16lin::forward(lc, &mut ws.logits, &ws.tokens_drop, s(o.cls_w, nl * c), Some(s(o.cls_b, nl)), n, c, nl);
             return Ok(match batch.labels {
                 Some(Labels::TokenClasses(y)) => {
                     Some(cross_entropy::forward(&ws.logits, y, n, nl, cross_entropy::Options::default()))
@@ -989,7 +1004,7 @@ impl BertForSequenceClassification {
         if cfg.arch() == Arch::DistilBert {
             // pre_classifier → ReLU on the first token.
             gather_first_rows(&mut ws.cls, head_in, bsz, head_t, c);
-            linear::forward(&mut ws.pooled_pre, &ws.cls, hw, Some(hb), bsz, c, c);
+            bf16lin::forward(lc, &mut ws.pooled_pre, &ws.cls, hw, Some(hb), bsz, c, c);
             relu::forward(&mut ws.pooled, &ws.pooled_pre);
         } else {
             pooler::forward(&mut ws.pooled, &mut ws.cls, head_in, hw, hb, bsz, head_t, c);
@@ -998,7 +1013,7 @@ impl BertForSequenceClassification {
         if let Some(d) = drop_at(mode, cfg.classifier_dropout_prob(), SITE_CLASSIFIER) {
             dropout::forward(&mut ws.pooled_drop, d);
         }
-        linear::forward(&mut ws.logits, &ws.pooled_drop, s(o.cls_w, nl * c), Some(s(o.cls_b, nl)), bsz, c, nl);
+        bf16lin::forward(lc, &mut ws.logits, &ws.pooled_drop, s(o.cls_w, nl * c), Some(s(o.cls_b, nl)), bsz, c, nl);
 
         Ok(match batch.labels {
             None => None,
@@ -1022,7 +1037,9 @@ impl BertForSequenceClassification {
         }
         let mode = ws.mode.ok_or_else(|| BertError::Batch("backward called before forward".into()))?;
         let labels = batch.labels.ok_or_else(|| BertError::Batch("backward needs labels".into()))?;
-        let Self { config: cfg, params: p, grads: g, off: o, infos, .. } = self;
+        let Self { config: cfg, params: p, grads: g, off: o, infos, step, .. } = self;
+        let w16 = ws.bf16.clone();
+        let lc: bf16lin::Ctx = w16.as_ref().map(|w| (w, weights_version(w, *step)));
         let (bsz, t, c, f) = (ws.batch, ws.seq, cfg.hidden_size, cfg.intermediate_size);
         let (n, nl) = (bsz * t, cfg.labels());
         let heads = cfg.num_attention_heads;
@@ -1063,7 +1080,7 @@ impl BertForSequenceClassification {
             let (gw, gb) = pair!(o.cls_w, nl * c, o.cls_b, nl);
             let w = s(o.cls_w, nl * c);
             let dinp = enc_rg.then_some(&mut ws.dx[..]);
-            linear_backward(dinp, gw, gb, &ws.dlogits, &ws.tokens_drop, w, n, c, nl, false);
+            linear_backward(lc, dinp, gw, gb, &ws.dlogits, &ws.tokens_drop, w, n, c, nl, false);
             if !enc_rg {
                 return Ok(());
             }
@@ -1077,7 +1094,7 @@ impl BertForSequenceClassification {
                 let (gw, gb) = pair!(o.cls_w, nl * c, o.cls_b, nl);
                 let dinp = need_dpooled.then_some(&mut ws.dpooled[..]);
                 let w = s(o.cls_w, nl * c);
-                linear_backward(dinp, gw, gb, &ws.dlogits, &ws.pooled_drop, w, bsz, c, nl, false);
+                linear_backward(lc, dinp, gw, gb, &ws.dlogits, &ws.pooled_drop, w, bsz, c, nl, false);
             }
             if !need_dpooled {
                 return Ok(());
@@ -1097,7 +1114,7 @@ impl BertForSequenceClassification {
                 let w = s(o.pool_w, c * c);
                 if arch == Arch::DistilBert {
                     relu::backward(&mut ws.dpre, &ws.dpooled, &ws.pooled);
-                    linear_backward(dhead, gw, gb, &ws.dpre, &ws.cls, w, bsz, c, c, false);
+                    linear_backward(lc, dhead, gw, gb, &ws.dpre, &ws.cls, w, bsz, c, c, false);
                 } else {
                     let acts = (&ws.dpooled[..], &ws.pooled[..], &ws.cls[..]);
                     pooler_backward(dhead, gw, gb, &mut ws.dpre, acts, w, bsz, head_t, c);
@@ -1140,12 +1157,12 @@ impl BertForSequenceClassification {
             }
             let (gw, gb) = pair!(lo.proj_w, c * f, lo.proj_b, c);
             let w = s(lo.proj_w, c * f);
-            linear_backward(Some(&mut ws.dinter), gw, gb, &ws.dtmp, &a.inter_act, w, rows, f, c, false);
+            linear_backward(lc, Some(&mut ws.dinter), gw, gb, &ws.dtmp, &a.inter_act, w, rows, f, c, false);
             gelu::backward(&mut ws.dinter[..rf], &a.inter_pre[..rf]);
             // dh1 = residual path (dres) + FFN path; ws.dtmp holds it.
             ws.dtmp[..rc].copy_from_slice(&ws.dres[..rc]);
             let (gw, gb) = pair!(lo.fc_w, f * c, lo.fc_b, f);
-            linear_backward(Some(&mut ws.dtmp), gw, gb, &ws.dinter, &a.h1, s(lo.fc_w, f * c), rows, c, f, true);
+            linear_backward(lc, Some(&mut ws.dtmp), gw, gb, &ws.dinter, &a.h1, s(lo.fc_w, f * c), rows, c, f, true);
 
             let ln = pair!(lo.ln1_w, c, lo.ln1_b, c);
             let stats = (&a.ln1_mean[..], &a.ln1_rstd[..]);
@@ -1173,13 +1190,13 @@ impl BertForSequenceClassification {
             let w = s(lo.ao_w, c * c);
             if last {
                 let dinp = need_attn.then_some(&mut ws.dcls[..]);
-                linear_backward(dinp, gw, gb, &ws.dtmp, &ws.cls_ctx, w, rows, c, c, false);
+                linear_backward(lc, dinp, gw, gb, &ws.dtmp, &ws.cls_ctx, w, rows, c, c, false);
                 if need_attn {
                     scatter_first_rows(&mut ws.dctx, &ws.dcls, bsz, t, c);
                 }
             } else {
                 let dinp = need_attn.then_some(&mut ws.dctx[..]);
-                linear_backward(dinp, gw, gb, &ws.dtmp, &a.ctx, w, n, c, c, false);
+                linear_backward(lc, dinp, gw, gb, &ws.dtmp, &a.ctx, w, n, c, c, false);
             }
             if !need_attn {
                 continue;
@@ -1206,7 +1223,7 @@ impl BertForSequenceClassification {
             let (gw, gb) = split_pair(g, lo.qkv_w, 3 * c * c, lo.qkv_b, 3 * c);
             let (gw, gb) = (qkv_w_rg.then_some(gw), qkv_b_rg.then_some(gb));
             let dinp = need_dx.then_some(&mut ws.dx[..]);
-            linear_backward(dinp, gw, gb, &ws.dqkv, inp, s(lo.qkv_w, 3 * c * c), n, c, 3 * c, true);
+            linear_backward(lc, dinp, gw, gb, &ws.dqkv, inp, s(lo.qkv_w, 3 * c * c), n, c, 3 * c, true);
             for (off, v) in saved {
                 g[off..off + v.len()].copy_from_slice(&v);
             }
@@ -1290,6 +1307,7 @@ impl BertForSequenceClassification {
 /// bias reduction for a frozen bias, no input gradient when nothing upstream needs it.
 #[allow(clippy::too_many_arguments)]
 fn linear_backward(
+    lc: bf16lin::Ctx<'_>,
     dinp: Option<&mut [f32]>,
     dweight: Option<&mut [f32]>,
     dbias: Option<&mut [f32]>,
@@ -1301,23 +1319,13 @@ fn linear_backward(
     c_out: usize,
     accumulate_dinp: bool,
 ) {
-    if let Some(dw) = dweight {
-        // The kernel itself, so trainable parameters get exactly the gradients of an unfrozen run.
-        linear::backward(dinp, dw, dbias, dout, inp, weight, n, c_in, c_out, accumulate_dinp);
-        return;
-    }
-    if let Some(dinp) = dinp {
-        matmul(dinp, dout, weight, n, c_out, c_in, false, false, accumulate_dinp);
-    }
-    if let Some(db) = dbias {
-        // Row by row, as the kernel's column sums.
-        let db = &mut db[..c_out];
-        for row in dout[..n * c_out].chunks_exact(c_out) {
-            for (d, g) in db.iter_mut().zip(row) {
-                *d += g;
-            }
-        }
-    }
+    bf16lin::backward(lc, dinp, dweight, dbias, dout, inp, weight, n, c_in, c_out, accumulate_dinp);
+}
+
+/// The bf16 copies' version: changes with the owner's [`SharedWeights::weights_changed`] and with this
+/// model's own AdamW steps.
+fn weights_version(w: &SharedWeights, step: u64) -> u64 {
+    w.version().wrapping_add(step.wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
 /// `layernorm::backward` with frozen parameters: the kernel computes the parameter gradients together with
@@ -1369,7 +1377,7 @@ fn pooler_backward(
             matmul(row, &dpre[i * c..(i + 1) * c], weight, 1, c, c, false, false, false);
         }
     }
-    linear_backward(None, dweight, dbias, dpre, cls, weight, b, c, c, false);
+    linear_backward(None, None, dweight, dbias, dpre, cls, weight, b, c, c, false);
 }
 
 /// `table[rows[i]] += dout[i]` for every token, in token order.

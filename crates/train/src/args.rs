@@ -121,6 +121,9 @@ pub struct TrainingArguments {
     /// `output_dir/runs/`), or empty / `"none"`. A string or a list, as HF accepts.
     #[serde(deserialize_with = "string_or_list")]
     pub report_to: Vec<String>,
+    /// Matmuls in bfloat16 with f32 accumulation (AMX or AVX512-BF16 when the CPU has them); master weights,
+    /// LayerNorm, softmax, losses and AdamW stay f32, and checkpoints are saved in f32.
+    pub bf16: bool,
 }
 
 /// `report_to` values that are implemented.
@@ -184,6 +187,7 @@ impl Default for TrainingArguments {
             dataloader_drop_last: false,
             label_smoothing_factor: 0.0,
             report_to: Vec::new(),
+            bf16: false,
         }
     }
 }
@@ -313,6 +317,7 @@ settable!(
     dataloader_drop_last,
     label_smoothing_factor,
     report_to,
+    bf16,
 );
 
 impl TrainingArguments {

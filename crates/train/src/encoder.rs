@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 
 use finetune_data::batch::BatchLabels;
 use finetune_data::{Collator, LabelMap, SeqDataset, TokenDatasetEncoded, IGNORE_INDEX};
+use finetune_engine::bf16::linear::SharedWeights;
+use finetune_engine::bf16::Kernel;
 use finetune_engine::kernels::{adamw, clip_grad};
 use finetune_engine::{StateDict, Tensor};
 use finetune_models::bert::{self, BertConfig, BertForSequenceClassification, Mode, ParamInfo, Task, Workspace};
@@ -153,6 +155,8 @@ pub struct EncoderClassifier {
     eval_workspaces: WorkspaceCache<Workspace>,
     /// Gradient accumulator used when micro-batches need rescaling (gradient accumulation, short batches).
     acc: Option<Vec<f32>>,
+    /// `bf16 = true`: bf16 copies of the weights, cast once per optimizer step and shared by every workspace.
+    bf16: Option<SharedWeights>,
 }
 
 impl EncoderClassifier {
@@ -240,6 +244,7 @@ impl EncoderClassifier {
             workspaces: WorkspaceCache::default(),
             eval_workspaces: WorkspaceCache::default(),
             acc: None,
+            bf16: None,
         }
     }
 
@@ -287,14 +292,30 @@ impl EncoderClassifier {
         Ok(bert::Batch { input_ids: &b.input_ids, attention_mask: &b.attention_mask, token_type_ids: tt, labels })
     }
 
+    /// `bf16 = true`: the linear layers' matmuls in bfloat16 with f32 accumulation from the next batch on
+    /// (weights, optimizer and checkpoints stay f32). Returns the kernel in use (`amx`, `avx512bf16`, or `f32`
+    /// on a CPU with neither), or an error for an invalid `FINETUNE_BF16_KERNEL`.
+    pub fn set_bf16(&mut self, on: bool) -> Result<Kernel> {
+        self.workspaces = WorkspaceCache::default();
+        self.eval_workspaces = WorkspaceCache::default();
+        if !on {
+            self.bf16 = None;
+            return Ok(Kernel::F32);
+        }
+        let kernel = Kernel::active().map_err(TrainError::Args)?;
+        self.bf16 = Some(SharedWeights::new());
+        Ok(kernel)
+    }
+
     /// Forward in evaluation mode (no dropout): the batch's logits (`[batch, num_labels]`) and its mean loss
     /// when `with_labels`.
     pub fn forward_eval(&mut self, b: &finetune_data::Batch, with_labels: bool) -> Result<(Vec<f32>, Option<f64>)> {
         let bb = self.bert_batch(b, with_labels)?;
         let cfg = &self.model.config;
+        let w16 = self.bf16.clone();
         let ws = self
             .eval_workspaces
-            .get(b.batch_size, b.seq_len, || Workspace::for_inference(cfg, b.batch_size, b.seq_len));
+            .get(b.batch_size, b.seq_len, || Workspace::for_inference(cfg, b.batch_size, b.seq_len).with_bf16(w16));
         let loss = self.model.forward(ws, &bb, Mode::Eval).map_err(model_err)?;
         Ok((ws.logits.clone(), loss.map(f64::from)))
     }
@@ -517,9 +538,9 @@ impl TrainableModel for EncoderClassifier {
         let bb = self.bert_batch(batch, true)?;
         let seed = mix(self.seed, self.opt.micro_step);
         self.opt.micro_step += 1;
-        let Self { model, workspaces, acc, .. } = self;
+        let Self { model, workspaces, acc, bf16, .. } = self;
         let (bs, t) = (batch.batch_size, batch.seq_len);
-        let ws = workspaces.get(bs, t, || Workspace::new(&model.config, bs, t));
+        let ws = workspaces.get(bs, t, || Workspace::new(&model.config, bs, t).with_bf16(bf16.clone()));
         let loss = model.forward(ws, &bb, Mode::Train { seed }).map_err(model_err)?.unwrap_or(f32::NAN) as f64;
         let scale = batch.num_items() as f64 / num_items_in_window as f64;
         if scale == 1.0 && acc.is_none() {
@@ -570,6 +591,9 @@ impl TrainableModel for EncoderClassifier {
         if let Some(a) = self.acc.as_mut() {
             a.fill(0.0);
         }
+        if let Some(w) = &self.bf16 {
+            w.weights_changed();
+        }
         Ok(norm)
     }
 
@@ -591,6 +615,9 @@ impl TrainableModel for EncoderClassifier {
                 });
             }
             self.model.params[info.offset..info.offset + info.len()].copy_from_slice(&t.data);
+        }
+        if let Some(w) = &self.bf16 {
+            w.weights_changed();
         }
         Ok(())
     }

@@ -53,7 +53,7 @@ pub fn backward(
 
 crate::simd_fn! {
 /// `acc[j] += Σ_i m[i, j]` for a row-major matrix with `acc.len()` columns.
-fn column_sums(acc: &mut [f32], m: &[f32]) {
+pub(crate) fn column_sums(acc: &mut [f32], m: &[f32]) {
     let c = acc.len();
     for row in m.chunks_exact(c) {
         for (d, g) in acc.iter_mut().zip(row) {

@@ -338,6 +338,7 @@ pub fn train(run: &RunConfig, args: &TrainingArguments, opts: &RunOptions) -> Re
         args.adamw(),
         args.seed,
     )?;
+    bf16_on(&mut model, args.bf16)?;
     // All inputs are checked; from here on files are written.
     let out = PathBuf::from(&args.output_dir);
     let collator = Collator { pad_token_id: tok.pad_token_id(), pad_to_multiple_of: Some(8) };
@@ -449,6 +450,7 @@ pub fn evaluate(model: &str, data: &Path, opts: &InferOptions) -> Result<EvalRes
         return evaluate_tokens(model, data, opts);
     }
     let (mut model, tok, max_len) = load_for_inference(model, opts.max_seq_length)?;
+    bf16_on(&mut model, opts.bf16)?;
     let names = model.label_names();
     let labels = LabelMap::new(names.clone())?;
     let c = opts;
@@ -480,6 +482,7 @@ pub fn predict(model: &str, data: &Path, out: &Path, opts: &InferOptions) -> Res
         return predict_tokens(model, data, out, opts);
     }
     let (mut model, tok, max_len) = load_for_inference(model, opts.max_seq_length)?;
+    bf16_on(&mut model, opts.bf16)?;
     let names = model.label_names();
     let c = opts;
     let path = data.display().to_string();
@@ -642,6 +645,7 @@ fn train_tokens(
         args.adamw(),
         args.seed,
     )?;
+    bf16_on(&mut model, args.bf16)?;
     if !do_train && !model.newly_initialized.is_empty() {
         bail!("{spec}: not a token-classification model (no trained head: {})", model.newly_initialized.join(", "));
     }
@@ -755,6 +759,7 @@ fn load_token_model(spec: &str, max_seq_length: usize) -> Result<(EncoderClassif
 
 fn evaluate_tokens(model: &str, data: &Path, c: &InferOptions) -> Result<EvalResult> {
     let (mut model, tok, labels, max_len) = load_token_model(model, c.max_seq_length)?;
+    bf16_on(&mut model, c.bf16)?;
     let path = data.display().to_string();
     let split = (path.clone(), read_conll(&path)?);
     let data = encode_tokens(&tok, &split, &labels, c.label_all_tokens, max_len)?;
@@ -766,6 +771,7 @@ fn evaluate_tokens(model: &str, data: &Path, c: &InferOptions) -> Result<EvalRes
 
 fn predict_tokens(model: &str, data: &Path, out: &Path, c: &InferOptions) -> Result<PredictResult> {
     let (mut model, tok, labels, max_len) = load_token_model(model, c.max_seq_length)?;
+    bf16_on(&mut model, c.bf16)?;
     let path = data.display().to_string();
     let mut sentences = read_conll(&path)?;
     // The tag column is not read for prediction: any tag (known or not) is replaced by a placeholder.
@@ -841,4 +847,13 @@ pub fn token_details_text(d: &crate::TokenDetails) -> String {
     );
     table("tokens (classification_report over tags)", &d.tags);
     s
+}
+
+/// `bf16 = true` / `--bf16`: switches the model's matmuls to bf16 and says which kernel runs them.
+pub fn bf16_on(model: &mut EncoderClassifier, on: bool) -> Result<()> {
+    let kernel = model.set_bf16(on)?;
+    if on {
+        eprintln!("bf16: matmuls in bfloat16 with f32 accumulation on the {} kernel", kernel.name());
+    }
+    Ok(())
 }

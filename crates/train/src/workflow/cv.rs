@@ -231,6 +231,7 @@ fn run_fold(
         Data::Seq { data, problem, .. } => {
             let (train_set, held_out) = (subset_seq(data, &fold.train), subset_seq(data, &fold.test));
             let mut model = EncoderClassifier::from_pretrained(model_path, names, *problem, args.adamw(), args.seed)?;
+            super::classify::bf16_on(&mut model, args.bf16)?;
             let sampler = Sampler::from_args(args, train_set.len(), Some(train_set.lengths()));
             let source = SeqBatches { data: &train_set, sampler, collator };
             let mut evaluator = |m: &mut EncoderClassifier| m.evaluate(&held_out, eval_bs, collator).map(|e| e.metrics);
@@ -248,6 +249,7 @@ fn run_fold(
                 args.adamw(),
                 args.seed,
             )?;
+            super::classify::bf16_on(&mut model, args.bf16)?;
             let sampler = Sampler::from_args(args, train_set.len(), Some(train_set.lengths()));
             let source = TokenBatches { data: &train_set, sampler, collator };
             let mut evaluator = |m: &mut EncoderClassifier| {

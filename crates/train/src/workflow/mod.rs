@@ -143,6 +143,8 @@ pub struct InferOptions {
     pub batch_size: usize,
     /// Token classification: score every sub-token, not only each word's first.
     pub label_all_tokens: bool,
+    /// Matmuls in bfloat16 with f32 accumulation, as `bf16 = true` in training.
+    pub bf16: bool,
 }
 
 impl Default for InferOptions {
@@ -155,6 +157,7 @@ impl Default for InferOptions {
             max_seq_length: 128,
             batch_size: 32,
             label_all_tokens: false,
+            bf16: false,
         }
     }
 }

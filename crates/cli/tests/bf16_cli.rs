@@ -1,0 +1,73 @@
+//! `bf16 = true` from the command line on the committed tiny random BERT: training runs and reports its
+//! kernel, checkpoints stay f32, `eval --bf16` agrees with the f32 evaluation within bf16 rounding, and a bad
+//! `FINETUNE_BF16_KERNEL` or an unsupported command is refused with exit status 2.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use serde_json::Value;
+
+fn eval_loss(s: &Setup, model: &std::path::Path, extra: &[&str]) -> f64 {
+    let val = s.root.join("validation.csv");
+    let mut args = vec![
+        "eval",
+        "--model",
+        model.to_str().unwrap_or_default(),
+        "--data",
+        val.to_str().unwrap_or_default(),
+        "--max-seq-length",
+        "16",
+        "--batch-size",
+        "4",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let o = ok(finetune(&args));
+    let m: Value = serde_json::from_slice(&o.stdout).expect("eval prints JSON");
+    m["eval_loss"].as_f64().unwrap_or(f64::NAN)
+}
+
+#[test]
+fn bf16_training_runs_saves_f32_and_evaluates_close_to_f32() {
+    let s = setup();
+    let cfg = config(&s, "out16", "max_steps = 4\nbf16 = true\n");
+    let o = ok(finetune(&["train", "--config", cfg.to_str().unwrap_or_default(), "--progress", "off"]));
+    let err = stderr(&o);
+    assert!(err.contains("bf16: matmuls in bfloat16"), "no kernel line:\n{err}");
+    let out = s.root.join("out16");
+    let all = read_json(&out.join("all_results.json"));
+    let train_loss = all["train_loss"].as_f64().unwrap_or(f64::NAN);
+    assert!(train_loss.is_finite() && train_loss > 0.0, "train_loss {train_loss}");
+    // Checkpoints stay f32: the safetensors header names F32 tensors only.
+    let bytes = std::fs::read(out.join("model.safetensors")).expect("model.safetensors");
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("header length")) as usize;
+    let header = String::from_utf8_lossy(&bytes[8..8 + n]);
+    assert!(header.contains("\"F32\"") && !header.contains("BF16"), "checkpoint not f32: {header}");
+
+    let f32_loss = eval_loss(&s, &out, &[]);
+    let bf16_loss = eval_loss(&s, &out, &["--bf16"]);
+    assert!(
+        (f32_loss - bf16_loss).abs() <= 0.02 * f32_loss.abs().max(1.0),
+        "eval loss f32 {f32_loss} vs bf16 {bf16_loss}"
+    );
+}
+
+#[test]
+fn bad_kernel_variable_and_sft_are_refused() {
+    let s = setup();
+    let cfg = config(&s, "bad", "max_steps = 1\nbf16 = true\n");
+    let o = Command::new(env!("CARGO_BIN_EXE_finetune"))
+        .args(["train", "--config", cfg.to_str().unwrap_or_default(), "--progress", "off"])
+        .env("FINETUNE_BF16_KERNEL", "tpu")
+        .output()
+        .expect("run finetune");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("FINETUNE_BF16_KERNEL"), "{}", stderr(&o));
+    assert!(!s.root.join("bad").exists(), "nothing written on refusal");
+
+    let o = sft_with(&[], &["bf16=true"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("bf16"), "{}", stderr(&o));
+}

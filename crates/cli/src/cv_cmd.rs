@@ -162,8 +162,8 @@ pub fn run_cv(a: CvArgs) -> Result<()> {
             fold.test.len(),
             fold_dir.display()
         );
-        let m =
-            run_fold(&data, &names, fold, &fa, &model_path, collator, progress).with_context(|| format!("fold {k}"))?;
+        let m = run_fold(&data, &names, fold, &fa, &model_path, collator, progress, &run.dropout)
+            .with_context(|| format!("fold {k}"))?;
         train_cmd::print_metrics(&format!("fold {k} eval"), &m);
         results.push(m);
     }
@@ -250,6 +250,7 @@ fn load_tokens(
 
 /// Trains a fresh model on `fold.train` and evaluates it on `fold.test`; returns `train_loss`, `eval_*` metrics
 /// and sample counts.
+#[allow(clippy::too_many_arguments)]
 fn run_fold(
     data: &Data,
     names: &[String],
@@ -258,6 +259,7 @@ fn run_fold(
     model_path: &str,
     collator: Collator,
     progress: ProgressMode,
+    dropout: &finetune_train::DropoutOverrides,
 ) -> Result<BTreeMap<String, f64>> {
     let options = TrainOptions { resume: None, progress };
     let eval_bs = args.per_device_eval_batch_size;
@@ -266,6 +268,7 @@ fn run_fold(
         Data::Seq { data, problem, .. } => {
             let (train_set, held_out) = (subset_seq(data, &fold.train), subset_seq(data, &fold.test));
             let mut model = EncoderClassifier::from_pretrained(model_path, names, *problem, args.adamw(), args.seed)?;
+            model.set_dropout(dropout)?;
             let sampler = Sampler::from_args(args, train_set.len(), Some(train_set.lengths()));
             let source = SeqBatches { data: &train_set, sampler, collator };
             let mut evaluator = |m: &mut EncoderClassifier| m.evaluate(&held_out, eval_bs, collator).map(|e| e.metrics);
@@ -283,6 +286,7 @@ fn run_fold(
                 args.adamw(),
                 args.seed,
             )?;
+            model.set_dropout(dropout)?;
             let sampler = Sampler::from_args(args, train_set.len(), Some(train_set.lengths()));
             let source = TokenBatches { data: &train_set, sampler, collator };
             let mut evaluator = |m: &mut EncoderClassifier| {

@@ -58,6 +58,8 @@ pub(crate) struct RunConfig {
     pub(crate) resume_from_checkpoint: Option<String>,
     pub(crate) label_all_tokens: bool,
     pub(crate) format: Option<String>,
+    /// `hidden_dropout_prob`, `attention_probs_dropout_prob`, `classifier_dropout` over `config.json`.
+    pub(crate) dropout: finetune_train::DropoutOverrides,
 }
 
 impl Default for RunConfig {
@@ -81,6 +83,7 @@ impl Default for RunConfig {
             resume_from_checkpoint: None,
             label_all_tokens: false,
             format: None,
+            dropout: Default::default(),
         }
     }
 }
@@ -109,6 +112,13 @@ pub(crate) const RUN_KEYS: &[(&str, &str, &str)] = &[
     ("resume_from_checkpoint", "none", "a checkpoint-N directory, or \"latest\" for the newest in output_dir"),
     ("label_all_tokens", "false", "token-classification: label every sub-token, not only a word's first"),
     ("format", "by extension", "data format: csv, tsv, jsonl, conll (token-classification: always conll)"),
+    ("hidden_dropout_prob", "config.json", "overrides the model config's dropout (DistilBERT: `dropout`)"),
+    (
+        "attention_probs_dropout_prob",
+        "config.json",
+        "overrides the attention dropout (DistilBERT: `attention_dropout`)",
+    ),
+    ("classifier_dropout", "config.json", "overrides the head's dropout (DistilBERT: `seq_classif_dropout`)"),
 ];
 
 fn is_run_key(k: &str) -> bool {
@@ -149,6 +159,7 @@ impl RunConfig {
             "resume_from_checkpoint" => self.resume_from_checkpoint = opt(value),
             "label_all_tokens" => self.label_all_tokens = boolean(value)?,
             "format" => self.format = opt(value),
+            _ if self.dropout.set(key, value)? => {}
             _ => bail!("unknown key `{key}`"),
         }
         Ok(())
@@ -164,7 +175,8 @@ impl RunConfig {
             other => bail!("{origin}: key `{key}`: unexpected {} value", other.type_str()),
         };
         let is_string_key =
-            !matches!(key, "max_seq_length" | "do_train" | "do_eval" | "do_predict" | "label_all_tokens");
+            !matches!(key, "max_seq_length" | "do_train" | "do_eval" | "do_predict" | "label_all_tokens")
+                && !finetune_train::DropoutOverrides::KEYS.contains(&key);
         if is_string_key && !value.is_str() {
             bail!("{origin}: key `{key}`: expected a string, got {}", value.type_str());
         }
@@ -739,6 +751,7 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
         args.adamw(),
         args.seed,
     )?;
+    model.set_dropout(&run.dropout)?;
     // All inputs are checked; from here on files are written.
     let out = PathBuf::from(&args.output_dir);
     let collator = Collator { pad_token_id: tok.pad_token_id(), pad_to_multiple_of: Some(8) };
@@ -1039,6 +1052,7 @@ fn run_train_tokens(
         args.adamw(),
         args.seed,
     )?;
+    model.set_dropout(&run.dropout)?;
     if !do_train && !model.newly_initialized.is_empty() {
         bail!("{spec}: not a token-classification model (no trained head: {})", model.newly_initialized.join(", "));
     }

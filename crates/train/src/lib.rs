@@ -37,7 +37,7 @@ mod workspace;
 
 pub use data::{Batch, BatchSource, Sampler};
 pub use decoder::{CausalBatch, CausalBatches, CausalLm, CausalRow, LmEvaluation};
-pub use encoder::{EncoderClassifier, Evaluation, SeqBatches, TokenBatches, TokenEvaluation};
+pub use encoder::{DropoutOverrides, EncoderClassifier, Evaluation, SeqBatches, TokenBatches, TokenEvaluation};
 pub use eval::{ClassificationEval, TokenClassificationEval};
 pub use progress::ProgressMode;
 pub use state::{last_checkpoint, rotate_checkpoints, sorted_checkpoints, write_atomic, LogEntry, TrainerState};

@@ -558,3 +558,61 @@ impl ParamStore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> ParamStore {
+        let mut l = Layout::default();
+        l.add("a.weight", vec![2, 3], true);
+        l.add("a.bias", vec![3], false);
+        l.add("b.weight", vec![4], true);
+        let mut s = ParamStore::new(l);
+        s.params.iter_mut().enumerate().for_each(|(i, p)| *p = 0.1 * i as f32 + 0.5);
+        s.grads.iter_mut().enumerate().for_each(|(i, g)| *g = 0.01 * i as f32 - 0.03);
+        s
+    }
+
+    #[test]
+    fn moments_are_allocated_by_the_first_step_only() {
+        let mut s = store();
+        assert!(!s.has_moments(), "a loaded model holds no AdamW state");
+        let (m, v, step) = s.optimizer_state();
+        assert!(m.iter().chain(&v).all(|&x| x == 0.0) && m.len() == s.params.len() && step == 0);
+        s.adamw_step(adamw::Hyper::default());
+        assert!(s.has_moments() && s.steps() == 1);
+    }
+
+    #[test]
+    fn frozen_parameters_get_neither_update_nor_weight_decay() {
+        let mut s = store();
+        s.set_requires_grad("a.weight", false).expect("known");
+        let before = s.param("a.weight").expect("a").to_vec();
+        let hp = adamw::Hyper { lr: 0.1, weight_decay: 0.5, ..Default::default() };
+        for _ in 0..3 {
+            s.adamw_step(hp);
+        }
+        assert_eq!(s.param("a.weight").expect("a"), &before[..]);
+        assert!(s.param("b.weight").expect("b").iter().zip(&store().params[9..]).all(|(x, y)| x != y));
+        // The clipped norm covers trainable gradients only.
+        let want: f32 = s.grads[6..].iter().map(|g| g * g).sum::<f32>().sqrt();
+        assert!((s.clip_grad_norm(f32::INFINITY) - want).abs() < 1e-6);
+        assert_eq!(s.freeze_prefix("b.").expect("matches"), 1);
+        assert!(s.freeze_prefix("c.").is_err() && s.set_requires_grad("c", true).is_err());
+    }
+
+    #[test]
+    fn optimizer_state_round_trips_and_checks_its_size() {
+        let mut s = store();
+        s.adamw_step(adamw::Hyper::default());
+        let dir = std::env::temp_dir().join(format!("finetune-params-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        assert_eq!(s.save_optimizer_state(&dir).expect("save"), s.params.len());
+        let mut t = store();
+        t.load_optimizer_state(&dir, 7).expect("load");
+        assert_eq!((t.optimizer_state().0, t.steps()), (s.optimizer_state().0, 7));
+        assert!(t.set_optimizer_state(&[0.0; 2], &[0.0; 2], 1).is_err());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

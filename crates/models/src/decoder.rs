@@ -137,6 +137,63 @@ pub(crate) fn head_loss(
     (total / norm as f64) as f32
 }
 
+/// The LM head's share of a decoder workspace: the final hidden states (the head's input) and their gradient,
+/// the shifted targets, the chunked-loss scratch, and the logits of the last `logits` call.
+pub struct LmHead {
+    pub(crate) hidden: Vec<f32>,
+    pub(crate) dhidden: Vec<f32>,
+    pub(crate) targets: Vec<i64>,
+    pub(crate) scratch: Scratch,
+    /// Output of the last `logits` call.
+    pub logits: Vec<f32>,
+    /// transformers' `label_smoothing_factor` for the loss of batches run in this workspace (0: none).
+    pub label_smoothing: f32,
+}
+
+impl LmHead {
+    /// For `n` tokens of width `c`, a vocabulary of `vocab`, `chunk_rows` token rows per chunk of logits.
+    pub(crate) fn new(n: usize, c: usize, vocab: usize, chunk_rows: usize) -> Self {
+        LmHead {
+            hidden: vec![0.0; n * c],
+            dhidden: vec![0.0; n * c],
+            targets: vec![IGNORE_INDEX; n],
+            scratch: Scratch::new(chunk_rows.min(n.max(1)), c, vocab),
+            logits: Vec::new(),
+            label_smoothing: 0.0,
+        }
+    }
+
+    /// The causal-LM loss of `batch`'s labels (shifted here) through `head` `[v, c]` on the hidden states the
+    /// trunk left; with `backward` also `dhidden` and, when given, the head weight's gradient.
+    pub(crate) fn loss(
+        &mut self,
+        head: &[f32],
+        batch: &Batch<'_>,
+        labels: &[i64],
+        (seq, c, v): (usize, usize, usize),
+        backward: Option<Option<&mut [f32]>>,
+    ) -> f32 {
+        let norm = shift_targets(&mut self.targets, labels, seq, batch.loss_normalizer);
+        let n = self.targets.len();
+        let grads = backward.map(|dweight| lce::Grads { dhidden: Some(&mut self.dhidden), dweight });
+        head_loss(&self.hidden, head, &self.targets, (n, c, v), norm, self.label_smoothing, grads, &mut self.scratch)
+    }
+
+    /// Logits of the hidden states through `head` (see [`head_logits`]).
+    pub(crate) fn logits(
+        &mut self,
+        head: &[f32],
+        mask: &[u32],
+        shape: (usize, usize),
+        c: usize,
+        last_only: bool,
+    ) -> &[f32] {
+        let v = head.len() / c.max(1);
+        head_logits(&mut self.logits, &self.hidden, head, mask, shape, c, v, last_only);
+        &self.logits
+    }
+}
+
 /// LM-head logits of the final hidden states `[batch, seq, c]` into `logits`: `[batch, seq, vocab]`, or with
 /// `last_only` `[batch, vocab]` at each sequence's last real token (the last position whose mask is 1).
 #[allow(clippy::too_many_arguments)]

@@ -22,14 +22,13 @@
 //! is masked and takes no loss, so no real token or gradient sees it.
 
 use finetune_engine::kernels::causal_attention::{self, Shape};
-use finetune_engine::kernels::cross_entropy::IGNORE_INDEX;
-use finetune_engine::kernels::linear_cross_entropy::{self as lce, Scratch};
+use finetune_engine::kernels::linear_cross_entropy::Scratch;
 use finetune_engine::kernels::{gelu_tanh, layernorm, residual};
 use finetune_engine::matmul::matmul;
 use finetune_engine::StateDict;
 use serde::Deserialize;
 
-use crate::decoder::{self, CachedAttn, DecodeCapacity, KvDims};
+use crate::decoder::{self, CachedAttn, DecodeCapacity, KvDims, LmHead};
 pub use crate::decoder::{Batch, KvCache};
 use crate::error::ModelError;
 use crate::lora::{LoraWorkspace, Module};
@@ -206,8 +205,6 @@ struct LayerActs {
 pub struct Workspace {
     pub batch: usize,
     pub seq: usize,
-    /// transformers' `label_smoothing_factor` for the loss of batches run in this workspace (0: none).
-    pub label_smoothing: f32,
     ids: Vec<u32>,
     /// Position of each token (0..T per row, or the batch's `position_ids`).
     pos: Vec<u32>,
@@ -215,22 +212,18 @@ pub struct Workspace {
     seg: Vec<u32>,
     packed: bool,
     mask_add: Vec<f32>,
-    targets: Vec<i64>,
     emb: Vec<f32>,
     layers: Vec<LayerActs>,
     lnf_mean: Vec<f32>,
     lnf_rstd: Vec<f32>,
-    hidden: Vec<f32>,
-    /// Output of the last [`Gpt2LMHeadModel::logits`] call.
-    pub logits: Vec<f32>,
-    head: Scratch,
+    /// The LM head's input, targets and logits (`lm.logits`: output of the last `logits` call).
+    pub lm: LmHead,
     dx: Vec<f32>,
     dln: Vec<f32>,
     dact: Vec<f32>,
     dctx: Vec<f32>,
     dqkv: Vec<f32>,
     dscores: Vec<f32>,
-    dhidden: Vec<f32>,
     /// LoRA scratch, sized on the first pass with adapters.
     lora: LoraWorkspace,
 }
@@ -248,13 +241,11 @@ impl Workspace {
         Workspace {
             batch,
             seq,
-            label_smoothing: 0.0,
             ids: vec![0; n],
             pos: vec![0; n],
             seg: vec![0; n],
             packed: false,
             mask_add: z(n),
-            targets: vec![IGNORE_INDEX; n],
             emb: z(n * c),
             layers: (0..cfg.n_layer)
                 .map(|_| LayerActs {
@@ -275,16 +266,13 @@ impl Workspace {
                 .collect(),
             lnf_mean: z(n),
             lnf_rstd: z(n),
-            hidden: z(n * c),
-            logits: Vec::new(),
-            head: Scratch::new(chunk_rows.min(n.max(1)), c, cfg.vocab_size),
+            lm: LmHead::new(n, c, cfg.vocab_size, chunk_rows),
             dx: z(n * c),
             dln: z(n * c),
             dact: z(n * f),
             dctx: z(n * c),
             dqkv: z(n * 3 * c),
             dscores: z(probs),
-            dhidden: z(n * c),
             lora: LoraWorkspace::default(),
         }
     }
@@ -454,7 +442,7 @@ impl Gpt2LMHeadModel {
             None => &ws.emb,
         };
         let (w, b) = (s(self.idx.lnf_w), s(self.idx.lnf_b));
-        layernorm::forward(&mut ws.hidden, &mut ws.lnf_mean, &mut ws.lnf_rstd, last, w, b, n, c, eps);
+        layernorm::forward(&mut ws.lm.hidden, &mut ws.lnf_mean, &mut ws.lnf_rstd, last, w, b, n, c, eps);
         Ok(())
     }
 
@@ -463,10 +451,8 @@ impl Gpt2LMHeadModel {
         let labels = batch.labels.ok_or_else(|| Gpt2Error::Batch("the loss needs labels".into()))?;
         ws.lora.train_seed = None;
         self.trunk(ws, batch)?;
-        let norm = decoder::shift_targets(&mut ws.targets, labels, ws.seq, batch.loss_normalizer);
-        let (n, c, v) = (ws.batch * ws.seq, self.config.n_embd, self.config.vocab_size);
-        let head = self.store.get(self.idx.wte);
-        Ok(decoder::head_loss(&ws.hidden, head, &ws.targets, (n, c, v), norm, ws.label_smoothing, None, &mut ws.head))
+        let dims = (ws.seq, self.config.n_embd, self.config.vocab_size);
+        Ok(ws.lm.loss(self.store.get(self.idx.wte), batch, labels, dims, None))
     }
 
     /// Logits `[batch, seq, vocab]`, or with `last_only` `[batch, vocab]` at each sequence's last real token.
@@ -478,11 +464,8 @@ impl Gpt2LMHeadModel {
     ) -> Result<&'w [f32], Gpt2Error> {
         ws.lora.train_seed = None;
         self.trunk(ws, batch)?;
-        let (c, v) = (self.config.n_embd, self.config.vocab_size);
-        let head = self.store.get(self.idx.wte);
-        let shape = (ws.batch, ws.seq);
-        decoder::head_logits(&mut ws.logits, &ws.hidden, head, batch.attention_mask, shape, c, v, last_only);
-        Ok(&ws.logits)
+        let (head, shape) = (self.store.get(self.idx.wte), (ws.batch, ws.seq));
+        Ok(ws.lm.logits(head, batch.attention_mask, shape, self.config.n_embd, last_only))
     }
 
     /// Forward and backward in one pass: returns the loss and adds its gradient to `self.grads` for every
@@ -492,7 +475,6 @@ impl Gpt2LMHeadModel {
         // LoRA dropout masks: a fresh seed per training pass, reused by the backward.
         ws.lora.train_seed = self.store.lora_train_seed();
         self.trunk(ws, batch)?;
-        let norm = decoder::shift_targets(&mut ws.targets, labels, ws.seq, batch.loss_normalizer);
         let cfg = &self.config;
         let (bsz, t, c, f, v, h) = (ws.batch, ws.seq, cfg.n_embd, cfg.inner(), cfg.vocab_size, cfg.n_head);
         let n = bsz * t;
@@ -517,22 +499,8 @@ impl Gpt2LMHeadModel {
             (gw, gb)
         }
 
-        let loss = {
-            let grads = lce::Grads {
-                dhidden: Some(&mut ws.dhidden),
-                dweight: if rg(idx.wte) { Some(&mut g[r(idx.wte)]) } else { None },
-            };
-            decoder::head_loss(
-                &ws.hidden,
-                s(idx.wte),
-                &ws.targets,
-                (n, c, v),
-                norm,
-                ws.label_smoothing,
-                Some(grads),
-                &mut ws.head,
-            )
-        };
+        let dhead = rg(idx.wte).then(|| &mut g[r(idx.wte)]);
+        let loss = ws.lm.loss(s(idx.wte), batch, labels, (t, c, v), Some(dhead));
         let layernorm_back = |g: &mut [f32],
                               dinp: &mut [f32],
                               dout: &[f32],
@@ -565,7 +533,7 @@ impl Gpt2LMHeadModel {
                 None => &ws.emb,
             };
             let (mean, rstd) = (&ws.lnf_mean, &ws.lnf_rstd);
-            layernorm_back(g, &mut ws.dx, &ws.dhidden, last, idx.lnf_w, idx.lnf_b, mean, rstd, false, &mut tmp);
+            layernorm_back(g, &mut ws.dx, &ws.lm.dhidden, last, idx.lnf_w, idx.lnf_b, mean, rstd, false, &mut tmp);
         }
         for li in (0..idx.layers.len()).rev() {
             let lx = idx.layers[li];

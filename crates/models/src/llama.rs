@@ -28,14 +28,13 @@
 //! [`crate::params`] and [`crate::lora`].
 
 use finetune_engine::kernels::causal_attention::{self, Shape};
-use finetune_engine::kernels::cross_entropy::IGNORE_INDEX;
-use finetune_engine::kernels::linear_cross_entropy::{self as lce, Scratch};
+use finetune_engine::kernels::linear_cross_entropy::Scratch;
 use finetune_engine::kernels::{linear, residual, rmsnorm, rope, swiglu};
 use finetune_engine::matmul::{gemm_view, matmul, Par, View};
 use finetune_engine::StateDict;
 use serde::Deserialize;
 
-use crate::decoder::{self, CachedAttn, DecodeCapacity, KvDims};
+use crate::decoder::{self, CachedAttn, DecodeCapacity, KvDims, LmHead};
 pub use crate::decoder::{Batch, KvCache};
 use crate::error::ModelError;
 use crate::lora::{LoraWorkspace, Module};
@@ -351,8 +350,6 @@ struct LayerActs {
 pub struct Workspace {
     pub batch: usize,
     pub seq: usize,
-    /// transformers' `label_smoothing_factor` for the loss of batches run in this workspace (0: none).
-    pub label_smoothing: f32,
     ids: Vec<u32>,
     pos: Vec<u32>,
     /// Packed-sequence index of each token, used when `packed` (the batch has position ids).
@@ -361,15 +358,11 @@ pub struct Workspace {
     mask_add: Vec<f32>,
     cos: Vec<f32>,
     sin: Vec<f32>,
-    targets: Vec<i64>,
     emb: Vec<f32>,
     layers: Vec<LayerActs>,
     final_rstd: Vec<f32>,
-    /// Final-norm output: the LM head's input.
-    hidden: Vec<f32>,
-    /// Output of the last [`LlamaForCausalLM::logits`] call.
-    pub logits: Vec<f32>,
-    head: Scratch,
+    /// The LM head's input, targets and logits (`lm.logits`: output of the last `logits` call).
+    pub lm: LmHead,
     dx: Vec<f32>,
     dln: Vec<f32>,
     dact: Vec<f32>,
@@ -377,7 +370,6 @@ pub struct Workspace {
     dctx: Vec<f32>,
     dqkv: Vec<f32>,
     dscores: Vec<f32>,
-    dhidden: Vec<f32>,
     /// LoRA scratch, sized on the first pass with adapters.
     lora: LoraWorkspace,
 }
@@ -400,7 +392,6 @@ impl Workspace {
         Workspace {
             batch,
             seq,
-            label_smoothing: 0.0,
             ids: vec![0; n],
             pos: (0..n).map(|i| (i % seq.max(1)) as u32).collect(),
             seg: vec![0; n],
@@ -408,7 +399,6 @@ impl Workspace {
             mask_add: z(n),
             cos,
             sin,
-            targets: vec![IGNORE_INDEX; n],
             emb: z(n * c),
             layers: (0..cfg.num_hidden_layers)
                 .map(|_| LayerActs {
@@ -426,9 +416,7 @@ impl Workspace {
                 })
                 .collect(),
             final_rstd: z(n),
-            hidden: z(n * c),
-            logits: Vec::new(),
-            head: Scratch::new(chunk_rows.min(n.max(1)), c, cfg.vocab_size),
+            lm: LmHead::new(n, c, cfg.vocab_size, chunk_rows),
             dx: z(n * c),
             dln: z(n * c),
             dact: z(n * f),
@@ -436,7 +424,6 @@ impl Workspace {
             dctx: z(n * h * d),
             dqkv: z(n * w),
             dscores: z(probs),
-            dhidden: z(n * c),
             lora: LoraWorkspace::default(),
         }
     }
@@ -533,7 +520,7 @@ impl LlamaForCausalLM {
         Ok(())
     }
 
-    /// Embedding, decoder layers and final norm: leaves the LM head's input in `ws.hidden`.
+    /// Embedding, decoder layers and final norm: leaves the LM head's input in `ws.lm`.
     fn trunk(&self, ws: &mut Workspace, batch: &Batch<'_>) -> Result<(), LlamaError> {
         self.check_batch(ws, batch)?;
         let cfg = &self.config;
@@ -601,7 +588,7 @@ impl LlamaForCausalLM {
             Some(a) => &a.out,
             None => &ws.emb,
         };
-        rmsnorm::forward(&mut ws.hidden, &mut ws.final_rstd, last, s(self.idx.norm), n, c, eps);
+        rmsnorm::forward(&mut ws.lm.hidden, &mut ws.final_rstd, last, s(self.idx.norm), n, c, eps);
         Ok(())
     }
 
@@ -611,10 +598,8 @@ impl LlamaForCausalLM {
         let labels = batch.labels.ok_or_else(|| LlamaError::Batch("the loss needs labels".into()))?;
         ws.lora.train_seed = None;
         self.trunk(ws, batch)?;
-        let norm = decoder::shift_targets(&mut ws.targets, labels, ws.seq, batch.loss_normalizer);
-        let (n, c, v) = (ws.batch * ws.seq, self.config.hidden_size, self.config.vocab_size);
-        let head = self.store.get(self.idx.head);
-        Ok(decoder::head_loss(&ws.hidden, head, &ws.targets, (n, c, v), norm, ws.label_smoothing, None, &mut ws.head))
+        let dims = (ws.seq, self.config.hidden_size, self.config.vocab_size);
+        Ok(ws.lm.loss(self.store.get(self.idx.head), batch, labels, dims, None))
     }
 
     /// Logits `[batch, seq, vocab]` into `ws.logits`, or with `last_only` `[batch, vocab]` at each sequence's
@@ -627,11 +612,8 @@ impl LlamaForCausalLM {
     ) -> Result<&'w [f32], LlamaError> {
         ws.lora.train_seed = None;
         self.trunk(ws, batch)?;
-        let (c, v) = (self.config.hidden_size, self.config.vocab_size);
-        let head = self.store.get(self.idx.head);
-        let shape = (ws.batch, ws.seq);
-        decoder::head_logits(&mut ws.logits, &ws.hidden, head, batch.attention_mask, shape, c, v, last_only);
-        Ok(&ws.logits)
+        let (head, shape) = (self.store.get(self.idx.head), (ws.batch, ws.seq));
+        Ok(ws.lm.logits(head, batch.attention_mask, shape, self.config.hidden_size, last_only))
     }
 
     /// Forward and backward in one pass: returns the loss and adds its gradient to `self.grads` for every
@@ -641,7 +623,6 @@ impl LlamaForCausalLM {
         // LoRA dropout masks: a fresh seed per training pass, reused by the backward.
         ws.lora.train_seed = self.store.lora_train_seed();
         self.trunk(ws, batch)?;
-        let norm = decoder::shift_targets(&mut ws.targets, labels, ws.seq, batch.loss_normalizer);
         let cfg = &self.config;
         let (bsz, t, c, f, v) = (ws.batch, ws.seq, cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
         let (h, kv, d) = (cfg.num_attention_heads, cfg.kv_heads(), cfg.head_dim());
@@ -653,23 +634,8 @@ impl LlamaForCausalLM {
         let r = |k: usize| infos[k].range();
         let s = |k: usize| &p[r(k)];
 
-        let loss = {
-            let head_rg = rg(idx.head);
-            let grads = lce::Grads {
-                dhidden: Some(&mut ws.dhidden),
-                dweight: if head_rg { Some(&mut g[r(idx.head)]) } else { None },
-            };
-            decoder::head_loss(
-                &ws.hidden,
-                s(idx.head),
-                &ws.targets,
-                (n, c, v),
-                norm,
-                ws.label_smoothing,
-                Some(grads),
-                &mut ws.head,
-            )
-        };
+        let dhead = rg(idx.head).then(|| &mut g[r(idx.head)]);
+        let loss = ws.lm.loss(s(idx.head), batch, labels, (t, c, v), Some(dhead));
 
         // Final norm: ws.dx becomes the gradient of the last layer's output.
         {
@@ -678,7 +644,7 @@ impl LlamaForCausalLM {
                 None => &ws.emb,
             };
             let dw = if rg(idx.norm) { Some(&mut g[r(idx.norm)]) } else { None };
-            rmsnorm::backward(&mut ws.dx, dw, &ws.dhidden, last, s(idx.norm), &ws.final_rstd, n, c, false);
+            rmsnorm::backward(&mut ws.dx, dw, &ws.lm.dhidden, last, s(idx.norm), &ws.final_rstd, n, c, false);
         }
 
         for li in (0..idx.layers.len()).rev() {

@@ -41,15 +41,15 @@ fn llama_smoothed_loss_matches_the_reference_and_finite_differences() {
     let logits = m.logits(&mut ws, &nolabels, false).expect("logits").to_vec();
     let batch = Batch { labels: Some(&labels), ..nolabels };
     let plain = m.forward(&mut ws, &batch).expect("forward");
-    ws.label_smoothing = EPS;
+    ws.lm.label_smoothing = EPS;
     let smoothed = m.forward(&mut ws, &batch).expect("forward");
     let want = reference_loss(&logits, &labels, b, t, v);
     assert!(((smoothed as f64 - want) / want).abs() < 1e-5, "smoothed {smoothed} vs reference {want}");
     assert!((smoothed - plain).abs() > 1e-3, "label smoothing changes the loss ({plain} vs {smoothed})");
-    ws.label_smoothing = 0.0;
+    ws.lm.label_smoothing = 0.0;
     assert_eq!(m.forward(&mut ws, &batch).expect("forward"), plain, "ε = 0 is the fused loss");
 
-    ws.label_smoothing = EPS;
+    ws.lm.label_smoothing = EPS;
     let loss = m.forward_backward(&mut ws, &batch).expect("forward_backward");
     assert!((loss - smoothed).abs() <= 1e-6 * smoothed.abs());
     let grads = m.store.grads_state_dict();
@@ -86,7 +86,7 @@ fn gpt2_smoothed_loss_matches_the_reference() {
     let mut ws = gpt2::Workspace::new(&m.config, b, t);
     let nolabels = Batch { input_ids: &ids, attention_mask: &mask, ..Default::default() };
     let logits = m.logits(&mut ws, &nolabels, false).expect("logits").to_vec();
-    ws.label_smoothing = EPS;
+    ws.lm.label_smoothing = EPS;
     let smoothed = m.forward(&mut ws, &Batch { labels: Some(&labels), ..nolabels }).expect("forward");
     let want = reference_loss(&logits, &labels, b, t, v);
     assert!(((smoothed as f64 - want) / want).abs() < 1e-5, "smoothed {smoothed} vs reference {want}");

@@ -176,13 +176,13 @@ impl Workspaces {
             CausalModel::Llama(m) => {
                 let cfg = &m.config;
                 let ws = self.llama.get(bs, t, || llama::Workspace::new(cfg, bs, t));
-                ws.label_smoothing = label_smoothing;
+                ws.lm.label_smoothing = label_smoothing;
                 if train { m.forward_backward(ws, view) } else { m.forward(ws, view) }.map_err(model_err)
             }
             CausalModel::Gpt2(m) => {
                 let cfg = &m.config;
                 let ws = self.gpt2.get(bs, t, || gpt2::Workspace::new(cfg, bs, t));
-                ws.label_smoothing = label_smoothing;
+                ws.lm.label_smoothing = label_smoothing;
                 if train { m.forward_backward(ws, view) } else { m.forward(ws, view) }.map_err(model_err)
             }
         }

@@ -413,6 +413,7 @@ pub fn run_sft(a: SftArgs) -> Result<()> {
     let mut model = CausalLm::from_pretrained(&spec, args.adamw())?;
     let run = fit_run(&model, &run);
     model.max_length = Some(run.max_seq_length);
+    model.label_smoothing = args.label_smoothing_factor as f32;
     let tok = tokenizer_of(&model)?;
     let pad = pad_id(&tok);
     let train_set =
@@ -421,15 +422,16 @@ pub fn run_sft(a: SftArgs) -> Result<()> {
     let test_set =
         run.test_file.as_deref().filter(|_| do_predict).map(|p| encode_file(p, &run, &tok, false)).transpose()?;
     if run.use_peft {
-        model.model.add_lora(&run.lora(), args.seed).map_err(|e| anyhow!("LoRA: {e}"))?;
+        model.model.store_mut().add_lora(&run.lora(), args.seed).map_err(|e| anyhow!("LoRA: {e}"))?;
     }
     // All inputs are checked; from here on files are written.
     let out = PathBuf::from(&args.output_dir);
     let eval_bs = args.per_device_eval_batch_size;
     let mut eval_metrics = None;
     if let Some(t) = &train_set {
-        let trainable: usize = model.model.param_infos().iter().filter(|i| i.requires_grad).map(|i| i.len()).sum();
-        let total: usize = model.model.param_infos().iter().map(|i| i.len()).sum();
+        let trainable: usize =
+            model.model.store().param_infos().iter().filter(|i| i.requires_grad).map(|i| i.len()).sum();
+        let total: usize = model.model.store().param_infos().iter().map(|i| i.len()).sum();
         eprintln!(
             "{}: {} training rows ({:?}{}); trainable params: {trainable} || all params: {total} || trainable%: {:.4}",
             run.train_file.as_deref().unwrap_or_default(),
@@ -486,9 +488,9 @@ pub fn run_sft(a: SftArgs) -> Result<()> {
     if let Some(t) = &test_set {
         let mut m = lm_metrics(&mut model, &t.rows, eval_bs, pad, "test")?;
         if t.format != SftFormat::Text {
-            if model.model.lora_config().is_some() {
+            if model.model.store().lora_config().is_some() {
                 // Generation runs on merged weights (the adapter is already saved).
-                model.model.merge_lora().map_err(|e| anyhow!("{e}"))?;
+                model.model.store_mut().merge_lora().map_err(|e| anyhow!("{e}"))?;
             }
             let gen = GenOptions { max_new_tokens: run.max_new_tokens, batch_size: run.generation_batch_size };
             let (preds, refs) = generate_records(&model, &tok, &t.records, &run, &gen)?;
@@ -660,8 +662,8 @@ fn load_for_inference(model: &str, base: Option<&str>) -> Result<CausalLm> {
     let mut m = if adapter {
         let base = base.ok_or_else(|| anyhow!("{model} is a LoRA adapter: give its base model with --base"))?;
         let mut m = CausalLm::from_pretrained(base, TrainingArguments::default().adamw())?;
-        m.model.load_adapter(model).map_err(|e| anyhow!("{e}"))?;
-        m.model.merge_lora().map_err(|e| anyhow!("{e}"))?;
+        m.model.store_mut().load_adapter(model).map_err(|e| anyhow!("{e}"))?;
+        m.model.store_mut().merge_lora().map_err(|e| anyhow!("{e}"))?;
         m
     } else {
         CausalLm::from_pretrained(model, TrainingArguments::default().adamw())?

@@ -206,7 +206,7 @@ fn gpt2_full_fine_tuning_generation_and_perplexity() {
     assert!(max_abs(&logits(&m0, &ids), &logits(&m1, &ids)) > 1e-2, "training changed nothing");
     // Saving the reloaded model gives the same weights back.
     for (k, t) in &saved {
-        assert_eq!(m1.param(k).expect("param"), &t.data[..], "{k}");
+        assert_eq!(m1.store.param(k).expect("param"), &t.data[..], "{k}");
     }
 
     // Generation: deterministic and equal to the library's greedy decoding of the same prompts.
@@ -310,7 +310,7 @@ fn gpt2_lora_sft_and_merge_equal_the_adapter_applied_model() {
     ]));
     assert_eq!(read_json(&merged.join("config.json"))["architectures"], json!(["GPT2LMHeadModel"]));
     let mut with_adapter = gpt2(&base);
-    with_adapter.load_adapter(&out).expect("adapter");
+    with_adapter.store.load_adapter(&out).expect("adapter");
     let m = gpt2(&merged);
     let plain = gpt2(&base);
     let ids: Vec<u32> = "Greet dora. hello".bytes().map(u32::from).collect();

@@ -262,3 +262,18 @@ fn truncation_mode_keeps_every_long_example() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("truncation_mode"), "{}", stderr(&o));
 }
+
+#[test]
+fn label_smoothing_factor_changes_the_training_loss() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let train = write_sft(tmp.path(), "train.jsonl", 8);
+    let test = write_sft(tmp.path(), "test.jsonl", 2);
+    let loss = |name: &str, eps: &str| {
+        let out = tmp.path().join(name);
+        ok(sft(&out, &train, &test, &[&format!("label_smoothing_factor={eps}"), "max_new_tokens=1"]));
+        read_json(&out.join("all_results.json"))["train_loss"].as_f64().expect("train_loss")
+    };
+    let (plain, smoothed) = (loss("plain", "0.0"), loss("smoothed", "0.3"));
+    assert!(plain.is_finite() && smoothed.is_finite());
+    assert!((plain - smoothed).abs() > 1e-4, "label_smoothing_factor had no effect: {plain} vs {smoothed}");
+}

@@ -378,3 +378,22 @@ fn malformed_conll_names_file_and_line() {
     assert_eq!(e.trim_end().lines().count(), 1, "{e}");
     assert!(!s.root.join("badner").exists());
 }
+
+#[test]
+fn dropout_run_keys_override_the_model_config() {
+    let s = setup();
+    let extra = "max_steps = 2\nhidden_dropout_prob = 0.0\nattention_probs_dropout_prob = 0.05\n";
+    let cfg = config(&s, "drop", extra);
+    let set = ["--set", "classifier_dropout=0.3"];
+    ok(finetune(&["train", "--config", cfg.to_str().unwrap_or_default(), "--progress", "off", set[0], set[1]]));
+    let saved = read_json(&s.root.join("drop/config.json"));
+    assert_eq!(saved["hidden_dropout_prob"], 0.0, "{saved}");
+    assert_eq!(saved["attention_probs_dropout_prob"], 0.05, "{saved}");
+    assert_eq!(saved["classifier_dropout"], 0.3, "{saved}");
+
+    let cfg = config(&s, "drop-bad", "");
+    let o = finetune(&["train", "--config", cfg.to_str().unwrap_or_default(), "--set", "hidden_dropout_prob=1.5"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("hidden_dropout_prob"), "{}", stderr(&o));
+    assert!(!s.root.join("drop-bad").exists());
+}

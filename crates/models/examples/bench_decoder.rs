@@ -82,10 +82,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             cpu_start = cpu_ms();
         }
         let s = Instant::now();
-        model.zero_grad();
+        model.store.zero_grad();
         loss = model.forward_backward(&mut ws, &batch)?;
-        model.clip_grad_norm(1.0);
-        model.adamw_step(hyper);
+        model.store.clip_grad_norm(1.0);
+        model.store.adamw_step(hyper);
         if i >= warmup {
             step_times.push(s.elapsed().as_secs_f64() * 1e3);
         }
@@ -94,7 +94,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cpu_per_step = (cpu_ms() - cpu_start) / steps as f64;
     let rss_full = peak_rss_mib();
 
-    let params: usize = model.param_infos().iter().map(|i| i.len()).sum();
+    let params: usize = model.store.param_infos().iter().map(|i| i.len()).sum();
     println!(
         "model: SmolLM2-135M-Instruct from {path} (f32), {} layers, {params} parameters; batch {b} x {t}; \
          {threads} threads; loaded in {load_s:.1} s",
@@ -134,17 +134,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             target_modules: TargetModules::Str("all-linear".into()),
             ..LoraConfig::default()
         };
-        model.add_lora(&lcfg, 0)?;
-        let trainable: usize = model.param_infos().iter().filter(|i| i.requires_grad).map(|i| i.len()).sum();
+        model.store.add_lora(&lcfg, 0)?;
+        let trainable: usize = model.store.param_infos().iter().filter(|i| i.requires_grad).map(|i| i.len()).sum();
         let mut times = Vec::new();
         let mut lora_loss = f32::NAN;
         let c0 = cpu_ms();
         for i in 0..warmup + steps {
             let s = Instant::now();
-            model.zero_grad();
+            model.store.zero_grad();
             lora_loss = model.forward_backward(&mut ws, &batch)?;
-            model.clip_grad_norm(1.0);
-            model.adamw_step(hyper);
+            model.store.clip_grad_norm(1.0);
+            model.store.adamw_step(hyper);
             if i >= warmup {
                 times.push(s.elapsed().as_secs_f64() * 1e3);
             }

@@ -70,11 +70,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             cpu_start = cpu_ms();
         }
         let s = Instant::now();
-        model.zero_grad();
+        model.store.zero_grad();
         loss = model.forward(&mut ws, &batch, Mode::Train { seed: i as u64 })?.unwrap_or(f32::NAN);
         model.backward(&mut ws, &batch)?;
-        model.clip_grad_norm(1.0);
-        model.adamw_step(hyper);
+        model.store.clip_grad_norm(1.0);
+        model.store.adamw_step(hyper);
         if i >= warmup {
             step_times.push(s.elapsed().as_secs_f64() * 1e3);
         }
@@ -82,7 +82,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     profile::enable(false);
     let cpu_per_step = (cpu_ms() - cpu_start) / steps as f64;
 
-    let params = model.params.len();
+    let params = model.store.params.len();
     println!(
         "model: MiniLM-shaped BERT, {} layers, {params} parameters; batch {b} x {t}; {threads} threads",
         cfg.num_hidden_layers

@@ -8,13 +8,12 @@
 //! residual → LayerNorm) → head on the first token (BERT: tanh pooler → dropout → classifier), or for token
 //! classification dropout → classifier on every token.
 //!
-//! All parameters live in one flat buffer (with gradients and AdamW moments beside it, same layout), addressed
-//! by their Hugging Face names; all activations live in a [`Workspace`] allocated once per (batch, sequence)
-//! shape. [`BertForSequenceClassification::forward`] is straight-line code and
+//! All parameters live in the model's [`ParamStore`] (one flat buffer, with gradients and AdamW moments beside
+//! it in the same layout), addressed by their Hugging Face names; all activations live in a [`Workspace`]
+//! allocated once per (batch, sequence) shape. [`BertForSequenceClassification::forward`] is straight-line code and
 //! [`BertForSequenceClassification::backward`] calls the layers' backward kernels in reverse.
 //!
-//! Every parameter has a `requires_grad` flag (as in `llama.rs`; see
-//! [`BertForSequenceClassification::set_requires_grad`] and [`BertForSequenceClassification::freeze_prefix`]).
+//! Every parameter has a `requires_grad` flag ([`ParamStore::set_requires_grad`], [`ParamStore::freeze_prefix`]).
 //! A frozen parameter gets no weight-gradient matmul or bias reduction, its gradient buffer is left as it was,
 //! AdamW never changes it and `clip_grad_norm` leaves it out of the norm (torch: its `.grad` is `None`). When
 //! nothing below a point of the network requires a gradient, the backward stops there.
@@ -26,21 +25,18 @@ use finetune_engine::bf16::linear::SharedWeights;
 use finetune_engine::kernels::attention::{self, Shape};
 use finetune_engine::kernels::dropout::{self, Dropout};
 use finetune_engine::kernels::{
-    adamw, bce_with_logits, clip_grad, cross_entropy, embedding, gelu, layernorm, mse, pooler, relu, residual,
+    bce_with_logits, cross_entropy, embedding, gelu, layernorm, mse, pooler, relu, residual,
 };
 use finetune_engine::matmul::matmul;
-use finetune_engine::{StateDict, Tensor};
+use finetune_engine::StateDict;
 use serde::Deserialize;
 
-#[derive(Debug, thiserror::Error)]
-pub enum BertError {
-    #[error("invalid config: {0}")]
-    Config(String),
-    #[error("checkpoint: {0}")]
-    Checkpoint(String),
-    #[error("invalid batch: {0}")]
-    Batch(String),
-}
+use crate::error::ModelError;
+pub use crate::params::ParamInfo;
+use crate::params::{Layout, ParamStore, Parts};
+
+/// This architecture's errors: the crate's [`ModelError`].
+pub type BertError = ModelError;
 
 fn default_act() -> String {
     "gelu".into()
@@ -216,27 +212,6 @@ impl BertConfig {
     }
 }
 
-/// Where one named parameter sits in the flat buffers.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ParamInfo {
-    pub name: String,
-    pub offset: usize,
-    pub shape: Vec<usize>,
-    /// Whether AdamW applies weight decay (Hugging Face: not to biases or LayerNorm parameters).
-    pub decay: bool,
-    /// Frozen parameters get no gradient and no optimizer update.
-    pub requires_grad: bool,
-}
-
-impl ParamInfo {
-    pub fn len(&self) -> usize {
-        self.shape.iter().product()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
 #[derive(Debug, Clone, Copy)]
 struct LayerOffsets {
     /// query, key, value weights back to back: one `[3C, C]` matrix.
@@ -269,16 +244,14 @@ struct Offsets {
     cls_b: usize,
 }
 
-fn layout(cfg: &BertConfig) -> (Vec<ParamInfo>, Offsets) {
+fn layout(cfg: &BertConfig) -> (Layout, Offsets) {
     let (c, f, l) = (cfg.hidden_size, cfg.intermediate_size, cfg.labels());
-    let mut infos = Vec::new();
-    let mut total = 0usize;
+    let mut lay = Layout::default();
+    // Parameters are addressed by offset here; the Hugging Face Trainer's no-decay rule.
     let mut add = |name: String, shape: Vec<usize>| -> usize {
         let decay = !(name.ends_with("bias") || name.contains("LayerNorm") || name.contains("layer_norm"));
-        let off = total;
-        total += shape.iter().product::<usize>();
-        infos.push(ParamInfo { name, offset: off, shape, decay, requires_grad: true });
-        off
+        let k = lay.add(name, shape, decay);
+        lay.offset(k)
     };
     let base = match cfg.arch() {
         Arch::Bert => "bert",
@@ -359,7 +332,7 @@ fn layout(cfg: &BertConfig) -> (Vec<ParamInfo>, Offsets) {
     };
     let cls_w = add(format!("{out}.weight"), vec![l, c]);
     let cls_b = add(format!("{out}.bias"), vec![l]);
-    (infos, Offsets { wte, wpe, wtt, emb_ln_w, emb_ln_b, layers, pool_w, pool_b, cls_w, cls_b })
+    (lay, Offsets { wte, wpe, wtt, emb_ln_w, emb_ln_b, layers, pool_w, pool_b, cls_w, cls_b })
 }
 
 /// Targets for the classification head; the variant picks the loss as `transformers` does from `problem_type`.
@@ -585,65 +558,34 @@ fn drop_at(mode: Mode, p: f32, site: u64) -> Option<Dropout> {
     }
 }
 
-/// Small deterministic normal generator for initialising new parameters (splitmix64 + Box–Muller).
-fn normal_fill(out: &mut [f32], std: f32, seed: u64) {
-    for (i, v) in out.iter_mut().enumerate() {
-        let u1 = dropout::uniform(seed, 2 * i as u64).max(1e-7) as f64;
-        let u2 = dropout::uniform(seed, 2 * i as u64 + 1) as f64;
-        *v = ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32 * std;
-    }
-}
-
 pub struct BertForSequenceClassification {
     pub config: BertConfig,
-    infos: Vec<ParamInfo>,
-    index: BTreeMap<String, usize>,
     off: Offsets,
-    pub params: Vec<f32>,
-    pub grads: Vec<f32>,
-    exp_avg: Vec<f32>,
-    exp_avg_sq: Vec<f32>,
-    step: u64,
+    /// Parameters, gradients and optimizer state.
+    pub store: ParamStore,
 }
 
 impl BertForSequenceClassification {
     fn empty(config: BertConfig) -> Result<Self, BertError> {
         config.validate()?;
-        let (infos, off) = layout(&config);
-        let total = infos.last().map_or(0, |i| i.offset + i.len());
-        let index = infos.iter().enumerate().map(|(k, i)| (i.name.clone(), k)).collect();
-        Ok(BertForSequenceClassification {
-            config,
-            infos,
-            index,
-            off,
-            params: vec![0.0; total],
-            grads: vec![0.0; total],
-            exp_avg: vec![0.0; total],
-            exp_avg_sq: vec![0.0; total],
-            step: 0,
-        })
+        let (layout, off) = layout(&config);
+        Ok(BertForSequenceClassification { config, off, store: ParamStore::new(layout) })
     }
 
     /// Initialised as `transformers` does for a new model: weights N(0, 0.02), biases 0, LayerNorm 1 and 0.
     pub fn random(config: BertConfig, seed: u64) -> Result<Self, BertError> {
         let mut m = Self::empty(config)?;
-        for k in 0..m.infos.len() {
+        for k in 0..m.store.param_infos().len() {
             m.init_param(k, seed);
         }
         Ok(m)
     }
 
     fn init_param(&mut self, k: usize, seed: u64) {
-        let info = &self.infos[k];
-        let dst = &mut self.params[info.offset..info.offset + info.len()];
-        if info.name.contains("LayerNorm.weight") {
-            dst.fill(1.0);
-        } else if info.name.ends_with("bias") {
-            dst.fill(0.0);
-        } else {
-            normal_fill(dst, 0.02, seed ^ (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        }
+        let name = &self.store.param_infos()[k].name;
+        let constant =
+            if name.contains("LayerNorm.weight") { Some(1.0) } else { name.ends_with("bias").then_some(0.0) };
+        self.store.init_param(k, constant, 0.02, seed);
     }
 
     /// Loads parameters by Hugging Face name. Accepts base-model checkpoints (names without the `bert.`
@@ -651,114 +593,16 @@ impl BertForSequenceClassification {
     /// the model and the names that were newly initialised.
     pub fn from_state_dict(config: BertConfig, sd: &StateDict, seed: u64) -> Result<(Self, Vec<String>), BertError> {
         let mut m = Self::empty(config)?;
-        let mut fresh = Vec::new();
-        for k in 0..m.infos.len() {
-            let name = m.infos[k].name.clone();
-            let found = sd.get(&name).or_else(|| {
-                name.strip_prefix("bert.")
-                    .or_else(|| name.strip_prefix("roberta."))
-                    .or_else(|| name.strip_prefix("distilbert."))
-                    .and_then(|n| sd.get(n))
-            });
-            match found {
-                Some(t) => {
-                    let info = &m.infos[k];
-                    if t.shape != info.shape || t.data.len() != info.len() {
-                        return Err(BertError::Checkpoint(format!(
-                            "{name}: shape {:?} does not match the config's {:?}",
-                            t.shape, info.shape
-                        )));
-                    }
-                    m.params[info.offset..info.offset + info.len()].copy_from_slice(&t.data);
-                }
-                None if name.starts_with("bert.pooler.")
-                    || name.starts_with("classifier")
-                    || name.starts_with("pre_classifier") =>
-                {
-                    m.init_param(k, seed);
-                    fresh.push(name);
-                }
-                None => return Err(BertError::Checkpoint(format!("missing parameter {name}"))),
+        let head = |name: &str| {
+            name.starts_with("bert.pooler.") || name.starts_with("classifier") || name.starts_with("pre_classifier")
+        };
+        let fresh = m.store.load_state_dict(sd, &["bert.", "roberta.", "distilbert."], head)?;
+        for name in &fresh {
+            if let Some(k) = m.store.index_of(name) {
+                m.init_param(k, seed);
             }
         }
         Ok((m, fresh))
-    }
-
-    pub fn param_infos(&self) -> &[ParamInfo] {
-        &self.infos
-    }
-
-    /// Optimizer steps taken so far.
-    pub fn steps(&self) -> u64 {
-        self.step
-    }
-
-    pub fn param(&self, name: &str) -> Option<&[f32]> {
-        let i = &self.infos[*self.index.get(name)?];
-        Some(&self.params[i.offset..i.offset + i.len()])
-    }
-
-    pub fn param_mut(&mut self, name: &str) -> Option<&mut [f32]> {
-        let i = &self.infos[*self.index.get(name)?];
-        Some(&mut self.params[i.offset..i.offset + i.len()])
-    }
-
-    pub fn grad(&self, name: &str) -> Option<&[f32]> {
-        let i = &self.infos[*self.index.get(name)?];
-        Some(&self.grads[i.offset..i.offset + i.len()])
-    }
-
-    /// Freezes (`false`) or unfreezes a parameter by Hugging Face name. A frozen parameter's gradient buffer is
-    /// not written by [`backward`](Self::backward) (zero after [`zero_grad`](Self::zero_grad)), AdamW does not
-    /// update it and [`clip_grad_norm`](Self::clip_grad_norm) leaves it out.
-    ///
-    /// Query, key and value (weights, and biases) are one fused matrix: while any of the three requires a
-    /// gradient the fused gradient is computed, and a frozen one's slice of it is put back as it was.
-    pub fn set_requires_grad(&mut self, name: &str, requires_grad: bool) -> Result<(), BertError> {
-        let k = *self.index.get(name).ok_or_else(|| BertError::Config(format!("no parameter named {name}")))?;
-        self.infos[k].requires_grad = requires_grad;
-        Ok(())
-    }
-
-    /// `None` if there is no parameter of that name.
-    pub fn requires_grad(&self, name: &str) -> Option<bool> {
-        self.index.get(name).map(|&k| self.infos[k].requires_grad)
-    }
-
-    /// Freezes every parameter whose name starts with `prefix` (e.g. `"bert.embeddings."`, or
-    /// `"bert.encoder.layer.0."` — note the trailing dot, else layer 1 also matches layer 10); returns how
-    /// many matched. An error if none does, so that a misspelt prefix is not silently ignored.
-    pub fn freeze_prefix(&mut self, prefix: &str) -> Result<usize, BertError> {
-        let mut count = 0;
-        for i in self.infos.iter_mut().filter(|i| i.name.starts_with(prefix)) {
-            i.requires_grad = false;
-            count += 1;
-        }
-        if count == 0 {
-            return Err(BertError::Config(format!("no parameter name starts with {prefix:?}")));
-        }
-        Ok(count)
-    }
-
-    fn to_state_dict(&self, data: &[f32]) -> StateDict {
-        self.infos
-            .iter()
-            .map(|i| (i.name.clone(), Tensor::new(i.shape.clone(), data[i.offset..i.offset + i.len()].to_vec())))
-            .collect()
-    }
-
-    pub fn state_dict(&self) -> StateDict {
-        self.to_state_dict(&self.params)
-    }
-
-    /// Gradients keyed by parameter name.
-    pub fn grads_state_dict(&self) -> StateDict {
-        self.to_state_dict(&self.grads)
-    }
-
-    pub fn zero_grad(&mut self) {
-        let _prof = finetune_engine::profile::scope("zero_grad");
-        self.grads.fill(0.0);
     }
 
     fn check_batch(&self, ws: &Workspace, b: &Batch<'_>) -> Result<(), BertError> {
@@ -837,12 +681,12 @@ impl BertForSequenceClassification {
         let (n, nl) = (bsz * t, cfg.labels());
         let heads = cfg.num_attention_heads;
         let shape = Shape { batch: bsz, seq: t, heads, head_dim: c / heads };
-        let p = &self.params;
+        let p = &self.store.params;
         let o = &self.off;
         let s = |off: usize, len: usize| &p[off..off + len];
         // bf16 weight copies are valid for one optimizer step.
         let w16 = ws.bf16.clone();
-        let lc: bf16lin::Ctx = w16.as_ref().map(|w| (w, weights_version(w, self.step)));
+        let lc: bf16lin::Ctx = w16.as_ref().map(|w| (w, weights_version(w, self.store.steps())));
         let eps = cfg.layer_norm_eps;
         ws.mode = Some(mode);
 
@@ -1037,9 +881,10 @@ impl BertForSequenceClassification {
         }
         let mode = ws.mode.ok_or_else(|| BertError::Batch("backward called before forward".into()))?;
         let labels = batch.labels.ok_or_else(|| BertError::Batch("backward needs labels".into()))?;
-        let Self { config: cfg, params: p, grads: g, off: o, infos, step, .. } = self;
+        let Self { config: cfg, off: o, store } = self;
         let w16 = ws.bf16.clone();
-        let lc: bf16lin::Ctx = w16.as_ref().map(|w| (w, weights_version(w, *step)));
+        let lc: bf16lin::Ctx = w16.as_ref().map(|w| (w, weights_version(w, store.steps())));
+        let Parts { infos, params: p, grads: g, .. } = store.parts();
         let (bsz, t, c, f) = (ws.batch, ws.seq, cfg.hidden_size, cfg.intermediate_size);
         let (n, nl) = (bsz * t, cfg.labels());
         let heads = cfg.num_attention_heads;
@@ -1260,46 +1105,6 @@ impl BertForSequenceClassification {
             }
         }
         Ok(())
-    }
-
-    /// `torch.nn.utils.clip_grad_norm_` over the gradients of parameters that require one (a frozen
-    /// parameter's gradient is `None` in torch, so it is neither in the norm nor scaled); returns the norm
-    /// before clipping.
-    pub fn clip_grad_norm(&mut self, max_norm: f32) -> f32 {
-        let mut parts: Vec<&mut [f32]> = Vec::new();
-        let mut rest: &mut [f32] = &mut self.grads;
-        let mut consumed = 0;
-        for i in &self.infos {
-            let (_, tail) = std::mem::take(&mut rest).split_at_mut(i.offset - consumed);
-            let (mine, tail) = tail.split_at_mut(i.len());
-            consumed = i.offset + i.len();
-            rest = tail;
-            if i.requires_grad {
-                parts.push(mine);
-            }
-        }
-        clip_grad::clip(&mut parts, max_norm)
-    }
-
-    /// One AdamW step over every parameter that requires a gradient (frozen ones, including a frozen part of
-    /// the fused q/k/v, are skipped by name and keep their moments), without weight decay for biases and
-    /// LayerNorm parameters.
-    pub fn adamw_step(&mut self, h: adamw::Hyper) {
-        self.step += 1;
-        let step = self.step;
-        let Self { infos, params, grads, exp_avg, exp_avg_sq, .. } = self;
-        for i in infos.iter().filter(|i| i.requires_grad) {
-            let r = i.offset..i.offset + i.len();
-            let hp = adamw::Hyper { weight_decay: if i.decay { h.weight_decay } else { 0.0 }, ..h };
-            adamw::update(
-                &mut params[r.clone()],
-                &grads[r.clone()],
-                &mut exp_avg[r.clone()],
-                &mut exp_avg_sq[r],
-                hp,
-                step,
-            );
-        }
     }
 }
 

@@ -1,8 +1,8 @@
 //! Causal LMs on disk: a Llama-family model (`LlamaForCausalLM`) from a GGUF file or a Hugging Face directory, or
 //! a GPT-2 model (`GPT2LMHeadModel`, `model_type: "gpt2"`) from a Hugging Face directory (safetensors or a
 //! restricted `.bin`); saved back as a directory that `transformers` loads (`config.json`, `model.safetensors`,
-//! `generation_config.json` and the tokenizer files). [`CausalModel`] holds either and dispatches training,
-//! LoRA and generation calls to it.
+//! `generation_config.json` and the tokenizer files). [`CausalModel`] holds either, dispatches generation to it
+//! and exposes its parameter store (training, freezing, LoRA).
 
 use std::path::{Path, PathBuf};
 
@@ -11,13 +11,12 @@ use serde_json::{json, Value};
 use crate::checkpoint::{
     copy_tokenizer_files, load_state_dict, resolve_model_dir, save_safetensors, write_atomic, CheckpointError,
 };
+use crate::decoder::KvCache;
 use crate::generate::{CachedDecoder, GenerateError};
 use crate::gguf::{load_llama, GgufTokenizer};
-use crate::gpt2::{Gpt2Config, Gpt2DecodeWorkspace, Gpt2Error, Gpt2LMHeadModel};
-use crate::llama::{DecodeWorkspace, KvCache, LlamaConfig, LlamaError, LlamaForCausalLM, ParamInfo};
-use crate::lora::LoraConfig;
-use finetune_engine::kernels::adamw;
-use finetune_engine::StateDict;
+use crate::gpt2::{Gpt2Config, Gpt2DecodeWorkspace, Gpt2LMHeadModel};
+use crate::llama::{DecodeWorkspace, LlamaConfig, LlamaForCausalLM};
+use crate::params::ParamStore;
 
 /// Errors loading or saving a causal LM.
 #[derive(Debug, thiserror::Error)]
@@ -35,9 +34,9 @@ pub enum CausalError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Llama(#[from] LlamaError),
+    Arch(#[from] crate::error::ModelError),
     #[error(transparent)]
-    Gpt2(#[from] Gpt2Error),
+    Params(#[from] crate::params::ParamError),
 }
 
 /// A causal LM of one of the supported architectures.
@@ -78,68 +77,13 @@ impl CausalModel {
         }
     }
 
-    pub fn param_infos(&self) -> &[ParamInfo] {
-        both!(self, m => m.param_infos())
+    /// Parameters, gradients, optimizer state and LoRA adapters of whichever model it holds.
+    pub fn store(&self) -> &ParamStore {
+        both!(self, m => &m.store)
     }
 
-    pub fn param_mut(&mut self, name: &str) -> Option<&mut [f32]> {
-        both!(self, m => m.param_mut(name))
-    }
-
-    pub fn state_dict(&self) -> StateDict {
-        both!(self, m => m.state_dict())
-    }
-
-    pub fn add_lora(&mut self, cfg: &LoraConfig, seed: u64) -> Result<(), CausalError> {
-        both!(self, m => m.add_lora(cfg, seed).map_err(CausalError::from))
-    }
-
-    pub fn lora_config(&self) -> Option<&LoraConfig> {
-        both!(self, m => m.lora_config())
-    }
-
-    pub fn unload_lora(&mut self) -> Option<LoraConfig> {
-        both!(self, m => m.unload_lora())
-    }
-
-    pub fn merge_lora(&mut self) -> Result<(), CausalError> {
-        both!(self, m => m.merge_lora().map_err(CausalError::from))
-    }
-
-    pub fn save_adapter(&self, dir: impl AsRef<Path>) -> Result<(), CausalError> {
-        both!(self, m => m.save_adapter(dir).map_err(CausalError::from))
-    }
-
-    pub fn load_adapter(&mut self, dir: impl AsRef<Path>) -> Result<(), CausalError> {
-        both!(self, m => m.load_adapter(dir).map_err(CausalError::from))
-    }
-
-    pub fn lora_dropout_state(&self) -> Option<(u64, u64)> {
-        both!(self, m => m.lora_dropout_state())
-    }
-
-    pub fn set_lora_dropout_state(&mut self, seed: u64, passes: u64) {
-        both!(self, m => m.set_lora_dropout_state(seed, passes))
-    }
-
-    pub fn optimizer_state(&self) -> (&[f32], &[f32], u64) {
-        both!(self, m => m.optimizer_state())
-    }
-
-    pub fn set_optimizer_state(&mut self, exp_avg: &[f32], exp_avg_sq: &[f32], step: u64) -> Result<(), CausalError> {
-        both!(self, m => m.set_optimizer_state(exp_avg, exp_avg_sq, step).map_err(CausalError::from))
-    }
-
-    pub fn clip_grad_norm(&mut self, max_norm: f32) -> f32 {
-        both!(self, m => m.clip_grad_norm(max_norm))
-    }
-
-    pub fn adamw_step(&mut self, hp: adamw::Hyper) {
-        both!(self, m => m.adamw_step(hp))
-    }
-
-    pub fn zero_grad(&mut self) {
-        both!(self, m => m.zero_grad())
+    pub fn store_mut(&mut self) -> &mut ParamStore {
+        both!(self, m => &mut m.store)
     }
 }
 
@@ -171,7 +115,7 @@ impl CachedDecoder for CausalModel {
         attention_mask: &[u32],
     ) -> Result<&'w [f32], GenerateError> {
         // The KV-cache path reads the base weights only.
-        if self.lora_config().is_some() {
+        if self.store().lora_config().is_some() {
             return Err(GenerateError::Config("generation needs merged LoRA adapters (merge_lora first)".into()));
         }
         match (self, ws) {
@@ -312,7 +256,7 @@ pub fn save_causal_lm(
         move |source| CausalError::Io { path, source }
     };
     std::fs::create_dir_all(dir).map_err(io(dir))?;
-    save_safetensors(&model.state_dict(), &dir.join("model.safetensors"))?;
+    save_safetensors(&model.store().state_dict(), &dir.join("model.safetensors"))?;
     let mut cfg = config.clone();
     if let Some(m) = cfg.as_object_mut() {
         m.insert("architectures".into(), json!([model.architecture()]));

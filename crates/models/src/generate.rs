@@ -5,15 +5,15 @@
 //!
 //! Sampling draws from our own seeded generator: deterministic for a seed, but not torch's random stream.
 
-use crate::gpt2::{Gpt2DecodeWorkspace, Gpt2Error, Gpt2LMHeadModel};
-use crate::llama::{DecodeWorkspace, KvCache, LlamaError, LlamaForCausalLM};
+use crate::decoder::KvCache;
+use crate::error::ModelError;
+use crate::gpt2::{Gpt2DecodeWorkspace, Gpt2LMHeadModel};
+use crate::llama::{DecodeWorkspace, LlamaForCausalLM};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GenerateError {
     #[error(transparent)]
-    Llama(#[from] LlamaError),
-    #[error(transparent)]
-    Gpt2(#[from] Gpt2Error),
+    Model(#[from] ModelError),
     #[error("invalid generation config: {0}")]
     Config(String),
     #[error("invalid prompts: {0}")]

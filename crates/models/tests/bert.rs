@@ -59,13 +59,13 @@ fn logits_loss_and_gradients_match_pytorch(dir: &str) {
     let want_loss = c.expected.f32s["loss"].data[0];
     assert!((loss - want_loss).abs() <= 1e-5, "loss {loss} vs {want_loss}");
 
-    c.model.zero_grad();
+    c.model.store.zero_grad();
     c.model.backward(&mut c.ws, &batch).expect("backward");
     let mut checked = 0;
     let mut worst_grad = 0.0f64;
-    for info in c.model.param_infos() {
+    for info in c.model.store.param_infos() {
         let want = &c.expected.f32s[&format!("grad.{}", info.name)].data;
-        let got = c.model.grad(&info.name).expect("grad");
+        let got = c.model.store.grad(&info.name).expect("grad");
         if info.name.ends_with("attention.self.key.bias") || info.name.ends_with("attention.k_lin.bias") {
             // Mathematically zero (a key bias shifts every score of a row equally, and softmax ignores that):
             // both sides hold rounding noise, so compare absolutely.
@@ -79,7 +79,7 @@ fn logits_loss_and_gradients_match_pytorch(dir: &str) {
         checked += 1;
     }
     assert_eq!(checked, c.expected.f32s.keys().filter(|k| k.starts_with("grad.")).count());
-    assert_eq!(c.model.grads_state_dict().len(), checked);
+    assert_eq!(c.model.store.grads_state_dict().len(), checked);
     eprintln!("{dir}: logits max abs difference {err}, worst relative gradient difference {worst_grad}");
 }
 
@@ -94,29 +94,29 @@ fn three_adamw_steps_with_warmup_and_clipping_match_pytorch(dir: &str) {
     let lrs = c.expected.f64s["lrs"].clone();
     let norms = c.expected.f64s["grad_norms"].clone();
     for (step, lr) in lrs.iter().enumerate() {
-        c.model.zero_grad();
+        c.model.store.zero_grad();
         c.model.forward(&mut c.ws, &batch, Mode::Eval).expect("forward");
         c.model.backward(&mut c.ws, &batch).expect("backward");
-        let norm = c.model.clip_grad_norm(1.0) as f64;
+        let norm = c.model.store.clip_grad_norm(1.0) as f64;
         assert!((norm - norms[step]).abs() <= 1e-4 * norms[step], "step {step}: grad norm {norm} vs {}", norms[step]);
-        c.model.adamw_step(Hyper { lr: *lr, weight_decay: 0.01, ..Hyper::default() });
+        c.model.store.adamw_step(Hyper { lr: *lr, weight_decay: 0.01, ..Hyper::default() });
     }
-    assert_eq!(c.model.steps(), 3);
+    assert_eq!(c.model.store.steps(), 3);
     let initial = load(fixture(dir, "model.safetensors")).f32s;
     let lr_sum: f64 = lrs.iter().sum();
     let (mut worst, mut tiny_grad_entries) = (0.0f32, 0usize);
-    for info in c.model.param_infos() {
+    for info in c.model.store.param_infos() {
         let want = &c.expected.f32s[&format!("step3.{}", info.name)].data;
         if info.name.ends_with("attention.self.key.bias") || info.name.ends_with("attention.k_lin.bias") {
             // Its true gradient is zero, so Adam normalises rounding noise into steps of up to ±lr on both
             // sides; only the bound on an Adam step can be checked.
-            let moved = max_abs(c.model.param(&info.name).expect("param"), &initial[&info.name].data);
+            let moved = max_abs(c.model.store.param(&info.name).expect("param"), &initial[&info.name].data);
             assert!(moved as f64 <= lr_sum * 1.01, "{} moved {moved}", info.name);
             continue;
         }
         // Adam divides by √v + 1e-8, so an entry whose gradient is itself near 1e-8 moves by an amount set by
         // rounding-level gradient differences; those entries get the Adam step bound, all others 1e-5.
-        let got = c.model.param(&info.name).expect("param");
+        let got = c.model.store.param(&info.name).expect("param");
         let g0 = &c.expected.f32s[&format!("grad.{}", info.name)].data;
         let init = &initial[&info.name].data;
         for i in 0..want.len() {
@@ -153,9 +153,9 @@ fn finite_differences_with_dropout(dir: &str, names: &[&str]) {
     let eval = c.model.forward(&mut c.ws, &batch, Mode::Eval).expect("forward").expect("loss");
     assert_ne!(base, eval, "dropout changes the loss");
     c.model.forward(&mut c.ws, &batch, mode).expect("forward");
-    c.model.zero_grad();
+    c.model.store.zero_grad();
     c.model.backward(&mut c.ws, &batch).expect("backward");
-    let grads = c.model.grads_state_dict();
+    let grads = c.model.store.grads_state_dict();
     let eps = 1e-2f32;
     for &name in names {
         let g = &grads[name].data;
@@ -163,9 +163,9 @@ fn finite_differences_with_dropout(dir: &str, names: &[&str]) {
         let mut idx: Vec<usize> = (0..g.len()).collect();
         idx.sort_by(|&a, &b| g[b].abs().total_cmp(&g[a].abs()));
         for &i in &idx[..2] {
-            let orig = c.model.param(name).expect("param")[i];
+            let orig = c.model.store.param(name).expect("param")[i];
             let mut eval_at = |v: f32| {
-                c.model.param_mut(name).expect("param")[i] = v;
+                c.model.store.param_mut(name).expect("param")[i] = v;
                 c.model.forward(&mut c.ws, &batch, mode).expect("forward").expect("loss") as f64
             };
             let up = eval_at(orig + eps);
@@ -292,7 +292,7 @@ fn distilbert_finite_differences_with_dropout() {
 #[test]
 fn distilbert_layer_norms_are_not_decayed() {
     let c = tiny("tiny_distilbert", |_| {});
-    for info in c.model.param_infos() {
+    for info in c.model.store.param_infos() {
         let norm = info.name.contains("layer_norm") || info.name.contains("LayerNorm");
         assert_eq!(info.decay, !(norm || info.name.ends_with("bias")), "{}", info.name);
     }
@@ -309,11 +309,11 @@ fn bert_multi_label_and_regression_losses_match_pytorch() {
         let loss = c.model.forward(&mut c.ws, &batch, Mode::Eval).expect("forward").expect("loss");
         let want = c.expected.f32s[&format!("{problem}.loss")].data[0];
         assert!((loss - want).abs() <= 1e-5, "{problem}: loss {loss} vs {want}");
-        c.model.zero_grad();
+        c.model.store.zero_grad();
         c.model.backward(&mut c.ws, &batch).expect("backward");
         for name in ["classifier.weight", "bert.encoder.layer.0.intermediate.dense.weight"] {
             let want = &c.expected.f32s[&format!("{problem}.grad.{name}")].data;
-            let e = rel_err(c.model.grad(name).expect("grad"), want);
+            let e = rel_err(c.model.store.grad(name).expect("grad"), want);
             assert!(e <= 1e-4, "{problem}: gradient of {name} off by {e} relative");
         }
     }

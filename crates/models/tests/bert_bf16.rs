@@ -47,8 +47,8 @@ fn bf16_forward_and_backward_follow_f32_within_rounding() {
     let mut ws16 = Workspace::new(&cfg, b, t).with_bf16(Some(shared.clone()));
     let hyper = Hyper { lr: 1e-2, weight_decay: 0.01, ..Hyper::default() };
     for step in 0..3u64 {
-        m32.zero_grad();
-        m16.zero_grad();
+        m32.store.zero_grad();
+        m16.store.zero_grad();
         let l32 = m32.forward(&mut ws32, &batch, Mode::Train { seed: step }).unwrap().unwrap();
         let l16 = m16.forward(&mut ws16, &batch, Mode::Train { seed: step }).unwrap().unwrap();
         // bf16 keeps 8 significant bits: each matmul output is off by ~2^-8 relative (random-sign sums make it
@@ -58,14 +58,14 @@ fn bf16_forward_and_backward_follow_f32_within_rounding() {
         assert!((l16 - l32).abs() <= 0.02 * l32.abs().max(1.0), "step {step}: loss {l16} vs {l32}");
         m32.backward(&mut ws32, &batch).unwrap();
         m16.backward(&mut ws16, &batch).unwrap();
-        let gr = rel(&m16.grads, &m32.grads);
+        let gr = rel(&m16.store.grads, &m32.store.grads);
         assert!(gr < 0.05, "step {step}: gradient relative error {gr}");
         if kernel != Kernel::F32 {
             // The bf16 path really ran (an f32 run would agree to ~1e-6).
             assert!(lr > 1e-5 && gr > 1e-5, "step {step}: bf16 not in effect ({lr}, {gr})");
         }
-        m32.adamw_step(hyper);
-        m16.adamw_step(hyper);
+        m32.store.adamw_step(hyper);
+        m16.store.adamw_step(hyper);
     }
     // After three large steps the models are still close: the copies were refreshed after each update (stale
     // copies would leave the bf16 forward on the step-0 weights).

@@ -79,9 +79,9 @@ impl Case {
         let (mut m, fresh) =
             BertForSequenceClassification::from_state_dict(self.cfg.clone(), &self.weights, 0).expect("loads");
         assert!(fresh.is_empty(), "{fresh:?}");
-        let names: Vec<String> = m.param_infos().iter().map(|i| i.name.clone()).collect();
+        let names: Vec<String> = m.store.param_infos().iter().map(|i| i.name.clone()).collect();
         for n in names.iter().filter(|n| frozen(n)) {
-            m.set_requires_grad(n, false).expect("known name");
+            m.store.set_requires_grad(n, false).expect("known name");
         }
         m
     }
@@ -109,16 +109,16 @@ impl Case {
 
 /// Zeroes the gradients, then fills the frozen parameters' gradients with the sentinel.
 fn seed_grads(m: &mut BertForSequenceClassification) {
-    m.zero_grad();
+    m.store.zero_grad();
     let frozen: Vec<(usize, usize)> =
-        m.param_infos().iter().filter(|i| !i.requires_grad).map(|i| (i.offset, i.len())).collect();
+        m.store.param_infos().iter().filter(|i| !i.requires_grad).map(|i| (i.offset, i.len())).collect();
     for (off, len) in frozen {
-        m.grads[off..off + len].fill(SENTINEL);
+        m.store.grads[off..off + len].fill(SENTINEL);
     }
 }
 
 fn base(m: &BertForSequenceClassification) -> String {
-    let first = &m.param_infos()[0].name;
+    let first = &m.store.param_infos()[0].name;
     first.split('.').next().expect("prefixed name").to_string()
 }
 
@@ -153,19 +153,19 @@ fn frozen_gradients_are_not_written_and_the_others_match_an_unfrozen_run() {
         let c = case(dir);
         let mut full = c.model(&|_| false);
         let mut ws = c.workspace();
-        full.zero_grad();
+        full.store.zero_grad();
         c.forward_backward(&mut full, &mut ws, 0);
         for (what, frozen) in SCENARIOS {
             let mut m = c.model(frozen);
-            let n_frozen = m.param_infos().iter().filter(|i| !i.requires_grad).count();
+            let n_frozen = m.store.param_infos().iter().filter(|i| !i.requires_grad).count();
             assert!(n_frozen > 0, "{dir} {what}: freezes something");
             seed_grads(&mut m);
             let mut ws = c.workspace();
             c.forward_backward(&mut m, &mut ws, 0);
-            for info in m.param_infos() {
-                let got = m.grad(&info.name).expect("grad");
+            for info in m.store.param_infos() {
+                let got = m.store.grad(&info.name).expect("grad");
                 if info.requires_grad {
-                    let want = full.grad(&info.name).expect("grad");
+                    let want = full.store.grad(&info.name).expect("grad");
                     let same = got.iter().zip(want).all(|(a, b)| a.to_bits() == b.to_bits());
                     assert!(same, "{dir} {what}: gradient of {} differs from the unfrozen run", info.name);
                 } else {
@@ -185,30 +185,30 @@ fn adamw_leaves_frozen_parameters_unchanged_and_updates_the_others_as_without_fr
             let mut m = c.model(frozen);
             // Reference: nothing frozen, but the frozen parameters are put back after every step.
             let mut r = c.model(&|_| false);
-            let initial = m.state_dict();
+            let initial = m.store.state_dict();
             let (mut ws, mut wr) = (c.workspace(), c.workspace());
             for step in 0..3 {
-                m.zero_grad();
+                m.store.zero_grad();
                 c.forward_backward(&mut m, &mut ws, step);
-                m.adamw_step(hp);
+                m.store.adamw_step(hp);
 
-                r.zero_grad();
+                r.store.zero_grad();
                 c.forward_backward(&mut r, &mut wr, step);
-                r.adamw_step(hp);
+                r.store.adamw_step(hp);
                 for (name, t) in &initial {
                     if frozen(name) {
-                        r.param_mut(name).expect("param").copy_from_slice(&t.data);
+                        r.store.param_mut(name).expect("param").copy_from_slice(&t.data);
                     }
                 }
             }
-            assert_eq!(m.steps(), 3);
-            for info in m.param_infos() {
-                let got = m.param(&info.name).expect("param");
+            assert_eq!(m.store.steps(), 3);
+            for info in m.store.param_infos() {
+                let got = m.store.param(&info.name).expect("param");
                 if !info.requires_grad {
                     let same = got.iter().zip(&initial[&info.name].data).all(|(a, b)| a.to_bits() == b.to_bits());
                     assert!(same, "{dir} {what}: frozen {} changed", info.name);
                 } else {
-                    let want = r.param(&info.name).expect("param");
+                    let want = r.store.param(&info.name).expect("param");
                     let same = got.iter().zip(want).all(|(a, b)| a.to_bits() == b.to_bits());
                     assert!(same, "{dir} {what}: {} differs from the reference run", info.name);
                     let moved = got.iter().zip(&initial[&info.name].data).any(|(a, b)| a != b);
@@ -225,23 +225,25 @@ fn clip_grad_norm_covers_only_trainable_gradients() {
         let c = case(dir);
         let mut full = c.model(&|_| false);
         let mut ws = c.workspace();
-        full.zero_grad();
+        full.store.zero_grad();
         c.forward_backward(&mut full, &mut ws, 0);
-        let all: Vec<&[f32]> = full.param_infos().iter().map(|i| full.grad(&i.name).expect("grad")).collect();
+        let all: Vec<&[f32]> =
+            full.store.param_infos().iter().map(|i| full.store.grad(&i.name).expect("grad")).collect();
         let full_norm = clip_grad::global_norm(&all) as f32;
         for (what, frozen) in SCENARIOS {
             let mut m = c.model(frozen);
             seed_grads(&mut m);
             c.forward_backward(&mut m, &mut ws, 0);
             let trainable: Vec<&[f32]> = full
+                .store
                 .param_infos()
                 .iter()
                 .filter(|i| !frozen(&i.name))
-                .map(|i| full.grad(&i.name).expect("grad"))
+                .map(|i| full.store.grad(&i.name).expect("grad"))
                 .collect();
             let want = clip_grad::global_norm(&trainable) as f32;
             let max_norm = want / 4.0;
-            let norm = m.clip_grad_norm(max_norm);
+            let norm = m.store.clip_grad_norm(max_norm);
             assert_eq!(norm.to_bits(), want.to_bits(), "{dir} {what}: norm {norm} vs {want}");
             if trainable.is_empty() {
                 assert_eq!(norm, 0.0);
@@ -249,10 +251,10 @@ fn clip_grad_norm_covers_only_trainable_gradients() {
                 assert!(norm < full_norm, "{dir} {what}: {norm} should leave out frozen gradients ({full_norm})");
             }
             let coef = (max_norm / (want + 1e-6)).min(1.0);
-            for info in m.param_infos() {
-                let got = m.grad(&info.name).expect("grad");
+            for info in m.store.param_infos() {
+                let got = m.store.grad(&info.name).expect("grad");
                 if info.requires_grad {
-                    let want: Vec<f32> = full.grad(&info.name).expect("grad").iter().map(|g| g * coef).collect();
+                    let want: Vec<f32> = full.store.grad(&info.name).expect("grad").iter().map(|g| g * coef).collect();
                     assert_eq!(got, &want[..], "{dir} {what}: {} not scaled by {coef}", info.name);
                 } else {
                     assert!(got.iter().all(|&g| g == SENTINEL), "{dir} {what}: frozen {} was scaled", info.name);
@@ -267,25 +269,26 @@ fn requires_grad_api() {
     let c = case("tiny_bert");
     let mut m = c.model(&|_| false);
     assert_eq!(base(&m), "bert");
-    assert_eq!(m.requires_grad("bert.embeddings.word_embeddings.weight"), Some(true));
-    assert_eq!(m.requires_grad("bert.nope"), None);
-    assert!(m.set_requires_grad("bert.nope", false).is_err());
+    assert_eq!(m.store.requires_grad("bert.embeddings.word_embeddings.weight"), Some(true));
+    assert_eq!(m.store.requires_grad("bert.nope"), None);
+    assert!(m.store.set_requires_grad("bert.nope", false).is_err());
     // word, position, token type, LayerNorm weight and bias.
-    assert_eq!(m.freeze_prefix("bert.embeddings.").expect("matches"), 5);
-    assert_eq!(m.requires_grad("bert.embeddings.LayerNorm.bias"), Some(false));
-    assert_eq!(m.requires_grad("bert.encoder.layer.0.output.dense.weight"), Some(true));
-    assert!(m.freeze_prefix("bert.embedings.").is_err(), "a misspelt prefix is an error");
+    assert_eq!(m.store.freeze_prefix("bert.embeddings.").expect("matches"), 5);
+    assert_eq!(m.store.requires_grad("bert.embeddings.LayerNorm.bias"), Some(false));
+    assert_eq!(m.store.requires_grad("bert.encoder.layer.0.output.dense.weight"), Some(true));
+    assert!(m.store.freeze_prefix("bert.embedings.").is_err(), "a misspelt prefix is an error");
     // 16 parameters per layer: fused q/k/v as 6 names, attention output, 2 LayerNorms, 2 FFN denses.
-    assert_eq!(m.freeze_prefix("bert.encoder.layer.1.").expect("matches"), 16);
-    m.set_requires_grad("bert.encoder.layer.1.attention.self.key.weight", true).expect("known");
-    assert_eq!(m.requires_grad("bert.encoder.layer.1.attention.self.key.weight"), Some(true));
-    let frozen = m.param_infos().iter().filter(|i| !i.requires_grad).count();
+    assert_eq!(m.store.freeze_prefix("bert.encoder.layer.1.").expect("matches"), 16);
+    m.store.set_requires_grad("bert.encoder.layer.1.attention.self.key.weight", true).expect("known");
+    assert_eq!(m.store.requires_grad("bert.encoder.layer.1.attention.self.key.weight"), Some(true));
+    let frozen = m.store.param_infos().iter().filter(|i| !i.requires_grad).count();
     assert_eq!(frozen, 5 + 15);
 
     // freeze_prefix freezes exactly what the equivalent name filter does, gradients included.
     let mut p = c.model(&|_| false);
-    p.freeze_prefix("bert.embeddings.").expect("matches");
+    p.store.freeze_prefix("bert.embeddings.").expect("matches");
     let f = c.model(&|n| n.starts_with("bert.embeddings."));
-    let flags = |m: &BertForSequenceClassification| m.param_infos().iter().map(|i| i.requires_grad).collect::<Vec<_>>();
+    let flags =
+        |m: &BertForSequenceClassification| m.store.param_infos().iter().map(|i| i.requires_grad).collect::<Vec<_>>();
     assert_eq!(flags(&p), flags(&f));
 }

@@ -71,12 +71,12 @@ fn logits_loss_and_gradients_match_pytorch() {
     let want_loss = c.expected.f32s["loss"].data[0];
     assert!((loss - want_loss).abs() <= 1e-5, "loss {loss} vs {want_loss}");
 
-    c.model.zero_grad();
+    c.model.store.zero_grad();
     c.model.backward(&mut c.ws, &batch).expect("backward");
     let (mut checked, mut worst) = (0, 0.0f64);
-    for info in c.model.param_infos() {
+    for info in c.model.store.param_infos() {
         let want = &c.expected.f32s[&format!("grad.{}", info.name)].data;
-        let got = c.model.grad(&info.name).expect("grad");
+        let got = c.model.store.grad(&info.name).expect("grad");
         if info.name.ends_with("attention.self.key.bias") {
             // Mathematically zero (softmax ignores a per-row shift): rounding noise on both sides.
             assert!(max_abs(got, want) <= 1e-6, "gradient of {} is {got:?}, expected about 0", info.name);
@@ -89,7 +89,7 @@ fn logits_loss_and_gradients_match_pytorch() {
     }
     // Every parameter of BertForTokenClassification, and no pooler.
     assert_eq!(checked, c.expected.f32s.keys().filter(|k| k.starts_with("grad.")).count());
-    assert!(c.model.param_infos().iter().all(|i| !i.name.contains("pooler")));
+    assert!(c.model.store.param_infos().iter().all(|i| !i.name.contains("pooler")));
     eprintln!("{DIR}: logits max abs difference {err}, loss {loss} vs {want_loss}, worst relative gradient {worst}");
 }
 
@@ -101,19 +101,19 @@ fn three_adamw_steps_with_warmup_and_clipping_match_pytorch() {
     let lrs = c.expected.f64s["lrs"].clone();
     let norms = c.expected.f64s["grad_norms"].clone();
     for (step, lr) in lrs.iter().enumerate() {
-        c.model.zero_grad();
+        c.model.store.zero_grad();
         c.model.forward(&mut c.ws, &batch, Mode::Eval).expect("forward");
         c.model.backward(&mut c.ws, &batch).expect("backward");
-        let norm = c.model.clip_grad_norm(1.0) as f64;
+        let norm = c.model.store.clip_grad_norm(1.0) as f64;
         assert!((norm - norms[step]).abs() <= 1e-4 * norms[step], "step {step}: grad norm {norm} vs {}", norms[step]);
-        c.model.adamw_step(Hyper { lr: *lr, weight_decay: 0.01, ..Hyper::default() });
+        c.model.store.adamw_step(Hyper { lr: *lr, weight_decay: 0.01, ..Hyper::default() });
     }
     let initial = load(fixture(DIR, "model.safetensors")).f32s;
     let lr_sum: f64 = lrs.iter().sum();
     let (mut worst, mut tiny_grad_entries) = (0.0f32, 0usize);
-    for info in c.model.param_infos() {
+    for info in c.model.store.param_infos() {
         let want = &c.expected.f32s[&format!("step3.{}", info.name)].data;
-        let got = c.model.param(&info.name).expect("param");
+        let got = c.model.store.param(&info.name).expect("param");
         let init = &initial[&info.name].data;
         if info.name.ends_with("attention.self.key.bias") {
             // Zero true gradient: Adam normalises rounding noise, so only the step bound can be checked.
@@ -153,9 +153,9 @@ fn finite_differences_with_dropout() {
     let eval = c.model.forward(&mut c.ws, &batch, Mode::Eval).expect("forward").expect("loss");
     assert_ne!(base, eval, "dropout changes the loss");
     c.model.forward(&mut c.ws, &batch, mode).expect("forward");
-    c.model.zero_grad();
+    c.model.store.zero_grad();
     c.model.backward(&mut c.ws, &batch).expect("backward");
-    let grads = c.model.grads_state_dict();
+    let grads = c.model.store.grads_state_dict();
     let eps = 1e-2f32;
     for name in [
         "bert.embeddings.word_embeddings.weight",
@@ -172,9 +172,9 @@ fn finite_differences_with_dropout() {
         let mut idx: Vec<usize> = (0..g.len()).collect();
         idx.sort_by(|&a, &b| g[b].abs().total_cmp(&g[a].abs()));
         for &i in &idx[..2] {
-            let orig = c.model.param(name).expect("param")[i];
+            let orig = c.model.store.param(name).expect("param")[i];
             let mut eval_at = |v: f32| {
-                c.model.param_mut(name).expect("param")[i] = v;
+                c.model.store.param_mut(name).expect("param")[i] = v;
                 c.model.forward(&mut c.ws, &batch, mode).expect("forward").expect("loss") as f64
             };
             let up = eval_at(orig + eps);
@@ -195,9 +195,9 @@ fn sequence_classification_checkpoint_loads_without_its_pooler() {
     assert!(weights.contains_key("bert.pooler.dense.weight"));
     let (model, fresh) = BertForSequenceClassification::from_state_dict(cfg.clone(), &weights, 0).expect("loads");
     assert!(fresh.is_empty(), "{fresh:?}");
-    assert!(model.param("bert.pooler.dense.weight").is_none());
-    assert_eq!(model.param("classifier.weight").expect("classifier"), &weights["classifier.weight"].data[..]);
-    assert_eq!(model.param_infos().len() + 2, weights.len());
+    assert!(model.store.param("bert.pooler.dense.weight").is_none());
+    assert_eq!(model.store.param("classifier.weight").expect("classifier"), &weights["classifier.weight"].data[..]);
+    assert_eq!(model.store.param_infos().len() + 2, weights.len());
 }
 
 #[test]

@@ -77,9 +77,9 @@ fn logits_loss_and_gradients_match_pytorch() {
     assert_eq!(c.model.forward(&mut c.ws, &batch).expect("forward"), loss);
     let (mut worst, mut checked) = (0.0f64, 0);
     let emb = c.cfg.n_embd;
-    for info in c.model.param_infos() {
+    for info in c.model.store.param_infos() {
         let want = &c.expected.f32s[&format!("grad.{}", info.name)].data;
-        let got = c.model.grad(&info.name).expect("grad");
+        let got = c.model.store.grad(&info.name).expect("grad");
         if info.name.ends_with("attn.c_attn.bias") {
             let keys = emb..2 * emb;
             assert!(max_abs(&got[keys.clone()], &want[keys]) <= 1e-6, "{}: key bias gradient not about 0", info.name);
@@ -116,20 +116,20 @@ fn three_adamw_steps_match_pytorch() {
     let lrs = c.expected.f64s["lrs"].clone();
     let norms = c.expected.f64s["grad_norms"].clone();
     for (step, lr) in lrs.iter().enumerate() {
-        c.model.zero_grad();
+        c.model.store.zero_grad();
         c.model.forward_backward(&mut c.ws, &batch).expect("forward_backward");
-        let norm = c.model.clip_grad_norm(1.0) as f64;
+        let norm = c.model.store.clip_grad_norm(1.0) as f64;
         assert!((norm - norms[step]).abs() <= 1e-4 * norms[step], "step {step}: grad norm {norm} vs {}", norms[step]);
-        c.model.adamw_step(Hyper { lr: *lr, weight_decay: 0.01, ..Hyper::default() });
+        c.model.store.adamw_step(Hyper { lr: *lr, weight_decay: 0.01, ..Hyper::default() });
     }
-    assert_eq!(c.model.steps(), 3);
+    assert_eq!(c.model.store.steps(), 3);
     let initial = load(fixture(DIR, "model.safetensors")).f32s;
     let lr_sum: f64 = lrs.iter().sum();
     let emb = c.cfg.n_embd;
     let (mut worst, mut tiny_entries) = (0.0f32, 0usize);
-    for info in c.model.param_infos() {
+    for info in c.model.store.param_infos() {
         let want = &c.expected.f32s[&format!("step3.{}", info.name)].data;
-        let got = c.model.param(&info.name).expect("param");
+        let got = c.model.store.param(&info.name).expect("param");
         let g0 = &c.expected.f32s[&format!("grad.{}", info.name)].data;
         let init = &initial[&info.name].data;
         for i in 0..want.len() {
@@ -170,7 +170,7 @@ fn chunked_head_and_frozen_parameters() {
     }
     for (loss, m) in &runs[1..] {
         assert!((loss - runs[0].0).abs() <= 1e-6);
-        assert!(rel_err(&m.grads, &runs[0].1.grads) <= 1e-6);
+        assert!(rel_err(&m.store.grads, &runs[0].1.store.grads) <= 1e-6);
     }
     let full = &runs[2].1;
     let mut m = tiny().model;
@@ -183,16 +183,16 @@ fn chunked_head_and_frozen_parameters() {
         "transformer.ln_f.bias",
     ];
     for n in frozen {
-        m.set_requires_grad(n, false).expect("known");
+        m.store.set_requires_grad(n, false).expect("known");
     }
     let mut ws = Workspace::with_head_chunk(&c.cfg, 3, t, 1000);
     m.forward_backward(&mut ws, &batch).expect("forward_backward");
-    for info in m.param_infos() {
-        let got = m.grad(&info.name).expect("grad");
+    for info in m.store.param_infos() {
+        let got = m.store.grad(&info.name).expect("grad");
         if frozen.contains(&info.name.as_str()) {
             assert!(got.iter().all(|&v| v == 0.0), "frozen {} got a gradient", info.name);
         } else {
-            assert_eq!(got, full.grad(&info.name).expect("grad"), "{} changed by freezing", info.name);
+            assert_eq!(got, full.store.grad(&info.name).expect("grad"), "{} changed by freezing", info.name);
         }
     }
 }
@@ -218,13 +218,13 @@ fn finite_differences() {
         "transformer.h.0.ln_2.bias",
         "transformer.ln_f.weight",
     ] {
-        let g = c.model.grad(name).expect("grad").to_vec();
+        let g = c.model.store.grad(name).expect("grad").to_vec();
         let mut idx: Vec<usize> = (0..g.len()).collect();
         idx.sort_by(|&a, &b| g[b].abs().total_cmp(&g[a].abs()));
         for &i in &idx[..2] {
-            let orig = c.model.param(name).expect("param")[i];
+            let orig = c.model.store.param(name).expect("param")[i];
             let mut eval_at = |v: f32| {
-                c.model.param_mut(name).expect("param")[i] = v;
+                c.model.store.param_mut(name).expect("param")[i] = v;
                 c.model.forward(&mut c.ws, &batch).expect("forward") as f64
             };
             let up = eval_at(orig + eps);

@@ -75,15 +75,15 @@ fn matches_pytorch(dir: &str) {
     let want_loss = c.expected.f32s["loss"].data[0];
     let eval_loss = c.model.forward(&mut c.ws, &batch).expect("forward");
     assert!((eval_loss - want_loss).abs() <= 1e-5, "{dir}: loss {eval_loss} vs {want_loss}");
-    c.model.zero_grad();
+    c.model.store.zero_grad();
     let loss = c.model.forward_backward(&mut c.ws, &batch).expect("forward_backward");
     assert_eq!(loss, eval_loss);
 
     let mut worst = 0.0f64;
     let mut checked = 0;
-    for info in c.model.param_infos() {
+    for info in c.model.store.param_infos() {
         let want = &c.expected.f32s[&format!("grad.{}", info.name)].data;
-        let e = rel_err(c.model.grad(&info.name).expect("grad"), want);
+        let e = rel_err(c.model.store.grad(&info.name).expect("grad"), want);
         assert!(e <= 1e-4, "{dir}: gradient of {} off by {e} relative", info.name);
         worst = worst.max(e);
         checked += 1;
@@ -108,19 +108,19 @@ fn adamw_matches_pytorch(dir: &str) {
     let lrs = c.expected.f64s["lrs"].clone();
     let norms = c.expected.f64s["grad_norms"].clone();
     for (step, lr) in lrs.iter().enumerate() {
-        c.model.zero_grad();
+        c.model.store.zero_grad();
         c.model.forward_backward(&mut c.ws, &batch).expect("forward_backward");
-        let norm = c.model.clip_grad_norm(1.0) as f64;
+        let norm = c.model.store.clip_grad_norm(1.0) as f64;
         assert!((norm - norms[step]).abs() <= 1e-4 * norms[step], "step {step}: grad norm {norm} vs {}", norms[step]);
-        c.model.adamw_step(Hyper { lr: *lr, weight_decay: 0.01, ..Hyper::default() });
+        c.model.store.adamw_step(Hyper { lr: *lr, weight_decay: 0.01, ..Hyper::default() });
     }
-    assert_eq!(c.model.steps(), 3);
+    assert_eq!(c.model.store.steps(), 3);
     let initial = load(fixture(dir, "model.safetensors")).f32s;
     let lr_sum: f64 = lrs.iter().sum();
     let (mut worst, mut tiny_grad_entries) = (0.0f32, 0usize);
-    for info in c.model.param_infos() {
+    for info in c.model.store.param_infos() {
         let want = &c.expected.f32s[&format!("step3.{}", info.name)].data;
-        let got = c.model.param(&info.name).expect("param");
+        let got = c.model.store.param(&info.name).expect("param");
         let g0 = &c.expected.f32s[&format!("grad.{}", info.name)].data;
         let init = &initial[&info.name].data;
         let g_max = g0.iter().fold(0.0f32, |m, v| m.max(v.abs()));
@@ -169,20 +169,20 @@ fn llama3_rope_scaling_and_attention_bias_match_pytorch() {
     matches_pytorch("tiny_llama3");
     adamw_matches_pytorch("tiny_llama3");
     let c = tiny("tiny_llama3");
-    assert!(c.model.param("model.layers.0.self_attn.o_proj.bias").is_some());
-    assert!(c.model.param("model.layers.0.self_attn.k_proj.bias").is_some());
+    assert!(c.model.store.param("model.layers.0.self_attn.o_proj.bias").is_some());
+    assert!(c.model.store.param("model.layers.0.self_attn.k_proj.bias").is_some());
 }
 
 #[test]
 fn fixtures_cover_tied_untied_biases_and_grouped_query_attention() {
     let l = tiny("tiny_llama");
-    assert!(l.cfg.tie_word_embeddings && l.model.param("lm_head.weight").is_none());
-    assert!(l.model.param("model.layers.0.self_attn.q_proj.bias").is_none());
+    assert!(l.cfg.tie_word_embeddings && l.model.store.param("lm_head.weight").is_none());
+    assert!(l.model.store.param("model.layers.0.self_attn.q_proj.bias").is_none());
     assert!(l.cfg.kv_heads() < l.cfg.num_attention_heads);
     let q = tiny("tiny_qwen2");
-    assert!(!q.cfg.tie_word_embeddings && q.model.param("lm_head.weight").is_some());
-    assert!(q.model.param("model.layers.1.self_attn.v_proj.bias").is_some());
-    assert!(q.model.param("model.layers.1.self_attn.o_proj.bias").is_none());
+    assert!(!q.cfg.tie_word_embeddings && q.model.store.param("lm_head.weight").is_some());
+    assert!(q.model.store.param("model.layers.1.self_attn.v_proj.bias").is_some());
+    assert!(q.model.store.param("model.layers.1.self_attn.o_proj.bias").is_none());
     assert_eq!(q.cfg.rope_theta(), 1e6);
 }
 
@@ -203,7 +203,7 @@ fn chunked_head_equals_single_chunk() {
             let mut model = tiny(dir).model;
             let mut ws = Workspace::with_head_chunk(&c.cfg, 3, ids.len() / 3, chunk);
             let loss = model.forward_backward(&mut ws, &batch).expect("forward_backward");
-            results.push((loss, model.grads.clone()));
+            results.push((loss, model.store.grads.clone()));
         }
         for (loss, grads) in &results[1..] {
             assert!((loss - results[0].0).abs() <= 1e-6, "{dir}: {loss} vs {}", results[0].0);
@@ -230,6 +230,7 @@ fn frozen_parameters_get_no_gradient_and_do_not_change_the_others() {
         let mut c = tiny(dir);
         let frozen: Vec<String> = c
             .model
+            .store
             .param_infos()
             .iter()
             .map(|i| i.name.clone())
@@ -244,30 +245,35 @@ fn frozen_parameters_get_no_gradient_and_do_not_change_the_others() {
             .collect();
         assert!(frozen.len() >= 6);
         for n in &frozen {
-            c.model.set_requires_grad(n, false).expect("known name");
+            c.model.store.set_requires_grad(n, false).expect("known name");
         }
-        assert!(c.model.set_requires_grad("no.such.weight", false).is_err());
+        assert!(c.model.store.set_requires_grad("no.such.weight", false).is_err());
         // Poison the frozen gradients: they must not be written at all.
         for n in &frozen {
-            let i = c.model.param_infos().iter().find(|i| &i.name == n).expect("info").clone();
-            c.model.grads[i.offset..i.offset + i.len()].fill(7.0);
+            let i = c.model.store.param_infos().iter().find(|i| &i.name == n).expect("info").clone();
+            c.model.store.grads[i.offset..i.offset + i.len()].fill(7.0);
         }
         c.model.forward_backward(&mut c.ws, &batch).expect("forward_backward");
-        for info in c.model.param_infos() {
-            let got = c.model.grad(&info.name).expect("grad");
+        for info in c.model.store.param_infos() {
+            let got = c.model.store.grad(&info.name).expect("grad");
             if frozen.contains(&info.name) {
                 assert!(got.iter().all(|&v| v == 7.0), "{dir}: frozen {} got a gradient", info.name);
             } else {
-                assert_eq!(got, full.model.grad(&info.name).expect("grad"), "{dir}: {} changed by freezing", info.name);
+                assert_eq!(
+                    got,
+                    full.model.store.grad(&info.name).expect("grad"),
+                    "{dir}: {} changed by freezing",
+                    info.name
+                );
             }
         }
         // AdamW leaves frozen parameters alone (no decay either).
-        c.model.zero_grad();
-        let before = c.model.state_dict();
+        c.model.store.zero_grad();
+        let before = c.model.store.state_dict();
         c.model.forward_backward(&mut c.ws, &batch).expect("forward_backward");
-        c.model.adamw_step(Hyper::default());
-        for info in c.model.param_infos() {
-            let same = c.model.param(&info.name).expect("param") == &before[&info.name].data[..];
+        c.model.store.adamw_step(Hyper::default());
+        for info in c.model.store.param_infos() {
+            let same = c.model.store.param(&info.name).expect("param") == &before[&info.name].data[..];
             assert_eq!(same, frozen.contains(&info.name), "{dir}: {} updated = {}", info.name, !same);
         }
     }
@@ -292,8 +298,8 @@ fn loss_normalizer_scales_loss_and_gradients() {
     let summed = Batch { loss_normalizer: Some(40.0), ..mean };
     let l2 = b.model.forward_backward(&mut b.ws, &summed).expect("forward_backward");
     assert!((l2 - l1 * kept / 40.0).abs() <= 1e-6 * l1.abs(), "{l2} vs {}", l1 * kept / 40.0);
-    let scaled: Vec<f32> = a.model.grads.iter().map(|g| g * kept / 40.0).collect();
-    assert!(rel_err(&b.model.grads, &scaled) <= 1e-6);
+    let scaled: Vec<f32> = a.model.store.grads.iter().map(|g| g * kept / 40.0).collect();
+    assert!(rel_err(&b.model.store.grads, &scaled) <= 1e-6);
 }
 
 #[test]
@@ -309,7 +315,7 @@ fn finite_differences() {
             position_ids: None,
         };
         c.model.forward_backward(&mut c.ws, &batch).expect("forward_backward");
-        let grads = c.model.grads_state_dict();
+        let grads = c.model.store.grads_state_dict();
         let mut names = vec![
             "model.embed_tokens.weight",
             "model.layers.0.self_attn.q_proj.weight",
@@ -328,9 +334,9 @@ fn finite_differences() {
             let mut idx: Vec<usize> = (0..g.len()).collect();
             idx.sort_by(|&a, &b| g[b].abs().total_cmp(&g[a].abs()));
             for &i in &idx[..2] {
-                let orig = c.model.param(name).expect("param")[i];
+                let orig = c.model.store.param(name).expect("param")[i];
                 let mut eval_at = |v: f32| {
-                    c.model.param_mut(name).expect("param")[i] = v;
+                    c.model.store.param_mut(name).expect("param")[i] = v;
                     c.model.forward(&mut c.ws, &batch).expect("forward") as f64
                 };
                 let up = eval_at(orig + eps);
@@ -450,10 +456,10 @@ fn smollm2_shaped_step_timing() {
     };
     for step in 0..3 {
         let start = std::time::Instant::now();
-        m.zero_grad();
+        m.store.zero_grad();
         let loss = m.forward_backward(&mut ws, &batch).expect("step");
-        m.clip_grad_norm(1.0);
-        m.adamw_step(Hyper::default());
+        m.store.clip_grad_norm(1.0);
+        m.store.adamw_step(Hyper::default());
         let s = start.elapsed().as_secs_f64();
         eprintln!("step {step}: loss {loss:.4}, {s:.3} s, {:.0} tokens/s", (b * t) as f64 / s);
     }

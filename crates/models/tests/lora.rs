@@ -36,7 +36,7 @@ fn lora_dir(name: &str) -> std::path::PathBuf {
 
 fn case(name: &str, base_dir: &str) -> Case {
     let (cfg, mut model) = base(base_dir);
-    model.load_adapter(lora_dir(name)).expect("PEFT adapter loads");
+    model.store.load_adapter(lora_dir(name)).expect("PEFT adapter loads");
     let expected = load(fixture(name, "expected.safetensors"));
     let u = |k: &str| expected.i64s[k].iter().map(|&v| v as u32).collect::<Vec<u32>>();
     let (ids, mask) = (u("input_ids"), u("attention_mask"));
@@ -61,7 +61,7 @@ fn max_abs(a: &[f32], b: &[f32]) -> f32 {
 }
 
 fn lora_names(m: &LlamaForCausalLM) -> Vec<String> {
-    m.param_infos().iter().filter(|i| i.name.contains(".lora_")).map(|i| i.name.clone()).collect()
+    m.store.param_infos().iter().filter(|i| i.name.contains(".lora_")).map(|i| i.name.clone()).collect()
 }
 
 #[test]
@@ -85,15 +85,15 @@ fn logits_loss_and_adapter_gradients_match_peft() {
         let mut worst = 0.0f64;
         for n in &names {
             let want = &c.expected.f32s[&format!("grad.{n}")].data;
-            let e = rel_err(c.model.grad(n).expect("grad"), want);
+            let e = rel_err(c.model.store.grad(n).expect("grad"), want);
             assert!(e <= 1e-4, "{name}: gradient of {n} off by {e} relative");
             worst = worst.max(e);
         }
         assert_eq!(names.len(), c.expected.f32s.keys().filter(|k| k.starts_with("grad.")).count());
         // Frozen base: no gradient at all.
-        for info in c.model.param_infos().iter().filter(|i| !i.name.contains(".lora_")) {
+        for info in c.model.store.param_infos().iter().filter(|i| !i.name.contains(".lora_")) {
             assert!(!info.requires_grad, "{name}: {} is trainable", info.name);
-            assert!(c.model.grad(&info.name).expect("grad").iter().all(|&g| g == 0.0), "{name}: {}", info.name);
+            assert!(c.model.store.grad(&info.name).expect("grad").iter().all(|&g| g == 0.0), "{name}: {}", info.name);
         }
         eprintln!("{name}: logits max abs diff {err}, worst relative adapter gradient diff {worst}");
     }
@@ -113,25 +113,25 @@ fn three_adamw_steps_match_peft_and_leave_the_base_unchanged() {
         let lrs = c.expected.f64s["lrs"].clone();
         let norms = c.expected.f64s["grad_norms"].clone();
         for (step, lr) in lrs.iter().enumerate() {
-            c.model.zero_grad();
+            c.model.store.zero_grad();
             c.model.forward_backward(&mut c.ws, &batch).expect("forward_backward");
-            let norm = c.model.clip_grad_norm(1.0) as f64;
+            let norm = c.model.store.clip_grad_norm(1.0) as f64;
             assert!(
                 (norm - norms[step]).abs() <= 1e-4 * norms[step],
                 "{name} step {step}: norm {norm} vs {}",
                 norms[step]
             );
-            c.model.adamw_step(Hyper { lr: *lr, weight_decay: 0.01, ..Hyper::default() });
+            c.model.store.adamw_step(Hyper { lr: *lr, weight_decay: 0.01, ..Hyper::default() });
         }
         let mut worst = 0.0f32;
         for n in lora_names(&c.model) {
-            let e = max_abs(c.model.param(&n).expect("param"), &c.expected.f32s[&format!("step3.{n}")].data);
+            let e = max_abs(c.model.store.param(&n).expect("param"), &c.expected.f32s[&format!("step3.{n}")].data);
             assert!(e <= 1e-5, "{name}: {n} after 3 steps differs by {e}");
             worst = worst.max(e);
         }
         let initial = load(fixture(base_dir, "model.safetensors")).f32s;
         for (n, t) in &initial {
-            if let Some(p) = c.model.param(n) {
+            if let Some(p) = c.model.store.param(n) {
                 assert_eq!(p, &t.data[..], "{name}: frozen {n} changed");
             }
         }
@@ -143,13 +143,13 @@ fn three_adamw_steps_match_peft_and_leave_the_base_unchanged() {
 fn merge_equals_peft_merge_and_unload() {
     for (name, base_dir) in CASES {
         let mut c = case(name, base_dir);
-        c.model.merge_lora().expect("merge");
-        assert!(lora_names(&c.model).is_empty() && c.model.lora_config().is_none());
+        c.model.store.merge_lora().expect("merge");
+        assert!(lora_names(&c.model).is_empty() && c.model.store.lora_config().is_none());
         let mut worst = 0.0f32;
-        for info in c.model.param_infos() {
+        for info in c.model.store.param_infos() {
             assert!(info.requires_grad, "{name}: {} should be trainable again after merging", info.name);
             let want = &c.expected.f32s[&format!("merged.{}", info.name)].data;
-            let e = max_abs(c.model.param(&info.name).expect("param"), want);
+            let e = max_abs(c.model.store.param(&info.name).expect("param"), want);
             assert!(e <= 1e-6, "{name}: merged {} differs by {e}", info.name);
             worst = worst.max(e);
         }
@@ -164,7 +164,7 @@ fn merge_equals_peft_merge_and_unload() {
         let err = max_abs(&logits, &c.expected.f32s["merged_logits"].data);
         assert!(err <= 1e-5, "{name}: merged logits differ by {err}");
         eprintln!("{name}: merged weights within {worst}, logits within {err}");
-        assert!(c.model.merge_lora().is_err(), "nothing left to merge");
+        assert!(c.model.store.merge_lora().is_err(), "nothing left to merge");
     }
 }
 
@@ -179,14 +179,14 @@ fn save_then_load_adapter_is_exact_and_uses_peft_names() {
         position_ids: None,
     };
     c.model.forward_backward(&mut c.ws, &batch).expect("forward_backward");
-    c.model.adamw_step(Hyper { lr: 1e-2, ..Hyper::default() });
+    c.model.store.adamw_step(Hyper { lr: 1e-2, ..Hyper::default() });
     let dir = tempfile::tempdir().expect("tempdir");
-    c.model.save_adapter(dir.path()).expect("save");
+    c.model.store.save_adapter(dir.path()).expect("save");
     let logits = c.model.logits(&mut c.ws, &batch, false).expect("logits").to_vec();
 
     let (_, mut again) = base("tiny_qwen2");
-    again.load_adapter(dir.path()).expect("reload");
-    assert_eq!(again.lora_state_dict(), c.model.lora_state_dict());
+    again.store.load_adapter(dir.path()).expect("reload");
+    assert_eq!(again.store.lora_state_dict(), c.model.store.lora_state_dict());
     assert_eq!(again.logits(&mut c.ws, &batch, false).expect("logits"), &logits[..]);
 
     let ours = load_state_dict(dir.path().join("adapter_model.safetensors")).expect("ours");
@@ -202,7 +202,7 @@ fn save_then_load_adapter_is_exact_and_uses_peft_names() {
 fn saved_adapter_config_has_peft_keys_and_values() {
     let c = case("tiny_lora_llama_rslora", "tiny_llama");
     let dir = tempfile::tempdir().expect("tempdir");
-    c.model.save_adapter(dir.path()).expect("save");
+    c.model.store.save_adapter(dir.path()).expect("save");
     let read = |p: &Path| -> serde_json::Value {
         serde_json::from_str(&std::fs::read_to_string(p.join("adapter_config.json")).expect("read")).expect("json")
     };
@@ -273,11 +273,11 @@ fn edit_weights(dir: &Path, f: impl FnOnce(&mut finetune_engine::StateDict)) {
 
 fn load_err(dir: &Path) -> String {
     let (_, mut m) = base("tiny_llama");
-    let before = m.params.len();
-    let e = m.load_adapter(dir).expect_err("bad adapter is rejected").to_string();
+    let before = m.store.params.len();
+    let e = m.store.load_adapter(dir).expect_err("bad adapter is rejected").to_string();
     // A failed load leaves the base model as it was.
-    assert!(m.lora_config().is_none() && m.params.len() == before, "{e}");
-    assert!(m.param_infos().iter().all(|i| i.requires_grad));
+    assert!(m.store.lora_config().is_none() && m.store.params.len() == before, "{e}");
+    assert!(m.store.param_infos().iter().all(|i| i.requires_grad));
     e
 }
 
@@ -336,8 +336,8 @@ fn bad_adapter_files_are_clear_errors() {
     let d = copy_fixture("tiny_lora_llama");
     edit_config(d.path(), |v| v["fan_in_fan_out"] = serde_json::json!(true));
     let (_, mut m) = base("tiny_llama");
-    m.load_adapter(d.path()).expect("fan_in_fan_out is corrected");
-    assert!(!m.lora_config().expect("adapters").fan_in_fan_out);
+    m.store.load_adapter(d.path()).expect("fan_in_fan_out is corrected");
+    assert!(!m.store.lora_config().expect("adapters").fan_in_fan_out);
 }
 
 #[test]
@@ -355,14 +355,14 @@ fn add_lora_initialises_as_peft_and_leaves_the_output_unchanged() {
         target_modules: TargetModules::Str("all-linear".into()),
         ..LoraConfig::default()
     };
-    m.add_lora(&lc, 7).expect("add");
-    assert!(m.add_lora(&lc, 7).is_err(), "adapters twice");
+    m.store.add_lora(&lc, 7).expect("add");
+    assert!(m.store.add_lora(&lc, 7).is_err(), "adapters twice");
     let names = lora_names(&m);
     assert_eq!(names.len(), cfg.num_hidden_layers * LORA_TARGETS.len() * 2);
     for n in &names {
-        let info = m.param_infos().iter().find(|i| &i.name == n).expect("info").clone();
+        let info = m.store.param_infos().iter().find(|i| &i.name == n).expect("info").clone();
         assert!(info.requires_grad && info.decay, "{n}");
-        let p = m.param(n).expect("param");
+        let p = m.store.param(n).expect("param");
         if n.ends_with("lora_B.weight") {
             assert!(p.iter().all(|&v| v == 0.0), "{n}");
         } else {
@@ -372,11 +372,11 @@ fn add_lora_initialises_as_peft_and_leaves_the_output_unchanged() {
             assert!(spread > 0.5 * bound, "{n}: {spread} vs {bound}");
         }
     }
-    assert_eq!(m.param("model.layers.1.mlp.gate_proj.lora_A.weight").expect("A").len(), 4 * 32);
-    assert_eq!(m.param("model.layers.1.self_attn.o_proj.lora_B.weight").expect("B").len(), 32 * 4);
+    assert_eq!(m.store.param("model.layers.1.mlp.gate_proj.lora_A.weight").expect("A").len(), 4 * 32);
+    assert_eq!(m.store.param("model.layers.1.self_attn.o_proj.lora_B.weight").expect("B").len(), 32 * 4);
     assert_eq!(m.logits(&mut ws, &batch, false).expect("logits"), &before[..], "B = 0 leaves the output");
-    m.unload_lora().expect("had adapters");
-    assert!(m.param_infos().iter().all(|i| i.requires_grad));
+    m.store.unload_lora().expect("had adapters");
+    assert!(m.store.param_infos().iter().all(|i| i.requires_grad));
 }
 
 #[test]
@@ -392,23 +392,23 @@ fn lora_dropout_only_while_training() {
     let dir = copy_fixture("tiny_lora_llama");
     edit_config(dir.path(), |v| v["lora_dropout"] = serde_json::json!(0.3));
     let (_, mut d) = base("tiny_llama");
-    d.load_adapter(dir.path()).expect("loads");
+    d.store.load_adapter(dir.path()).expect("loads");
     let eval_plain = c.model.forward(&mut c.ws, &batch).expect("forward");
     let eval_drop = d.forward(&mut c.ws, &batch).expect("forward");
     assert_eq!(eval_plain, eval_drop, "no dropout in evaluation");
     let train_plain = c.model.forward_backward(&mut c.ws, &batch).expect("train");
     assert_eq!(train_plain, eval_plain);
     let t1 = d.forward_backward(&mut c.ws, &batch).expect("train");
-    let g1 = d.grads.clone();
-    d.zero_grad();
+    let g1 = d.store.grads.clone();
+    d.store.zero_grad();
     let t2 = d.forward_backward(&mut c.ws, &batch).expect("train");
     assert!(t1 != eval_drop && t2 != t1, "masks change the loss and differ per pass: {t1} {t2} {eval_drop}");
-    assert!(d.grads != g1);
+    assert!(d.store.grads != g1);
     // The same seed gives the same masks.
     let (_, mut e) = base("tiny_llama");
-    e.load_adapter(dir.path()).expect("loads");
+    e.store.load_adapter(dir.path()).expect("loads");
     assert_eq!(e.forward_backward(&mut c.ws, &batch).expect("train"), t1);
-    assert_eq!(e.grads, g1);
+    assert_eq!(e.store.grads, g1);
     assert_eq!(d.forward(&mut c.ws, &batch).expect("forward"), eval_drop, "evaluation after training");
 }
 
@@ -420,7 +420,7 @@ fn write_adapter_for_peft_check() {
     let out = std::env::var("FINETUNE_LORA_CHECK_DIR").unwrap_or_else(|_| "target/lora-check".into());
     let out = Path::new(&out);
     let mut c = case("tiny_lora_llama", "tiny_llama");
-    c.model.unload_lora();
+    c.model.store.unload_lora();
     let lc = LoraConfig {
         r: 8,
         lora_alpha: 16.0,
@@ -430,7 +430,7 @@ fn write_adapter_for_peft_check() {
         base_model_name_or_path: Some("tiny_llama".into()),
         ..LoraConfig::default()
     };
-    c.model.add_lora(&lc, 3).expect("add");
+    c.model.store.add_lora(&lc, 3).expect("add");
     let batch = Batch {
         input_ids: &c.ids,
         attention_mask: &c.mask,
@@ -439,11 +439,11 @@ fn write_adapter_for_peft_check() {
         position_ids: None,
     };
     for _ in 0..5 {
-        c.model.zero_grad();
+        c.model.store.zero_grad();
         c.model.forward_backward(&mut c.ws, &batch).expect("train");
-        c.model.adamw_step(Hyper { lr: 2e-2, ..Hyper::default() });
+        c.model.store.adamw_step(Hyper { lr: 2e-2, ..Hyper::default() });
     }
-    c.model.save_adapter(out).expect("save");
+    c.model.store.save_adapter(out).expect("save");
     let logits = c.model.logits(&mut c.ws, &batch, false).expect("logits").to_vec();
     let (b, t) = (3, c.ids.len() / 3);
     let as_f32 = |v: &[u32]| finetune_engine::Tensor::new(vec![b, t], v.iter().map(|&x| x as f32).collect());
@@ -488,15 +488,15 @@ fn smollm2_shaped_lora_step_timing() {
                 target_modules: TargetModules::Str("all-linear".into()),
                 ..LoraConfig::default()
             };
-            m.add_lora(&lc, 0).expect("lora");
+            m.store.add_lora(&lc, 0).expect("lora");
         }
         let mut ws = Workspace::new(&cfg, b, t);
         for step in 0..3 {
             let start = std::time::Instant::now();
-            m.zero_grad();
+            m.store.zero_grad();
             let loss = m.forward_backward(&mut ws, &batch).expect("step");
-            m.clip_grad_norm(1.0);
-            m.adamw_step(Hyper::default());
+            m.store.clip_grad_norm(1.0);
+            m.store.adamw_step(Hyper::default());
             let s = start.elapsed().as_secs_f64();
             let what = if lora { "LoRA r=16" } else { "full" };
             eprintln!("{what} step {step}: loss {loss:.4}, {s:.3} s, {:.0} tokens/s", (b * t) as f64 / s);
@@ -509,7 +509,7 @@ fn gpt2_case() -> (Gpt2LMHeadModel, Loaded, Vec<u32>, Vec<u32>, Vec<i64>, gpt2::
     let cfg = Gpt2Config::from_json(&text).expect("config parses");
     let weights = load(fixture("tiny_gpt2", "model.safetensors"));
     let mut model = Gpt2LMHeadModel::from_state_dict(cfg.clone(), &weights.f32s).expect("loads");
-    model.load_adapter(lora_dir("tiny_lora_gpt2")).expect("PEFT adapter loads");
+    model.store.load_adapter(lora_dir("tiny_lora_gpt2")).expect("PEFT adapter loads");
     let expected = load(fixture("tiny_lora_gpt2", "expected.safetensors"));
     let u = |k: &str| expected.i64s[k].iter().map(|&v| v as u32).collect::<Vec<u32>>();
     let (ids, mask) = (u("input_ids"), u("attention_mask"));
@@ -521,7 +521,7 @@ fn gpt2_case() -> (Gpt2LMHeadModel, Loaded, Vec<u32>, Vec<u32>, Vec<i64>, gpt2::
 #[test]
 fn gpt2_conv1d_adapters_match_peft() {
     let (mut m, expected, ids, mask, labels, mut ws) = gpt2_case();
-    assert!(m.lora_config().expect("adapters").fan_in_fan_out, "PEFT's Conv1D setting");
+    assert!(m.store.lora_config().expect("adapters").fan_in_fan_out, "PEFT's Conv1D setting");
     let batch = Batch {
         input_ids: &ids,
         attention_mask: &mask,
@@ -535,12 +535,12 @@ fn gpt2_conv1d_adapters_match_peft() {
     let loss = m.forward_backward(&mut ws, &batch).expect("forward_backward");
     assert!((loss - expected.f32s["loss"].data[0]).abs() <= 1e-5, "loss {loss}");
     let names: Vec<String> =
-        m.param_infos().iter().filter(|i| i.name.contains(".lora_")).map(|i| i.name.clone()).collect();
+        m.store.param_infos().iter().filter(|i| i.name.contains(".lora_")).map(|i| i.name.clone()).collect();
     // c_attn, both c_proj and c_fc on 2 layers.
     assert_eq!(names.len(), 2 * 4 * 2);
     assert_eq!(names.len(), expected.f32s.keys().filter(|k| k.starts_with("grad.")).count());
     for n in &names {
-        let e = rel_err(m.grad(n).expect("grad"), &expected.f32s[&format!("grad.{n}")].data);
+        let e = rel_err(m.store.grad(n).expect("grad"), &expected.f32s[&format!("grad.{n}")].data);
         assert!(e <= 1e-4, "gradient of {n} off by {e} relative");
     }
 
@@ -548,30 +548,30 @@ fn gpt2_conv1d_adapters_match_peft() {
     let lrs = expected.f64s["lrs"].clone();
     let norms = expected.f64s["grad_norms"].clone();
     for (step, lr) in lrs.iter().enumerate() {
-        m.zero_grad();
+        m.store.zero_grad();
         m.forward_backward(&mut ws, &batch).expect("forward_backward");
-        let norm = m.clip_grad_norm(1.0) as f64;
+        let norm = m.store.clip_grad_norm(1.0) as f64;
         assert!((norm - norms[step]).abs() <= 1e-4 * norms[step], "step {step}: norm {norm} vs {}", norms[step]);
-        m.adamw_step(Hyper { lr: *lr, weight_decay: 0.01, ..Hyper::default() });
+        m.store.adamw_step(Hyper { lr: *lr, weight_decay: 0.01, ..Hyper::default() });
     }
     for n in &names {
-        let e = max_abs(m.param(n).expect("param"), &expected.f32s[&format!("step3.{n}")].data);
+        let e = max_abs(m.store.param(n).expect("param"), &expected.f32s[&format!("step3.{n}")].data);
         assert!(e <= 1e-5, "{n} after 3 steps differs by {e}");
     }
     let initial = load(fixture("tiny_gpt2", "model.safetensors")).f32s;
     for (n, t) in &initial {
-        if let Some(p) = m.param(n) {
+        if let Some(p) = m.store.param(n) {
             assert_eq!(p, &t.data[..], "frozen {n} changed");
         }
     }
 
     // Save → load is exact, with PEFT's names and target list.
     let dir = tempfile::tempdir().expect("tempdir");
-    m.save_adapter(dir.path()).expect("save");
+    m.store.save_adapter(dir.path()).expect("save");
     let (mut again, ..) = gpt2_case();
-    again.unload_lora();
-    again.load_adapter(dir.path()).expect("reload");
-    assert_eq!(again.lora_state_dict(), m.lora_state_dict());
+    again.store.unload_lora();
+    again.store.load_adapter(dir.path()).expect("reload");
+    assert_eq!(again.store.lora_state_dict(), m.store.lora_state_dict());
     let ours = load_state_dict(dir.path().join("adapter_model.safetensors")).expect("ours");
     let peft = load_state_dict(lora_dir("tiny_lora_gpt2").join("adapter_model.safetensors")).expect("peft");
     assert_eq!(ours.keys().collect::<Vec<_>>(), peft.keys().collect::<Vec<_>>());
@@ -583,9 +583,10 @@ fn gpt2_conv1d_adapters_match_peft() {
 
     // Merging into the [in, out] Conv1D weights equals PEFT's merge_and_unload.
     let (mut m, ..) = gpt2_case();
-    m.merge_lora().expect("merge");
-    for info in m.param_infos() {
-        let e = max_abs(m.param(&info.name).expect("param"), &expected.f32s[&format!("merged.{}", info.name)].data);
+    m.store.merge_lora().expect("merge");
+    for info in m.store.param_infos() {
+        let e =
+            max_abs(m.store.param(&info.name).expect("param"), &expected.f32s[&format!("merged.{}", info.name)].data);
         assert!(e <= 1e-6, "merged {} differs by {e}", info.name);
     }
     let batch = Batch { labels: None, ..batch };

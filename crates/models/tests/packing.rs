@@ -53,13 +53,13 @@ macro_rules! packable {
                 self.forward(ws, b).expect("forward")
             }
             fn zero(&mut self) {
-                self.zero_grad()
+                self.store.zero_grad()
             }
             fn all_grads(&self) -> Vec<f32> {
-                self.grads.clone()
+                self.store.grads.clone()
             }
             fn infos(&self) -> Vec<ParamInfo> {
-                self.param_infos().to_vec()
+                self.store.param_infos().to_vec()
             }
         }
     };
@@ -158,11 +158,11 @@ fn packed_gpt2_with_lora_equals_separate_sequences() {
         target_modules: TargetModules::Str("all-linear".into()),
         ..LoraConfig::default()
     };
-    m.add_lora(&cfg, 3).expect("lora");
+    m.store.add_lora(&cfg, 3).expect("lora");
     // Non-zero B so that the adapters change the output and get every gradient.
-    for info in m.param_infos().to_vec() {
+    for info in m.store.param_infos().to_vec() {
         if info.name.contains("lora_B") {
-            let p = m.param_mut(&info.name).expect("lora_B");
+            let p = m.store.param_mut(&info.name).expect("lora_B");
             for (i, x) in p.iter_mut().enumerate() {
                 *x = ((i * 7 % 13) as f32 - 6.0) * 0.01;
             }
@@ -183,9 +183,9 @@ fn gpt2_padding_past_n_positions_changes_nothing() {
     let short = Batch { input_ids: &ids, attention_mask: &mask, labels: Some(&labels), ..Default::default() };
     let mut ws = gpt2::Workspace::new(&m.config, 1, 10);
     let want = m.logits(&mut ws, &short, false).expect("logits").to_vec();
-    m.zero_grad();
+    m.store.zero_grad();
     let want_loss = m.forward_backward(&mut ws, &short).expect("loss");
-    let want_grads = m.grads.clone();
+    let want_grads = m.store.grads.clone();
 
     let t = np + 16;
     let mut pids = ids.clone();
@@ -199,10 +199,10 @@ fn gpt2_padding_past_n_positions_changes_nothing() {
     let got = m.logits(&mut ws, &padded, false).expect("padded logits").to_vec();
     let v = m.config.vocab_size;
     assert!(max_abs(&got[..10 * v], &want) <= 1e-5);
-    m.zero_grad();
+    m.store.zero_grad();
     let loss = m.forward_backward(&mut ws, &padded).expect("padded loss");
     assert!((loss - want_loss).abs() <= 1e-6, "{loss} vs {want_loss}");
-    assert!(max_abs(&m.grads, &want_grads) <= 1e-6);
+    assert!(max_abs(&m.store.grads, &want_grads) <= 1e-6);
 
     let mut long_mask = pmask.clone();
     long_mask[np] = 1;

@@ -202,6 +202,14 @@ pub struct AdamW {
     pub weight_decay: f64,
 }
 
+impl AdamW {
+    /// The optimizer's hyperparameters at learning rate `lr`.
+    pub fn hyper(&self, lr: f64) -> finetune_engine::kernels::adamw::Hyper {
+        let AdamW { beta1, beta2, eps, weight_decay } = *self;
+        finetune_engine::kernels::adamw::Hyper { lr, beta1, beta2, eps, weight_decay }
+    }
+}
+
 /// A type a `--set` value can be parsed as; `EXPECTED` names it in errors.
 pub trait SetValue: Sized {
     const EXPECTED: &'static str;
@@ -319,6 +327,49 @@ settable!(
     report_to,
     bf16,
 );
+
+/// Where each training argument acts (or, for some commands, is refused with an error naming it). Every key the
+/// TOML reader and `--set` accept has a row; the `every_key_is_used_or_refused` test fails when a key is added
+/// without one, so that no accepted key is silently ignored.
+pub const KEY_USES: &[(&str, &str)] = &[
+    ("output_dir", "checkpoints, final model, metrics and predictions are written there"),
+    ("overwrite_output_dir", "allows a run into an output_dir that already holds checkpoints"),
+    ("num_train_epochs", "training plan (schedule::TrainingPlan)"),
+    ("max_steps", "training plan; overrides num_train_epochs when > 0"),
+    ("per_device_train_batch_size", "training sampler batch size"),
+    ("per_device_eval_batch_size", "evaluation and prediction batch size"),
+    ("gradient_accumulation_steps", "micro-batches per optimizer step (token-normalised for causal LMs)"),
+    ("learning_rate", "peak learning rate of the schedule"),
+    ("weight_decay", "AdamW decoupled weight decay (ParamStore::adamw_step, no decay for biases and norms)"),
+    ("adam_beta1", "AdamW beta1"),
+    ("adam_beta2", "AdamW beta2"),
+    ("adam_epsilon", "AdamW epsilon"),
+    ("max_grad_norm", "gradient clipping (ParamStore::clip_grad_norm); 0 measures without clipping"),
+    ("lr_scheduler_type", "learning-rate schedule"),
+    ("warmup_steps", "schedule warmup"),
+    ("warmup_ratio", "schedule warmup when warmup_steps is 0"),
+    ("seed", "initialisation of new heads and adapters, data order, dropout"),
+    ("eval_strategy", "when the loop evaluates"),
+    ("eval_steps", "evaluation interval"),
+    ("logging_strategy", "when the loop logs"),
+    ("logging_steps", "logging interval"),
+    ("logging_first_step", "logs the first step"),
+    ("save_strategy", "when the loop checkpoints"),
+    ("save_steps", "checkpoint interval"),
+    ("save_total_limit", "checkpoint rotation"),
+    ("load_best_model_at_end", "reloads the best checkpoint at the end"),
+    ("metric_for_best_model", "best-checkpoint and early-stopping metric"),
+    ("greater_is_better", "direction of metric_for_best_model"),
+    ("early_stopping_patience", "EarlyStoppingCallback patience"),
+    ("early_stopping_threshold", "EarlyStoppingCallback threshold"),
+    ("group_by_length", "length-grouped training sampler"),
+    ("dataloader_drop_last", "drops the last incomplete training batch"),
+    (
+        "label_smoothing_factor",
+        "finetune sft: the causal-LM loss (LabelSmoother); refused with an error by finetune train and cv",
+    ),    ("report_to", "TensorBoard event files in output_dir/runs/; other integrations are refused by finalize"),
+    ("bf16", "finetune train/cv: bf16 matmuls in the encoder (bf16 module); refused with an error by finetune sft"),
+];
 
 impl TrainingArguments {
     /// Parses TOML text; `origin` (usually the file name) is named in errors, as is any unknown key.

@@ -13,11 +13,10 @@
 use std::path::Path;
 
 use finetune_data::IGNORE_INDEX;
-use finetune_engine::{StateDict, Tensor};
 use finetune_models::causal::{
     load_causal_lm, save_causal_lm, tokenizer_out, CausalCheckpoint, CausalModel, Source, TokenizerOut,
 };
-use finetune_models::checkpoint::{copy_tokenizer_files, load_state_dict, save_safetensors};
+use finetune_models::checkpoint::copy_tokenizer_files;
 use finetune_models::{gpt2, llama};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -28,7 +27,6 @@ use crate::error::{Result, TrainError};
 use crate::trainer::{EvalOutput, TrainableModel};
 use crate::workspace::WorkspaceCache;
 
-const OPTIMIZER_WEIGHTS: &str = "optimizer.safetensors";
 const OPTIMIZER_STATE: &str = "optimizer.json";
 
 fn model_err(e: impl std::fmt::Display) -> TrainError {
@@ -170,19 +168,21 @@ impl Workspaces {
         &mut self,
         model: &mut CausalModel,
         view: &llama::Batch<'_>,
-        bs: usize,
-        t: usize,
+        (bs, t): (usize, usize),
+        label_smoothing: f32,
         train: bool,
     ) -> Result<f32> {
         match model {
             CausalModel::Llama(m) => {
                 let cfg = &m.config;
                 let ws = self.llama.get(bs, t, || llama::Workspace::new(cfg, bs, t));
+                ws.lm.label_smoothing = label_smoothing;
                 if train { m.forward_backward(ws, view) } else { m.forward(ws, view) }.map_err(model_err)
             }
             CausalModel::Gpt2(m) => {
                 let cfg = &m.config;
                 let ws = self.gpt2.get(bs, t, || gpt2::Workspace::new(cfg, bs, t));
+                ws.lm.label_smoothing = label_smoothing;
                 if train { m.forward_backward(ws, view) } else { m.forward(ws, view) }.map_err(model_err)
             }
         }
@@ -199,6 +199,9 @@ pub struct CausalLm {
     workspaces: Workspaces,
     /// Written into a GGUF-sourced tokenizer_config.json as `model_max_length`.
     pub max_length: Option<usize>,
+    /// `label_smoothing_factor`: the training and evaluation loss smooth the one-hot targets by this much, as the
+    /// Trainer's `LabelSmoother` does (0: none).
+    pub label_smoothing: f32,
 }
 
 /// Token-weighted evaluation of a causal LM.
@@ -216,7 +219,8 @@ impl CausalLm {
     /// Loads `spec` (a GGUF file, a directory with one, an HF directory or a hub-cache id).
     pub fn from_pretrained(spec: &str, adamw: AdamW) -> Result<Self> {
         let CausalCheckpoint { model, config, source } = load_causal_lm(spec).map_err(model_err)?;
-        Ok(CausalLm { model, config, source, adamw, workspaces: Workspaces::default(), max_length: None })
+        let workspaces = Workspaces::default();
+        Ok(CausalLm { model, config, source, adamw, workspaces, max_length: None, label_smoothing: 0.0 })
     }
 
     /// Summed loss over the batch's targets (no gradients).
@@ -224,8 +228,8 @@ impl CausalLm {
         if b.targets == 0 {
             return Ok(0.0);
         }
-        let Self { model, workspaces, .. } = self;
-        Ok(workspaces.run(model, &b.view(Some(1.0)), b.batch, b.seq, false)? as f64)
+        let Self { model, workspaces, label_smoothing, .. } = self;
+        Ok(workspaces.run(model, &b.view(Some(1.0)), (b.batch, b.seq), *label_smoothing, false)? as f64)
     }
 
     /// Token-weighted loss and perplexity over `rows`, `batch_size` rows per forward pass (in order).
@@ -307,81 +311,53 @@ impl TrainableModel for CausalLm {
         }
         let (bs, t) = (batch.batch, batch.seq);
         let view = batch.view(Some(num_items_in_window as f32));
-        let Self { model, workspaces, .. } = self;
-        Ok(workspaces.run(model, &view, bs, t, true)? as f64)
+        let Self { model, workspaces, label_smoothing, .. } = self;
+        Ok(workspaces.run(model, &view, (bs, t), *label_smoothing, true)? as f64)
     }
 
     fn clip_and_step(&mut self, lr: f64, max_grad_norm: f64) -> Result<f64> {
         let max = if max_grad_norm > 0.0 { max_grad_norm as f32 } else { f32::INFINITY };
-        let norm = self.model.clip_grad_norm(max) as f64;
-        let a = self.adamw;
-        self.model.adamw_step(finetune_engine::kernels::adamw::Hyper {
-            lr,
-            beta1: a.beta1,
-            beta2: a.beta2,
-            eps: a.eps,
-            weight_decay: a.weight_decay,
-        });
-        self.model.zero_grad();
+        let store = self.model.store_mut();
+        let norm = store.clip_grad_norm(max) as f64;
+        store.adamw_step(self.adamw.hyper(lr));
+        store.zero_grad();
         Ok(norm)
     }
 
     /// A full model directory, or with LoRA adapters PEFT's adapter layout (`adapter_config.json`,
     /// `adapter_model.safetensors`) plus the tokenizer files.
     fn save_model(&self, dir: &Path) -> Result<()> {
-        if self.model.lora_config().is_some() {
+        if self.model.store().lora_config().is_some() {
             std::fs::create_dir_all(dir).map_err(|e| TrainError::Model(format!("{}: {e}", dir.display())))?;
-            self.model.save_adapter(dir).map_err(model_err)?;
+            self.model.store().save_adapter(dir).map_err(model_err)?;
             return save_tokenizer(dir, &self.source, self.max_length);
         }
         save_causal_lm(dir, &self.model, &self.config, tokenizer_out(&self.source, self.max_length)).map_err(model_err)
     }
 
     fn load_model(&mut self, dir: &Path) -> Result<()> {
-        if self.model.lora_config().is_some() {
+        let store = self.model.store_mut();
+        if store.lora_config().is_some() {
             // Re-attach the saved adapters (same config, so the flat buffers keep their layout).
-            self.model.unload_lora();
-            return self.model.load_adapter(dir).map_err(model_err);
+            store.unload_lora();
+            return store.load_adapter(dir).map_err(model_err);
         }
-        let sd = load_state_dict(dir).map_err(model_err)?;
-        let names: Vec<(String, Vec<usize>)> =
-            self.model.param_infos().iter().map(|i| (i.name.clone(), i.shape.clone())).collect();
-        for (name, shape) in names {
-            let bad = |m: String| TrainError::Checkpoint { path: dir.to_path_buf(), message: m };
-            let t = sd.get(&name).ok_or_else(|| bad(format!("missing parameter {name}")))?;
-            if t.shape != shape {
-                return Err(bad(format!("{name}: shape {:?}, expected {shape:?}", t.shape)));
-            }
-            if let Some(p) = self.model.param_mut(&name) {
-                p.copy_from_slice(&t.data);
-            }
-        }
-        Ok(())
+        crate::state::load_params(store, dir)
     }
 
     fn save_training_state(&self, dir: &Path) -> Result<()> {
-        let (m, v, step) = self.model.optimizer_state();
-        let n = m.len();
-        let sd: StateDict = [
-            ("exp_avg".to_string(), Tensor::new(vec![n], m.to_vec())),
-            ("exp_avg_sq".to_string(), Tensor::new(vec![n], v.to_vec())),
-        ]
-        .into_iter()
-        .collect();
-        save_safetensors(&sd, &dir.join(OPTIMIZER_WEIGHTS)).map_err(model_err)?;
-        let state = OptimizerState { step, num_params: n, lora_dropout: self.model.lora_dropout_state() };
+        let store = self.model.store();
+        let n = store.save_optimizer_state(dir).map_err(model_err)?;
+        let state = OptimizerState { step: store.steps(), num_params: n, lora_dropout: store.lora_dropout_state() };
         crate::state::write_json(&dir.join(OPTIMIZER_STATE), &state)
     }
 
     fn load_training_state(&mut self, dir: &Path) -> Result<()> {
         let opt: OptimizerState = crate::state::read_json(&dir.join(OPTIMIZER_STATE))?;
-        let bad = |m: String| TrainError::Checkpoint { path: dir.join(OPTIMIZER_WEIGHTS), message: m };
-        let mut sd = load_state_dict(dir.join(OPTIMIZER_WEIGHTS)).map_err(model_err)?;
-        let m = sd.remove("exp_avg").ok_or_else(|| bad("missing tensor exp_avg".into()))?;
-        let v = sd.remove("exp_avg_sq").ok_or_else(|| bad("missing tensor exp_avg_sq".into()))?;
-        self.model.set_optimizer_state(&m.data, &v.data, opt.step).map_err(|e| bad(e.to_string()))?;
+        let store = self.model.store_mut();
+        store.load_optimizer_state(dir, opt.step).map_err(|e| crate::state::optimizer_err(dir, e))?;
         if let Some((seed, passes)) = opt.lora_dropout {
-            self.model.set_lora_dropout_state(seed, passes);
+            store.set_lora_dropout_state(seed, passes);
         }
         Ok(())
     }

@@ -4,8 +4,8 @@
 //!
 //! - Loss: the model's mean loss of a micro-batch, rescaled to `sum / num_items_in_window` as the loop expects;
 //!   when one micro-batch is the whole window (no accumulation) gradients go straight into the model.
-//! - Optimizer: `torch.optim.AdamW` through the engine's kernel, weight decay exempting biases and LayerNorm
-//!   parameters (HF `get_decay_parameter_names`). Its moments live here so checkpoints can carry them.
+//! - Optimizer: `torch.optim.AdamW` in the model's parameter store, weight decay exempting biases and LayerNorm
+//!   parameters (HF `get_decay_parameter_names`); checkpoints carry its moments.
 //! - Dropout: masks seeded from (`seed`, micro-batch counter); the counter is checkpointed, so a resumed run
 //!   draws the same masks.
 //! - Workspaces: one per padded (batch, sequence) shape, kept in a small LRU cache bounded by token count.
@@ -18,10 +18,8 @@ use finetune_data::batch::BatchLabels;
 use finetune_data::{Collator, LabelMap, SeqDataset, TokenDatasetEncoded, IGNORE_INDEX};
 use finetune_engine::bf16::linear::SharedWeights;
 use finetune_engine::bf16::Kernel;
-use finetune_engine::kernels::{adamw, clip_grad};
-use finetune_engine::{StateDict, Tensor};
-use finetune_models::bert::{self, BertConfig, BertForSequenceClassification, Mode, ParamInfo, Task, Workspace};
-use finetune_models::checkpoint::{load_pretrained, load_state_dict, save_pretrained, save_safetensors};
+use finetune_models::bert::{self, BertConfig, BertForSequenceClassification, Mode, Task, Workspace};
+use finetune_models::checkpoint::{load_pretrained, save_pretrained};
 use finetune_models::config::{Arch, EncoderConfig, ProblemType};
 use serde::{Deserialize, Serialize};
 
@@ -32,7 +30,6 @@ use crate::eval::{ClassificationDetails, ClassificationEval, TokenClassification
 use crate::trainer::{EvalOutput, TrainableModel};
 use crate::workspace::WorkspaceCache;
 
-const OPTIMIZER_WEIGHTS: &str = "optimizer.safetensors";
 const OPTIMIZER_STATE: &str = "optimizer.json";
 
 fn model_err(e: impl std::fmt::Display) -> TrainError {
@@ -117,7 +114,7 @@ impl BatchSource for TokenBatches<'_> {
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 struct OptimizerState {
-    /// AdamW steps taken.
+    /// AdamW steps taken (the store's count, written for the record and restored from it).
     step: u64,
     /// Micro-batches trained on (dropout masks are seeded from it).
     micro_step: u64,
@@ -132,6 +129,35 @@ fn mix(seed: u64, n: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// Dropout probabilities that override the model's `config.json` (`None` keeps the file's value).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct DropoutOverrides {
+    pub hidden_dropout_prob: Option<f64>,
+    pub attention_probs_dropout_prob: Option<f64>,
+    pub classifier_dropout: Option<f64>,
+}
+
+impl DropoutOverrides {
+    /// The run keys, in the order of the fields.
+    pub const KEYS: [&'static str; 3] = ["hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout"];
+
+    /// Sets the run key `key` from text; `Ok(false)` when `key` is not a dropout key.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<bool> {
+        let slot = match key {
+            "hidden_dropout_prob" => &mut self.hidden_dropout_prob,
+            "attention_probs_dropout_prob" => &mut self.attention_probs_dropout_prob,
+            "classifier_dropout" => &mut self.classifier_dropout,
+            _ => return Ok(false),
+        };
+        let p: f64 =
+            value.trim().parse().ok().filter(|p| (0.0..1.0).contains(p)).ok_or_else(|| {
+                TrainError::Args(format!("key `{key}`: expected a probability in [0, 1), got {value:?}"))
+            })?;
+        *slot = Some(p);
+        Ok(true)
+    }
+}
+
 /// A BERT-family encoder with a sequence- or token-classification head, trainable by [`crate::train`].
 pub struct EncoderClassifier {
     pub model: BertForSequenceClassification,
@@ -144,9 +170,6 @@ pub struct EncoderClassifier {
     pub tokenizer_dir: Option<PathBuf>,
     /// Parameters newly initialised at load (the head of a base checkpoint).
     pub newly_initialized: Vec<String>,
-    infos: Vec<ParamInfo>,
-    exp_avg: Vec<f32>,
-    exp_avg_sq: Vec<f32>,
     opt: OptimizerState,
     adamw: AdamW,
     seed: u64,
@@ -227,17 +250,14 @@ impl EncoderClassifier {
         adamw: AdamW,
         seed: u64,
     ) -> Self {
-        let n = model.params.len();
+        let n = model.store.params.len();
         EncoderClassifier {
             task: model.config.task,
-            infos: model.param_infos().to_vec(),
             model,
             config,
             problem,
             tokenizer_dir,
             newly_initialized: Vec::new(),
-            exp_avg: vec![0.0; n],
-            exp_avg_sq: vec![0.0; n],
             opt: OptimizerState { num_params: n, ..Default::default() },
             adamw,
             seed,
@@ -246,6 +266,30 @@ impl EncoderClassifier {
             acc: None,
             bf16: None,
         }
+    }
+
+    /// Overrides the dropout probabilities of `config.json` as `AutoConfig.from_pretrained(..., **kwargs)` does
+    /// (run keys `hidden_dropout_prob`, `attention_probs_dropout_prob`, `classifier_dropout`; DistilBERT's
+    /// `dropout`, `attention_dropout` and `seq_classif_dropout`). The saved `config.json` carries the new values.
+    pub fn set_dropout(&mut self, d: &DropoutOverrides) -> Result<()> {
+        let mut config = self.config.clone();
+        if let Some(p) = d.hidden_dropout_prob {
+            config.hidden_dropout_prob = p;
+        }
+        if let Some(p) = d.attention_probs_dropout_prob {
+            config.attention_probs_dropout_prob = p;
+        }
+        if let Some(p) = d.classifier_dropout {
+            config.classifier_dropout = Some(p);
+        }
+        let mut bert =
+            BertConfig::from_json(&config.to_json().to_string()).map_err(|e| TrainError::Model(format!("{e}")))?;
+        bert.task = self.task;
+        self.model.config = bert;
+        self.config = config;
+        // Workspaces are sized for the attention dropout in force.
+        self.workspaces = WorkspaceCache::default();
+        Ok(())
     }
 
     pub fn num_labels(&self) -> usize {
@@ -472,7 +516,7 @@ impl EncoderClassifier {
 
     fn grads_into_model(&mut self) {
         if let Some(acc) = self.acc.as_mut() {
-            std::mem::swap(&mut self.model.grads, acc);
+            std::mem::swap(&mut self.model.store.grads, acc);
         }
     }
 }
@@ -547,11 +591,11 @@ impl TrainableModel for EncoderClassifier {
             model.backward(ws, &bb).map_err(model_err)?;
         } else {
             // The model adds the gradient of its mean loss; rescale each micro-batch's share into `acc`.
-            model.zero_grad();
+            model.store.zero_grad();
             model.backward(ws, &bb).map_err(model_err)?;
-            let acc = acc.get_or_insert_with(|| vec![0.0; model.grads.len()]);
+            let acc = acc.get_or_insert_with(|| vec![0.0; model.store.grads.len()]);
             let s = scale as f32;
-            for (a, &g) in acc.iter_mut().zip(&model.grads) {
+            for (a, &g) in acc.iter_mut().zip(&model.store.grads) {
                 *a += s * g;
             }
         }
@@ -560,34 +604,11 @@ impl TrainableModel for EncoderClassifier {
 
     fn clip_and_step(&mut self, lr: f64, max_grad_norm: f64) -> Result<f64> {
         self.grads_into_model();
-        let norm = if max_grad_norm > 0.0 {
-            clip_grad::clip(&mut [&mut self.model.grads[..]], max_grad_norm as f32) as f64
-        } else {
-            clip_grad::global_norm(&[&self.model.grads[..]])
-        };
-        self.opt.step += 1;
-        let h = adamw::Hyper {
-            lr,
-            beta1: self.adamw.beta1,
-            beta2: self.adamw.beta2,
-            eps: self.adamw.eps,
-            weight_decay: self.adamw.weight_decay,
-        };
-        let m = &mut self.model;
-        for info in &self.infos {
-            let r = info.offset..info.offset + info.len();
-            // HF's no-decay rule (biases, LayerNorm), as the layout marks it.
-            let hp = adamw::Hyper { weight_decay: if info.decay { h.weight_decay } else { 0.0 }, ..h };
-            adamw::update(
-                &mut m.params[r.clone()],
-                &m.grads[r.clone()],
-                &mut self.exp_avg[r.clone()],
-                &mut self.exp_avg_sq[r],
-                hp,
-                self.opt.step,
-            );
-        }
-        m.zero_grad();
+        let store = &mut self.model.store;
+        let max = if max_grad_norm > 0.0 { max_grad_norm as f32 } else { f32::INFINITY };
+        let norm = store.clip_grad_norm(max) as f64;
+        store.adamw_step(self.adamw.hyper(lr));
+        store.zero_grad();
         if let Some(a) = self.acc.as_mut() {
             a.fill(0.0);
         }
@@ -598,24 +619,12 @@ impl TrainableModel for EncoderClassifier {
     }
 
     fn save_model(&self, dir: &Path) -> Result<()> {
-        save_pretrained(dir, &self.model.state_dict(), &self.config, self.tokenizer_dir.as_deref()).map_err(model_err)
+        save_pretrained(dir, &self.model.store.state_dict(), &self.config, self.tokenizer_dir.as_deref())
+            .map_err(model_err)
     }
 
     fn load_model(&mut self, dir: &Path) -> Result<()> {
-        let sd = load_state_dict(dir).map_err(model_err)?;
-        for info in &self.infos {
-            let t = sd.get(&info.name).ok_or_else(|| TrainError::Checkpoint {
-                path: dir.to_path_buf(),
-                message: format!("missing parameter {}", info.name),
-            })?;
-            if t.shape != info.shape {
-                return Err(TrainError::Checkpoint {
-                    path: dir.to_path_buf(),
-                    message: format!("{}: shape {:?}, expected {:?}", info.name, t.shape, info.shape),
-                });
-            }
-            self.model.params[info.offset..info.offset + info.len()].copy_from_slice(&t.data);
-        }
+        crate::state::load_params(&mut self.model.store, dir)?;
         if let Some(w) = &self.bf16 {
             w.weights_changed();
         }
@@ -623,32 +632,21 @@ impl TrainableModel for EncoderClassifier {
     }
 
     fn save_training_state(&self, dir: &Path) -> Result<()> {
-        let n = self.exp_avg.len();
-        let sd: StateDict = [
-            ("exp_avg".to_string(), Tensor::new(vec![n], self.exp_avg.clone())),
-            ("exp_avg_sq".to_string(), Tensor::new(vec![n], self.exp_avg_sq.clone())),
-        ]
-        .into_iter()
-        .collect();
-        save_safetensors(&sd, &dir.join(OPTIMIZER_WEIGHTS)).map_err(model_err)?;
-        crate::state::write_json(&dir.join(OPTIMIZER_STATE), &self.opt)
+        self.model.store.save_optimizer_state(dir).map_err(model_err)?;
+        let opt = OptimizerState { step: self.model.store.steps(), ..self.opt };
+        crate::state::write_json(&dir.join(OPTIMIZER_STATE), &opt)
     }
 
     fn load_training_state(&mut self, dir: &Path) -> Result<()> {
         let opt: OptimizerState = crate::state::read_json(&dir.join(OPTIMIZER_STATE))?;
-        let n = self.exp_avg.len();
-        let bad = |m: String| TrainError::Checkpoint { path: dir.join(OPTIMIZER_WEIGHTS), message: m };
+        let n = self.model.store.params.len();
         if opt.num_params != n {
-            return Err(bad(format!("optimizer state for {} parameters, the model has {n}", opt.num_params)));
+            return Err(TrainError::Checkpoint {
+                path: dir.join(OPTIMIZER_STATE),
+                message: format!("optimizer state for {} parameters, the model has {n}", opt.num_params),
+            });
         }
-        let mut sd = load_state_dict(dir.join(OPTIMIZER_WEIGHTS)).map_err(model_err)?;
-        for (name, dst) in [("exp_avg", &mut self.exp_avg), ("exp_avg_sq", &mut self.exp_avg_sq)] {
-            let t = sd.remove(name).ok_or_else(|| bad(format!("missing tensor {name}")))?;
-            if t.data.len() != n {
-                return Err(bad(format!("{name} has {} values, expected {n}", t.data.len())));
-            }
-            *dst = t.data;
-        }
+        self.model.store.load_optimizer_state(dir, opt.step).map_err(|e| crate::state::optimizer_err(dir, e))?;
         self.opt = opt;
         Ok(())
     }

@@ -6,7 +6,26 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use finetune_models::checkpoint::load_state_dict;
+use finetune_models::params::{ParamError, ParamStore, OPTIMIZER_WEIGHTS};
+
 use crate::error::{Result, TrainError};
+
+/// Loads a saved model directory's weights into `store` by name (every parameter must be there, with its shape).
+pub fn load_params(store: &mut ParamStore, dir: &Path) -> Result<()> {
+    let bad = |message: String| TrainError::Checkpoint { path: dir.to_path_buf(), message };
+    let sd = load_state_dict(dir).map_err(|e| bad(e.to_string()))?;
+    store.load_state_dict(&sd, &[], |_| false).map_err(|e| bad(e.to_string()))?;
+    Ok(())
+}
+
+/// An optimizer-state file that cannot be restored, as a checkpoint error naming the file.
+pub fn optimizer_err(dir: &Path, e: ParamError) -> TrainError {
+    match e {
+        ParamError::OptimizerFile { path, message } => TrainError::Checkpoint { path, message },
+        e => TrainError::Checkpoint { path: dir.join(OPTIMIZER_WEIGHTS), message: e.to_string() },
+    }
+}
 
 /// One `log_history` entry: HF keys (`loss`, `grad_norm`, `learning_rate`, `epoch`, `step`, `eval_*`, ...).
 pub type LogEntry = Map<String, Value>;

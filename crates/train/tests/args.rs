@@ -160,3 +160,30 @@ fn load_reads_file_and_applies_overrides() {
     let e = err_of(TrainingArguments::load(Some(&p), &[]));
     assert!(e.contains("t.toml") && e.contains("foo"), "{e}");
 }
+
+/// Every key the TOML reader accepts (the serialised field names) is settable with `--set` and has a row in
+/// `KEY_USES` saying where it acts or is refused; a row without a key is stale.
+#[test]
+fn every_key_is_used_or_refused() {
+    let keys: Vec<String> = match serde_json::to_value(TrainingArguments::default()) {
+        Ok(serde_json::Value::Object(m)) => m.keys().cloned().collect(),
+        other => panic!("TrainingArguments serialises to an object, got {other:?}"),
+    };
+    let uses: Vec<&str> = finetune_train::args::KEY_USES.iter().map(|(k, _)| *k).collect();
+    for k in &keys {
+        assert!(uses.contains(&k.as_str()), "training argument `{k}` is accepted but KEY_USES says nothing of it");
+        let d = serde_json::to_value(TrainingArguments::default()).expect("json")[k].clone();
+        let text = match d {
+            serde_json::Value::String(s) => s,
+            serde_json::Value::Null => "none".into(),
+            v => v.to_string(),
+        };
+        TrainingArguments::default().set(&format!("{k}={text}")).unwrap_or_else(|e| panic!("--set {k}: {e}"));
+    }
+    for u in &uses {
+        assert!(keys.iter().any(|k| k == u), "KEY_USES lists `{u}`, which is not a training argument");
+        let e = err_of(TrainingArguments::default().set(&format!("{u}x=1")));
+        assert!(e.contains("unknown"), "{e}");
+    }
+    assert_eq!(keys.len(), uses.len());
+}

@@ -339,6 +339,7 @@ pub fn train(run: &RunConfig, args: &TrainingArguments, opts: &RunOptions) -> Re
         args.seed,
     )?;
     bf16_on(&mut model, args.bf16)?;
+    model.set_dropout(&run.dropout)?;
     // All inputs are checked; from here on files are written.
     let out = PathBuf::from(&args.output_dir);
     let collator = Collator { pad_token_id: tok.pad_token_id(), pad_to_multiple_of: Some(8) };
@@ -646,6 +647,7 @@ fn train_tokens(
         args.seed,
     )?;
     bf16_on(&mut model, args.bf16)?;
+    model.set_dropout(&run.dropout)?;
     if !do_train && !model.newly_initialized.is_empty() {
         bail!("{spec}: not a token-classification model (no trained head: {})", model.newly_initialized.join(", "));
     }

@@ -128,7 +128,7 @@ pub fn cross_validate(
             fold_dir.display()
         );
         let m =
-            run_fold(&data, &names, fold, &fa, &model_path, collator, opts).map_err(|e| anyhow!("fold {k}: {e}"))?;
+            run_fold(&data, &names, fold, &fa, &model_path, collator, opts, &run.dropout).map_err(|e| anyhow!("fold {k}: {e}"))?;
         opts.print_metrics(&format!("fold {k} eval"), &m);
         results.push(m);
     }
@@ -215,6 +215,7 @@ fn load_tokens(
 
 /// Trains a fresh model on `fold.train` and evaluates it on `fold.test`; returns `train_loss`, `eval_*` metrics
 /// and sample counts.
+#[allow(clippy::too_many_arguments)]
 fn run_fold(
     data: &Data,
     names: &[String],
@@ -223,6 +224,7 @@ fn run_fold(
     model_path: &str,
     collator: Collator,
     opts: &RunOptions,
+    dropout: &crate::DropoutOverrides,
 ) -> Result<BTreeMap<String, f64>> {
     let options = TrainOptions { resume: None, progress: opts.progress, on_evaluate: opts.on_evaluate.clone() };
     let eval_bs = args.per_device_eval_batch_size;
@@ -232,6 +234,7 @@ fn run_fold(
             let (train_set, held_out) = (subset_seq(data, &fold.train), subset_seq(data, &fold.test));
             let mut model = EncoderClassifier::from_pretrained(model_path, names, *problem, args.adamw(), args.seed)?;
             super::classify::bf16_on(&mut model, args.bf16)?;
+            model.set_dropout(dropout)?;
             let sampler = Sampler::from_args(args, train_set.len(), Some(train_set.lengths()));
             let source = SeqBatches { data: &train_set, sampler, collator };
             let mut evaluator = |m: &mut EncoderClassifier| m.evaluate(&held_out, eval_bs, collator).map(|e| e.metrics);
@@ -250,6 +253,7 @@ fn run_fold(
                 args.seed,
             )?;
             super::classify::bf16_on(&mut model, args.bf16)?;
+            model.set_dropout(dropout)?;
             let sampler = Sampler::from_args(args, train_set.len(), Some(train_set.lengths()));
             let source = TokenBatches { data: &train_set, sampler, collator };
             let mut evaluator = |m: &mut EncoderClassifier| {

@@ -37,6 +37,8 @@ pub struct RunConfig {
     pub resume_from_checkpoint: Option<String>,
     pub label_all_tokens: bool,
     pub format: Option<String>,
+    /// `hidden_dropout_prob`, `attention_probs_dropout_prob`, `classifier_dropout` over `config.json`.
+    pub dropout: crate::DropoutOverrides,
 }
 
 impl Default for RunConfig {
@@ -60,6 +62,7 @@ impl Default for RunConfig {
             resume_from_checkpoint: None,
             label_all_tokens: false,
             format: None,
+            dropout: Default::default(),
         }
     }
 }
@@ -88,6 +91,13 @@ pub const RUN_KEYS: &[(&str, &str, &str)] = &[
     ("resume_from_checkpoint", "none", "a checkpoint-N directory, or \"latest\" for the newest in output_dir"),
     ("label_all_tokens", "false", "token-classification: label every sub-token, not only a word's first"),
     ("format", "by extension", "data format: csv, tsv, jsonl, conll (token-classification: always conll)"),
+    ("hidden_dropout_prob", "config.json", "overrides the model config's dropout (DistilBERT: `dropout`)"),
+    (
+        "attention_probs_dropout_prob",
+        "config.json",
+        "overrides the attention dropout (DistilBERT: `attention_dropout`)",
+    ),
+    ("classifier_dropout", "config.json", "overrides the head's dropout (DistilBERT: `seq_classif_dropout`)"),
 ];
 
 pub fn is_run_key(k: &str) -> bool {
@@ -128,6 +138,7 @@ impl RunConfig {
             "resume_from_checkpoint" => self.resume_from_checkpoint = opt(value),
             "label_all_tokens" => self.label_all_tokens = boolean(value)?,
             "format" => self.format = opt(value),
+            _ if self.dropout.set(key, value).map_err(|e| anyhow!("{e}"))? => {}
             _ => bail!("unknown key `{key}`"),
         }
         Ok(())
@@ -143,7 +154,8 @@ impl RunConfig {
             other => bail!("{origin}: key `{key}`: unexpected {} value", other.type_str()),
         };
         let is_string_key =
-            !matches!(key, "max_seq_length" | "do_train" | "do_eval" | "do_predict" | "label_all_tokens");
+            !matches!(key, "max_seq_length" | "do_train" | "do_eval" | "do_predict" | "label_all_tokens")
+                && !crate::DropoutOverrides::KEYS.contains(&key);
         if is_string_key && !value.is_str() {
             bail!("{origin}: key `{key}`: expected a string, got {}", value.type_str());
         }

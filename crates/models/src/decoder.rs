@@ -1,0 +1,480 @@
+//! What every causal decoder shares, whatever its layers: the training [`Batch`] (with packed rows), the
+//! checks on a batch, the shifted causal-LM targets, the LM-head logits for evaluation, and the inference path's
+//! [`KvCache`], cached attention and decode-step checks. An architecture file (`llama.rs`, `gpt2.rs`) holds
+//! only its config, layout, forward and backward, and calls these.
+
+use finetune_engine::kernels::cross_entropy::{self, IGNORE_INDEX};
+use finetune_engine::kernels::linear_cross_entropy::{self as lce, Scratch};
+use finetune_engine::matmul::{gemm_view, matmul, Par, View};
+
+/// One batch of `batch × seq` tokens, row-major. `Default` gives empty slices and no options, for
+/// `Batch { input_ids, attention_mask, ..Default::default() }`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Batch<'a> {
+    pub input_ids: &'a [u32],
+    /// 1 for real tokens, 0 for padding.
+    pub attention_mask: &'a [u32],
+    /// Unshifted labels `[batch, seq]` (position t is scored against `labels[t + 1]`); −100 is ignored.
+    pub labels: Option<&'a [i64]>,
+    /// Divide the summed loss by this instead of the number of kept targets (the token count of a whole
+    /// accumulated batch, as transformers' `num_items_in_batch`).
+    pub loss_normalizer: Option<f32>,
+    /// Positions `[batch, seq]` for packed rows (transformers' `DataCollatorWithFlattening`): a new sequence
+    /// starts wherever the position is 0; the position embedding uses these positions and attention stays inside
+    /// each sequence. `None`: positions 0..seq in every row.
+    pub position_ids: Option<&'a [u32]>,
+}
+
+/// The checks on a batch that do not depend on the architecture: `n` tokens, ids below `vocab`, a 0/1 mask,
+/// one label per token (−100 or a token id), a positive loss normaliser, one position per token.
+pub(crate) fn check_batch(b: &Batch<'_>, n: usize, batch: usize, seq: usize, vocab: usize) -> Result<(), String> {
+    if b.input_ids.len() != n || b.attention_mask.len() != n {
+        return Err(format!("expected {n} input ids and mask entries for a {batch}×{seq} workspace"));
+    }
+    if let Some(&id) = b.input_ids.iter().find(|&&i| i as usize >= vocab) {
+        return Err(format!("input id {id} out of range for vocab_size {vocab}"));
+    }
+    if b.attention_mask.iter().any(|&m| m > 1) {
+        return Err("attention_mask entries must be 0 or 1".into());
+    }
+    if let Some(y) = b.labels {
+        if y.len() != n {
+            return Err(format!("expected {n} labels, one per token"));
+        }
+        if let Some(&l) = y.iter().find(|&&l| l != IGNORE_INDEX && (l < 0 || l as usize >= vocab)) {
+            return Err(format!("label {l} is out of bounds for vocab_size {vocab}"));
+        }
+    }
+    if let Some(z) = b.loss_normalizer {
+        if !(z > 0.0 && z.is_finite()) {
+            return Err(format!("loss_normalizer must be positive, got {z}"));
+        }
+    }
+    if let Some(pos) = b.position_ids {
+        if pos.len() != n {
+            return Err(format!("expected {n} position_ids, one per token, got {}", pos.len()));
+        }
+    }
+    Ok(())
+}
+
+/// Packed-sequence index of each token: a new sequence starts at each position 0 and at each row start.
+pub(crate) fn packed_segments(seg: &mut [u32], pos: &[u32], seq: usize) {
+    let mut k = 0u32;
+    for (i, (sg, &q)) in seg.iter_mut().zip(pos).enumerate() {
+        if q == 0 || i % seq == 0 {
+            k += 1;
+        }
+        *sg = k;
+    }
+}
+
+/// Shifted targets (`targets[t] = labels[t + 1]`, −100 at each row's end); returns the loss normaliser (kept
+/// targets, or the caller's).
+pub(crate) fn shift_targets(targets: &mut [i64], labels: &[i64], seq: usize, normalizer: Option<f32>) -> f32 {
+    for (row_t, row_y) in targets.chunks_exact_mut(seq).zip(labels.chunks_exact(seq)) {
+        row_t[..seq - 1].copy_from_slice(&row_y[1..]);
+        row_t[seq - 1] = IGNORE_INDEX;
+    }
+    normalizer.unwrap_or(lce::count_targets(targets) as f32)
+}
+
+/// Default size of one chunk of LM-head logits (floats): 32 MiB.
+pub(crate) const HEAD_CHUNK_FLOATS: usize = 1 << 23;
+
+/// The LM head's loss over `targets` (`[n]`, −100 ignored) from the final hidden states `[n, c]` and the head
+/// `[v, c]`: the summed token cross-entropy divided by `norm`, and with `grads` its gradients. Without label
+/// smoothing this is the fused chunked kernel (transformers' `ForCausalLMLoss`). With `label_smoothing` ε > 0 each
+/// kept token costs `(1 − ε)·nll + ε·mean over the vocabulary of −log p`, as the Trainer's `LabelSmoother`
+/// (`label_smoothing_factor`) and `torch.nn.functional.cross_entropy(label_smoothing=ε)` define it; logits are
+/// formed in row chunks and scored by the plain cross-entropy kernel.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn head_loss(
+    hidden: &[f32],
+    head: &[f32],
+    targets: &[i64],
+    (n, c, v): (usize, usize, usize),
+    norm: f32,
+    label_smoothing: f32,
+    mut grads: Option<lce::Grads<'_>>,
+    scratch: &mut Scratch,
+) -> f32 {
+    if label_smoothing == 0.0 {
+        return lce::forward_backward(hidden, head, targets, n, c, v, norm, grads, scratch);
+    }
+    let _prof = finetune_engine::profile::scope("smoothed_head_loss");
+    let rows = Scratch::rows_for_budget(HEAD_CHUNK_FLOATS, v).min(n.max(1));
+    let mut logits = vec![0.0f32; rows * v];
+    let mut dlogits = if grads.is_some() { vec![0.0f32; rows * v] } else { Vec::new() };
+    if let Some(lce::Grads { dhidden: Some(dh), .. }) = grads.as_mut() {
+        dh[..n * c].fill(0.0);
+    }
+    let opt = cross_entropy::Options { weight: None, label_smoothing };
+    let mut total = 0.0f64;
+    for start in (0..n).step_by(rows) {
+        let r = rows.min(n - start);
+        let y = &targets[start..start + r];
+        let kept = lce::count_targets(y);
+        if kept == 0 {
+            continue;
+        }
+        let h = &hidden[start * c..(start + r) * c];
+        let lg = &mut logits[..r * v];
+        matmul(lg, h, head, r, c, v, false, true, false);
+        total += cross_entropy::forward(lg, y, r, v, opt) as f64 * kept as f64;
+        if let Some(g) = grads.as_mut() {
+            let dl = &mut dlogits[..r * v];
+            // The kernel's gradient is of the chunk's mean: rescale it to the chunk's share of sum / norm.
+            cross_entropy::backward(dl, lg, y, r, v, opt, kept as f32 / norm);
+            if let Some(dh) = g.dhidden.as_deref_mut() {
+                matmul(&mut dh[start * c..(start + r) * c], dl, head, r, v, c, false, false, false);
+            }
+            if let Some(dw) = g.dweight.as_deref_mut() {
+                matmul(dw, dl, h, v, r, c, true, false, true);
+            }
+        }
+    }
+    (total / norm as f64) as f32
+}
+
+/// The LM head's share of a decoder workspace: the final hidden states (the head's input) and their gradient,
+/// the shifted targets, the chunked-loss scratch, and the logits of the last `logits` call.
+pub struct LmHead {
+    pub(crate) hidden: Vec<f32>,
+    pub(crate) dhidden: Vec<f32>,
+    pub(crate) targets: Vec<i64>,
+    pub(crate) scratch: Scratch,
+    /// Output of the last `logits` call.
+    pub logits: Vec<f32>,
+    /// transformers' `label_smoothing_factor` for the loss of batches run in this workspace (0: none).
+    pub label_smoothing: f32,
+}
+
+impl LmHead {
+    /// For `n` tokens of width `c`, a vocabulary of `vocab`, `chunk_rows` token rows per chunk of logits.
+    pub(crate) fn new(n: usize, c: usize, vocab: usize, chunk_rows: usize) -> Self {
+        LmHead {
+            hidden: vec![0.0; n * c],
+            dhidden: vec![0.0; n * c],
+            targets: vec![IGNORE_INDEX; n],
+            scratch: Scratch::new(chunk_rows.min(n.max(1)), c, vocab),
+            logits: Vec::new(),
+            label_smoothing: 0.0,
+        }
+    }
+
+    /// The causal-LM loss of `batch`'s labels (shifted here) through `head` `[v, c]` on the hidden states the
+    /// trunk left; with `backward` also `dhidden` and, when given, the head weight's gradient.
+    pub(crate) fn loss(
+        &mut self,
+        head: &[f32],
+        batch: &Batch<'_>,
+        labels: &[i64],
+        (seq, c, v): (usize, usize, usize),
+        backward: Option<Option<&mut [f32]>>,
+    ) -> f32 {
+        let norm = shift_targets(&mut self.targets, labels, seq, batch.loss_normalizer);
+        let n = self.targets.len();
+        let grads = backward.map(|dweight| lce::Grads { dhidden: Some(&mut self.dhidden), dweight });
+        head_loss(&self.hidden, head, &self.targets, (n, c, v), norm, self.label_smoothing, grads, &mut self.scratch)
+    }
+
+    /// Logits of the hidden states through `head` (see [`head_logits`]).
+    pub(crate) fn logits(
+        &mut self,
+        head: &[f32],
+        mask: &[u32],
+        shape: (usize, usize),
+        c: usize,
+        last_only: bool,
+    ) -> &[f32] {
+        let v = head.len() / c.max(1);
+        head_logits(&mut self.logits, &self.hidden, head, mask, shape, c, v, last_only);
+        &self.logits
+    }
+}
+
+/// LM-head logits of the final hidden states `[batch, seq, c]` into `logits`: `[batch, seq, vocab]`, or with
+/// `last_only` `[batch, vocab]` at each sequence's last real token (the last position whose mask is 1).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn head_logits(
+    logits: &mut Vec<f32>,
+    hidden: &[f32],
+    head: &[f32],
+    mask: &[u32],
+    (bsz, t): (usize, usize),
+    c: usize,
+    v: usize,
+    last_only: bool,
+) {
+    if last_only {
+        let mut rows = vec![0.0f32; bsz * c];
+        for b in 0..bsz {
+            let last = mask[b * t..(b + 1) * t].iter().rposition(|&x| x == 1).unwrap_or(t - 1);
+            rows[b * c..(b + 1) * c].copy_from_slice(&hidden[(b * t + last) * c..(b * t + last + 1) * c]);
+        }
+        logits.resize(bsz * v, 0.0);
+        matmul(logits, &rows, head, bsz, c, v, false, true, false);
+    } else {
+        logits.resize(bsz * t * v, 0.0);
+        matmul(logits, hidden, head, bsz * t, c, v, false, true, false);
+    }
+}
+
+/// The key/value dimensions of a decoder's config: (layers, key/value heads, head dim).
+pub trait KvDims {
+    fn kv_dims(&self) -> (usize, usize, usize);
+}
+
+/// Keys and values of every layer, `[batch, kv_heads, max_len, head_dim]` each, allocated once for a whole
+/// generation. Keys are stored after any rotary embedding, as transformers' `DynamicCache`.
+pub struct KvCache {
+    pub batch: usize,
+    pub max_len: usize,
+    pub(crate) kv_heads: usize,
+    pub(crate) head_dim: usize,
+    pub(crate) k: Vec<Vec<f32>>,
+    pub(crate) v: Vec<Vec<f32>>,
+    pub(crate) len: usize,
+}
+
+impl KvCache {
+    /// A cache for a model of config `cfg`: `batch` rows of up to `max_len` tokens.
+    pub fn new(cfg: &impl KvDims, batch: usize, max_len: usize) -> Self {
+        let (layers, kv_heads, head_dim) = cfg.kv_dims();
+        Self::with_dims(layers, batch, kv_heads, head_dim, max_len)
+    }
+
+    /// A cache of `layers` layers for any decoder with these key/value dimensions.
+    pub fn with_dims(layers: usize, batch: usize, kv_heads: usize, head_dim: usize, max_len: usize) -> Self {
+        let z = || vec![0.0f32; batch * kv_heads * max_len * head_dim];
+        KvCache {
+            batch,
+            max_len,
+            kv_heads,
+            head_dim,
+            k: (0..layers).map(|_| z()).collect(),
+            v: (0..layers).map(|_| z()).collect(),
+            len: 0,
+        }
+    }
+
+    /// Tokens per row held so far (padding included).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Forgets every cached token (the buffers are kept).
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+}
+
+/// The rows a decode workspace was allocated for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DecodeCapacity {
+    pub batch: usize,
+    pub max_new: usize,
+    pub max_len: usize,
+    /// Whether its buffers are sized for this model.
+    pub sized: bool,
+}
+
+/// Checks one cached step of `input_ids` (`[batch, n_new]`) with `attention_mask` (`[batch, past + n_new]`) on
+/// `cache` for a model of `dims` (layers, kv heads, head dim) and `vocab` tokens, with `ws` as the workspace;
+/// returns `n_new`.
+pub(crate) fn check_decode(
+    cache: &KvCache,
+    ws: DecodeCapacity,
+    dims: (usize, usize, usize),
+    vocab: usize,
+    input_ids: &[u32],
+    attention_mask: &[u32],
+) -> Result<usize, String> {
+    let (bsz, past, max_len) = (cache.batch, cache.len, cache.max_len);
+    if cache.k.len() != dims.0 || cache.kv_heads != dims.1 || cache.head_dim != dims.2 {
+        return Err("the KV cache was created for a different model configuration".into());
+    }
+    if ws.batch != bsz || ws.max_len < max_len || !ws.sized {
+        return Err(format!(
+            "the decode workspace ({} rows, {} tokens) does not fit the cache ({bsz} rows, {max_len} tokens)",
+            ws.batch, ws.max_len
+        ));
+    }
+    if bsz == 0 || input_ids.is_empty() || !input_ids.len().is_multiple_of(bsz) {
+        return Err(format!("expected batch × new tokens input ids for {bsz} rows, got {}", input_ids.len()));
+    }
+    let n_new = input_ids.len() / bsz;
+    let total = past + n_new;
+    if n_new > ws.max_new {
+        return Err(format!("{n_new} new tokens per row exceed the workspace's {}", ws.max_new));
+    }
+    if total > max_len {
+        return Err(format!("{total} tokens per row exceed the KV cache's max_len {max_len}"));
+    }
+    if attention_mask.len() != bsz * total {
+        return Err(format!("expected an attention_mask of {bsz} × {total} entries, got {}", attention_mask.len()));
+    }
+    if attention_mask.iter().any(|&m| m > 1) {
+        return Err("attention_mask entries must be 0 or 1".into());
+    }
+    if let Some(&id) = input_ids.iter().find(|&&i| i as usize >= vocab) {
+        return Err(format!("input id {id} out of range for vocab_size {vocab}"));
+    }
+    Ok(n_new)
+}
+
+/// Positions of the new tokens of a cached step, as transformers' `generate`: `cumsum(attention_mask) − 1`, 1
+/// on padding.
+pub(crate) fn decode_positions(pos: &mut [u32], attention_mask: &[u32], bsz: usize, past: usize, n_new: usize) {
+    let total = past + n_new;
+    for b in 0..bsz {
+        let m = &attention_mask[b * total..(b + 1) * total];
+        let mut cum: u32 = m[..past].iter().sum();
+        for i in 0..n_new {
+            cum += m[past + i];
+            pos[b * n_new + i] = if m[past + i] == 0 { 1 } else { cum - 1 };
+        }
+    }
+}
+
+/// The embedding rows of `ids` from `table` (`[vocab, c]`) into `out`.
+pub(crate) fn embed(out: &mut [f32], table: &[f32], ids: &[u32], c: usize) {
+    for (o, &id) in out.chunks_exact_mut(c).zip(ids) {
+        o.copy_from_slice(&table[id as usize * c..(id as usize + 1) * c]);
+    }
+}
+
+/// Copies the last new row of each batch row (`x` is `[batch, n_new, c]`) into `out` (`[batch, c]`).
+pub(crate) fn last_rows(out: &mut [f32], x: &[f32], bsz: usize, n_new: usize, c: usize) {
+    for b in 0..bsz {
+        let r = b * n_new + n_new - 1;
+        out[b * c..(b + 1) * c].copy_from_slice(&x[r * c..(r + 1) * c]);
+    }
+}
+
+/// Shape of one cached attention call: `n_new` new query rows per batch row on top of `past` cached tokens, in
+/// caches `[batch, kv_heads, max_len, head_dim]` (shared by the Llama family and GPT-2).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CachedAttn {
+    pub batch: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub n_new: usize,
+    pub past: usize,
+    pub max_len: usize,
+    /// Row capacity of the `scores` and `heads_out` buffers.
+    pub max_new: usize,
+}
+
+impl CachedAttn {
+    /// Copies the new keys (columns `k_col..`) and values (`v_col..`) of each `w`-wide qkv row into the caches.
+    pub fn append(&self, kc: &mut [f32], vc: &mut [f32], qkv: &[f32], w: usize, k_col: usize, v_col: usize) {
+        let (n_new, d) = (self.n_new, self.head_dim);
+        for b in 0..self.batch {
+            for i in 0..n_new {
+                let row = &qkv[(b * n_new + i) * w..][..w];
+                for g in 0..self.kv_heads {
+                    let at = ((b * self.kv_heads + g) * self.max_len + self.past + i) * d;
+                    kc[at..at + d].copy_from_slice(&row[k_col + g * d..k_col + (g + 1) * d]);
+                    vc[at..at + d].copy_from_slice(&row[v_col + g * d..v_col + (g + 1) * d]);
+                }
+            }
+        }
+    }
+
+    /// `ctx[row, h·d..] = softmax(q Kᵀ / √d + mask) V` for every new row and query head (query heads in columns
+    /// `0..heads·d` of `qkv`), with transformers' additive mask (the most negative f32) on padding and future
+    /// keys. `mask` is `[batch, past + n_new]`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attend(
+        &self,
+        kc: &[f32],
+        vc: &[f32],
+        qkv: &[f32],
+        w: usize,
+        mask: &[u32],
+        scores: &mut [f32],
+        heads_out: &mut [f32],
+        ctx: &mut [f32],
+    ) {
+        use finetune_engine::math::dot;
+        let _prof = finetune_engine::profile::scope("cached_attention");
+        let (h, kv, d, n_new, past, max_len) =
+            (self.heads, self.kv_heads, self.head_dim, self.n_new, self.past, self.max_len);
+        let (total, rep) = (past + n_new, h / kv);
+        let scale = 1.0 / (d as f32).sqrt();
+        // One task per (row, query head); the matmuls inside are small, so they run on the calling thread.
+        let work = |(bh, (sc, out)): (usize, (&mut [f32], &mut [f32]))| {
+            let (b, hh) = (bh / h, bh % h);
+            let g = hh / rep;
+            let kv_at = (b * kv + g) * max_len * d;
+            let (kb, vb) = (&kc[kv_at..kv_at + total * d], &vc[kv_at..kv_at + total * d]);
+            // Decode steps are dot products over the cache: a matmul call would cost more than the work.
+            let small = n_new <= 4;
+            if small {
+                for i in 0..n_new {
+                    let q = &qkv[(b * n_new + i) * w + hh * d..][..d];
+                    for (x, k) in sc[i * total..(i + 1) * total].iter_mut().zip(kb.chunks_exact(d)) {
+                        *x = dot(q, k) * scale;
+                    }
+                }
+            } else {
+                let q = View { data: &qkv[b * n_new * w + hh * d..], rs: w, cs: 1 };
+                let kt = View { data: kb, rs: 1, cs: d };
+                gemm_view(sc, total, q, kt, n_new, total, d, scale, false, Par::Seq);
+            }
+            let m = &mask[b * total..(b + 1) * total];
+            for (i, row) in sc[..n_new * total].chunks_exact_mut(total).enumerate() {
+                for (j, (x, &mv)) in row.iter_mut().zip(m).enumerate() {
+                    if mv == 0 || j > past + i {
+                        *x += f32::MIN;
+                    }
+                }
+                let mx = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let mut z = 0.0f32;
+                for x in row.iter_mut() {
+                    *x = (*x - mx).exp();
+                    z += *x;
+                }
+                let inv = 1.0 / z;
+                row.iter_mut().for_each(|x| *x *= inv);
+            }
+            if small {
+                for (i, o) in out[..n_new * d].chunks_exact_mut(d).enumerate() {
+                    o.fill(0.0);
+                    for (&pj, vr) in sc[i * total..(i + 1) * total].iter().zip(vb.chunks_exact(d)) {
+                        for (a, &x) in o.iter_mut().zip(vr) {
+                            *a += pj * x;
+                        }
+                    }
+                }
+            } else {
+                let vv = View { data: vb, rs: d, cs: 1 };
+                gemm_view(out, d, View::new(sc, total, false), vv, n_new, d, total, 1.0, false, Par::Seq);
+            }
+        };
+        let (stride, od) = (self.max_new * max_len, self.max_new * d);
+        let (scores, heads_out) = (&mut scores[..self.batch * h * stride], &mut heads_out[..self.batch * h * od]);
+        // Threads pay off only once the attention work dwarfs their wake-up cost.
+        if self.batch * h * n_new * total * d >= 1 << 20 {
+            use rayon::prelude::*;
+            scores.par_chunks_mut(stride).zip(heads_out.par_chunks_mut(od)).enumerate().for_each(work);
+        } else {
+            scores.chunks_mut(stride).zip(heads_out.chunks_mut(od)).enumerate().for_each(work);
+        }
+        for b in 0..self.batch {
+            for hh in 0..h {
+                for i in 0..n_new {
+                    let src = &heads_out[((b * h + hh) * self.max_new + i) * d..][..d];
+                    ctx[(b * n_new + i) * h * d + hh * d..][..d].copy_from_slice(src);
+                }
+            }
+        }
+    }
+}

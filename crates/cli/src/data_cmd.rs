@@ -771,7 +771,6 @@ fn dedup_cmd(
         );
         return Ok(());
     };
-    near.check()?;
     let refs: Vec<Dataset> = against.iter().map(|p| read_checked(p, &opts)).collect::<anyhow::Result<_>>()?;
     let texts: Vec<String> = d.examples.iter().map(compare_text).collect();
     let text_refs: Vec<&str> = texts.iter().map(String::as_str).collect();

@@ -109,7 +109,7 @@ pub enum DataCommand {
         #[arg(long, default_value = "affine32", requires = "near")]
         scheme: String,
         /// JSON lines: each cluster with its kept record, and each record removed as a near-copy of --against.
-        #[arg(long)]
+        #[arg(long, requires = "near")]
         report: Option<PathBuf>,
         #[command(flatten)]
         read: Box<ReadArgs>,
@@ -154,9 +154,9 @@ pub enum DataCommand {
         /// The criterion.
         #[arg(long, value_enum, default_value = "random")]
         by: SelectArg,
-        /// Length bins for --by length.
-        #[arg(long, default_value_t = 10)]
-        bins: usize,
+        /// Length bins for --by length [default: 10].
+        #[arg(long)]
+        bins: Option<usize>,
         /// Seed of the sampling.
         #[arg(long, default_value_t = 42)]
         seed: u64,
@@ -771,7 +771,6 @@ fn dedup_cmd(
         );
         return Ok(());
     };
-    near.check()?;
     let refs: Vec<Dataset> = against.iter().map(|p| read_checked(p, &opts)).collect::<anyhow::Result<_>>()?;
     let texts: Vec<String> = d.examples.iter().map(compare_text).collect();
     let text_refs: Vec<&str> = texts.iter().map(String::as_str).collect();
@@ -902,10 +901,14 @@ fn select_cmd(
     output: &Path,
     n: usize,
     by: SelectArg,
-    bins: usize,
+    bins: Option<usize>,
     seed: u64,
     read: &ReadArgs,
 ) -> anyhow::Result<()> {
+    let bins = match (bins, by) {
+        (Some(_), SelectArg::Random | SelectArg::Class) => bail!("--bins applies to --by length only"),
+        (b, _) => b.unwrap_or(10),
+    };
     let opts = read.options()?;
     let in_format = opts.format_for(file)?;
     if in_format.is_token_level() {

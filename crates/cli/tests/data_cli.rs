@@ -74,6 +74,9 @@ fn near_dedup_within_and_against_a_test_file() {
     assert_eq!(rep[1]["removed"]["line"], 4);
     assert_eq!(rep[1]["matches"][0]["line"], 1);
 
+    // --report is for --near only.
+    let o = finetune(&["data", "dedup", &train, "-o", out.to_str().expect("path"), "--report", "r.jsonl"]);
+    assert_eq!(o.status.code(), Some(2));
     // Exact de-duplication without --near.
     let o = ok(finetune(&["data", "dedup", &train, "-o", out.to_str().expect("path")]));
     assert!(stdout(&o).contains("removed 0 exact duplicates"), "{}", stdout(&o));
@@ -171,6 +174,9 @@ fn select_by_class_and_length() {
     assert!(stdout(&o).contains("length bin 0000: 1 of 5"), "{}", stdout(&o));
     let o = ok(finetune(&["data", "select", &data, "-n", "5", "--seed", "3", "-o", out.to_str().expect("p")]));
     assert!(stdout(&o).contains("selected 5 of 20"), "{}", stdout(&o));
+    let o = finetune(&["data", "select", &data, "-n", "5", "--bins", "3", "-o", out.to_str().expect("p")]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--bins"), "{}", stderr(&o));
     let o = finetune(&["data", "select", &data, "-n", "50", "-o", out.to_str().expect("p")]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("cannot select 50 of 20"), "{}", stderr(&o));

@@ -255,9 +255,9 @@ pub fn optimal_param(threshold: f64, num_perm: usize, fp_weight: f64, fn_weight:
     let mut min_error = f64::INFINITY;
     for b in 1..=num_perm {
         for r in 1..=num_perm / b {
-            let (bf, rf) = (b as f64, r as f64);
-            let fp = integrate(|s| 1.0 - (1.0 - s.powf(rf)).powf(bf), 0.0, threshold, &gl);
-            let fneg = integrate(|s| (1.0 - s.powf(rf)).powf(bf), threshold, 1.0, &gl);
+            let (bi, ri) = (b as i32, r as i32);
+            let fp = integrate(|s| 1.0 - (1.0 - s.powi(ri)).powi(bi), 0.0, threshold, &gl);
+            let fneg = integrate(|s| (1.0 - s.powi(ri)).powi(bi), threshold, 1.0, &gl);
             let error = fp * fp_weight + fneg * fn_weight;
             if error < min_error {
                 min_error = error;
@@ -341,7 +341,8 @@ impl Default for NearDupOptions {
 }
 
 impl NearDupOptions {
-    pub fn check(&self) -> Result<()> {
+    /// Checks the options and returns the LSH (bands, rows).
+    pub fn check(&self) -> Result<(usize, usize)> {
         if !(0.0..=1.0).contains(&self.threshold) {
             return Err(DataError::Invalid(format!("threshold must be in [0, 1], got {}", self.threshold)));
         }
@@ -354,7 +355,7 @@ impl NearDupOptions {
         if n == 0 {
             return Err(DataError::Invalid("the shingle size must be at least 1".into()));
         }
-        let (b, _) = optimal_param(self.threshold, self.num_perm, 0.5, 0.5);
+        let (b, r) = optimal_param(self.threshold, self.num_perm, 0.5, 0.5);
         if b < 2 {
             return Err(DataError::Invalid(format!(
                 "threshold {} with num_perm {} gives fewer than 2 LSH bands (as datasketch refuses); use more \
@@ -362,7 +363,7 @@ impl NearDupOptions {
                 self.threshold, self.num_perm
             )));
         }
-        Ok(())
+        Ok((b, r))
     }
 }
 
@@ -378,9 +379,8 @@ pub struct NearDupIndex {
 impl NearDupIndex {
     /// Signatures of `texts` (None for texts without shingles, which are never duplicates).
     pub fn new(texts: &[&str], opts: NearDupOptions) -> Result<Self> {
-        opts.check()?;
+        let (bands, rows) = opts.check()?;
         let hasher = MinHasher::new(opts.num_perm, opts.seed, opts.scheme);
-        let (bands, rows) = optimal_param(opts.threshold, opts.num_perm, 0.5, 0.5);
         let signatures = texts.iter().map(|t| signature_of(&hasher, &opts, t)).collect();
         Ok(NearDupIndex { opts, hasher, bands, rows, signatures })
     }

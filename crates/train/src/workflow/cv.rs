@@ -76,6 +76,9 @@ pub fn cross_validate(
     if args.label_smoothing_factor != 0.0 {
         bail!("key `label_smoothing_factor`: not supported by the encoder models yet (use 0)");
     }
+    if token_task && run.resample.is_some() {
+        bail!("key `resample`: needs single-label sequence classification, not token classification");
+    }
     if run.resume_from_checkpoint.is_some() {
         bail!("key `resume_from_checkpoint`: cv trains every fold from the start; resume a single fold with `finetune train`");
     }
@@ -127,8 +130,8 @@ pub fn cross_validate(
             fold.test.len(),
             fold_dir.display()
         );
-        let m =
-            run_fold(&data, &names, fold, &fa, &model_path, collator, opts).map_err(|e| anyhow!("fold {k}: {e}"))?;
+        let m = run_fold(run, &data, &names, fold, &fa, &model_path, collator, opts)
+            .map_err(|e| anyhow!("fold {k}: {e}"))?;
         opts.print_metrics(&format!("fold {k} eval"), &m);
         results.push(m);
     }
@@ -215,7 +218,9 @@ fn load_tokens(
 
 /// Trains a fresh model on `fold.train` and evaluates it on `fold.test`; returns `train_loss`, `eval_*` metrics
 /// and sample counts.
+#[allow(clippy::too_many_arguments)]
 fn run_fold(
+    run: &RunConfig,
     data: &Data,
     names: &[String],
     fold: &Fold,
@@ -230,6 +235,7 @@ fn run_fold(
     let (output, model, eval_samples) = match data {
         Data::Seq { data, problem, .. } => {
             let (train_set, held_out) = (subset_seq(data, &fold.train), subset_seq(data, &fold.test));
+            let train_set = train_cmd::resample(run, train_set, args.seed, names)?;
             let mut model = EncoderClassifier::from_pretrained(model_path, names, *problem, args.adamw(), args.seed)?;
             let sampler = Sampler::from_args(args, train_set.len(), Some(train_set.lengths()));
             let source = SeqBatches { data: &train_set, sampler, collator };
@@ -270,7 +276,7 @@ fn run_fold(
 }
 
 /// The examples `ix` of an encoded sequence dataset, in that order.
-fn subset_seq(d: &SeqDataset, ix: &[usize]) -> SeqDataset {
+pub(super) fn subset_seq(d: &SeqDataset, ix: &[usize]) -> SeqDataset {
     let encodings: Vec<_> = ix.iter().map(|&i| d.encodings[i].clone()).collect();
     let targets = match &d.targets {
         SeqTargets::None => SeqTargets::None,

@@ -37,6 +37,7 @@ pub struct RunConfig {
     pub resume_from_checkpoint: Option<String>,
     pub label_all_tokens: bool,
     pub format: Option<String>,
+    pub resample: Option<String>,
 }
 
 impl Default for RunConfig {
@@ -60,6 +61,7 @@ impl Default for RunConfig {
             resume_from_checkpoint: None,
             label_all_tokens: false,
             format: None,
+            resample: None,
         }
     }
 }
@@ -88,6 +90,11 @@ pub const RUN_KEYS: &[(&str, &str, &str)] = &[
     ("resume_from_checkpoint", "none", "a checkpoint-N directory, or \"latest\" for the newest in output_dir"),
     ("label_all_tokens", "false", "token-classification: label every sub-token, not only a word's first"),
     ("format", "by extension", "data format: csv, tsv, jsonl, conll (token-classification: always conll)"),
+    (
+        "resample",
+        "none",
+        "\"over\" or \"under\": random over/under-sampling of the training data to balanced classes, seeded by `seed`",
+    ),
 ];
 
 pub fn is_run_key(k: &str) -> bool {
@@ -128,6 +135,13 @@ impl RunConfig {
             "resume_from_checkpoint" => self.resume_from_checkpoint = opt(value),
             "label_all_tokens" => self.label_all_tokens = boolean(value)?,
             "format" => self.format = opt(value),
+            "resample" => {
+                self.resample = match opt(value).as_deref() {
+                    None => None,
+                    Some(v @ ("over" | "under")) => Some(v.to_string()),
+                    Some(v) => bail!("--set resample={v}: expected \"over\", \"under\" or none"),
+                }
+            }
             _ => bail!("unknown key `{key}`"),
         }
         Ok(())
@@ -171,6 +185,11 @@ pub fn from_table(origin: &str, table: toml::Table) -> Result<(RunConfig, Traini
     let mut rest = toml::Table::new();
     let known = training_keys();
     for (k, v) in table {
+        if k == "sweep" && v.is_table() {
+            bail!(
+                "{origin}: the [sweep] table is read by `finetune sweep`; `finetune train` takes a run file without it"
+            );
+        }
         if !is_run_key(&k) && !known.contains(&k) {
             let all = known.iter().map(String::as_str).chain(RUN_KEYS.iter().map(|(n, _, _)| *n));
             let hint = closest(&k, all).map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default();

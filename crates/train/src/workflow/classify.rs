@@ -323,7 +323,7 @@ pub fn train(run: &RunConfig, args: &TrainingArguments, opts: &RunOptions) -> Re
         }
     };
     let train_set = match (&splits.train, do_train) {
-        (Some(s), true) => Some(encode(&tok, s, &labels, max_len, problem)?),
+        (Some(s), true) => Some(resample(run, encode(&tok, s, &labels, max_len, problem)?, args.seed, labels.names())?),
         _ => None,
     };
     let val_set = splits.validation.as_ref().map(|s| encode(&tok, s, &labels, max_len, problem)).transpose()?;
@@ -622,6 +622,9 @@ fn train_tokens(
     need(!do_eval || val_split.is_some(), "do_eval", "validation_file (or split)")?;
     need(!do_predict || test_split.is_some(), "do_predict", "test_file (or split)")?;
 
+    if run.resample.is_some() {
+        bail!("key `resample`: needs single-label sequence classification, not token classification");
+    }
     let (model_dir, tok, max_len) = tokenizer_for(spec, run.max_seq_length)?;
     // Labels: run_ner.py's sorted unique tags of the training data, else the model's own.
     let labels = match &train_split {
@@ -858,4 +861,36 @@ pub fn bf16_on(model: &mut EncoderClassifier, on: bool) -> Result<()> {
         eprintln!("bf16: matmuls in bfloat16 with f32 accumulation on the {} kernel", kernel.name());
     }
     Ok(())
+}
+
+/// `resample = "over" | "under"`: the training set re-sampled to balanced classes (`finetune_data::split`'s
+/// `oversample` / `undersample`, seeded by `seed`), with one line on stderr saying what changed.
+pub fn resample(run: &RunConfig, data: SeqDataset, seed: u64, names: &[String]) -> Result<SeqDataset> {
+    let Some(how) = run.resample.as_deref() else { return Ok(data) };
+    let SeqTargets::Class(y) = &data.targets else {
+        bail!("key `resample`: needs single-label classification (problem_type single_label_classification)");
+    };
+    let y: Vec<usize> = y.iter().map(|&c| usize::try_from(c).unwrap_or(usize::MAX)).collect();
+    let ix = if how == "over" {
+        finetune_data::split::oversample(&y, seed)
+    } else {
+        finetune_data::split::undersample(&y, seed)
+    };
+    let counts = |ys: &mut dyn Iterator<Item = usize>| {
+        let mut c = vec![0usize; names.len()];
+        for k in ys {
+            if let Some(x) = c.get_mut(k) {
+                *x += 1;
+            }
+        }
+        names.iter().zip(&c).map(|(n, k)| format!("{n}: {k}")).collect::<Vec<_>>().join(", ")
+    };
+    let before = counts(&mut y.iter().copied());
+    let after = counts(&mut ix.iter().map(|&i| y[i]));
+    eprintln!(
+        "resample = \"{how}\" (seed {seed}): {} -> {} training examples ({before} -> {after})",
+        y.len(),
+        ix.len()
+    );
+    Ok(super::cv::subset_seq(&data, &ix))
 }

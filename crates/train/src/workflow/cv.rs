@@ -76,6 +76,9 @@ pub fn cross_validate(
     if args.label_smoothing_factor != 0.0 {
         bail!("key `label_smoothing_factor`: not supported by the encoder models yet (use 0)");
     }
+    if token_task && run.resample.is_some() {
+        bail!("key `resample`: needs single-label sequence classification, not token classification");
+    }
     if run.resume_from_checkpoint.is_some() {
         bail!("key `resume_from_checkpoint`: cv trains every fold from the start; resume a single fold with `finetune train`");
     }
@@ -127,8 +130,8 @@ pub fn cross_validate(
             fold.test.len(),
             fold_dir.display()
         );
-        let m =
-            run_fold(&data, &names, fold, &fa, &model_path, collator, opts, &run.dropout).map_err(|e| anyhow!("fold {k}: {e}"))?;
+        let m = run_fold(run, &data, &names, fold, &fa, &model_path, collator, opts)
+            .map_err(|e| anyhow!("fold {k}: {e}"))?;
         opts.print_metrics(&format!("fold {k} eval"), &m);
         results.push(m);
     }
@@ -217,6 +220,7 @@ fn load_tokens(
 /// and sample counts.
 #[allow(clippy::too_many_arguments)]
 fn run_fold(
+    run: &RunConfig,
     data: &Data,
     names: &[String],
     fold: &Fold,
@@ -224,7 +228,6 @@ fn run_fold(
     model_path: &str,
     collator: Collator,
     opts: &RunOptions,
-    dropout: &crate::DropoutOverrides,
 ) -> Result<BTreeMap<String, f64>> {
     let options = TrainOptions { resume: None, progress: opts.progress, on_evaluate: opts.on_evaluate.clone() };
     let eval_bs = args.per_device_eval_batch_size;
@@ -232,9 +235,10 @@ fn run_fold(
     let (output, model, eval_samples) = match data {
         Data::Seq { data, problem, .. } => {
             let (train_set, held_out) = (subset_seq(data, &fold.train), subset_seq(data, &fold.test));
+            let train_set = train_cmd::resample(run, train_set, args.seed, names)?;
             let mut model = EncoderClassifier::from_pretrained(model_path, names, *problem, args.adamw(), args.seed)?;
             super::classify::bf16_on(&mut model, args.bf16)?;
-            model.set_dropout(dropout)?;
+            model.set_dropout(&run.dropout)?;
             let sampler = Sampler::from_args(args, train_set.len(), Some(train_set.lengths()));
             let source = SeqBatches { data: &train_set, sampler, collator };
             let mut evaluator = |m: &mut EncoderClassifier| m.evaluate(&held_out, eval_bs, collator).map(|e| e.metrics);
@@ -253,7 +257,7 @@ fn run_fold(
                 args.seed,
             )?;
             super::classify::bf16_on(&mut model, args.bf16)?;
-            model.set_dropout(dropout)?;
+            model.set_dropout(&run.dropout)?;
             let sampler = Sampler::from_args(args, train_set.len(), Some(train_set.lengths()));
             let source = TokenBatches { data: &train_set, sampler, collator };
             let mut evaluator = |m: &mut EncoderClassifier| {
@@ -276,7 +280,7 @@ fn run_fold(
 }
 
 /// The examples `ix` of an encoded sequence dataset, in that order.
-fn subset_seq(d: &SeqDataset, ix: &[usize]) -> SeqDataset {
+pub(super) fn subset_seq(d: &SeqDataset, ix: &[usize]) -> SeqDataset {
     let encodings: Vec<_> = ix.iter().map(|&i| d.encodings[i].clone()).collect();
     let targets = match &d.targets {
         SeqTargets::None => SeqTargets::None,

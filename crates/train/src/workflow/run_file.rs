@@ -39,6 +39,7 @@ pub struct RunConfig {
     pub format: Option<String>,
     /// `hidden_dropout_prob`, `attention_probs_dropout_prob`, `classifier_dropout` over `config.json`.
     pub dropout: crate::DropoutOverrides,
+    pub resample: Option<String>,
 }
 
 impl Default for RunConfig {
@@ -63,6 +64,7 @@ impl Default for RunConfig {
             label_all_tokens: false,
             format: None,
             dropout: Default::default(),
+            resample: None,
         }
     }
 }
@@ -98,6 +100,11 @@ pub const RUN_KEYS: &[(&str, &str, &str)] = &[
         "overrides the attention dropout (DistilBERT: `attention_dropout`)",
     ),
     ("classifier_dropout", "config.json", "overrides the head's dropout (DistilBERT: `seq_classif_dropout`)"),
+    (
+        "resample",
+        "none",
+        "\"over\" or \"under\": random over/under-sampling of the training data to balanced classes, seeded by `seed`",
+    ),
 ];
 
 pub fn is_run_key(k: &str) -> bool {
@@ -139,6 +146,13 @@ impl RunConfig {
             "label_all_tokens" => self.label_all_tokens = boolean(value)?,
             "format" => self.format = opt(value),
             _ if self.dropout.set(key, value).map_err(|e| anyhow!("{e}"))? => {}
+            "resample" => {
+                self.resample = match opt(value).as_deref() {
+                    None => None,
+                    Some(v @ ("over" | "under")) => Some(v.to_string()),
+                    Some(v) => bail!("--set resample={v}: expected \"over\", \"under\" or none"),
+                }
+            }
             _ => bail!("unknown key `{key}`"),
         }
         Ok(())
@@ -183,6 +197,11 @@ pub fn from_table(origin: &str, table: toml::Table) -> Result<(RunConfig, Traini
     let mut rest = toml::Table::new();
     let known = training_keys();
     for (k, v) in table {
+        if k == "sweep" && v.is_table() {
+            bail!(
+                "{origin}: the [sweep] table is read by `finetune sweep`; `finetune train` takes a run file without it"
+            );
+        }
         if !is_run_key(&k) && !known.contains(&k) {
             let all = known.iter().map(String::as_str).chain(RUN_KEYS.iter().map(|(n, _, _)| *n));
             let hint = closest(&k, all).map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default();

@@ -6,8 +6,8 @@ mod decoder_cmd;
 mod gen_eval;
 mod input;
 mod metrics_cmd;
-mod sweep_cmd;
 mod report_cmd;
+mod sweep_cmd;
 mod train_cmd;
 
 use clap::{Parser, Subcommand};

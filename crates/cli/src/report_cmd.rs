@@ -114,4 +114,3 @@ pub(crate) fn finish_run(
     eprintln!("report written to {}", path.display());
     Ok(())
 }
-

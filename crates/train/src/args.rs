@@ -367,7 +367,8 @@ pub const KEY_USES: &[(&str, &str)] = &[
     (
         "label_smoothing_factor",
         "finetune sft: the causal-LM loss (LabelSmoother); refused with an error by finetune train and cv",
-    ),    ("report_to", "TensorBoard event files in output_dir/runs/; other integrations are refused by finalize"),
+    ),
+    ("report_to", "TensorBoard event files in output_dir/runs/; other integrations are refused by finalize"),
     ("bf16", "finetune train/cv: bf16 matmuls in the encoder (bf16 module); refused with an error by finetune sft"),
 ];
 

@@ -843,7 +843,8 @@ pub fn token_details_text(d: &crate::TokenDetails) -> String {
         let _ = writeln!(s, "\n{title}");
         let _ = writeln!(s, "{:>w$}  {:>9} {:>9} {:>9} {:>9}", "", "precision", "recall", "f1-score", "support");
         for r in rows {
-            let _ = writeln!(s, "{:>w$}  {:>9.4} {:>9.4} {:>9.4} {:>9}", r.label, r.precision, r.recall, r.f1, r.support);
+            let _ =
+                writeln!(s, "{:>w$}  {:>9.4} {:>9.4} {:>9.4} {:>9}", r.label, r.precision, r.recall, r.f1, r.support);
         }
     };
     table(

@@ -925,7 +925,7 @@ impl BertForSequenceClassification {
             let (gw, gb) = pair!(o.cls_w, nl * c, o.cls_b, nl);
             let w = s(o.cls_w, nl * c);
             let dinp = enc_rg.then_some(&mut ws.dx[..]);
-            linear_backward(lc, dinp, gw, gb, &ws.dlogits, &ws.tokens_drop, w, n, c, nl, false);
+            bf16lin::backward(lc, dinp, gw, gb, &ws.dlogits, &ws.tokens_drop, w, n, c, nl, false);
             if !enc_rg {
                 return Ok(());
             }
@@ -939,7 +939,7 @@ impl BertForSequenceClassification {
                 let (gw, gb) = pair!(o.cls_w, nl * c, o.cls_b, nl);
                 let dinp = need_dpooled.then_some(&mut ws.dpooled[..]);
                 let w = s(o.cls_w, nl * c);
-                linear_backward(lc, dinp, gw, gb, &ws.dlogits, &ws.pooled_drop, w, bsz, c, nl, false);
+                bf16lin::backward(lc, dinp, gw, gb, &ws.dlogits, &ws.pooled_drop, w, bsz, c, nl, false);
             }
             if !need_dpooled {
                 return Ok(());
@@ -959,7 +959,7 @@ impl BertForSequenceClassification {
                 let w = s(o.pool_w, c * c);
                 if arch == Arch::DistilBert {
                     relu::backward(&mut ws.dpre, &ws.dpooled, &ws.pooled);
-                    linear_backward(lc, dhead, gw, gb, &ws.dpre, &ws.cls, w, bsz, c, c, false);
+                    bf16lin::backward(lc, dhead, gw, gb, &ws.dpre, &ws.cls, w, bsz, c, c, false);
                 } else {
                     let acts = (&ws.dpooled[..], &ws.pooled[..], &ws.cls[..]);
                     pooler_backward(dhead, gw, gb, &mut ws.dpre, acts, w, bsz, head_t, c);
@@ -1002,12 +1002,12 @@ impl BertForSequenceClassification {
             }
             let (gw, gb) = pair!(lo.proj_w, c * f, lo.proj_b, c);
             let w = s(lo.proj_w, c * f);
-            linear_backward(lc, Some(&mut ws.dinter), gw, gb, &ws.dtmp, &a.inter_act, w, rows, f, c, false);
+            bf16lin::backward(lc, Some(&mut ws.dinter), gw, gb, &ws.dtmp, &a.inter_act, w, rows, f, c, false);
             gelu::backward(&mut ws.dinter[..rf], &a.inter_pre[..rf]);
             // dh1 = residual path (dres) + FFN path; ws.dtmp holds it.
             ws.dtmp[..rc].copy_from_slice(&ws.dres[..rc]);
             let (gw, gb) = pair!(lo.fc_w, f * c, lo.fc_b, f);
-            linear_backward(lc, Some(&mut ws.dtmp), gw, gb, &ws.dinter, &a.h1, s(lo.fc_w, f * c), rows, c, f, true);
+            bf16lin::backward(lc, Some(&mut ws.dtmp), gw, gb, &ws.dinter, &a.h1, s(lo.fc_w, f * c), rows, c, f, true);
 
             let ln = pair!(lo.ln1_w, c, lo.ln1_b, c);
             let stats = (&a.ln1_mean[..], &a.ln1_rstd[..]);
@@ -1035,13 +1035,13 @@ impl BertForSequenceClassification {
             let w = s(lo.ao_w, c * c);
             if last {
                 let dinp = need_attn.then_some(&mut ws.dcls[..]);
-                linear_backward(lc, dinp, gw, gb, &ws.dtmp, &ws.cls_ctx, w, rows, c, c, false);
+                bf16lin::backward(lc, dinp, gw, gb, &ws.dtmp, &ws.cls_ctx, w, rows, c, c, false);
                 if need_attn {
                     scatter_first_rows(&mut ws.dctx, &ws.dcls, bsz, t, c);
                 }
             } else {
                 let dinp = need_attn.then_some(&mut ws.dctx[..]);
-                linear_backward(lc, dinp, gw, gb, &ws.dtmp, &a.ctx, w, n, c, c, false);
+                bf16lin::backward(lc, dinp, gw, gb, &ws.dtmp, &a.ctx, w, n, c, c, false);
             }
             if !need_attn {
                 continue;
@@ -1068,7 +1068,7 @@ impl BertForSequenceClassification {
             let (gw, gb) = split_pair(g, lo.qkv_w, 3 * c * c, lo.qkv_b, 3 * c);
             let (gw, gb) = (qkv_w_rg.then_some(gw), qkv_b_rg.then_some(gb));
             let dinp = need_dx.then_some(&mut ws.dx[..]);
-            linear_backward(lc, dinp, gw, gb, &ws.dqkv, inp, s(lo.qkv_w, 3 * c * c), n, c, 3 * c, true);
+            bf16lin::backward(lc, dinp, gw, gb, &ws.dqkv, inp, s(lo.qkv_w, 3 * c * c), n, c, 3 * c, true);
             for (off, v) in saved {
                 g[off..off + v.len()].copy_from_slice(&v);
             }
@@ -1106,25 +1106,6 @@ impl BertForSequenceClassification {
         }
         Ok(())
     }
-}
-
-/// `linear::backward` computing only what is asked for: no weight-gradient matmul for a frozen weight, no
-/// bias reduction for a frozen bias, no input gradient when nothing upstream needs it.
-#[allow(clippy::too_many_arguments)]
-fn linear_backward(
-    lc: bf16lin::Ctx<'_>,
-    dinp: Option<&mut [f32]>,
-    dweight: Option<&mut [f32]>,
-    dbias: Option<&mut [f32]>,
-    dout: &[f32],
-    inp: &[f32],
-    weight: &[f32],
-    n: usize,
-    c_in: usize,
-    c_out: usize,
-    accumulate_dinp: bool,
-) {
-    bf16lin::backward(lc, dinp, dweight, dbias, dout, inp, weight, n, c_in, c_out, accumulate_dinp);
 }
 
 /// The bf16 copies' version: changes with the owner's [`SharedWeights::weights_changed`] and with this
@@ -1182,7 +1163,7 @@ fn pooler_backward(
             matmul(row, &dpre[i * c..(i + 1) * c], weight, 1, c, c, false, false, false);
         }
     }
-    linear_backward(None, None, dweight, dbias, dpre, cls, weight, b, c, c, false);
+    bf16lin::backward(None, None, dweight, dbias, dpre, cls, weight, b, c, c, false);
 }
 
 /// `table[rows[i]] += dout[i]` for every token, in token order.

@@ -7,6 +7,7 @@ mod gen_eval;
 mod input;
 mod metrics_cmd;
 mod report_cmd;
+mod serve_cmd;
 mod sweep_cmd;
 mod train_cmd;
 
@@ -53,6 +54,8 @@ enum Command {
     Runs(report_cmd::RunsArgs),
     /// Merge a LoRA adapter into its base model and save a full Hugging Face model directory.
     Merge(decoder_cmd::MergeArgs),
+    /// Serve a model over HTTP: /predict for classifiers and NER, OpenAI-compatible completions for decoders.
+    Serve(Box<serve_cmd::ServeArgs>),
 }
 
 fn main() {
@@ -72,6 +75,7 @@ fn main() {
         Command::Sweep(a) => sweep_cmd::run_sweep(*a),
         Command::Report(a) => report_cmd::run_report(a),
         Command::Runs(a) => report_cmd::run_runs(a),
+        Command::Serve(a) => serve_cmd::run_serve(*a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

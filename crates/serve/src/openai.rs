@@ -224,26 +224,27 @@ impl ChatRequest {
                     Some("messages"),
                 ));
             }
-            let content =
-                match &m.content {
-                    None => String::new(),
-                    Some(Content::Text(t)) => t.clone(),
-                    Some(Content::Parts(parts)) => {
-                        let mut s = String::new();
-                        for (j, p) in parts.iter().enumerate() {
-                            match (p.kind.as_str(), &p.text) {
-                                ("text", Some(t)) => s.push_str(t),
-                                (kind, _) => return Err(ApiError::bad_request(
+            let content = match &m.content {
+                None => String::new(),
+                Some(Content::Text(t)) => t.clone(),
+                Some(Content::Parts(parts)) => {
+                    let mut s = String::new();
+                    for (j, p) in parts.iter().enumerate() {
+                        match (p.kind.as_str(), &p.text) {
+                            ("text", Some(t)) => s.push_str(t),
+                            (kind, _) => {
+                                return Err(ApiError::bad_request(
                                     format!(
                                         "messages[{i}].content[{j}]: part type {kind:?} is not supported (text only)"
                                     ),
                                     Some("messages"),
-                                )),
+                                ))
                             }
                         }
-                        s
                     }
-                };
+                    s
+                }
+            };
             // Chat templates know "system"; OpenAI's newer "developer" role means the same.
             let role = if m.role == "developer" { "system" } else { m.role.as_str() };
             let mut msg = finetune_data::chat::ChatMessage::new(role, &content);

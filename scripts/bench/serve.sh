@@ -14,7 +14,7 @@ bin=target/release/finetune
 model=bench-out/serve-sentiment
 if [ ! -f $model/model.safetensors ]; then
   $bin train --config examples/sentiment.toml --set max_steps=60 --set output_dir=$model \
-    --set eval_strategy=no --set do_eval=false --set do_predict=false --progress off
+    --set eval_strategy=no --set save_strategy=no --progress off
 fi
 texts=assets/data/sentiment/movie_reviews.csv
 out=bench-out/serve-bench; mkdir -p $out

@@ -421,3 +421,34 @@ fn predictions_jsonl_is_read_as_is_by_the_metrics_commands() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("predictions.jsonl:1"), "{}", stderr(&o));
 }
+
+#[test]
+fn class_weight_and_label_smoothing_change_the_loss_and_bad_values_are_named() {
+    let s = setup();
+    let loss = |name: &str, extra: &str| {
+        let cfg = config(&s, name, &format!("max_steps = 2\n{extra}"));
+        ok(finetune(&["train", "--config", cfg.to_str().unwrap_or_default(), "--progress", "off"]));
+        let all = read_json(&s.root.join(name).join("all_results.json"));
+        (all["train_loss"].as_f64().expect("train_loss"), all["eval_loss"].as_f64().expect("eval_loss"))
+    };
+    let base = loss("base", "");
+    let weighted = loss("weighted", "class_weight = \"neg:1,pos:3\"\n");
+    let balanced = loss("balanced", "class_weight = \"balanced\"\n");
+    let smoothed = loss("smoothed", "label_smoothing_factor = 0.2\n");
+    assert_ne!(base.0, weighted.0);
+    assert_ne!(base.1, weighted.1, "the evaluation loss is weighted too");
+    assert_ne!(base.0, smoothed.0);
+    // The tiny training set is balanced 12/12: "balanced" weighs every class 1, the unweighted loss.
+    assert_eq!(base, balanced);
+    for (extra, needle) in [
+        ("class_weight = \"neg:1,maybe:2\"\n", "unknown label \"maybe\""),
+        ("class_weight = \"neg:-1\"\n", "must be a number >= 0"),
+        ("class_weight = \"neg=1\"\n", "not label:weight"),
+        ("problem_type = \"multi_label_classification\"\nlabel_smoothing_factor = 0.1\n", "label_smoothing_factor"),
+    ] {
+        let cfg = config(&s, "bad", &format!("max_steps = 1\n{extra}"));
+        let o = finetune(&["train", "--config", cfg.to_str().unwrap_or_default(), "--progress", "off"]);
+        assert!(!o.status.success() && stderr(&o).contains(needle), "{extra}: {}", stderr(&o));
+        assert!(stderr(&o).contains("class_weight") || stderr(&o).contains("label_smoothing_factor"));
+    }
+}

@@ -179,6 +179,37 @@ fn fixture_covers_every_function() {
         let n = fixture["cases"].as_array().expect("cases").iter().filter(|c| c["metric"] == name).count();
         assert!(n >= 50, "{name}: {n} cases");
     }
+    let listed = finetune_metrics::call::list();
+    for (name, reference) in [
+        ("BLEU.corpus_score", "sacrebleu.metrics.BLEU.corpus_score"),
+        ("BLEU.sentence_score", "sacrebleu.metrics.BLEU.sentence_score"),
+        ("CHRF.corpus_score", "sacrebleu.metrics.CHRF.corpus_score"),
+        ("CHRF.sentence_score", "sacrebleu.metrics.CHRF.sentence_score"),
+    ] {
+        assert!(listed.iter().any(|m| m.name == name && m.reference == reference), "{name} not listed");
+    }
+    // Every n-gram order 0..=8 at both levels, with and without effective order, and both lowercase settings.
+    let cases = fixture["cases"].as_array().expect("cases");
+    for name in ["BLEU.corpus_score", "BLEU.sentence_score"] {
+        for order in 0..=8 {
+            for eff in [false, true] {
+                let n = cases
+                    .iter()
+                    .filter(|c| {
+                        c["metric"] == name
+                            && c["args"]["max_ngram_order"] == order
+                            && c["args"]["effective_order"] == eff
+                            && c.get("result").is_some()
+                    })
+                    .count();
+                assert!(n >= 4, "{name} order {order} eff {eff}: {n} cases");
+            }
+        }
+    }
+    for lc in [false, true] {
+        let n = cases.iter().filter(|c| c["metric"] == "CHRF.corpus_score" && c["args"]["lowercase"] == lc).count();
+        assert!(n >= 20, "CHRF lowercase={lc}: {n} cases");
+    }
 }
 
 /// Timing on a corpus written by the sacrebleu timing script (run with

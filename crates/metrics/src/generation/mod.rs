@@ -119,10 +119,10 @@ pub(crate) const METRICS: &[MetricInfo] = &[
     MetricInfo { name: "sentence_chrf", reference: "sacrebleu.sentence_chrf" },
     MetricInfo { name: "corpus_ter", reference: "sacrebleu.corpus_ter" },
     MetricInfo { name: "sentence_ter", reference: "sacrebleu.sentence_ter" },
-    MetricInfo { name: "BLEU.corpus_score", reference: "sacrebleu.metrics.BLEU(...).corpus_score" },
-    MetricInfo { name: "BLEU.sentence_score", reference: "sacrebleu.metrics.BLEU(...).sentence_score" },
-    MetricInfo { name: "CHRF.corpus_score", reference: "sacrebleu.metrics.CHRF(...).corpus_score" },
-    MetricInfo { name: "CHRF.sentence_score", reference: "sacrebleu.metrics.CHRF(...).sentence_score" },
+    MetricInfo { name: "BLEU.corpus_score", reference: "sacrebleu.metrics.BLEU.corpus_score" },
+    MetricInfo { name: "BLEU.sentence_score", reference: "sacrebleu.metrics.BLEU.sentence_score" },
+    MetricInfo { name: "CHRF.corpus_score", reference: "sacrebleu.metrics.CHRF.corpus_score" },
+    MetricInfo { name: "CHRF.sentence_score", reference: "sacrebleu.metrics.CHRF.sentence_score" },
 ];
 
 /// How a metric is called: a compat function, or a method of the metric class built from keywords.

@@ -15,6 +15,10 @@
 //! F-beta = (1+beta²)·p·r/(beta²·p + r) (0 when that denominator is 0). A zero denominator gives the
 //! `zero_division` value: 0 for `"warn"` and 0, 1 for anything else (seqeval's rule, so NaN gives 1 too).
 //!
+//! The JSON interface also answers `seqeval.v1.precision_recall_fscore_support` (the strict scores of a given
+//! `scheme`, with no auto-detection: `scheme=None` fails as in seqeval; extra keywords are ignored, as its
+//! `**kwargs` does, except precomputed `entities_true` / `entities_pred`, which are refused).
+//!
 //! `sample_weight` is accepted and ignored by the JSON interface, as seqeval only reads it for
 //! `average="samples"`, which it rejects.
 //!

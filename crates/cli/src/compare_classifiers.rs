@@ -18,10 +18,13 @@ pub fn is_classifier(spec: &str) -> bool {
     arch.ends_with("ForSequenceClassification") || arch.ends_with("ForTokenClassification")
 }
 
-/// One compared quantity: its name and how to score a system's predictions on a subset of items.
+/// Scores a system's predictions on a subset of items (by index).
+type ScoreFn = Box<dyn Fn(&[Value], &[usize]) -> Result<f64>>;
+
+/// One compared quantity: its name and how to score predictions.
 struct Metric {
     name: &'static str,
-    score: Box<dyn Fn(&[Value], &[Value], &[usize]) -> Result<f64>>,
+    score: ScoreFn,
 }
 
 fn subset(v: &[Value], idx: &[usize]) -> Value {
@@ -82,13 +85,13 @@ pub fn run(o: Options<'_>) -> Result<()> {
         vec![
             Metric {
                 name: "entity_f1",
-                score: Box::new(move |_, p, idx| {
+                score: Box::new(move |p, idx| {
                     call("seqeval.f1_score", json!({"y_true": subset(&g, idx), "y_pred": subset(p, idx)}))
                 }),
             },
             Metric {
                 name: "token_accuracy",
-                score: Box::new(move |_, p, idx| {
+                score: Box::new(move |p, idx| {
                     call("seqeval.accuracy_score", json!({"y_true": subset(&g2, idx), "y_pred": subset(p, idx)}))
                 }),
             },
@@ -98,13 +101,13 @@ pub fn run(o: Options<'_>) -> Result<()> {
         vec![
             Metric {
                 name: "accuracy",
-                score: Box::new(move |_, p, idx| {
+                score: Box::new(move |p, idx| {
                     Ok(idx.iter().filter(|&&i| p[i] == g[i]).count() as f64 / idx.len().max(1) as f64)
                 }),
             },
             Metric {
                 name: "macro_f1",
-                score: Box::new(move |_, p, idx| {
+                score: Box::new(move |p, idx| {
                     call(
                         "f1_score",
                         json!({"y_true": subset(&g2, idx), "y_pred": subset(p, idx), "average": "macro", "zero_division": 0}),
@@ -123,7 +126,7 @@ pub fn run(o: Options<'_>) -> Result<()> {
     };
     let mut report = Map::new();
     for m in &metrics {
-        let score = |p: &[Value], idx: &[usize]| (m.score)(&gold, p, idx);
+        let score = |p: &[Value], idx: &[usize]| (m.score)(p, idx);
         let ci_a = significance::bootstrap_ci(n, 1000, 0.95, o.seed, |idx| keep(score(&pa, idx)))?;
         let ci_b = significance::bootstrap_ci(n, 1000, 0.95, o.seed, |idx| keep(score(&pb, idx)))?;
         let bs = significance::paired_bootstrap(n, 1000, o.seed, |sys, idx| {

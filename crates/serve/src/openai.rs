@@ -256,3 +256,104 @@ impl ChatRequest {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    //! Random request bodies (structure-aware: real field names, values of every JSON type, nesting) through
+    //! the request checks: every body gets a parse or an `ApiError`, never a panic. `FINETUNE_FUZZ_ITERS` sets
+    //! the count (scripts/fuzz.sh runs a million).
+    use serde_json::{json, Map, Value};
+
+    use super::*;
+
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    const KEYS: &[&str] = &[
+        "model",
+        "prompt",
+        "messages",
+        "max_tokens",
+        "max_completion_tokens",
+        "temperature",
+        "top_p",
+        "n",
+        "stream",
+        "stream_options",
+        "include_usage",
+        "stop",
+        "seed",
+        "logprobs",
+        "logit_bias",
+        "user",
+        "echo",
+        "best_of",
+        "suffix",
+        "role",
+        "content",
+        "type",
+        "text",
+        "name",
+        "presence_penalty",
+        "frequency_penalty",
+        "x",
+    ];
+
+    fn value(r: &mut Rng, depth: usize) -> Value {
+        match r.below(if depth > 3 { 6 } else { 9 }) {
+            0 => Value::Null,
+            1 => Value::Bool(r.below(2) == 1),
+            2 => json!([-1i64, 0, 1, 2, 4, 16, 512, 513, i64::MAX, i64::MIN][r.below(10)]),
+            3 => json!([0.0, 0.5, 1.0, 2.0, 2.5, -0.1, 1e308, -1e-308, f64::MAX][r.below(9)]),
+            4 => json!(
+                ["", "user", "assistant", "system", "robot", "text", "image_url", "hi", "\u{0}", "é"][r.below(10)]
+            ),
+            5 => json!(u64::MAX - r.below(3) as u64),
+            6 | 7 => Value::Array((0..r.below(6)).map(|_| value(r, depth + 1)).collect()),
+            _ => object(r, depth + 1),
+        }
+    }
+
+    fn object(r: &mut Rng, depth: usize) -> Value {
+        let mut m = Map::new();
+        for _ in 0..r.below(7) {
+            m.insert(KEYS[r.below(KEYS.len())].to_string(), value(r, depth));
+        }
+        Value::Object(m)
+    }
+
+    #[test]
+    fn request_checks_never_panic() {
+        let iters: usize = std::env::var("FINETUNE_FUZZ_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
+        let mut r = Rng(0x9E37_79B9_7F4A_7C15);
+        let (mut ok, mut refused) = (0usize, 0usize);
+        for _ in 0..iters {
+            let body = if r.below(8) == 0 { value(&mut r, 0) } else { object(&mut r, 0) };
+            let c = parse_request::<CompletionRequest>(body.clone(), COMPLETION_FIELDS)
+                .and_then(|q| q.check_extra().and_then(|()| q.sampling.check(16, 512)));
+            let m = parse_request::<ChatRequest>(body, CHAT_FIELDS)
+                .and_then(|q| q.messages().and_then(|_| q.sampling.check(512, 512)));
+            for res in [c.map(|_| ()), m.map(|_| ())] {
+                match res {
+                    Ok(()) => ok += 1,
+                    Err(e) => {
+                        assert!(e.status.is_client_error(), "{e:?}");
+                        refused += 1;
+                    }
+                }
+            }
+        }
+        eprintln!("request fuzz: {iters} bodies, {ok} accepted, {refused} refused with a 4xx");
+        assert!(ok > 0 && refused > 0);
+    }
+}

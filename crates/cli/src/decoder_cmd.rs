@@ -657,7 +657,7 @@ impl DecodeArgs {
 }
 
 /// Loads a model for inference: a full model, or `model` as a PEFT adapter directory on `base`, merged.
-fn load_for_inference(model: &str, base: Option<&str>) -> Result<CausalLm> {
+pub(crate) fn load_for_inference(model: &str, base: Option<&str>) -> Result<CausalLm> {
     let adapter = Path::new(model).join("adapter_config.json").is_file();
     let mut m = if adapter {
         let base = base.ok_or_else(|| anyhow!("{model} is a LoRA adapter: give its base model with --base"))?;
@@ -673,7 +673,7 @@ fn load_for_inference(model: &str, base: Option<&str>) -> Result<CausalLm> {
 }
 
 /// The tokenizer for inference: the adapter directory's own files when it has them, else the model's.
-fn inference_tokenizer(model: &CausalLm, adapter_dir: &str) -> Result<CausalTokenizer> {
+pub(crate) fn inference_tokenizer(model: &CausalLm, adapter_dir: &str) -> Result<CausalTokenizer> {
     let d = Path::new(adapter_dir);
     if d.join("adapter_config.json").is_file() && d.join("tokenizer.json").is_file() {
         return CausalTokenizer::from_dir(d).map_err(|e| anyhow!("{e}"));

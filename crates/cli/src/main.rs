@@ -3,6 +3,7 @@
 mod cv_cmd;
 mod data_cmd;
 mod decoder_cmd;
+mod export_cmd;
 mod gen_eval;
 mod input;
 mod metrics_cmd;
@@ -53,6 +54,8 @@ enum Command {
     Runs(report_cmd::RunsArgs),
     /// Merge a LoRA adapter into its base model and save a full Hugging Face model directory.
     Merge(decoder_cmd::MergeArgs),
+    /// Export a decoder (or base + LoRA adapter) as GGUF for llama.cpp (f32, f16, q8_0), with a drift check.
+    Export(export_cmd::ExportArgs),
 }
 
 fn main() {
@@ -68,6 +71,7 @@ fn main() {
         Command::Compare(a) => decoder_cmd::run_compare(a),
         Command::Perplexity(a) => decoder_cmd::run_perplexity(a),
         Command::Merge(a) => decoder_cmd::run_merge(a),
+        Command::Export(a) => export_cmd::run_export(a),
         Command::Cv(a) => cv_cmd::run_cv(*a),
         Command::Sweep(a) => sweep_cmd::run_sweep(*a),
         Command::Report(a) => report_cmd::run_report(a),

@@ -264,7 +264,7 @@ pub fn run_export(a: ExportArgs) -> Result<()> {
         println!("tokenizer read back from the file: {tokenizer_check}");
     }
     std::io::stdout().flush().ok();
-    if !(change.abs() <= max_drift) {
+    if change.is_nan() || change.abs() > max_drift {
         bail!(
             "{}: perplexity moved {change:+.3} % ({:.4} -> {:.4}), more than --max-ppl-drift {max_drift} %; no file written",
             a.out.display(),

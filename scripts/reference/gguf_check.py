@@ -52,8 +52,66 @@ def nll_windows(llm, ids):
     return total / n, n, np.concatenate(logits)
 
 
+def read_safetensors(path):
+    b = path.read_bytes()
+    n = int.from_bytes(b[:8], "little")
+    header = json.loads(b[8:8 + n])
+    dt = {"F32": "<f4", "I64": "<i8", "F64": "<f8"}
+    out = {}
+    for k, v in header.items():
+        if k == "__metadata__" or v["dtype"] not in dt:
+            continue
+        s, e = v["data_offsets"]
+        out[k] = np.frombuffer(b[8 + n + s:8 + n + e], dtype=dt[v["dtype"]]).reshape(v["shape"])
+    return out
+
+
+def byte_char(b):
+    direct = lambda x: 33 <= x <= 126 or 161 <= x <= 172 or x >= 174
+    if direct(b):
+        return chr(b)
+    return chr(256 + sum(1 for x in range(b) if not direct(x)))
+
+
+def tiny_checks(out):
+    """The tiny random Llama, Qwen2 and GPT-2 fixtures exported as f32 and run in llama.cpp: their logits against
+    the PyTorch/transformers logits stored with the fixtures (scripts/reference/gen_tiny_decoders.py)."""
+    print("tiny random models, f32 export, llama.cpp logits vs transformers' (fixture expected.safetensors):")
+    for name in ["tiny_llama", "tiny_qwen2", "tiny_gpt2"]:
+        fx = ROOT / "crates" / "models" / "tests" / "fixtures" / name
+        d = out / name
+        d.mkdir()
+        for f in ["config.json", "model.safetensors"]:
+            (d / f).write_bytes((fx / f).read_bytes())
+        vocab = {byte_char(b): b for b in range(128)}
+        bl = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+        (d / "tokenizer.json").write_text(json.dumps({
+            "version": "1.0", "added_tokens": [], "normalizer": None, "pre_tokenizer": bl, "post_processor": None,
+            "decoder": bl, "model": {"type": "BPE", "vocab": vocab, "merges": []}}))
+        (d / "tokenizer_config.json").write_text(json.dumps({"bos_token": byte_char(1), "eos_token": byte_char(2)}))
+        path = out / f"{name}.gguf"
+        r = subprocess.run([str(BIN), "export", "--model", str(d), "--outtype", "f32", "--out", str(path),
+                            "--window", "64", "--json"], capture_output=True, text=True)
+        if r.returncode != 0:
+            sys.exit(f"finetune export {name} failed: {r.stderr.strip()}")
+        exp = read_safetensors(fx / "expected.safetensors")
+        llm = Llama(model_path=str(path), n_ctx=64, logits_all=True, verbose=False, n_threads=2)
+        worst = 0.0
+        for row in range(exp["input_ids"].shape[0]):
+            n = int(exp["attention_mask"][row].sum())
+            ids = [int(i) for i in exp["input_ids"][row, :n]]
+            llm.reset()
+            llm.eval(ids)
+            got = np.array(llm.scores[:n], dtype=np.float32)
+            worst = max(worst, float(np.abs(got - exp["logits"][row, :n]).max()))
+        scale = float(np.abs(exp["logits"]).max())
+        print(f"  {name}: arch {gguf.GGUFReader(str(path)).fields['general.architecture'].contents()}, "
+              f"max |llama.cpp - transformers| {worst:.2e} (logits up to {scale:.3f})")
+
+
 def main():
     out = Path(tempfile.mkdtemp(prefix="gguf-check-"))
+    tiny_checks(out)
     text = builtin_text()
     eval_file = out / "eval.txt"
     eval_file.write_text(text)

@@ -152,3 +152,47 @@ fn export_fails_on_drift_and_bad_arguments_without_leaving_files() {
     let o = finetune(&["export", "--model", empty.to_str().unwrap(), "--out", out.to_str().unwrap()]);
     assert!(!o.status.success() && stderr(&o).trim().lines().count() == 1, "{}", stderr(&o));
 }
+
+#[test]
+fn export_merges_a_lora_adapter_into_its_base() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = llama_dir(tmp.path());
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/tests/fixtures/tiny_lora_llama");
+    let adapter = tmp.path().join("adapter");
+    std::fs::create_dir_all(&adapter).unwrap();
+    for f in ["adapter_config.json", "adapter_model.safetensors"] {
+        std::fs::copy(fixture.join(f), adapter.join(f)).unwrap();
+    }
+    let out = tmp.path().join("merged.gguf");
+    ok(finetune(&[
+        "export",
+        "--model",
+        adapter.to_str().unwrap(),
+        "--base",
+        base.to_str().unwrap(),
+        "--outtype",
+        "f32",
+        "--out",
+        out.to_str().unwrap(),
+        "--window",
+        "64",
+    ]));
+    // Without --base: one line saying so.
+    let o = finetune(&["export", "--model", adapter.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(!o.status.success() && stderr(&o).contains("--base"), "{}", stderr(&o));
+
+    let mut merged = finetune_models::causal::load_causal_lm(base.to_str().unwrap()).unwrap();
+    merged.model.store_mut().load_adapter(adapter.to_str().unwrap()).unwrap();
+    merged.model.store_mut().merge_lora().unwrap();
+    let plain = finetune_models::causal::load_causal_lm(base.to_str().unwrap()).unwrap();
+    let back = finetune_models::causal::load_causal_lm(out.to_str().unwrap()).expect("export loads");
+    let name = "model.layers.0.self_attn.q_proj.weight";
+    let (m, p, b) = (
+        merged.model.store().param(name).unwrap(),
+        plain.model.store().param(name).unwrap(),
+        back.model.store().param(name).unwrap(),
+    );
+    assert_ne!(m, p, "the adapter changes q_proj");
+    assert_eq!(m, b, "the export holds the merged weights");
+    assert_eq!(GgufFile::open(&out).unwrap().get_str("general.name").unwrap(), Some("llama"));
+}

@@ -60,12 +60,14 @@ the perplexity of source and export. If the perplexity moves by more than --max-
 fails and no file is left at --out (the file is written to OUT.tmp and renamed only after the check).
 
 Default --max-ppl-drift: f32 0.1 % (only the summation order can differ), f16 1 % (f16 keeps 11 significant
-bits: each weight moves by at most 2^-11 of itself, far below 1 % of perplexity; SmolLM2-135M moves < 0.05 %),
-q8_0 3 % (each block of 32 weights is rounded to 255 levels of its largest magnitude; llama.cpp reports well
-under 1 % for 7B models, and small models are more sensitive). See BENCHMARKS.md for measured figures.
+bits: each weight moves by at most 2^-11 of itself, far below 1 % of perplexity; SmolLM2-135M moves 0.005 to
+0.05 %), q8_0 3 % (each block of 32 weights is rounded to 255 levels of its largest magnitude; llama.cpp reports
+well under 1 % for 7B models, small models are more sensitive; SmolLM2-135M moves 0.4 to 0.7 %). Measured
+figures: BENCHMARKS.md.
 
 Without --eval-file the check reads a built-in public-domain text (the Gettysburg Address and the opening of
-\"A Tale of Two Cities\", about 600 tokens): give held-out text from your own domain for a meaningful figure.
+\"A Tale of Two Cities\", about 550 SmolLM2 tokens): give held-out text from your own domain for a meaningful
+figure.
 
 Examples:
   finetune export --model assets/SmolLM2-135M-Instruct --format gguf --outtype q8_0 --out smollm2-q8_0.gguf

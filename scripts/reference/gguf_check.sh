@@ -12,5 +12,11 @@ if ! "$venv/bin/python" -c "import llama_cpp, gguf" 2>/dev/null; then
   CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF}" \
     nice -n 10 "$venv/bin/pip" install -r "$root/scripts/reference/requirements-gguf.txt"
 fi
-(cd "$root" && cargo build --release -p finetune-cli)
-"$venv/bin/python" "$root/scripts/reference/gguf_check.py" "$root/target/release/finetune"
+# FINETUNE_BIN=path skips the release build (e.g. target/debug/finetune after `cargo test -p finetune-cli`, which
+# builds it with the test profile's opt-level 2).
+bin=${FINETUNE_BIN:-}
+if [ -z "$bin" ]; then
+  (cd "$root" && cargo build --release -p finetune-cli)
+  bin="$root/target/release/finetune"
+fi
+"$venv/bin/python" "$root/scripts/reference/gguf_check.py" "$bin"

@@ -319,3 +319,25 @@ fn real_smollm2_exports_with_small_drift() {
         assert_eq!(finetune_data::sft::CausalTokenize::encode_plain(&tok2, text).unwrap(), ids);
     }
 }
+
+#[test]
+fn tiny_qwen2_round_trips_with_biases_and_no_permutation() {
+    let ck = load_causal_lm(fixtures().join("tiny_qwen2").to_str().unwrap()).expect("tiny qwen2");
+    let dir = tempfile::tempdir().unwrap();
+    let ids = ids(128, 40);
+    let scale = max_abs_logit(&ck.model, &ids);
+    for out in [OutType::F32, OutType::Q8_0] {
+        let (path, d) = round_trip(&ck.model, &ck.config, out, dir.path(), &ids, vec![]);
+        assert!(d.max_abs_logit_diff <= tolerance(out, 15, scale), "{out:?}: {d:?}");
+        let file = GgufFile::open(&path).unwrap();
+        assert_eq!(file.get_str("general.architecture").unwrap(), Some("qwen2"));
+        assert!(file.get_u64("qwen2.attention.head_count_kv").unwrap().is_some());
+        assert_eq!(file.tensor("blk.0.attn_q.bias").unwrap().ggml_type, GgmlType::F32);
+        if out == OutType::F32 {
+            assert_eq!(d.max_abs_logit_diff, 0.0);
+            // Qwen2 keeps the HF row order.
+            let q = file.dequantize(file.tensor("blk.0.attn_q.weight").unwrap()).unwrap();
+            assert_eq!(q, ck.model.store().param("model.layers.0.self_attn.q_proj.weight").unwrap());
+        }
+    }
+}

@@ -3,6 +3,7 @@
 #   scripts/reference/setup.sh metrics   -> .venv-ref    (scikit-learn, seqeval, sacrebleu, rouge-score, evaluate)
 #   scripts/reference/setup.sh torch     -> .venv-torch  (PyTorch + transformers, for engine/model fixtures)
 #   scripts/reference/setup.sh data      -> .venv-data   (transformers without torch, datasketch: SFT truncation, near-dups)
+#   scripts/reference/setup.sh serve     -> .venv-serve  (the openai client, for scripts/serve-check.sh)
 # Never run in CI: the fixtures it produces are committed.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -11,7 +12,8 @@ case "$kind" in
   metrics) venv="$root/.venv-ref"; req="$root/scripts/reference/requirements-metrics.txt"; con="$root/scripts/reference/constraints-metrics.txt" ;;
   data) venv="$root/.venv-data"; req="$root/scripts/reference/requirements-data.txt"; con="$root/scripts/reference/constraints-data.txt" ;;
   torch) venv="$root/.venv-torch"; req="$root/scripts/reference/requirements-torch.txt"; con="$root/scripts/reference/constraints-torch.txt" ;;
-  *) echo "usage: $0 metrics|torch|data" >&2; exit 2 ;;
+  serve) venv="$root/.venv-serve"; req="$root/scripts/reference/requirements-serve.txt"; con="$root/scripts/reference/constraints-serve.txt" ;;
+  *) echo "usage: $0 metrics|torch|data|serve" >&2; exit 2 ;;
 esac
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 # constraints-*.txt pins every transitive package as the fixtures were produced (pip freeze).

@@ -13,15 +13,15 @@ use finetune_data::sft::{
     encode_sft, group_texts, pack, read_sft, CausalExample, CausalTokenize, Fit, GroupTexts, SftContent, SftFormat,
     SftOptions, SftRecord, SftTokenizer, TruncationMode,
 };
-use finetune_models::causal::Source;
 use finetune_models::causal_tokenizer::CausalTokenizer;
 use finetune_models::generate::{generate, GenerationConfig};
 use finetune_models::lora::{LoraConfig, TargetModules};
+use finetune_train::decoder::pad_id;
 use finetune_train::{
     train, CausalBatches, CausalLm, CausalRow, Evaluator, ProgressMode, Resume, Sampler, TrainOptions, TrainableModel,
     TrainingArguments,
 };
-use serde_json::{json, Map, Value};
+use serde_json::{json, Map};
 
 use crate::gen_eval::{self, MetricSet};
 use crate::train_cmd::{closest, one_line, print_metrics, save_metrics, training_keys};
@@ -290,13 +290,6 @@ fn load_sft_config(path: Option<&Path>, overrides: &[String]) -> Result<(SftRun,
 }
 
 /// The tokenizer of a loaded model: from the GGUF metadata or the model directory.
-fn tokenizer_of(model: &CausalLm) -> Result<CausalTokenizer> {
-    match &model.source {
-        Source::Gguf { path, .. } => CausalTokenizer::from_gguf(path).map_err(|e| anyhow!("{e}")),
-        Source::Dir(d) => CausalTokenizer::from_dir(d).map_err(|e| anyhow!("{e}")),
-    }
-}
-
 /// A length setting cut to what the model can read: GPT-2's learned positions stop at `n_positions`.
 fn cap_to_positions(model: &CausalLm, key: &str, value: usize) -> usize {
     match model.model.max_positions() {
@@ -314,10 +307,6 @@ fn fit_run(model: &CausalLm, run: &SftRun) -> SftRun {
     r.max_seq_length = cap_to_positions(model, "max_seq_length", run.max_seq_length);
     r.block_size = run.block_size.map(|b| cap_to_positions(model, "block_size", b));
     r
-}
-
-fn pad_id(tok: &CausalTokenizer) -> u32 {
-    tok.pad_token_id().or(tok.eos_token().map(|(_, id)| id)).unwrap_or(0)
 }
 
 /// A data file tokenised for training or evaluation.
@@ -414,7 +403,7 @@ pub fn run_sft(a: SftArgs) -> Result<()> {
     let run = fit_run(&model, &run);
     model.max_length = Some(run.max_seq_length);
     model.label_smoothing = args.label_smoothing_factor as f32;
-    let tok = tokenizer_of(&model)?;
+    let tok = model.tokenizer()?;
     let pad = pad_id(&tok);
     let train_set =
         run.train_file.as_deref().filter(|_| do_train).map(|p| encode_file(p, &run, &tok, true)).transpose()?;
@@ -558,18 +547,7 @@ fn generate_records(
             run.truncation_mode
         );
     }
-    let mut eos: Vec<u32> = tok.eos_token().map(|(_, id)| vec![id]).unwrap_or_default();
-    if let Some(e) = model.config.get("eos_token_id") {
-        let ids: Vec<u32> = match e {
-            Value::Array(a) => a.iter().filter_map(Value::as_u64).map(|x| x as u32).collect(),
-            v => v.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
-        };
-        for id in ids {
-            if !eos.contains(&id) {
-                eos.push(id);
-            }
-        }
-    }
+    let eos = model.eos_token_ids(tok);
     let cfg = GenerationConfig {
         max_new_tokens: gen.max_new_tokens,
         eos_token_id: eos,
@@ -656,31 +634,6 @@ impl DecodeArgs {
     }
 }
 
-/// Loads a model for inference: a full model, or `model` as a PEFT adapter directory on `base`, merged.
-pub(crate) fn load_for_inference(model: &str, base: Option<&str>) -> Result<CausalLm> {
-    let adapter = Path::new(model).join("adapter_config.json").is_file();
-    let mut m = if adapter {
-        let base = base.ok_or_else(|| anyhow!("{model} is a LoRA adapter: give its base model with --base"))?;
-        let mut m = CausalLm::from_pretrained(base, TrainingArguments::default().adamw())?;
-        m.model.store_mut().load_adapter(model).map_err(|e| anyhow!("{e}"))?;
-        m.model.store_mut().merge_lora().map_err(|e| anyhow!("{e}"))?;
-        m
-    } else {
-        CausalLm::from_pretrained(model, TrainingArguments::default().adamw())?
-    };
-    m.max_length = None;
-    Ok(m)
-}
-
-/// The tokenizer for inference: the adapter directory's own files when it has them, else the model's.
-pub(crate) fn inference_tokenizer(model: &CausalLm, adapter_dir: &str) -> Result<CausalTokenizer> {
-    let d = Path::new(adapter_dir);
-    if d.join("adapter_config.json").is_file() && d.join("tokenizer.json").is_file() {
-        return CausalTokenizer::from_dir(d).map_err(|e| anyhow!("{e}"));
-    }
-    tokenizer_of(model)
-}
-
 /// `finetune generate`: completions of a model for prompt records, with metrics when references are there.
 #[derive(Args, Debug)]
 #[command(after_help = SFT_EXAMPLES)]
@@ -715,9 +668,9 @@ fn read_prompts(path: &Path, run: &SftRun) -> Result<Vec<SftRecord>> {
 pub fn run_generate(a: GenerateArgs) -> Result<()> {
     let run = a.decode.run()?;
     let records = read_prompts(&a.data, &run)?;
-    let model = load_for_inference(&a.model, a.base.as_deref())?;
+    let model = CausalLm::for_inference(&a.model, a.base.as_deref())?;
     let run = fit_run(&model, &run);
-    let tok = inference_tokenizer(&model, &a.model)?;
+    let tok = model.inference_tokenizer(&a.model)?;
     let (preds, refs) = generate_records(&model, &tok, &records, &run, &a.decode.gen())?;
     write_generations(&a.out, &records, &preds, &refs)?;
     let metrics = gen_eval::item_metrics(&preds, &refs, MetricSet { entities: run.entity_metrics })?;
@@ -766,9 +719,9 @@ pub fn run_compare(a: CompareArgs) -> Result<()> {
     let mut results = Vec::new();
     let mut gens = Vec::new();
     for (name, spec) in [("base", a.base.as_str()), ("tuned", a.tuned.as_str())] {
-        let mut model = load_for_inference(spec, Some(&a.base))?;
+        let mut model = CausalLm::for_inference(spec, Some(&a.base))?;
         let run = fit_run(&model, &run);
-        let tok = inference_tokenizer(&model, spec)?;
+        let tok = model.inference_tokenizer(spec)?;
         let enc = encode_file(&a.data.display().to_string(), &run, &tok, false)?;
         let lm = model.evaluate(&enc.rows, 8, pad_id(&tok))?;
         let (preds, refs) = generate_records(&model, &tok, &records, &run, &a.decode.gen())?;
@@ -860,8 +813,8 @@ pub fn run_perplexity(a: PerplexityArgs) -> Result<()> {
     } else {
         std::fs::read_to_string(&a.data).with_context(|| format!("{name}: cannot read"))?
     };
-    let mut model = load_for_inference(&a.model, a.base.as_deref())?;
-    let tok = inference_tokenizer(&model, &a.model)?;
+    let mut model = CausalLm::for_inference(&a.model, a.base.as_deref())?;
+    let tok = model.inference_tokenizer(&a.model)?;
     let mut ids = tok.encode_plain(&text)?;
     if let Some((_, b)) = tok.bos_token().filter(|_| tok.add_bos_token()) {
         ids.insert(0, b);
@@ -903,7 +856,7 @@ pub struct MergeArgs {
 }
 
 pub fn run_merge(a: MergeArgs) -> Result<()> {
-    let model = load_for_inference(&a.adapter, Some(&a.base))?;
+    let model = CausalLm::for_inference(&a.adapter, Some(&a.base))?;
     if a.output_dir.join("adapter_config.json").is_file() {
         bail!("{}: holds an adapter; choose another --output-dir", a.output_dir.display());
     }

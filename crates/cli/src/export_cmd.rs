@@ -15,9 +15,8 @@ use finetune_models::gguf::export::{
     compare_models, load_export, plan_export, tokenizer_meta_from_dir, tokenizer_meta_from_gguf, write_export, OutType,
 };
 use finetune_models::gguf::GgufFile;
+use finetune_train::CausalLm;
 use serde_json::json;
-
-use crate::decoder_cmd::{inference_tokenizer, load_for_inference};
 
 /// The text the drift check reads when no `--eval-file` is given: public-domain prose (Lincoln's Gettysburg
 /// Address, 1863, and the opening of Dickens' "A Tale of Two Cities", 1859).
@@ -176,7 +175,7 @@ pub fn run_export(a: ExportArgs) -> Result<()> {
     };
 
     let start = Instant::now();
-    let model = load_for_inference(&a.model, a.base.as_deref())?;
+    let model = CausalLm::for_inference(&a.model, a.base.as_deref())?;
     let adapter_dir = Path::new(&a.model);
     let tokenizer_meta =
         if adapter_dir.join("adapter_config.json").is_file() && adapter_dir.join("tokenizer.json").is_file() {
@@ -210,7 +209,7 @@ pub fn run_export(a: ExportArgs) -> Result<()> {
 
     let exported = load_export(&tmp_path, &plan, &model.model)
         .with_context(|| format!("{}: reading the export back", a.out.display()))?;
-    let tok = inference_tokenizer(&model, &a.model)?;
+    let tok = model.inference_tokenizer(&a.model)?;
     let mut ids = tok.encode_plain(&text)?;
     if let Some((_, b)) = tok.bos_token().filter(|_| tok.add_bos_token()) {
         ids.insert(0, b);

@@ -37,6 +37,57 @@ pub fn read_labels(path: &Path) -> Result<Vec<String>> {
     Ok(lines.into_iter().map(|l| l.trim().to_owned()).collect())
 }
 
+/// Labels from a file in any form the tools read or write: a data file's label column (`.csv`/`.tsv`, and
+/// `.jsonl` records with `text_column`), the `"label"` field of JSON lines (`finetune predict`'s
+/// predictions.jsonl), or one label per line (any other extension).
+pub fn read_label_file(path: &Path, text_column: &str, label_column: &str) -> Result<Vec<String>> {
+    let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).unwrap_or_default();
+    match ext.as_str() {
+        "csv" | "tsv" => data_labels(path, text_column, label_column),
+        "jsonl" | "json" => {
+            let records = read_jsonl(path)?;
+            // Labelled data has the text column; predictions.jsonl has only the prediction.
+            if records.first().is_some_and(|(_, r)| r.get(text_column).is_some()) {
+                return data_labels(path, text_column, label_column);
+            }
+            let mut out = Vec::with_capacity(records.len());
+            for (line, r) in &records {
+                out.push(match r.get(label_column) {
+                    Some(serde_json::Value::String(s)) => s.clone(),
+                    Some(serde_json::Value::Number(n)) => n.to_string(),
+                    Some(serde_json::Value::Bool(b)) => u8::from(*b).to_string(),
+                    _ => bail!("{}:{line}: field {label_column:?} is missing or not a string/number", path.display()),
+                });
+            }
+            Ok(out)
+        }
+        _ => read_labels(path),
+    }
+}
+
+fn data_labels(path: &Path, text_column: &str, label_column: &str) -> Result<Vec<String>> {
+    let opts = finetune_data::ReadOptions {
+        text_column_name: text_column.to_string(),
+        label_column_name: Some(label_column.to_string()),
+        ..finetune_data::ReadOptions::default()
+    };
+    let data = finetune_data::read::read_examples(path, &opts)?;
+    let mut out = Vec::with_capacity(data.examples.len());
+    for e in &data.examples {
+        match &e.label {
+            Some(finetune_data::Label::Single(l)) => out.push(l.clone()),
+            Some(finetune_data::Label::Multi(_)) => {
+                bail!("{}:{}: a multi-label record; these metrics take one label per item", path.display(), e.line)
+            }
+            None => bail!("{}:{}: field {label_column:?} is missing", path.display(), e.line),
+        }
+    }
+    if out.is_empty() {
+        bail!("{}: no labels (the file is empty)", path.display());
+    }
+    Ok(out)
+}
+
 /// Fails unless two parallel files have the same number of items.
 pub fn same_length(a: (&Path, usize), b: (&Path, usize), what: &str) -> Result<()> {
     if a.1 != b.1 {

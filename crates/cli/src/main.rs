@@ -8,6 +8,7 @@ mod gen_eval;
 mod input;
 mod metrics_cmd;
 mod report_cmd;
+mod serve_cmd;
 mod sweep_cmd;
 mod train_cmd;
 
@@ -56,6 +57,8 @@ enum Command {
     Merge(decoder_cmd::MergeArgs),
     /// Export a decoder (or base + LoRA adapter) as GGUF for llama.cpp (f32, f16, q8_0), with a drift check.
     Export(export_cmd::ExportArgs),
+    /// Serve a model over HTTP: /predict for classifiers and NER, OpenAI-compatible completions for decoders.
+    Serve(Box<serve_cmd::ServeArgs>),
 }
 
 fn main() {
@@ -76,6 +79,7 @@ fn main() {
         Command::Sweep(a) => sweep_cmd::run_sweep(*a),
         Command::Report(a) => report_cmd::run_report(a),
         Command::Runs(a) => report_cmd::run_runs(a),
+        Command::Serve(a) => serve_cmd::run_serve(*a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

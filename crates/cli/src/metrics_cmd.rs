@@ -136,12 +136,18 @@ pub struct Stats {
 
 #[derive(Args)]
 pub struct ClassificationArgs {
-    /// Gold labels, one per line.
+    /// Gold labels: one per line, a labelled data file (.csv/.tsv/.jsonl: its label column), or JSON lines.
     #[arg(long)]
     y_true: PathBuf,
-    /// Predicted labels, one per line, parallel to --y-true.
+    /// Predicted labels, parallel to --y-true: one per line, or `finetune predict`'s predictions.jsonl as is.
     #[arg(long)]
     y_pred: PathBuf,
+    /// Text column of a labelled data file given as --y-true (tells data records from predictions).
+    #[arg(long, default_value = "text")]
+    text_column_name: String,
+    /// Label column of a data file, or label field of JSON lines.
+    #[arg(long, default_value = "label")]
+    label_column_name: String,
     /// Decimal digits of the report.
     #[arg(long, default_value_t = 2)]
     digits: usize,
@@ -151,9 +157,19 @@ pub struct ClassificationArgs {
 
 #[derive(Args)]
 pub struct RankingArgs {
-    /// JSON lines with "label" and "score" (binary) or "scores" (one per class, classes in sorted label order).
+    /// JSON lines with "label" and "score" (binary) or "scores" (one per class, classes in sorted label order);
+    /// or `finetune predict`'s predictions.jsonl as is ("probabilities" by class name), with --y-true.
     #[arg(long)]
     data: PathBuf,
+    /// Gold labels for records without "label" (predictions.jsonl): one per line or a labelled data file.
+    #[arg(long)]
+    y_true: Option<PathBuf>,
+    /// Text column of a labelled data file given as --y-true.
+    #[arg(long, default_value = "text")]
+    text_column_name: String,
+    /// Label column of a data file given as --y-true.
+    #[arg(long, default_value = "label")]
+    label_column_name: String,
     /// The positive class for binary data (default: sklearn's rule, 1 for {0, 1} labels).
     #[arg(long)]
     pos_label: Option<String>,
@@ -351,12 +367,13 @@ fn subset(values: &[Value], idx: &[usize]) -> Value {
 }
 
 fn classification(a: ClassificationArgs) -> Result<()> {
-    let gold = input::read_labels(&a.y_true)?;
-    let pred = input::read_labels(&a.y_pred)?;
+    let labels = |p: &Path| input::read_label_file(p, &a.text_column_name, &a.label_column_name);
+    let gold = labels(&a.y_true)?;
+    let pred = labels(&a.y_pred)?;
     input::same_length((&a.y_true, gold.len()), (&a.y_pred, pred.len()), "labels")?;
     let other = match &a.stats.compare {
         Some(p) => {
-            let o = input::read_labels(p)?;
+            let o = labels(p)?;
             input::same_length((&a.y_true, gold.len()), (p, o.len()), "labels")?;
             Some(o)
         }
@@ -429,12 +446,44 @@ struct Scored {
     width: Option<usize>,
 }
 
-fn read_scored(path: &Path) -> Result<Scored> {
+/// Reads scored records; `gold` gives the labels of records that carry only predictions (`finetune predict`'s
+/// `{"label": predicted, "probabilities": {class: p}}`), whose scores are then the probabilities: of `pos_label`
+/// (default: the last class in sorted order, sklearn's positive) for two classes, all in sorted order otherwise.
+fn read_scored(path: &Path, gold: Option<&[String]>, pos_label: Option<&str>) -> Result<Scored> {
     let records = input::read_jsonl(path)?;
+    if let Some(g) = gold {
+        input::same_length((path, records.len()), (Path::new("--y-true"), g.len()), "records")?;
+    }
     let mut labels = Vec::with_capacity(records.len());
     let mut scores = Vec::with_capacity(records.len());
     let mut width = None;
-    for (line, r) in &records {
+    for (i, (line, r)) in records.iter().enumerate() {
+        if let (Some(g), Some(Value::Object(probs))) = (gold, r.get("probabilities")) {
+            let mut classes: Vec<&String> = probs.keys().collect();
+            classes.sort();
+            let p = |c: &str| {
+                finetune_metrics::json::as_f64(&probs[c]).ok_or_else(|| {
+                    anyhow::anyhow!("{}:{line}: \"probabilities\".{c:?} is not a number", path.display())
+                })
+            };
+            let score = if classes.len() == 2 {
+                let pos = pos_label.unwrap_or(classes[1].as_str());
+                if !probs.contains_key(pos) {
+                    bail!("{}:{line}: no probability for the positive class {pos:?}", path.display());
+                }
+                json!(p(pos)?)
+            } else {
+                let row: Vec<f64> = classes.iter().map(|c| p(c)).collect::<Result<_>>()?;
+                let w = *width.get_or_insert(row.len());
+                if w != row.len() {
+                    bail!("{}:{line}: {} classes, the first record has {w}", path.display(), row.len());
+                }
+                json!(row)
+            };
+            labels.push(g[i].clone());
+            scores.push(score);
+            continue;
+        }
         let label = match r.get("label") {
             Some(Value::String(s)) => s.clone(),
             Some(Value::Number(n)) => n.to_string(),
@@ -465,10 +514,14 @@ fn read_scored(path: &Path) -> Result<Scored> {
 }
 
 fn ranking(a: RankingArgs) -> Result<()> {
-    let Scored { labels, scores, width } = read_scored(&a.data)?;
+    let gold = match &a.y_true {
+        Some(p) => Some(input::read_label_file(p, &a.text_column_name, &a.label_column_name)?),
+        None => None,
+    };
+    let Scored { labels, scores, width } = read_scored(&a.data, gold.as_deref(), a.pos_label.as_deref())?;
     let other_scores = match &a.stats.compare {
         Some(p) => {
-            let o = read_scored(p)?;
+            let o = read_scored(p, gold.as_deref(), a.pos_label.as_deref())?;
             input::same_length((&a.data, labels.len()), (p, o.labels.len()), "records")?;
             if let Some(i) = (0..labels.len()).find(|&i| labels[i] != o.labels[i]) {
                 bail!(
@@ -507,7 +560,8 @@ fn ranking(a: RankingArgs) -> Result<()> {
     };
     let all: Vec<usize> = (0..labels.len()).collect();
     let mut out = Map::new();
-    let auc = metric_call("roc_auc_score", Value::Object(args_for(&all, &base, multiclass, &y_true, &scores)))?;
+    let auc =
+        metric_call("roc_auc_score", Value::Object(auc_args(args_for(&all, &base, multiclass, &y_true, &scores))))?;
     let ap = if multiclass {
         None
     } else {
@@ -537,13 +591,26 @@ fn ranking(a: RankingArgs) -> Result<()> {
         metric: "roc_auc_score",
         args: Box::new(move |idx, system| {
             let scores = if system == System::Candidate { &s } else { &o };
-            args_for(idx, &base, multiclass, &t, scores)
+            auc_args(args_for(idx, &base, multiclass, &t, scores))
         }),
         pick: pick_number,
         fast: None,
     }];
     statistics(&a.stats, labels.len(), &scalars, &mut out)?;
     finish(&a.stats, out)
+}
+
+/// sklearn's `roc_auc_score` has no `pos_label` (the greater label is positive): with one, the labels become
+/// 1 for the positive class and 0 otherwise, which is what `pos_label` means for the other ranking metrics.
+fn auc_args(mut m: Map<String, Value>) -> Map<String, Value> {
+    if let Some(pos) = m.remove("pos_label") {
+        if let Some(Value::Array(y)) = m.get_mut("y_true") {
+            for v in y.iter_mut() {
+                *v = Value::from(i64::from(*v == pos));
+            }
+        }
+    }
+    m
 }
 
 fn ner(a: NerArgs) -> Result<()> {

@@ -397,3 +397,27 @@ fn dropout_run_keys_override_the_model_config() {
     assert!(stderr(&o).contains("hidden_dropout_prob"), "{}", stderr(&o));
     assert!(!s.root.join("drop-bad").exists());
 }
+
+#[test]
+fn predictions_jsonl_is_read_as_is_by_the_metrics_commands() {
+    let s = setup();
+    let cfg = config(&s, "out", "max_steps = 3\n");
+    ok(finetune(&["train", "--config", cfg.to_str().unwrap_or_default(), "--progress", "off"]));
+    let out = s.root.join("out");
+    let all = read_json(&out.join("all_results.json"));
+    let preds = out.join("predictions.jsonl");
+    let test = s.root.join("test.csv");
+    let (p, t) = (preds.to_str().unwrap_or_default(), test.to_str().unwrap_or_default());
+    let o = ok(finetune(&["metrics", "classification", "--y-true", t, "--y-pred", p, "--json"]));
+    let m: Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(m["accuracy_score"].as_f64(), all["test_accuracy"].as_f64(), "{m}");
+    let o = ok(finetune(&["metrics", "ranking", "--data", p, "--y-true", t, "--pos-label", "pos", "--json"]));
+    let r: Value = serde_json::from_slice(&o.stdout).expect("json");
+    let auc = r["roc_auc_score"].as_f64().expect("roc_auc_score");
+    let expected = all["test_roc_auc"].as_f64().expect("test_roc_auc");
+    assert!((auc - expected).abs() < 1e-12, "{auc} vs {expected}");
+    // Without gold labels the predictions alone are refused, naming the file and line.
+    let o = finetune(&["metrics", "ranking", "--data", p]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("predictions.jsonl:1"), "{}", stderr(&o));
+}

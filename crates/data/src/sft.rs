@@ -424,6 +424,26 @@ impl<'a, T: CausalTokenize + ?Sized> SftTokenizer<'a, T> {
         self.tok.encode_plain(text).map_err(|e| rec_err(r, e))
     }
 
+    /// Token ids of the prompt a chat model answers: `messages` through the chat template with the generation
+    /// prompt, as `tokenizer.apply_chat_template(messages, add_generation_prompt=True)` gives them.
+    pub fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
+        let Some(t) = &self.template else {
+            return Err(DataError::Invalid("the tokenizer has no chat template (tokenizer_config.json)".into()));
+        };
+        let text = t.render(messages, true).map_err(|e| DataError::Invalid(e.to_string()))?;
+        self.tok.encode_plain(&text)
+    }
+
+    /// Token ids of a plain-text prompt as `tokenizer(text)` gives them (BOS first when the tokenizer adds it).
+    pub fn text_prompt(&self, text: &str) -> Result<Vec<u32>> {
+        let mut ids = Vec::new();
+        if let Some((_, bos)) = self.tok.bos_token().filter(|_| self.tok.add_bos_token()) {
+            ids.push(bos);
+        }
+        ids.extend(self.tok.encode_plain(text)?);
+        Ok(ids)
+    }
+
     /// Tokenises one record (not text records: see [`group_texts`]). Returns the example before truncation.
     pub fn encode_record(&self, r: &SftRecord, opts: &SftOptions) -> Result<CausalExample> {
         // The text as consecutive pieces, each trained on or not.

@@ -273,18 +273,41 @@ pub fn generate<M: CachedDecoder>(
     cfg: &GenerationConfig,
     stop: &mut dyn FnMut(usize, &[u32]) -> bool,
 ) -> Result<Vec<Vec<u32>>, GenerateError> {
-    cfg.validate()?;
+    // One random stream per row, each seeded from `cfg.seed` and the row.
+    let cfgs: Vec<GenerationConfig> = (0..prompts.len())
+        .map(|b| GenerationConfig { seed: cfg.seed ^ (b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15), ..cfg.clone() })
+        .collect();
+    generate_rows(model, prompts, &cfgs, stop)
+}
+
+/// [`generate`] with settings per row: each row samples with its own `GenerationConfig` (length, EOS,
+/// temperature, top-k/top-p, repetition penalty) and its own random stream seeded by its `seed`, so what a row
+/// generates does not depend on which other rows share the batch. The padding token is the first row's.
+pub fn generate_rows<M: CachedDecoder>(
+    model: &M,
+    prompts: &[Vec<u32>],
+    cfgs: &[GenerationConfig],
+    stop: &mut dyn FnMut(usize, &[u32]) -> bool,
+) -> Result<Vec<Vec<u32>>, GenerateError> {
+    if cfgs.len() != prompts.len() {
+        return Err(GenerateError::Config(format!("{} settings for {} prompts", cfgs.len(), prompts.len())));
+    }
+    for c in cfgs {
+        c.validate()?;
+    }
     let bsz = prompts.len();
-    let mut out: Vec<Vec<u32>> = vec![Vec::with_capacity(cfg.max_new_tokens); bsz];
-    if bsz == 0 || cfg.max_new_tokens == 0 {
+    let mut out: Vec<Vec<u32>> = cfgs.iter().map(|c| Vec::with_capacity(c.max_new_tokens)).collect();
+    let max_new = cfgs.iter().map(|c| c.max_new_tokens).max().unwrap_or(0);
+    if bsz == 0 || max_new == 0 {
         return Ok(out);
     }
     if let Some(r) = prompts.iter().position(|p| p.is_empty()) {
         return Err(GenerateError::Prompt(format!("prompt {r} is empty")));
     }
-    let pad = cfg.pad_token_id.or(cfg.eos_token_id.first().copied()).unwrap_or(0);
+    let first = &cfgs[0];
+    let pad = first.pad_token_id.or(first.eos_token_id.first().copied()).unwrap_or(0);
     let plen = prompts.iter().map(Vec::len).max().unwrap_or(0);
-    let max_len = plen + cfg.max_new_tokens;
+    let max_len = plen + max_new;
     let mut cache = model.new_cache(bsz, max_len);
     let mut ws = model.new_workspace(bsz, plen, max_len);
     // Per row: tokens so far (left padding, prompt, generated) and the attention mask, `max_len` apart.
@@ -296,11 +319,12 @@ pub fn generate<M: CachedDecoder>(
     }
     let mut ids: Vec<u32> = (0..bsz).flat_map(|b| hist[b * max_len..b * max_len + plen].to_vec()).collect();
     let mut mask = vec![0u32; bsz * max_len];
-    let mut done = vec![false; bsz];
-    let mut rng = Rng::new(cfg.seed);
+    // A row with max_new_tokens = 0 is done before it starts.
+    let mut done: Vec<bool> = cfgs.iter().map(|c| c.max_new_tokens == 0).collect();
+    let mut rngs: Vec<Rng> = cfgs.iter().map(|c| Rng::new(c.seed)).collect();
     let mut scratch = Scratch::default();
     let v = model.vocab_size();
-    for step in 0..cfg.max_new_tokens {
+    for step in 0..max_new {
         let total = plen + step;
         for b in 0..bsz {
             mask[b * total..(b + 1) * total].copy_from_slice(&mask_rows[b * max_len..b * max_len + total]);
@@ -312,10 +336,13 @@ pub fn generate<M: CachedDecoder>(
             let tok = if done[b] {
                 pad
             } else {
+                let cfg = &cfgs[b];
                 let row = &logits[b * v..(b + 1) * v];
-                let t = scratch.next_token(row, &hist[b * max_len..b * max_len + total], cfg, &mut rng);
+                let t = scratch.next_token(row, &hist[b * max_len..b * max_len + total], cfg, &mut rngs[b]);
                 out[b].push(t);
-                if cfg.eos_token_id.contains(&t) || stop(b, &out[b]) {
+                // The callback sees every token (a streaming caller sends each one), the last included.
+                let stopped = stop(b, &out[b]);
+                if stopped || cfg.eos_token_id.contains(&t) || out[b].len() >= cfg.max_new_tokens {
                     done[b] = true;
                 }
                 t

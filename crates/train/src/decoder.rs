@@ -12,10 +12,12 @@
 
 use std::path::Path;
 
+use finetune_data::sft::CausalTokenize;
 use finetune_data::IGNORE_INDEX;
 use finetune_models::causal::{
     load_causal_lm, save_causal_lm, tokenizer_out, CausalCheckpoint, CausalModel, Source, TokenizerOut,
 };
+use finetune_models::causal_tokenizer::CausalTokenizer;
 use finetune_models::checkpoint::copy_tokenizer_files;
 use finetune_models::{gpt2, llama};
 use serde::{Deserialize, Serialize};
@@ -204,6 +206,11 @@ pub struct CausalLm {
     pub label_smoothing: f32,
 }
 
+/// The id that pads decoder batches: the tokenizer's pad token, else its EOS, else 0.
+pub fn pad_id(tok: &CausalTokenizer) -> u32 {
+    tok.pad_token_id().or(tok.eos_token().map(|(_, id)| id)).unwrap_or(0)
+}
+
 /// Token-weighted evaluation of a causal LM.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LmEvaluation {
@@ -221,6 +228,59 @@ impl CausalLm {
         let CausalCheckpoint { model, config, source } = load_causal_lm(spec).map_err(model_err)?;
         let workspaces = Workspaces::default();
         Ok(CausalLm { model, config, source, adamw, workspaces, max_length: None, label_smoothing: 0.0 })
+    }
+
+    /// Loads a model for inference: a full model, or `model` as a PEFT adapter directory on `base`, merged.
+    pub fn for_inference(model: &str, base: Option<&str>) -> Result<Self> {
+        let adapter = Path::new(model).join("adapter_config.json").is_file();
+        let mut m = if adapter {
+            let base = base.ok_or_else(|| {
+                TrainError::Args(format!("{model} is a LoRA adapter: give its base model with --base"))
+            })?;
+            let mut m = CausalLm::from_pretrained(base, crate::TrainingArguments::default().adamw())?;
+            m.model.store_mut().load_adapter(model).map_err(model_err)?;
+            m.model.store_mut().merge_lora().map_err(model_err)?;
+            m
+        } else {
+            CausalLm::from_pretrained(model, crate::TrainingArguments::default().adamw())?
+        };
+        m.max_length = None;
+        Ok(m)
+    }
+
+    /// The model's own tokenizer (from its GGUF file or directory).
+    pub fn tokenizer(&self) -> Result<CausalTokenizer> {
+        match &self.source {
+            Source::Gguf { path, .. } => CausalTokenizer::from_gguf(path).map_err(model_err),
+            Source::Dir(d) => CausalTokenizer::from_dir(d).map_err(model_err),
+        }
+    }
+
+    /// The tokenizer for inference with `model_spec`: an adapter directory's own files when it has them, else
+    /// the model's.
+    pub fn inference_tokenizer(&self, model_spec: &str) -> Result<CausalTokenizer> {
+        let d = Path::new(model_spec);
+        if d.join("adapter_config.json").is_file() && d.join("tokenizer.json").is_file() {
+            return CausalTokenizer::from_dir(d).map_err(model_err);
+        }
+        self.tokenizer()
+    }
+
+    /// Every token id that ends a generation: the tokenizer's EOS and config.json's `eos_token_id` (one or a
+    /// list), as `generate` stops on either.
+    pub fn eos_token_ids(&self, tok: &CausalTokenizer) -> Vec<u32> {
+        let mut eos: Vec<u32> = tok.eos_token().map(|(_, id)| vec![id]).unwrap_or_default();
+        let from_config: Vec<u32> = match self.config.get("eos_token_id") {
+            Some(Value::Array(a)) => a.iter().filter_map(Value::as_u64).map(|x| x as u32).collect(),
+            Some(v) => v.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
+            None => Vec::new(),
+        };
+        for id in from_config {
+            if !eos.contains(&id) {
+                eos.push(id);
+            }
+        }
+        eos
     }
 
     /// Summed loss over the batch's targets (no gradients).

@@ -249,11 +249,13 @@ fn prediction_text(ev: &crate::Evaluation, i: usize, names: &[String], problem: 
 
 /// predictions.jsonl: `{"label", "probabilities"}` (single-label), `{"labels", "probabilities"}` (multi-label)
 /// or `{"prediction"}` (regression; a list when the model has several outputs).
-fn write_predictions(path: &Path, ev: &crate::Evaluation, names: &[String], problem: ProblemType) -> Result<()> {
-    let mut text = String::new();
+/// One JSON object per example, as `finetune predict` writes them: `{"label", "probabilities"}` (single-label),
+/// `{"labels", "probabilities"}` (multi-label) or `{"prediction"}` (regression).
+fn prediction_values(ev: &crate::Evaluation, names: &[String], problem: ProblemType) -> Vec<Value> {
+    let mut out = Vec::with_capacity(ev.predictions.len());
     for (i, (p, probs)) in ev.predictions.iter().zip(&ev.probabilities).enumerate() {
         let by_name: Map<String, Value> = names.iter().zip(probs).map(|(n, &v)| (n.clone(), json!(v))).collect();
-        let line = match problem {
+        out.push(match problem {
             ProblemType::SingleLabelClassification => {
                 json!({ "label": names.get(*p).cloned().unwrap_or_default(), "probabilities": by_name })
             }
@@ -264,8 +266,15 @@ fn write_predictions(path: &Path, ev: &crate::Evaluation, names: &[String], prob
             }
             ProblemType::Regression if probs.len() == 1 => json!({ "prediction": probs[0] }),
             ProblemType::Regression => json!({ "prediction": probs }),
-        };
-        text.push_str(&line.to_string());
+        });
+    }
+    out
+}
+
+fn write_json_lines(path: &Path, values: &[Value]) -> Result<()> {
+    let mut text = String::new();
+    for v in values {
+        text.push_str(&v.to_string());
         text.push('\n');
     }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -410,7 +419,7 @@ pub fn train(run: &RunConfig, args: &TrainingArguments, opts: &RunOptions) -> Re
             txt.push_str(&format!("{i}\t{}\n", prediction_text(&ev, i, &names, problem)));
         }
         write_atomic(&out.join("predict_results.txt"), txt.as_bytes())?;
-        write_predictions(&out.join("predictions.jsonl"), &ev, &names, problem)?;
+        write_json_lines(&out.join("predictions.jsonl"), &prediction_values(&ev, &names, problem))?;
         if !ev.gold.is_empty() && opts.print {
             println!("\n***** test classification_report *****");
             print!("{}", report_text(&ev.gold, &ev.predictions, &names)?);
@@ -479,20 +488,17 @@ pub fn evaluate(model: &str, data: &Path, opts: &InferOptions) -> Result<EvalRes
 /// `finetune predict` as a function: writes JSON lines to `out` (`{"label", "probabilities"}` per example, or
 /// `{"tokens", "tags"}` per sentence for a token-classification model) and returns how many were written.
 pub fn predict(model: &str, data: &Path, out: &Path, opts: &InferOptions) -> Result<PredictResult> {
-    if token_model(model)? {
-        return predict_tokens(model, data, out, opts);
-    }
-    let (mut model, tok, max_len) = load_for_inference(model, opts.max_seq_length)?;
-    bf16_on(&mut model, opts.bf16)?;
-    let names = model.label_names();
-    let c = opts;
+    let mut predictor = Predictor::load(model, opts)?;
     let path = data.display().to_string();
-    let examples = read(&path, &read_opts(&c.text_column_name, c.text_pair_column_name.as_deref(), None, None))?;
-    let data = SeqDataset::encode(&tok, &examples, None, SeqTask::Unlabelled, Some(max_len), &path)?;
-    let collator = Collator { pad_token_id: tok.pad_token_id(), pad_to_multiple_of: Some(8) };
-    let ev = model.evaluate(&data, c.batch_size.max(1), collator)?;
-    write_predictions(out, &ev, &names, model.problem)?;
-    Ok(PredictResult { count: ev.predictions.len(), token_classification: false })
+    let inputs: Vec<PredictInput> = if predictor.is_token_classification() {
+        read_conll(&path)?.into_iter().map(|s| PredictInput::Words(s.tokens)).collect()
+    } else {
+        let ropts = read_opts(&opts.text_column_name, opts.text_pair_column_name.as_deref(), None, None);
+        read(&path, &ropts)?.into_iter().map(|e| PredictInput::Text { text: e.text, text_pair: e.text_pair }).collect()
+    };
+    let values = predictor.predict(&inputs, &path)?;
+    write_json_lines(out, &values)?;
+    Ok(PredictResult { count: values.len(), token_classification: predictor.is_token_classification() })
 }
 
 // ---- token classification (run_ner.py) ----
@@ -774,23 +780,6 @@ fn evaluate_tokens(model: &str, data: &Path, c: &InferOptions) -> Result<EvalRes
     Ok(EvalResult { metrics, report: Some(format!("{}\n{details}", token_report_text(&split.1, &ev.word_tags)?)) })
 }
 
-fn predict_tokens(model: &str, data: &Path, out: &Path, c: &InferOptions) -> Result<PredictResult> {
-    let (mut model, tok, labels, max_len) = load_token_model(model, c.max_seq_length)?;
-    bf16_on(&mut model, c.bf16)?;
-    let path = data.display().to_string();
-    let mut sentences = read_conll(&path)?;
-    // The tag column is not read for prediction: any tag (known or not) is replaced by a placeholder.
-    let placeholder = labels.names().first().cloned().unwrap_or_default();
-    for s in &mut sentences {
-        s.tags = vec![placeholder.clone(); s.tokens.len()];
-    }
-    let data = encode_tokens(&tok, &(path, sentences.clone()), &labels, false, max_len)?;
-    let collator = Collator { pad_token_id: tok.pad_token_id(), pad_to_multiple_of: Some(8) };
-    let ev = model.evaluate_tokens(&data, &labels, c.batch_size.max(1), collator, false)?;
-    write_token_predictions(out, None, &sentences, &ev.word_tags)?;
-    Ok(PredictResult { count: sentences.len(), token_classification: true })
-}
-
 /// Whether `spec` is a saved token-classification model (by its config.json `architectures`).
 fn token_model(spec: &str) -> Result<bool> {
     let dir = resolve_model_dir(spec)?;
@@ -894,4 +883,108 @@ pub fn resample(run: &RunConfig, data: SeqDataset, seed: u64, names: &[String]) 
         ix.len()
     );
     Ok(super::cv::subset_seq(&data, &ix))
+}
+
+// ---- inference on texts in memory (`predict`, `finetune serve`) ----
+
+/// One input of [`Predictor::predict`]: a text (and its pair) for sequence classification, or a sentence's words
+/// for token classification.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PredictInput {
+    Text { text: String, text_pair: Option<String> },
+    Words(Vec<String>),
+}
+
+enum Head {
+    Sequence { names: Vec<String>, problem: ProblemType },
+    Token { labels: LabelMap },
+}
+
+/// A saved sequence- or token-classification model ready to label inputs held in memory; `predict` and the
+/// server's `/predict` both go through it, so their JSON is the same.
+pub struct Predictor {
+    model: EncoderClassifier,
+    tok: TextTokenizer,
+    max_len: usize,
+    batch_size: usize,
+    head: Head,
+}
+
+impl Predictor {
+    /// Loads `spec` (a model directory or hub id) with `opts`' `max_seq_length`, `batch_size` and `bf16`.
+    pub fn load(spec: &str, opts: &InferOptions) -> Result<Self> {
+        let (mut model, tok, max_len, head) = if token_model(spec)? {
+            let (model, tok, labels, max_len) = load_token_model(spec, opts.max_seq_length)?;
+            (model, tok, max_len, Head::Token { labels })
+        } else {
+            let (model, tok, max_len) = load_for_inference(spec, opts.max_seq_length)?;
+            let names = model.label_names();
+            let problem = model.problem;
+            (model, tok, max_len, Head::Sequence { names, problem })
+        };
+        bf16_on(&mut model, opts.bf16)?;
+        Ok(Predictor { model, tok, max_len, batch_size: opts.batch_size.max(1), head })
+    }
+
+    pub fn is_token_classification(&self) -> bool {
+        matches!(self.head, Head::Token { .. })
+    }
+
+    /// The label names of the head, in id order.
+    pub fn label_names(&self) -> Vec<String> {
+        match &self.head {
+            Head::Sequence { names, .. } => names.clone(),
+            Head::Token { labels } => labels.names().to_vec(),
+        }
+    }
+
+    /// One JSON object per input, as `finetune predict` writes them (`{"label", "probabilities"}`, or
+    /// `{"tokens", "tags"}` for token classification). `origin` names the inputs in error messages. Inputs of
+    /// the wrong kind for the model are an error.
+    pub fn predict(&mut self, inputs: &[PredictInput], origin: &str) -> Result<Vec<Value>> {
+        let collator = Collator { pad_token_id: self.tok.pad_token_id(), pad_to_multiple_of: Some(8) };
+        match &self.head {
+            Head::Sequence { names, problem } => {
+                let mut examples = Vec::with_capacity(inputs.len());
+                for (i, x) in inputs.iter().enumerate() {
+                    let PredictInput::Text { text, text_pair } = x else {
+                        bail!("{origin}: input {i}: a sequence-classification model takes texts, not word lists")
+                    };
+                    examples.push(Example {
+                        text: text.clone(),
+                        text_pair: text_pair.clone(),
+                        label: None,
+                        line: i as u64 + 1,
+                    });
+                }
+                let data =
+                    SeqDataset::encode(&self.tok, &examples, None, SeqTask::Unlabelled, Some(self.max_len), origin)?;
+                let ev = self.model.evaluate(&data, self.batch_size, collator)?;
+                Ok(prediction_values(&ev, names, *problem))
+            }
+            Head::Token { labels } => {
+                // The tag column is not read for prediction: every word gets a placeholder tag.
+                let placeholder = labels.names().first().cloned().unwrap_or_default();
+                let mut sentences = Vec::with_capacity(inputs.len());
+                for (i, x) in inputs.iter().enumerate() {
+                    let words = match x {
+                        PredictInput::Words(w) => w.clone(),
+                        // A text is split on whitespace into words, as a CoNLL line per word would be.
+                        PredictInput::Text { text, text_pair: None } => {
+                            text.split_whitespace().map(str::to_string).collect()
+                        }
+                        PredictInput::Text { .. } => {
+                            bail!("{origin}: input {i}: a token-classification model takes no text pair")
+                        }
+                    };
+                    let tags = vec![placeholder.clone(); words.len()];
+                    sentences.push(TokenExample { tokens: words, tags, line: i as u64 + 1 });
+                }
+                let data =
+                    encode_tokens(&self.tok, &(origin.to_string(), sentences.clone()), labels, false, self.max_len)?;
+                let ev = self.model.evaluate_tokens(&data, labels, self.batch_size, collator, false)?;
+                Ok(sentences.iter().zip(&ev.word_tags).map(|(s, t)| json!({ "tokens": s.tokens, "tags": t })).collect())
+            }
+        }
+    }
 }

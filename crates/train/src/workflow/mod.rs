@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 pub use classify::{
     encode, encode_tokens, evaluate, metric_value, parse_problem, predict, prefixed, print_metrics, read, read_conll,
-    read_opts, save_metrics, tokenizer_for, train, write_json_file, TokenSplit,
+    read_opts, save_metrics, tokenizer_for, train, write_json_file, PredictInput, Predictor, TokenSplit,
 };
 pub use cv::{cross_validate, CvResult};
 pub use run_file::{

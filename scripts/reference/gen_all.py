@@ -7,5 +7,5 @@ import subprocess
 import sys
 
 here = os.path.dirname(os.path.abspath(__file__))
-for family in ["classification", "ranking", "sequence", "generation", "rouge", "qa", "perplexity"]:
+for family in ["classification", "ranking", "sequence", "generation", "rouge", "qa", "perplexity", "mcnemar"]:
     subprocess.run([sys.executable, os.path.join(here, f"gen_{family}.py")], check=True)

@@ -133,7 +133,26 @@ def sentence_ter(**kw):
     return ter_dict(score, metric)
 
 
+def class_call(cls, method, to_dict):
+    """`cls(**constructor keywords).method(hypotheses or hypothesis, references[, n_bootstrap])`."""
+    def call(**kw):
+        kw = dict(kw)
+        if method == "corpus_score":
+            data = {"hypotheses": kw.pop("hypotheses"), "references": kw.pop("references")}
+            if "n_bootstrap" in kw:
+                data["n_bootstrap"] = kw.pop("n_bootstrap")
+        else:
+            data = {"hypothesis": kw.pop("hypothesis"), "references": kw.pop("references")}
+        metric = cls(**kw)
+        return to_dict(getattr(metric, method)(**data), metric)
+    return call
+
+
 FUNCS = {
+    "BLEU.corpus_score": class_call(BLEU, "corpus_score", bleu_dict),
+    "BLEU.sentence_score": class_call(BLEU, "sentence_score", bleu_dict),
+    "CHRF.corpus_score": class_call(CHRF, "corpus_score", chrf_dict),
+    "CHRF.sentence_score": class_call(CHRF, "sentence_score", chrf_dict),
     "corpus_bleu": corpus_bleu,
     "sentence_bleu": sentence_bleu,
     "corpus_chrf": corpus_chrf,
@@ -526,9 +545,116 @@ def main():
     add("chrfpp_big", "corpus_chrf", {"hypotheses": hyps, "references": refs, "word_order": 2})
     add("ter_big", "corpus_ter", {"hypotheses": hyps[:100], "references": [r[:100] for r in refs]})
 
+    class_cases(add)
+
     c.tokenizer_cases = tokenizer_cases(rng)
     write_tables()
     write(c)
+
+
+def class_cases(add):
+    """The metric classes with their own keywords: BLEU(max_ngram_order=..., effective_order=..., trg_lang=...),
+    CHRF(lowercase=..., whitespace=...). A separate random stream keeps the earlier cases as they were."""
+    rng = random.Random(20261)
+    # --- BLEU: n-gram orders 0..8 with every smoothing and effective order, corpus and sentence level
+    for order in range(0, 9):
+        for smooth, sval in [("exp", None), ("floor", None), ("floor", 0.3), ("add-k", None), ("add-k", 2),
+                             ("none", None)]:
+            for eff in (False, True):
+                hyps, refs = corpus(rng, rng.randint(1, 10), VOCAB, rng.choice([1, 1, 2, 3]), 0, 14)
+                args = {"hypotheses": hyps, "references": refs, "max_ngram_order": order, "smooth_method": smooth,
+                        "effective_order": eff, "lowercase": rng.random() < 0.3,
+                        "tokenize": rng.choice(["13a", "13a", "intl", "char", "none"])}
+                if sval is not None:
+                    args["smooth_value"] = sval
+                add(f"cbleu_order{order}_{smooth}_{sval}_{eff}", "BLEU.corpus_score", args)
+                base = rand_sent(rng, VOCAB, 0, 10)
+                args = {"hypothesis": perturb(rng, base, VOCAB),
+                        "references": [perturb(rng, base, VOCAB) for _ in range(rng.randint(1, 3))],
+                        "max_ngram_order": order, "smooth_method": smooth, "effective_order": eff}
+                if sval is not None:
+                    args["smooth_value"] = sval
+                add(f"csbleu_order{order}_{smooth}_{sval}_{eff}", "BLEU.sentence_score", args)
+    # short segments: zero matches and zero totals at the higher orders
+    for order in [1, 2, 3, 5, 6]:
+        for smooth in ["exp", "floor", "add-k", "none"]:
+            for eff in (False, True):
+                for i, (h, r) in enumerate([("the cat", "the cat sat"), ("a b c", "a x b y c"), ("x y z", "a b c"),
+                                            ("a", "a"), ("a b c d e f g", "a b c d e f g"), ("", "a b")]):
+                    add(f"csbleu_short{order}_{smooth}_{eff}_{i}", "BLEU.sentence_score",
+                        {"hypothesis": h, "references": [r], "max_ngram_order": order, "smooth_method": smooth,
+                         "effective_order": eff})
+    # the defaults equal the compat functions; long orders pack n-grams beyond 64 and 128 bits
+    hyps, refs = corpus(rng, 30, VOCAB + UNICODE, 2, 0, 30)
+    for order in [4, 7, 10, 16]:
+        add(f"cbleu_big_order{order}", "BLEU.corpus_score", {"hypotheses": hyps, "references": refs,
+                                                             "max_ngram_order": order})
+    add("cbleu_big_defaults", "BLEU.corpus_score", {"hypotheses": hyps, "references": refs})
+    words = [f"w{k}" for k in range(1500)]
+    long_r = " ".join(words)
+    long_h = " ".join(words[:700] + ["zz"] + words[700:1400] + words[1450:])
+    shifted = " ".join(words[750:] + words[:750])
+    for order in [5, 10, 11, 12, 20, 40]:
+        add(f"cbleu_distinct_order{order}", "BLEU.corpus_score",
+            {"hypotheses": [long_h, "w1 w2 w3"], "references": [[long_r, "w1 w2 w3 w4"], [shifted, "w2 w3"]],
+             "max_ngram_order": order, "effective_order": order % 2 == 0})
+    # odd orders: negative (Python slices the statistics), bools, wrong types
+    for name, order in [("neg1", -1), ("neg2", -2), ("neg3", -3), ("neg5", -5), ("true", True), ("false", False),
+                        ("none", None), ("float", 2.0), ("str", "2")]:
+        add(f"cbleu_order_{name}", "BLEU.corpus_score",
+            {"hypotheses": ["the cat sat on the mat", "a dog"], "references": [["the cat sat on a mat", "a dog ran"]],
+             "max_ngram_order": order})
+        add(f"csbleu_order_{name}", "BLEU.sentence_score",
+            {"hypothesis": "the cat", "references": ["the cat sat", "cat"], "max_ngram_order": order})
+    add("cbleu_order0_empty", "BLEU.corpus_score", {"hypotheses": [""], "references": [[""]], "max_ngram_order": 0})
+    add("cbleu_order0_no_refs", "BLEU.corpus_score", {"hypotheses": ["a b"], "references": [[None]],
+                                                      "max_ngram_order": 0})
+    add("cbleu_order2_no_refs", "BLEU.corpus_score", {"hypotheses": ["a b"], "references": [[None]],
+                                                      "max_ngram_order": 2})
+    add("cbleu_order_bad_input", "BLEU.corpus_score", {"hypotheses": [None], "references": [["a"]],
+                                                       "max_ngram_order": None})
+    # the other constructor keywords
+    zh = ["我们爱中国。你好，世界！", "日本語のテキストです。"]
+    zh_refs = [["我们 爱 中国 。 你好 ， 世界 ！", "日本語 の テキスト です 。"]]
+    for name, kw in {"trg_zh": {"trg_lang": "zh"}, "trg_zh_tok_none": {"trg_lang": "zh", "tokenize": None},
+                     "trg_zh_tok_13a": {"trg_lang": "zh", "tokenize": "13a"}, "trg_de": {"trg_lang": "de"},
+                     "trg_none": {"trg_lang": None}, "force": {"force": True, "tokenize": "none"},
+                     "eff_none": {"effective_order": None}, "lc_int": {"lowercase": 1},
+                     "n_bootstrap1": {"n_bootstrap": 1}, "bad_tokenizer": {"tokenize": "nope"},
+                     "bad_kwarg_compat_name": {"use_effective_order": True},
+                     "bad_kwarg_references": {"refs": ["x"]}}.items():
+        add(f"cbleu_kw_{name}", "BLEU.corpus_score", {"hypotheses": zh, "references": zh_refs, **kw})
+    add("csbleu_kw_default_eff", "BLEU.sentence_score", {"hypothesis": "a b c d", "references": ["a b c"]})
+    add("csbleu_kw_bad_n_bootstrap", "BLEU.sentence_score",
+        {"hypothesis": "a b", "references": ["a b"], "n_bootstrap": 1})
+    for i, (h, r) in enumerate(ADVERSARIAL_PAIRS):
+        add(f"csbleu_adv_{i}", "BLEU.sentence_score",
+            {"hypothesis": h, "references": [r, h[::-1]], "max_ngram_order": 1 + i % 6, "effective_order": i % 2 == 0,
+             "lowercase": i % 3 == 0})
+
+    # --- CHRF: lowercase on mixed-case text, with the other constructor keywords
+    mixed = VOCAB + ["CAT", "Mat", "SAT", "On", "THE", "İstanbul", "ΣΊΣΥΦΟΣ", "straße", "STRASSE", "Über"]
+    for i in range(60):
+        hyps, refs = corpus(rng, rng.randint(1, 10), mixed, rng.choice([1, 1, 2, 3]), 0, 12)
+        hyps = [h.upper() if rng.random() < 0.3 else h for h in hyps]
+        args = {"hypotheses": hyps, "references": refs, "lowercase": i % 2 == 0}
+        if i % 4 > 1:
+            args.update({"char_order": rng.choice([1, 3, 6, 6]), "word_order": rng.choice([0, 1, 2, 2]),
+                         "beta": rng.choice([1, 2, 3]), "whitespace": rng.random() < 0.4,
+                         "eps_smoothing": rng.random() < 0.4})
+        add(f"cchrf_rand_{i}", "CHRF.corpus_score", args)
+    for i, (h, r) in enumerate(ADVERSARIAL_PAIRS):
+        for lc in (False, True):
+            add(f"cschrf_adv_{i}_{lc}", "CHRF.sentence_score",
+                {"hypothesis": h, "references": [r, h.swapcase()], "lowercase": lc, "word_order": 2 * (i % 2),
+                 "whitespace": i % 3 == 0})
+    for name, kw in {"lc_none": {"lowercase": None}, "lc_str": {"lowercase": "yes"}, "ws_int": {"whitespace": 1},
+                     "n_bootstrap1": {"n_bootstrap": 1},
+                     "bad_kwarg_compat_name": {"remove_whitespace": False}}.items():
+        add(f"cchrf_kw_{name}", "CHRF.corpus_score",
+            {"hypotheses": ["The CAT sat", "Ärger über"], "references": [["the cat sat", "ärger Über"]], **kw})
+    add("cschrf_kw_bad_n_bootstrap", "CHRF.sentence_score",
+        {"hypothesis": "a b", "references": ["A b"], "n_bootstrap": 1})
 
 
 def write(c):

@@ -1,15 +1,24 @@
 """Reference fixtures for the seqeval family (crates/metrics/src/sequence.rs), from seqeval 1.2.2.
 
 Run: /work/main/.venv-ref/bin/python scripts/reference/gen_sequence.py
+It re-executes itself with PYTHONHASHSEED=0: seqeval's "scheme is not supported" messages print a set of enum
+members, whose order follows the string hash.
 Schemes travel as their class name ("IOB2"); the wrapper maps the name to the class (unknown name: KeyError).
 """
+import os
 import random
+import sys
 import warnings
+
+if os.environ.get("PYTHONHASHSEED") != "0":
+    os.environ["PYTHONHASHSEED"] = "0"
+    os.execv(sys.executable, [sys.executable] + sys.argv)
 
 import seqeval.scheme as sch
 from seqeval.metrics import (accuracy_score, classification_report, f1_score, performance_measure,
                              precision_score, recall_score)
 from seqeval.metrics.sequence_labeling import get_entities, precision_recall_fscore_support
+from seqeval.metrics.v1 import precision_recall_fscore_support as v1_prfs
 
 from refcommon import Cases
 
@@ -458,5 +467,74 @@ for k in range(10):
         {"y_true": t, "y_pred": p, "mode": "strict", "scheme": scheme, "suffix": True})
     add(f"rand_strict_suffix{k}_f1", "seqeval.f1_score", with_scheme(f1_score),
         {"y_true": t, "y_pred": p, "mode": "strict", "scheme": scheme, "suffix": True, "average": None})
+
+# ---------------------------------------------------------------- seqeval.metrics.v1.precision_recall_fscore_support
+# The strict-mode scores behind classification_report(mode="strict"): entities of `scheme` (no auto-detection;
+# scheme=None fails), every average, zero_division, beta, suffix; `**kwargs` swallows mode, parallel, ...
+V1 = "seqeval.v1.precision_recall_fscore_support"
+v1 = with_scheme(v1_prfs)
+ZD_V1 = ["warn", 0, 1, True, 0.0, "0"]
+for scheme in ["IOB2", "IOBES", "BILOU", "IOE2", "IOB1"]:
+    inputs = {"valid": strict_valid[scheme], "all_o": STRICT_EXTRA["all_o"],
+              "one_empty": STRICT_EXTRA["one_empty"], "end_of_sentence": STRICT_EXTRA["end_of_sentence"],
+              "unicode": STRICT_EXTRA["unicode"], "dash_strip": STRICT_EXTRA["dash_strip"],
+              "pred_only": pairs["pred_only"], "true_only": pairs["true_only"],
+              "invalid_true": (strict_invalid[scheme], [["O"] * len(x) for x in strict_invalid[scheme]]),
+              "invalid_pred": ([["O"] * len(x) for x in strict_invalid[scheme]], strict_invalid[scheme])}
+    for other, pair in strict_valid.items():
+        if other != scheme:
+            inputs[f"as_{other}"] = pair
+    for iname, (t, p) in inputs.items():
+        for avg in AVERAGES:
+            add(f"v1_{scheme}_{iname}_{avg}", V1, v1, {"y_true": t, "y_pred": p, "average": avg, "scheme": scheme},
+                post=prfs_post)
+    for iname in ["valid", "all_o", "pred_only", "true_only"] if scheme in ("IOB2", "IOBES", "BILOU") else []:
+        t, p = inputs[iname]
+        for zd in ZD_V1:
+            for avg in AVERAGES:
+                add(f"v1_{scheme}_{iname}_{avg}_zd{zd!r}", V1, v1,
+                    {"y_true": t, "y_pred": p, "average": avg, "scheme": scheme, "zero_division": zd},
+                    post=prfs_post)
+    for beta in [0, 0.5, 2, float("inf")]:
+        for avg in AVERAGES:
+            add(f"v1_{scheme}_beta{beta}_{avg}", V1, v1,
+                {"y_true": strict_valid[scheme][0], "y_pred": strict_valid[scheme][1], "average": avg,
+                 "scheme": scheme, "beta": beta}, post=prfs_post)
+for scheme in ["Token", "Nope", None]:
+    add(f"v1_scheme_{scheme}", V1, v1, {"y_true": DOC_T, "y_pred": DOC_P, "scheme": scheme}, post=prfs_post)
+add("v1_no_scheme", V1, v1, {"y_true": DOC_T, "y_pred": DOC_P}, post=prfs_post)
+for pname, (t, p) in bad_pairs.items():
+    for scheme in ["IOB2", None]:
+        add(f"v1_bad_{pname}_{scheme}", V1, v1, {"y_true": t, "y_pred": p, "scheme": scheme}, post=prfs_post)
+for avg in ["samples", "binary", "MICRO", 1]:
+    add(f"v1_bad_average_{avg}", V1, v1, {"y_true": DOC_T, "y_pred": DOC_P, "scheme": "IOB2", "average": avg},
+        post=prfs_post)
+add("v1_bad_beta", V1, v1, {"y_true": DOC_T, "y_pred": DOC_P, "scheme": "IOB2", "beta": -1}, post=prfs_post)
+add("v1_bad_beta_and_average", V1, v1, {"y_true": DOC_T, "y_pred": DOC_P, "scheme": "IOB2", "beta": -1,
+                                         "average": "samples"}, post=prfs_post)
+add("v1_kwargs_ignored", V1, v1, {"y_true": DOC_T, "y_pred": DOC_P, "scheme": "IOB2", "average": "macro",
+                                  "mode": "strict", "parallel": True, "sample_weight": [1, 2],
+                                  "warn_for": ["precision"], "entities_true": [], "entities_pred": None},
+    post=prfs_post)
+add("v1_docstring_none", V1, v1, {"y_true": DOC_T, "y_pred": DOC_P, "scheme": "IOB2", "average": None},
+    post=prfs_post)
+for k in range(24):
+    scheme = ["IOB2", "IOBES", "BILOU"][k % 3]
+    types = TYPES[: rng.randint(1, len(TYPES))]
+    base = rand_iob2(rng.randint(1, 20), 12, types, 0.0)
+    t = to_scheme(base, scheme)
+    p = to_scheme(perturb(base, [0.0, 0.1, 0.3, 0.6][k % 4], types), scheme)
+    suffix = k % 6 == 5
+    if suffix:
+        t = [[x.split("-", 1)[1] + "-" + x[0] if x != "O" else x for x in s] for s in t]
+        p = [[x.split("-", 1)[1] + "-" + x[0] if x != "O" else x for x in s] for s in p]
+    if k % 4 == 3:  # break the scheme in some predictions
+        for s in p:
+            if s and rng.random() < 0.5:
+                s[rng.randrange(len(s))] = "I-" + rng.choice(types)
+    for avg in AVERAGES:
+        add(f"v1_rand{k}_{scheme}_{avg}", V1, v1,
+            {"y_true": t, "y_pred": p, "average": avg, "scheme": scheme, "suffix": suffix,
+             "beta": [1, 0.5, 2][k % 3], "zero_division": ["warn", 0, 1][k % 3]}, post=prfs_post)
 
 cases.write()

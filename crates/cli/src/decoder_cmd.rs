@@ -687,7 +687,9 @@ pub fn run_generate(a: GenerateArgs) -> Result<()> {
 }
 
 /// `finetune compare`: the same metrics for a base and a fine-tuned model on the same data, with paired
-/// bootstrap significance (sacrebleu's --paired-bs: 1000 resamples) and completion-token perplexity.
+/// bootstrap significance (sacrebleu's --paired-bs: 1000 resamples) and completion-token perplexity. For two
+/// classifiers or NER models (labelled CSV/TSV/JSONL or CoNLL data): accuracy and macro-F1 (entity F1 and token
+/// accuracy) with bootstrap CIs, paired bootstrap, approximate randomisation and McNemar's exact test.
 #[derive(Args, Debug)]
 #[command(after_help = SFT_EXAMPLES)]
 pub struct CompareArgs {
@@ -697,7 +699,7 @@ pub struct CompareArgs {
     /// The fine-tuned model, or a LoRA adapter directory on --base.
     #[arg(long)]
     tuned: String,
-    /// JSONL prompt/completion, alpaca or chat records.
+    /// JSONL prompt/completion, alpaca or chat records (classifiers: labelled CSV/TSV/JSONL; NER: CoNLL).
     #[arg(long)]
     data: PathBuf,
     #[command(flatten)]
@@ -714,6 +716,28 @@ pub struct CompareArgs {
 }
 
 pub fn run_compare(a: CompareArgs) -> Result<()> {
+    if crate::compare_classifiers::is_classifier(&a.base) {
+        let d = &a.decode;
+        // Generation settings mean nothing to a classifier: refuse them rather than ignore them.
+        let generation_flags = d.max_new_tokens != 64
+            || !d.use_chat_template
+            || d.entity_metrics
+            || d.dataset_format != "auto"
+            || d.truncation_mode != "keep_completion";
+        if generation_flags {
+            bail!("--max-new-tokens, --use-chat-template, --entity-metrics, --dataset-format and --truncation-mode are for decoders; {} is a classifier", a.base);
+        }
+        return crate::compare_classifiers::run(crate::compare_classifiers::Options {
+            base: &a.base,
+            tuned: &a.tuned,
+            data: &a.data,
+            max_seq_length: d.max_seq_length,
+            batch_size: d.batch_size.max(1),
+            seed: a.seed,
+            json: a.json,
+            out: a.out.as_deref(),
+        });
+    }
     let run = a.decode.run()?;
     let records = read_prompts(&a.data, &run)?;
     let mut results = Vec::new();

@@ -1,5 +1,6 @@
 //! `finetune`: the command line. Argument parsing and glue only; the work is done by the library crates.
 
+mod compare_classifiers;
 mod cv_cmd;
 mod data_cmd;
 mod decoder_cmd;
@@ -45,7 +46,8 @@ enum Command {
     Sft(Box<decoder_cmd::SftArgs>),
     /// Generate completions for prompt records with a decoder (or base + LoRA adapter); BLEU, chrF, ROUGE, EM.
     Generate(decoder_cmd::GenerateArgs),
-    /// Compare a base and a fine-tuned decoder on the same prompts: metrics side by side, paired bootstrap.
+    /// Compare two models on the same data: decoders (metrics, paired bootstrap), or classifiers and NER models
+    /// (bootstrap CIs, paired bootstrap, approximate randomisation, McNemar's exact test).
     Compare(decoder_cmd::CompareArgs),
     /// Sliding-window perplexity of a text set (Hugging Face's perplexity guide).
     Perplexity(decoder_cmd::PerplexityArgs),

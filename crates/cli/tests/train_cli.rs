@@ -421,3 +421,104 @@ fn predictions_jsonl_is_read_as_is_by_the_metrics_commands() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("predictions.jsonl:1"), "{}", stderr(&o));
 }
+
+#[test]
+fn class_weight_and_label_smoothing_change_the_loss_and_bad_values_are_named() {
+    let s = setup();
+    let loss = |name: &str, extra: &str| {
+        let cfg = config(&s, name, &format!("max_steps = 2\n{extra}"));
+        ok(finetune(&["train", "--config", cfg.to_str().unwrap_or_default(), "--progress", "off"]));
+        let all = read_json(&s.root.join(name).join("all_results.json"));
+        (all["train_loss"].as_f64().expect("train_loss"), all["eval_loss"].as_f64().expect("eval_loss"))
+    };
+    let base = loss("base", "");
+    let weighted = loss("weighted", "class_weight = \"neg:1,pos:3\"\n");
+    let balanced = loss("balanced", "class_weight = \"balanced\"\n");
+    let smoothed = loss("smoothed", "label_smoothing_factor = 0.2\n");
+    assert_ne!(base.0, weighted.0);
+    assert_ne!(base.1, weighted.1, "the evaluation loss is weighted too");
+    assert_ne!(base.0, smoothed.0);
+    // The tiny training set is balanced 12/12: "balanced" weighs every class 1, the unweighted loss.
+    assert_eq!(base, balanced);
+    for (extra, needle) in [
+        ("class_weight = \"neg:1,maybe:2\"\n", "unknown label \"maybe\""),
+        ("class_weight = \"neg:-1\"\n", "must be a number >= 0"),
+        ("class_weight = \"neg=1\"\n", "not label:weight"),
+        ("problem_type = \"multi_label_classification\"\nlabel_smoothing_factor = 0.1\n", "label_smoothing_factor"),
+    ] {
+        let cfg = config(&s, "bad", &format!("max_steps = 1\n{extra}"));
+        let o = finetune(&["train", "--config", cfg.to_str().unwrap_or_default(), "--progress", "off"]);
+        assert!(!o.status.success() && stderr(&o).contains(needle), "{extra}: {}", stderr(&o));
+        assert!(stderr(&o).contains("class_weight") || stderr(&o).contains("label_smoothing_factor"));
+    }
+}
+
+#[test]
+fn compare_two_classifiers_and_two_ner_models() {
+    let s = setup();
+    let train = |name: &str, cfg: std::path::PathBuf| {
+        ok(finetune(&["train", "--config", cfg.to_str().unwrap_or_default(), "--progress", "off"]));
+        (s.root.join(name), read_json(&s.root.join(name).join("all_results.json")))
+    };
+    let (a, ra) = train("a", config(&s, "a", "max_steps = 1\n"));
+    let (b, rb) = train("b", config(&s, "b", "max_steps = 6\n"));
+    let test = s.root.join("test.csv");
+    let pairs = s.root.join("pairs.jsonl");
+    let o = ok(finetune(&[
+        "compare",
+        "--base",
+        a.to_str().unwrap_or_default(),
+        "--tuned",
+        b.to_str().unwrap_or_default(),
+        "--data",
+        test.to_str().unwrap_or_default(),
+        "--max-seq-length",
+        "16",
+        "--out",
+        pairs.to_str().unwrap_or_default(),
+        "--json",
+    ]));
+    let r: Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(r["accuracy"]["base"]["score"].as_f64(), ra["test_accuracy"].as_f64(), "{r}");
+    assert_eq!(r["accuracy"]["tuned"]["score"].as_f64(), rb["test_accuracy"].as_f64(), "{r}");
+    for k in ["p_value_paired_bootstrap", "p_value_approximate_randomization"] {
+        assert!(r["macro_f1"][k].as_f64().is_some_and(|p| p > 0.0 && p <= 1.0), "{k}: {r}");
+    }
+    let m = &r["mcnemar"];
+    let (b_only, t_only) =
+        (m["only_base_correct"].as_u64().unwrap_or(99), m["only_tuned_correct"].as_u64().unwrap_or(99));
+    assert_eq!(m["statistic"].as_f64(), Some(b_only.min(t_only) as f64));
+    assert_eq!(std::fs::read_to_string(&pairs).unwrap_or_default().lines().count(), 8);
+
+    let (na, nra) = train("na", ner_config(&s, "na", "max_steps = 1\n"));
+    let (nb, _) = train("nb", ner_config(&s, "nb", "max_steps = 4\n"));
+    let conll = s.root.join("test.conll");
+    let o = ok(finetune(&[
+        "compare",
+        "--base",
+        na.to_str().unwrap_or_default(),
+        "--tuned",
+        nb.to_str().unwrap_or_default(),
+        "--data",
+        conll.to_str().unwrap_or_default(),
+        "--max-seq-length",
+        "16",
+        "--json",
+    ]));
+    let r: Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(r["entity_f1"]["base"]["score"].as_f64(), nra["test_f1"].as_f64(), "{r}");
+    assert_eq!(r["mcnemar"]["unit"], "words");
+    // Generation flags are refused for classifiers.
+    let o = finetune(&[
+        "compare",
+        "--base",
+        a.to_str().unwrap_or_default(),
+        "--tuned",
+        b.to_str().unwrap_or_default(),
+        "--data",
+        test.to_str().unwrap_or_default(),
+        "--max-new-tokens",
+        "3",
+    ]);
+    assert!(!o.status.success() && stderr(&o).contains("--max-new-tokens"), "{}", stderr(&o));
+}

@@ -27,6 +27,7 @@ const FAMILIES: &[(&[MetricInfo], Dispatch)] = &[
     (crate::rouge::METRICS, crate::rouge::dispatch),
     (crate::qa::METRICS, crate::qa::dispatch),
     (crate::perplexity::METRICS, crate::perplexity::dispatch),
+    (crate::significance::METRICS, crate::significance::dispatch),
 ];
 
 /// Every metric the `call` interface answers, in a stable order.

@@ -15,6 +15,10 @@
 //! F-beta = (1+beta²)·p·r/(beta²·p + r) (0 when that denominator is 0). A zero denominator gives the
 //! `zero_division` value: 0 for `"warn"` and 0, 1 for anything else (seqeval's rule, so NaN gives 1 too).
 //!
+//! The JSON interface also answers `seqeval.v1.precision_recall_fscore_support` (the strict scores of a given
+//! `scheme`, with no auto-detection: `scheme=None` fails as in seqeval; extra keywords are ignored, as its
+//! `**kwargs` does, except precomputed `entities_true` / `entities_pred`, which are refused).
+//!
 //! `sample_weight` is accepted and ignored by the JSON interface, as seqeval only reads it for
 //! `average="samples"`, which it rejects.
 //!
@@ -1026,6 +1030,10 @@ pub(crate) const METRICS: &[MetricInfo] = &[
         name: "seqeval.precision_recall_fscore_support",
         reference: "seqeval.metrics.sequence_labeling.precision_recall_fscore_support",
     },
+    MetricInfo {
+        name: "seqeval.v1.precision_recall_fscore_support",
+        reference: "seqeval.metrics.v1.precision_recall_fscore_support",
+    },
     MetricInfo { name: "seqeval.classification_report", reference: "seqeval.metrics.classification_report" },
     MetricInfo { name: "seqeval.performance_measure", reference: "seqeval.metrics.performance_measure" },
 ];
@@ -1152,6 +1160,18 @@ fn options(args: &Args) -> Result<Options> {
     })
 }
 
+/// Python truthiness of an optional keyword (absent is false).
+fn flag(v: Option<&Value>) -> bool {
+    match v {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(Value::Number(n)) => n.as_f64().is_some_and(|x| x != 0.0),
+        Some(Value::String(s)) => !s.is_empty(),
+        Some(Value::Array(a)) => !a.is_empty(),
+        Some(Value::Object(o)) => !o.is_empty(),
+    }
+}
+
 fn scores_json(s: Scores) -> Value {
     match s {
         Scores::Averaged { precision, recall, fscore, support } => {
@@ -1229,6 +1249,37 @@ pub(crate) fn dispatch(name: &str, args: &Args) -> Option<Result<Value>> {
             check_beta(beta)?;
             let avg = average(args, None)?;
             let (t, p) = nested_pair(parse_seq(args, "y_true")?, parse_seq(args, "y_pred")?)?;
+            Ok(scores_json(precision_recall_fscore_support(&t, &p, avg, beta, &opts)?))
+        })(),
+        "v1.precision_recall_fscore_support" => (|| {
+            // The reference takes `**kwargs` (so `mode`, `parallel`, ... are accepted and ignored); only the
+            // precomputed `entities_true` / `entities_pred` it reads from them are not supported.
+            for key in ["entities_true", "entities_pred"] {
+                if flag(args.get(key)) {
+                    return Err(MetricError::type_error(format!(
+                        "{}: precomputed '{key}' (seqeval Entities objects) are not supported",
+                        args.metric()
+                    )));
+                }
+            }
+            args.required("y_true")?;
+            args.required("y_pred")?;
+            let scheme = args.opt_str("scheme")?.map(Scheme::from_name).transpose()?;
+            let opts = Options {
+                suffix: args.bool("suffix", false)?,
+                strict: true,
+                scheme,
+                zero_division: zero_division(args),
+            };
+            let beta = args.f64("beta", 1.0)?;
+            check_beta(beta)?;
+            let avg = average(args, None)?;
+            let (t, p) = nested_pair(parse_seq(args, "y_true")?, parse_seq(args, "y_pred")?)?;
+            check_consistent_length(&t, &p)?;
+            if opts.scheme.is_none() {
+                // `Entities(y_true, None)` calls the scheme class to build its first token.
+                return Err(MetricError::type_error("'NoneType' object is not callable"));
+            }
             Ok(scores_json(precision_recall_fscore_support(&t, &p, avg, beta, &opts)?))
         })(),
         "classification_report" => (|| {

@@ -309,3 +309,63 @@ mod tests {
         assert!(same.p_value > 0.3, "{same:?}");
     }
 }
+
+/// McNemar's exact test, as `statsmodels.stats.contingency_tables.mcnemar(table, exact=True)`: of the two
+/// discordant counts (`table[0][1]`: A right and B wrong; `table[1][0]`: the reverse), the statistic is the
+/// smaller and the p-value twice the binomial(b + c, ½) probability of a count at most that small, capped at 1.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct McNemar {
+    pub statistic: f64,
+    pub pvalue: f64,
+}
+
+pub fn mcnemar_exact(b: u64, c: u64) -> McNemar {
+    let k = b.min(c);
+    let n = b + c;
+    // P(X <= k) for X ~ Binomial(n, 1/2): terms C(n, i) / 2^n summed in log space, so large n cannot
+    // overflow; ln C(n, i) is built up from ln C(n, i - 1).
+    let mut ln_terms = Vec::with_capacity(k as usize + 1);
+    let mut ln_c = 0.0f64;
+    for i in 0..=k {
+        if i > 0 {
+            ln_c += ((n - i + 1) as f64).ln() - (i as f64).ln();
+        }
+        ln_terms.push(ln_c);
+    }
+    let top = ln_terms.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let sum: f64 = ln_terms.iter().map(|t| (t - top).exp()).sum();
+    let cdf = (top + sum.ln() - n as f64 * std::f64::consts::LN_2).exp();
+    McNemar { statistic: k as f64, pvalue: (2.0 * cdf).min(1.0) }
+}
+
+/// McNemar's exact test of two classifiers on the same items: `a_correct[i]`, `b_correct[i]` say whether each
+/// got item i right.
+pub fn mcnemar_paired(a_correct: &[bool], b_correct: &[bool]) -> McNemar {
+    let b = a_correct.iter().zip(b_correct).filter(|(a, b)| **a && !**b).count() as u64;
+    let c = a_correct.iter().zip(b_correct).filter(|(a, b)| !**a && **b).count() as u64;
+    mcnemar_exact(b, c)
+}
+
+pub(crate) const METRICS: &[crate::call::MetricInfo] = &[crate::call::MetricInfo {
+    name: "mcnemar",
+    reference: "statsmodels.stats.contingency_tables.mcnemar (exact=True)",
+}];
+
+pub(crate) fn dispatch(name: &str, args: &crate::json::Args) -> Option<Result<serde_json::Value>> {
+    (name == "mcnemar").then(|| {
+        args.check_known(&["table", "exact", "correction"])?;
+        if !args.bool("exact", true)? {
+            return Err(MetricError::Value(
+                "mcnemar: exact=False (the chi-square approximation) is not implemented; use exact=True".into(),
+            ));
+        }
+        let table = args.f64_matrix("table")?;
+        let square = table.len() == 2 && table.iter().all(|r| r.len() == 2);
+        let counts = table.iter().flatten().all(|&v| v >= 0.0 && v.fract() == 0.0 && v < 2f64.powi(53));
+        if !square || !counts {
+            return Err(MetricError::Value("mcnemar: table must be 2x2 of non-negative integer counts".into()));
+        }
+        let r = mcnemar_exact(table[0][1] as u64, table[1][0] as u64);
+        Ok(serde_json::json!({ "statistic": r.statistic, "pvalue": r.pvalue }))
+    })
+}

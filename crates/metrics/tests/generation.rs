@@ -132,12 +132,83 @@ fn streaming_equals_corpus() {
     assert!(BleuAccumulator::new(BleuOptions::default()).compute().is_err());
 }
 
+/// With other n-gram orders, summed per-segment statistics and the streaming accumulator still give the
+/// corpus score (the corpus scores themselves are checked against sacrebleu by the fixtures).
+#[test]
+fn statistics_follow_max_ngram_order() {
+    let (hyps, refs) = corpus_from_fixture("cbleu_big_defaults");
+    let n = hyps.len();
+    let h: Vec<&str> = hyps.iter().map(String::as_str).collect();
+    let h_opt: Vec<Option<&str>> = h.iter().map(|&s| Some(s)).collect();
+    for order in [0, 1, 2, 6, 10, 16] {
+        let opts =
+            BleuOptions { max_ngram_order: order, use_effective_order: order % 2 == 0, ..BleuOptions::default() };
+        let one = corpus_bleu(&h_opt, &as_refs(&refs, 0, n), &opts).expect("bleu");
+        assert_eq!(one.precisions.len(), order);
+        let mut acc = BleuAccumulator::new(opts);
+        let mut sum = vec![0.0; opts.n_stats()];
+        for i in 0..n {
+            acc.update(&h[i..=i], &as_refs(&refs, i, i + 1)).expect("update");
+            let seg: Vec<Option<&str>> = refs.iter().map(|s| s[i].as_deref()).collect();
+            let stats = bleu_stats(h[i], &seg, &opts).expect("stats");
+            assert_eq!(stats.len(), opts.n_stats());
+            for (a, x) in sum.iter_mut().zip(stats) {
+                *a += x;
+            }
+        }
+        assert_eq!(acc.compute().expect("compute"), one);
+        assert_eq!(bleu_from_stats(&sum, &opts, NumRefs::Fixed(refs.len())), one);
+    }
+}
+
 #[test]
 fn fixture_covers_every_function() {
     let fixture = common::load("generation.json");
-    for name in ["corpus_bleu", "sentence_bleu", "corpus_chrf", "sentence_chrf", "corpus_ter", "sentence_ter"] {
+    for name in [
+        "corpus_bleu",
+        "sentence_bleu",
+        "corpus_chrf",
+        "sentence_chrf",
+        "corpus_ter",
+        "sentence_ter",
+        "BLEU.corpus_score",
+        "BLEU.sentence_score",
+        "CHRF.corpus_score",
+        "CHRF.sentence_score",
+    ] {
         let n = fixture["cases"].as_array().expect("cases").iter().filter(|c| c["metric"] == name).count();
         assert!(n >= 50, "{name}: {n} cases");
+    }
+    let listed = finetune_metrics::call::list();
+    for (name, reference) in [
+        ("BLEU.corpus_score", "sacrebleu.metrics.BLEU.corpus_score"),
+        ("BLEU.sentence_score", "sacrebleu.metrics.BLEU.sentence_score"),
+        ("CHRF.corpus_score", "sacrebleu.metrics.CHRF.corpus_score"),
+        ("CHRF.sentence_score", "sacrebleu.metrics.CHRF.sentence_score"),
+    ] {
+        assert!(listed.iter().any(|m| m.name == name && m.reference == reference), "{name} not listed");
+    }
+    // Every n-gram order 0..=8 at both levels, with and without effective order, and both lowercase settings.
+    let cases = fixture["cases"].as_array().expect("cases");
+    for name in ["BLEU.corpus_score", "BLEU.sentence_score"] {
+        for order in 0..=8 {
+            for eff in [false, true] {
+                let n = cases
+                    .iter()
+                    .filter(|c| {
+                        c["metric"] == name
+                            && c["args"]["max_ngram_order"] == order
+                            && c["args"]["effective_order"] == eff
+                            && c.get("result").is_some()
+                    })
+                    .count();
+                assert!(n >= 4, "{name} order {order} eff {eff}: {n} cases");
+            }
+        }
+    }
+    for lc in [false, true] {
+        let n = cases.iter().filter(|c| c["metric"] == "CHRF.corpus_score" && c["args"]["lowercase"] == lc).count();
+        assert!(n >= 20, "CHRF lowercase={lc}: {n} cases");
     }
 }
 

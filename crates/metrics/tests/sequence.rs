@@ -12,6 +12,29 @@ fn sequence_fixtures() {
     assert!(n >= 300, "only {n} cases");
 }
 
+/// The strict-mode `seqeval.metrics.v1.precision_recall_fscore_support` is listed and covered by fixtures for
+/// the schemes, averages and zero-division settings.
+#[test]
+fn v1_prfs_is_listed_and_covered() {
+    let name = "seqeval.v1.precision_recall_fscore_support";
+    let info = finetune_metrics::call::list().into_iter().find(|m| m.name == name).expect("listed");
+    assert_eq!(info.reference, "seqeval.metrics.v1.precision_recall_fscore_support");
+    let fixture = common::load("sequence.json");
+    let cases: Vec<_> = fixture["cases"].as_array().expect("cases").iter().filter(|c| c["metric"] == name).collect();
+    for scheme in ["IOB2", "IOBES", "BILOU"] {
+        for average in [serde_json::json!(null), "micro".into(), "macro".into(), "weighted".into()] {
+            let n = cases
+                .iter()
+                .filter(|c| {
+                    c["args"]["scheme"] == scheme && c["args"]["average"] == average && c.get("result").is_some()
+                })
+                .count();
+            assert!(n >= 10, "{scheme} {average}: {n} cases");
+        }
+    }
+    assert!(cases.iter().filter(|c| c.get("error").is_some()).count() >= 10);
+}
+
 /// Small deterministic generator (64-bit LCG), so the test needs no dependency.
 struct Lcg(u64);
 

@@ -563,13 +563,29 @@ pub struct BertForSequenceClassification {
     off: Offsets,
     /// Parameters, gradients and optimizer state.
     pub store: ParamStore,
+    /// The cross-entropy of the classification heads (single-label and token classification).
+    pub loss: LossOptions,
+}
+
+/// Options of the classification heads' cross-entropy, as `torch.nn.CrossEntropyLoss(weight=...,
+/// label_smoothing=...)`: per-class weights (the loss is the weighted mean over targets) and label smoothing.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LossOptions {
+    pub class_weight: Option<Vec<f32>>,
+    pub label_smoothing: f32,
+}
+
+impl LossOptions {
+    fn ce(&self) -> cross_entropy::Options<'_> {
+        cross_entropy::Options { weight: self.class_weight.as_deref(), label_smoothing: self.label_smoothing }
+    }
 }
 
 impl BertForSequenceClassification {
     fn empty(config: BertConfig) -> Result<Self, BertError> {
         config.validate()?;
         let (layout, off) = layout(&config);
-        Ok(BertForSequenceClassification { config, off, store: ParamStore::new(layout) })
+        Ok(BertForSequenceClassification { config, off, store: ParamStore::new(layout), loss: LossOptions::default() })
     }
 
     /// Initialised as `transformers` does for a new model: weights N(0, 0.02), biases 0, LayerNorm 1 and 0.
@@ -822,9 +838,7 @@ impl BertForSequenceClassification {
             }
             bf16lin::forward(lc, &mut ws.logits, &ws.tokens_drop, s(o.cls_w, nl * c), Some(s(o.cls_b, nl)), n, c, nl);
             return Ok(match batch.labels {
-                Some(Labels::TokenClasses(y)) => {
-                    Some(cross_entropy::forward(&ws.logits, y, n, nl, cross_entropy::Options::default()))
-                }
+                Some(Labels::TokenClasses(y)) => Some(cross_entropy::forward(&ws.logits, y, n, nl, self.loss.ce())),
                 _ => None,
             });
         }
@@ -861,9 +875,7 @@ impl BertForSequenceClassification {
 
         Ok(match batch.labels {
             None => None,
-            Some(Labels::Classes(y)) => {
-                Some(cross_entropy::forward(&ws.logits, y, bsz, nl, cross_entropy::Options::default()))
-            }
+            Some(Labels::Classes(y)) => Some(cross_entropy::forward(&ws.logits, y, bsz, nl, self.loss.ce())),
             Some(Labels::MultiLabel(y)) => Some(bce_with_logits::forward(&ws.logits, y)),
             Some(Labels::Regression(y)) => Some(mse::forward(&ws.logits, y)),
             // Rejected by check_batch for this task.
@@ -881,7 +893,7 @@ impl BertForSequenceClassification {
         }
         let mode = ws.mode.ok_or_else(|| BertError::Batch("backward called before forward".into()))?;
         let labels = batch.labels.ok_or_else(|| BertError::Batch("backward needs labels".into()))?;
-        let Self { config: cfg, off: o, store } = self;
+        let Self { config: cfg, off: o, store, loss } = self;
         let w16 = ws.bf16.clone();
         let lc: bf16lin::Ctx = w16.as_ref().map(|w| (w, weights_version(w, store.steps())));
         let Parts { infos, params: p, grads: g, .. } = store.parts();
@@ -912,7 +924,7 @@ impl BertForSequenceClassification {
         let enc_rg = below[layers];
 
         let token_task = cfg.task == Task::TokenClassification;
-        let ce = cross_entropy::Options::default();
+        let ce = loss.ce();
         match labels {
             Labels::Classes(y) => cross_entropy::backward(&mut ws.dlogits, &ws.logits, y, bsz, nl, ce, 1.0),
             Labels::MultiLabel(y) => bce_with_logits::backward(&mut ws.dlogits, &ws.logits, y, 1.0),

@@ -362,3 +362,30 @@ fn inference_workspace_matches_training_workspace() {
         }
     }
 }
+
+/// `class_weight` and `label_smoothing_factor` on the head: loss and gradients equal
+/// `torch.nn.CrossEntropyLoss(weight=..., label_smoothing=...)` (scripts/reference/gen_weighted_ce.py).
+#[test]
+fn weighted_and_smoothed_cross_entropy_match_pytorch() {
+    let mut c = tiny("tiny_bert", |_| {});
+    let refs = load(fixture("tiny_bert", "weighted_ce.safetensors"));
+    let weight = refs.f32s["weight"].data.clone();
+    for (tag, w, ls) in [("w", Some(weight.clone()), 0.0), ("ls", None, 0.1), ("wls", Some(weight.clone()), 0.2)] {
+        c.model.loss = finetune_models::bert::LossOptions { class_weight: w, label_smoothing: ls };
+        let batch = Batch {
+            input_ids: &c.ids,
+            attention_mask: &c.mask,
+            token_type_ids: c.tt.as_deref(),
+            labels: Some(Labels::Classes(&c.labels)),
+        };
+        let loss = c.model.forward(&mut c.ws, &batch, Mode::Eval).expect("forward").expect("loss");
+        let want = refs.f32s[&format!("{tag}.loss")].data[0];
+        assert!((loss - want).abs() <= 1e-5, "{tag}: loss {loss} vs {want}");
+        c.model.store.zero_grad();
+        c.model.backward(&mut c.ws, &batch).expect("backward");
+        for p in ["classifier.weight", "bert.encoder.layer.0.intermediate.dense.weight"] {
+            let e = rel_err(c.model.store.grad(p).expect("grad"), &refs.f32s[&format!("{tag}.grad.{p}")].data);
+            assert!(e <= 1e-4, "{tag}: gradient of {p} differs by {e}");
+        }
+    }
+}

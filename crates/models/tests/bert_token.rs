@@ -227,3 +227,26 @@ fn rejects_mismatched_labels_and_workspaces() {
     assert_eq!(c.ws.logits.len(), n * 5);
     assert!(max_abs(&c.ws.logits, &c.expected.f32s["logits"].data) <= 1e-5);
 }
+
+/// Token classification with `class_weight` and `label_smoothing_factor`: equal to
+/// `torch.nn.CrossEntropyLoss(weight=..., label_smoothing=...)` over the tokens that carry labels.
+#[test]
+fn weighted_and_smoothed_cross_entropy_match_pytorch() {
+    let mut c = tiny(|_| {});
+    let refs = load(fixture(DIR, "weighted_ce.safetensors"));
+    let weight = refs.f32s["weight"].data.clone();
+    let (ids, mask, tt, labels) = (c.ids.clone(), c.mask.clone(), c.tt.clone(), c.labels.clone());
+    let batch = batch(&ids, &mask, &tt, Some(Labels::TokenClasses(&labels)));
+    for (tag, w, ls) in [("w", Some(weight.clone()), 0.0), ("ls", None, 0.1), ("wls", Some(weight.clone()), 0.2)] {
+        c.model.loss = finetune_models::bert::LossOptions { class_weight: w, label_smoothing: ls };
+        let loss = c.model.forward(&mut c.ws, &batch, Mode::Eval).expect("forward").expect("loss");
+        let want = refs.f32s[&format!("{tag}.loss")].data[0];
+        assert!((loss - want).abs() <= 1e-5, "{tag}: loss {loss} vs {want}");
+        c.model.store.zero_grad();
+        c.model.backward(&mut c.ws, &batch).expect("backward");
+        for p in ["classifier.weight", "bert.encoder.layer.0.intermediate.dense.weight"] {
+            let e = rel_err(c.model.store.grad(p).expect("grad"), &refs.f32s[&format!("{tag}.grad.{p}")].data);
+            assert!(e <= 1e-4, "{tag}: gradient of {p} differs by {e}");
+        }
+    }
+}

@@ -366,7 +366,7 @@ pub const KEY_USES: &[(&str, &str)] = &[
     ("dataloader_drop_last", "drops the last incomplete training batch"),
     (
         "label_smoothing_factor",
-        "finetune sft: the causal-LM loss (LabelSmoother); refused with an error by finetune train and cv",
+        "the cross-entropy of sft (LabelSmoother) and of train/cv's single-label and token heads; refused for BCE/MSE heads",
     ),
     ("report_to", "TensorBoard event files in output_dir/runs/; other integrations are refused by finalize"),
     ("bf16", "finetune train/cv: bf16 matmuls in the encoder (bf16 module); refused with an error by finetune sft"),

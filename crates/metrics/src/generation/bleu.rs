@@ -1,18 +1,18 @@
 //! BLEU as `sacrebleu.corpus_bleu` / `sacrebleu.sentence_bleu` (sacrebleu 2.6.0, `sacrebleu.metrics.bleu`).
 //!
-//! Per segment the sufficient statistics are `[hyp_len, ref_len, correct_1..4, total_1..4]` where `ref_len`
-//! is the reference length closest to the hypothesis length (ties: the shorter) and `correct_n` are n-gram
-//! matches clipped by the maximum count over the references. The corpus score sums them, then
+//! Per segment the sufficient statistics are `[hyp_len, ref_len, correct_1..N, total_1..N]` (`N` is
+//! `max_ngram_order`, 4 by default) where `ref_len` is the reference length closest to the hypothesis length
+//! (ties: the shorter) and `correct_n` are n-gram matches clipped by the maximum count over the references. The corpus score sums them, then
 //! `BLEU = BP * exp(mean(log p_n))` with `BP = exp(1 - ref_len / sys_len)` when `sys_len < ref_len`.
 
-use super::ngrams::{bits_for, consume_matches, fill, Interner, Key, Maps, Tables};
+use super::ngrams::{bits_for, consume_matches, fill, FxMap, Interner, Key, Maps, Tables};
 use super::tokenize::{py_isspace, py_lower, py_split, Tokenizer};
 use super::{signature_nrefs, NumRefs, VERSION};
 use crate::error::{MetricError, Result};
 
-/// The maximum n-gram order (sacrebleu's `MAX_NGRAM_ORDER`).
+/// The default maximum n-gram order (sacrebleu's `MAX_NGRAM_ORDER`).
 pub const MAX_NGRAM_ORDER: usize = 4;
-/// Length of the per-segment statistics vector.
+/// Length of the per-segment statistics vector with the default order (see [`BleuOptions::n_stats`]).
 pub const BLEU_STATS: usize = 2 + 2 * MAX_NGRAM_ORDER;
 
 /// `smooth_method=` of sacrebleu's BLEU.
@@ -68,6 +68,9 @@ pub struct BleuOptions {
     /// `None` uses the method's default.
     pub smooth_value: Option<f64>,
     pub use_effective_order: bool,
+    /// `max_ngram_order=` of the `BLEU` class: the n-gram orders 1..=N of the precisions (0 gives no
+    /// precisions and a score of 0). The brevity penalty does not depend on it.
+    pub max_ngram_order: usize,
     /// Only silences the reference's "tokenized period" warning; no effect on scores.
     pub force: bool,
 }
@@ -81,6 +84,7 @@ impl Default for BleuOptions {
             smooth_method: Smooth::Exp,
             smooth_value: None,
             use_effective_order: false,
+            max_ngram_order: MAX_NGRAM_ORDER,
             force: false,
         }
     }
@@ -90,6 +94,11 @@ impl BleuOptions {
     /// The defaults of `sentence_bleu` (effective order on).
     pub fn sentence() -> Self {
         BleuOptions { use_effective_order: true, ..Self::default() }
+    }
+
+    /// Length of the per-segment statistics vector: `2 + 2 * max_ngram_order`.
+    pub fn n_stats(&self) -> usize {
+        2 + 2 * self.max_ngram_order
     }
 
     fn preprocess(&self, sent: &str) -> String {
@@ -108,9 +117,11 @@ impl BleuOptions {
 #[derive(Debug, Clone, PartialEq)]
 pub struct BleuScore {
     pub score: f64,
-    pub counts: [f64; MAX_NGRAM_ORDER],
-    pub totals: [f64; MAX_NGRAM_ORDER],
-    pub precisions: [f64; MAX_NGRAM_ORDER],
+    /// Matches per order 1..=N (after add-k smoothing, as the reference returns them).
+    pub counts: Vec<f64>,
+    /// N-grams of the hypotheses per order 1..=N (after add-k smoothing).
+    pub totals: Vec<f64>,
+    pub precisions: Vec<f64>,
     pub bp: f64,
     pub sys_len: i64,
     pub ref_len: i64,
@@ -144,21 +155,21 @@ fn my_log(x: f64) -> f64 {
     }
 }
 
-/// `BLEU.compute_bleu` from summed statistics (`[sys_len, ref_len, correct.., total..]`).
-pub fn bleu_from_stats(stats: &[f64; BLEU_STATS], opts: &BleuOptions, nrefs: NumRefs) -> BleuScore {
-    let n_max = MAX_NGRAM_ORDER;
-    let sys_len = stats[0];
-    let ref_len = stats[1];
-    let mut correct = [0.0; MAX_NGRAM_ORDER];
-    let mut total = [0.0; MAX_NGRAM_ORDER];
-    correct.copy_from_slice(&stats[2..2 + n_max]);
-    total.copy_from_slice(&stats[2 + n_max..]);
+/// `BLEU.compute_bleu` from summed statistics (`[sys_len, ref_len, correct_1..N, total_1..N]`, `N` being
+/// `opts.max_ngram_order`; see [`BleuOptions::n_stats`]). Missing entries count as 0.
+pub fn bleu_from_stats(stats: &[f64], opts: &BleuOptions, nrefs: NumRefs) -> BleuScore {
+    let n_max = opts.max_ngram_order;
+    let at = |i: usize| stats.get(i).copied().unwrap_or(0.0);
+    let sys_len = at(0);
+    let ref_len = at(1);
+    let mut correct: Vec<f64> = (0..n_max).map(|i| at(2 + i)).collect();
+    let mut total: Vec<f64> = (0..n_max).map(|i| at(2 + n_max + i)).collect();
     let smooth_value = opts.smooth_value.or(opts.smooth_method.default_value());
     let mut bp = 1.0;
     if sys_len < ref_len {
         bp = if sys_len > 0.0 { (1.0 - ref_len / sys_len).exp() } else { 0.0 };
     }
-    let mut precisions = [0.0; MAX_NGRAM_ORDER];
+    let mut precisions = vec![0.0; n_max];
     let mut score = 0.0;
     if correct.iter().any(|&c| c != 0.0) {
         let mut smooth_mteval = 1.0;
@@ -235,19 +246,19 @@ fn closest_ref_len(hyp_len: usize, ref_lens: &[usize]) -> i64 {
 }
 
 /// Segment statistics of already preprocessed (tokenized) text.
-fn stats_tokenized(hyp: &str, refs: &[String], t: &mut Tables) -> Result<[f64; BLEU_STATS]> {
-    // Token ids are interned over the hypothesis and all references of this segment only, so 4 ids pack
-    // exactly into one key.
+fn stats_tokenized(hyp: &str, refs: &[String], n_max: usize, t: &mut Tables) -> Result<Vec<f64>> {
+    // Token ids are interned over the hypothesis and all references of this segment only, so that n ids
+    // usually pack exactly into one integer key.
     let mut interner = Interner::default();
     let hyp_ids: Vec<u32> = py_split(hyp).map(|w| interner.id(w)).collect();
     let ref_ids: Vec<Vec<u32>> = refs.iter().map(|r| py_split(r).map(|w| interner.id(w)).collect()).collect();
 
-    let mut out = [0.0; BLEU_STATS];
+    let mut out = vec![0.0; 2 + 2 * n_max];
     let hyp_len = hyp_ids.len();
     out[0] = hyp_len as f64;
     let ref_lens: Vec<usize> = ref_ids.iter().map(Vec::len).collect();
     out[1] = closest_ref_len(hyp_len, &ref_lens) as f64;
-    if hyp_ids.is_empty() {
+    if hyp_ids.is_empty() || n_max == 0 {
         return Ok(out);
     }
     if ref_ids.is_empty() {
@@ -255,56 +266,82 @@ fn stats_tokenized(hyp: &str, refs: &[String], t: &mut Tables) -> Result<[f64; B
         return Err(MetricError::type_error("argument of type 'NoneType' is not iterable"));
     }
     let bits = bits_for(interner.len().saturating_sub(1) as u32);
-    let counts = if MAX_NGRAM_ORDER as u32 * bits <= u64::BITS {
-        order_counts(&hyp_ids, &ref_ids, bits, &mut t.small)
-    } else {
-        order_counts(&hyp_ids, &ref_ids, bits, &mut t.large)
-    };
-    for (n, (matches, total)) in counts.into_iter().enumerate() {
-        out[2 + n] = matches as f64;
-        out[2 + MAX_NGRAM_ORDER + n] = total as f64;
+    for n in 1..=n_max {
+        let total = hyp_len.saturating_sub(n - 1) as u64;
+        if total == 0 {
+            break;
+        }
+        // The key width is chosen per order: `n` symbols of `bits` bits in a u64 or u128, else the n-gram's
+        // slice of ids.
+        let width = n as u64 * u64::from(bits);
+        let matches = if width <= 64 {
+            order_matches(&hyp_ids, &ref_ids, n, bits, &mut t.small)
+        } else if width <= 128 {
+            order_matches(&hyp_ids, &ref_ids, n, bits, &mut t.large)
+        } else {
+            order_matches_slices(&hyp_ids, &ref_ids, n)
+        };
+        out[2 + n - 1] = matches as f64;
+        out[2 + n_max + n - 1] = total as f64;
     }
     Ok(out)
 }
 
-/// (clipped matches, total) per order; matches are clipped by the maximum count over the references.
-fn order_counts<K: Key>(hyp: &[u32], refs: &[Vec<u32>], bits: u32, m: &mut Maps<K>) -> [(u64, u64); MAX_NGRAM_ORDER] {
-    let mut out = [(0, 0); MAX_NGRAM_ORDER];
-    for (n, slot) in (1..=MAX_NGRAM_ORDER).zip(out.iter_mut()) {
-        let total = hyp.len().saturating_sub(n - 1) as u64;
-        if total == 0 {
-            break;
-        }
-        let matches = if let [single] = refs {
-            fill(&mut m.reference, single, n, bits);
-            consume_matches(&mut m.reference, hyp, n, bits)
-        } else {
-            m.best.clear();
-            for ids in refs {
-                fill(&mut m.reference, ids, n, bits);
-                for (&k, &c) in &m.reference {
-                    let e = m.best.entry(k).or_insert(0);
-                    *e = (*e).max(c);
-                }
+/// Clipped matches of order `n`: clipped by the maximum count over the references.
+fn order_matches<K: Key>(hyp: &[u32], refs: &[Vec<u32>], n: usize, bits: u32, m: &mut Maps<K>) -> u64 {
+    if let [single] = refs {
+        fill(&mut m.reference, single, n, bits);
+        consume_matches(&mut m.reference, hyp, n, bits)
+    } else {
+        m.best.clear();
+        for ids in refs {
+            fill(&mut m.reference, ids, n, bits);
+            for (&k, &c) in &m.reference {
+                let e = m.best.entry(k).or_insert(0);
+                *e = (*e).max(c);
             }
-            consume_matches(&mut m.best, hyp, n, bits)
-        };
-        *slot = (matches, total);
+        }
+        consume_matches(&mut m.best, hyp, n, bits)
     }
-    out
 }
 
-/// Per-segment sufficient statistics `[hyp_len, ref_len, correct_1..4, total_1..4]` of one hypothesis against
+/// [`order_matches`] keyed by the n-grams' id slices, for orders too long to pack into 128 bits.
+fn order_matches_slices(hyp: &[u32], refs: &[Vec<u32>], n: usize) -> u64 {
+    let mut best: FxMap<&[u32], u32> = FxMap::default();
+    let mut one: FxMap<&[u32], u32> = FxMap::default();
+    for ids in refs {
+        one.clear();
+        for w in ids.windows(n) {
+            *one.entry(w).or_insert(0) += 1;
+        }
+        for (&k, &c) in &one {
+            let e = best.entry(k).or_insert(0);
+            *e = (*e).max(c);
+        }
+    }
+    let mut m = 0;
+    for w in hyp.windows(n) {
+        if let Some(c) = best.get_mut(w) {
+            if *c > 0 {
+                *c -= 1;
+                m += 1;
+            }
+        }
+    }
+    m
+}
+
+/// Per-segment sufficient statistics `[hyp_len, ref_len, correct_1..N, total_1..N]` of one hypothesis against
 /// its references (`None` entries are skipped, as sacrebleu does for variable numbers of references).
 /// Summing these over segments and calling [`bleu_from_stats`] gives the corpus score (e.g. for bootstrap
 /// resampling).
-pub fn bleu_stats(hyp: &str, refs: &[Option<&str>], opts: &BleuOptions) -> Result<[f64; BLEU_STATS]> {
+pub fn bleu_stats(hyp: &str, refs: &[Option<&str>], opts: &BleuOptions) -> Result<Vec<f64>> {
     bleu_stats_with(hyp, refs, opts, &mut Tables::default())
 }
 
-fn bleu_stats_with(hyp: &str, refs: &[Option<&str>], opts: &BleuOptions, t: &mut Tables) -> Result<[f64; BLEU_STATS]> {
+fn bleu_stats_with(hyp: &str, refs: &[Option<&str>], opts: &BleuOptions, t: &mut Tables) -> Result<Vec<f64>> {
     let refs: Vec<String> = refs.iter().flatten().map(|r| opts.preprocess(r)).collect();
-    stats_tokenized(&opts.preprocess(hyp), &refs, t)
+    stats_tokenized(&opts.preprocess(hyp), &refs, opts.max_ngram_order, t)
 }
 
 /// Streaming corpus BLEU: `update` with batches of segments, then `compute`; equal to [`corpus_bleu`] over
@@ -312,14 +349,19 @@ fn bleu_stats_with(hyp: &str, refs: &[Option<&str>], opts: &BleuOptions, t: &mut
 #[derive(Debug, Clone)]
 pub struct BleuAccumulator {
     opts: BleuOptions,
-    sum: [f64; BLEU_STATS],
+    sum: Vec<f64>,
     nrefs: super::RefCounter,
     tables: Tables,
 }
 
 impl BleuAccumulator {
     pub fn new(opts: BleuOptions) -> Self {
-        BleuAccumulator { opts, sum: [0.0; BLEU_STATS], nrefs: super::RefCounter::default(), tables: Tables::default() }
+        BleuAccumulator {
+            opts,
+            sum: vec![0.0; opts.n_stats()],
+            nrefs: super::RefCounter::default(),
+            tables: Tables::default(),
+        }
     }
 
     /// Adds one segment.

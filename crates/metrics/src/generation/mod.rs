@@ -3,9 +3,17 @@
 //! entries give a variable number of references per segment). BLEU and chrF also expose per-segment
 //! sufficient statistics (for paired bootstrap resampling) and all three have streaming accumulators.
 //!
+//! Besides the compat functions (`corpus_bleu`, `sentence_chrf`, ...), the `call` interface answers the
+//! metric classes' methods, `BLEU.corpus_score`, `BLEU.sentence_score`, `CHRF.corpus_score` and
+//! `CHRF.sentence_score`: their arguments are the class's constructor keywords (`max_ngram_order`,
+//! `effective_order`, `trg_lang`, ... for `BLEU`; `lowercase`, `whitespace`, ... for `CHRF`) together with
+//! the method's (`hypotheses` or `hypothesis`, `references`).
+//!
 //! Differences from the reference, by design: the mecab and sentencepiece tokenizers (which need external
 //! models) are rejected with `ValueError`, and an unknown `smooth_method` is a `ValueError` where sacrebleu
-//! fails an `assert`.
+//! fails an `assert`. The classes' `references=` (reference caching) is not a constructor keyword here, as
+//! `references` names the method's argument, and `corpus_score`'s `n_bootstrap` above 1 (confidence
+//! intervals) is a `ValueError`.
 
 pub mod bleu;
 pub mod chrf;
@@ -111,12 +119,25 @@ pub(crate) const METRICS: &[MetricInfo] = &[
     MetricInfo { name: "sentence_chrf", reference: "sacrebleu.sentence_chrf" },
     MetricInfo { name: "corpus_ter", reference: "sacrebleu.corpus_ter" },
     MetricInfo { name: "sentence_ter", reference: "sacrebleu.sentence_ter" },
+    MetricInfo { name: "BLEU.corpus_score", reference: "sacrebleu.metrics.BLEU.corpus_score" },
+    MetricInfo { name: "BLEU.sentence_score", reference: "sacrebleu.metrics.BLEU.sentence_score" },
+    MetricInfo { name: "CHRF.corpus_score", reference: "sacrebleu.metrics.CHRF.corpus_score" },
+    MetricInfo { name: "CHRF.sentence_score", reference: "sacrebleu.metrics.CHRF.sentence_score" },
 ];
+
+/// How a metric is called: a compat function, or a method of the metric class built from keywords.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Api {
+    Function,
+    Class,
+}
 
 pub(crate) fn dispatch(name: &str, args: &Args) -> Option<Result<Value>> {
     let r = match name {
-        "corpus_bleu" | "sentence_bleu" => run_bleu(name, args),
-        "corpus_chrf" | "sentence_chrf" => run_chrf(name, args),
+        "corpus_bleu" | "sentence_bleu" => run_bleu(name, args, Api::Function),
+        "corpus_chrf" | "sentence_chrf" => run_chrf(name, args, Api::Function),
+        "BLEU.corpus_score" | "BLEU.sentence_score" => run_bleu(name, args, Api::Class),
+        "CHRF.corpus_score" | "CHRF.sentence_score" => run_chrf(name, args, Api::Class),
         "corpus_ter" | "sentence_ter" => run_ter(name, args),
         _ => return None,
     };
@@ -139,9 +160,10 @@ fn flag(args: &Args, key: &str, default: bool) -> bool {
 
 /// Class-name prefix of the reference's type-check messages.
 fn prefix(name: &str) -> &'static str {
-    if name.ends_with("bleu") {
+    let lower = name.to_ascii_lowercase();
+    if lower.contains("bleu") {
         "BLEU"
-    } else if name.ends_with("chrf") {
+    } else if lower.contains("chrf") {
         "CHRF"
     } else {
         "TER"
@@ -214,26 +236,131 @@ fn sentence_input<'a>(name: &str, args: &Args<'a>) -> Result<(&'a str, Vec<Optio
     Ok((hyp, refs))
 }
 
-fn run_bleu(name: &str, args: &Args) -> Result<Value> {
-    let corpus = name == "corpus_bleu";
-    let mut known = vec!["references", "smooth_method", "smooth_value", "lowercase", "tokenize", "use_effective_order"];
-    known.extend(if corpus { ["hypotheses", "force"] } else { ["hypothesis", "hypothesis"] });
-    args.check_known(&known)?;
-    let opts = BleuOptions {
-        lowercase: flag(args, "lowercase", false),
-        tokenize: Tokenizer::parse(args.str("tokenize", "13a")?)?,
-        smooth_method: Smooth::parse(args.str("smooth_method", "exp")?)?,
-        smooth_value: args.opt_f64("smooth_value")?,
-        use_effective_order: flag(args, "use_effective_order", !corpus),
-        force: if corpus { flag(args, "force", false) } else { false },
+/// Whether a sacrebleu metric name scores a corpus (else one sentence).
+fn is_corpus(name: &str) -> bool {
+    name.starts_with("corpus_") || name.ends_with(".corpus_score")
+}
+
+/// The `BLEU` class's `max_ngram_order`: an integer (a bool is one, as in Python). Negative orders are
+/// returned as given: the reference then slices its statistics with a negative index (see [`run_bleu`]).
+fn max_ngram_order(args: &Args) -> Result<i64> {
+    match args.get("max_ngram_order") {
+        None => Ok(bleu::MAX_NGRAM_ORDER as i64),
+        Some(Value::Bool(b)) => Ok(i64::from(*b)),
+        Some(Value::Number(n)) if n.is_i64() => Ok(n.as_i64().unwrap_or_default()),
+        Some(Value::Number(_)) => Err(MetricError::type_error("'float' object cannot be interpreted as an integer")),
+        Some(Value::Null) => Err(MetricError::type_error("unsupported operand type(s) for +: 'NoneType' and 'int'")),
+        Some(Value::String(_)) => Err(MetricError::type_error("can only concatenate str (not \"int\") to str")),
+        Some(_) => Err(MetricError::type_error("max_ngram_order must be an integer")),
+    }
+}
+
+/// The `BLEU` class's tokenizer: `tokenize=None` picks by `trg_lang` (`zh` for Chinese, mecab for Japanese
+/// and Korean, else 13a).
+fn class_tokenizer(args: &Args) -> Result<Tokenizer> {
+    let name = match args.opt_str("tokenize")? {
+        Some(t) => t,
+        None => {
+            match args.some("trg_lang").map(|v| v.as_str().ok_or_else(|| type_err("BLEU", "trg_lang must be a string")))
+            {
+                Some(Err(e)) => return Err(e),
+                Some(Ok("zh")) => "zh",
+                Some(Ok("ja")) => "ja-mecab",
+                Some(Ok("ko")) => "ko-mecab",
+                _ => "13a",
+            }
+        }
     };
-    let score = if corpus {
+    Tokenizer::parse(name)
+}
+
+/// `corpus_score(..., n_bootstrap=1)`: only a single (non-bootstrapped) score is supported.
+fn check_n_bootstrap(args: &Args) -> Result<()> {
+    match args.get("n_bootstrap") {
+        None => Ok(()),
+        Some(v) => match v.as_f64() {
+            Some(n) if n <= 1.0 => Ok(()),
+            Some(_) => Err(MetricError::value("n_bootstrap > 1 (bootstrap confidence intervals) is not supported")),
+            None => Err(MetricError::type_error("n_bootstrap must be a number")),
+        },
+    }
+}
+
+fn run_bleu(name: &str, args: &Args, api: Api) -> Result<Value> {
+    let corpus = is_corpus(name);
+    let mut order = bleu::MAX_NGRAM_ORDER as i64;
+    let opts = match api {
+        Api::Function => {
+            let mut known =
+                vec!["references", "smooth_method", "smooth_value", "lowercase", "tokenize", "use_effective_order"];
+            known.extend(if corpus { ["hypotheses", "force"] } else { ["hypothesis", "hypothesis"] });
+            args.check_known(&known)?;
+            BleuOptions {
+                lowercase: flag(args, "lowercase", false),
+                tokenize: Tokenizer::parse(args.str("tokenize", "13a")?)?,
+                smooth_method: Smooth::parse(args.str("smooth_method", "exp")?)?,
+                smooth_value: args.opt_f64("smooth_value")?,
+                use_effective_order: flag(args, "use_effective_order", !corpus),
+                force: if corpus { flag(args, "force", false) } else { false },
+                ..BleuOptions::default()
+            }
+        }
+        Api::Class => {
+            let mut known = vec![
+                "references",
+                "lowercase",
+                "force",
+                "tokenize",
+                "smooth_method",
+                "smooth_value",
+                "max_ngram_order",
+                "effective_order",
+                "trg_lang",
+            ];
+            known.extend(if corpus { ["hypotheses", "n_bootstrap"] } else { ["hypothesis", "hypothesis"] });
+            args.check_known(&known)?;
+            // The constructor checks the smoothing method before it builds the tokenizer.
+            let smooth_method = Smooth::parse(args.str("smooth_method", "exp")?)?;
+            let tokenize = class_tokenizer(args)?;
+            BleuOptions {
+                lowercase: flag(args, "lowercase", false),
+                tokenize,
+                smooth_method,
+                smooth_value: args.opt_f64("smooth_value")?,
+                use_effective_order: flag(args, "effective_order", false),
+                force: flag(args, "force", false),
+                ..BleuOptions::default()
+            }
+        }
+    };
+    let inputs = if corpus {
         let (hyps, refs) = corpus_input(name, args)?;
-        corpus_bleu(&hyps, &refs, &opts)?
+        check_corpus("BLEU", &hyps, &refs)?;
+        Ok((hyps, refs))
     } else {
         let (hyp, refs) = sentence_input(name, args)?;
-        sentence_bleu(hyp, &refs, &opts)?
+        check_sentence(&refs)?;
+        Err((hyp, refs))
     };
+    if api == Api::Class {
+        if corpus {
+            check_n_bootstrap(args)?;
+        }
+        order = max_ngram_order(args)?;
+    }
+    // A negative order extracts no n-grams; the reference then reads `correct = stats[2:2+N]` (empty) and
+    // `total = stats[2+N:]` with Python's negative slicing of `[sys_len, ref_len]`.
+    let opts = BleuOptions { max_ngram_order: order.max(0) as usize, ..opts };
+    let mut score = match inputs {
+        Ok((hyps, refs)) => corpus_bleu(&hyps, &refs, &opts)?,
+        Err((hyp, refs)) => sentence_bleu(hyp, &refs, &opts)?,
+    };
+    if order < 0 {
+        let lens = [score.sys_len as f64, score.ref_len as f64];
+        let start = 2 + order;
+        let start = if start < 0 { (start + 2).max(0) } else { start } as usize;
+        score.totals = lens[start.min(2)..].to_vec();
+    }
     Ok(json!({
         "score": num(score.score),
         "counts": nums(&score.counts),
@@ -247,17 +374,19 @@ fn run_bleu(name: &str, args: &Args) -> Result<Value> {
     }))
 }
 
-fn run_chrf(name: &str, args: &Args) -> Result<Value> {
-    let corpus = name == "corpus_chrf";
-    args.check_known(&[
-        if corpus { "hypotheses" } else { "hypothesis" },
-        "references",
-        "char_order",
-        "word_order",
-        "beta",
-        "remove_whitespace",
-        "eps_smoothing",
-    ])?;
+fn run_chrf(name: &str, args: &Args, api: Api) -> Result<Value> {
+    let corpus = is_corpus(name);
+    let first = if corpus { "hypotheses" } else { "hypothesis" };
+    let common = [first, "references", "char_order", "word_order", "beta", "eps_smoothing"];
+    match api {
+        Api::Function => args.check_known(&[&common[..], &["remove_whitespace"]].concat())?,
+        Api::Class => {
+            let extra: &[&str] =
+                if corpus { &["lowercase", "whitespace", "n_bootstrap"] } else { &["lowercase", "whitespace"] };
+            args.check_known(&[&common[..], extra].concat())?;
+            check_n_bootstrap(args)?;
+        }
+    }
     let beta = match args.some("beta") {
         None => 2,
         Some(v) => {
@@ -268,8 +397,11 @@ fn run_chrf(name: &str, args: &Args) -> Result<Value> {
         char_order: args.usize("char_order", 6)?,
         word_order: args.usize("word_order", 0)?,
         beta,
-        lowercase: false,
-        whitespace: !flag(args, "remove_whitespace", true),
+        lowercase: api == Api::Class && flag(args, "lowercase", false),
+        whitespace: match api {
+            Api::Function => !flag(args, "remove_whitespace", true),
+            Api::Class => flag(args, "whitespace", false),
+        },
         eps_smoothing: flag(args, "eps_smoothing", false),
     };
     let score = if corpus {

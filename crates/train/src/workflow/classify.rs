@@ -296,9 +296,6 @@ pub fn train(run: &RunConfig, args: &TrainingArguments, opts: &RunOptions) -> Re
     let Some(spec) = run.model_name_or_path.clone() else {
         bail!("key `model_name_or_path` is required (--model-name-or-path or in the config)")
     };
-    if args.label_smoothing_factor != 0.0 {
-        bail!("key `label_smoothing_factor`: not supported by the encoder models yet (use 0)");
-    }
     let explicit = run.do_train.is_some() || run.do_eval.is_some() || run.do_predict.is_some();
     if token_task {
         return train_tokens(run, args, &spec, explicit, opts);
@@ -349,6 +346,11 @@ pub fn train(run: &RunConfig, args: &TrainingArguments, opts: &RunOptions) -> Re
     )?;
     bf16_on(&mut model, args.bf16)?;
     model.set_dropout(&run.dropout)?;
+    let counts = match train_set.as_ref().map(|d| &d.targets) {
+        Some(SeqTargets::Class(y)) => Some(class_counts(y.iter(), labels.len())),
+        _ => None,
+    };
+    set_loss(&mut model, run, args, &labels, counts)?;
     // All inputs are checked; from here on files are written.
     let out = PathBuf::from(&args.output_dir);
     let collator = Collator { pad_token_id: tok.pad_token_id(), pad_to_multiple_of: Some(8) };
@@ -657,6 +659,8 @@ fn train_tokens(
     )?;
     bf16_on(&mut model, args.bf16)?;
     model.set_dropout(&run.dropout)?;
+    let counts = train_set.as_ref().map(|d| class_counts(d.labels.iter().flatten(), labels.len()));
+    set_loss(&mut model, run, args, &labels, counts)?;
     if !do_train && !model.newly_initialized.is_empty() {
         bail!("{spec}: not a token-classification model (no trained head: {})", model.newly_initialized.join(", "));
     }
@@ -987,4 +991,74 @@ impl Predictor {
             }
         }
     }
+}
+
+/// How often each class id occurs among `targets` (ignored positions, -100, are not counted).
+pub(super) fn class_counts<'a>(targets: impl Iterator<Item = &'a i64>, classes: usize) -> Vec<usize> {
+    let mut counts = vec![0usize; classes];
+    for &y in targets {
+        if let Some(c) = usize::try_from(y).ok().filter(|&c| c < classes) {
+            counts[c] += 1;
+        }
+    }
+    counts
+}
+
+/// Class weights of `class_weight` in label-id order: "balanced" is scikit-learn's
+/// `compute_class_weight("balanced")`, n_samples / (n_classes · count), from the training targets `counts`;
+/// "label:weight,..." names every weight (labels left out weigh 1).
+pub fn class_weights(spec: &str, labels: &LabelMap, counts: Option<&[usize]>) -> Result<Vec<f32>> {
+    let key = "key `class_weight`";
+    if spec == "balanced" {
+        let Some(counts) = counts else { bail!("{key}: \"balanced\" needs training data with class labels") };
+        let n: usize = counts.iter().sum();
+        if let Some(c) = counts.iter().position(|&k| k == 0) {
+            bail!("{key}: \"balanced\" needs every class in the training data; {:?} has none", labels.names()[c]);
+        }
+        let k = counts.len() as f64;
+        return Ok(counts.iter().map(|&c| (n as f64 / (k * c as f64)) as f32).collect());
+    }
+    let mut w = vec![1.0f32; labels.len()];
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let Some((name, value)) = part.rsplit_once(':') else {
+            bail!("{key}: {part:?} is not label:weight (or use \"balanced\")")
+        };
+        let Some(id) = labels.id(name.trim()) else {
+            bail!("{key}: unknown label {:?} (labels: {})", name.trim(), labels.names().join(", "))
+        };
+        match value.trim().parse::<f32>() {
+            Ok(v) if v.is_finite() && v >= 0.0 => w[id] = v,
+            _ => bail!("{key}: weight of {:?} must be a number >= 0, got {:?}", name.trim(), value.trim()),
+        }
+    }
+    if w.iter().all(|&v| v == 0.0) {
+        bail!("{key}: every weight is 0");
+    }
+    Ok(w)
+}
+
+/// The classification head's loss: `class_weight` and `label_smoothing_factor` (as the Trainer's
+/// `LabelSmoother`, which equals `CrossEntropyLoss(label_smoothing=...)`) for single-label and token
+/// classification; refused for the BCE and MSE heads.
+pub(super) fn set_loss(
+    model: &mut EncoderClassifier,
+    run: &RunConfig,
+    args: &TrainingArguments,
+    labels: &LabelMap,
+    counts: Option<Vec<usize>>,
+) -> Result<()> {
+    let ce = model.problem == ProblemType::SingleLabelClassification;
+    if !ce && args.label_smoothing_factor != 0.0 {
+        bail!("key `label_smoothing_factor`: only for single-label and token classification (cross-entropy)");
+    }
+    if !ce && run.class_weight.is_some() {
+        bail!("key `class_weight`: only for single-label and token classification (cross-entropy)");
+    }
+    let class_weight = match &run.class_weight {
+        Some(spec) => Some(class_weights(spec, labels, counts.as_deref())?),
+        None => None,
+    };
+    model.model.loss =
+        finetune_models::bert::LossOptions { class_weight, label_smoothing: args.label_smoothing_factor as f32 };
+    Ok(())
 }

@@ -73,9 +73,6 @@ pub fn cross_validate(
     let Some(train_file) = run.train_file.clone() else {
         bail!("key `train_file` is required (--train-file or in the config): the data to cross-validate")
     };
-    if args.label_smoothing_factor != 0.0 {
-        bail!("key `label_smoothing_factor`: not supported by the encoder models yet (use 0)");
-    }
     if token_task && run.resample.is_some() {
         bail!("key `resample`: needs single-label sequence classification, not token classification");
     }
@@ -239,6 +236,12 @@ fn run_fold(
             let mut model = EncoderClassifier::from_pretrained(model_path, names, *problem, args.adamw(), args.seed)?;
             super::classify::bf16_on(&mut model, args.bf16)?;
             model.set_dropout(&run.dropout)?;
+            let counts = match &train_set.targets {
+                finetune_data::SeqTargets::Class(y) => Some(super::classify::class_counts(y.iter(), names.len())),
+                _ => None,
+            };
+            let label_map = finetune_data::LabelMap::new(names.to_vec())?;
+            super::classify::set_loss(&mut model, run, args, &label_map, counts)?;
             let sampler = Sampler::from_args(args, train_set.len(), Some(train_set.lengths()));
             let source = SeqBatches { data: &train_set, sampler, collator };
             let mut evaluator = |m: &mut EncoderClassifier| m.evaluate(&held_out, eval_bs, collator).map(|e| e.metrics);
@@ -258,6 +261,8 @@ fn run_fold(
             )?;
             super::classify::bf16_on(&mut model, args.bf16)?;
             model.set_dropout(&run.dropout)?;
+            let counts = super::classify::class_counts(train_set.labels.iter().flatten(), names.len());
+            super::classify::set_loss(&mut model, run, args, labels, Some(counts))?;
             let sampler = Sampler::from_args(args, train_set.len(), Some(train_set.lengths()));
             let source = TokenBatches { data: &train_set, sampler, collator };
             let mut evaluator = |m: &mut EncoderClassifier| {

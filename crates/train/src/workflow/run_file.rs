@@ -40,6 +40,9 @@ pub struct RunConfig {
     /// `hidden_dropout_prob`, `attention_probs_dropout_prob`, `classifier_dropout` over `config.json`.
     pub dropout: crate::DropoutOverrides,
     pub resample: Option<String>,
+    /// Per-class weights of the cross-entropy: "balanced" (scikit-learn's `compute_class_weight`) or
+    /// "label:weight,label:weight".
+    pub class_weight: Option<String>,
 }
 
 impl Default for RunConfig {
@@ -65,6 +68,7 @@ impl Default for RunConfig {
             format: None,
             dropout: Default::default(),
             resample: None,
+            class_weight: None,
         }
     }
 }
@@ -100,6 +104,11 @@ pub const RUN_KEYS: &[(&str, &str, &str)] = &[
         "overrides the attention dropout (DistilBERT: `attention_dropout`)",
     ),
     ("classifier_dropout", "config.json", "overrides the head's dropout (DistilBERT: `seq_classif_dropout`)"),
+    (
+        "class_weight",
+        "none",
+        "cross-entropy class weights: \"balanced\" (n_samples / (n_classes * count), sklearn's) or \"neg:1,pos:3\"",
+    ),
     (
         "resample",
         "none",
@@ -146,6 +155,7 @@ impl RunConfig {
             "label_all_tokens" => self.label_all_tokens = boolean(value)?,
             "format" => self.format = opt(value),
             _ if self.dropout.set(key, value).map_err(|e| anyhow!("{e}"))? => {}
+            "class_weight" => self.class_weight = opt(value),
             "resample" => {
                 self.resample = match opt(value).as_deref() {
                     None => None,

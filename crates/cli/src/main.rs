@@ -4,6 +4,7 @@ mod compare_classifiers;
 mod cv_cmd;
 mod data_cmd;
 mod decoder_cmd;
+mod export_cmd;
 mod gen_eval;
 mod input;
 mod metrics_cmd;
@@ -56,6 +57,8 @@ enum Command {
     Runs(report_cmd::RunsArgs),
     /// Merge a LoRA adapter into its base model and save a full Hugging Face model directory.
     Merge(decoder_cmd::MergeArgs),
+    /// Export a decoder (or base + LoRA adapter) as GGUF for llama.cpp (f32, f16, q8_0), with a drift check.
+    Export(export_cmd::ExportArgs),
     /// Serve a model over HTTP: /predict for classifiers and NER, OpenAI-compatible completions for decoders.
     Serve(Box<serve_cmd::ServeArgs>),
 }
@@ -73,6 +76,7 @@ fn main() {
         Command::Compare(a) => decoder_cmd::run_compare(a),
         Command::Perplexity(a) => decoder_cmd::run_perplexity(a),
         Command::Merge(a) => decoder_cmd::run_merge(a),
+        Command::Export(a) => export_cmd::run_export(a),
         Command::Cv(a) => cv_cmd::run_cv(*a),
         Command::Sweep(a) => sweep_cmd::run_sweep(*a),
         Command::Report(a) => report_cmd::run_report(a),

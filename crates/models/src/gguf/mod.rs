@@ -8,6 +8,7 @@
 //! the key or tensor, never a panic or an allocation larger than the file implies.
 
 mod dequant;
+pub mod export;
 mod llama;
 mod reader;
 mod tokenizer;

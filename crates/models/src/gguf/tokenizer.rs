@@ -1,7 +1,7 @@
 //! The tokenizer stored in GGUF metadata (`tokenizer.ggml.*`), rebuilt as a `tokenizers::Tokenizer`.
 //!
 //! Supported: `tokenizer.ggml.model = "gpt2"` (byte-level BPE) with `tokenizer.ggml.pre` one of `default`,
-//! `gpt2` (the GPT-2 split regex of the ByteLevel pre-tokenizer) or `smollm` (digits split one by one, then the
+//! `gpt2` or `gpt-2` (llama.cpp's name; the GPT-2 split regex of the ByteLevel pre-tokenizer) or `smollm` (digits split one by one, then the
 //! GPT-2 regex, as llama.cpp and SmolLM's own `tokenizer.json` do). Other models (`llama` SentencePiece,
 //! `bert`, `t5`, ...) and other pre-tokenizer types (`llama3`, `qwen2`, ...) are rejected with an error naming
 //! them rather than approximated.
@@ -30,7 +30,7 @@ const TOKEN_TYPE_CONTROL: i64 = 3;
 const TOKEN_TYPE_USER_DEFINED: i64 = 4;
 
 /// `tokenizer.ggml.pre` values this loader reproduces.
-pub const SUPPORTED_PRE_TOKENIZERS: &[&str] = &["default", "gpt2", "smollm"];
+pub const SUPPORTED_PRE_TOKENIZERS: &[&str] = &["default", "gpt2", "gpt-2", "smollm"];
 
 /// A tokenizer rebuilt from GGUF metadata.
 #[derive(Clone)]

@@ -6,8 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv-serve/bin/python ] || scripts/reference/setup.sh serve
-cargo build --release --locked -p finetune-cli
-bin=target/release/finetune
+# FINETUNE_BIN=path skips the release build (e.g. a binary built a moment ago).
+bin=${FINETUNE_BIN:-target/release/finetune}
+[ -n "${FINETUNE_BIN:-}" ] || cargo build --release --locked -p finetune-cli
 out=bench-out/serve-check
 mkdir -p "$out"
 if [ ! -f bench-out/serve-sentiment/model.safetensors ]; then

@@ -9,8 +9,9 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 clients=${1:-8}; requests=${2:-40}; per=${3:-4}
 [ -x .venv-torch/bin/python ] || scripts/reference/setup.sh torch
-cargo build --release --locked -q -p finetune-cli
-bin=target/release/finetune
+# FINETUNE_BIN=path skips the release build (e.g. a binary built a moment ago).
+bin=${FINETUNE_BIN:-target/release/finetune}
+[ -n "${FINETUNE_BIN:-}" ] || cargo build --release --locked -q -p finetune-cli
 model=bench-out/serve-sentiment
 if [ ! -f $model/model.safetensors ]; then
   $bin train --config examples/sentiment.toml --set max_steps=60 --set output_dir=$model \

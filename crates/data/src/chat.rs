@@ -91,6 +91,9 @@ fn describe(e: &Error) -> String {
     one_line(&msg)
 }
 
+/// Instructions one render may execute: far above what a conversation of thousands of messages needs.
+pub const RENDER_FUEL: u64 = 10_000_000;
+
 impl ChatTemplate {
     /// Compiles `source`. `bos_token`/`eos_token` are the strings the template sees (None leaves them undefined,
     /// as `transformers` does for a tokenizer without that token).
@@ -101,6 +104,8 @@ impl ChatTemplate {
         env.set_keep_trailing_newline(false);
         env.set_undefined_behavior(UndefinedBehavior::Lenient);
         env.set_auto_escape_callback(|_| AutoEscape::None);
+        // A template comes with a downloaded model: bound the work a render may do (a runaway loop is an error).
+        env.set_fuel(Some(RENDER_FUEL));
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_filter("tojson", tojson);
         env.add_function("strftime_now", |format: String| -> Result<String, Error> { Ok(strftime_utc_now(&format)) });

@@ -29,7 +29,13 @@ pub struct Target {
     pub seeds: Vec<Vec<u8>>,
     pub mutate: Mutator,
     pub run: Runner,
+    /// Bytes a single allocation may take beyond [`crate::alloc_limit`] for reasons outside the input's size.
+    pub alloc_allowance: usize,
 }
+
+/// minijinja's own cap on one repeated string (`'x' * n`): a template of a few bytes may allocate this much
+/// once per operation. Loops are bounded by the render fuel (`finetune_data::chat::RENDER_FUEL`).
+pub const MINIJINJA_MAX_REPEATED_STRING: usize = 100_000_000;
 
 fn manifest() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -49,7 +55,16 @@ fn read(path: PathBuf) -> Vec<u8> {
 
 /// A scratch directory per process and target for readers that take a path.
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("finetune-fuzz-{}-{name}", std::process::id()));
+    // Memory-backed when available: the readers take paths, and a disk would dominate the time per input.
+    let base = std::env::var_os("FUZZ_SCRATCH").map(PathBuf::from).unwrap_or_else(|| {
+        let shm = PathBuf::from("/dev/shm");
+        if shm.is_dir() {
+            shm
+        } else {
+            std::env::temp_dir()
+        }
+    });
+    let dir = base.join(format!("finetune-fuzz-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("scratch dir");
     dir
 }
@@ -116,7 +131,7 @@ fn safetensors() -> Target {
         write(&path, input);
         load_safetensors(&path).is_ok()
     });
-    Target { name: "safetensors", seeds, mutate, run }
+    Target { name: "safetensors", seeds, mutate, run, alloc_allowance: 0 }
 }
 
 /// Entries of a zip archive, in order.
@@ -176,7 +191,7 @@ fn pickle() -> Target {
         write(&path, input);
         load_pytorch_bin(&path).is_ok()
     });
-    Target { name: "pickle", seeds, mutate, run }
+    Target { name: "pickle", seeds, mutate, run, alloc_allowance: 0 }
 }
 
 /// GGUF: counts, lengths, types, shapes and offsets are little-endian integers near the start of the file.
@@ -197,7 +212,7 @@ fn gguf() -> Target {
         write(&path, input);
         load_llama(&path).is_ok()
     });
-    Target { name: "gguf", seeds, mutate, run }
+    Target { name: "gguf", seeds, mutate, run, alloc_allowance: 0 }
 }
 
 /// `config.json` values against fixed tiny weights: every config that parses is built into a model from the
@@ -229,7 +244,7 @@ fn config() -> Target {
         }
         ok
     });
-    Target { name: "config", seeds, mutate: json_mutator(), run }
+    Target { name: "config", seeds, mutate: json_mutator(), run, alloc_allowance: 0 }
 }
 
 /// `tokenizer.json` (WordPiece and byte-level BPE, shrunk from the real ones) loaded by both tokenizer
@@ -249,7 +264,7 @@ fn tokenizer() -> Target {
         ok |= CausalTokenizer::from_dir(&dir).is_ok();
         ok
     });
-    Target { name: "tokenizer", seeds, mutate: json_mutator(), run }
+    Target { name: "tokenizer", seeds, mutate: json_mutator(), run, alloc_allowance: 0 }
 }
 
 fn read_options(rng_bits: u8) -> ReadOptions {
@@ -273,7 +288,7 @@ fn delimited(name: &'static str, files: &[&str], format: Format) -> Target {
         let opts = ReadOptions { format: Some(format), ..read_options(bits) };
         read_examples(&path, &opts).is_ok()
     });
-    Target { name, seeds, mutate: Box::new(|rng, seeds| options_then(rng, seeds, mutate::lines)), run }
+    Target { name, seeds, mutate: Box::new(|rng, seeds| options_then(rng, seeds, mutate::lines)), run, alloc_allowance: 0 }
 }
 
 /// Mutates the file part with `f` and sometimes the option byte.
@@ -305,7 +320,7 @@ fn jsonl() -> Target {
             ls.join(&b'\n')
         })
     });
-    Target { name: "jsonl", seeds, mutate, run }
+    Target { name: "jsonl", seeds, mutate, run, alloc_allowance: 0 }
 }
 
 fn conll() -> Target {
@@ -323,7 +338,7 @@ fn conll() -> Target {
         };
         read_tokens(&path, &opts).is_ok()
     });
-    Target { name: "conll", seeds, mutate: Box::new(|rng, seeds| options_then(rng, seeds, mutate::lines)), run }
+    Target { name: "conll", seeds, mutate: Box::new(|rng, seeds| options_then(rng, seeds, mutate::lines)), run, alloc_allowance: 0 }
 }
 
 const TEMPLATES: &[&str] = &[
@@ -374,7 +389,7 @@ fn chat() -> Target {
         }
         out
     });
-    Target { name: "chat_template", seeds, mutate, run }
+    Target { name: "chat_template", seeds, mutate, run, alloc_allowance: MINIJINJA_MAX_REPEATED_STRING }
 }
 
 /// The metrics JSON interface: one request line per input (`{"metric": ..., "args": {...}}`).
@@ -385,5 +400,5 @@ fn metrics() -> Target {
         let Ok(line) = std::str::from_utf8(input) else { return false };
         finetune_metrics::call::call_line(line).get("error").is_none()
     });
-    Target { name: "metrics", seeds, mutate: json_mutator(), run }
+    Target { name: "metrics", seeds, mutate: json_mutator(), run, alloc_allowance: 0 }
 }

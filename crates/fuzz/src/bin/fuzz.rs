@@ -1,10 +1,11 @@
-//! `fuzz [N] [TARGET...]`: runs every target (or the named ones) for N inputs each (default 1 000 000), prints
+//! `fuzz [N] [TARGET...]`: runs every target (or the named ones) for N inputs each (default 1 000 000; at most
+//! `FUZZ_MAX_SECS` seconds each when set), prints
 //! one line per target, writes each finding's input to `fuzz-findings/`, and exits 1 on any finding.
 
 use std::process::ExitCode;
 
 use finetune_fuzz::alloc::TrackingAlloc;
-use finetune_fuzz::{all_targets, run_target};
+use finetune_fuzz::{all_targets, run_target_within};
 
 #[global_allocator]
 static ALLOC: TrackingAlloc = TrackingAlloc;
@@ -21,11 +22,13 @@ fn main() -> ExitCode {
     };
     let only: Vec<String> = args.collect();
     let seed: u64 = std::env::var("FUZZ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
-    println!("seed {seed}, {n} inputs per target");
+    // FUZZ_MAX_SECS caps each target's time (the table then shows how many inputs ran).
+    let budget = std::env::var("FUZZ_MAX_SECS").ok().and_then(|s| s.parse().ok()).map(std::time::Duration::from_secs);
+    println!("seed {seed}, {n} inputs per target{}", budget.map_or(String::new(), |b| format!(", at most {} s each", b.as_secs())));
     println!("{:<14} {:>10} {:>10} {:>9} {:>9} {:>14}", "target", "inputs", "accepted", "secs", "findings", "largest alloc");
     let mut failed = false;
     for t in all_targets().iter().filter(|t| only.is_empty() || only.iter().any(|o| o == t.name)) {
-        let r = run_target(t, n, seed, 20);
+        let r = run_target_within(t, n, seed, 20, budget);
         println!(
             "{:<14} {:>10} {:>10} {:>9.1} {:>9} {:>14}",
             r.target,

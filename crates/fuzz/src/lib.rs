@@ -56,13 +56,7 @@ pub fn run_target(target: &Target, n: u64, seed: u64, max_findings: usize) -> Re
 
 /// [`run_target`], stopping early (after fewer than `n` inputs, as the report's `inputs` says) once `budget`
 /// has passed.
-pub fn run_target_within(
-    target: &Target,
-    n: u64,
-    seed: u64,
-    max_findings: usize,
-    budget: Option<Duration>,
-) -> Report {
+pub fn run_target_within(target: &Target, n: u64, seed: u64, max_findings: usize, budget: Option<Duration>) -> Report {
     let mut rng = Rng::new(seed ^ fnv(target.name));
     let started = Instant::now();
     let mut findings = Vec::new();

@@ -131,12 +131,16 @@ fn interesting_value(rng: &mut Rng, near: &Value) -> Value {
         2 | 3 => Value::from(*rng.pick(INTERESTING)),
         4 => Value::from((*rng.pick(INTERESTING) as i64).wrapping_abs().wrapping_neg()),
         5 => Value::from(*rng.pick(&[0.5, -0.0, 1e-300, 1e300, -1e300, 3.5, f64::MAX, f64::MIN_POSITIVE])),
-        6 => Value::from(*rng.pick(&["", "a", "\u{0}", "é", "\u{202e}", "{{", "%}", "##", "Ġ", "[UNK]", "gelu", "F16"])),
+        6 => {
+            Value::from(*rng.pick(&["", "a", "\u{0}", "é", "\u{202e}", "{{", "%}", "##", "Ġ", "[UNK]", "gelu", "F16"]))
+        }
         7 => Value::Array(Vec::new()),
         8 => Value::Object(Map::new()),
         9 => match near {
             // Nudge a number by one: off-by-one sizes.
-            Value::Number(n) => n.as_i64().map_or(Value::Null, |v| Value::from(v.wrapping_add(rng.below(3) as i64 - 1))),
+            Value::Number(n) => {
+                n.as_i64().map_or(Value::Null, |v| Value::from(v.wrapping_add(rng.below(3) as i64 - 1)))
+            }
             other => other.clone(),
         },
         10 => Value::Array(vec![near.clone(), near.clone()]),
@@ -256,7 +260,8 @@ pub fn lines(rng: &mut Rng, input: &[u8], seeds: &[Vec<u8>]) -> Vec<u8> {
             }
             3 => {
                 let at = rng.below(ls[i].len() + 1);
-                const PIECES: [&[u8]; 9] = [b"\"", b",", b"\t", b"\"\"", b" ", b"\r", b"\xff\xfe", b"\xef\xbb\xbf", b"|"];
+                const PIECES: [&[u8]; 9] =
+                    [b"\"", b",", b"\t", b"\"\"", b" ", b"\r", b"\xff\xfe", b"\xef\xbb\xbf", b"|"];
                 let piece: &[u8] = PIECES[rng.below(PIECES.len())];
                 ls[i].splice(at..at, piece.iter().copied());
             }

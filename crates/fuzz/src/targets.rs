@@ -218,7 +218,8 @@ fn gguf() -> Target {
 /// `config.json` values against fixed tiny weights: every config that parses is built into a model from the
 /// weights of each tiny checkpoint of its family, which checks every size against the weights.
 fn config() -> Target {
-    let dirs = ["tiny_bert", "tiny_roberta", "tiny_distilbert", "tiny_bert_token", "tiny_llama", "tiny_qwen2", "tiny_gpt2"];
+    let dirs =
+        ["tiny_bert", "tiny_roberta", "tiny_distilbert", "tiny_bert_token", "tiny_llama", "tiny_qwen2", "tiny_gpt2"];
     let seeds = dirs.iter().map(|d| read(fixture(&format!("{d}/config.json")))).collect();
     let weights: BTreeMap<&str, StateDict> = dirs
         .iter()
@@ -288,7 +289,13 @@ fn delimited(name: &'static str, files: &[&str], format: Format) -> Target {
         let opts = ReadOptions { format: Some(format), ..read_options(bits) };
         read_examples(&path, &opts).is_ok()
     });
-    Target { name, seeds, mutate: Box::new(|rng, seeds| options_then(rng, seeds, mutate::lines)), run, alloc_allowance: 0 }
+    Target {
+        name,
+        seeds,
+        mutate: Box::new(|rng, seeds| options_then(rng, seeds, mutate::lines)),
+        run,
+        alloc_allowance: 0,
+    }
 }
 
 /// Mutates the file part with `f` and sometimes the option byte.
@@ -338,7 +345,13 @@ fn conll() -> Target {
         };
         read_tokens(&path, &opts).is_ok()
     });
-    Target { name: "conll", seeds, mutate: Box::new(|rng, seeds| options_then(rng, seeds, mutate::lines)), run, alloc_allowance: 0 }
+    Target {
+        name: "conll",
+        seeds,
+        mutate: Box::new(|rng, seeds| options_then(rng, seeds, mutate::lines)),
+        run,
+        alloc_allowance: 0,
+    }
 }
 
 const TEMPLATES: &[&str] = &[
@@ -349,10 +362,38 @@ const TEMPLATES: &[&str] = &[
 
 /// Snippets spliced into templates: tags, expressions, filters and the constructs that loop or build strings.
 const JINJA: &[&str] = &[
-    "{%", "%}", "{{", "}}", "{#", "#}", "{% for x in messages %}", "{% endfor %}", "{% if ", "{% endif %}", "{% else %}",
-    "range(100000)", "range(10)", "| tojson", "| length", "| join(',')", "* 1000", "~", "loop.index", "[::-1]",
-    "messages[0]", ".content", "raise_exception('x')", "strftime_now('%Y')", "namespace(a=1)", "{% set a = ",
-    "{% macro m() %}{% endmacro %}", "{{ m() }}", "'x' * 99999", "(1, 2)", "{% break %}", "{% continue %}",
+    "{%",
+    "%}",
+    "{{",
+    "}}",
+    "{#",
+    "#}",
+    "{% for x in messages %}",
+    "{% endfor %}",
+    "{% if ",
+    "{% endif %}",
+    "{% else %}",
+    "range(100000)",
+    "range(10)",
+    "| tojson",
+    "| length",
+    "| join(',')",
+    "* 1000",
+    "~",
+    "loop.index",
+    "[::-1]",
+    "messages[0]",
+    ".content",
+    "raise_exception('x')",
+    "strftime_now('%Y')",
+    "namespace(a=1)",
+    "{% set a = ",
+    "{% macro m() %}{% endmacro %}",
+    "{{ m() }}",
+    "'x' * 99999",
+    "(1, 2)",
+    "{% break %}",
+    "{% continue %}",
 ];
 
 fn chat() -> Target {

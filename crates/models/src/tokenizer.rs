@@ -382,8 +382,8 @@ impl TextTokenizer {
         if let Some(first) = inputs.first() {
             self.check_budget(matches!(first, EncodeInput::Dual(..)))?;
         }
-        let out = no_panic(|| self.inner.encode_batch(inputs, true))
-            .map_err(|message| TokenizerError::Encode { message })?;
+        let out =
+            no_panic(|| self.inner.encode_batch(inputs, true)).map_err(|message| TokenizerError::Encode { message })?;
         Ok(out.iter().map(Encoding::from_tk).collect())
     }
 }

@@ -24,8 +24,14 @@ fn main() -> ExitCode {
     let seed: u64 = std::env::var("FUZZ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
     // FUZZ_MAX_SECS caps each target's time (the table then shows how many inputs ran).
     let budget = std::env::var("FUZZ_MAX_SECS").ok().and_then(|s| s.parse().ok()).map(std::time::Duration::from_secs);
-    println!("seed {seed}, {n} inputs per target{}", budget.map_or(String::new(), |b| format!(", at most {} s each", b.as_secs())));
-    println!("{:<14} {:>10} {:>10} {:>9} {:>9} {:>14}", "target", "inputs", "accepted", "secs", "findings", "largest alloc");
+    println!(
+        "seed {seed}, {n} inputs per target{}",
+        budget.map_or(String::new(), |b| format!(", at most {} s each", b.as_secs()))
+    );
+    println!(
+        "{:<14} {:>10} {:>10} {:>9} {:>9} {:>14}",
+        "target", "inputs", "accepted", "secs", "findings", "largest alloc"
+    );
     let mut failed = false;
     for t in all_targets().iter().filter(|t| only.is_empty() || only.iter().any(|o| o == t.name)) {
         let r = run_target_within(t, n, seed, 20, budget);

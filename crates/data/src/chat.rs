@@ -144,12 +144,18 @@ impl ChatTemplate {
             documents => Value::from(()),
             raise_exception => raise,
         };
-        tmpl.render(ctx).map_err(|e| match raised.lock().ok().and_then(|mut s| s.take()) {
+        // minijinja panics on a few malformed templates (e.g. `''[::-1]`): that is a render error too.
+        let rendered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tmpl.render(ctx)))
+            .map_err(|_| ChatError::Render("the template engine failed on this template".into()))?;
+        rendered.map_err(|e| match raised.lock().ok().and_then(|mut s| s.take()) {
             Some(message) => ChatError::Raised(one_line(&message)),
             None => ChatError::Render(describe(&e)),
         })
     }
 }
+
+/// Largest `tojson(indent=n)` a template may ask for (a huge one would be an allocation the size of n).
+const MAX_TOJSON_INDENT: i64 = 1024;
 
 /// `json.dumps(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False)` as `transformers`
 /// overrides Jinja's `tojson` (no HTML escaping).
@@ -167,6 +173,12 @@ fn tojson(value: Value, kwargs: Kwargs) -> Result<Value, Error> {
             None => {
                 let n = i64::try_from(v.clone())
                     .map_err(|_| Error::new(ErrorKind::InvalidOperation, "tojson: indent must be an int or str"))?;
+                if n > MAX_TOJSON_INDENT {
+                    return Err(Error::new(
+                        ErrorKind::InvalidOperation,
+                        format!("tojson: indent {n} is larger than {MAX_TOJSON_INDENT}"),
+                    ));
+                }
                 Some(" ".repeat(n.max(0) as usize))
             }
         },

@@ -15,7 +15,7 @@ impl Rng {
         Rng((z ^ (z >> 31)) | 1)
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -26,7 +26,7 @@ impl Rng {
 
     /// Uniform in `0..n` (`n > 0`).
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
+        (self.next_u64() % n.max(1) as u64) as usize
     }
 
     pub fn chance(&mut self, one_in: usize) -> bool {
@@ -85,7 +85,7 @@ pub fn bytes(rng: &mut Rng, input: &[u8], seeds: &[Vec<u8>]) -> Vec<u8> {
             2 => {
                 let i = rng.below(len + 1);
                 let n = 1 + rng.below(8);
-                let bytes: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+                let bytes: Vec<u8> = (0..n).map(|_| rng.next_u64() as u8).collect();
                 out.splice(i..i, bytes);
             }
             3 if len > 0 => {
@@ -198,7 +198,7 @@ pub fn json(rng: &mut Rng, input: &[u8], seeds: &[Vec<u8>]) -> Vec<u8> {
         let k = rng.below(n);
         let node = node_mut(&mut doc, k);
         match rng.below(6) {
-            0 | 1 | 2 => *node = interesting_value(rng, node),
+            0..=2 => *node = interesting_value(rng, node),
             3 => match node {
                 Value::Object(m) if !m.is_empty() => {
                     let key = m.keys().nth(rng.below(m.len())).cloned().expect("key");

@@ -23,6 +23,8 @@ use crate::mutate::{self, Rng};
 
 type Mutator = Box<dyn Fn(&mut Rng, &[Vec<u8>]) -> Vec<u8> + Send + Sync>;
 type Runner = Box<dyn Fn(&[u8]) -> bool + Send + Sync>;
+/// A mutator of one file's bytes given all the seeds.
+type FileMutator = fn(&mut Rng, &[u8], &[Vec<u8>]) -> Vec<u8>;
 
 pub struct Target {
     pub name: &'static str,
@@ -299,9 +301,9 @@ fn delimited(name: &'static str, files: &[&str], format: Format) -> Target {
 }
 
 /// Mutates the file part with `f` and sometimes the option byte.
-fn options_then(rng: &mut Rng, seeds: &[Vec<u8>], f: fn(&mut Rng, &[u8], &[Vec<u8>]) -> Vec<u8>) -> Vec<u8> {
+fn options_then(rng: &mut Rng, seeds: &[Vec<u8>], f: FileMutator) -> Vec<u8> {
     let s = pick_seed(rng, seeds);
-    let bits = if rng.chance(2) { rng.next() as u8 } else { s.first().copied().unwrap_or(0) };
+    let bits = if rng.chance(2) { rng.next_u64() as u8 } else { s.first().copied().unwrap_or(0) };
     let file = s.get(1..).unwrap_or_default();
     [vec![bits], f(rng, file, seeds)].concat()
 }

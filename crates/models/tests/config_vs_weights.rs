@@ -1,15 +1,15 @@
 //! A `config.json` whose sizes are absurd next to its weights is one error naming the field, never an attempt to
 //! allocate what the config claims (which aborted the process with a failed allocation of petabytes).
 
-mod common;
-
-use std::path::Path;
-
-use common::fixture;
 use finetune_models::bert::{BertConfig, BertForSequenceClassification};
 use finetune_models::causal::load_causal_lm;
 use finetune_models::checkpoint::load_pretrained;
 use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+fn fixture(dir: &str, file: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(dir).join(file)
+}
 
 /// Copies a fixture model into a temporary directory with `edit` applied to its `config.json`.
 fn doctored(fixture_dir: &str, edit: impl Fn(&mut serde_json::Map<String, Value>)) -> tempfile::TempDir {
@@ -96,7 +96,8 @@ fn a_classifier_head_larger_than_the_checkpoint_is_refused() {
     // As the workflows do when the label count changes: the old head is dropped, a new one initialised.
     state.retain(|k, _| !k.starts_with("classifier"));
     // 60 000 × 32 values: more than every weight of the tiny checkpoint (and over the 2^20 floor).
-    let err = BertForSequenceClassification::from_state_dict(cfg, &state, 0).err().expect("refused").to_string();
+    let Err(err) = BertForSequenceClassification::from_state_dict(cfg, &state, 0) else { panic!("must be refused") };
+    let err = err.to_string();
     assert!(err.contains("classifier.weight") && err.contains("too large") && !err.contains('\n'), "{err}");
 }
 
@@ -114,7 +115,8 @@ fn decoder_sizes_absurd_or_off_by_one_are_refused_by_field() {
     ];
     for &(field, value) in llama {
         let dir = doctored("tiny_llama", set(field, value));
-        let err = load_causal_lm(dir.path().to_str().unwrap()).err().expect(field).to_string();
+        let Err(err) = load_causal_lm(dir.path().to_str().unwrap()) else { panic!("{field}: loaded") };
+        let err = err.to_string();
         assert!(!err.contains('\n') && err.contains(field), "{field}: {err}");
         assert!(err.contains(dir.path().to_str().unwrap()), "names the model: {err}");
     }
@@ -122,7 +124,8 @@ fn decoder_sizes_absurd_or_off_by_one_are_refused_by_field() {
         &[("vocab_size", 1 << 50), ("n_positions", 1 << 50), ("n_positions", 5), ("n_layer", 1 << 40), ("n_inner", 3)];
     for &(field, value) in gpt2 {
         let dir = doctored("tiny_gpt2", set(field, value));
-        let err = load_causal_lm(dir.path().to_str().unwrap()).err().expect(field).to_string();
+        let Err(err) = load_causal_lm(dir.path().to_str().unwrap()) else { panic!("{field}: loaded") };
+        let err = err.to_string();
         assert!(!err.contains('\n') && err.contains(field), "{field}: {err}");
     }
 }

@@ -44,6 +44,9 @@ use crate::params::{check_config_against, DimCheck, Layout, LoraTargets, ParamSt
 /// This architecture's errors: the crate's [`ModelError`].
 pub type LlamaError = ModelError;
 
+/// Largest head dimension a config may declare (real models use 64 to 256).
+pub const MAX_HEAD_DIM: usize = 1 << 15;
+
 fn default_eps() -> f32 {
     1e-6
 }
@@ -217,6 +220,14 @@ impl LlamaConfig {
             ("num_key_value_heads", kv),
             ("head_dim", d),
         ])?;
+        // The rotary tables are sized by the head dimension before any weight is seen.
+        if d > MAX_HEAD_DIM {
+            let field = if self.head_dim.is_some() { "head_dim" } else { "hidden_size" };
+            return Err(ModelError::ConfigField {
+                field: field.into(),
+                message: format!("a head dimension of {d} is larger than the supported maximum {MAX_HEAD_DIM}"),
+            });
+        }
         if self.hidden_act != "silu" {
             return err(format!("hidden_act {:?} is not supported (only \"silu\")", self.hidden_act));
         }

@@ -91,6 +91,9 @@ fn describe(e: &Error) -> String {
     one_line(&msg)
 }
 
+/// Instructions one render may execute: far above what a conversation of thousands of messages needs.
+pub const RENDER_FUEL: u64 = 10_000_000;
+
 impl ChatTemplate {
     /// Compiles `source`. `bos_token`/`eos_token` are the strings the template sees (None leaves them undefined,
     /// as `transformers` does for a tokenizer without that token).
@@ -101,6 +104,8 @@ impl ChatTemplate {
         env.set_keep_trailing_newline(false);
         env.set_undefined_behavior(UndefinedBehavior::Lenient);
         env.set_auto_escape_callback(|_| AutoEscape::None);
+        // A template comes with a downloaded model: bound the work a render may do (a runaway loop is an error).
+        env.set_fuel(Some(RENDER_FUEL));
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_filter("tojson", tojson);
         env.add_function("strftime_now", |format: String| -> Result<String, Error> { Ok(strftime_utc_now(&format)) });
@@ -139,12 +144,18 @@ impl ChatTemplate {
             documents => Value::from(()),
             raise_exception => raise,
         };
-        tmpl.render(ctx).map_err(|e| match raised.lock().ok().and_then(|mut s| s.take()) {
+        // minijinja panics on a few malformed templates (e.g. `''[::-1]`): that is a render error too.
+        let rendered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tmpl.render(ctx)))
+            .map_err(|_| ChatError::Render("the template engine failed on this template".into()))?;
+        rendered.map_err(|e| match raised.lock().ok().and_then(|mut s| s.take()) {
             Some(message) => ChatError::Raised(one_line(&message)),
             None => ChatError::Render(describe(&e)),
         })
     }
 }
+
+/// Largest `tojson(indent=n)` a template may ask for (a huge one would be an allocation the size of n).
+const MAX_TOJSON_INDENT: i64 = 1024;
 
 /// `json.dumps(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False)` as `transformers`
 /// overrides Jinja's `tojson` (no HTML escaping).
@@ -162,6 +173,12 @@ fn tojson(value: Value, kwargs: Kwargs) -> Result<Value, Error> {
             None => {
                 let n = i64::try_from(v.clone())
                     .map_err(|_| Error::new(ErrorKind::InvalidOperation, "tojson: indent must be an int or str"))?;
+                if n > MAX_TOJSON_INDENT {
+                    return Err(Error::new(
+                        ErrorKind::InvalidOperation,
+                        format!("tojson: indent {n} is larger than {MAX_TOJSON_INDENT}"),
+                    ));
+                }
                 Some(" ".repeat(n.max(0) as usize))
             }
         },

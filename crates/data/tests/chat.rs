@@ -67,3 +67,19 @@ fn strftime_matches_python() {
     let year: i32 = t.render(&[], false).expect("renders").parse().expect("a year");
     assert!(year >= 2024);
 }
+
+/// Templates found by `scripts/fuzz.sh` on which minijinja panics (reversing an empty string), and a `tojson`
+/// indent that would allocate its own size: each is a render error, not a crash.
+#[test]
+fn templates_that_crash_the_engine_or_allocate_absurdly_are_errors() {
+    let messages = [ChatMessage::new("user", "hi")];
+    for src in [
+        "{% set sys = messages[0].content if messages[0].role == 'system' else ''[::-1] %}{{ sys }}",
+        "{{ ''[::-1] }}",
+        "{{ messages | tojson(indent=99999999999) }}",
+    ] {
+        let t = ChatTemplate::new(src, None, None).expect("compiles");
+        let err = t.render(&messages, false).expect_err(src).to_string();
+        assert!(!err.contains('\n'), "{src}: {err}");
+    }
+}

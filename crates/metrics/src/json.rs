@@ -187,3 +187,17 @@ fn to_f64_vec(v: &Value) -> Option<Vec<f64>> {
 fn to_str_vec(v: &Value) -> Option<Vec<String>> {
     v.as_array()?.iter().map(|x| x.as_str().map(str::to_owned)).collect()
 }
+
+/// Most `digits` a text report formats with: Rust's formatter refuses a precision above 65 535 (Python would print
+/// that many zeros), and no f64 has more than 17 significant digits.
+pub const MAX_REPORT_DIGITS: u64 = 1000;
+
+/// Refuses a report precision above [`MAX_REPORT_DIGITS`] (a `ValueError`, as for a negative one).
+pub fn check_digits(digits: u64) -> crate::error::Result<()> {
+    if digits > MAX_REPORT_DIGITS {
+        return Err(crate::error::MetricError::value(format!(
+            "digits={digits} is larger than the supported maximum {MAX_REPORT_DIGITS}"
+        )));
+    }
+    Ok(())
+}

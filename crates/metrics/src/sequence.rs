@@ -1300,6 +1300,7 @@ pub(crate) fn dispatch(name: &str, args: &Args) -> Option<Result<Value>> {
                 None => 2,
                 Some(v) => v.as_i64().ok_or_else(|| MetricError::type_error("digits must be an integer"))?,
             };
+            crate::json::check_digits(digits.max(0) as u64)?;
             let (t, p) = (parse_seq(args, "y_true")?, parse_seq(args, "y_pred")?);
             let consistent = matches!((&t, &p), (Seq::Nested(a), Seq::Nested(b))
                 if a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.len() == y.len()));

@@ -177,3 +177,20 @@ fn many_classes_use_sparse_counts_correctly() {
     let report = acc.classification_report(&ReportOptions::default()).unwrap();
     assert_eq!(report.rows.len(), acc.classes().len());
 }
+
+/// Found by `scripts/fuzz.sh`: a huge `digits` made the report's formatter panic (precision above 65 535).
+#[test]
+fn report_digits_beyond_any_precision_are_a_value_error() {
+    for (metric, y) in [
+        ("classification_report", serde_json::json!([0, 1, 1, 0])),
+        ("seqeval.classification_report", serde_json::json!([["B-PER", "O"], ["O", "B-LOC"]])),
+    ] {
+        for digits in [65_536u64, 9_007_199_254_740_992] {
+            let args = serde_json::json!({ "y_true": y, "y_pred": y, "digits": digits });
+            let err = finetune_metrics::call::call(metric, &args).expect_err("refused");
+            assert_eq!(err.kind(), "ValueError", "{metric}: {err}");
+        }
+    }
+    let ok = serde_json::json!({ "y_true": [0, 1], "y_pred": [0, 1], "digits": 4 });
+    assert!(finetune_metrics::call::call("classification_report", &ok).is_ok());
+}

@@ -33,7 +33,10 @@ use serde::Deserialize;
 
 use crate::error::ModelError;
 pub use crate::params::ParamInfo;
-use crate::params::{Layout, ParamStore, Parts};
+use crate::params::{check_config_against, DimCheck, Layout, ParamStore, Parts};
+
+/// Prefixes a base-model checkpoint's names lack.
+const STRIP: &[&str] = &["bert.", "roberta.", "distilbert."];
 
 /// This architecture's errors: the crate's [`ModelError`].
 pub type BertError = ModelError;
@@ -162,6 +165,16 @@ impl BertConfig {
         if self.labels() == 0 {
             return err("num_labels must be at least 1");
         }
+        let distil = self.arch() == Arch::DistilBert;
+        crate::error::check_config_sizes(&[
+            ("vocab_size", self.vocab_size),
+            (if distil { "dim" } else { "hidden_size" }, self.hidden_size),
+            (if distil { "n_layers" } else { "num_hidden_layers" }, self.num_hidden_layers),
+            (if distil { "hidden_dim" } else { "intermediate_size" }, self.intermediate_size),
+            ("max_position_embeddings", self.max_position_embeddings),
+            ("type_vocab_size", self.type_vocab_size),
+            ("num_labels", self.labels()),
+        ])?;
         for p in [self.hidden_dropout_prob, self.attention_probs_dropout_prob, self.classifier_dropout.unwrap_or(0.0)] {
             if !(0.0..1.0).contains(&p) {
                 return err("dropout probabilities must be in [0, 1)");
@@ -585,7 +598,46 @@ impl BertForSequenceClassification {
     fn empty(config: BertConfig) -> Result<Self, BertError> {
         config.validate()?;
         let (layout, off) = layout(&config);
-        Ok(BertForSequenceClassification { config, off, store: ParamStore::new(layout), loss: LossOptions::default() })
+        Ok(BertForSequenceClassification {
+            config,
+            off,
+            store: ParamStore::try_new(layout)?,
+            loss: LossOptions::default(),
+        })
+    }
+
+    /// Compares the config's sizes with the weights' shapes, before anything is allocated.
+    fn check_config_against(config: &BertConfig, sd: &StateDict) -> Result<(), BertError> {
+        let base = match config.arch() {
+            Arch::Bert => "bert",
+            Arch::Roberta => "roberta",
+            Arch::DistilBert => "distilbert",
+        };
+        let distil = config.arch() == Arch::DistilBert;
+        let e = format!("{base}.embeddings");
+        let (words, positions, types) = (
+            format!("{e}.word_embeddings.weight"),
+            format!("{e}.position_embeddings.weight"),
+            format!("{e}.token_type_embeddings.weight"),
+        );
+        let layer = if distil { format!("{base}.transformer.layer.") } else { format!("{base}.encoder.layer.") };
+        let fc =
+            if distil { format!("{layer}0.ffn.lin1.weight") } else { format!("{layer}0.intermediate.dense.weight") };
+        let dims = [
+            ("vocab_size", config.vocab_size, words.as_str(), 0),
+            (if distil { "dim" } else { "hidden_size" }, config.hidden_size, words.as_str(), 1),
+            ("max_position_embeddings", config.max_position_embeddings, positions.as_str(), 0),
+            ("type_vocab_size", config.token_types(), types.as_str(), 0),
+            (if distil { "hidden_dim" } else { "intermediate_size" }, config.intermediate_size, fc.as_str(), 0),
+        ];
+        let names: Vec<[&str; 1]> = dims.iter().map(|d| [d.2]).collect();
+        let checks: Vec<DimCheck<'_>> = dims
+            .iter()
+            .zip(&names)
+            .map(|(&(field, value, _, axis), params)| DimCheck { field, value: Some(value), params, axis })
+            .collect();
+        let layers_field = if distil { "n_layers" } else { "num_hidden_layers" };
+        check_config_against(sd, STRIP, &checks, (layers_field, config.num_hidden_layers, &[layer.as_str()]))
     }
 
     /// Initialised as `transformers` does for a new model: weights N(0, 0.02), biases 0, LayerNorm 1 and 0.
@@ -608,11 +660,14 @@ impl BertForSequenceClassification {
     /// prefix); the pooler and classifier are newly initialised when absent, as `from_pretrained` does. Returns
     /// the model and the names that were newly initialised.
     pub fn from_state_dict(config: BertConfig, sd: &StateDict, seed: u64) -> Result<(Self, Vec<String>), BertError> {
-        let mut m = Self::empty(config)?;
+        config.validate()?;
+        Self::check_config_against(&config, sd)?;
+        let (layout, off) = layout(&config);
         let head = |name: &str| {
             name.starts_with("bert.pooler.") || name.starts_with("classifier") || name.starts_with("pre_classifier")
         };
-        let fresh = m.store.load_state_dict(sd, &["bert.", "roberta.", "distilbert."], head)?;
+        let (store, fresh) = ParamStore::from_state_dict(layout, sd, STRIP, head)?;
+        let mut m = BertForSequenceClassification { config, off, store, loss: LossOptions::default() };
         for name in &fresh {
             if let Some(k) = m.store.index_of(name) {
                 m.init_param(k, seed);

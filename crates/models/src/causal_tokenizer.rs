@@ -10,7 +10,7 @@ use serde_json::Value;
 use tokenizers::Tokenizer;
 
 use crate::gguf::{gguf_tokenizer, GgufFile, GgufTokenizer};
-use crate::tokenizer::TokenizerError;
+use crate::tokenizer::{no_panic, TokenizerError};
 
 /// A causal-LM tokenizer with what SFT needs beside the vocabulary.
 #[derive(Clone)]
@@ -59,7 +59,7 @@ impl CausalTokenizer {
         if !tj.is_file() {
             return Err(TokenizerError::NotFound { dir: dir.to_path_buf() });
         }
-        let tokenizer = Tokenizer::from_file(&tj).map_err(|e| load_err(&tj, e))?;
+        let tokenizer = no_panic(|| Tokenizer::from_file(&tj)).map_err(|e| load_err(&tj, e))?;
         let cfg_path = dir.join("tokenizer_config.json");
         let cfg: Value = if cfg_path.is_file() {
             let text = std::fs::read_to_string(&cfg_path).map_err(|e| load_err(&cfg_path, e))?;
@@ -103,7 +103,7 @@ impl CausalTokenizer {
             None => match &bos {
                 None => false,
                 Some((_, id)) => {
-                    let e = tokenizer.encode("a", true).map_err(|e| load_err(&tj, e))?;
+                    let e = no_panic(|| tokenizer.encode("a", true)).map_err(|e| load_err(&tj, e))?;
                     e.get_ids().first() == Some(id)
                 }
             },
@@ -158,17 +158,17 @@ fn err(e: impl std::fmt::Display) -> DataError {
 
 impl CausalTokenize for CausalTokenizer {
     fn encode_plain(&self, text: &str) -> Result<Vec<u32>, DataError> {
-        Ok(self.tokenizer.encode(text, false).map_err(err)?.get_ids().to_vec())
+        Ok(no_panic(|| self.tokenizer.encode(text, false)).map_err(err)?.get_ids().to_vec())
     }
 
     fn encode_plain_offsets(&self, text: &str) -> Result<Option<Vec<(u32, usize)>>, DataError> {
         // `encode` reports byte offsets into `text`.
-        let e = self.tokenizer.encode(text, false).map_err(err)?;
+        let e = no_panic(|| self.tokenizer.encode(text, false)).map_err(err)?;
         Ok(Some(e.get_ids().iter().copied().zip(e.get_offsets().iter().map(|o| o.0)).collect()))
     }
 
     fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String, DataError> {
-        self.tokenizer.decode(ids, skip_special_tokens).map_err(err)
+        no_panic(|| self.tokenizer.decode(ids, skip_special_tokens)).map_err(err)
     }
 
     fn bos_token(&self) -> Option<(String, u32)> {

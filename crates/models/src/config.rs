@@ -10,6 +10,11 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
+use crate::error::{MAX_CONFIG_DIM, MAX_CONFIG_LAYERS};
+
+/// Most labels a config may declare by `num_labels` alone (each gets a generated `LABEL_i` name).
+pub const MAX_UNNAMED_LABELS: usize = 1 << 16;
+
 /// Errors reading or writing a `config.json`; each names the file and, where there is one, the field.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -346,6 +351,15 @@ impl EncoderConfig {
             Some(v) => return Err(f.err("id2label", format!("expected an object, got {v}"))),
             None => {
                 cfg.num_labels = f.usize_or("num_labels", 2)?;
+                if cfg.num_labels > MAX_UNNAMED_LABELS {
+                    return Err(f.err(
+                        "num_labels",
+                        format!(
+                            "{} labels without id2label (at most {MAX_UNNAMED_LABELS}; name them in id2label)",
+                            cfg.num_labels
+                        ),
+                    ));
+                }
                 cfg.id2label = (0..cfg.num_labels).map(|i| (i, format!("LABEL_{i}"))).collect();
             }
         }
@@ -376,7 +390,23 @@ impl EncoderConfig {
             cfg.problem_type = Some(p);
         }
 
-        // Shape sanity that the model code relies on.
+        // Shape sanity that the model code relies on. Sizes are checked against the weights when a model is built;
+        // values no model could have are refused here already.
+        let layers_field = if arch == Arch::DistilBert { "n_layers" } else { "num_hidden_layers" };
+        let inter_field = if arch == Arch::DistilBert { "hidden_dim" } else { "intermediate_size" };
+        for (field, v, max) in [
+            (hidden_field, cfg.hidden_size, MAX_CONFIG_DIM),
+            (heads_field, cfg.num_attention_heads, MAX_CONFIG_DIM),
+            ("vocab_size", cfg.vocab_size, MAX_CONFIG_DIM),
+            ("max_position_embeddings", cfg.max_position_embeddings, MAX_CONFIG_DIM),
+            ("type_vocab_size", cfg.type_vocab_size, MAX_CONFIG_DIM),
+            (inter_field, cfg.intermediate_size, MAX_CONFIG_DIM),
+            (layers_field, cfg.num_hidden_layers, MAX_CONFIG_LAYERS),
+        ] {
+            if v > max {
+                return Err(f.err(field, format!("{v} is larger than the supported maximum {max}")));
+            }
+        }
         for (field, v) in [
             (hidden_field, cfg.hidden_size),
             (heads_field, cfg.num_attention_heads),

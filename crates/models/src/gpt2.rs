@@ -33,7 +33,7 @@ pub use crate::decoder::{Batch, KvCache};
 use crate::error::ModelError;
 use crate::lora::{LoraWorkspace, Module};
 pub use crate::params::ParamInfo;
-use crate::params::{Layout, LoraTargets, ParamStore, Parts};
+use crate::params::{check_config_against, DimCheck, Layout, LoraTargets, ParamStore, Parts};
 
 /// This architecture's errors: the crate's [`ModelError`].
 pub type Gpt2Error = ModelError;
@@ -87,6 +87,14 @@ impl Gpt2Config {
         if self.n_embd == 0 || self.n_head == 0 || !self.n_embd.is_multiple_of(self.n_head) || self.vocab_size == 0 {
             return err("n_embd must be a positive multiple of n_head, vocab_size positive".into());
         }
+        crate::error::check_config_sizes(&[
+            ("vocab_size", self.vocab_size),
+            ("n_positions", self.n_positions),
+            ("n_embd", self.n_embd),
+            ("n_layer", self.n_layer),
+            ("n_head", self.n_head),
+            ("n_inner", self.n_inner.unwrap_or(0)),
+        ])?;
         if !matches!(self.activation_function.as_str(), "gelu_new" | "gelu_pytorch_tanh") {
             return err(format!(
                 "activation_function {:?} is not supported (only \"gelu_new\" and \"gelu_pytorch_tanh\")",
@@ -326,9 +334,32 @@ impl Gpt2LMHeadModel {
     /// as the original GPT-2 releases are stored). A stored `lm_head.weight` is ignored (tied to wte).
     pub fn from_state_dict(config: Gpt2Config, sd: &StateDict) -> Result<Self, Gpt2Error> {
         config.validate()?;
+        let dims = [
+            DimCheck {
+                field: "vocab_size",
+                value: Some(config.vocab_size),
+                params: &["transformer.wte.weight"],
+                axis: 0,
+            },
+            DimCheck { field: "n_embd", value: Some(config.n_embd), params: &["transformer.wte.weight"], axis: 1 },
+            DimCheck {
+                field: "n_positions",
+                value: Some(config.n_positions),
+                params: &["transformer.wpe.weight"],
+                axis: 0,
+            },
+            DimCheck {
+                field: "n_inner",
+                value: Some(config.inner()),
+                params: &["transformer.h.0.mlp.c_fc.weight"],
+                axis: 1,
+            },
+        ];
+        let strip = &["transformer."];
+        check_config_against(sd, strip, &dims, ("n_layer", config.n_layer, &["transformer.h."]))?;
         let (layout, idx) = layout(&config);
-        let mut store = ParamStore::new(layout).with_lora_targets(lora_targets(&config));
-        store.load_state_dict(sd, &["transformer."], |_| false)?;
+        let (store, _) = ParamStore::from_state_dict(layout, sd, strip, |_| false)?;
+        let store = store.with_lora_targets(lora_targets(&config));
         Ok(Gpt2LMHeadModel { config, idx, store })
     }
 

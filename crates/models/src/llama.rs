@@ -39,10 +39,13 @@ pub use crate::decoder::{Batch, KvCache};
 use crate::error::ModelError;
 use crate::lora::{LoraWorkspace, Module};
 pub use crate::params::ParamInfo;
-use crate::params::{Layout, LoraTargets, ParamStore, Parts};
+use crate::params::{check_config_against, DimCheck, Layout, LoraTargets, ParamStore, Parts};
 
 /// This architecture's errors: the crate's [`ModelError`].
 pub type LlamaError = ModelError;
+
+/// Largest head dimension a config may declare (real models use 64 to 256).
+pub const MAX_HEAD_DIM: usize = 1 << 15;
 
 fn default_eps() -> f32 {
     1e-6
@@ -207,6 +210,23 @@ impl LlamaConfig {
         }
         if d == 0 || !d.is_multiple_of(2) {
             return err(format!("head_dim {d} must be positive and even for the rotary embedding"));
+        }
+        crate::error::check_config_sizes(&[
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", h),
+            ("num_key_value_heads", kv),
+            ("head_dim", d),
+        ])?;
+        // The rotary tables are sized by the head dimension before any weight is seen.
+        if d > MAX_HEAD_DIM {
+            let field = if self.head_dim.is_some() { "head_dim" } else { "hidden_size" };
+            return Err(ModelError::ConfigField {
+                field: field.into(),
+                message: format!("a head dimension of {d} is larger than the supported maximum {MAX_HEAD_DIM}"),
+            });
         }
         if self.hidden_act != "silu" {
             return err(format!("hidden_act {:?} is not supported (only \"silu\")", self.hidden_act));
@@ -469,7 +489,7 @@ impl LlamaForCausalLM {
     fn empty(config: LlamaConfig) -> Result<Self, LlamaError> {
         config.validate()?;
         let (layout, idx) = layout(&config);
-        let store = ParamStore::new(layout).with_lora_targets(lora_targets(&config));
+        let store = ParamStore::try_new(layout)?.with_lora_targets(lora_targets(&config));
         Ok(LlamaForCausalLM { config, idx, store })
     }
 
@@ -488,9 +508,50 @@ impl LlamaForCausalLM {
     /// Loads parameters by Hugging Face name (also base-model checkpoints without the `model.` prefix). With
     /// tied embeddings a stored `lm_head.weight` is ignored.
     pub fn from_state_dict(config: LlamaConfig, sd: &StateDict) -> Result<Self, LlamaError> {
-        let mut m = Self::empty(config)?;
-        m.store.load_state_dict(sd, &["model."], |_| false)?;
-        Ok(m)
+        config.validate()?;
+        let (h, kv, d) = (config.num_attention_heads, config.kv_heads(), config.head_dim());
+        let dims = [
+            DimCheck {
+                field: "vocab_size",
+                value: Some(config.vocab_size),
+                params: &["model.embed_tokens.weight"],
+                axis: 0,
+            },
+            DimCheck {
+                field: "hidden_size",
+                value: Some(config.hidden_size),
+                params: &["model.embed_tokens.weight"],
+                axis: 1,
+            },
+            DimCheck {
+                field: "intermediate_size",
+                value: Some(config.intermediate_size),
+                params: &["model.layers.0.mlp.gate_proj.weight"],
+                axis: 0,
+            },
+            DimCheck {
+                field: if config.head_dim.is_some() { "head_dim" } else { "num_attention_heads" },
+                value: h.checked_mul(d),
+                params: &["model.layers.0.self_attn.q_proj.weight"],
+                axis: 0,
+            },
+            DimCheck {
+                field: "num_key_value_heads",
+                value: kv.checked_mul(d),
+                params: &["model.layers.0.self_attn.k_proj.weight"],
+                axis: 0,
+            },
+        ];
+        check_config_against(
+            sd,
+            &["model."],
+            &dims,
+            ("num_hidden_layers", config.num_hidden_layers, &["model.layers."]),
+        )?;
+        let (layout, idx) = layout(&config);
+        let (store, _) = ParamStore::from_state_dict(layout, sd, &["model."], |_| false)?;
+        let store = store.with_lora_targets(lora_targets(&config));
+        Ok(LlamaForCausalLM { config, idx, store })
     }
 
     fn check_batch(&self, ws: &Workspace, b: &Batch<'_>) -> Result<(), LlamaError> {

@@ -82,6 +82,22 @@ impl std::fmt::Debug for TextTokenizer {
     }
 }
 
+/// Runs a call into the `tokenizers` crate, which panics on some malformed `tokenizer.json` files (at load
+/// and at encode time); its panic becomes an error message instead of aborting the caller.
+pub(crate) fn no_panic<T, E: std::fmt::Display>(call: impl FnOnce() -> Result<T, E>) -> Result<T, String> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)) {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(payload) => {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(format!("the tokenizer is malformed (tokenizers panicked: {})", what.replace('\n', " ")))
+        }
+    }
+}
+
 fn load_err(path: &Path, message: impl std::fmt::Display) -> TokenizerError {
     TokenizerError::Load { path: path.to_path_buf(), message: message.to_string() }
 }
@@ -203,7 +219,7 @@ impl TextTokenizer {
         if !path.is_file() {
             return Err(load_err(path, "no such file"));
         }
-        let mut inner = Tokenizer::from_file(path).map_err(|e| load_err(path, e))?;
+        let mut inner = no_panic(|| Tokenizer::from_file(path)).map_err(|e| load_err(path, e))?;
         inner.with_padding(None);
         inner.with_truncation(None).map_err(|e| load_err(path, e))?;
         Ok(TextTokenizer {
@@ -345,7 +361,7 @@ impl TextTokenizer {
 
     fn encode_input(&self, input: EncodeInput<'_>) -> Result<Encoding, TokenizerError> {
         self.check_budget(matches!(input, EncodeInput::Dual(..)))?;
-        let e = self.inner.encode(input, true).map_err(|e| TokenizerError::Encode { message: e.to_string() })?;
+        let e = no_panic(|| self.inner.encode(input, true)).map_err(|message| TokenizerError::Encode { message })?;
         Ok(Encoding::from_tk(&e))
     }
 
@@ -367,7 +383,7 @@ impl TextTokenizer {
             self.check_budget(matches!(first, EncodeInput::Dual(..)))?;
         }
         let out =
-            self.inner.encode_batch(inputs, true).map_err(|e| TokenizerError::Encode { message: e.to_string() })?;
+            no_panic(|| self.inner.encode_batch(inputs, true)).map_err(|message| TokenizerError::Encode { message })?;
         Ok(out.iter().map(Encoding::from_tk).collect())
     }
 }

@@ -561,3 +561,15 @@ fn mutated_safetensors_never_panic() {
     }
     assert!(failures > 300, "most mutations should be rejected ({failures})");
 }
+
+/// `.bin` files found by `scripts/fuzz.sh` that made the loader index past a storage: a stride list shorter than
+/// the shape, and a storage shared by two tensors that declare it with different sizes. Each is one error.
+#[test]
+fn pickles_with_inconsistent_views_are_refused() {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fuzz");
+    for f in ["pickle_index_60.bin", "pickle_index_4.bin"] {
+        let Err(err) = finetune_models::checkpoint::load_pytorch_bin(&dir.join(f)) else { panic!("{f}: loaded") };
+        let err = err.to_string();
+        assert!(err.contains(f) && !err.contains('\n'), "{err}");
+    }
+}

@@ -690,3 +690,27 @@ fn smollm2_135m_instruct_q4_1() {
     let extra: Vec<&String> = reference.keys().filter(|k| !m.state.contains_key(*k)).collect();
     assert_eq!(extra, vec!["lm_head.weight"]);
 }
+
+/// Found by `scripts/fuzz.sh`: a `llama.block_count` of billions made the loader list nine tensor names per layer
+/// before looking at the file (a hang, then an allocation failure). The count is checked against the tensors.
+#[test]
+fn a_block_count_the_file_cannot_hold_is_refused() {
+    let mut bytes = std::fs::read(fixtures().join("tiny_llama.gguf")).expect("fixture");
+    let key = b"llama.block_count";
+    let at = bytes.windows(key.len()).position(|w| w == key).expect("key present") + key.len();
+    let ty = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
+    let width = match ty {
+        4 | 5 => 4,   // u32, i32
+        10 | 11 => 8, // u64, i64
+        other => panic!("unexpected type {other}"),
+    };
+    bytes[at + 4..at + 4 + width].copy_from_slice(&0x7fff_ffffu64.to_le_bytes()[..width]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("model.gguf");
+    std::fs::write(&path, &bytes).expect("write");
+    let start = Instant::now();
+    let Err(err) = finetune_models::gguf::load_llama(&path) else { panic!("loaded") };
+    let err = err.to_string();
+    assert!(err.contains("llama.block_count") && !err.contains('\n'), "{err}");
+    assert!(start.elapsed().as_secs() < 10, "refused at once");
+}

@@ -191,3 +191,20 @@ fn malformed_tokenizer_files_name_the_file() {
     std::fs::remove_file(dir.path().join("tokenizer_config.json")).unwrap();
     assert!(TextTokenizer::from_dir(dir.path()).is_err());
 }
+
+/// Inputs found by `scripts/fuzz.sh` on which the `tokenizers` crate panics (a malformed decoder while loading;
+/// a template post-processor naming special tokens it does not define, while encoding): each is one error.
+#[test]
+fn tokenizer_json_that_makes_the_tokenizers_crate_panic_is_an_error() {
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fuzz");
+    let load = TextTokenizer::from_tokenizer_json(fixtures.join("tokenizer_decoder_panic.json"));
+    let Err(err) = load else { panic!("a malformed decoder must be refused") };
+    let err = err.to_string();
+    assert!(err.contains("tokenizer_decoder_panic.json") && err.contains("malformed") && !err.contains('\n'), "{err}");
+    for name in ["tokenizer_template_missing_special.json", "tokenizer_template_index.json"] {
+        let tok = TextTokenizer::from_tokenizer_json(fixtures.join(name)).expect("loads");
+        let Err(err) = tok.encode("Hello, the movie wasn't good! 1990 ##s") else { panic!("{name}: encoded") };
+        let err = err.to_string();
+        assert!(err.contains("malformed") && !err.contains('\n'), "{name}: {err}");
+    }
+}

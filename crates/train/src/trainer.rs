@@ -639,15 +639,32 @@ impl<M: TrainableModel, E: Evaluator<M> + ?Sized> Run<'_, M, E> {
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
         }
-        std::fs::create_dir_all(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
-        self.model.save_model(&tmp)?;
+        // A failed write (disk full, ...) removes the partial directory: it would only hold the space and
+        // the previous checkpoint stays the newest complete one.
+        if let Err(e) = self.write_checkpoint_files(&tmp, step) {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        if final_dir.exists() {
+            std::fs::remove_dir_all(&final_dir).map_err(|e| TrainError::io(&final_dir, e))?;
+        }
+        std::fs::rename(&tmp, &final_dir).map_err(|e| TrainError::io(&final_dir, e))?;
+        self.event("save", json!({ "step": step, "checkpoint": final_dir.display().to_string() }));
+        let best = self.state.best_model_checkpoint.clone().map(PathBuf::from);
+        rotate_checkpoints(&self.output_dir, self.args.save_total_limit, best.as_deref())
+    }
+
+    /// Everything a checkpoint holds, written into `tmp` (created here).
+    fn write_checkpoint_files(&mut self, tmp: &Path, step: u64) -> Result<()> {
+        std::fs::create_dir_all(tmp).map_err(|e| TrainError::io(tmp, e))?;
+        self.model.save_model(tmp)?;
         if let Some(best_step) = self.state.best_global_step.filter(|_| self.args.save_strategy != SaveStrategy::No) {
             let best_dir = self.checkpoint_dir(best_step);
             if best_step == step || best_dir.is_dir() {
                 self.state.best_model_checkpoint = Some(best_dir.display().to_string());
             }
         }
-        self.model.save_training_state(&tmp)?;
+        self.model.save_training_state(tmp)?;
         write_json(
             &tmp.join(SCHEDULER_NAME),
             &json!({
@@ -674,13 +691,7 @@ impl<M: TrainableModel, E: Evaluator<M> + ?Sized> Run<'_, M, E> {
         write_json(&tmp.join(LOOP_STATE_NAME), &self.lp)?;
         self.state.stateful_callbacks = self.stateful_callbacks();
         self.state.save(&tmp.join(TRAINER_STATE_NAME))?;
-        if final_dir.exists() {
-            std::fs::remove_dir_all(&final_dir).map_err(|e| TrainError::io(&final_dir, e))?;
-        }
-        std::fs::rename(&tmp, &final_dir).map_err(|e| TrainError::io(&final_dir, e))?;
-        self.event("save", json!({ "step": step, "checkpoint": final_dir.display().to_string() }));
-        let best = self.state.best_model_checkpoint.clone().map(PathBuf::from);
-        rotate_checkpoints(&self.output_dir, self.args.save_total_limit, best.as_deref())
+        Ok(())
     }
 
     fn finalize(&mut self, start: Instant, initial_global_step: u64) -> Result<TrainOutput> {

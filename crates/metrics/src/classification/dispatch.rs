@@ -283,6 +283,7 @@ fn with_labels<L: JsonLabel>(
                     MetricError::value(format!("The 'digits' parameter of classification_report must be an int in the range [0, inf). Got {v} instead."))
                 })?,
             };
+            crate::json::check_digits(digits as u64)?;
             let output_dict = args.bool("output_dict", false)?;
             let zd = zero_division(args)?;
             let target_names = args.some("target_names").map(|_| args.str_vec("target_names")).transpose()?;

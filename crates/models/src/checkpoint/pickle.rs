@@ -742,6 +742,15 @@ pub fn load_pytorch_bin(path: &Path) -> Result<StateDict, CheckpointError> {
             return Err(terr(format!("{numel} elements exceed what the file's {file_len} bytes can hold")));
         }
         budget -= out_bytes;
+        if t.stride.len() != t.shape.len() {
+            return Err(terr(format!(
+                "stride {:?} has {} entries for a shape of {} dimensions {:?}",
+                t.stride,
+                t.stride.len(),
+                t.shape.len(),
+                t.shape
+            )));
+        }
         // Highest element the view touches must lie inside the storage.
         if numel > 0 {
             let mut last = t.offset;
@@ -758,10 +767,20 @@ pub fn load_pytorch_bin(path: &Path) -> Result<StateDict, CheckpointError> {
                 )));
             }
         }
+        let need = st.numel.checked_mul(elem).ok_or_else(|| terr("storage size overflows".into()))? as u64;
         let bytes = match storages.get(&st.key) {
+            // A storage shared by several tensors: each may declare it differently (a crafted file).
+            Some(b) if (b.len() as u64) < need => {
+                return Err(terr(format!(
+                    "storage {} has {} bytes but {} {:?} elements need {need}",
+                    st.key,
+                    b.len(),
+                    st.numel,
+                    st.dtype
+                )));
+            }
             Some(b) => b.clone(),
             None => {
-                let need = st.numel.checked_mul(elem).ok_or_else(|| terr("storage size overflows".into()))? as u64;
                 let entry = format!("{prefix}data/{}", st.key);
                 let b = read_entry(&mut zip, &entry, u64::MAX)?;
                 if (b.len() as u64) < need {

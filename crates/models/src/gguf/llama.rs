@@ -120,6 +120,11 @@ pub fn llama_config(file: &GgufFile) -> Result<Value, GgufError> {
         |key: &str| -> Result<u64, GgufError> { file.get_u64(key)?.ok_or_else(|| file.key_err(key, "missing")) };
     let hidden = required("llama.embedding_length")?;
     let layers = required("llama.block_count")?;
+    // Every layer has nine tensors: a count the file cannot hold is refused before anything is sized by it.
+    let held = file.tensors().len() as u64;
+    if layers > held / 9 {
+        return Err(file.key_err("llama.block_count", format!("{layers} layers, but the file holds {held} tensors")));
+    }
     let heads = required("llama.attention.head_count")?;
     let intermediate = required("llama.feed_forward_length")?;
     let kv_heads = file.get_u64("llama.attention.head_count_kv")?.unwrap_or(heads);

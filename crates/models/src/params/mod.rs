@@ -58,8 +58,9 @@ pub struct ParamInfo {
 }
 
 impl ParamInfo {
+    /// Number of values (saturating: a layout from absurd sizes is rejected before anything is allocated).
     pub fn len(&self) -> usize {
-        self.shape.iter().product()
+        self.shape.iter().fold(1usize, |n, &d| n.saturating_mul(d))
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -81,7 +82,7 @@ impl Layout {
     /// Appends a trainable parameter; `decay` says whether AdamW's weight decay applies to it.
     pub fn add(&mut self, name: impl Into<String>, shape: Vec<usize>, decay: bool) -> usize {
         let info = ParamInfo { name: name.into(), offset: self.len, shape, decay, requires_grad: true };
-        self.len += info.len();
+        self.len = self.len.saturating_add(info.len());
         self.infos.push(info);
         self.infos.len() - 1
     }
@@ -90,6 +91,108 @@ impl Layout {
     pub fn offset(&self, k: usize) -> usize {
         self.infos[k].offset
     }
+
+    /// Total number of values over all parameters (saturating).
+    pub fn total_len(&self) -> usize {
+        self.len
+    }
+
+    /// Checks `sd` against this layout before anything is allocated: every parameter found (by name, or with
+    /// one of `strip` removed) has the layout's shape; a parameter absent must be accepted by `may_be_missing`,
+    /// and the absent ones together may not be larger than what the checkpoint holds (a head sized by an absurd
+    /// `num_labels` is refused here, not by a failed allocation).
+    pub fn check_state_dict(
+        &self,
+        sd: &StateDict,
+        strip: &[&str],
+        may_be_missing: impl Fn(&str) -> bool,
+    ) -> Result<(), ParamError> {
+        let held = sd.values().fold(0usize, |n, t| n.saturating_add(t.data.len())).max(1 << 20);
+        let mut fresh = 0usize;
+        for info in &self.infos {
+            match find_tensor(sd, &info.name, strip) {
+                Some(t) => {
+                    if t.shape != info.shape || t.data.len() != info.len() {
+                        return Err(ParamError::Checkpoint(format!(
+                            "{}: shape {:?} does not match the config's {:?}",
+                            info.name, t.shape, info.shape
+                        )));
+                    }
+                }
+                None if may_be_missing(&info.name) => {
+                    fresh = fresh.saturating_add(info.len());
+                    if fresh > held {
+                        return Err(ParamError::Checkpoint(format!(
+                            "{} ({:?}) is not in the checkpoint and too large to initialise: the new parameters \
+                             would hold more values than the checkpoint's weights",
+                            info.name, info.shape
+                        )));
+                    }
+                }
+                None => return Err(ParamError::Checkpoint(format!("missing parameter {}", info.name))),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn find_tensor<'a>(sd: &'a StateDict, name: &str, strip: &[&str]) -> Option<&'a Tensor> {
+    sd.get(name).or_else(|| strip.iter().find_map(|p| name.strip_prefix(p).and_then(|n| sd.get(n))))
+}
+
+/// A config size and where the weights record the same size: axis `axis` of the first of `params` present
+/// (names as in the layout; a checkpoint name may lack one of the `strip` prefixes). `value` is `None` when
+/// computing it from the config overflowed.
+pub(crate) struct DimCheck<'a> {
+    pub field: &'a str,
+    pub value: Option<usize>,
+    pub params: &'a [&'a str],
+    pub axis: usize,
+}
+
+/// Compares config sizes with the shapes of the weights before a layout is built or anything allocated, so that
+/// a `config.json` that does not describe its weights is one error naming the field. `layers` is
+/// `(field, count, layer name prefixes)`: the weights must hold at least `count` layers.
+pub(crate) fn check_config_against(
+    sd: &StateDict,
+    strip: &[&str],
+    dims: &[DimCheck<'_>],
+    layers: (&str, usize, &[&str]),
+) -> Result<(), crate::error::ModelError> {
+    let field_err =
+        |field: &str, message: String| crate::error::ModelError::ConfigField { field: field.into(), message };
+    for d in dims {
+        let Some((name, t)) = d.params.iter().find_map(|n| find_tensor(sd, n, strip).map(|t| (n, t))) else {
+            continue;
+        };
+        let actual = t.shape.get(d.axis).copied();
+        match d.value {
+            None => return Err(field_err(d.field, "the sizes computed from it overflow".into())),
+            Some(v) if Some(v) != actual => {
+                return Err(field_err(
+                    d.field,
+                    format!("{v} does not match the weights: `{name}` has shape {:?}", t.shape),
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    let (field, count, prefixes) = layers;
+    let mut held = 0usize;
+    for key in sd.keys() {
+        for p in prefixes {
+            let rest = key
+                .strip_prefix(p)
+                .or_else(|| strip.iter().find_map(|s| p.strip_prefix(s).and_then(|short| key.strip_prefix(short))));
+            if let Some(i) = rest.and_then(|r| r.split('.').next()).and_then(|i| i.parse::<usize>().ok()) {
+                held = held.max(i.saturating_add(1));
+            }
+        }
+    }
+    if count > held {
+        return Err(field_err(field, format!("{count} layers, but the weights hold {held}")));
+    }
+    Ok(())
 }
 
 /// The linears of an architecture that can carry LoRA adapters: the same modules in every layer, each a path
@@ -160,6 +263,55 @@ impl ParamStore {
             lora_targets: LoraTargets::default(),
             lora: None,
         }
+    }
+
+    /// Like [`new`](Self::new), but an allocation that fails is an error naming the size instead of an abort.
+    pub fn try_new(layout: Layout) -> Result<Self, ParamError> {
+        let len = layout.len;
+        let zeros = || -> Option<Vec<f32>> {
+            let mut v = Vec::new();
+            v.try_reserve_exact(len).ok()?;
+            v.resize(len, 0.0);
+            Some(v)
+        };
+        let too_large = || {
+            ParamError::Checkpoint(format!(
+                "cannot allocate {len} parameters ({} bytes each for values and gradients)",
+                len.saturating_mul(4)
+            ))
+        };
+        if len >= usize::MAX / 8 {
+            return Err(too_large());
+        }
+        let params = zeros().ok_or_else(too_large)?;
+        let grads = zeros().ok_or_else(too_large)?;
+        let Layout { infos, .. } = layout;
+        let index = infos.iter().enumerate().map(|(k, i)| (i.name.clone(), k)).collect();
+        Ok(ParamStore {
+            infos,
+            index,
+            params,
+            grads,
+            exp_avg: Vec::new(),
+            exp_avg_sq: Vec::new(),
+            step: 0,
+            lora_targets: LoraTargets::default(),
+            lora: None,
+        })
+    }
+
+    /// A store for `layout` loaded from `sd` (see [`load_state_dict`](Self::load_state_dict)); the shapes are
+    /// checked against the layout before the buffers are allocated. Returns the names left absent.
+    pub fn from_state_dict(
+        layout: Layout,
+        sd: &StateDict,
+        strip: &[&str],
+        may_be_missing: impl Fn(&str) -> bool,
+    ) -> Result<(Self, Vec<String>), ParamError> {
+        layout.check_state_dict(sd, strip, &may_be_missing)?;
+        let mut store = Self::try_new(layout)?;
+        let missing = store.load_state_dict(sd, strip, may_be_missing)?;
+        Ok((store, missing))
     }
 
     /// Declares which linears can carry LoRA adapters.

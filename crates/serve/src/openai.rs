@@ -338,10 +338,21 @@ mod fuzz {
         let mut r = Rng(0x9E37_79B9_7F4A_7C15);
         let (mut ok, mut refused) = (0usize, 0usize);
         for _ in 0..iters {
+            // Half the bodies get the endpoint's required field (and lose the other's), so the sampling checks
+            // see many values, not only the missing-field refusal.
             let body = if r.below(8) == 0 { value(&mut r, 0) } else { object(&mut r, 0) };
-            let c = parse_request::<CompletionRequest>(body.clone(), COMPLETION_FIELDS)
+            let (mut cb, mut mb) = (body.clone(), body);
+            if r.below(2) == 0 {
+                if let (Value::Object(c), Value::Object(m)) = (&mut cb, &mut mb) {
+                    c.insert("prompt".into(), json!("hello"));
+                    c.remove("messages");
+                    m.insert("messages".into(), json!([{"role": "user", "content": "hi"}]));
+                    m.remove("prompt");
+                }
+            }
+            let c = parse_request::<CompletionRequest>(cb, COMPLETION_FIELDS)
                 .and_then(|q| q.check_extra().and_then(|()| q.sampling.check(16, 512)));
-            let m = parse_request::<ChatRequest>(body, CHAT_FIELDS)
+            let m = parse_request::<ChatRequest>(mb, CHAT_FIELDS)
                 .and_then(|q| q.messages().and_then(|_| q.sampling.check(512, 512)));
             for res in [c.map(|_| ()), m.map(|_| ())] {
                 match res {

@@ -59,7 +59,7 @@ impl CausalTokenizer {
         if !tj.is_file() {
             return Err(TokenizerError::NotFound { dir: dir.to_path_buf() });
         }
-        let tokenizer = no_panic(|| Tokenizer::from_file(&tj)).map_err(|e| load_err(&tj, e))?;
+        let tokenizer = crate::tokenizer::load_tokenizer_json(&tj)?;
         let cfg_path = dir.join("tokenizer_config.json");
         let cfg: Value = if cfg_path.is_file() {
             let text = std::fs::read_to_string(&cfg_path).map_err(|e| load_err(&cfg_path, e))?;

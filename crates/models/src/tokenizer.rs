@@ -98,6 +98,22 @@ pub(crate) fn no_panic<T, E: std::fmt::Display>(call: impl FnOnce() -> Result<T,
     }
 }
 
+/// Loads a `tokenizer.json` through the `tokenizers` crate (its panics become errors) and refuses a model
+/// vocabulary that gives one id to two tokens: no real tokenizer has one, and the crate's BPE then allocates
+/// megabytes per encode for a kilobyte file (found by fuzzing).
+pub(crate) fn load_tokenizer_json(path: &Path) -> Result<Tokenizer, TokenizerError> {
+    let t = no_panic(|| Tokenizer::from_file(path)).map_err(|e| load_err(path, e))?;
+    let vocab = tokenizers::Model::get_vocab(t.get_model());
+    let mut by_id: std::collections::HashMap<u32, &String> = std::collections::HashMap::with_capacity(vocab.len());
+    for (token, &id) in &vocab {
+        if let Some(other) = by_id.insert(id, token) {
+            let (a, b) = if other < token { (other, token) } else { (token, other) };
+            return Err(load_err(path, format!("model.vocab gives id {id} to both {a:?} and {b:?}")));
+        }
+    }
+    Ok(t)
+}
+
 fn load_err(path: &Path, message: impl std::fmt::Display) -> TokenizerError {
     TokenizerError::Load { path: path.to_path_buf(), message: message.to_string() }
 }
@@ -219,7 +235,7 @@ impl TextTokenizer {
         if !path.is_file() {
             return Err(load_err(path, "no such file"));
         }
-        let mut inner = no_panic(|| Tokenizer::from_file(path)).map_err(|e| load_err(path, e))?;
+        let mut inner = load_tokenizer_json(path)?;
         inner.with_padding(None);
         inner.with_truncation(None).map_err(|e| load_err(path, e))?;
         Ok(TextTokenizer {

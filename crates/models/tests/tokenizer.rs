@@ -208,3 +208,24 @@ fn tokenizer_json_that_makes_the_tokenizers_crate_panic_is_an_error() {
         assert!(err.contains("malformed") && !err.contains('\n'), "{name}: {err}");
     }
 }
+
+/// Found by `scripts/fuzz.sh`: a byte-level BPE vocabulary giving one id to two tokens made each encode allocate
+/// megabytes for a kilobyte file. Such a file is refused at load, naming the id and both tokens.
+#[test]
+fn a_vocabulary_with_a_duplicate_id_is_refused() {
+    let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/tokenizer/bpe.json");
+    let mut json: Value = serde_json::from_str(&std::fs::read_to_string(&seed).unwrap()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokenizer.json");
+    std::fs::write(&path, json.to_string()).unwrap();
+    assert!(TextTokenizer::from_tokenizer_json(&path).is_ok(), "the seed itself loads");
+    json["model"]["vocab"]["ĠP"] = Value::from(101);
+    let other = json["model"]["vocab"].as_object().unwrap().iter().find(|(k, v)| **v == 101 && *k != "ĠP");
+    let other = other.map(|(k, _)| k.clone()).expect("some token has id 101");
+    std::fs::write(&path, json.to_string()).unwrap();
+    let err = TextTokenizer::from_tokenizer_json(&path).unwrap_err().to_string();
+    assert!(err.contains("tokenizer.json") && err.contains("id 101") && err.contains(&format!("{other:?}")), "{err}");
+    std::fs::write(dir.path().join("tokenizer_config.json"), "{}").unwrap();
+    let err = finetune_models::causal_tokenizer::CausalTokenizer::from_dir(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("id 101"), "{err}");
+}

@@ -99,13 +99,18 @@ pub(crate) fn no_panic<T, E: std::fmt::Display>(call: impl FnOnce() -> Result<T,
 }
 
 /// Loads a `tokenizer.json` through the `tokenizers` crate (its panics become errors) and refuses a model
-/// vocabulary that gives one id to two tokens: no real tokenizer has one, and the crate's BPE then allocates
-/// megabytes per encode for a kilobyte file (found by fuzzing).
+/// vocabulary that gives one id to two tokens or an id beyond its entries: no real tokenizer has either.
 pub(crate) fn load_tokenizer_json(path: &Path) -> Result<Tokenizer, TokenizerError> {
     let t = no_panic(|| Tokenizer::from_file(path)).map_err(|e| load_err(path, e))?;
     let vocab = tokenizers::Model::get_vocab(t.get_model());
     let mut by_id: std::collections::HashMap<u32, &String> = std::collections::HashMap::with_capacity(vocab.len());
+    // Ids are dense in every real tokenizer (model vocabulary, then added tokens); an id far beyond the entries
+    // makes the crate size tables by it (megabytes for a kilobyte file, found by fuzzing).
+    let entries = vocab.len() + t.get_added_tokens_decoder().len();
     for (token, &id) in &vocab {
+        if id as usize >= entries {
+            return Err(load_err(path, format!("model.vocab gives {token:?} id {id}, beyond its {entries} entries")));
+        }
         if let Some(other) = by_id.insert(id, token) {
             let (a, b) = if other < token { (other, token) } else { (token, other) };
             return Err(load_err(path, format!("model.vocab gives id {id} to both {a:?} and {b:?}")));

@@ -228,4 +228,9 @@ fn a_vocabulary_with_a_duplicate_id_is_refused() {
     std::fs::write(dir.path().join("tokenizer_config.json"), "{}").unwrap();
     let err = finetune_models::causal_tokenizer::CausalTokenizer::from_dir(dir.path()).unwrap_err().to_string();
     assert!(err.contains("id 101"), "{err}");
+    // An id far beyond the vocabulary (the crate sized tables by it) is refused too.
+    json["model"]["vocab"]["ĠP"] = Value::from(65536);
+    std::fs::write(&path, json.to_string()).unwrap();
+    let err = TextTokenizer::from_tokenizer_json(&path).unwrap_err().to_string();
+    assert!(err.contains("id 65536") && err.contains("beyond"), "{err}");
 }

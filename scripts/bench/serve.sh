@@ -37,11 +37,15 @@ kill -TERM $pid; wait $pid
 n=$((clients * requests * per))
 echo "== classifier reference: the same $n texts through transformers.pipeline (batch 32)"
 .venv-torch/bin/python scripts/bench/pipeline_classify.py $model $texts $n 32 | tee $out/pipeline.json
+echo "== the same through the pipeline under bf16 autocast (PyTorch's best CPU mode where AVX512-BF16/AMX exist)"
+.venv-torch/bin/python scripts/bench/pipeline_classify.py $model $texts $n 32 --bf16 | tee $out/pipeline_bf16.json
 python3 - "$out" <<'PY'
 import json, sys
 out = sys.argv[1]
 ours = json.load(open(f"{out}/classifier.json"))
 ref = json.load(open(f"{out}/pipeline.json"))
+ref16 = json.load(open(f"{out}/pipeline_bf16.json"))
+print(f"vs pipeline under bf16 autocast {ref16['throughput']} texts/s: {ours['throughput'] / ref16['throughput']:.2f}x")
 print(f"classifier throughput: finetune serve {ours['throughput']} texts/s (over HTTP, {ours['clients']} clients) "
       f"vs transformers pipeline {ref['throughput']} texts/s (in-process): {ours['throughput'] / ref['throughput']:.2f}x")
 PY

@@ -53,12 +53,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut fwd = Vec::new();
     for i in 0..warmup + steps {
+        if i == warmup {
+            profile::reset();
+            profile::enable(true);
+        }
         let s = Instant::now();
         model.forward(&mut ws, &batch, Mode::Eval)?;
         if i >= warmup {
             fwd.push(s.elapsed().as_secs_f64() * 1e3);
         }
     }
+    profile::enable(false);
+    let fwd_profile = profile::report();
+    let fwd_total = fwd.iter().sum::<f64>() / steps as f64;
 
     let mut step_times = Vec::new();
     let mut loss = 0.0;
@@ -106,5 +113,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("  {name:<24} {ms:8.2}  ({} calls/step)", calls / steps as u64);
     }
     println!("  {:<24} {:8.2}", "other (copies, glue)", total - accounted);
+    println!("per-kernel time per forward pass (eval):");
+    let mut accounted = 0.0;
+    for (name, d, calls) in fwd_profile {
+        let ms = d.as_secs_f64() * 1e3 / steps as f64;
+        if name != "pooler.forward" {
+            accounted += ms;
+        }
+        println!("  {name:<24} {ms:8.2}  ({} calls/pass)", calls / steps as u64);
+    }
+    println!("  {:<24} {:8.2}", "other (copies, glue)", fwd_total - accounted);
     Ok(())
 }

@@ -848,11 +848,14 @@ impl BertForSequenceClassification {
                 (&a.ctx, inp)
             };
             let res1 = &mut a.res1[..rows * c];
-            bf16lin::forward(lc, res1, ctx, s(lo.ao_w, c * c), Some(s(lo.ao_b, c)), rows, c, c);
-            if let Some(d) = drop_at(mode, cfg.attn_output_dropout(), site_layer(li, 1)) {
+            // Without dropout between them, the residual add runs fused into the projection.
+            let drop1 = drop_at(mode, cfg.attn_output_dropout(), site_layer(li, 1));
+            let fused_res = if drop1.is_none() { Some(&res_in[..rows * c]) } else { None };
+            bf16lin::forward_fused(lc, res1, ctx, s(lo.ao_w, c * c), Some(s(lo.ao_b, c)), fused_res, None, rows, c, c);
+            if let Some(d) = drop1 {
                 dropout::forward(res1, d);
+                residual::add_assign(res1, &res_in[..rows * c]);
             }
-            residual::add_assign(res1, &res_in[..rows * c]);
             layernorm::forward(
                 &mut a.h1,
                 &mut a.ln1_mean,
@@ -864,14 +867,18 @@ impl BertForSequenceClassification {
                 c,
                 eps,
             );
-            bf16lin::forward(lc, &mut a.inter_pre, &a.h1, s(lo.fc_w, f * c), Some(s(lo.fc_b, f)), rows, c, f);
-            gelu::forward(&mut a.inter_act[..rows * f], &a.inter_pre[..rows * f]);
+            let (fc_w, fc_b) = (s(lo.fc_w, f * c), Some(s(lo.fc_b, f)));
+            let act = Some(&mut a.inter_act[..rows * f]);
+            bf16lin::forward_fused(lc, &mut a.inter_pre, &a.h1, fc_w, fc_b, None, act, rows, c, f);
             let res2 = &mut a.res2[..rows * c];
-            bf16lin::forward(lc, res2, &a.inter_act, s(lo.proj_w, c * f), Some(s(lo.proj_b, c)), rows, f, c);
-            if let Some(d) = drop_at(mode, cfg.hidden_dropout_prob, site_layer(li, 2)) {
+            let drop2 = drop_at(mode, cfg.hidden_dropout_prob, site_layer(li, 2));
+            let fused_res = if drop2.is_none() { Some(&a.h1[..rows * c]) } else { None };
+            let (proj_w, proj_b) = (s(lo.proj_w, c * f), Some(s(lo.proj_b, c)));
+            bf16lin::forward_fused(lc, res2, &a.inter_act, proj_w, proj_b, fused_res, None, rows, f, c);
+            if let Some(d) = drop2 {
                 dropout::forward(res2, d);
+                residual::add_assign(res2, &a.h1[..rows * c]);
             }
-            residual::add_assign(res2, &a.h1[..rows * c]);
             layernorm::forward(
                 &mut a.out,
                 &mut a.ln2_mean,

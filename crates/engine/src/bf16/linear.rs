@@ -6,8 +6,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{gemm_packed, gemm_view, tiny, Kernel, WeightCache};
-use crate::kernels::linear;
+use super::{gemm_packed, gemm_packed_fused, gemm_view, tiny, Epilogue, Kernel, WeightCache};
+use crate::kernels::{gelu, linear, residual};
 use crate::matmul::{Par, View};
 
 /// A model's bf16 weight copies, shared by all its workspaces (one per batch shape), and a counter of weight
@@ -78,19 +78,42 @@ pub fn forward(
     c_in: usize,
     c_out: usize,
 ) {
+    forward_fused(ctx, out, inp, weight, bias, None, None, n, c_in, c_out)
+}
+
+/// [`forward`] followed by `out += residual` (laid out as `out`) and `gelu_out = gelu(out)` when given. In
+/// bf16 both run on each block of the output while it is in cache; in f32 they are the separate kernels.
+#[allow(clippy::too_many_arguments)]
+pub fn forward_fused(
+    ctx: Ctx<'_>,
+    out: &mut [f32],
+    inp: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    gelu_out: Option<&mut [f32]>,
+    n: usize,
+    c_in: usize,
+    c_out: usize,
+) {
     let Some((w16, version)) = active(ctx, n, c_out, c_in) else {
-        return linear::forward(out, inp, weight, bias, n, c_in, c_out);
+        linear::forward(out, inp, weight, bias, n, c_in, c_out);
+        if let Some(r) = residual {
+            residual::add_assign(&mut out[..n * c_out], &r[..n * c_out]);
+        }
+        if let Some(g) = gelu_out {
+            gelu::forward(&mut g[..n * c_out], &out[..n * c_out]);
+        }
+        return;
     };
     let _prof = crate::profile::scope("linear.forward");
     let out = &mut out[..n * c_out];
-    if let Some(b) = bias {
-        for row in out.chunks_exact_mut(c_out) {
-            row.copy_from_slice(&b[..c_out]);
-        }
-    }
     let mut cache = w16.lock();
     let wt = cache.get(version, weight, c_out, c_in, true);
-    gemm_packed(out, c_out, View::new(&inp[..n * c_in], c_in, false), wt, n, 1.0, bias.is_some(), par(n, c_out, c_in));
+    let epilogue = Epilogue { bias: bias.map(|b| &b[..c_out]), residual: residual.map(|r| &r[..n * c_out]) };
+    let gelu_out = gelu_out.map(|g| &mut g[..n * c_out]);
+    let inp = View::new(&inp[..n * c_in], c_in, false);
+    gemm_packed_fused(out, c_out, inp, wt, n, epilogue, gelu_out, par(n, c_out, c_in));
 }
 
 /// [`linear::backward`] in bf16 when `ctx` is set, computing only what is asked for: `dinp` (overwritten, or

@@ -9,7 +9,8 @@
 //! Three kernels, chosen at run time ([`Kernel::detect`]: AMX, else AVX512-BF16 on AMD, else f32; or forced
 //! with `FINETUNE_BF16_KERNEL`):
 //! - [`Kernel::Amx`]: Intel AMX tiles (`tdpbf16ps`, Sapphire Rapids and later), 32 × 32 blocks of C held in
-//!   four tile registers while the whole k dimension streams through two A and two B tiles.
+//!   four tile registers while the whole k dimension streams through two A and two B tiles (A packed in a
+//!   tile-contiguous layout).
 //! - [`Kernel::Avx512Bf16`]: `vdpbf16ps` on 512-bit registers (AMD Zen 4, Intel Cooper Lake / without AMX),
 //!   8 × 32 register blocks.
 //! - [`Kernel::F32`]: the f32 `gemm` crate, for CPUs with neither (no rounding to bf16 at all).
@@ -19,8 +20,8 @@
 //! shapes of fine-tuning (k ≤ a few thousand, row-major activations) need only one blocking scheme. The
 //! kernels are `core::arch` intrinsics (AVX512-BF16) and `asm!` (AMX: its intrinsics are not stable Rust).
 //!
-//! Both bf16 kernels read the same packed operands: A as row-major bf16 rows (`[m_pad, k_pad]`, padded with
-//! zeros to multiples of 32) and B in the "VNNI" pair layout `[n_pad / 16][k_pad / 2][16][2]`, where the two
+//! Both bf16 kernels read packed operands: A as bf16 (`[m_pad, k_pad]`, padded with zeros to multiples of 32;
+//! row-major for AVX512-BF16, in 16 × 32 tiles for AMX) and B in the "VNNI" pair layout `[n_pad / 16][k_pad / 2][16][2]`, where the two
 //! bf16 values that one `dpbf16` lane multiplies (rows 2p and 2p + 1 of one column) sit side by side. B is
 //! packed once per call, or once per optimizer step for a weight through [`PackedB`] / [`WeightCache`].
 
@@ -178,10 +179,14 @@ fn needed(rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
     }
 }
 
-/// A converted to bf16 rows `[m_pad, lda]` (zero padded), `lda ≥ k_pad`.
+/// A converted to bf16, zero padded to `[m_pad, k_pad]`, in one of two layouts: rows `lda ≥ k_pad` apart (the
+/// AVX512-BF16 kernel broadcasts pairs along a row), or `tiled` for AMX: `[m_pad / 16][k_pad / 32][16][32]`,
+/// so that each 16 × 32 tile the kernel loads is 1 KiB of consecutive memory (a strided tile load from L2 costs
+/// about 1.4x a contiguous one).
 struct PackedA {
     k_pad: usize,
     lda: usize,
+    tiled: bool,
     data: Vec<u16>,
 }
 
@@ -196,11 +201,20 @@ fn lda_for(k_pad: usize) -> usize {
 }
 
 impl PackedA {
-    fn pack(a: View<'_>, m: usize, k: usize, par: Par) -> Self {
+    fn pack(a: View<'_>, m: usize, k: usize, tiled: bool, par: Par) -> Self {
         let k_pad = round_up(k, BLOCK);
-        let lda = lda_for(k_pad);
+        let lda = if tiled { k_pad } else { lda_for(k_pad) };
         let m_pad = round_up(m, BLOCK);
-        let mut data = vec![0u16; m_pad * lda];
+        // Zeros are needed only where padding is read: rows past m, or k past a multiple of 32.
+        let mut data = scratch_take(m_pad * lda, m != m_pad || k != k_pad);
+        // Where row r (of a 32-row chunk) and column p start a run of up to 32 values that stay contiguous.
+        let at = |r: usize, p: usize| {
+            if tiled {
+                ((r / 16) * (k_pad / 32) + p / 32) * 512 + (r % 16) * 32 + p % 32
+            } else {
+                r * lda + p
+            }
+        };
         // Rows in groups of 32 (one block), converted on all threads when allowed.
         let fill = |(bi, chunk): (usize, &mut [u16])| {
             let r0 = bi * BLOCK;
@@ -208,40 +222,110 @@ impl PackedA {
             if a.cs == 1 {
                 for r in 0..rows {
                     let s = (r0 + r) * a.rs;
-                    convert_row(&mut chunk[r * lda..r * lda + k], &a.data[s..s + k]);
-                }
-            } else if a.rs == 1 {
-                // Transposed (A's columns are contiguous): convert 32 × 32 blocks through a local tile and write
-                // whole packed row segments, instead of 32 stores a row apart per source column.
-                let mut tile = [[0u16; BLOCK]; BLOCK];
-                for p0 in (0..k).step_by(BLOCK) {
-                    let pn = BLOCK.min(k - p0);
-                    for pp in 0..pn {
-                        let s = (p0 + pp) * a.cs + r0;
-                        convert_row(&mut tile[pp][..rows], &a.data[s..s + rows]);
-                    }
-                    for r in 0..rows {
-                        let dst = &mut chunk[r * lda + p0..r * lda + p0 + pn];
-                        for (pp, d) in dst.iter_mut().enumerate() {
-                            *d = tile[pp][r];
-                        }
+                    if tiled {
+                        convert_row_tiled(&mut chunk[at(r, 0)..], &a.data[s..s + k]);
+                    } else {
+                        convert_row(&mut chunk[r * lda..r * lda + k], &a.data[s..s + k]);
                     }
                 }
             } else {
                 for r in 0..rows {
                     for p in 0..k {
-                        chunk[r * lda + p] = to_bf16(a.data[(r0 + r) * a.rs + p * a.cs]);
+                        chunk[at(r, p)] = to_bf16(a.data[(r0 + r) * a.rs + p * a.cs]);
                     }
                 }
             }
         };
-        if par == Par::Rayon && m * k >= 1 << 16 {
+        let parallel = par == Par::Rayon && m * k >= 1 << 16;
+        if a.rs == 1 && a.cs != 1 {
+            // Transposed (A's columns are contiguous, as doutᵀ in a weight gradient): 32 × 32 blocks go through
+            // a local tile, a group of GROUP packed rows at a time over all of k. Each source row is then read in
+            // runs of GROUP values and the group's packed tiles (GROUP / 16 of them per 32 values of k) stay in
+            // cache. (Per 32 rows, the walk read a 128-byte strip of every source row: a cache and TLB miss
+            // each; by bands of k over all rows, the tiles written lie 64 KiB apart, in the same cache sets.)
+            const GROUP: usize = 8 * BLOCK;
+            let dst = UPtr(data.as_mut_ptr());
+            let group = |g: usize| {
+                let mut tile = [[0u16; BLOCK]; BLOCK];
+                for p0 in (0..k).step_by(BLOCK) {
+                    let pn = BLOCK.min(k - p0);
+                    for r0 in (g * GROUP..m.min((g + 1) * GROUP)).step_by(BLOCK) {
+                        let rows = BLOCK.min(m - r0);
+                        for (pp, t) in tile.iter_mut().enumerate().take(pn) {
+                            let s = (p0 + pp) * a.cs + r0;
+                            convert_row(&mut t[..rows], &a.data[s..s + rows]);
+                        }
+                        for r in 0..rows {
+                            let d = r0 * lda + at(r, p0);
+                            // SAFETY: group g writes only its own rows, inside the buffer (the layouts place
+                            // column p of row r at `r0 · lda + at(r, p)`, below m_pad · lda).
+                            let out = unsafe { std::slice::from_raw_parts_mut(dst.get().add(d), pn) };
+                            for (pp, v) in out.iter_mut().enumerate() {
+                                *v = tile[pp][r];
+                            }
+                        }
+                    }
+                }
+            };
+            let groups = m.div_ceil(GROUP);
+            if parallel {
+                (0..groups).into_par_iter().for_each(group);
+            } else {
+                (0..groups).for_each(group);
+            }
+        } else if parallel {
             data.par_chunks_mut(BLOCK * lda).enumerate().for_each(fill);
         } else {
             data.chunks_mut(BLOCK * lda).enumerate().for_each(fill);
         }
-        PackedA { k_pad, lda, data }
+        PackedA { k_pad, lda, tiled, data }
     }
+}
+
+impl Drop for PackedA {
+    fn drop(&mut self) {
+        scratch_give(std::mem::take(&mut self.data));
+    }
+}
+
+thread_local! {
+    /// Packing buffers kept for the thread's next call: a fresh multi-megabyte allocation per matmul costs its
+    /// page faults and zeroing every time (measured: packing A took 4x its conversion). A stack, so that a
+    /// nested call (rayon may run another matmul on this thread while it waits) gets its own buffer.
+    static SCRATCH: std::cell::RefCell<Vec<Vec<u16>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A buffer of `len` values, reusing one this thread gave back: all zero when `zeroed`, else holding stale
+/// values that the caller overwrites (a megabyte memset per call showed in profiles).
+fn scratch_take(len: usize, zeroed: bool) -> Vec<u16> {
+    let mut v = SCRATCH.with(|s| s.borrow_mut().pop()).unwrap_or_default();
+    if zeroed {
+        v.clear();
+    }
+    v.resize(len, 0);
+    v.truncate(len);
+    v
+}
+
+/// Keeps `v` for the thread's next [`scratch_take`] (at most four buffers are kept).
+fn scratch_give(v: Vec<u16>) {
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() < 4 {
+            s.push(v);
+        }
+    });
+}
+
+crate::simd_fn! {
+/// One row of A into the tiled layout: its 32-value runs go 512 values (one tile) apart; the tail stays zero.
+fn convert_row_tiled(dst: &mut [u16], src: &[f32]) {
+    for (i, s) in src.chunks(BLOCK).enumerate() {
+        for (d, x) in dst[i * 512..i * 512 + s.len()].iter_mut().zip(s) {
+            *d = to_bf16(*x);
+        }
+    }
+}
 }
 
 /// B (`[k, n]`) converted to bf16 in the VNNI pair layout `[n_pad / 16][k_pad / 2][16][2]`. Build it once for
@@ -284,12 +368,16 @@ impl PackedB {
             }
             if b.rs == 1 {
                 // Columns contiguous along k (a transposed weight): walk down each column.
-                let mut tmp = vec![0u16; k];
+                let mut tmp = [0u16; BLOCK];
                 for jj in 0..cols {
                     let src = (j0 + jj) * b.cs;
-                    convert_row(&mut tmp, &b.data[src..src + k]);
-                    for (p, &v) in tmp.iter().enumerate() {
-                        dst[(p / 2) * 32 + jj * 2 + (p & 1)] = v;
+                    for p0 in (0..k).step_by(BLOCK) {
+                        let pn = BLOCK.min(k - p0);
+                        convert_row(&mut tmp[..pn], &b.data[src + p0..src + p0 + pn]);
+                        for (pp, &v) in tmp[..pn].iter().enumerate() {
+                            let p = p0 + pp;
+                            dst[(p / 2) * 32 + jj * 2 + (p & 1)] = v;
+                        }
                     }
                 }
             } else if b.cs == 1 {
@@ -370,12 +458,42 @@ pub fn gemm_view_with(
     accumulate: bool,
     par: Par,
 ) {
+    assert!(needed(m, n, c_rs, 1) <= c.len(), "bf16 matmul: C too small");
+    // SAFETY: C is an exclusive slice that holds every element written (asserted above).
+    unsafe { gemm_ptr_with(kernel, c.as_mut_ptr(), c_rs, a, b, m, n, k, scale, accumulate, par) }
+}
+
+/// [`gemm_view_with`] into a raw C, for callers whose threads write disjoint blocks of one matrix.
+///
+/// # Safety
+/// C is valid for reads and writes at `c[i * c_rs + j]` for i < m, j < n, and no one else touches those
+/// elements during the call.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm_ptr_with(
+    kernel: Kernel,
+    c: *mut f32,
+    c_rs: usize,
+    a: View<'_>,
+    b: View<'_>,
+    m: usize,
+    n: usize,
+    k: usize,
+    scale: f32,
+    accumulate: bool,
+    par: Par,
+) {
     if kernel == Kernel::F32 || tiny(m, n, k) {
-        return crate::matmul::gemm_view(c, c_rs, a, b, m, n, k, scale, accumulate, par);
+        return crate::matmul::gemm_ptr(c, c_rs, a, b, m, n, k, scale, accumulate, par);
     }
     assert!(needed(k, n, b.rs, b.cs) <= b.data.len(), "bf16 matmul: B too small");
-    let pb = PackedB::pack(b, k, n, par);
-    gemm_packed_with(kernel, c, c_rs, a, &pb, m, scale, accumulate, par);
+    assert!(needed(m, k, a.rs, a.cs) <= a.data.len(), "bf16 matmul: A too small");
+    assert!(kernel.available(), "bf16 matmul: kernel {} unavailable on this CPU", kernel.name());
+    // A temporary B from the thread's packing buffers (no allocation per call).
+    let mut pb = PackedB { data: scratch_take(0, true), ..PackedB::default() };
+    pb.repack(b, k, n, par);
+    let pa = PackedA::pack(a, m, k, kernel == Kernel::Amx, par);
+    run_blocks(kernel, &pa, &pb, CPtr(c), c_rs, m, scale, accumulate, &Epi::default(), par);
+    scratch_give(std::mem::take(&mut pb.data));
 }
 
 /// `C[m, n] = scale · bf16(A)[m, k] · B` (+ C) for a pre-packed B (`[k, n]` from [`PackedB::k`]/`n`).
@@ -406,33 +524,184 @@ pub fn gemm_packed_with(
     accumulate: bool,
     par: Par,
 ) {
+    gemm_packed_epi(kernel, c, c_rs, a, b, m, scale, accumulate, &Epi::default(), par)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gemm_packed_epi(
+    kernel: Kernel,
+    c: &mut [f32],
+    c_rs: usize,
+    a: View<'_>,
+    b: &PackedB,
+    m: usize,
+    scale: f32,
+    accumulate: bool,
+    epi: &Epi<'_>,
+    par: Par,
+) {
     let (k, n) = (b.k, b.n);
     assert!(needed(m, n, c_rs, 1) <= c.len(), "bf16 matmul: C too small");
     assert!(needed(m, k, a.rs, a.cs) <= a.data.len(), "bf16 matmul: A too small");
     if m == 0 || n == 0 {
         return;
     }
-    if k == 0 {
-        if !accumulate {
-            for i in 0..m {
-                c[i * c_rs..i * c_rs + n].fill(0.0);
+    let cp = CPtr(c.as_mut_ptr());
+    if k == 0 || kernel == Kernel::F32 || tiny(m, n, k) {
+        if k == 0 {
+            if !accumulate {
+                for i in 0..m {
+                    c[i * c_rs..i * c_rs + n].fill(0.0);
+                }
             }
+        } else {
+            // Unpack B (already rounded to bf16) and multiply in f32.
+            let mut bf = vec![0.0f32; k * n];
+            for p in 0..k {
+                for j in 0..n {
+                    bf[p * n + j] = b.get(p, j);
+                }
+            }
+            crate::matmul::gemm_view(c, c_rs, a, View::new(&bf, n, false), m, n, k, scale, accumulate, par);
         }
+        // SAFETY: C holds the m × n block (asserted); the caller checked the epilogue's buffers.
+        unsafe { epi.apply(cp, c_rs, 0, 0, m, n) };
         return;
     }
-    if kernel == Kernel::F32 || tiny(m, n, k) {
-        // Unpack B (already rounded to bf16) and multiply in f32.
-        let mut bf = vec![0.0f32; k * n];
-        for p in 0..k {
-            for j in 0..n {
-                bf[p * n + j] = b.get(p, j);
+    assert!(kernel.available(), "bf16 matmul: kernel {} unavailable on this CPU", kernel.name());
+    let pa = PackedA::pack(a, m, k, kernel == Kernel::Amx, par);
+    run_blocks(kernel, &pa, b, cp, c_rs, m, scale, accumulate, epi, par);
+}
+
+/// Post-ops applied to each finished 32 × 32 block of C while it is still in L1, in this order: `C += bias`
+/// (one value per column), `C += residual` (laid out as C), `gelu_out = gelu(C)` (laid out as C). Each saves a
+/// pass over C through memory (a linear layer's output is written once instead of three times).
+#[derive(Clone, Copy, Default)]
+pub struct Epilogue<'a> {
+    pub bias: Option<&'a [f32]>,
+    pub residual: Option<&'a [f32]>,
+}
+
+/// [`Epilogue`] as the block loops see it: the GELU output as a raw pointer, since tasks write disjoint blocks.
+#[derive(Clone, Copy, Default)]
+struct Epi<'a> {
+    bias: Option<&'a [f32]>,
+    residual: Option<&'a [f32]>,
+    gelu: Option<CPtr>,
+}
+
+impl Epi<'_> {
+    fn is_empty(&self) -> bool {
+        self.bias.is_none() && self.residual.is_none() && self.gelu.is_none()
+    }
+
+    /// Applies the post-ops to rows i0.. and columns j0.. (`rows × cols`) of C.
+    ///
+    /// # Safety
+    /// The block of C and of the GELU output is valid and touched by no one else.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn apply(&self, c: CPtr, c_rs: usize, i0: usize, j0: usize, rows: usize, cols: usize) {
+        if self.is_empty() {
+            return;
+        }
+        let at = i0 * c_rs + j0;
+        let bias = self.bias.map(|b| &b[j0..j0 + cols]);
+        // The residual's rows between the block's (other blocks' columns) are only read: a shared slice.
+        let res = self.residual.map(|x| &x[at..at + (rows - 1) * c_rs + cols]);
+        epilogue_block(c.0.add(at), c_rs, rows, cols, bias, res, self.gelu.map(|g| g.0.add(at)));
+    }
+}
+
+crate::simd_fn! {
+/// The post-ops on one block, in one call (per row, the dispatch cost more than the 32 additions).
+/// `c` and `act` point at the block's first element, rows `rs` apart; the caller owns those elements.
+fn epilogue_block(
+    c: *mut f32,
+    rs: usize,
+    rows: usize,
+    cols: usize,
+    bias: Option<&[f32]>,
+    res: Option<&[f32]>,
+    act: Option<*mut f32>,
+) {
+    for r in 0..rows {
+        // SAFETY: the caller owns `cols` elements at row r of the block in C (and in the GELU output).
+        let row = unsafe { std::slice::from_raw_parts_mut(c.add(r * rs), cols) };
+        if let Some(b) = bias {
+            for (x, b) in row.iter_mut().zip(b) {
+                *x += b;
             }
         }
-        return crate::matmul::gemm_view(c, c_rs, a, View::new(&bf, n, false), m, n, k, scale, accumulate, par);
+        if let Some(res) = res {
+            for (x, v) in row.iter_mut().zip(&res[r * rs..r * rs + cols]) {
+                *x += v;
+            }
+        }
+        if let Some(a) = act {
+            // SAFETY: as above.
+            let out = unsafe { std::slice::from_raw_parts_mut(a.add(r * rs), cols) };
+            for (o, &x) in out.iter_mut().zip(row.iter()) {
+                *o = crate::kernels::gelu::gelu(x);
+            }
+        }
     }
-    assert!(kernel.available(), "bf16 matmul: kernel {} unavailable on this CPU", kernel.name());
-    let pa = PackedA::pack(a, m, k, par);
-    run_blocks(kernel, &pa, b, CPtr(c.as_mut_ptr()), c_rs, m, scale, accumulate, par);
+}
+}
+
+/// `C[m, n] = bf16(A) · B` followed by the [`Epilogue`] (and `gelu_out = gelu(C)` when given, laid out as C),
+/// with the kernel from [`Kernel::current`]: a linear layer's forward with its bias, residual and activation
+/// fused.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_packed_fused(
+    c: &mut [f32],
+    c_rs: usize,
+    a: View<'_>,
+    b: &PackedB,
+    m: usize,
+    epilogue: Epilogue<'_>,
+    gelu_out: Option<&mut [f32]>,
+    par: Par,
+) {
+    gemm_packed_fused_with(Kernel::current(), c, c_rs, a, b, m, epilogue, gelu_out, par)
+}
+
+/// [`gemm_packed_fused`] with an explicit kernel. Panics if the CPU cannot run it.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_packed_fused_with(
+    kernel: Kernel,
+    c: &mut [f32],
+    c_rs: usize,
+    a: View<'_>,
+    b: &PackedB,
+    m: usize,
+    epilogue: Epilogue<'_>,
+    gelu_out: Option<&mut [f32]>,
+    par: Par,
+) {
+    let n = b.n;
+    let need = needed(m, n, c_rs, 1);
+    assert!(epilogue.bias.is_none_or(|x| x.len() >= n), "bf16 matmul: bias too small");
+    assert!(epilogue.residual.is_none_or(|x| x.len() >= need), "bf16 matmul: residual too small");
+    let gelu = gelu_out.map(|g| {
+        assert!(g.len() >= need, "bf16 matmul: GELU output too small");
+        CPtr(g.as_mut_ptr())
+    });
+    let epi = Epi { bias: epilogue.bias, residual: epilogue.residual, gelu };
+    gemm_packed_epi(kernel, c, c_rs, a, b, m, 1.0, false, &epi, par)
+}
+
+/// The packed-A buffer, written by tasks that own disjoint parts of it.
+#[derive(Clone, Copy)]
+struct UPtr(*mut u16);
+// SAFETY: every task writes a disjoint set of elements.
+unsafe impl Send for UPtr {}
+unsafe impl Sync for UPtr {}
+
+impl UPtr {
+    // A method, so that closures capture the whole (Sync) wrapper rather than its raw-pointer field.
+    fn get(self) -> *mut u16 {
+        self.0
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -500,6 +769,7 @@ fn run_blocks(
     m: usize,
     scale: f32,
     accumulate: bool,
+    epi: &Epi<'_>,
     par: Par,
 ) {
     let n = pb.n;
@@ -513,7 +783,7 @@ fn run_blocks(
         let (u0, u1) = (units * t / tasks, units * (t + 1) / tasks);
         let (m0, m1, n0, n1) = if by_rows { (u0, u1, 0, nb) } else { (0, mb, u0, u1) };
         // SAFETY: tasks cover disjoint block ranges of C; the packed operands cover every block.
-        unsafe { run_range(kernel, pa, pb, c, c_rs, m, m0..m1, n0..n1, scale, accumulate) }
+        unsafe { run_range(kernel, pa, pb, c, c_rs, m, m0..m1, n0..n1, scale, accumulate, epi) }
     };
     if tasks == 1 {
         task(0);
@@ -536,19 +806,20 @@ unsafe fn run_range(
     nbs: std::ops::Range<usize>,
     scale: f32,
     accumulate: bool,
+    epi: &Epi<'_>,
 ) {
+    if kernel == Kernel::Amx {
+        amx::configure();
+        run_range_amx(pa, pb, c, c_rs, m, mbs, nbs, scale, accumulate, epi);
+        amx::release();
+        return;
+    }
     let n = pb.n;
     let (k_pad, lda) = (pa.k_pad, pa.lda);
     debug_assert_eq!(k_pad, pb.k_pad);
     // Rows of A per pass so that they stay in L2 (~1 MiB) while every column block of B streams past.
     let chunk = (((1 << 20) / (lda * 2)) / BLOCK).max(1);
-    // Tiles store C in place unless its rows are a multiple of 16 cache lines apart: then a tile's 16 rows
-    // would share a few L1 sets, and a contiguous buffer is faster.
-    let c_direct = !c_rs.is_multiple_of(16 * 16);
     let mut acc = Box::new([0.0f32; BLOCK * BLOCK]);
-    if kernel == Kernel::Amx {
-        amx::configure();
-    }
     let mut mc = mbs.start;
     while mc < mbs.end {
         let mc_end = (mc + chunk).min(mbs.end);
@@ -558,23 +829,77 @@ unsafe fn run_range(
                 let a_rows = pa.data.as_ptr().add(ib * BLOCK * lda);
                 let (i0, j0) = (ib * BLOCK, jb * BLOCK);
                 let (rows, cols) = (BLOCK.min(m - i0), BLOCK.min(n - j0));
-                match kernel {
-                    // A whole block at scale 1: the tiles load and store C in place.
-                    Kernel::Amx if c_direct && rows == BLOCK && cols == BLOCK && scale == 1.0 => {
-                        amx::block(a_rows, lda, b_panel, k_pad, c.0.add(i0 * c_rs + j0), c_rs * 4, accumulate);
-                        continue;
-                    }
-                    Kernel::Amx => amx::block(a_rows, lda, b_panel, k_pad, acc.as_mut_ptr(), BLOCK * 4, false),
-                    Kernel::Avx512Bf16 => avx512::block(a_rows, lda, b_panel, k_pad, &mut acc),
-                    Kernel::F32 => unreachable!("the f32 kernel does not use packed blocks"),
-                }
+                avx512::block(a_rows, lda, b_panel, k_pad, &mut acc);
                 store_block(c, c_rs, i0, j0, rows, cols, &acc, scale, accumulate);
+                epi.apply(c, c_rs, i0, j0, rows, cols);
             }
         }
         mc = mc_end;
     }
-    if kernel == Kernel::Amx {
-        amx::release();
+}
+
+/// The AMX loop over C's blocks. The loads bound the kernel (see [`amx::block`]), so the order keeps one
+/// operand in L1: when a 32-row block of A fits (k_pad ≤ 512: 32 KiB), it stays there while every column
+/// block of B streams past from L2; for longer k, a 32-column panel of B stays in L1 while the rows of A
+/// stream (prefetched), a batch of rows that fits L2 at a time.
+///
+/// # Safety
+/// As [`run_range`]; the tile configuration is loaded on this thread.
+#[allow(clippy::too_many_arguments)]
+unsafe fn run_range_amx(
+    pa: &PackedA,
+    pb: &PackedB,
+    c: CPtr,
+    c_rs: usize,
+    m: usize,
+    mbs: std::ops::Range<usize>,
+    nbs: std::ops::Range<usize>,
+    scale: f32,
+    accumulate: bool,
+    epi: &Epi<'_>,
+) {
+    debug_assert!(pa.tiled);
+    let n = pb.n;
+    let k_pad = pa.k_pad;
+    debug_assert_eq!(k_pad, pb.k_pad);
+    let steps = k_pad / BLOCK;
+    // Tiles store C in place unless its rows are a multiple of 16 cache lines apart: then a tile's 16 rows
+    // would share a few L1 sets, and a contiguous buffer is faster.
+    let c_direct = !c_rs.is_multiple_of(16 * 16);
+    let mut acc = Box::new([0.0f32; BLOCK * BLOCK]);
+    let mut one = |ib: usize, jb: usize| {
+        let a0 = pa.data.as_ptr().add(ib * BLOCK * k_pad);
+        let a1 = a0.add(16 * k_pad);
+        let b = pb.data.as_ptr().add(jb * 2 * 16 * k_pad);
+        let (i0, j0) = (ib * BLOCK, jb * BLOCK);
+        let (rows, cols) = (BLOCK.min(m - i0), BLOCK.min(n - j0));
+        if c_direct && rows == BLOCK && cols == BLOCK && scale == 1.0 {
+            // A whole block at scale 1: the tiles load and store C in place.
+            amx::block(a0, a1, b, k_pad, steps, c.0.add(i0 * c_rs + j0), c_rs * 4, accumulate);
+        } else {
+            amx::block(a0, a1, b, k_pad, steps, acc.as_mut_ptr(), BLOCK * 4, false);
+            store_block(c, c_rs, i0, j0, rows, cols, &acc, scale, accumulate);
+        }
+        epi.apply(c, c_rs, i0, j0, rows, cols);
+    };
+    if k_pad <= 512 {
+        for ib in mbs {
+            for jb in nbs.clone() {
+                one(ib, jb);
+            }
+        }
+    } else {
+        let chunk = (((1 << 20) / (k_pad * 2)) / BLOCK).max(1);
+        let mut mc = mbs.start;
+        while mc < mbs.end {
+            let mc_end = (mc + chunk).min(mbs.end);
+            for jb in nbs.clone() {
+                for ib in mc..mc_end {
+                    one(ib, jb);
+                }
+            }
+            mc = mc_end;
+        }
     }
 }
 

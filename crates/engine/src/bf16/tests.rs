@@ -94,7 +94,17 @@ fn packed_b_holds_rounded_values() {
 
 #[test]
 fn every_kernel_matches_the_bf16_reference() {
-    let shapes = [(16, 16, 16), (32, 32, 32), (33, 47, 65), (64, 96, 100), (100, 17, 31), (129, 70, 257)];
+    // (300, 40, 64): a transposed A spans two packing groups; (70, 40, 600): k past 512 (the other AMX loop order).
+    let shapes = [
+        (16, 16, 16),
+        (32, 32, 32),
+        (33, 47, 65),
+        (64, 96, 100),
+        (100, 17, 31),
+        (129, 70, 257),
+        (300, 40, 64),
+        (70, 40, 600),
+    ];
     for kernel in kernels_here("every_kernel_matches_the_bf16_reference") {
         for &(m, n, k) in &shapes {
             for ta in [false, true] {
@@ -290,5 +300,38 @@ fn linear_in_bf16_matches_f32_within_rounding() {
             assert_eq!(s, t);
         }
         assert_eq!(*f, -*s);
+    }
+}
+
+/// The fused epilogue (bias, residual, GELU on each block in cache) gives exactly the separate passes' values:
+/// the same sums, then the same operations per element. Shapes cover partial blocks and the in-place tiles.
+#[test]
+fn fused_epilogue_equals_separate_passes() {
+    for kernel in kernels_here("fused_epilogue_equals_separate_passes") {
+        for &(m, n, k) in &[(64, 64, 96), (70, 45, 33), (96, 160, 600)] {
+            let a = rand_vec(m * k, 21);
+            let w = rand_vec(n * k, 22);
+            let bias = rand_vec(n, 23);
+            let res = rand_vec(m * n, 24);
+            let pb = PackedB::pack(View::new(&w, k, true), k, n, Par::Seq);
+            let av = View::new(&a, k, false);
+            for par in [Par::Seq, Par::Rayon] {
+                let mut want = vec![0.0; m * n];
+                gemm_packed_with(kernel, &mut want, n, av, &pb, m, 1.0, false, par);
+                for (i, v) in want.iter_mut().enumerate() {
+                    *v = *v + bias[i % n] + res[i];
+                }
+                let mut want_act = vec![0.0; m * n];
+                crate::kernels::gelu::forward(&mut want_act, &want);
+                let (mut got, mut act) = (vec![f32::NAN; m * n], vec![f32::NAN; m * n]);
+                let epi = Epilogue { bias: Some(&bias), residual: Some(&res) };
+                gemm_packed_fused_with(kernel, &mut got, n, av, &pb, m, epi, Some(&mut act), par);
+                let what = format!("{} {m}x{n}x{k} {par:?}", kernel.name());
+                for i in 0..m * n {
+                    assert_eq!(got[i].to_bits(), want[i].to_bits(), "{what}: C[{i}] {} vs {}", got[i], want[i]);
+                    assert_eq!(act[i].to_bits(), want_act[i].to_bits(), "{what}: gelu[{i}]");
+                }
+            }
+        }
     }
 }

@@ -9,10 +9,16 @@ const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
 const INV_SQRT_2PI: f32 = 0.398_942_3;
 const CHUNK: usize = 4096;
 
+/// gelu(x) for one value; inlined into vectorised loops (also the bf16 matmul's fused epilogue).
+#[inline(always)]
+pub fn gelu(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf(x * FRAC_1_SQRT_2))
+}
+
 crate::simd_fn! {
 fn fwd_chunk(out: &mut [f32], inp: &[f32]) {
     for (o, &x) in out.iter_mut().zip(inp) {
-        *o = 0.5 * x * (1.0 + erf(x * FRAC_1_SQRT_2));
+        *o = gelu(x);
     }
 }
 }

@@ -33,10 +33,11 @@ pub struct ServeArgs {
     /// The model name clients send (`model` in OpenAI requests; default: the directory's name).
     #[arg(long)]
     model_name: Option<String>,
-    /// Most requests (decoders) or texts (classifiers) per batch.
+    /// Most requests generating at once (decoders) or texts per batch (classifiers).
     #[arg(long, default_value_t = 8)]
     max_batch_size: usize,
-    /// Milliseconds a waiting request waits for others to join its batch.
+    /// Milliseconds a waiting request waits for others to join its batch (decoders: only when none is
+    /// generating; otherwise it joins the running batch at the next step).
     #[arg(long, default_value_t = 5)]
     batch_window_ms: u64,
     /// Requests waiting beyond the running batch; more are answered 429.

@@ -124,6 +124,22 @@ impl CachedDecoder for CausalModel {
             _ => Err(GenerateError::Config("the decode workspace was made for another architecture".into())),
         }
     }
+    fn step_rows<'w>(
+        &self,
+        cache: &mut KvCache,
+        ws: &'w mut CausalDecodeWorkspace,
+        rows: &[usize],
+        input_ids: &[u32],
+    ) -> Result<&'w [f32], GenerateError> {
+        if self.store().lora_config().is_some() {
+            return Err(GenerateError::Config("generation needs merged LoRA adapters (merge_lora first)".into()));
+        }
+        match (self, ws) {
+            (CausalModel::Llama(m), CausalDecodeWorkspace::Llama(w)) => m.step_rows(cache, w, rows, input_ids),
+            (CausalModel::Gpt2(m), CausalDecodeWorkspace::Gpt2(w)) => m.step_rows(cache, w, rows, input_ids),
+            _ => Err(GenerateError::Config("the decode workspace was made for another architecture".into())),
+        }
+    }
 }
 
 /// Where the weights came from.

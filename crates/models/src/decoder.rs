@@ -228,6 +228,9 @@ pub trait KvDims {
 
 /// Keys and values of every layer, `[batch, kv_heads, max_len, head_dim]` each, allocated once for a whole
 /// generation. Keys are stored after any rotary embedding, as transformers' `DynamicCache`.
+///
+/// Rows either advance together (left-padded batches, [`len`](Self::len) tokens each) or each on its own (the
+/// row steps of continuous batching: row `r` holds [`row_len(r)`](Self::row_len) tokens).
 pub struct KvCache {
     pub batch: usize,
     pub max_len: usize,
@@ -235,7 +238,10 @@ pub struct KvCache {
     pub(crate) head_dim: usize,
     pub(crate) k: Vec<Vec<f32>>,
     pub(crate) v: Vec<Vec<f32>>,
+    /// The longest row.
     pub(crate) len: usize,
+    /// Tokens held per row (padding included).
+    pub(crate) lens: Vec<usize>,
 }
 
 impl KvCache {
@@ -256,10 +262,11 @@ impl KvCache {
             k: (0..layers).map(|_| z()).collect(),
             v: (0..layers).map(|_| z()).collect(),
             len: 0,
+            lens: vec![0; batch],
         }
     }
 
-    /// Tokens per row held so far (padding included).
+    /// Tokens per row held so far (padding included); with rows of different lengths, the longest.
     pub fn len(&self) -> usize {
         self.len
     }
@@ -268,10 +275,74 @@ impl KvCache {
         self.len == 0
     }
 
+    /// Tokens held by row `row` (0 for a row out of range).
+    pub fn row_len(&self, row: usize) -> usize {
+        self.lens.get(row).copied().unwrap_or(0)
+    }
+
     /// Forgets every cached token (the buffers are kept).
     pub fn clear(&mut self) {
         self.len = 0;
+        self.lens.fill(0);
     }
+
+    /// Forgets the tokens of row `row` only, so that a new sequence can start there.
+    pub fn clear_row(&mut self, row: usize) {
+        if let Some(l) = self.lens.get_mut(row) {
+            *l = 0;
+        }
+        self.len = self.lens.iter().copied().max().unwrap_or(0);
+    }
+
+    /// Makes room for `max_len` tokens per row, keeping what every row holds (a no-op when there is room).
+    pub fn grow(&mut self, max_len: usize) {
+        if max_len <= self.max_len {
+            return;
+        }
+        let (rows, d, old) = (self.batch * self.kv_heads, self.head_dim, self.max_len);
+        let lens = &self.lens;
+        let kv = self.kv_heads;
+        let regrow = |buf: &mut Vec<f32>| {
+            let mut grown = vec![0.0f32; rows * max_len * d];
+            for r in 0..rows {
+                let n = lens[r / kv.max(1)] * d;
+                grown[r * max_len * d..][..n].copy_from_slice(&buf[r * old * d..][..n]);
+            }
+            *buf = grown;
+        };
+        self.k.iter_mut().for_each(regrow);
+        self.v.iter_mut().for_each(regrow);
+        self.max_len = max_len;
+    }
+}
+
+/// Which rows of a [`KvCache`] a cached step runs on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum StepRows<'a> {
+    /// Every row, all holding `len` tokens; the mask `[batch, len + n_new]` marks left padding (0).
+    Padded(&'a [u32]),
+    /// Input row `i` runs on cache row `slots[i]`, after that row's own tokens; no padding.
+    Slots(&'a [usize]),
+}
+
+impl StepRows<'_> {
+    /// The cache row of input row `i`.
+    pub fn slot(&self, i: usize) -> usize {
+        match self {
+            StepRows::Padded(_) => i,
+            StepRows::Slots(s) => s[i],
+        }
+    }
+}
+
+/// The shape of a checked cached step.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StepShape {
+    /// Input rows.
+    pub batch: usize,
+    pub n_new: usize,
+    /// Tokens in the longest row after the step.
+    pub longest: usize,
 }
 
 /// The rows a decode workspace was allocated for.
@@ -284,22 +355,29 @@ pub(crate) struct DecodeCapacity {
     pub sized: bool,
 }
 
-/// Checks one cached step of `input_ids` (`[batch, n_new]`) with `attention_mask` (`[batch, past + n_new]`) on
-/// `cache` for a model of `dims` (layers, kv heads, head dim) and `vocab` tokens, with `ws` as the workspace;
-/// returns `n_new`.
-pub(crate) fn check_decode(
+/// Checks one cached step of `input_ids` (`[rows, n_new]`) on the `rows` of `cache` for a model of `dims`
+/// (layers, kv heads, head dim) and `vocab` tokens, with `ws` as the workspace.
+pub(crate) fn check_step(
     cache: &KvCache,
     ws: DecodeCapacity,
     dims: (usize, usize, usize),
     vocab: usize,
     input_ids: &[u32],
-    attention_mask: &[u32],
-) -> Result<usize, String> {
-    let (bsz, past, max_len) = (cache.batch, cache.len, cache.max_len);
+    rows: StepRows<'_>,
+) -> Result<StepShape, String> {
+    let max_len = cache.max_len;
     if cache.k.len() != dims.0 || cache.kv_heads != dims.1 || cache.head_dim != dims.2 {
         return Err("the KV cache was created for a different model configuration".into());
     }
-    if ws.batch != bsz || ws.max_len < max_len || !ws.sized {
+    let bsz = match rows {
+        StepRows::Padded(_) => cache.batch,
+        StepRows::Slots(s) => s.len(),
+    };
+    let batch_fits = match rows {
+        StepRows::Padded(_) => ws.batch == bsz,
+        StepRows::Slots(_) => ws.batch >= bsz,
+    };
+    if !batch_fits || ws.max_len < max_len || !ws.sized {
         return Err(format!(
             "the decode workspace ({} rows, {} tokens) does not fit the cache ({bsz} rows, {max_len} tokens)",
             ws.batch, ws.max_len
@@ -309,28 +387,80 @@ pub(crate) fn check_decode(
         return Err(format!("expected batch × new tokens input ids for {bsz} rows, got {}", input_ids.len()));
     }
     let n_new = input_ids.len() / bsz;
-    let total = past + n_new;
     if n_new > ws.max_new {
         return Err(format!("{n_new} new tokens per row exceed the workspace's {}", ws.max_new));
     }
-    if total > max_len {
-        return Err(format!("{total} tokens per row exceed the KV cache's max_len {max_len}"));
-    }
-    if attention_mask.len() != bsz * total {
-        return Err(format!("expected an attention_mask of {bsz} × {total} entries, got {}", attention_mask.len()));
-    }
-    if attention_mask.iter().any(|&m| m > 1) {
-        return Err("attention_mask entries must be 0 or 1".into());
+    let longest = match rows {
+        StepRows::Padded(attention_mask) => {
+            let (past, total) = (cache.len, cache.len + n_new);
+            if cache.lens.iter().any(|&l| l != past) {
+                return Err("the KV cache's rows hold different numbers of tokens: step them by row".into());
+            }
+            if attention_mask.len() != bsz * total {
+                return Err(format!(
+                    "expected an attention_mask of {bsz} × {total} entries, got {}",
+                    attention_mask.len()
+                ));
+            }
+            if attention_mask.iter().any(|&m| m > 1) {
+                return Err("attention_mask entries must be 0 or 1".into());
+            }
+            total
+        }
+        StepRows::Slots(slots) => {
+            for (i, &s) in slots.iter().enumerate() {
+                if s >= cache.batch {
+                    return Err(format!("row {s} out of range for a KV cache of {} rows", cache.batch));
+                }
+                if i > 0 && s <= slots[i - 1] {
+                    return Err("rows must be distinct and in increasing order".into());
+                }
+            }
+            slots.iter().map(|&s| cache.lens[s] + n_new).max().unwrap_or(0)
+        }
+    };
+    if longest > max_len {
+        return Err(format!("{longest} tokens per row exceed the KV cache's max_len {max_len}"));
     }
     if let Some(&id) = input_ids.iter().find(|&&i| i as usize >= vocab) {
         return Err(format!("input id {id} out of range for vocab_size {vocab}"));
     }
-    Ok(n_new)
+    Ok(StepShape { batch: bsz, n_new, longest })
 }
 
-/// Positions of the new tokens of a cached step, as transformers' `generate`: `cumsum(attention_mask) − 1`, 1
-/// on padding.
-pub(crate) fn decode_positions(pos: &mut [u32], attention_mask: &[u32], bsz: usize, past: usize, n_new: usize) {
+/// Positions of the new tokens of a cached step: with padding as transformers' `generate`
+/// (`cumsum(attention_mask) − 1`, 1 on padding), on row steps each row's own count onwards.
+pub(crate) fn step_positions(pos: &mut [u32], cache: &KvCache, rows: StepRows<'_>, bsz: usize, n_new: usize) {
+    match rows {
+        StepRows::Padded(mask) => decode_positions(pos, mask, bsz, cache.len, n_new),
+        StepRows::Slots(slots) => {
+            for (p, &s) in pos.chunks_exact_mut(n_new).zip(slots) {
+                for (i, x) in p.iter_mut().enumerate() {
+                    *x = (cache.lens[s] + i) as u32;
+                }
+            }
+        }
+    }
+}
+
+/// Records the `n_new` tokens a step appended to its rows.
+pub(crate) fn advance(cache: &mut KvCache, rows: StepRows<'_>, n_new: usize) {
+    match rows {
+        StepRows::Padded(_) => {
+            cache.len += n_new;
+            cache.lens.fill(cache.len);
+        }
+        StepRows::Slots(slots) => {
+            for &s in slots {
+                cache.lens[s] += n_new;
+            }
+            cache.len = cache.lens.iter().copied().max().unwrap_or(0);
+        }
+    }
+}
+
+/// Positions of the new tokens of a left-padded cached step: `cumsum(attention_mask) − 1`, 1 on padding.
+fn decode_positions(pos: &mut [u32], attention_mask: &[u32], bsz: usize, past: usize, n_new: usize) {
     let total = past + n_new;
     for b in 0..bsz {
         let m = &attention_mask[b * total..(b + 1) * total];
@@ -357,30 +487,40 @@ pub(crate) fn last_rows(out: &mut [f32], x: &[f32], bsz: usize, n_new: usize, c:
     }
 }
 
-/// Shape of one cached attention call: `n_new` new query rows per batch row on top of `past` cached tokens, in
-/// caches `[batch, kv_heads, max_len, head_dim]` (shared by the Llama family and GPT-2).
+/// Shape of one cached attention call: `n_new` new query rows per input row on top of the tokens its cache row
+/// holds, in caches `[cache rows, kv_heads, max_len, head_dim]` (shared by the Llama family and GPT-2).
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct CachedAttn {
+pub(crate) struct CachedAttn<'a> {
+    /// Input rows.
     pub batch: usize,
     pub heads: usize,
     pub kv_heads: usize,
     pub head_dim: usize,
     pub n_new: usize,
-    pub past: usize,
     pub max_len: usize,
     /// Row capacity of the `scores` and `heads_out` buffers.
     pub max_new: usize,
+    pub rows: StepRows<'a>,
+    /// Tokens each cache row held before this step.
+    pub lens: &'a [usize],
 }
 
-impl CachedAttn {
+impl CachedAttn<'_> {
+    /// The cache row of input row `b` and the tokens it held before this step.
+    fn row(&self, b: usize) -> (usize, usize) {
+        let s = self.rows.slot(b);
+        (s, self.lens[s])
+    }
+
     /// Copies the new keys (columns `k_col..`) and values (`v_col..`) of each `w`-wide qkv row into the caches.
     pub fn append(&self, kc: &mut [f32], vc: &mut [f32], qkv: &[f32], w: usize, k_col: usize, v_col: usize) {
         let (n_new, d) = (self.n_new, self.head_dim);
         for b in 0..self.batch {
+            let (slot, past) = self.row(b);
             for i in 0..n_new {
                 let row = &qkv[(b * n_new + i) * w..][..w];
                 for g in 0..self.kv_heads {
-                    let at = ((b * self.kv_heads + g) * self.max_len + self.past + i) * d;
+                    let at = ((slot * self.kv_heads + g) * self.max_len + past + i) * d;
                     kc[at..at + d].copy_from_slice(&row[k_col + g * d..k_col + (g + 1) * d]);
                     vc[at..at + d].copy_from_slice(&row[v_col + g * d..v_col + (g + 1) * d]);
                 }
@@ -390,7 +530,7 @@ impl CachedAttn {
 
     /// `ctx[row, h·d..] = softmax(q Kᵀ / √d + mask) V` for every new row and query head (query heads in columns
     /// `0..heads·d` of `qkv`), with transformers' additive mask (the most negative f32) on padding and future
-    /// keys. `mask` is `[batch, past + n_new]`.
+    /// keys. Call after [`append`](Self::append).
     #[allow(clippy::too_many_arguments)]
     pub fn attend(
         &self,
@@ -398,22 +538,22 @@ impl CachedAttn {
         vc: &[f32],
         qkv: &[f32],
         w: usize,
-        mask: &[u32],
         scores: &mut [f32],
         heads_out: &mut [f32],
         ctx: &mut [f32],
     ) {
         use finetune_engine::math::dot;
         let _prof = finetune_engine::profile::scope("cached_attention");
-        let (h, kv, d, n_new, past, max_len) =
-            (self.heads, self.kv_heads, self.head_dim, self.n_new, self.past, self.max_len);
-        let (total, rep) = (past + n_new, h / kv);
+        let (h, kv, d, n_new, max_len) = (self.heads, self.kv_heads, self.head_dim, self.n_new, self.max_len);
+        let rep = h / kv;
         let scale = 1.0 / (d as f32).sqrt();
         // One task per (row, query head); the matmuls inside are small, so they run on the calling thread.
         let work = |(bh, (sc, out)): (usize, (&mut [f32], &mut [f32]))| {
             let (b, hh) = (bh / h, bh % h);
+            let (slot, past) = self.row(b);
+            let total = past + n_new;
             let g = hh / rep;
-            let kv_at = (b * kv + g) * max_len * d;
+            let kv_at = (slot * kv + g) * max_len * d;
             let (kb, vb) = (&kc[kv_at..kv_at + total * d], &vc[kv_at..kv_at + total * d]);
             // Decode steps are dot products over the cache: a matmul call would cost more than the work.
             let small = n_new <= 4;
@@ -429,10 +569,14 @@ impl CachedAttn {
                 let kt = View { data: kb, rs: 1, cs: d };
                 gemm_view(sc, total, q, kt, n_new, total, d, scale, false, Par::Seq);
             }
-            let m = &mask[b * total..(b + 1) * total];
+            // Row steps have no padding: only the causal mask applies.
+            let m = match self.rows {
+                StepRows::Padded(mask) => Some(&mask[b * total..(b + 1) * total]),
+                StepRows::Slots(_) => None,
+            };
             for (i, row) in sc[..n_new * total].chunks_exact_mut(total).enumerate() {
-                for (j, (x, &mv)) in row.iter_mut().zip(m).enumerate() {
-                    if mv == 0 || j > past + i {
+                for (j, x) in row.iter_mut().enumerate() {
+                    if j > past + i || m.is_some_and(|m| m[j] == 0) {
                         *x += f32::MIN;
                     }
                 }
@@ -462,7 +606,8 @@ impl CachedAttn {
         let (stride, od) = (self.max_new * max_len, self.max_new * d);
         let (scores, heads_out) = (&mut scores[..self.batch * h * stride], &mut heads_out[..self.batch * h * od]);
         // Threads pay off only once the attention work dwarfs their wake-up cost.
-        if self.batch * h * n_new * total * d >= 1 << 20 {
+        let keys: usize = (0..self.batch).map(|b| self.row(b).1 + n_new).sum();
+        if h * n_new * keys * d >= 1 << 20 {
             use rayon::prelude::*;
             scores.par_chunks_mut(stride).zip(heads_out.par_chunks_mut(od)).enumerate().for_each(work);
         } else {

@@ -34,6 +34,15 @@ pub trait CachedDecoder {
         input_ids: &[u32],
         attention_mask: &[u32],
     ) -> Result<&'w [f32], GenerateError>;
+    /// `[rows.len(), vocab]` logits of the last of `input_ids` (`[rows.len(), n_new]`) run on cache rows `rows`
+    /// (distinct, increasing), each after the tokens that row already holds, with no padding.
+    fn step_rows<'w>(
+        &self,
+        cache: &mut KvCache,
+        ws: &'w mut Self::Workspace,
+        rows: &[usize],
+        input_ids: &[u32],
+    ) -> Result<&'w [f32], GenerateError>;
 }
 
 impl CachedDecoder for LlamaForCausalLM {
@@ -56,6 +65,15 @@ impl CachedDecoder for LlamaForCausalLM {
     ) -> Result<&'w [f32], GenerateError> {
         Ok(self.forward_cached(cache, ws, input_ids, attention_mask)?)
     }
+    fn step_rows<'w>(
+        &self,
+        cache: &mut KvCache,
+        ws: &'w mut DecodeWorkspace,
+        rows: &[usize],
+        input_ids: &[u32],
+    ) -> Result<&'w [f32], GenerateError> {
+        Ok(self.forward_rows(cache, ws, rows, input_ids)?)
+    }
 }
 
 impl CachedDecoder for Gpt2LMHeadModel {
@@ -77,6 +95,15 @@ impl CachedDecoder for Gpt2LMHeadModel {
         attention_mask: &[u32],
     ) -> Result<&'w [f32], GenerateError> {
         Ok(self.forward_cached(cache, ws, input_ids, attention_mask)?)
+    }
+    fn step_rows<'w>(
+        &self,
+        cache: &mut KvCache,
+        ws: &'w mut Gpt2DecodeWorkspace,
+        rows: &[usize],
+        input_ids: &[u32],
+    ) -> Result<&'w [f32], GenerateError> {
+        Ok(self.forward_rows(cache, ws, rows, input_ids)?)
     }
 }
 
@@ -232,7 +259,7 @@ pub fn sample(scores: &[f32], rng: &mut Rng) -> u32 {
 
 /// Per-step buffers of the logits processors.
 #[derive(Default)]
-struct Scratch {
+pub(crate) struct Scratch {
     scores: Vec<f32>,
     f: Vec<f32>,
     order: Vec<u32>,
@@ -241,7 +268,7 @@ struct Scratch {
 
 impl Scratch {
     /// The processors of `model.generate` in its order, then the choice of the next token.
-    fn next_token(&mut self, logits: &[f32], history: &[u32], cfg: &GenerationConfig, rng: &mut Rng) -> u32 {
+    pub(crate) fn next_token(&mut self, logits: &[f32], history: &[u32], cfg: &GenerationConfig, rng: &mut Rng) -> u32 {
         let s = &mut self.scores;
         s.clear();
         s.extend_from_slice(logits);

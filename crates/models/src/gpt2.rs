@@ -28,7 +28,7 @@ use finetune_engine::matmul::matmul;
 use finetune_engine::StateDict;
 use serde::Deserialize;
 
-use crate::decoder::{self, CachedAttn, DecodeCapacity, KvDims, LmHead};
+use crate::decoder::{self, CachedAttn, DecodeCapacity, KvDims, LmHead, StepRows};
 pub use crate::decoder::{Batch, KvCache};
 use crate::error::ModelError;
 use crate::lora::{LoraWorkspace, Module};
@@ -694,26 +694,50 @@ impl Gpt2LMHeadModel {
         input_ids: &[u32],
         attention_mask: &[u32],
     ) -> Result<&'w [f32], Gpt2Error> {
+        self.cached_step(cache, ws, input_ids, StepRows::Padded(attention_mask))
+    }
+
+    /// As [`LlamaForCausalLM::forward_rows`](crate::llama::LlamaForCausalLM::forward_rows): `input_ids`
+    /// (`[rows.len(), n_new]`) on cache rows `rows`, each after its own tokens, with no padding.
+    pub fn forward_rows<'w>(
+        &self,
+        cache: &mut KvCache,
+        ws: &'w mut Gpt2DecodeWorkspace,
+        rows: &[usize],
+        input_ids: &[u32],
+    ) -> Result<&'w [f32], Gpt2Error> {
+        self.cached_step(cache, ws, input_ids, StepRows::Slots(rows))
+    }
+
+    fn cached_step<'w>(
+        &self,
+        cache: &mut KvCache,
+        ws: &'w mut Gpt2DecodeWorkspace,
+        input_ids: &[u32],
+        rows: StepRows<'_>,
+    ) -> Result<&'w [f32], Gpt2Error> {
         let _prof = finetune_engine::profile::scope("gpt2.forward_cached");
         let cfg = &self.config;
-        let (bsz, c, f, h, v) = (cache.batch, cfg.n_embd, cfg.inner(), cfg.n_head, cfg.vocab_size);
-        let (d, past, max_len) = (c / h, cache.len, cache.max_len);
+        let (c, f, h, v) = (cfg.n_embd, cfg.inner(), cfg.n_head, cfg.vocab_size);
+        let (d, max_len) = (c / h, cache.max_len);
         let cap = DecodeCapacity {
             batch: ws.batch,
             max_new: ws.max_new,
             max_len: ws.max_len,
             sized: ws.x.len() == ws.batch * ws.max_new * c,
         };
-        let n_new =
-            decoder::check_decode(cache, cap, cfg.kv_dims(), v, input_ids, attention_mask).map_err(Gpt2Error::Batch)?;
-        let total = past + n_new;
-        if total > cfg.n_positions {
-            return Err(Gpt2Error::Batch(format!("{total} tokens per row exceed n_positions {}", cfg.n_positions)));
+        let shape = decoder::check_step(cache, cap, cfg.kv_dims(), v, input_ids, rows).map_err(Gpt2Error::Batch)?;
+        let (bsz, n_new) = (shape.batch, shape.n_new);
+        if shape.longest > cfg.n_positions {
+            return Err(Gpt2Error::Batch(format!(
+                "{} tokens per row exceed n_positions {}",
+                shape.longest, cfg.n_positions
+            )));
         }
         let (n, eps) = (bsz * n_new, cfg.layer_norm_epsilon);
         let st = &self.store;
         let s = |k: usize| st.get(k);
-        decoder::decode_positions(&mut ws.pos, attention_mask, bsz, past, n_new);
+        decoder::step_positions(&mut ws.pos, cache, rows, bsz, n_new);
         let (wte, wpe) = (s(self.idx.wte), s(self.idx.wpe));
         for ((o, &id), &q) in ws.x[..n * c].chunks_exact_mut(c).zip(input_ids).zip(&ws.pos) {
             let (wr, pr) = (&wte[id as usize * c..][..c], &wpe[q as usize * c..][..c]);
@@ -721,15 +745,24 @@ impl Gpt2LMHeadModel {
                 o[k] = wr[k] + pr[k];
             }
         }
-        let dims =
-            CachedAttn { batch: bsz, heads: h, kv_heads: h, head_dim: d, n_new, past, max_len, max_new: ws.max_new };
+        let dims = CachedAttn {
+            batch: bsz,
+            heads: h,
+            kv_heads: h,
+            head_dim: d,
+            n_new,
+            max_len,
+            max_new: ws.max_new,
+            rows,
+            lens: &cache.lens,
+        };
         for (li, lx) in self.idx.layers.iter().enumerate() {
             let x = &mut ws.x[..n * c];
             layernorm::forward(&mut ws.ln, &mut ws.mean, &mut ws.rstd, x, s(lx.ln1_w), s(lx.ln1_b), n, c, eps);
             conv1d_forward(&mut ws.qkv, &ws.ln, s(lx.attn_w), s(lx.attn_b), n, c, 3 * c);
             let (kc, vc) = (&mut cache.k[li], &mut cache.v[li]);
             dims.append(kc, vc, &ws.qkv, 3 * c, c, 2 * c);
-            dims.attend(kc, vc, &ws.qkv, 3 * c, attention_mask, &mut ws.scores, &mut ws.heads_out, &mut ws.ctx);
+            dims.attend(kc, vc, &ws.qkv, 3 * c, &mut ws.scores, &mut ws.heads_out, &mut ws.ctx);
             conv1d_forward(&mut ws.tmp, &ws.ctx, s(lx.aproj_w), s(lx.aproj_b), n, c, c);
             residual::add_assign(x, &ws.tmp[..n * c]);
             layernorm::forward(&mut ws.ln, &mut ws.mean, &mut ws.rstd, x, s(lx.ln2_w), s(lx.ln2_b), n, c, eps);
@@ -738,11 +771,11 @@ impl Gpt2LMHeadModel {
             conv1d_forward(&mut ws.tmp, &ws.act, s(lx.mproj_w), s(lx.mproj_b), n, f, c);
             residual::add_assign(x, &ws.tmp[..n * c]);
         }
-        cache.len = total;
+        decoder::advance(cache, rows, n_new);
         decoder::last_rows(&mut ws.tmp, &ws.x, bsz, n_new, c);
         let (w, bb) = (s(self.idx.lnf_w), s(self.idx.lnf_b));
         layernorm::forward(&mut ws.last, &mut ws.mean, &mut ws.rstd, &ws.tmp[..bsz * c], w, bb, bsz, c, eps);
-        matmul(&mut ws.logits, &ws.last, wte, bsz, c, v, false, true, false);
-        Ok(&ws.logits)
+        matmul(&mut ws.logits[..bsz * v], &ws.last, wte, bsz, c, v, false, true, false);
+        Ok(&ws.logits[..bsz * v])
     }
 }

@@ -34,7 +34,7 @@ use finetune_engine::matmul::{gemm_view, matmul, Par, View};
 use finetune_engine::StateDict;
 use serde::Deserialize;
 
-use crate::decoder::{self, CachedAttn, DecodeCapacity, KvDims, LmHead};
+use crate::decoder::{self, CachedAttn, DecodeCapacity, KvDims, LmHead, StepRows};
 pub use crate::decoder::{Batch, KvCache};
 use crate::error::ModelError;
 use crate::lora::{LoraWorkspace, Module};
@@ -860,24 +860,48 @@ impl LlamaForCausalLM {
         input_ids: &[u32],
         attention_mask: &[u32],
     ) -> Result<&'w [f32], LlamaError> {
+        self.cached_step(cache, ws, input_ids, StepRows::Padded(attention_mask))
+    }
+
+    /// Runs `input_ids` (`[rows.len(), n_new]`) on cache rows `rows` (distinct, increasing), each on top of the
+    /// tokens that row already holds, at positions from its own length on, with no padding: rows of different
+    /// lengths step together (continuous batching). Returns the `[rows.len(), vocab]` logits of each input row's
+    /// last new token; the other cache rows are untouched. `ws` needs room for `rows.len()` rows.
+    pub fn forward_rows<'w>(
+        &self,
+        cache: &mut KvCache,
+        ws: &'w mut DecodeWorkspace,
+        rows: &[usize],
+        input_ids: &[u32],
+    ) -> Result<&'w [f32], LlamaError> {
+        self.cached_step(cache, ws, input_ids, StepRows::Slots(rows))
+    }
+
+    fn cached_step<'w>(
+        &self,
+        cache: &mut KvCache,
+        ws: &'w mut DecodeWorkspace,
+        input_ids: &[u32],
+        rows: StepRows<'_>,
+    ) -> Result<&'w [f32], LlamaError> {
         let _prof = finetune_engine::profile::scope("llama.forward_cached");
         let cfg = &self.config;
-        let (bsz, c, f, v) = (cache.batch, cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
+        let (c, f, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
         let (h, kv, d) = (cfg.num_attention_heads, cfg.kv_heads(), cfg.head_dim());
-        let (w, past, max_len) = ((h + 2 * kv) * d, cache.len, cache.max_len);
+        let (w, max_len) = ((h + 2 * kv) * d, cache.max_len);
         let cap = DecodeCapacity {
             batch: ws.batch,
             max_new: ws.max_new,
             max_len: ws.max_len,
             sized: ws.x.len() == ws.batch * ws.max_new * c,
         };
-        let n_new = decoder::check_decode(cache, cap, cfg.kv_dims(), v, input_ids, attention_mask)
-            .map_err(LlamaError::Batch)?;
-        let total = past + n_new;
+        let shape = decoder::check_step(cache, cap, cfg.kv_dims(), v, input_ids, rows).map_err(LlamaError::Batch)?;
+        let (bsz, n_new) = (shape.batch, shape.n_new);
         if let Some(win) = cfg.active_sliding_window() {
-            if total > win {
+            if shape.longest > win {
                 return Err(LlamaError::Batch(format!(
-                    "{total} tokens exceed sliding_window {win}; sliding-window attention is not supported"
+                    "{} tokens exceed sliding_window {win}; sliding-window attention is not supported",
+                    shape.longest
                 )));
             }
         }
@@ -885,11 +909,20 @@ impl LlamaForCausalLM {
         let eps = cfg.rms_norm_eps;
         let st = &self.store;
         let s = |k: usize| st.get(k);
-        decoder::decode_positions(&mut ws.pos, attention_mask, bsz, past, n_new);
+        decoder::step_positions(&mut ws.pos, cache, rows, bsz, n_new);
         decoder::embed(&mut ws.x[..n * c], s(self.idx.embed), input_ids, c);
         let pos = &ws.pos[..n];
-        let dims =
-            CachedAttn { batch: bsz, heads: h, kv_heads: kv, head_dim: d, n_new, past, max_len, max_new: ws.max_new };
+        let dims = CachedAttn {
+            batch: bsz,
+            heads: h,
+            kv_heads: kv,
+            head_dim: d,
+            n_new,
+            max_len,
+            max_new: ws.max_new,
+            rows,
+            lens: &cache.lens,
+        };
         for (li, lx) in self.idx.layers.iter().enumerate() {
             rmsnorm::forward(&mut ws.ln, &mut ws.rstd, &ws.x[..n * c], s(lx.ln1), n, c, eps);
             let wqkv = st.span(lx.q_w, lx.v_w);
@@ -899,7 +932,7 @@ impl LlamaForCausalLM {
             rope::apply(&mut ws.qkv, w, h * d, kv, d, pos, &ws.cos, &ws.sin, false);
             let (kc, vc) = (&mut cache.k[li], &mut cache.v[li]);
             dims.append(kc, vc, &ws.qkv, w, h * d, (h + kv) * d);
-            dims.attend(kc, vc, &ws.qkv, w, attention_mask, &mut ws.scores, &mut ws.heads_out, &mut ws.ctx);
+            dims.attend(kc, vc, &ws.qkv, w, &mut ws.scores, &mut ws.heads_out, &mut ws.ctx);
             linear::forward(&mut ws.tmp, &ws.ctx, s(lx.o_w), lx.o_b.map(s), n, h * d, c);
             residual::add_assign(&mut ws.x[..n * c], &ws.tmp[..n * c]);
             rmsnorm::forward(&mut ws.ln, &mut ws.rstd, &ws.x[..n * c], s(lx.ln2), n, c, eps);
@@ -909,11 +942,11 @@ impl LlamaForCausalLM {
             linear::forward(&mut ws.tmp, &ws.act, s(lx.down_w), None, n, f, c);
             residual::add_assign(&mut ws.x[..n * c], &ws.tmp[..n * c]);
         }
-        cache.len = total;
+        decoder::advance(cache, rows, n_new);
         decoder::last_rows(&mut ws.tmp, &ws.x, bsz, n_new, c);
         rmsnorm::forward(&mut ws.last, &mut ws.last_rstd, &ws.tmp[..bsz * c], s(self.idx.norm), bsz, c, eps);
         let _prof = finetune_engine::profile::scope("llama.lm_head");
-        matmul(&mut ws.logits, &ws.last, s(self.idx.head), bsz, c, v, false, true, false);
-        Ok(&ws.logits)
+        matmul(&mut ws.logits[..bsz * v], &ws.last, s(self.idx.head), bsz, c, v, false, true, false);
+        Ok(&ws.logits[..bsz * v])
     }
 }

@@ -1,8 +1,9 @@
 //! Generation with the KV cache: equal to recomputing the full forward each step, to transformers'
 //! `model.generate(do_sample=False)` and to its logits processors (fixtures from
-//! scripts/reference/gen_generate.py).
+//! scripts/reference/gen_generate.py); continuous batching: rows joining a running batch get their tokens alone.
 
-use finetune_models::generate::{self, generate, GenerationConfig, Rng};
+use finetune_models::batch::{ContinuousBatch, PREFILL_CHUNK};
+use finetune_models::generate::{self, generate, CachedDecoder, GenerationConfig, Rng};
 use finetune_models::llama::{Batch, DecodeWorkspace, KvCache, LlamaConfig, LlamaForCausalLM, Workspace};
 
 mod common;
@@ -267,4 +268,164 @@ fn gpt2_kv_cache_equals_full_recompute() {
     let mixed =
         generate(&m, &[prompts[0].clone(), vec![17, 3]], &greedy(steps, vec![]), &mut |_, _| false).expect("generate");
     assert_eq!(mixed[0], want[0]);
+}
+
+/// Runs `prompt` alone through a [`ContinuousBatch`] to its end.
+fn alone<M: CachedDecoder>(m: &M, prompt: &[u32], cfg: &GenerationConfig) -> Vec<u32> {
+    let mut b = ContinuousBatch::new(m, 4);
+    let first = b.add(prompt, cfg.clone()).expect("add");
+    let mut out = vec![first.id];
+    let mut done = first.done;
+    while !done {
+        let t = b.step().expect("step");
+        assert_eq!(t.len(), 1);
+        out.push(t[0].id);
+        done = t[0].done;
+    }
+    assert!(b.is_empty());
+    out
+}
+
+/// Rows joining a running batch at different steps, with different settings: each gets exactly its tokens
+/// alone, a short row that joins late ends before the long one, and a freed slot is reused.
+fn joins_running_batch<M: CachedDecoder>(m: &M, name: &str) {
+    let long = greedy(24, vec![]);
+    let long_cfg = long.clone();
+    let sampled = GenerationConfig {
+        max_new_tokens: 10,
+        do_sample: true,
+        temperature: 0.8,
+        top_k: 0,
+        top_p: 0.9,
+        repetition_penalty: 1.3,
+        seed: 11,
+        ..Default::default()
+    };
+    let short = greedy(3, vec![]);
+    let reqs: Vec<(Vec<u32>, GenerationConfig)> = vec![
+        (vec![5, 9, 33, 7, 100, 2, 64], long),
+        (vec![17, 3], sampled),
+        (vec![44, 45, 46, 47], short.clone()),
+        (vec![8, 1, 30], GenerationConfig { seed: 3, ..short }),
+    ];
+    let want: Vec<Vec<u32>> = reqs.iter().map(|(p, c)| alone(m, p, c)).collect();
+    // The batch path alone equals the left-padded one.
+    let one = generate::generate_rows(
+        m,
+        &reqs[..1].iter().map(|r| r.0.clone()).collect::<Vec<_>>(),
+        &[long_cfg],
+        &mut |_, _| false,
+    )
+    .expect("generate");
+    assert_eq!(one[0], want[0], "{name}: alone vs generate_rows");
+
+    let mut b = ContinuousBatch::new(m, 3);
+    let mut got: Vec<Vec<u32>> = vec![Vec::new(); reqs.len()];
+    let mut slot_of: Vec<Option<usize>> = vec![None; reqs.len()];
+    let mut ended: Vec<usize> = Vec::new();
+    // Request r joins after `joins[r]` decode steps.
+    let joins = [0usize, 2, 5, 9];
+    let mut record = |r: usize, id: u32, done: bool, ended: &mut Vec<usize>| {
+        got[r].push(id);
+        if done {
+            ended.push(r);
+        }
+    };
+    for step in 0..40 {
+        for (r, &j) in joins.iter().enumerate() {
+            if j == step {
+                let t = b.add(&reqs[r].0, reqs[r].1.clone()).expect("add");
+                slot_of[r] = Some(t.slot);
+                record(r, t.id, t.done, &mut ended);
+            }
+        }
+        let toks: Vec<_> = b.step().expect("step").to_vec();
+        for t in toks {
+            let r = (0..reqs.len())
+                .rfind(|&r| slot_of[r] == Some(t.slot) && !ended.contains(&r))
+                .expect("a row on that slot");
+            record(r, t.id, t.done, &mut ended);
+        }
+    }
+    assert!(b.is_empty(), "{name}: every row ended");
+    assert_eq!(got, want, "{name}: rows in a running batch vs alone");
+    let pos = |r: usize| ended.iter().position(|&x| x == r).expect("ended");
+    assert!(pos(2) < pos(0), "{name}: the short row joining late ends first: {ended:?}");
+    // Three slots, four requests: the last one took the slot the short row left.
+    assert_eq!(slot_of[3], slot_of[2], "{name}: a freed slot is reused");
+}
+
+#[test]
+fn continuous_batch_rows_match_alone_llama() {
+    joins_running_batch(&model("tiny_llama"), "tiny_llama");
+}
+
+#[test]
+fn continuous_batch_rows_match_alone_qwen2() {
+    joins_running_batch(&model("tiny_qwen2"), "tiny_qwen2");
+}
+
+#[test]
+fn continuous_batch_rows_match_alone_gpt2() {
+    use finetune_models::gpt2::{Gpt2Config, Gpt2LMHeadModel};
+    let dir = "tiny_gpt2";
+    let cfg = Gpt2Config::from_json(&std::fs::read_to_string(fixture(dir, "config.json")).expect("config"))
+        .expect("config parses");
+    let m = Gpt2LMHeadModel::from_state_dict(cfg, &load(fixture(dir, "model.safetensors")).f32s).expect("loads");
+    joins_running_batch(&m, dir);
+}
+
+/// A prompt longer than one prefill chunk, and a request that grows the cache while another row runs: both
+/// rows still get their tokens alone; the prefill in chunks equals recomputing the whole sequence.
+#[test]
+fn continuous_batch_long_prompt_and_cache_growth() {
+    let m = model("tiny_llama");
+    let long_prompt: Vec<u32> = (0..PREFILL_CHUNK as u32 + 40).map(|i| (i * 7 + 3) % 120).collect();
+    let want = greedy_without_cache(&m, std::slice::from_ref(&long_prompt), 4);
+    assert_eq!(alone(&m, &long_prompt, &greedy(4, vec![])), want[0], "chunked prefill");
+
+    let a = (vec![5u32, 9, 33], greedy(30, vec![]));
+    let c = (vec![17u32, 3, 60], greedy(300, vec![]));
+    let (wa, wc) = (alone(&m, &a.0, &a.1), alone(&m, &c.0, &c.1));
+    let mut b = ContinuousBatch::new(&m, 2);
+    let first = b.add(&a.0, a.1.clone()).expect("add");
+    let mut ga = vec![first.id];
+    for _ in 0..5 {
+        ga.push(b.step().expect("step")[0].id);
+    }
+    let before = b.max_len();
+    let first = b.add(&c.0, c.1.clone()).expect("add");
+    assert!(b.max_len() > before, "the cache grew for the longer request");
+    let mut gc = vec![first.id];
+    while !b.is_empty() {
+        for t in b.step().expect("step").to_vec() {
+            if t.slot == first.slot {
+                gc.push(t.id);
+            } else {
+                ga.push(t.id);
+            }
+        }
+    }
+    assert_eq!((ga, gc), (wa, wc));
+}
+
+#[test]
+fn continuous_batch_refuses_bad_requests() {
+    let m = model("tiny_llama");
+    let mut b = ContinuousBatch::new(&m, 1);
+    assert!(b.add(&[], greedy(3, vec![])).is_err(), "empty prompt");
+    assert!(b.add(&[5], greedy(0, vec![])).is_err(), "no tokens to generate");
+    assert!(b.add(&[5, 500], greedy(3, vec![])).is_err(), "id beyond the vocabulary");
+    let hot = GenerationConfig { temperature: 0.0, do_sample: true, ..greedy(3, vec![]) };
+    assert!(b.add(&[5], hot).is_err(), "temperature 0");
+    assert!(b.is_empty(), "failed adds leave no row");
+    let t = b.add(&[5, 9], greedy(5, vec![])).expect("add");
+    assert!(!t.done);
+    assert!(b.add(&[5], greedy(3, vec![])).is_err(), "no free slot");
+    b.finish(t.slot);
+    assert!(b.is_empty() && b.step().expect("empty step").is_empty());
+    // An EOS ends the row at once and frees its slot.
+    let eos = alone(&m, &[5, 9], &greedy(5, vec![]))[0];
+    let t = b.add(&[5, 9], greedy(5, vec![eos])).expect("add");
+    assert!(t.done && t.id == eos && b.is_empty());
 }

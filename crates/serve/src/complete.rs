@@ -1,9 +1,10 @@
-//! OpenAI-compatible completions for decoders: requests batched on the model's thread, text streamed back as
-//! it is generated (server-sent events), stop sequences, per-request seeds and deadlines.
+//! OpenAI-compatible completions for decoders: requests generated with continuous batching on the model's
+//! thread (a request joins the running batch between decode steps and leaves it when it ends), text streamed
+//! back as it is generated (server-sent events), stop sequences, per-request seeds and deadlines.
 
 use std::convert::Infallible;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,8 +16,10 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use finetune_data::sft::{CausalTokenize, SftTokenizer};
+use finetune_models::batch::{ContinuousBatch, Token};
+use finetune_models::causal::CausalModel;
 use finetune_models::causal_tokenizer::CausalTokenizer;
-use finetune_models::generate::{generate_rows, GenerationConfig};
+use finetune_models::generate::{GenerateError, GenerationConfig};
 use finetune_train::decoder::pad_id;
 use finetune_train::CausalLm;
 use serde_json::{json, Value};
@@ -88,50 +91,234 @@ fn worker(
     window: Duration,
     timeout: Duration,
 ) {
-    while let Ok(first) = rx.recv() {
-        let mut jobs = vec![first];
+    let mut batch = ContinuousBatch::new(&model.model, max_batch);
+    let mut rows: Vec<Option<Live>> = (0..batch.capacity()).map(|_| None).collect();
+    while let Some(jobs) = take_jobs(&rx, batch.free(), batch.is_empty(), window) {
+        let now = Instant::now();
+        for job in jobs {
+            // Clients that left are dropped; requests whose deadline passed in the queue get their 504 now.
+            if job.tx.is_closed() {
+                continue;
+            }
+            if job.deadline <= now {
+                let _ = job.tx.send(Gen::Error(ApiError::timeout(timeout)));
+                continue;
+            }
+            admit(&mut batch, &mut rows, &tok, job);
+        }
+        let now = Instant::now();
+        for (slot, r) in rows.iter_mut().enumerate() {
+            let Some(row) = r.as_ref() else { continue };
+            if row.job.tx.is_closed() || now > row.job.deadline {
+                if !row.job.tx.is_closed() {
+                    let _ = row.job.tx.send(Gen::Error(ApiError::timeout(timeout)));
+                }
+                *r = None;
+                batch.finish(slot);
+            }
+        }
+        if !batch.is_empty() {
+            step(&mut batch, &mut rows, &tok);
+        }
+    }
+}
+
+/// The requests to start now, up to `free`: while rows are generating, whatever is already waiting (new rows
+/// join between decode steps); when none is, the first to arrive and those within `window` after it. None once
+/// the queue is closed and nothing is left to do.
+fn take_jobs(rx: &Receiver<Job>, free: usize, idle: bool, window: Duration) -> Option<Vec<Job>> {
+    let mut jobs = Vec::new();
+    if idle {
+        jobs.push(rx.recv().ok()?);
         let until = Instant::now() + window;
-        while jobs.len() < max_batch {
+        while jobs.len() < free {
             match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
                 Ok(j) => jobs.push(j),
                 Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
             }
         }
-        let now = Instant::now();
-        // Clients that left are dropped; requests whose deadline passed in the queue get their 504 now.
-        jobs.retain(|j| !j.tx.is_closed());
-        let (live, late): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| j.deadline > now);
-        for j in late {
-            let _ = j.tx.send(Gen::Error(ApiError::timeout(timeout)));
-        }
-        if live.is_empty() {
-            continue;
-        }
-        let senders: Vec<UnboundedSender<Gen>> = live.iter().map(|j| j.tx.clone()).collect();
-        match catch_unwind(AssertUnwindSafe(|| run_batch(&model, &tok, &live, timeout))) {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                for tx in senders {
-                    let _ = tx.send(Gen::Error(e.clone()));
-                }
+    } else {
+        while jobs.len() < free {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
             }
-            Err(_) => {
-                for tx in senders {
-                    let _ = tx.send(Gen::Error(ApiError::internal("generation failed on this batch")));
-                }
-            }
+        }
+    }
+    Some(jobs)
+}
+
+/// Prefills `job` on a free slot and handles its first token.
+fn admit(batch: &mut ContinuousBatch<'_, CausalModel>, rows: &mut [Option<Live>], tok: &CausalTokenizer, job: Job) {
+    let tx = job.tx.clone();
+    let run = catch_unwind(AssertUnwindSafe(|| {
+        let t = batch.add(&job.prompt, job.cfg.clone())?;
+        let mut row = Live::new(job);
+        if !row.take(tok, t.id, t.done) {
+            rows[t.slot] = Some(row);
+        } else if !t.done {
+            batch.finish(t.slot);
+        }
+        Ok::<(), GenerateError>(())
+    }));
+    match run {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            let _ = tx.send(Gen::Error(ApiError::internal(format!("generation: {e}"))));
+        }
+        Err(_) => {
+            let _ = tx.send(Gen::Error(ApiError::internal("generation failed on this request")));
+            // What the batch held may be half-updated: its rows end too.
+            fail_all(batch, rows, ApiError::internal("generation failed on this batch"));
         }
     }
 }
 
-/// Per-row progress of a batch.
+/// One decode step of every row; rows that end leave the batch.
+fn step(batch: &mut ContinuousBatch<'_, CausalModel>, rows: &mut [Option<Live>], tok: &CausalTokenizer) {
+    let run = catch_unwind(AssertUnwindSafe(|| {
+        let tokens: Vec<Token> = batch.step()?.to_vec();
+        for t in tokens {
+            let ended = match rows.get_mut(t.slot).and_then(Option::as_mut) {
+                Some(row) => row.take(tok, t.id, t.done),
+                None => true,
+            };
+            if ended {
+                rows[t.slot] = None;
+                if !t.done {
+                    batch.finish(t.slot);
+                }
+            }
+        }
+        Ok::<(), GenerateError>(())
+    }));
+    match run {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => fail_all(batch, rows, ApiError::internal(format!("generation: {e}"))),
+        Err(_) => fail_all(batch, rows, ApiError::internal("generation failed on this batch")),
+    }
+}
+
+/// Ends every row with `e`.
+fn fail_all(batch: &mut ContinuousBatch<'_, CausalModel>, rows: &mut [Option<Live>], e: ApiError) {
+    for row in rows.iter_mut().filter_map(Option::take) {
+        let _ = row.job.tx.send(Gen::Error(e.clone()));
+    }
+    batch.clear();
+}
+
+/// Text of a growing token sequence, decoded a few tokens at a time as `tokenizers`' `DecodeStream` does: each
+/// new token decodes only the tokens since the last complete piece, after one piece of context (so that
+/// decoders that drop a leading space see the same text as when decoding the whole), whatever the length.
 #[derive(Default)]
-struct Row {
-    /// Bytes of the decoded text already sent.
+struct DecodeStream {
+    ids: Vec<u32>,
+    /// Start of the context in `ids`.
+    prefix: usize,
+    /// Tokens before this have been turned into text.
+    read: usize,
+}
+
+impl DecodeStream {
+    /// Adds `id`; returns the new text once it forms complete characters (an incomplete UTF-8 sequence decodes
+    /// to U+FFFD until its last byte arrives).
+    fn push(&mut self, tok: &CausalTokenizer, id: u32) -> Result<String, ApiError> {
+        self.ids.push(id);
+        let (done, full) = self.window(tok)?;
+        if full.len() <= done.len() || full.ends_with('\u{FFFD}') {
+            return Ok(String::new());
+        }
+        self.prefix = self.read;
+        self.read = self.ids.len();
+        Ok(full[common_prefix(&done, &full)..].to_string())
+    }
+
+    /// The text still held back when the sequence ends.
+    fn flush(&mut self, tok: &CausalTokenizer) -> Result<String, ApiError> {
+        let (done, full) = self.window(tok)?;
+        self.prefix = self.ids.len();
+        self.read = self.ids.len();
+        Ok(full[common_prefix(&done, &full)..].to_string())
+    }
+
+    /// The context alone and the context with the tokens after it, decoded.
+    fn window(&self, tok: &CausalTokenizer) -> Result<(String, String), ApiError> {
+        let dec = |ids: &[u32]| tok.decode(ids, true).map_err(|e| ApiError::internal(format!("decoding: {e}")));
+        Ok((dec(&self.ids[self.prefix..self.read])?, dec(&self.ids[self.prefix..])?))
+    }
+}
+
+/// Bytes at the start of `b` equal to the start of `a` (normally all of `a`: decoding more tokens only appends).
+fn common_prefix(a: &str, b: &str) -> usize {
+    a.char_indices().zip(b.chars()).find(|((_, x), y)| x != y).map_or(a.len().min(b.len()), |((i, _), _)| i)
+}
+
+/// A request generating on a slot of the batch.
+struct Live {
+    job: Job,
+    tokens: usize,
+    stream: DecodeStream,
+    /// The decoded text so far, and how many of its bytes were sent.
+    text: String,
     sent: usize,
-    /// Why the row stopped early: a stop sequence, or the client leaving / the deadline.
-    stopped: Option<&'static str>,
-    timed_out: bool,
+}
+
+impl Live {
+    fn new(job: Job) -> Self {
+        Live { job, tokens: 0, stream: DecodeStream::default(), text: String::new(), sent: 0 }
+    }
+
+    /// Takes the row's next token (`last`: its final one): sends the text that can no longer change and, when
+    /// the row ends here (a stop sequence, the last token, a decoding failure), its end. True when it ended.
+    fn take(&mut self, tok: &CausalTokenizer, id: u32, last: bool) -> bool {
+        self.tokens += 1;
+        let before = self.text.len();
+        let new = self.stream.push(tok, id).and_then(|t| if last { Ok(t + &self.stream.flush(tok)?) } else { Ok(t) });
+        match new {
+            Ok(t) => self.text.push_str(&t),
+            Err(e) => {
+                let _ = self.job.tx.send(Gen::Error(e));
+                return true;
+            }
+        }
+        if let Some(cut) = self.find_stop(before) {
+            self.send(cut);
+            return self.end("stop");
+        }
+        if last {
+            self.send(self.text.len());
+            return self.end(if self.job.cfg.eos_token_id.contains(&id) { "stop" } else { "length" });
+        }
+        // What could be the beginning of a stop sequence waits for the next token.
+        let end = self.text.len() - held_back(&self.text, &self.job.stop);
+        self.send(end);
+        false
+    }
+
+    /// The first stop sequence in the text; only one reaching past `before` (the text's length before this
+    /// token) can be new, so the search starts a stop's length before it.
+    fn find_stop(&self, before: usize) -> Option<usize> {
+        let longest = self.job.stop.iter().map(String::len).max()?;
+        let mut from = before.saturating_sub(longest.saturating_sub(1));
+        while !self.text.is_char_boundary(from) {
+            from -= 1;
+        }
+        let tail = &self.text[from..];
+        self.job.stop.iter().filter_map(|s| tail.find(s.as_str())).min().map(|i| from + i)
+    }
+
+    /// Sends the text up to byte `end` not sent yet.
+    fn send(&mut self, end: usize) {
+        if end > self.sent && self.text.is_char_boundary(end) && self.text.is_char_boundary(self.sent) {
+            let _ = self.job.tx.send(Gen::Text(self.text[self.sent..end].to_string()));
+            self.sent = end;
+        }
+    }
+
+    fn end(&self, finish_reason: &'static str) -> bool {
+        let _ = self.job.tx.send(Gen::Done { finish_reason, completion_tokens: self.tokens });
+        true
+    }
 }
 
 /// How many trailing bytes of `text` could begin one of `stops` and so must wait for the next token.
@@ -146,75 +333,6 @@ fn held_back(text: &str, stops: &[String]) -> usize {
         }
     }
     hold
-}
-
-fn run_batch(model: &CausalLm, tok: &CausalTokenizer, jobs: &[Job], timeout: Duration) -> Result<(), ApiError> {
-    let prompts: Vec<Vec<u32>> = jobs.iter().map(|j| j.prompt.clone()).collect();
-    let cfgs: Vec<GenerationConfig> = jobs.iter().map(|j| j.cfg.clone()).collect();
-    let mut rows: Vec<Row> = jobs.iter().map(|_| Row::default()).collect();
-    let mut failure: Option<ApiError> = None;
-    let mut on_token = |b: usize, ids: &[u32]| -> bool {
-        let (job, row) = (&jobs[b], &mut rows[b]);
-        if job.tx.is_closed() {
-            row.stopped = Some("cancelled");
-            return true;
-        }
-        if Instant::now() > job.deadline {
-            row.timed_out = true;
-            return true;
-        }
-        let text = match tok.decode(ids, true) {
-            Ok(t) => t,
-            Err(e) => {
-                failure = Some(ApiError::internal(format!("decoding: {e}")));
-                return true;
-            }
-        };
-        if let Some(cut) = job.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
-            if cut > row.sent {
-                let _ = job.tx.send(Gen::Text(text[row.sent..cut].to_string()));
-            }
-            row.sent = cut.max(row.sent);
-            row.stopped = Some("stop");
-            return true;
-        }
-        // An incomplete UTF-8 sequence decodes to U+FFFD until its last byte arrives; a possible stop
-        // sequence's beginning waits too.
-        let mut end = text.len() - held_back(&text, &job.stop);
-        while end > row.sent && text[..end].ends_with('\u{FFFD}') {
-            end -= '\u{FFFD}'.len_utf8();
-        }
-        if end > row.sent && text.is_char_boundary(end) && text.is_char_boundary(row.sent) {
-            let _ = job.tx.send(Gen::Text(text[row.sent..end].to_string()));
-            row.sent = end;
-        }
-        false
-    };
-    let generated = generate_rows(&model.model, &prompts, &cfgs, &mut on_token)
-        .map_err(|e| ApiError::internal(format!("generation: {e}")))?;
-    if let Some(e) = failure {
-        return Err(e);
-    }
-    for ((job, row), ids) in jobs.iter().zip(&rows).zip(&generated) {
-        if row.timed_out {
-            let _ = job.tx.send(Gen::Error(ApiError::timeout(timeout)));
-            continue;
-        }
-        let finish_reason = match row.stopped {
-            Some(r) => r,
-            None if ids.last().is_some_and(|t| job.cfg.eos_token_id.contains(t)) => "stop",
-            None => "length",
-        };
-        if row.stopped.is_none() {
-            // What was held back for a stop sequence that never came.
-            let text = tok.decode(ids, true).map_err(|e| ApiError::internal(format!("decoding: {e}")))?;
-            if text.len() > row.sent && text.is_char_boundary(row.sent) {
-                let _ = job.tx.send(Gen::Text(text[row.sent..].to_string()));
-            }
-        }
-        let _ = job.tx.send(Gen::Done { finish_reason, completion_tokens: ids.len() });
-    }
-    Ok(())
 }
 
 /// The seed of a request without one: different per request, as OpenAI's sampling is.
@@ -550,4 +668,178 @@ fn stream(
         }
     });
     Sse::new(UnboundedReceiverStream::new(events)).keep_alive(KeepAlive::default()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use finetune_data::sft::CausalTokenize;
+    use std::path::PathBuf;
+
+    fn gguf() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/tests/fixtures/gguf/tiny_llama.gguf")
+    }
+
+    fn tokenizer() -> CausalTokenizer {
+        CausalTokenizer::from_gguf(gguf()).expect("tokenizer")
+    }
+
+    /// The pieces of a stream, the held-back rest included, as one string.
+    fn streamed(tok: &CausalTokenizer, ids: &[u32]) -> String {
+        let mut s = DecodeStream::default();
+        let mut text = String::new();
+        for &id in ids {
+            text.push_str(&s.push(tok, id).expect("push"));
+        }
+        text + &s.flush(tok).expect("flush")
+    }
+
+    #[test]
+    fn streamed_pieces_add_up_to_the_whole_decode() {
+        let tok = tokenizer();
+        // Multi-byte characters split over byte tokens, spaces, newlines, special tokens.
+        let text = "Hello world  \n\tü ✓ <|im_start|>user\nHello<|im_end|> 12 123 x2 — ok";
+        let text_ids = tok.encode_plain(text).expect("encode");
+        assert!(text_ids.len() > 10);
+        assert_eq!(streamed(&tok, &text_ids), tok.decode(&text_ids, true).expect("decode"));
+        // Any ids, invalid UTF-8 included.
+        let n = tok.vocab_size() as u32;
+        for seed in 0..20u32 {
+            let ids: Vec<u32> = (0..64u32).map(|i| (i * 7919 + seed * 104_729) % n).collect();
+            assert_eq!(streamed(&tok, &ids), tok.decode(&ids, true).expect("decode"), "seed {seed}");
+        }
+        // Each token decodes a window of a few tokens, not the whole sequence.
+        let mut s = DecodeStream::default();
+        for &id in text_ids.iter().cycle().take(400) {
+            s.push(&tok, id).expect("push");
+            assert!(s.ids.len() - s.prefix <= 8, "window of {} tokens", s.ids.len() - s.prefix);
+        }
+    }
+
+    type Rx = UnboundedReceiver<Gen>;
+
+    fn job(tok: &CausalTokenizer, prompt: &str, max_tokens: usize, temperature: f32, stop: &[&str]) -> (Job, Rx) {
+        let (tx, rx) = unbounded_channel();
+        let cfg = GenerationConfig {
+            max_new_tokens: max_tokens,
+            do_sample: temperature > 0.0,
+            temperature: if temperature > 0.0 { temperature } else { 1.0 },
+            top_k: 0,
+            seed: 5,
+            ..Default::default()
+        };
+        let prompt = tok.encode_plain(prompt).expect("encode");
+        let stop = stop.iter().map(|s| s.to_string()).collect();
+        (Job { prompt, cfg, stop, deadline: Instant::now() + Duration::from_secs(600), tx }, rx)
+    }
+
+    /// Everything a request received so far: its text, and its end when it came.
+    fn drain(rx: &mut Rx) -> (String, Option<(&'static str, usize)>) {
+        let (mut text, mut end) = (String::new(), None);
+        while let Ok(g) = rx.try_recv() {
+            match g {
+                Gen::Text(t) => text.push_str(&t),
+                Gen::Done { finish_reason, completion_tokens } => end = Some((finish_reason, completion_tokens)),
+                Gen::Error(e) => panic!("{e:?}"),
+            }
+        }
+        (text, end)
+    }
+
+    /// Runs one request alone to its end.
+    fn alone(model: &CausalModel, tok: &CausalTokenizer, j: (Job, Rx)) -> (String, (&'static str, usize)) {
+        let mut batch = ContinuousBatch::new(model, 2);
+        let mut rows: Vec<Option<Live>> = vec![None, None];
+        let (job, mut rx) = j;
+        admit(&mut batch, &mut rows, tok, job);
+        while !batch.is_empty() {
+            step(&mut batch, &mut rows, tok);
+        }
+        let (text, end) = drain(&mut rx);
+        (text, end.expect("done"))
+    }
+
+    /// A short request that joins while a long one is mid-generation ends first, and both get what they get
+    /// alone (greedy and seeded sampling, a stop sequence).
+    #[test]
+    fn a_short_request_joins_a_long_one_and_ends_first() {
+        let model = CausalLm::for_inference(gguf().to_str().unwrap_or_default(), None).expect("model");
+        let tok = model.inference_tokenizer(gguf().to_str().unwrap_or_default()).expect("tokenizer");
+        let m = &model.model;
+        let long = || job(&tok, "hello anna", 120, 0.0, &[]);
+        let short = || job(&tok, "hello bob", 6, 1.0, &[]);
+        let (want_long, want_short) = (alone(m, &tok, long()), alone(m, &tok, short()));
+        assert_eq!(want_long.1, ("length", 120));
+
+        let mut batch = ContinuousBatch::new(m, 4);
+        let mut rows: Vec<Option<Live>> = (0..4).map(|_| None).collect();
+        let ((lj, mut lrx), (sj, mut srx)) = (long(), short());
+        admit(&mut batch, &mut rows, &tok, lj);
+        for _ in 0..10 {
+            step(&mut batch, &mut rows, &tok);
+        }
+        admit(&mut batch, &mut rows, &tok, sj);
+        let (mut short_text, mut short_end) = (String::new(), None);
+        while short_end.is_none() {
+            step(&mut batch, &mut rows, &tok);
+            let (t, e) = drain(&mut srx);
+            short_text.push_str(&t);
+            short_end = e;
+        }
+        let (mut long_text, long_end) = drain(&mut lrx);
+        assert!(long_end.is_none(), "the long request is still generating");
+        assert_eq!((short_text, short_end.expect("done")), want_short);
+        while !batch.is_empty() {
+            step(&mut batch, &mut rows, &tok);
+        }
+        let (rest, long_end) = drain(&mut lrx);
+        long_text.push_str(&rest);
+        assert_eq!((long_text, long_end.expect("done")), want_long);
+
+        // A stop sequence found in the middle of the long answer ends it there, and frees its slot.
+        let whole = &want_long.0;
+        let (at, _) = whole.char_indices().nth(20).expect("a long answer");
+        let stop: String = whole[at..].chars().take(3).collect();
+        let cut = whole.find(&stop).expect("stop in the text");
+        let (text, (reason, _)) = alone(m, &tok, job(&tok, "hello anna", 120, 0.0, &[&stop]));
+        assert_eq!((text.as_str(), reason), (&whole[..cut], "stop"));
+    }
+
+    /// The worker thread: requests queued behind others and behind one whose client left are answered as
+    /// alone, and the worker ends when the queue closes.
+    #[test]
+    fn the_worker_takes_requests_while_generating() {
+        let spec = gguf().to_str().unwrap_or_default().to_string();
+        let model = CausalLm::for_inference(&spec, None).expect("model");
+        let tok = Arc::new(model.inference_tokenizer(&spec).expect("tokenizer"));
+        let (want_long, want_short) = (
+            alone(&model.model, &tok, job(&tok, "hello anna", 200, 0.0, &[])),
+            alone(&model.model, &tok, job(&tok, "hello bob", 6, 1.0, &[])),
+        );
+        let (tx, rx) = sync_channel::<Job>(8);
+        let worker_tok = Arc::clone(&tok);
+        let w = std::thread::spawn(move || worker(model, worker_tok, rx, 1, Duration::ZERO, Duration::from_secs(600)));
+        let collect = |mut rx: Rx| {
+            let (mut text, mut end) = (String::new(), None);
+            while let Some(g) = rx.blocking_recv() {
+                match g {
+                    Gen::Text(t) => text.push_str(&t),
+                    Gen::Done { finish_reason, completion_tokens } => end = Some((finish_reason, completion_tokens)),
+                    Gen::Error(e) => panic!("{e:?}"),
+                }
+            }
+            (text, end.expect("done"))
+        };
+        // One slot: the request whose client left is dropped, the others wait for the slot in turn.
+        let (gone, gone_rx) = job(&tok, "hello anna", 200, 0.0, &[]);
+        tx.send(gone).expect("send");
+        drop(gone_rx);
+        let ((l, lrx), (s, srx)) = (job(&tok, "hello anna", 200, 0.0, &[]), job(&tok, "hello bob", 6, 1.0, &[]));
+        tx.send(l).expect("send");
+        tx.send(s).expect("send");
+        assert_eq!(collect(lrx), want_long);
+        assert_eq!(collect(srx), want_short);
+        drop(tx);
+        w.join().expect("the worker ends when the queue closes");
+    }
 }

@@ -6,11 +6,13 @@
 //! - `GET /health` for both.
 //!
 //! The model lives on one worker thread (its kernels use every core); HTTP runs on a small tokio runtime.
-//! Requests reach the worker through a bounded queue and are batched: whatever arrives within `batch_window` of
-//! the first waiting request, up to `max_batch_size`, runs as one forward pass (classifiers) or one generation
-//! batch (decoders, each row with its own sampling settings and random stream). A full queue answers 429, a
-//! request past its deadline 504, bad input 400/404/413 with OpenAI's error body; no request can panic the
-//! server. SIGTERM or Ctrl-C stops accepting connections and lets in-flight requests finish.
+//! Requests reach the worker through a bounded queue. Classifiers batch per window: whatever arrives within
+//! `batch_window` of the first waiting request, up to `max_batch_size` texts, runs as one forward pass. Decoders
+//! batch continuously: up to `max_batch_size` requests generate together over one KV cache, a new request
+//! joins between decode steps and a finished one leaves at once, each row with its own sampling settings and
+//! random stream. A full queue answers 429, a request past its deadline 504, bad input 400/404/413 with OpenAI's
+//! error body; no request can panic the server. SIGTERM or Ctrl-C stops accepting connections and lets in-flight
+//! requests finish.
 
 mod classify;
 mod complete;
@@ -41,9 +43,10 @@ pub struct ServeOptions {
     pub port: u16,
     /// The name clients send as `model` (default: the model directory's name).
     pub model_name: Option<String>,
-    /// Most requests (decoders) or texts (classifiers) per batch.
+    /// Most requests generating at once (decoders) or texts per batch (classifiers).
     pub max_batch_size: usize,
-    /// How long the first waiting request waits for others to join its batch.
+    /// How long the first waiting request waits for others to join its batch (decoders: only when none is
+    /// generating; otherwise requests join the running batch at the next step).
     pub batch_window: Duration,
     /// Requests waiting for the model beyond the running batch; more get 429.
     pub max_queue: usize,

@@ -18,7 +18,8 @@ Kept equal to our side on purpose:
 - Evaluation: with eval_strategy != "no" the validation metrics are those of the last in-training evaluation (our
   CLI reuses them too); run_glue.py's extra trainer.evaluate() after training is skipped so both sides do the
   same work. The test split is evaluated and predicted once (trainer.predict).
-- CPU only (use_cpu=True), f32 (no fp16/bf16), dataloader_num_workers=0, torch.set_num_threads(--threads).
+- CPU only (use_cpu=True), f32 unless --bf16 or the config's bf16 = true (then TrainingArguments(bf16=True)),
+  dataloader_num_workers=0, torch.set_num_threads(--threads).
 
 Metrics: sequence classification: accuracy and macro precision/recall/F1 (scikit-learn, zero_division=0);
 token classification: seqeval default-mode entity-level micro precision/recall/F1 and token accuracy, on the
@@ -86,7 +87,7 @@ def read_conll(path):
     return sentences
 
 
-def training_arguments(cfg, output_dir, max_steps):
+def training_arguments(cfg, output_dir, max_steps, bf16=False):
     import transformers
     from transformers import TrainingArguments
 
@@ -119,7 +120,9 @@ def training_arguments(cfg, output_dir, max_steps):
     kw["output_dir"] = output_dir
     if max_steps is not None:
         kw["max_steps"] = max_steps
-    kw.update(use_cpu=True, fp16=False, bf16=False, dataloader_num_workers=0, report_to="none", disable_tqdm=True)
+    # bf16 (the config's key or --bf16): HF's mixed precision, forward and loss under torch.autocast(cpu, bfloat16).
+    bf16 = bool(bf16 or kw.get("bf16", False))
+    kw.update(use_cpu=True, fp16=False, bf16=bf16, dataloader_num_workers=0, report_to="none", disable_tqdm=True)
     return TrainingArguments(**kw), callbacks
 
 
@@ -133,6 +136,7 @@ def main():
     ap.add_argument("--max-steps", type=int)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, help="training seed instead of the config's")
+    ap.add_argument("--bf16", action="store_true", help="TrainingArguments(bf16=True): bf16 autocast")
     a = ap.parse_args()
 
     import numpy as np
@@ -150,7 +154,7 @@ def main():
         sys.exit(f"{a.config}: task {task!r} is not benchmarked")
     if cfg.get("problem_type", "single_label_classification") != "single_label_classification":
         sys.exit(f"{a.config}: only single_label_classification is benchmarked")
-    args, callbacks = training_arguments(cfg, a.output_dir, a.max_steps)
+    args, callbacks = training_arguments(cfg, a.output_dir, a.max_steps, a.bf16)
     # run_glue.py / run_ner.py seed before the model is created, so the new head is seeded.
     set_seed(args.seed)
 

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # End-to-end fine-tuning, ours (`finetune train`) against HF Trainer (PyTorch, scripts/bench/hf_trainer.py), on the
 # real encoder tasks of examples/: sentiment (movie reviews), ner (WNUT-16) and spam (SpamAssassin).
-#   scripts/bench/trainer.sh [sentiment|ner|spam|all] [--max-steps N] [--seed S]
+#   scripts/bench/trainer.sh [sentiment|ner|spam|all] [--max-steps N] [--seed S] [--bf16]
 # --max-steps N stops both sides after N optimizer steps: a quick check of the plumbing, not a benchmark.
 # --seed S sets the training seed of both sides (head initialisation, dropout, shuffling); the split keeps the
 # example's seed, so runs with different --seed see the same files (scripts/bench/seeds.sh).
+# --bf16 trains both sides in bf16 mixed precision: ours `bf16 = true`, HF TrainingArguments(bf16=True) (autocast).
 #
 # Same data: the example's `split` (e.g. 80/10/10, seeded by its `seed`) is written to train/validation/test files
 # by our CLI (`finetune data split`, --stratify for sequence classification, a random sentence split for CoNLL:
@@ -26,10 +27,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-usage() { echo "usage: $0 [sentiment|ner|spam|all] [--max-steps N] [--seed S]" >&2; exit 2; }
+usage() { echo "usage: $0 [sentiment|ner|spam|all] [--max-steps N] [--seed S] [--bf16]" >&2; exit 2; }
 which=all
 max_steps=
 train_seed=
+bf16=
 while [ $# -gt 0 ]; do
   case "$1" in
     sentiment | ner | spam | all) which=$1 ;;
@@ -37,6 +39,7 @@ while [ $# -gt 0 ]; do
     --max-steps=*) max_steps=${1#*=} ;;
     --seed) [ $# -ge 2 ] || usage; train_seed=$2; shift ;;
     --seed=*) train_seed=${1#*=} ;;
+    --bf16) bf16=1 ;;
     *) usage ;;
   esac
   shift
@@ -72,7 +75,8 @@ mode=${max_steps:+"quick plumbing check: --max-steps $max_steps (not a benchmark
 {
   echo "# HF Trainer vs finetune train ($(date -u '+%Y-%m-%d %H:%M UTC'))"
   echo
-  echo "Produced by \`scripts/bench/trainer.sh ${which}${max_steps:+ --max-steps $max_steps}${train_seed:+ --seed $train_seed}\`; ${mode:-full runs}."
+  echo "Produced by \`scripts/bench/trainer.sh ${which}${max_steps:+ --max-steps $max_steps}${train_seed:+ --seed $train_seed}${bf16:+ --bf16}\`; ${mode:-full runs}."
+  echo "CPU: $(lscpu | sed -n 's/^Model name:[[:space:]]*//p'); precision: ${bf16:+bf16 mixed on both sides (ours bf16 = true, HF bf16=True)}${bf16:-f32 on both sides}."
   echo "$threads threads each; reference: $versions. Load average before: $(cut -d' ' -f1-3 /proc/loadavg)."
   echo "Last column: metric difference ours - HF in percentage points; time and memory ratio ours / HF (below 1:"
   echo "ours is faster or smaller). Same train/validation/test files and hyper-parameters on both sides."
@@ -145,6 +149,10 @@ EOF
   if [ -n "$max_steps" ]; then
     ours+=(--set "max_steps=$max_steps")
     hf+=(--max-steps "$max_steps")
+  fi
+  if [ -n "$bf16" ]; then
+    ours+=(--set bf16=true)
+    hf+=(--bf16)
   fi
   echo "  load before: $(cut -d' ' -f1-3 /proc/loadavg)"
   run ours "$dir/ours.log" "$bin" train --config "$cfg" "${ours[@]}" --progress lines

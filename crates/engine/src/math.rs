@@ -132,9 +132,42 @@ pub fn erf(x: f32) -> f32 {
     (p / q) as f32
 }
 
+/// [`erf`]'s rational evaluated in f32 (as Eigen does): a few 1e-7 from the true value instead of below 1e-7, at
+/// twice the vector width and without f64 division, about half the cost. For the bf16 path, whose matmul
+/// outputs carry bf16 operand rounding (2⁻⁹ relative) anyway.
+#[inline(always)]
+pub fn erf_f32(x: f32) -> f32 {
+    let x = x.clamp(-4.0, 4.0);
+    let x2 = x * x;
+    let mut p = -2.726_142_3e-10f32;
+    p = p * x2 + 2.770_681_4e-8;
+    p = p * x2 + -2.101_024e-6;
+    p = p * x2 + -5.692_506_4e-5;
+    p = p * x2 + -7.349_906_3e-4;
+    p = p * x2 + -2.954_600e-3;
+    p = p * x2 + -1.609_603_3e-2;
+    p *= x;
+    let mut q = -1.456_607_2e-5f32;
+    q = q * x2 + -2.133_740_6e-4;
+    q = q * x2 + -1.682_827e-3;
+    q = q * x2 + -7.373_329e-3;
+    q = q * x2 + -1.426_473_9e-2;
+    p / q
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn erf_f32_within_a_few_1e7() {
+        let mut worst = 0.0f64;
+        for i in -100_000..=100_000 {
+            let x = i as f32 * 6e-5;
+            worst = worst.max((erf_f32(x) as f64 - libm::erf(x as f64)).abs());
+        }
+        assert!(worst < 5e-7, "erf_f32 max abs error {worst}");
+    }
 
     #[test]
     fn exp_matches_std() {

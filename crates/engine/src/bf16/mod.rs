@@ -574,7 +574,8 @@ fn gemm_packed_epi(
 }
 
 /// Post-ops applied to each finished 32 × 32 block of C while it is still in L1, in this order: `C += bias`
-/// (one value per column), `C += residual` (laid out as C), `gelu_out = gelu(C)` (laid out as C). Each saves a
+/// (one value per column), `C += residual` (laid out as C), `gelu_out = gelu(C)` (laid out as C; erf in f32,
+/// [`crate::kernels::gelu::gelu_f32`]). Each saves a
 /// pass over C through memory (a linear layer's output is written once instead of three times).
 #[derive(Clone, Copy, Default)]
 pub struct Epilogue<'a> {
@@ -641,7 +642,7 @@ fn epilogue_block(
             // SAFETY: as above.
             let out = unsafe { std::slice::from_raw_parts_mut(a.add(r * rs), cols) };
             for (o, &x) in out.iter_mut().zip(row.iter()) {
-                *o = crate::kernels::gelu::gelu(x);
+                *o = crate::kernels::gelu::gelu_f32(x);
             }
         }
     }

@@ -303,8 +303,9 @@ fn linear_in_bf16_matches_f32_within_rounding() {
     }
 }
 
-/// The fused epilogue (bias, residual, GELU on each block in cache) gives exactly the separate passes' values:
-/// the same sums, then the same operations per element. Shapes cover partial blocks and the in-place tiles.
+/// The fused epilogue (bias, residual, GELU on each block in cache) gives exactly the separate passes' values
+/// for C (the same sums, then the same additions per element), and GELU within erf_f32's error of the f32
+/// kernel's. Shapes cover partial blocks and the in-place tiles.
 #[test]
 fn fused_epilogue_equals_separate_passes() {
     for kernel in kernels_here("fused_epilogue_equals_separate_passes") {
@@ -329,7 +330,8 @@ fn fused_epilogue_equals_separate_passes() {
                 let what = format!("{} {m}x{n}x{k} {par:?}", kernel.name());
                 for i in 0..m * n {
                     assert_eq!(got[i].to_bits(), want[i].to_bits(), "{what}: C[{i}] {} vs {}", got[i], want[i]);
-                    assert_eq!(act[i].to_bits(), want_act[i].to_bits(), "{what}: gelu[{i}]");
+                    let tol = 2.5e-7 * (1.0 + want[i].abs());
+                    assert!((act[i] - want_act[i]).abs() <= tol, "{what}: gelu[{i}] {} vs {}", act[i], want_act[i]);
                 }
             }
         }

@@ -5,6 +5,7 @@
 # texts through transformers' text-classification pipeline, batched, on the same machine
 # (scripts/bench/pipeline_classify.py, .venv-torch). Prints the CPU model and the load.
 #   scripts/bench/serve.sh [CLIENTS] [REQUESTS_PER_CLIENT] [TEXTS_PER_REQUEST]
+# BF16=1 runs the classifier server with --bf16 as well (after the f32 one), against the pipeline under bf16 autocast.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 clients=${1:-8}; requests=${2:-40}; per=${3:-4}
@@ -18,7 +19,7 @@ if [ ! -f $model/model.safetensors ]; then
     --set eval_strategy=no --set save_strategy=no --progress off
 fi
 texts=assets/data/sentiment/movie_reviews.csv
-out=bench-out/serve-bench; mkdir -p $out
+out=bench-out/serve-bench; mkdir -p $out; rm -f $out/classifier_bf16.json
 echo "cpu: $(lscpu | sed -n 's/^Model name:[[:space:]]*//p'), $(nproc) cores"
 echo "load before: $(uptime)"
 
@@ -34,6 +35,14 @@ serve --model $model --max-batch-size 32
 python3 scripts/bench/serve_load.py classifier "$url" "$pid" --clients "$clients" --requests "$requests" \
   --per-request "$per" --texts $texts | tee $out/classifier.json
 kill -TERM $pid; wait $pid
+if [ -n "${BF16:-}" ]; then
+  echo "== classifier with --bf16: same load"
+  serve --model $model --max-batch-size 32 --bf16
+  grep -o 'bf16: .*' $out/serve.err | head -1 || true
+  python3 scripts/bench/serve_load.py classifier "$url" "$pid" --clients "$clients" --requests "$requests" \
+    --per-request "$per" --texts $texts | tee $out/classifier_bf16.json
+  kill -TERM $pid; wait $pid
+fi
 n=$((clients * requests * per))
 echo "== classifier reference: the same $n texts through transformers.pipeline (batch 32)"
 .venv-torch/bin/python scripts/bench/pipeline_classify.py $model $texts $n 32 | tee $out/pipeline.json
@@ -48,6 +57,12 @@ ref16 = json.load(open(f"{out}/pipeline_bf16.json"))
 print(f"vs pipeline under bf16 autocast {ref16['throughput']} texts/s: {ours['throughput'] / ref16['throughput']:.2f}x")
 print(f"classifier throughput: finetune serve {ours['throughput']} texts/s (over HTTP, {ours['clients']} clients) "
       f"vs transformers pipeline {ref['throughput']} texts/s (in-process): {ours['throughput'] / ref['throughput']:.2f}x")
+try:
+    o16 = json.load(open(f"{out}/classifier_bf16.json"))
+    print(f"finetune serve --bf16 {o16['throughput']} texts/s vs pipeline under bf16 autocast "
+          f"{ref16['throughput']} texts/s: {o16['throughput'] / ref16['throughput']:.2f}x")
+except FileNotFoundError:
+    pass
 PY
 
 echo "== decoder: 4 clients x 4 chat requests (max_tokens 32, greedy), SmolLM2-135M-Instruct"

@@ -71,12 +71,14 @@ cargo build --release -q -p finetune-cli
 mkdir -p "$root"
 versions=$("$PYTHON" -c 'from importlib.metadata import version as v
 print(", ".join(f"{p} {v(p)}" for p in ["torch", "transformers", "scikit-learn", "seqeval"]))')
+precision="f32 on both sides"
+[ -n "$bf16" ] && precision="bf16 mixed on both sides: ours bf16 = true, HF bf16=True"
 mode=${max_steps:+"quick plumbing check: --max-steps $max_steps (not a benchmark)"}
 {
   echo "# HF Trainer vs finetune train ($(date -u '+%Y-%m-%d %H:%M UTC'))"
   echo
   echo "Produced by \`scripts/bench/trainer.sh ${which}${max_steps:+ --max-steps $max_steps}${train_seed:+ --seed $train_seed}${bf16:+ --bf16}\`; ${mode:-full runs}."
-  echo "CPU: $(lscpu | sed -n 's/^Model name:[[:space:]]*//p'); precision: ${bf16:+bf16 mixed on both sides (ours bf16 = true, HF bf16=True)}${bf16:-f32 on both sides}."
+  echo "CPU: $(lscpu | sed -n 's/^Model name:[[:space:]]*//p'); precision: $precision."
   echo "$threads threads each; reference: $versions. Load average before: $(cut -d' ' -f1-3 /proc/loadavg)."
   echo "Last column: metric difference ours - HF in percentage points; time and memory ratio ours / HF (below 1:"
   echo "ours is faster or smaller). Same train/validation/test files and hyper-parameters on both sides."

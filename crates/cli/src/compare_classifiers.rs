@@ -11,11 +11,8 @@ use serde_json::{json, Map, Value};
 
 /// Whether `spec` is a saved encoder classifier (sequence or token classification) rather than a decoder.
 pub fn is_classifier(spec: &str) -> bool {
-    let Ok(dir) = finetune_models::checkpoint::resolve_model_dir(spec) else { return false };
-    let Ok(text) = std::fs::read_to_string(dir.join("config.json")) else { return false };
-    let cfg: Value = serde_json::from_str(&text).unwrap_or_default();
-    let arch = cfg["architectures"][0].as_str().unwrap_or("");
-    arch.ends_with("ForSequenceClassification") || arch.ends_with("ForTokenClassification")
+    finetune_models::checkpoint::model_architecture(spec)
+        .is_ok_and(|arch| finetune_models::checkpoint::is_classifier_architecture(&arch))
 }
 
 /// Scores a system's predictions on a subset of items (by index).

@@ -186,14 +186,8 @@ fn is_decoder(spec: &str) -> Result<bool, ServeError> {
     {
         return Ok(true);
     }
-    let dir = finetune_models::checkpoint::resolve_model_dir(spec).map_err(|e| ServeError::Model(e.to_string()))?;
-    let cfg_path = dir.join("config.json");
-    let text =
-        std::fs::read_to_string(&cfg_path).map_err(|e| ServeError::Io(format!("{}: {e}", cfg_path.display())))?;
-    let cfg: Value =
-        serde_json::from_str(&text).map_err(|e| ServeError::Model(format!("{}: {e}", cfg_path.display())))?;
-    let arch = cfg["architectures"][0].as_str().unwrap_or("");
-    Ok(arch.ends_with("ForCausalLM") || arch.ends_with("LMHeadModel"))
+    let arch = finetune_models::checkpoint::model_architecture(spec).map_err(|e| ServeError::Model(e.to_string()))?;
+    Ok(finetune_models::checkpoint::is_causal_lm_architecture(&arch))
 }
 
 /// The state every handler shares.

@@ -125,3 +125,24 @@ fn snapshot(repo: &Path, revision: &str) -> Result<PathBuf, CheckpointError> {
         Err(_) => Err(not_found(format!("{}: no ref or snapshot named {revision:?}", repo.display()))),
     }
 }
+
+/// The first entry of `architectures` in the `config.json` of the model `spec` names (resolved as
+/// [`resolve_model_dir`]), e.g. `BertForSequenceClassification` or `LlamaForCausalLM`; empty when the config
+/// lists none. What `serve` and `merge` use to tell a classifier from a causal LM.
+pub fn model_architecture(spec: &str) -> Result<String, CheckpointError> {
+    let path = resolve_model_dir(spec)?.join("config.json");
+    let text = std::fs::read_to_string(&path).map_err(|source| CheckpointError::Io { path: path.clone(), source })?;
+    let cfg: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| CheckpointError::Format { path, message: e.to_string() })?;
+    Ok(cfg["architectures"][0].as_str().unwrap_or("").to_string())
+}
+
+/// A causal language model's architecture name (`...ForCausalLM`, GPT-2's `...LMHeadModel`).
+pub fn is_causal_lm_architecture(arch: &str) -> bool {
+    arch.ends_with("ForCausalLM") || arch.ends_with("LMHeadModel")
+}
+
+/// A sequence or token classifier's architecture name.
+pub fn is_classifier_architecture(arch: &str) -> bool {
+    arch.ends_with("ForSequenceClassification") || arch.ends_with("ForTokenClassification")
+}

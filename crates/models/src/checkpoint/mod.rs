@@ -14,7 +14,10 @@ use std::path::{Path, PathBuf};
 
 use finetune_engine::StateDict;
 
-pub use self::hub::{cache_roots, resolve_in, resolve_model_dir};
+pub use self::hub::{
+    cache_roots, is_causal_lm_architecture, is_classifier_architecture, model_architecture, resolve_in,
+    resolve_model_dir,
+};
 pub use self::pickle::load_pytorch_bin;
 pub use self::safetensors::{load_safetensors, load_sharded_safetensors, save_safetensors};
 use crate::config::{ConfigError, EncoderConfig};

@@ -1,13 +1,15 @@
 """Reference fixtures for KV-cache generation and the logits processors (transformers 5.23.0, torch 2.15.0).
 
-Writes crates/models/tests/fixtures/generate/{tiny_llama,tiny_qwen2}.safetensors (left-padded prompts, the greedy
+Writes crates/models/tests/fixtures/generate/{tiny_llama,tiny_qwen2,tiny_phi}.safetensors (left-padded prompts, the greedy
 tokens of `model.generate(do_sample=False)` and the logits of its prefill step) and processors.safetensors
 (outputs of RepetitionPenalty, Temperature, TopK and TopP processors on random logits, alone and chained in
 generate's order).
 
-Run from the repository root: /work/main/.venv-torch/bin/python scripts/reference/gen_generate.py
+Run from the repository root: /work/main/.venv-torch/bin/python scripts/reference/gen_generate.py [NAME ...]
+(names: tiny_llama, tiny_qwen2, tiny_phi, processors; all by default).
 """
 import os
+import sys
 
 import torch
 from safetensors.torch import save_file
@@ -78,8 +80,14 @@ def write_processors():
     save_file({k: v.contiguous() for k, v in t.items()}, os.path.join(OUT, "processors.safetensors"))
 
 
+WRITERS = {
+    "tiny_llama": lambda: write_model("tiny_llama", 1),
+    "tiny_qwen2": lambda: write_model("tiny_qwen2", 2),
+    "tiny_phi": lambda: write_model("tiny_phi", 3),
+    "processors": write_processors,
+}
+
 if __name__ == "__main__":
     os.makedirs(OUT, exist_ok=True)
-    write_model("tiny_llama", 1)
-    write_model("tiny_qwen2", 2)
-    write_processors()
+    for name in sys.argv[1:] or WRITERS:
+        WRITERS[name]()

@@ -4,10 +4,12 @@ warmup and gradient clipping.
 
 Run with the pinned torch venv (scripts/reference/requirements-torch.txt):
     /work/main/.venv-torch/bin/python scripts/reference/gen_tiny_decoders.py
-Writes crates/models/tests/fixtures/tiny_{llama,qwen2,gpt2,llama3}/{config.json, model.safetensors, expected.safetensors}.
+Writes crates/models/tests/fixtures/tiny_{llama,qwen2,gpt2,llama3,phi}/{config.json, model.safetensors,
+expected.safetensors}; with names as arguments (e.g. `phi`), only those.
 """
 
 import os
+import sys
 
 import torch
 from safetensors.torch import save_file
@@ -16,6 +18,8 @@ from transformers import (
     GPT2LMHeadModel,
     LlamaConfig,
     LlamaForCausalLM,
+    PhiConfig,
+    PhiForCausalLM,
     Qwen2Config,
     Qwen2ForCausalLM,
     get_linear_schedule_with_warmup,
@@ -157,9 +161,34 @@ def write_gpt2():
     write("tiny_gpt2", GPT2LMHeadModel(config), pad=0)
 
 
+def write_phi():
+    # Phi's parallel block, a partial rotary embedding (half of each 8-wide head), grouped k/v heads and the LM
+    # head's bias.
+    config = PhiConfig(
+        vocab_size=128,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        hidden_act="gelu_new",
+        max_position_embeddings=64,
+        layer_norm_eps=1e-5,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5},
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attention_dropout=0.0,
+        tie_word_embeddings=False,
+        pad_token_id=0,
+    )
+    config._attn_implementation = "eager"
+    write("tiny_phi", PhiForCausalLM(config), pad=0)
+
+
+WRITERS = {"llama": write_llama, "qwen2": write_qwen2, "llama3": write_llama3_rope, "gpt2": write_gpt2, "phi": write_phi}
+
 if __name__ == "__main__":
-    torch.manual_seed(0)
-    write_llama()
-    write_qwen2()
-    write_llama3_rope()
-    write_gpt2()
+    for name in sys.argv[1:] or WRITERS:
+        # Each model from its own seed, so that one can be written alone.
+        torch.manual_seed(0)
+        WRITERS[name]()

@@ -7,93 +7,20 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{finetune, ok, read_json, sft_with, stderr};
+use common::{byte_level_model, finetune, ok, read_json, sft_with, stderr, write_sft, EOS, NAMES};
 use finetune_data::sft::CausalTokenize;
 use finetune_models::causal::{load_causal_lm, CausalModel};
 use finetune_models::causal_tokenizer::CausalTokenizer;
-use finetune_models::checkpoint::{load_state_dict, save_safetensors};
+use finetune_models::checkpoint::load_state_dict;
 use finetune_models::generate::{generate, GenerationConfig};
 use finetune_models::gpt2::{Batch, Gpt2LMHeadModel, Workspace};
 use finetune_train::{CausalLm, TrainingArguments};
 use serde_json::{json, Value};
 
-const NAMES: &[&str] = &["anna", "bob", "carl", "dora", "emil", "fay", "gus", "hana"];
-/// 256 byte tokens, then `<|endoftext|>` (as GPT-2's 50256).
-const EOS: u32 = 256;
-const VOCAB: usize = 257;
-
-/// GPT-2's byte → printable character map (`bytes_to_unicode`).
-fn byte_char(b: u8) -> char {
-    let direct = |x: u8| (33..=126).contains(&x) || (161..=172).contains(&x) || x >= 174;
-    if direct(b) {
-        return char::from(b);
-    }
-    let shift = (0..b).filter(|&x| !direct(x)).count() as u32;
-    char::from_u32(256 + shift).expect("valid char")
-}
-
-/// A byte-level BPE `tokenizer.json` without merges (one token per byte), as GPT-2's pre-tokenizer and decoder.
-fn tokenizer_json() -> Value {
-    let mut vocab = serde_json::Map::new();
-    for b in 0..=255u8 {
-        vocab.insert(byte_char(b).to_string(), json!(b));
-    }
-    vocab.insert("<|endoftext|>".into(), json!(EOS));
-    let byte_level = json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true});
-    json!({
-        "version": "1.0",
-        "truncation": null,
-        "padding": null,
-        "added_tokens": [{"id": EOS, "content": "<|endoftext|>", "single_word": false, "lstrip": false,
-                          "rstrip": false, "normalized": true, "special": true}],
-        "normalizer": null,
-        "pre_tokenizer": byte_level,
-        "post_processor": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true},
-        "decoder": byte_level,
-        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": "",
-                  "end_of_word_suffix": "", "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
-                  "vocab": vocab, "merges": []}
-    })
-}
-
 /// The tiny GPT-2 fixture (2 layers, 32 wide, 64 positions) with its vocabulary grown to the 257 byte-level
-/// tokens (extra rows deterministic), plus tokenizer files.
+/// tokens, plus tokenizer files.
 fn gpt2_dir(root: &Path) -> PathBuf {
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/tests/fixtures/tiny_gpt2");
-    let dir = root.join("gpt2");
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    let mut sd = load_state_dict(fixture.join("model.safetensors")).expect("fixture weights");
-    let wte = sd.get_mut("transformer.wte.weight").expect("wte");
-    let c = wte.shape[1];
-    for i in wte.shape[0] * c..VOCAB * c {
-        wte.data.push(0.02 * (((i * 7919) % 101) as f32 / 50.0 - 1.0));
-    }
-    wte.shape[0] = VOCAB;
-    save_safetensors(&sd, &dir.join("model.safetensors")).expect("save weights");
-    let mut cfg = read_json(&fixture.join("config.json"));
-    cfg["vocab_size"] = json!(VOCAB);
-    cfg["bos_token_id"] = json!(EOS);
-    cfg["eos_token_id"] = json!(EOS);
-    cfg.as_object_mut().expect("object").remove("pad_token_id");
-    std::fs::write(dir.join("config.json"), cfg.to_string()).expect("config");
-    std::fs::write(dir.join("tokenizer.json"), tokenizer_json().to_string()).expect("tokenizer");
-    let tc = json!({"tokenizer_class": "GPT2Tokenizer", "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>",
-                    "add_bos_token": false, "model_max_length": 64});
-    std::fs::write(dir.join("tokenizer_config.json"), tc.to_string()).expect("tokenizer config");
-    dir
-}
-
-fn write_sft(dir: &Path, name: &str, n: usize) -> PathBuf {
-    let mut text = String::new();
-    for i in 0..n {
-        let who = NAMES[i % NAMES.len()];
-        let line = json!({"prompt": format!("Greet {who}."), "completion": format!(" hello {who}")});
-        text.push_str(&line.to_string());
-        text.push('\n');
-    }
-    let p = dir.join(name);
-    std::fs::write(&p, text).expect("write data");
-    p
+    byte_level_model(root, "tiny_gpt2", &["transformer.wte.weight"])
 }
 
 fn write_text(dir: &Path) -> PathBuf {
@@ -128,7 +55,7 @@ fn sft(model: &Path, out: &Path, train: &Path, extra: &[&str]) -> std::process::
 fn gpt2(spec: &Path) -> Gpt2LMHeadModel {
     match load_causal_lm(&spec.display().to_string()).expect("loads").model {
         CausalModel::Gpt2(m) => m,
-        CausalModel::Llama(_) => panic!("{} loaded as Llama", spec.display()),
+        other => panic!("{} loaded as {}", spec.display(), other.architecture()),
     }
 }
 

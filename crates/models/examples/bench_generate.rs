@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use finetune_engine::profile;
 use finetune_models::checkpoint::load_state_dict;
-use finetune_models::generate::{argmax, generate, GenerationConfig};
+use finetune_models::generate::{argmax, generate, CachedDecoder, GenerationConfig};
 use finetune_models::gguf::load_llama;
 use finetune_models::llama::{DecodeWorkspace, KvCache, LlamaConfig, LlamaForCausalLM};
 
@@ -48,7 +48,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let ids: Vec<u32> = prompts.concat();
     let mut mask = vec![1u32; b * (p + n)];
     let t = Instant::now();
-    let logits = model.forward_cached(&mut cache, &mut ws, &ids, &mask[..b * p])?;
+    let logits = model.step(&mut cache, &mut ws, &ids, &mask[..b * p])?;
     let vs = v as usize;
     let mut next: Vec<u32> = (0..b).map(|r| argmax(&logits[r * vs..(r + 1) * vs])).collect();
     let prefill = t.elapsed().as_secs_f64();
@@ -58,7 +58,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     for step in 1..n {
         let total = p + step;
         mask[..b * total].fill(1);
-        let logits = model.forward_cached(&mut cache, &mut ws, &next, &mask[..b * total])?;
+        let logits = model.step(&mut cache, &mut ws, &next, &mask[..b * total])?;
         for (r, x) in next.iter_mut().enumerate() {
             *x = argmax(&logits[r * vs..(r + 1) * vs]);
         }

@@ -11,12 +11,16 @@ use serde_json::{json, Value};
 use crate::checkpoint::{
     copy_tokenizer_files, load_state_dict, resolve_model_dir, save_safetensors, write_atomic, CheckpointError,
 };
-use crate::decoder::KvCache;
+use finetune_engine::StateDict;
+
+use crate::decoder::{Architecture, Batch, KvCache, StepRows};
+use crate::error::ModelError;
 use crate::generate::{CachedDecoder, GenerateError};
 use crate::gguf::{load_llama, GgufTokenizer};
-use crate::gpt2::{Gpt2Config, Gpt2DecodeWorkspace, Gpt2LMHeadModel};
-use crate::llama::{DecodeWorkspace, LlamaConfig, LlamaForCausalLM};
+use crate::gpt2::Gpt2LMHeadModel;
+use crate::llama::{LlamaConfig, LlamaForCausalLM};
 use crate::params::ParamStore;
+use crate::phi::PhiForCausalLM;
 
 /// Errors loading or saving a causal LM.
 #[derive(Debug, thiserror::Error)]
@@ -39,106 +43,208 @@ pub enum CausalError {
     Params(#[from] crate::params::ParamError),
 }
 
-/// A causal LM of one of the supported architectures.
-pub enum CausalModel {
-    Llama(LlamaForCausalLM),
-    Gpt2(Gpt2LMHeadModel),
-}
+/// The architecture table: one line per architecture file, `Variant(Type)`. The type implements
+/// [`Architecture`], which names the `model_type` values it loads; everything below (the [`CausalModel`] enum,
+/// its workspaces, loading by `model_type`, and the dispatch of training and generation) comes from this list.
+macro_rules! architectures {
+    ($($variant:ident($ty:ty)),+ $(,)?) => {
+        /// A causal LM of one of the supported architectures.
+        pub enum CausalModel {
+            $($variant($ty)),+
+        }
 
-/// Calls the same method on whichever model it holds, converting its error.
-macro_rules! both {
-    ($self:expr, $m:ident => $e:expr) => {
-        match $self {
-            CausalModel::Llama($m) => $e,
-            CausalModel::Gpt2($m) => $e,
+        /// The decode workspace of a [`CausalModel`].
+        pub enum CausalDecodeWorkspace {
+            $($variant(<$ty as Architecture>::DecodeWorkspace)),+
+        }
+
+        /// The training/evaluation workspace of a [`CausalModel`] for one (batch, seq) shape.
+        pub enum CausalWorkspace {
+            $($variant(<$ty as Architecture>::Workspace)),+
+        }
+
+        /// Every `model_type` a Hugging Face directory may name, by architecture.
+        pub const MODEL_TYPES: &[&[&str]] = &[$(<$ty as Architecture>::MODEL_TYPES),+];
+
+        /// The model for `config.json` whose `model_type` is `model_type` (`None`: the Llama family, as a GGUF
+        /// file's config).
+        fn from_model_type(
+            model_type: Option<&str>,
+            config_json: &str,
+            state: &StateDict,
+        ) -> Option<Result<CausalModel, ModelError>> {
+            let mt = model_type.unwrap_or("llama");
+            $(
+                if <$ty as Architecture>::MODEL_TYPES.contains(&mt) {
+                    return Some(<$ty as Architecture>::from_config(config_json, state).map(CausalModel::$variant));
+                }
+            )+
+            None
+        }
+
+        /// Calls the same [`Architecture`] method on whichever model it holds.
+        macro_rules! each {
+            ($self_:expr, $m:ident => $e:expr) => {
+                match $self_ {
+                    $(CausalModel::$variant($m) => $e),+
+                }
+            };
+        }
+
+        impl CausalModel {
+            /// The Hugging Face class name written into `config.json`'s `architectures`.
+            pub fn architecture(&self) -> &'static str {
+                match self {
+                    $(CausalModel::$variant(_) => <$ty as Architecture>::CLASS),+
+                }
+            }
+
+            /// The `model_type` written into a saved `config.json` that has none.
+            pub fn model_type(&self) -> &'static str {
+                match self {
+                    $(CausalModel::$variant(_) => <$ty as Architecture>::MODEL_TYPES[0]),+
+                }
+            }
+
+            /// A workspace for training or evaluating `batch × seq` batches.
+            pub fn new_workspace(&self, batch: usize, seq: usize) -> CausalWorkspace {
+                match self {
+                    $(CausalModel::$variant(m) => CausalWorkspace::$variant(Architecture::new_workspace(m, batch, seq))),+
+                }
+            }
+
+            /// The loss of `batch` in `ws` with label smoothing `label_smoothing`, with its gradient added to the
+            /// store's when `train`.
+            pub fn loss(
+                &mut self,
+                ws: &mut CausalWorkspace,
+                batch: &Batch<'_>,
+                label_smoothing: f32,
+                train: bool,
+            ) -> Result<f32, ModelError> {
+                match (self, ws) {
+                    $((CausalModel::$variant(m), CausalWorkspace::$variant(w)) => {
+                        <$ty as Architecture>::lm_head(w).label_smoothing = label_smoothing;
+                        if train { m.loss_backward(w, batch) } else { m.loss(w, batch) }
+                    })+
+                    #[allow(unreachable_patterns)]
+                    _ => Err(ModelError::Batch("the workspace was made for another architecture".into())),
+                }
+            }
+        }
+
+        impl CausalModel {
+            /// Logits of `batch` in `ws` (see [`Architecture::logits`]).
+            pub fn logits<'w>(
+                &self,
+                ws: &'w mut CausalWorkspace,
+                batch: &Batch<'_>,
+                last_only: bool,
+            ) -> Result<&'w [f32], ModelError> {
+                match (self, ws) {
+                    $((CausalModel::$variant(m), CausalWorkspace::$variant(w)) => {
+                        Architecture::logits(m, w, batch, last_only)
+                    })+
+                    #[allow(unreachable_patterns)]
+                    _ => Err(ModelError::Batch("the workspace was made for another architecture".into())),
+                }
+            }
+        }
+
+        impl CausalWorkspace {
+            /// The (batch, seq) shape it was made for.
+            pub fn shape(&self) -> (usize, usize) {
+                match self {
+                    $(CausalWorkspace::$variant(w) => <$ty as Architecture>::workspace_shape(w)),+
+                }
+            }
+        }
+
+        impl CachedDecoder for CausalModel {
+            type Workspace = CausalDecodeWorkspace;
+            fn vocab_size(&self) -> usize {
+                CausalModel::vocab_size(self)
+            }
+            fn new_cache(&self, batch: usize, max_len: usize) -> KvCache {
+                each!(self, m => Architecture::new_cache(m, batch, max_len))
+            }
+            fn new_workspace(&self, batch: usize, max_new: usize, max_len: usize) -> CausalDecodeWorkspace {
+                match self {
+                    $(CausalModel::$variant(m) => {
+                        CausalDecodeWorkspace::$variant(m.new_decode_workspace(batch, max_new, max_len))
+                    })+
+                }
+            }
+            fn step<'w>(
+                &self,
+                cache: &mut KvCache,
+                ws: &'w mut CausalDecodeWorkspace,
+                input_ids: &[u32],
+                attention_mask: &[u32],
+            ) -> Result<&'w [f32], GenerateError> {
+                self.decode(cache, ws, input_ids, StepRows::Padded(attention_mask))
+            }
+            fn step_rows<'w>(
+                &self,
+                cache: &mut KvCache,
+                ws: &'w mut CausalDecodeWorkspace,
+                rows: &[usize],
+                input_ids: &[u32],
+            ) -> Result<&'w [f32], GenerateError> {
+                self.decode(cache, ws, input_ids, StepRows::Slots(rows))
+            }
+        }
+
+        impl CausalModel {
+            fn decode<'w>(
+                &self,
+                cache: &mut KvCache,
+                ws: &'w mut CausalDecodeWorkspace,
+                input_ids: &[u32],
+                rows: StepRows<'_>,
+            ) -> Result<&'w [f32], GenerateError> {
+                // The KV-cache path reads the base weights only.
+                if self.store().lora_config().is_some() {
+                    return Err(GenerateError::Config(
+                        "generation needs merged LoRA adapters (merge_lora first)".into(),
+                    ));
+                }
+                match (self, ws) {
+                    $((CausalModel::$variant(m), CausalDecodeWorkspace::$variant(w)) => {
+                        Ok(m.decode(cache, w, input_ids, rows)?)
+                    })+
+                    #[allow(unreachable_patterns)]
+                    _ => Err(GenerateError::Config("the decode workspace was made for another architecture".into())),
+                }
+            }
         }
     };
 }
 
-impl CausalModel {
-    /// The Hugging Face class name written into `config.json`'s `architectures`.
-    pub fn architecture(&self) -> &'static str {
-        match self {
-            CausalModel::Llama(_) => "LlamaForCausalLM",
-            CausalModel::Gpt2(_) => "GPT2LMHeadModel",
-        }
-    }
+architectures! {
+    Llama(LlamaForCausalLM),
+    Gpt2(Gpt2LMHeadModel),
+    Phi(PhiForCausalLM),
+}
 
+impl CausalModel {
     pub fn vocab_size(&self) -> usize {
-        both!(self, m => m.config.vocab_size)
+        each!(self, m => Architecture::vocab_size(m))
     }
 
     /// The longest sequence the model can read: GPT-2's `n_positions` (learned positions); `None` for rotary
     /// models.
     pub fn max_positions(&self) -> Option<usize> {
-        match self {
-            CausalModel::Llama(_) => None,
-            CausalModel::Gpt2(m) => Some(m.config.n_positions),
-        }
+        each!(self, m => m.max_positions())
     }
 
     /// Parameters, gradients, optimizer state and LoRA adapters of whichever model it holds.
     pub fn store(&self) -> &ParamStore {
-        both!(self, m => &m.store)
+        each!(self, m => Architecture::store(m))
     }
 
     pub fn store_mut(&mut self) -> &mut ParamStore {
-        both!(self, m => &mut m.store)
-    }
-}
-
-/// The decode workspace of a [`CausalModel`].
-pub enum CausalDecodeWorkspace {
-    Llama(DecodeWorkspace),
-    Gpt2(Gpt2DecodeWorkspace),
-}
-
-impl CachedDecoder for CausalModel {
-    type Workspace = CausalDecodeWorkspace;
-    fn vocab_size(&self) -> usize {
-        CausalModel::vocab_size(self)
-    }
-    fn new_cache(&self, batch: usize, max_len: usize) -> KvCache {
-        both!(self, m => m.new_cache(batch, max_len))
-    }
-    fn new_workspace(&self, batch: usize, max_new: usize, max_len: usize) -> CausalDecodeWorkspace {
-        match self {
-            CausalModel::Llama(m) => CausalDecodeWorkspace::Llama(m.new_workspace(batch, max_new, max_len)),
-            CausalModel::Gpt2(m) => CausalDecodeWorkspace::Gpt2(m.new_workspace(batch, max_new, max_len)),
-        }
-    }
-    fn step<'w>(
-        &self,
-        cache: &mut KvCache,
-        ws: &'w mut CausalDecodeWorkspace,
-        input_ids: &[u32],
-        attention_mask: &[u32],
-    ) -> Result<&'w [f32], GenerateError> {
-        // The KV-cache path reads the base weights only.
-        if self.store().lora_config().is_some() {
-            return Err(GenerateError::Config("generation needs merged LoRA adapters (merge_lora first)".into()));
-        }
-        match (self, ws) {
-            (CausalModel::Llama(m), CausalDecodeWorkspace::Llama(w)) => m.step(cache, w, input_ids, attention_mask),
-            (CausalModel::Gpt2(m), CausalDecodeWorkspace::Gpt2(w)) => m.step(cache, w, input_ids, attention_mask),
-            _ => Err(GenerateError::Config("the decode workspace was made for another architecture".into())),
-        }
-    }
-    fn step_rows<'w>(
-        &self,
-        cache: &mut KvCache,
-        ws: &'w mut CausalDecodeWorkspace,
-        rows: &[usize],
-        input_ids: &[u32],
-    ) -> Result<&'w [f32], GenerateError> {
-        if self.store().lora_config().is_some() {
-            return Err(GenerateError::Config("generation needs merged LoRA adapters (merge_lora first)".into()));
-        }
-        match (self, ws) {
-            (CausalModel::Llama(m), CausalDecodeWorkspace::Llama(w)) => m.step_rows(cache, w, rows, input_ids),
-            (CausalModel::Gpt2(m), CausalDecodeWorkspace::Gpt2(w)) => m.step_rows(cache, w, rows, input_ids),
-            _ => Err(GenerateError::Config("the decode workspace was made for another architecture".into())),
-        }
+        each!(self, m => Architecture::store_mut(m))
     }
 }
 
@@ -203,15 +309,18 @@ pub fn load_causal_lm(spec: &str) -> Result<CausalCheckpoint, CausalError> {
     let config: Value = serde_json::from_str(&text)
         .map_err(|e| CausalError::Model { path: cfg_path.clone(), message: format!("invalid JSON: {e}") })?;
     let state = load_state_dict(&found)?;
-    let model = if config.get("model_type").and_then(Value::as_str) == Some("gpt2") {
-        let err = |message: String| CausalError::Model { path: cfg_path.clone(), message };
-        let cfg = Gpt2Config::from_json(&text).map_err(|e| err(e.to_string()))?;
-        CausalModel::Gpt2(
-            Gpt2LMHeadModel::from_state_dict(cfg, &state)
-                .map_err(|e| CausalError::Model { path: dir.clone(), message: e.to_string() })?,
-        )
-    } else {
-        CausalModel::Llama(build(&config, &state, &dir)?)
+    let model_type = config.get("model_type").and_then(Value::as_str);
+    let err = |message: String| CausalError::Model { path: cfg_path.clone(), message };
+    let model = match from_model_type(model_type, &text, &state) {
+        Some(m) => m.map_err(|e| err(e.to_string()))?,
+        None => {
+            let known: Vec<&str> = MODEL_TYPES.iter().flat_map(|t| t.iter().copied()).collect();
+            return Err(err(format!(
+                "model_type {:?} is not a supported decoder ({})",
+                model_type.unwrap_or(""),
+                known.join(", ")
+            )));
+        }
     };
     Ok(CausalCheckpoint { model, config, source: Source::Dir(dir) })
 }
@@ -277,8 +386,7 @@ pub fn save_causal_lm(
     if let Some(m) = cfg.as_object_mut() {
         m.insert("architectures".into(), json!([model.architecture()]));
         m.insert("torch_dtype".into(), json!("float32"));
-        let model_type = if matches!(model, CausalModel::Gpt2(_)) { "gpt2" } else { "llama" };
-        m.entry("model_type").or_insert(json!(model_type));
+        m.entry("model_type").or_insert(json!(model.model_type()));
     }
     let pretty = |v: &Value| serde_json::to_vec_pretty(v).unwrap_or_default();
     let p = dir.join("config.json");

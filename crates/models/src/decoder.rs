@@ -1,11 +1,69 @@
 //! What every causal decoder shares, whatever its layers: the training [`Batch`] (with packed rows), the
 //! checks on a batch, the shifted causal-LM targets, the LM-head logits for evaluation, and the inference path's
-//! [`KvCache`], cached attention and decode-step checks. An architecture file (`llama.rs`, `gpt2.rs`) holds
-//! only its config, layout, forward and backward, and calls these.
+//! [`KvCache`], cached attention and decode-step checks. An architecture file (`llama.rs`, `gpt2.rs`, `phi.rs`)
+//! holds only its config, layout, forward and backward, calls these, and implements [`Architecture`] so that the
+//! table in [`crate::causal`] can load, train and run it.
 
 use finetune_engine::kernels::cross_entropy::{self, IGNORE_INDEX};
 use finetune_engine::kernels::linear_cross_entropy::{self as lce, Scratch};
+use finetune_engine::kernels::{layernorm, residual};
 use finetune_engine::matmul::{gemm_view, matmul, Par, View};
+use finetune_engine::StateDict;
+
+use crate::error::ModelError;
+use crate::params::{ParamInfo, ParamStore};
+
+/// What an architecture file gives the architecture table in [`crate::causal`]: its Hugging Face names, loading
+/// from a state dict, its parameter store, and the training and KV-cache passes on its own workspaces.
+pub trait Architecture: Sized {
+    /// The class written into a saved `config.json`'s `architectures`.
+    const CLASS: &'static str;
+    /// The `model_type` values this file loads; the first is written into a saved config that has none.
+    const MODEL_TYPES: &'static [&'static str];
+    /// Activations of a training or evaluation pass for one (batch, seq) shape.
+    type Workspace;
+    /// Activations of KV-cache decode steps.
+    type DecodeWorkspace;
+
+    /// Builds the model from `config.json`'s text and the weights, checking one against the other.
+    fn from_config(config_json: &str, state: &StateDict) -> Result<Self, ModelError>;
+    fn store(&self) -> &ParamStore;
+    fn store_mut(&mut self) -> &mut ParamStore;
+    fn vocab_size(&self) -> usize;
+    /// The longest sequence the model can read (learned positions); `None` for rotary models.
+    fn max_positions(&self) -> Option<usize> {
+        None
+    }
+
+    fn new_workspace(&self, batch: usize, seq: usize) -> Self::Workspace;
+    /// The (batch, seq) shape `ws` was made for.
+    fn workspace_shape(ws: &Self::Workspace) -> (usize, usize);
+    /// The LM head's share of `ws` (its label smoothing is set there).
+    fn lm_head(ws: &mut Self::Workspace) -> &mut LmHead;
+    /// The causal-LM loss of `batch` (which must have labels), without gradients.
+    fn loss(&self, ws: &mut Self::Workspace, batch: &Batch<'_>) -> Result<f32, ModelError>;
+    /// Logits `[batch, seq, vocab]`, or with `last_only` `[batch, vocab]` at each sequence's last real token.
+    fn logits<'w>(
+        &self,
+        ws: &'w mut Self::Workspace,
+        batch: &Batch<'_>,
+        last_only: bool,
+    ) -> Result<&'w [f32], ModelError>;
+    /// The loss, with its gradient added to the store's for every parameter that requires one.
+    fn loss_backward(&mut self, ws: &mut Self::Workspace, batch: &Batch<'_>) -> Result<f32, ModelError>;
+
+    fn new_cache(&self, batch: usize, max_len: usize) -> KvCache;
+    fn new_decode_workspace(&self, batch: usize, max_new: usize, max_len: usize) -> Self::DecodeWorkspace;
+    /// Runs `input_ids` on top of the cached tokens of `rows` (see [`StepRows`]), appends their keys and values
+    /// and returns the logits of each row's last new token. Prefill and decode steps are the same call.
+    fn decode<'w>(
+        &self,
+        cache: &mut KvCache,
+        ws: &'w mut Self::DecodeWorkspace,
+        input_ids: &[u32],
+        rows: StepRows<'_>,
+    ) -> Result<&'w [f32], ModelError>;
+}
 
 /// One batch of `batch × seq` tokens, row-major. `Default` gives empty slices and no options, for
 /// `Batch { input_ids, attention_mask, ..Default::default() }`.
@@ -91,7 +149,7 @@ pub(crate) const HEAD_CHUNK_FLOATS: usize = 1 << 23;
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn head_loss(
     hidden: &[f32],
-    head: &[f32],
+    Head { weight: head, bias }: Head<'_>,
     targets: &[i64],
     (n, c, v): (usize, usize, usize),
     norm: f32,
@@ -100,7 +158,7 @@ pub(crate) fn head_loss(
     scratch: &mut Scratch,
 ) -> f32 {
     if label_smoothing == 0.0 {
-        return lce::forward_backward(hidden, head, targets, n, c, v, norm, grads, scratch);
+        return lce::forward_backward(hidden, head, bias, targets, n, c, v, norm, grads, scratch);
     }
     let _prof = finetune_engine::profile::scope("smoothed_head_loss");
     let rows = Scratch::rows_for_budget(HEAD_CHUNK_FLOATS, v).min(n.max(1));
@@ -120,7 +178,8 @@ pub(crate) fn head_loss(
         }
         let h = &hidden[start * c..(start + r) * c];
         let lg = &mut logits[..r * v];
-        matmul(lg, h, head, r, c, v, false, true, false);
+        add_bias_rows(lg, bias, v);
+        matmul(lg, h, head, r, c, v, false, true, bias.is_some());
         total += cross_entropy::forward(lg, y, r, v, opt) as f64 * kept as f64;
         if let Some(g) = grads.as_mut() {
             let dl = &mut dlogits[..r * v];
@@ -132,9 +191,36 @@ pub(crate) fn head_loss(
             if let Some(dw) = g.dweight.as_deref_mut() {
                 matmul(dw, dl, h, v, r, c, true, false, true);
             }
+            if let Some(db) = g.dbias.as_deref_mut() {
+                for row in dl.chunks_exact(v) {
+                    residual::add_assign(db, row);
+                }
+            }
         }
     }
     (total / norm as f64) as f32
+}
+
+/// An LM head: `[vocab, c]` weights and, for some architectures (Phi), a `[vocab]` bias.
+#[derive(Clone, Copy)]
+pub(crate) struct Head<'a> {
+    pub weight: &'a [f32],
+    pub bias: Option<&'a [f32]>,
+}
+
+impl<'a> From<&'a [f32]> for Head<'a> {
+    fn from(weight: &'a [f32]) -> Self {
+        Head { weight, bias: None }
+    }
+}
+
+/// Starts each `v`-wide row of `out` at the bias (for a matmul that then accumulates), if there is one.
+fn add_bias_rows(out: &mut [f32], bias: Option<&[f32]>, v: usize) {
+    if let Some(b) = bias {
+        for row in out.chunks_exact_mut(v) {
+            row.copy_from_slice(b);
+        }
+    }
 }
 
 /// The LM head's share of a decoder workspace: the final hidden states (the head's input) and their gradient,
@@ -163,32 +249,32 @@ impl LmHead {
         }
     }
 
-    /// The causal-LM loss of `batch`'s labels (shifted here) through `head` `[v, c]` on the hidden states the
-    /// trunk left; with `backward` also `dhidden` and, when given, the head weight's gradient.
+    /// The causal-LM loss of `batch`'s labels (shifted here) through `head` on the hidden states the trunk
+    /// left; with `backward` also `dhidden` and, when given there, the head's weight and bias gradients.
     pub(crate) fn loss(
         &mut self,
-        head: &[f32],
+        head: Head<'_>,
         batch: &Batch<'_>,
         labels: &[i64],
         (seq, c, v): (usize, usize, usize),
-        backward: Option<Option<&mut [f32]>>,
+        backward: Option<lce::Grads<'_>>,
     ) -> f32 {
         let norm = shift_targets(&mut self.targets, labels, seq, batch.loss_normalizer);
         let n = self.targets.len();
-        let grads = backward.map(|dweight| lce::Grads { dhidden: Some(&mut self.dhidden), dweight });
+        let grads = backward.map(|g| lce::Grads { dhidden: Some(&mut self.dhidden), ..g });
         head_loss(&self.hidden, head, &self.targets, (n, c, v), norm, self.label_smoothing, grads, &mut self.scratch)
     }
 
     /// Logits of the hidden states through `head` (see [`head_logits`]).
     pub(crate) fn logits(
         &mut self,
-        head: &[f32],
+        head: Head<'_>,
         mask: &[u32],
         shape: (usize, usize),
         c: usize,
         last_only: bool,
     ) -> &[f32] {
-        let v = head.len() / c.max(1);
+        let v = head.weight.len() / c.max(1);
         head_logits(&mut self.logits, &self.hidden, head, mask, shape, c, v, last_only);
         &self.logits
     }
@@ -200,7 +286,7 @@ impl LmHead {
 pub(crate) fn head_logits(
     logits: &mut Vec<f32>,
     hidden: &[f32],
-    head: &[f32],
+    Head { weight: head, bias }: Head<'_>,
     mask: &[u32],
     (bsz, t): (usize, usize),
     c: usize,
@@ -214,10 +300,12 @@ pub(crate) fn head_logits(
             rows[b * c..(b + 1) * c].copy_from_slice(&hidden[(b * t + last) * c..(b * t + last + 1) * c]);
         }
         logits.resize(bsz * v, 0.0);
-        matmul(logits, &rows, head, bsz, c, v, false, true, false);
+        add_bias_rows(logits, bias, v);
+        matmul(logits, &rows, head, bsz, c, v, false, true, bias.is_some());
     } else {
         logits.resize(bsz * t * v, 0.0);
-        matmul(logits, hidden, head, bsz * t, c, v, false, true, false);
+        add_bias_rows(logits, bias, v);
+        matmul(logits, hidden, head, bsz * t, c, v, false, true, bias.is_some());
     }
 }
 
@@ -318,7 +406,7 @@ impl KvCache {
 
 /// Which rows of a [`KvCache`] a cached step runs on.
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum StepRows<'a> {
+pub enum StepRows<'a> {
     /// Every row, all holding `len` tokens; the mask `[batch, len + n_new]` marks left padding (0).
     Padded(&'a [u32]),
     /// Input row `i` runs on cache row `slots[i]`, after that row's own tokens; no padding.
@@ -621,5 +709,79 @@ impl CachedAttn<'_> {
                 }
             }
         }
+    }
+}
+
+/// `dW[rows, c_in] += dout[:, col..col + rows]ᵀ · inp` where dout rows are `width` wide.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn weight_grad(
+    dw: &mut [f32],
+    dout: &[f32],
+    width: usize,
+    col: usize,
+    rows: usize,
+    inp: &[f32],
+    n: usize,
+    c_in: usize,
+) {
+    let a = View { data: &dout[col..], rs: 1, cs: width };
+    let par = if rows * c_in * n >= 1 << 18 { Par::Rayon } else { Par::Seq };
+    gemm_view(dw, c_in, a, View::new(inp, c_in, false), rows, c_in, n, 1.0, true, par);
+}
+
+/// `db[j] += Σ_i dout[i, col + j]`.
+pub(crate) fn bias_grad(db: &mut [f32], dout: &[f32], width: usize, col: usize) {
+    for row in dout.chunks_exact(width) {
+        for (d, g) in db.iter_mut().zip(&row[col..]) {
+            *d += g;
+        }
+    }
+}
+
+/// LayerNorm backward into a store's gradients: `dinp` is overwritten (or added to, when `acc`), and the weight
+/// `wk` and bias `bk` get their gradients when they require one (the kernel always writes both, so frozen ones
+/// go to scratch).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn layernorm_backward(
+    (infos, params, grads): (&[ParamInfo], &[f32], &mut [f32]),
+    (wk, bk): (usize, usize),
+    dinp: &mut [f32],
+    acc: bool,
+    dout: &[f32],
+    inp: &[f32],
+    (mean, rstd): (&[f32], &[f32]),
+    (n, c): (usize, usize),
+    tmp: &mut Vec<f32>,
+) {
+    let (rw, rb) = (infos[wk].range(), infos[bk].range());
+    let (mut sw, mut sb) = (Vec::new(), Vec::new());
+    let (dw, db): (&mut [f32], &mut [f32]) = {
+        let (lo, hi) = if rw.start < rb.start { grads.split_at_mut(rb.start) } else { grads.split_at_mut(rw.start) };
+        let (w_part, b_part) = if rw.start < rb.start {
+            (&mut lo[rw.clone()], &mut hi[..rb.len()])
+        } else {
+            (&mut hi[..rw.len()], &mut lo[rb.clone()])
+        };
+        let dw = if infos[wk].requires_grad {
+            w_part
+        } else {
+            sw.resize(c, 0.0);
+            &mut sw[..]
+        };
+        let db = if infos[bk].requires_grad {
+            b_part
+        } else {
+            sb.resize(c, 0.0);
+            &mut sb[..]
+        };
+        (dw, db)
+    };
+    let weight = &params[rw];
+    if acc {
+        tmp.resize(n * c, 0.0);
+        layernorm::backward(tmp, dw, db, dout, inp, weight, mean, rstd, n, c);
+        residual::add_assign(&mut dinp[..n * c], tmp);
+    } else {
+        layernorm::backward(dinp, dw, db, dout, inp, weight, mean, rstd, n, c);
     }
 }

@@ -1,14 +1,11 @@
-//! Text generation for decoders on the KV-cache path ([`LlamaForCausalLM::forward_cached`],
-//! [`Gpt2LMHeadModel::forward_cached`]):
+//! Text generation for decoders on the KV-cache path ([`Architecture::decode`]):
 //! batched prompts with left padding, greedy decoding or sampling, and transformers' logits processors
 //! (repetition penalty, temperature, top-k, top-p) in the order and with the semantics of `model.generate`.
 //!
 //! Sampling draws from our own seeded generator: deterministic for a seed, but not torch's random stream.
 
-use crate::decoder::KvCache;
+use crate::decoder::{Architecture, KvCache, StepRows};
 use crate::error::ModelError;
-use crate::gpt2::{Gpt2DecodeWorkspace, Gpt2LMHeadModel};
-use crate::llama::{DecodeWorkspace, LlamaForCausalLM};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GenerateError {
@@ -45,65 +42,34 @@ pub trait CachedDecoder {
     ) -> Result<&'w [f32], GenerateError>;
 }
 
-impl CachedDecoder for LlamaForCausalLM {
-    type Workspace = DecodeWorkspace;
+impl<A: Architecture> CachedDecoder for A {
+    type Workspace = A::DecodeWorkspace;
     fn vocab_size(&self) -> usize {
-        self.config.vocab_size
+        Architecture::vocab_size(self)
     }
     fn new_cache(&self, batch: usize, max_len: usize) -> KvCache {
-        KvCache::new(&self.config, batch, max_len)
+        Architecture::new_cache(self, batch, max_len)
     }
-    fn new_workspace(&self, batch: usize, max_new: usize, max_len: usize) -> DecodeWorkspace {
-        DecodeWorkspace::new(&self.config, batch, max_new, max_len)
+    fn new_workspace(&self, batch: usize, max_new: usize, max_len: usize) -> A::DecodeWorkspace {
+        self.new_decode_workspace(batch, max_new, max_len)
     }
     fn step<'w>(
         &self,
         cache: &mut KvCache,
-        ws: &'w mut DecodeWorkspace,
+        ws: &'w mut A::DecodeWorkspace,
         input_ids: &[u32],
         attention_mask: &[u32],
     ) -> Result<&'w [f32], GenerateError> {
-        Ok(self.forward_cached(cache, ws, input_ids, attention_mask)?)
+        Ok(self.decode(cache, ws, input_ids, StepRows::Padded(attention_mask))?)
     }
     fn step_rows<'w>(
         &self,
         cache: &mut KvCache,
-        ws: &'w mut DecodeWorkspace,
+        ws: &'w mut A::DecodeWorkspace,
         rows: &[usize],
         input_ids: &[u32],
     ) -> Result<&'w [f32], GenerateError> {
-        Ok(self.forward_rows(cache, ws, rows, input_ids)?)
-    }
-}
-
-impl CachedDecoder for Gpt2LMHeadModel {
-    type Workspace = Gpt2DecodeWorkspace;
-    fn vocab_size(&self) -> usize {
-        self.config.vocab_size
-    }
-    fn new_cache(&self, batch: usize, max_len: usize) -> KvCache {
-        self.kv_cache(batch, max_len)
-    }
-    fn new_workspace(&self, batch: usize, max_new: usize, max_len: usize) -> Gpt2DecodeWorkspace {
-        Gpt2DecodeWorkspace::new(&self.config, batch, max_new, max_len)
-    }
-    fn step<'w>(
-        &self,
-        cache: &mut KvCache,
-        ws: &'w mut Gpt2DecodeWorkspace,
-        input_ids: &[u32],
-        attention_mask: &[u32],
-    ) -> Result<&'w [f32], GenerateError> {
-        Ok(self.forward_cached(cache, ws, input_ids, attention_mask)?)
-    }
-    fn step_rows<'w>(
-        &self,
-        cache: &mut KvCache,
-        ws: &'w mut Gpt2DecodeWorkspace,
-        rows: &[usize],
-        input_ids: &[u32],
-    ) -> Result<&'w [f32], GenerateError> {
-        Ok(self.forward_rows(cache, ws, rows, input_ids)?)
+        Ok(self.decode(cache, ws, input_ids, StepRows::Slots(rows))?)
     }
 }
 

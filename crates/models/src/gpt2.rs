@@ -22,13 +22,13 @@
 //! is masked and takes no loss, so no real token or gradient sees it.
 
 use finetune_engine::kernels::causal_attention::{self, Shape};
-use finetune_engine::kernels::linear_cross_entropy::Scratch;
+use finetune_engine::kernels::linear_cross_entropy::{self as lce, Scratch};
 use finetune_engine::kernels::{gelu_tanh, layernorm, residual};
 use finetune_engine::matmul::matmul;
 use finetune_engine::StateDict;
 use serde::Deserialize;
 
-use crate::decoder::{self, CachedAttn, DecodeCapacity, KvDims, LmHead, StepRows};
+use crate::decoder::{self, layernorm_backward, Architecture, CachedAttn, DecodeCapacity, KvDims, LmHead, StepRows};
 pub use crate::decoder::{Batch, KvCache};
 use crate::error::ModelError;
 use crate::lora::{LoraWorkspace, Module};
@@ -483,7 +483,7 @@ impl Gpt2LMHeadModel {
         ws.lora.train_seed = None;
         self.trunk(ws, batch)?;
         let dims = (ws.seq, self.config.n_embd, self.config.vocab_size);
-        Ok(ws.lm.loss(self.store.get(self.idx.wte), batch, labels, dims, None))
+        Ok(ws.lm.loss(self.store.get(self.idx.wte).into(), batch, labels, dims, None))
     }
 
     /// Logits `[batch, seq, vocab]`, or with `last_only` `[batch, vocab]` at each sequence's last real token.
@@ -496,7 +496,7 @@ impl Gpt2LMHeadModel {
         ws.lora.train_seed = None;
         self.trunk(ws, batch)?;
         let (head, shape) = (self.store.get(self.idx.wte), (ws.batch, ws.seq));
-        Ok(ws.lm.logits(head, batch.attention_mask, shape, self.config.n_embd, last_only))
+        Ok(ws.lm.logits(head.into(), batch.attention_mask, shape, self.config.n_embd, last_only))
     }
 
     /// Forward and backward in one pass: returns the loss and adds its gradient to `self.grads` for every
@@ -531,32 +531,13 @@ impl Gpt2LMHeadModel {
         }
 
         let dhead = rg(idx.wte).then(|| &mut g[r(idx.wte)]);
-        let loss = ws.lm.loss(s(idx.wte), batch, labels, (t, c, v), Some(dhead));
-        let layernorm_back = |g: &mut [f32],
-                              dinp: &mut [f32],
-                              dout: &[f32],
-                              inp: &[f32],
-                              wk: usize,
-                              bk: usize,
-                              mean: &[f32],
-                              rstd: &[f32],
-                              acc: bool,
-                              tmp: &mut Vec<f32>| {
-            // The engine's LayerNorm backward always writes both parameter gradients and overwrites dinp: give
-            // it scratch for frozen ones and add dinp by hand when accumulating.
-            let (gw, gb) = pair(g, r(wk), r(bk), true, true);
-            let (gw, gb) = (gw.expect("asked"), gb.expect("asked"));
-            let (mut sw, mut sb) = (vec![0.0f32; c], vec![0.0f32; c]);
-            let dw: &mut [f32] = if rg(wk) { gw } else { &mut sw };
-            let db: &mut [f32] = if rg(bk) { gb } else { &mut sb };
-            if acc {
-                tmp.resize(n * c, 0.0);
-                layernorm::backward(tmp, dw, db, dout, inp, s(wk), mean, rstd, n, c);
-                residual::add_assign(&mut dinp[..n * c], tmp);
-            } else {
-                layernorm::backward(dinp, dw, db, dout, inp, s(wk), mean, rstd, n, c);
-            }
-        };
+        let loss = ws.lm.loss(
+            s(idx.wte).into(),
+            batch,
+            labels,
+            (t, c, v),
+            Some(lce::Grads { dweight: dhead, ..Default::default() }),
+        );
         let mut tmp = Vec::new();
         {
             let last: &[f32] = match ws.layers.last() {
@@ -564,7 +545,18 @@ impl Gpt2LMHeadModel {
                 None => &ws.emb,
             };
             let (mean, rstd) = (&ws.lnf_mean, &ws.lnf_rstd);
-            layernorm_back(g, &mut ws.dx, &ws.lm.dhidden, last, idx.lnf_w, idx.lnf_b, mean, rstd, false, &mut tmp);
+            let ln = (idx.lnf_w, idx.lnf_b);
+            layernorm_backward(
+                (infos, p, g),
+                ln,
+                &mut ws.dx,
+                false,
+                &ws.lm.dhidden,
+                last,
+                (mean, rstd),
+                (n, c),
+                &mut tmp,
+            );
         }
         for li in (0..idx.layers.len()).rev() {
             let lx = idx.layers[li];
@@ -578,18 +570,9 @@ impl Gpt2LMHeadModel {
             let (gw, gb) = pair(g, r(lx.fc_w), r(lx.fc_b), rg(lx.fc_w), rg(lx.fc_b));
             conv1d_backward(&mut ws.dln, false, gw, gb, &ws.dact, &a.ln2, s(lx.fc_w), n, c, f);
             lora.backward(&mut ws.lora, infos, p, g, li, 2..3, &mut ws.dln, &ws.dact, &a.ln2, n);
-            layernorm_back(
-                g,
-                &mut ws.dx,
-                &ws.dln,
-                &a.mid,
-                lx.ln2_w,
-                lx.ln2_b,
-                &a.ln2_mean,
-                &a.ln2_rstd,
-                true,
-                &mut tmp,
-            );
+            let stats = (&a.ln2_mean[..], &a.ln2_rstd[..]);
+            let ln = (lx.ln2_w, lx.ln2_b);
+            layernorm_backward((infos, p, g), ln, &mut ws.dx, true, &ws.dln, &a.mid, stats, (n, c), &mut tmp);
             let (gw, gb) = pair(g, r(lx.aproj_w), r(lx.aproj_b), rg(lx.aproj_w), rg(lx.aproj_b));
             conv1d_backward(&mut ws.dctx, false, gw, gb, &ws.dx, &a.ctx, s(lx.aproj_w), n, c, c);
             lora.backward(&mut ws.lora, infos, p, g, li, 1..2, &mut ws.dctx, &ws.dx, &a.ctx, n);
@@ -608,7 +591,9 @@ impl Gpt2LMHeadModel {
             let (gw, gb) = pair(g, r(lx.attn_w), r(lx.attn_b), rg(lx.attn_w), rg(lx.attn_b));
             conv1d_backward(&mut ws.dln, false, gw, gb, &ws.dqkv, &a.ln1, s(lx.attn_w), n, c, 3 * c);
             lora.backward(&mut ws.lora, infos, p, g, li, 0..1, &mut ws.dln, &ws.dqkv, &a.ln1, n);
-            layernorm_back(g, &mut ws.dx, &ws.dln, inp, lx.ln1_w, lx.ln1_b, &a.ln1_mean, &a.ln1_rstd, true, &mut tmp);
+            let stats = (&a.ln1_mean[..], &a.ln1_rstd[..]);
+            let ln = (lx.ln1_w, lx.ln1_b);
+            layernorm_backward((infos, p, g), ln, &mut ws.dx, true, &ws.dln, inp, stats, (n, c), &mut tmp);
         }
         // Embeddings: token and position rows repeat, so the scatter is serial.
         for (k, ids_pos) in [(idx.wte, true), (idx.wpe, false)] {
@@ -627,7 +612,7 @@ impl Gpt2LMHeadModel {
     }
 }
 
-/// Activations of [`Gpt2LMHeadModel::forward_cached`] for up to `max_new` new tokens per row and `max_len`
+/// Activations of the KV-cache decode steps ([`Architecture::decode`]) for up to `max_new` new tokens per row and `max_len`
 /// tokens in all, allocated once so that decode steps allocate nothing.
 pub struct Gpt2DecodeWorkspace {
     pub batch: usize,
@@ -677,39 +662,53 @@ impl Gpt2DecodeWorkspace {
     }
 }
 
-impl Gpt2LMHeadModel {
-    /// A KV cache for this model: `batch` rows of up to `max_len` tokens.
-    pub fn kv_cache(&self, batch: usize, max_len: usize) -> KvCache {
+impl Architecture for Gpt2LMHeadModel {
+    const CLASS: &'static str = "GPT2LMHeadModel";
+    const MODEL_TYPES: &'static [&'static str] = &["gpt2"];
+    type Workspace = Workspace;
+    type DecodeWorkspace = Gpt2DecodeWorkspace;
+
+    fn from_config(config_json: &str, state: &StateDict) -> Result<Self, ModelError> {
+        Gpt2LMHeadModel::from_state_dict(Gpt2Config::from_json(config_json)?, state)
+    }
+    fn store(&self) -> &ParamStore {
+        &self.store
+    }
+    fn store_mut(&mut self) -> &mut ParamStore {
+        &mut self.store
+    }
+    fn vocab_size(&self) -> usize {
+        self.config.vocab_size
+    }
+    fn max_positions(&self) -> Option<usize> {
+        Some(self.config.n_positions)
+    }
+    fn new_workspace(&self, batch: usize, seq: usize) -> Workspace {
+        Workspace::new(&self.config, batch, seq)
+    }
+    fn workspace_shape(ws: &Workspace) -> (usize, usize) {
+        (ws.batch, ws.seq)
+    }
+    fn lm_head(ws: &mut Workspace) -> &mut LmHead {
+        &mut ws.lm
+    }
+    fn loss(&self, ws: &mut Workspace, batch: &Batch<'_>) -> Result<f32, ModelError> {
+        self.forward(ws, batch)
+    }
+    fn logits<'w>(&self, ws: &'w mut Workspace, batch: &Batch<'_>, last_only: bool) -> Result<&'w [f32], ModelError> {
+        Gpt2LMHeadModel::logits(self, ws, batch, last_only)
+    }
+    fn loss_backward(&mut self, ws: &mut Workspace, batch: &Batch<'_>) -> Result<f32, ModelError> {
+        self.forward_backward(ws, batch)
+    }
+    fn new_cache(&self, batch: usize, max_len: usize) -> KvCache {
         KvCache::new(&self.config, batch, max_len)
     }
-
-    /// As [`LlamaForCausalLM::forward_cached`](crate::llama::LlamaForCausalLM::forward_cached): runs
-    /// `input_ids` (`[batch, n_new]`) on top of the cached tokens and returns the `[batch, vocab]` logits of each
-    /// row's last new token. Positions are `cumsum(attention_mask) − 1` (1 on padding), as transformers'
-    /// `generate`.
-    pub fn forward_cached<'w>(
-        &self,
-        cache: &mut KvCache,
-        ws: &'w mut Gpt2DecodeWorkspace,
-        input_ids: &[u32],
-        attention_mask: &[u32],
-    ) -> Result<&'w [f32], Gpt2Error> {
-        self.cached_step(cache, ws, input_ids, StepRows::Padded(attention_mask))
+    fn new_decode_workspace(&self, batch: usize, max_new: usize, max_len: usize) -> Gpt2DecodeWorkspace {
+        Gpt2DecodeWorkspace::new(&self.config, batch, max_new, max_len)
     }
 
-    /// As [`LlamaForCausalLM::forward_rows`](crate::llama::LlamaForCausalLM::forward_rows): `input_ids`
-    /// (`[rows.len(), n_new]`) on cache rows `rows`, each after its own tokens, with no padding.
-    pub fn forward_rows<'w>(
-        &self,
-        cache: &mut KvCache,
-        ws: &'w mut Gpt2DecodeWorkspace,
-        rows: &[usize],
-        input_ids: &[u32],
-    ) -> Result<&'w [f32], Gpt2Error> {
-        self.cached_step(cache, ws, input_ids, StepRows::Slots(rows))
-    }
-
-    fn cached_step<'w>(
+    fn decode<'w>(
         &self,
         cache: &mut KvCache,
         ws: &'w mut Gpt2DecodeWorkspace,

@@ -16,5 +16,6 @@ pub mod gpt2;
 pub mod llama;
 pub mod lora;
 pub mod params;
+pub mod phi;
 mod tokenize_impl;
 pub mod tokenizer;

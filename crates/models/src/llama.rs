@@ -16,7 +16,7 @@
 //! (`store.set_requires_grad`) gets no weight-gradient matmul at all and is skipped by AdamW.
 //!
 //! Packed rows: with `Batch::position_ids` a row may hold several sequences (a new one wherever the position is
-//! 0), each attending only to itself. Inference: [`LlamaForCausalLM::forward_cached`] runs prefill and decode
+//! 0), each attending only to itself. Inference: [`Architecture::decode`](crate::decoder::Architecture::decode) runs prefill and decode
 //! steps over a [`KvCache`] (used by [`crate::generate`]).
 //!
 //! Rotary embedding: the default rope type and Llama 3.1's `llama3` frequency scaling. Not supported (rejected
@@ -28,13 +28,15 @@
 //! [`crate::params`] and [`crate::lora`].
 
 use finetune_engine::kernels::causal_attention::{self, Shape};
-use finetune_engine::kernels::linear_cross_entropy::Scratch;
+use finetune_engine::kernels::linear_cross_entropy::{self as lce, Scratch};
 use finetune_engine::kernels::{linear, residual, rmsnorm, rope, swiglu};
-use finetune_engine::matmul::{gemm_view, matmul, Par, View};
+use finetune_engine::matmul::matmul;
 use finetune_engine::StateDict;
 use serde::Deserialize;
 
-use crate::decoder::{self, CachedAttn, DecodeCapacity, KvDims, LmHead, StepRows};
+use crate::decoder::{
+    self, bias_grad, weight_grad, Architecture, CachedAttn, DecodeCapacity, KvDims, LmHead, StepRows,
+};
 pub use crate::decoder::{Batch, KvCache};
 use crate::error::ModelError;
 use crate::lora::{LoraWorkspace, Module};
@@ -456,32 +458,6 @@ pub struct LlamaForCausalLM {
     pub store: ParamStore,
 }
 
-/// `dW[rows, c_in] += dout[:, col..col + rows]ᵀ · inp` where dout rows are `width` wide.
-#[allow(clippy::too_many_arguments)]
-fn weight_grad(
-    dw: &mut [f32],
-    dout: &[f32],
-    width: usize,
-    col: usize,
-    rows: usize,
-    inp: &[f32],
-    n: usize,
-    c_in: usize,
-) {
-    let a = View { data: &dout[col..], rs: 1, cs: width };
-    let par = if rows * c_in * n >= 1 << 18 { Par::Rayon } else { Par::Seq };
-    gemm_view(dw, c_in, a, View::new(inp, c_in, false), rows, c_in, n, 1.0, true, par);
-}
-
-/// `db[j] += Σ_i dout[i, col + j]`.
-fn bias_grad(db: &mut [f32], dout: &[f32], width: usize, col: usize) {
-    for row in dout.chunks_exact(width) {
-        for (d, g) in db.iter_mut().zip(&row[col..]) {
-            *d += g;
-        }
-    }
-}
-
 /// LoRA module short names (PEFT's `target_modules`), in the order adapters are laid out in each layer.
 pub const LORA_TARGETS: [&str; 7] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
 
@@ -660,7 +636,7 @@ impl LlamaForCausalLM {
         ws.lora.train_seed = None;
         self.trunk(ws, batch)?;
         let dims = (ws.seq, self.config.hidden_size, self.config.vocab_size);
-        Ok(ws.lm.loss(self.store.get(self.idx.head), batch, labels, dims, None))
+        Ok(ws.lm.loss(self.store.get(self.idx.head).into(), batch, labels, dims, None))
     }
 
     /// Logits `[batch, seq, vocab]` into `ws.logits`, or with `last_only` `[batch, vocab]` at each sequence's
@@ -674,7 +650,7 @@ impl LlamaForCausalLM {
         ws.lora.train_seed = None;
         self.trunk(ws, batch)?;
         let (head, shape) = (self.store.get(self.idx.head), (ws.batch, ws.seq));
-        Ok(ws.lm.logits(head, batch.attention_mask, shape, self.config.hidden_size, last_only))
+        Ok(ws.lm.logits(head.into(), batch.attention_mask, shape, self.config.hidden_size, last_only))
     }
 
     /// Forward and backward in one pass: returns the loss and adds its gradient to `self.grads` for every
@@ -696,7 +672,13 @@ impl LlamaForCausalLM {
         let s = |k: usize| &p[r(k)];
 
         let dhead = rg(idx.head).then(|| &mut g[r(idx.head)]);
-        let loss = ws.lm.loss(s(idx.head), batch, labels, (t, c, v), Some(dhead));
+        let loss = ws.lm.loss(
+            s(idx.head).into(),
+            batch,
+            labels,
+            (t, c, v),
+            Some(lce::Grads { dweight: dhead, ..Default::default() }),
+        );
 
         // Final norm: ws.dx becomes the gradient of the last layer's output.
         {
@@ -789,7 +771,7 @@ impl LlamaForCausalLM {
     }
 }
 
-/// Activations of [`LlamaForCausalLM::forward_cached`] for up to `max_new` new tokens per row and `max_len`
+/// Activations of the KV-cache decode steps ([`Architecture::decode`]) for up to `max_new` new tokens per row and `max_len`
 /// tokens in all, allocated once so that decode steps allocate nothing.
 pub struct DecodeWorkspace {
     pub batch: usize,
@@ -848,36 +830,50 @@ impl DecodeWorkspace {
     }
 }
 
-impl LlamaForCausalLM {
-    /// Runs `input_ids` (`[batch, n_new]`) on top of the tokens already in `cache`, appends their keys and values
-    /// and returns the `[batch, vocab]` logits of the last new token of each row. Prefill (the whole prompt) and
-    /// decode steps (`n_new = 1`) are the same call. `attention_mask` is `[batch, cache.len() + n_new]` (0 for
-    /// left padding); positions are `cumsum(attention_mask) − 1` (1 on padding), as transformers' `generate`.
-    pub fn forward_cached<'w>(
-        &self,
-        cache: &mut KvCache,
-        ws: &'w mut DecodeWorkspace,
-        input_ids: &[u32],
-        attention_mask: &[u32],
-    ) -> Result<&'w [f32], LlamaError> {
-        self.cached_step(cache, ws, input_ids, StepRows::Padded(attention_mask))
+impl Architecture for LlamaForCausalLM {
+    const CLASS: &'static str = "LlamaForCausalLM";
+    const MODEL_TYPES: &'static [&'static str] = &["llama", "mistral", "qwen2"];
+    type Workspace = Workspace;
+    type DecodeWorkspace = DecodeWorkspace;
+
+    fn from_config(config_json: &str, state: &StateDict) -> Result<Self, ModelError> {
+        LlamaForCausalLM::from_state_dict(LlamaConfig::from_json(config_json)?, state)
+    }
+    fn store(&self) -> &ParamStore {
+        &self.store
+    }
+    fn store_mut(&mut self) -> &mut ParamStore {
+        &mut self.store
+    }
+    fn vocab_size(&self) -> usize {
+        self.config.vocab_size
+    }
+    fn new_workspace(&self, batch: usize, seq: usize) -> Workspace {
+        Workspace::new(&self.config, batch, seq)
+    }
+    fn workspace_shape(ws: &Workspace) -> (usize, usize) {
+        (ws.batch, ws.seq)
+    }
+    fn lm_head(ws: &mut Workspace) -> &mut LmHead {
+        &mut ws.lm
+    }
+    fn loss(&self, ws: &mut Workspace, batch: &Batch<'_>) -> Result<f32, ModelError> {
+        self.forward(ws, batch)
+    }
+    fn logits<'w>(&self, ws: &'w mut Workspace, batch: &Batch<'_>, last_only: bool) -> Result<&'w [f32], ModelError> {
+        LlamaForCausalLM::logits(self, ws, batch, last_only)
+    }
+    fn loss_backward(&mut self, ws: &mut Workspace, batch: &Batch<'_>) -> Result<f32, ModelError> {
+        self.forward_backward(ws, batch)
+    }
+    fn new_cache(&self, batch: usize, max_len: usize) -> KvCache {
+        KvCache::new(&self.config, batch, max_len)
+    }
+    fn new_decode_workspace(&self, batch: usize, max_new: usize, max_len: usize) -> DecodeWorkspace {
+        DecodeWorkspace::new(&self.config, batch, max_new, max_len)
     }
 
-    /// Runs `input_ids` (`[rows.len(), n_new]`) on cache rows `rows` (distinct, increasing), each on top of the
-    /// tokens that row already holds, at positions from its own length on, with no padding: rows of different
-    /// lengths step together (continuous batching). Returns the `[rows.len(), vocab]` logits of each input row's
-    /// last new token; the other cache rows are untouched. `ws` needs room for `rows.len()` rows.
-    pub fn forward_rows<'w>(
-        &self,
-        cache: &mut KvCache,
-        ws: &'w mut DecodeWorkspace,
-        rows: &[usize],
-        input_ids: &[u32],
-    ) -> Result<&'w [f32], LlamaError> {
-        self.cached_step(cache, ws, input_ids, StepRows::Slots(rows))
-    }
-
-    fn cached_step<'w>(
+    fn decode<'w>(
         &self,
         cache: &mut KvCache,
         ws: &'w mut DecodeWorkspace,

@@ -3,8 +3,9 @@
 //! scripts/reference/gen_generate.py); continuous batching: rows joining a running batch get their tokens alone.
 
 use finetune_models::batch::{ContinuousBatch, PREFILL_CHUNK};
+use finetune_models::causal::{load_causal_lm, CausalModel};
 use finetune_models::generate::{self, generate, CachedDecoder, GenerationConfig, Rng};
-use finetune_models::llama::{Batch, DecodeWorkspace, KvCache, LlamaConfig, LlamaForCausalLM, Workspace};
+use finetune_models::llama::{Batch, LlamaConfig, LlamaForCausalLM, Workspace};
 
 mod common;
 use common::{fixture, load, Loaded};
@@ -99,8 +100,12 @@ fn kv_cache_equals_full_recompute_qwen2() {
     cache_equals_recompute("tiny_qwen2");
 }
 
-fn matches_transformers(dir: &str) {
-    let m = model(dir);
+/// Any architecture, loaded from its fixture directory through the architecture table.
+fn causal(dir: &str) -> CausalModel {
+    load_causal_lm(&fixture(dir, "").display().to_string()).expect("loads").model
+}
+
+fn matches_transformers<M: CachedDecoder>(m: &M, dir: &str) {
     let r = reference(dir);
     let prompts = prompts(&r);
     let eos = r.i64s["eos_token_id"][0] as u32;
@@ -108,14 +113,14 @@ fn matches_transformers(dir: &str) {
     let free = &r.i64s["generated_no_eos"];
     let n = gen.len() / 3;
 
-    let got = generate(&m, &prompts, &greedy(n, vec![eos]), &mut |_, _| false).expect("generate");
+    let got = generate(m, &prompts, &greedy(n, vec![eos]), &mut |_, _| false).expect("generate");
     for b in 0..3 {
         let row: Vec<u32> = gen[b * n..(b + 1) * n].iter().map(|&x| x as u32).collect();
         let len = row.iter().position(|&x| x == eos).map_or(n, |i| i + 1);
         assert_eq!(got[b], row[..len], "{dir}: row {b} vs transformers");
     }
     assert!(got[1].len() < n, "{dir}: the fixture stops row 1 at its EOS");
-    let got = generate(&m, &prompts, &greedy(n, vec![]), &mut |_, _| false).expect("generate");
+    let got = generate(m, &prompts, &greedy(n, vec![]), &mut |_, _| false).expect("generate");
     let want: Vec<Vec<u32>> = (0..3).map(|b| free[b * n..(b + 1) * n].iter().map(|&x| x as u32).collect()).collect();
     assert_eq!(got, want, "{dir}: without EOS");
 
@@ -123,9 +128,9 @@ fn matches_transformers(dir: &str) {
     let ids: Vec<u32> = r.i64s["input_ids"].iter().map(|&x| x as u32).collect();
     let mask: Vec<u32> = r.i64s["attention_mask"].iter().map(|&x| x as u32).collect();
     let t = ids.len() / 3;
-    let mut cache = KvCache::new(&m.config, 3, t + 4);
-    let mut ws = DecodeWorkspace::new(&m.config, 3, t, t + 4);
-    let logits = m.forward_cached(&mut cache, &mut ws, &ids, &mask).expect("prefill").to_vec();
+    let mut cache = m.new_cache(3, t + 4);
+    let mut ws = m.new_workspace(3, t, t + 4);
+    let logits = m.step(&mut cache, &mut ws, &ids, &mask).expect("prefill").to_vec();
     let want = &r.f32s["prefill_logits"].data;
     let err = logits.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
     assert!(err <= 1e-4, "{dir}: prefill logits differ by {err}");
@@ -134,21 +139,28 @@ fn matches_transformers(dir: &str) {
     // A decode step that does not fit the cache, and a mask of the wrong length, are errors.
     let mut full = vec![1u32; 3 * (t + 5)];
     full[..mask.len()].copy_from_slice(&mask);
-    assert!(m.forward_cached(&mut cache, &mut ws, &[1, 2, 3], &mask).is_err(), "mask length");
-    let mut small = KvCache::new(&m.config, 3, t);
-    let mut ws2 = DecodeWorkspace::new(&m.config, 3, t, t);
-    m.forward_cached(&mut small, &mut ws2, &ids, &mask).expect("prefill");
-    assert!(m.forward_cached(&mut small, &mut ws2, &[1, 2, 3], &full[..3 * (t + 1)]).is_err(), "cache full");
+    assert!(m.step(&mut cache, &mut ws, &[1, 2, 3], &mask).is_err(), "mask length");
+    let mut small = m.new_cache(3, t);
+    let mut ws2 = m.new_workspace(3, t, t);
+    m.step(&mut small, &mut ws2, &ids, &mask).expect("prefill");
+    assert!(m.step(&mut small, &mut ws2, &[1, 2, 3], &full[..3 * (t + 1)]).is_err(), "cache full");
 }
 
 #[test]
 fn greedy_matches_transformers_llama() {
-    matches_transformers("tiny_llama");
+    matches_transformers(&model("tiny_llama"), "tiny_llama");
 }
 
 #[test]
 fn greedy_matches_transformers_qwen2() {
-    matches_transformers("tiny_qwen2");
+    matches_transformers(&model("tiny_qwen2"), "tiny_qwen2");
+}
+
+#[test]
+fn greedy_matches_transformers_phi() {
+    let m = causal("tiny_phi");
+    assert_eq!(m.architecture(), "PhiForCausalLM");
+    matches_transformers(&m, "tiny_phi");
 }
 
 #[test]
@@ -363,6 +375,11 @@ fn continuous_batch_rows_match_alone_llama() {
 #[test]
 fn continuous_batch_rows_match_alone_qwen2() {
     joins_running_batch(&model("tiny_qwen2"), "tiny_qwen2");
+}
+
+#[test]
+fn continuous_batch_rows_match_alone_phi() {
+    joins_running_batch(&causal("tiny_phi"), "tiny_phi");
 }
 
 #[test]

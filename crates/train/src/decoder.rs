@@ -15,11 +15,11 @@ use std::path::Path;
 use finetune_data::sft::CausalTokenize;
 use finetune_data::IGNORE_INDEX;
 use finetune_models::causal::{
-    load_causal_lm, save_causal_lm, tokenizer_out, CausalCheckpoint, CausalModel, Source, TokenizerOut,
+    load_causal_lm, save_causal_lm, tokenizer_out, CausalCheckpoint, CausalModel, CausalWorkspace, Source, TokenizerOut,
 };
 use finetune_models::causal_tokenizer::CausalTokenizer;
 use finetune_models::checkpoint::copy_tokenizer_files;
-use finetune_models::{gpt2, llama};
+use finetune_models::decoder::Batch as ModelBatch;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -95,8 +95,8 @@ impl CausalBatch {
         b
     }
 
-    fn view(&self, loss_normalizer: Option<f32>) -> llama::Batch<'_> {
-        llama::Batch {
+    fn view(&self, loss_normalizer: Option<f32>) -> ModelBatch<'_> {
+        ModelBatch {
             input_ids: &self.input_ids,
             attention_mask: &self.attention_mask,
             labels: Some(&self.labels),
@@ -151,43 +151,28 @@ struct OptimizerState {
     lora_dropout: Option<(u64, u64)>,
 }
 
-impl crate::workspace::Shaped for gpt2::Workspace {
+impl crate::workspace::Shaped for CausalWorkspace {
     fn shape(&self) -> (usize, usize) {
-        (self.batch, self.seq)
+        CausalWorkspace::shape(self)
     }
 }
 
 /// Activation workspaces per batch shape, for the architecture being trained.
 #[derive(Default)]
-struct Workspaces {
-    llama: WorkspaceCache<llama::Workspace>,
-    gpt2: WorkspaceCache<gpt2::Workspace>,
-}
+struct Workspaces(WorkspaceCache<CausalWorkspace>);
 
 impl Workspaces {
     /// Loss of `view` through `model`, with its gradient added to the model's when `train`.
     fn run(
         &mut self,
         model: &mut CausalModel,
-        view: &llama::Batch<'_>,
+        view: &ModelBatch<'_>,
         (bs, t): (usize, usize),
         label_smoothing: f32,
         train: bool,
     ) -> Result<f32> {
-        match model {
-            CausalModel::Llama(m) => {
-                let cfg = &m.config;
-                let ws = self.llama.get(bs, t, || llama::Workspace::new(cfg, bs, t));
-                ws.lm.label_smoothing = label_smoothing;
-                if train { m.forward_backward(ws, view) } else { m.forward(ws, view) }.map_err(model_err)
-            }
-            CausalModel::Gpt2(m) => {
-                let cfg = &m.config;
-                let ws = self.gpt2.get(bs, t, || gpt2::Workspace::new(cfg, bs, t));
-                ws.lm.label_smoothing = label_smoothing;
-                if train { m.forward_backward(ws, view) } else { m.forward(ws, view) }.map_err(model_err)
-            }
-        }
+        let ws = self.0.get(bs, t, || model.new_workspace(bs, t));
+        model.loss(ws, view, label_smoothing, train).map_err(model_err)
     }
 }
 

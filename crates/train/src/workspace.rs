@@ -12,12 +12,6 @@ impl Shaped for finetune_models::bert::Workspace {
     }
 }
 
-impl Shaped for finetune_models::llama::Workspace {
-    fn shape(&self) -> (usize, usize) {
-        (self.batch, self.seq)
-    }
-}
-
 /// Workspaces by (batch, seq), least recently used evicted once their tokens exceed twice the largest shape.
 pub(crate) struct WorkspaceCache<W> {
     entries: Vec<(u64, W)>,

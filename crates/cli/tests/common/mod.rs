@@ -6,7 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use serde_json::Value;
+use finetune_models::checkpoint::{load_state_dict, save_safetensors};
+use serde_json::{json, Value};
 pub const WORDS: &[&str] = &["good", "great", "fine", "nice", "love", "bad", "awful", "hate", "boring", "dull"];
 
 pub fn finetune(args: &[&str]) -> Output {
@@ -143,5 +144,89 @@ pub fn ner_config(s: &Setup, out: &str, extra: &str) -> PathBuf {
         o = s.root.join(out).display().to_string(),
     );
     std::fs::write(&p, text).expect("write config");
+    p
+}
+
+/// Names the SFT records greet.
+pub const NAMES: &[&str] = &["anna", "bob", "carl", "dora", "emil", "fay", "gus", "hana"];
+/// 256 byte tokens, then `<|endoftext|>` (as GPT-2's 50256).
+pub const EOS: u32 = 256;
+pub const VOCAB: usize = 257;
+
+/// GPT-2's byte → printable character map (`bytes_to_unicode`).
+pub fn byte_char(b: u8) -> char {
+    let direct = |x: u8| (33..=126).contains(&x) || (161..=172).contains(&x) || x >= 174;
+    if direct(b) {
+        return char::from(b);
+    }
+    let shift = (0..b).filter(|&x| !direct(x)).count() as u32;
+    char::from_u32(256 + shift).expect("valid char")
+}
+
+/// A byte-level BPE `tokenizer.json` without merges (one token per byte), as GPT-2's pre-tokenizer and decoder.
+pub fn tokenizer_json() -> Value {
+    let mut vocab = serde_json::Map::new();
+    for b in 0..=255u8 {
+        vocab.insert(byte_char(b).to_string(), json!(b));
+    }
+    vocab.insert("<|endoftext|>".into(), json!(EOS));
+    let byte_level = json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true});
+    json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": [{"id": EOS, "content": "<|endoftext|>", "single_word": false, "lstrip": false,
+                          "rstrip": false, "normalized": true, "special": true}],
+        "normalizer": null,
+        "pre_tokenizer": byte_level,
+        "post_processor": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true},
+        "decoder": byte_level,
+        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": "",
+                  "end_of_word_suffix": "", "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+                  "vocab": vocab, "merges": []}
+    })
+}
+
+/// A tiny random decoder fixture of `crates/models/tests/fixtures/{fixture}` with its vocabulary grown to the 257
+/// byte-level tokens (the tensors in `vocab_tensors` get deterministic extra rows), `bos`/`eos` set to
+/// `<|endoftext|>`, and byte-level tokenizer files: a model directory `finetune` and transformers load.
+pub fn byte_level_model(root: &Path, fixture: &str, vocab_tensors: &[&str]) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/tests/fixtures").join(fixture);
+    let dir = root.join(fixture);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let mut sd = load_state_dict(src.join("model.safetensors")).expect("fixture weights");
+    for name in vocab_tensors {
+        let t = sd.get_mut(*name).unwrap_or_else(|| panic!("{fixture} has no {name}"));
+        let c: usize = t.shape[1..].iter().product();
+        for i in t.shape[0] * c..VOCAB * c {
+            t.data.push(0.02 * (((i * 7919) % 101) as f32 / 50.0 - 1.0));
+        }
+        t.shape[0] = VOCAB;
+    }
+    save_safetensors(&sd, &dir.join("model.safetensors")).expect("save weights");
+    let mut cfg = read_json(&src.join("config.json"));
+    cfg["vocab_size"] = json!(VOCAB);
+    cfg["bos_token_id"] = json!(EOS);
+    cfg["eos_token_id"] = json!(EOS);
+    cfg.as_object_mut().expect("object").remove("pad_token_id");
+    std::fs::write(dir.join("config.json"), cfg.to_string()).expect("config");
+    std::fs::write(dir.join("tokenizer.json"), tokenizer_json().to_string()).expect("tokenizer");
+    let tc = json!({"tokenizer_class": "GPT2Tokenizer", "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>",
+                    "add_bos_token": false, "model_max_length": 64});
+    std::fs::write(dir.join("tokenizer_config.json"), tc.to_string()).expect("tokenizer config");
+    dir
+}
+
+/// `n` prompt/completion records greeting the [`NAMES`] in turn.
+pub fn write_sft(dir: &Path, name: &str, n: usize) -> PathBuf {
+    let mut text = String::new();
+    for i in 0..n {
+        let who = NAMES[i % NAMES.len()];
+        let line = json!({"prompt": format!("Greet {who}."), "completion": format!(" hello {who}")});
+        text.push_str(&line.to_string());
+        text.push('\n');
+    }
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("write data");
     p
 }

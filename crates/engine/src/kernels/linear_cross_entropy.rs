@@ -1,4 +1,4 @@
-//! Language-model head fused with cross-entropy: `loss = Σ_i −log softmax(h_i · Wᵀ)[y_i] / normaliser` over
+//! Language-model head fused with cross-entropy: `loss = Σ_i −log softmax(h_i · Wᵀ + b)[y_i] / normaliser` over
 //! rows whose target is not `IGNORE_INDEX`, as `transformers`' `ForCausalLMLoss` (normaliser = number of
 //! kept targets for the mean, or a caller-given token count for gradient accumulation).
 //!
@@ -40,11 +40,14 @@ impl Scratch {
     }
 }
 
-/// Gradient outputs: `dhidden` (`[n, c]`, overwritten, zero for ignored rows) and `dweight` (`[vocab, c]`,
-/// accumulated); either may be `None` (a frozen head computes no weight gradient).
+/// Gradient outputs: `dhidden` (`[n, c]`, overwritten, zero for ignored rows), `dweight` (`[vocab, c]`,
+/// accumulated) and `dbias` (`[vocab]`, accumulated, for a head with a bias); any may be `None` (a frozen head
+/// computes no weight gradient).
+#[derive(Default)]
 pub struct Grads<'a> {
     pub dhidden: Option<&'a mut [f32]>,
     pub dweight: Option<&'a mut [f32]>,
+    pub dbias: Option<&'a mut [f32]>,
 }
 
 /// Number of targets that are not ignored.
@@ -53,11 +56,13 @@ pub fn count_targets(targets: &[i64]) -> usize {
 }
 
 /// Returns the summed loss divided by `normaliser` (NaN for 0/0, as PyTorch's mean over no targets), and fills
-/// the gradients of that loss when `grads` is given. Targets must be `IGNORE_INDEX` or below `vocab`.
+/// the gradients of that loss when `grads` is given. Targets must be `IGNORE_INDEX` or below `vocab`. `bias`
+/// (`[vocab]`) is the head's bias where it has one (Phi's `lm_head`).
 #[allow(clippy::too_many_arguments)]
 pub fn forward_backward(
     hidden: &[f32],
     weight: &[f32],
+    bias: Option<&[f32]>,
     targets: &[i64],
     n: usize,
     c: usize,
@@ -68,6 +73,7 @@ pub fn forward_backward(
 ) -> f32 {
     let _prof = crate::profile::scope("linear_cross_entropy");
     assert!(hidden.len() >= n * c && weight.len() >= vocab * c && targets.len() >= n);
+    assert!(bias.is_none_or(|b| b.len() == vocab));
     if let Some(Grads { dhidden: Some(dh), .. }) = grads.as_mut() {
         dh[..n * c].fill(0.0);
     }
@@ -83,7 +89,15 @@ pub fn forward_backward(
             s.h[k * c..(k + 1) * c].copy_from_slice(&hidden[i * c..(i + 1) * c]);
         }
         let logits = &mut s.logits[..m * vocab];
-        matmul(logits, &s.h[..m * c], weight, m, c, vocab, false, true, false);
+        match bias {
+            Some(b) => {
+                for row in logits.chunks_exact_mut(vocab) {
+                    row.copy_from_slice(b);
+                }
+                matmul(logits, &s.h[..m * c], weight, m, c, vocab, false, true, true);
+            }
+            None => matmul(logits, &s.h[..m * c], weight, m, c, vocab, false, true, false),
+        }
         let rows = &s.rows;
         logits.par_chunks_mut(vocab).zip(s.nll[..m].par_iter_mut()).enumerate().for_each(|(k, (row, nll))| {
             let y = targets[rows[k]] as usize;
@@ -99,6 +113,13 @@ pub fn forward_backward(
         total += s.nll[..m].iter().sum::<f64>();
         if let Some(g) = grads.as_mut() {
             let dlogits = &s.logits[..m * vocab];
+            if let Some(db) = g.dbias.as_deref_mut() {
+                for row in dlogits.chunks_exact(vocab) {
+                    for (d, x) in db.iter_mut().zip(row) {
+                        *d += x;
+                    }
+                }
+            }
             if let Some(dw) = g.dweight.as_deref_mut() {
                 // dW[vocab, c] += dlogitsᵀ · h
                 let par = if m * vocab * c >= 1 << 18 { Par::Rayon } else { Par::Seq };
@@ -204,12 +225,12 @@ mod tests {
             for chunk in [1, 3, 4, 100] {
                 let mut s = Scratch::new(chunk, c, vocab);
                 let (mut dh, mut dw) = (vec![f32::NAN; n * c], vec![0.0; vocab * c]);
-                let g = Grads { dhidden: Some(&mut dh), dweight: Some(&mut dw) };
-                let loss = forward_backward(&h, &w, &targets, n, c, vocab, normaliser, Some(g), &mut s);
+                let g = Grads { dhidden: Some(&mut dh), dweight: Some(&mut dw), dbias: None };
+                let loss = forward_backward(&h, &w, None, &targets, n, c, vocab, normaliser, Some(g), &mut s);
                 assert!((loss as f64 - want).abs() < 1e-5 * (1.0 + want.abs()), "chunk {chunk}: {loss} vs {want}");
                 assert_close(&dh, &wdh, 1e-5, "dhidden");
                 assert_close(&dw, &wdw, 1e-5, "dweight");
-                let no_grad = forward_backward(&h, &w, &targets, n, c, vocab, normaliser, None, &mut s);
+                let no_grad = forward_backward(&h, &w, None, &targets, n, c, vocab, normaliser, None, &mut s);
                 assert_eq!(no_grad, loss);
             }
             let mut s = Scratch::new(3, c, vocab);
@@ -217,12 +238,13 @@ mod tests {
             forward_backward(
                 &h,
                 &w,
+                None,
                 &targets,
                 n,
                 c,
                 vocab,
                 normaliser,
-                Some(Grads { dhidden: Some(&mut dh), dweight: None }),
+                Some(Grads { dhidden: Some(&mut dh), ..Grads::default() }),
                 &mut s,
             );
             check_fd(&h, &dh, 1e-2, 2e-3, "fd dhidden", |x| {
@@ -232,6 +254,35 @@ mod tests {
         // Every target ignored: NaN as PyTorch's mean over nothing.
         let mut s = Scratch::new(4, c, vocab);
         let none = vec![IGNORE_INDEX; n];
-        assert!(forward_backward(&h, &w, &none, n, c, vocab, 0.0, None, &mut s).is_nan());
+        assert!(forward_backward(&h, &w, None, &none, n, c, vocab, 0.0, None, &mut s).is_nan());
+    }
+
+    /// A bias is a weight column on a constant-1 input: the biased head equals the reference on `[h, 1]` and
+    /// `[W, b]`, and its gradient is that column's.
+    #[test]
+    fn bias_is_a_weight_column_on_a_constant_input() {
+        let (n, c, vocab) = (9, 6, 23);
+        let h = rand_vec(n * c, 5);
+        let w = rand_vec(vocab * c, 6);
+        let b: Vec<f32> = rand_vec(vocab, 7).iter().map(|v| v * 3.0).collect();
+        let targets: Vec<i64> = (0..n as i64).map(|i| if i == 4 { IGNORE_INDEX } else { i * 5 % 23 }).collect();
+        let ext = |x: &[f32], cols: usize, last: &dyn Fn(usize) -> f32| -> Vec<f32> {
+            x.chunks_exact(cols).enumerate().flat_map(|(i, r)| r.iter().copied().chain([last(i)])).collect()
+        };
+        let (h1, wb) = (ext(&h, c, &|_| 1.0), ext(&w, c, &|v| b[v]));
+        let norm = count_targets(&targets) as f32;
+        let (want, wdh, wdw) = reference::forward_backward(&h1, &wb, &targets, n, c + 1, vocab, norm as f64);
+        for chunk in [2, 100] {
+            let mut s = Scratch::new(chunk, c, vocab);
+            let (mut dh, mut dw, mut db) = (vec![0.0; n * c], vec![0.0; vocab * c], vec![0.0; vocab]);
+            let g = Grads { dhidden: Some(&mut dh), dweight: Some(&mut dw), dbias: Some(&mut db) };
+            let loss = forward_backward(&h, &w, Some(&b), &targets, n, c, vocab, norm, Some(g), &mut s);
+            assert!((loss as f64 - want).abs() < 1e-5 * (1.0 + want.abs()), "{loss} vs {want}");
+            let wdh: Vec<f32> = wdh.chunks_exact(c + 1).flat_map(|r| r[..c].to_vec()).collect();
+            let (wdw, wdb): (Vec<&[f32]>, Vec<f32>) = wdw.chunks_exact(c + 1).map(|r| (&r[..c], r[c])).unzip();
+            assert_close(&dh, &wdh, 1e-5, "dhidden");
+            assert_close(&dw, &wdw.concat(), 1e-5, "dweight");
+            assert_close(&db, &wdb, 1e-5, "dbias");
+        }
     }
 }

@@ -44,14 +44,34 @@ pub fn apply(
     sin: &[f32],
     inverse: bool,
 ) {
+    apply_partial(x, row_len, col, heads, head_dim, head_dim, pos, cos, sin, inverse);
+}
+
+/// As [`apply`], rotating only the first `rot_dim` of each head's `head_dim` columns and passing the rest
+/// through (a partial rotary embedding: Phi's and GPT-NeoX's `partial_rotary_factor`). The tables hold
+/// `rot_dim / 2` frequencies per position.
+#[allow(clippy::too_many_arguments)]
+pub fn apply_partial(
+    x: &mut [f32],
+    row_len: usize,
+    col: usize,
+    heads: usize,
+    head_dim: usize,
+    rot_dim: usize,
+    pos: &[u32],
+    cos: &[f32],
+    sin: &[f32],
+    inverse: bool,
+) {
     let _prof = crate::profile::scope("rope.apply");
-    let half = head_dim / 2;
+    assert!(rot_dim <= head_dim && rot_dim.is_multiple_of(2));
+    let half = rot_dim / 2;
     let n = pos.len();
     for_each_row(&mut x[..n * row_len], row_len, |r, row| {
         let p = pos[r] as usize;
         let (c, s) = (&cos[p * half..(p + 1) * half], &sin[p * half..(p + 1) * half]);
         for h in 0..heads {
-            let blk = &mut row[col + h * head_dim..col + (h + 1) * head_dim];
+            let blk = &mut row[col + h * head_dim..col + h * head_dim + rot_dim];
             rotate(blk, c, s, inverse);
         }
     });
@@ -144,5 +164,27 @@ mod tests {
             reference::forward(&mut o, x, heads, d, &pos, theta);
             weighted(&o, &dout)
         });
+    }
+
+    /// A partial rotation is the full rotation of a `rot_dim`-wide head on the first columns, the rest kept.
+    #[test]
+    fn partial_rotates_the_leading_columns_only() {
+        let (n, heads, d, rot, theta) = (5, 2, 12, 4, 10000.0);
+        let pos: Vec<u32> = (0..n as u32).map(|p| p * 2 + 1).collect();
+        let (cos, sin) = tables(16, rot, theta);
+        let xs = rand_vec(n * heads * d, 3);
+        let mut y = xs.clone();
+        apply_partial(&mut y, heads * d, 0, heads, d, rot, &pos, &cos, &sin, false);
+        for r in 0..n {
+            for h in 0..heads {
+                let at = r * heads * d + h * d;
+                let mut want = vec![0.0; rot];
+                reference::forward(&mut want, &xs[at..at + rot], 1, rot, &pos[r..r + 1], theta);
+                assert_close(&y[at..at + rot], &want, 1e-5, "rotated part");
+                assert_eq!(&y[at + rot..at + d], &xs[at + rot..at + d], "passed-through part");
+            }
+        }
+        apply_partial(&mut y, heads * d, 0, heads, d, rot, &pos, &cos, &sin, true);
+        assert_close(&y, &xs, 1e-5, "partial inverse");
     }
 }

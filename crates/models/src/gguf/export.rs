@@ -272,6 +272,7 @@ pub fn plan_export(
             }
             arch
         }
+        CausalModel::Phi(_) => return Err(phi_unsupported()),
         CausalModel::Gpt2(m) => {
             let c = &m.config;
             let (h, f) = (c.n_embd, c.inner());
@@ -438,7 +439,13 @@ pub fn load_export(path: &Path, plan: &ExportPlan, source: &CausalModel) -> Resu
         CausalModel::Gpt2(m) => CausalModel::Gpt2(
             Gpt2LMHeadModel::from_state_dict(m.config.clone(), &state).map_err(|e| file_err(path, e.to_string()))?,
         ),
+        CausalModel::Phi(_) => return Err(phi_unsupported()),
     })
+}
+
+/// GGUF export covers the Llama family and GPT-2; Phi's tensor layout (llama.cpp's `phi2`) is not written yet.
+fn phi_unsupported() -> ExportError {
+    ExportError::Unsupported("GGUF export of PhiForCausalLM (only Llama-family and GPT-2 decoders)".into())
 }
 
 /// Logits `[ids.len(), vocab]` of one sequence.
@@ -446,16 +453,8 @@ pub fn sequence_logits(model: &CausalModel, ids: &[u32]) -> Result<Vec<f32>, Exp
     let mask = vec![1u32; ids.len()];
     let batch = Batch { input_ids: ids, attention_mask: &mask, ..Default::default() };
     let e = |e: String| ExportError::Model(format!("forward pass: {e}"));
-    match model {
-        CausalModel::Llama(m) => {
-            let mut ws = crate::llama::Workspace::new(&m.config, 1, ids.len());
-            m.logits(&mut ws, &batch, false).map(<[f32]>::to_vec).map_err(|x| e(x.to_string()))
-        }
-        CausalModel::Gpt2(m) => {
-            let mut ws = crate::gpt2::Workspace::new(&m.config, 1, ids.len());
-            m.logits(&mut ws, &batch, false).map(<[f32]>::to_vec).map_err(|x| e(x.to_string()))
-        }
-    }
+    let mut ws = model.new_workspace(1, ids.len());
+    model.logits(&mut ws, &batch, false).map(<[f32]>::to_vec).map_err(|x| e(x.to_string()))
 }
 
 /// The comparison of a source model and its export on the same tokens.

@@ -1,0 +1,775 @@
+//! Phi (`transformers.PhiForCausalLM`, `model_type: "phi"`: Phi-1, Phi-1.5, Phi-2) for causal-LM fine-tuning on
+//! the engine's kernels.
+//!
+//! token embedding → N parallel blocks (one LayerNorm feeds both branches: q/k/v projections with biases → a
+//! partial rotary embedding on the first `partial_rotary_factor · head_dim` columns of each head → causal
+//! grouped-query attention → `dense`; and `fc1` → GELU (tanh approximation, `gelu_new`) → `fc2`; the block's
+//! output is `attention + MLP + input`) → final LayerNorm → LM head with a bias.
+//!
+//! Same conventions as [`crate::llama`] (whose layout and backward this file follows): parameters in a
+//! [`ParamStore`] by Hugging Face name, nn.Linear weights `[out, in]` with q/k/v stored consecutively so they run
+//! as one projection, a [`Workspace`] per (batch, sequence) shape, the loss of transformers' `ForCausalLMLoss`
+//! through the chunked fused LM-head cross-entropy (with the head's bias), batches, KV cache and cached attention
+//! from [`crate::decoder`].
+//!
+//! Not supported (refused when the config asks for them): `qk_layernorm`, rope scaling, activations other than
+//! `gelu_new`/`gelu_pytorch_tanh`, attention dropout. Residual and embedding dropout (`resid_pdrop`,
+//! `embd_pdrop`) are not applied: training runs as `model.eval()` would, as for GPT-2.
+
+use finetune_engine::kernels::causal_attention::{self, Shape};
+use finetune_engine::kernels::linear_cross_entropy::{self as lce, Scratch};
+use finetune_engine::kernels::{gelu_tanh, layernorm, linear, residual, rope};
+use finetune_engine::matmul::matmul;
+use finetune_engine::StateDict;
+use serde::Deserialize;
+
+use crate::decoder::{
+    self, bias_grad, layernorm_backward, weight_grad, Architecture, CachedAttn, DecodeCapacity, Head, KvDims, LmHead,
+    StepRows,
+};
+pub use crate::decoder::{Batch, KvCache};
+use crate::error::ModelError;
+use crate::lora::{LoraWorkspace, Module};
+use crate::params::{check_config_against, DimCheck, Layout, LoraTargets, ParamStore, Parts};
+
+fn default_eps() -> f32 {
+    1e-5
+}
+fn default_act() -> String {
+    "gelu_new".into()
+}
+
+/// The fields of a Hugging Face Phi `config.json` this model uses.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct PhiConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    /// Defaults to `num_attention_heads` (no grouping).
+    #[serde(default)]
+    pub num_key_value_heads: Option<usize>,
+    /// Defaults to `hidden_size / num_attention_heads`.
+    #[serde(default)]
+    pub head_dim: Option<usize>,
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f32,
+    /// transformers 4.x keeps θ and the rotary fraction at the top level; 5.x in `rope_parameters`.
+    #[serde(default)]
+    pub rope_theta: Option<f64>,
+    #[serde(default)]
+    pub partial_rotary_factor: Option<f64>,
+    #[serde(default)]
+    pub rope_parameters: Option<serde_json::Value>,
+    #[serde(default)]
+    pub rope_scaling: Option<serde_json::Value>,
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+    #[serde(default)]
+    pub attention_dropout: f32,
+    #[serde(default)]
+    pub qk_layernorm: bool,
+}
+
+impl PhiConfig {
+    pub fn from_json(text: &str) -> Result<Self, ModelError> {
+        let c: PhiConfig = serde_json::from_str(text).map_err(|e| ModelError::Config(e.to_string()))?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    pub fn kv_heads(&self) -> usize {
+        self.num_key_value_heads.unwrap_or(self.num_attention_heads)
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
+    }
+
+    fn rope_value(&self, key: &str) -> Option<f64> {
+        self.rope_parameters.as_ref().and_then(|p| p.get(key)).and_then(|v| v.as_f64())
+    }
+
+    /// θ of the rotary embedding (default 10000).
+    pub fn rope_theta(&self) -> f64 {
+        self.rope_theta.or_else(|| self.rope_value("rope_theta")).unwrap_or(10000.0)
+    }
+
+    /// Columns of each head that rotate: `int(head_dim · partial_rotary_factor)` (factor 0.5 by default).
+    pub fn rotary_dim(&self) -> usize {
+        let factor = self.partial_rotary_factor.or_else(|| self.rope_value("partial_rotary_factor")).unwrap_or(0.5);
+        (self.head_dim() as f64 * factor) as usize
+    }
+
+    pub fn validate(&self) -> Result<(), ModelError> {
+        let err = |m: String| Err(ModelError::Config(m));
+        let (h, kv, d) = (self.num_attention_heads, self.kv_heads(), self.head_dim());
+        if self.hidden_size == 0 || h == 0 || kv == 0 || self.vocab_size == 0 || d == 0 {
+            return err("hidden_size, num_attention_heads, num_key_value_heads and vocab_size must be positive".into());
+        }
+        if !h.is_multiple_of(kv) {
+            return err(format!("num_attention_heads {h} is not a multiple of num_key_value_heads {kv}"));
+        }
+        crate::error::check_config_sizes(&[
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", h),
+            ("num_key_value_heads", kv),
+            ("head_dim", d),
+        ])?;
+        let rot = self.rotary_dim();
+        if rot == 0 || rot > d || !rot.is_multiple_of(2) {
+            return err(format!("partial_rotary_factor gives {rot} rotary columns of a {d}-wide head (must be even)"));
+        }
+        let scaled = [&self.rope_scaling, &self.rope_parameters].into_iter().flatten().find_map(|v| {
+            let t = v.get("rope_type").or_else(|| v.get("type")).and_then(|t| t.as_str())?;
+            (t != "default").then(|| t.to_string())
+        });
+        if let Some(t) = scaled {
+            return err(format!("rope scaling {t:?} is not supported (only the default rotary embedding)"));
+        }
+        if !matches!(self.hidden_act.as_str(), "gelu_new" | "gelu_pytorch_tanh") {
+            return err(format!(
+                "hidden_act {:?} is not supported (only \"gelu_new\" and \"gelu_pytorch_tanh\")",
+                self.hidden_act
+            ));
+        }
+        if self.qk_layernorm {
+            return err("qk_layernorm is not supported".into());
+        }
+        if self.attention_dropout != 0.0 {
+            return err("attention_dropout is not supported (must be 0)".into());
+        }
+        Ok(())
+    }
+}
+
+impl KvDims for PhiConfig {
+    fn kv_dims(&self) -> (usize, usize, usize) {
+        (self.num_hidden_layers, self.kv_heads(), self.head_dim())
+    }
+}
+
+/// Parameter indices of one layer. q, k, v weights are consecutive (one `[(H + 2·KV)·d, C]` matrix), as are
+/// their biases.
+#[derive(Debug, Clone, Copy)]
+struct LayerIdx {
+    q_w: usize,
+    k_w: usize,
+    v_w: usize,
+    q_b: usize,
+    v_b: usize,
+    dense_w: usize,
+    dense_b: usize,
+    fc1_w: usize,
+    fc1_b: usize,
+    fc2_w: usize,
+    fc2_b: usize,
+    ln_w: usize,
+    ln_b: usize,
+}
+
+#[derive(Debug, Clone)]
+struct Idx {
+    embed: usize,
+    layers: Vec<LayerIdx>,
+    lnf_w: usize,
+    lnf_b: usize,
+    /// The LM head's weight: `embed` when tied.
+    head: usize,
+    head_b: usize,
+}
+
+fn layout(cfg: &PhiConfig) -> (Layout, Idx) {
+    let (c, f, h, kv, d) =
+        (cfg.hidden_size, cfg.intermediate_size, cfg.num_attention_heads, cfg.kv_heads(), cfg.head_dim());
+    let mut l = Layout::default();
+    // Hugging Face Trainer: no weight decay for biases and LayerNorm weights.
+    let mut add = |name: String, shape: Vec<usize>| {
+        let decay = !(name.ends_with("bias") || name.contains("layernorm"));
+        l.add(name, shape, decay)
+    };
+    let embed = add("model.embed_tokens.weight".into(), vec![cfg.vocab_size, c]);
+    let mut layers = Vec::new();
+    for i in 0..cfg.num_hidden_layers {
+        let p = format!("model.layers.{i}");
+        let a = format!("{p}.self_attn");
+        let q_w = add(format!("{a}.q_proj.weight"), vec![h * d, c]);
+        let k_w = add(format!("{a}.k_proj.weight"), vec![kv * d, c]);
+        let v_w = add(format!("{a}.v_proj.weight"), vec![kv * d, c]);
+        let q_b = add(format!("{a}.q_proj.bias"), vec![h * d]);
+        add(format!("{a}.k_proj.bias"), vec![kv * d]);
+        let v_b = add(format!("{a}.v_proj.bias"), vec![kv * d]);
+        layers.push(LayerIdx {
+            q_w,
+            k_w,
+            v_w,
+            q_b,
+            v_b,
+            dense_w: add(format!("{a}.dense.weight"), vec![c, h * d]),
+            dense_b: add(format!("{a}.dense.bias"), vec![c]),
+            fc1_w: add(format!("{p}.mlp.fc1.weight"), vec![f, c]),
+            fc1_b: add(format!("{p}.mlp.fc1.bias"), vec![f]),
+            fc2_w: add(format!("{p}.mlp.fc2.weight"), vec![c, f]),
+            fc2_b: add(format!("{p}.mlp.fc2.bias"), vec![c]),
+            ln_w: add(format!("{p}.input_layernorm.weight"), vec![c]),
+            ln_b: add(format!("{p}.input_layernorm.bias"), vec![c]),
+        });
+    }
+    let lnf_w = add("model.final_layernorm.weight".into(), vec![c]);
+    let lnf_b = add("model.final_layernorm.bias".into(), vec![c]);
+    let head = if cfg.tie_word_embeddings { embed } else { add("lm_head.weight".into(), vec![cfg.vocab_size, c]) };
+    let head_b = add("lm_head.bias".into(), vec![cfg.vocab_size]);
+    (l, Idx { embed, layers, lnf_w, lnf_b, head, head_b })
+}
+
+/// The linears LoRA can target (PEFT's names), in the order adapters are laid out in each layer. q/k/v stay
+/// fused: each adapter adds into its columns of the fused output.
+fn lora_targets(cfg: &PhiConfig) -> LoraTargets {
+    let (e, f, h, kv, d) =
+        (cfg.hidden_size, cfg.intermediate_size, cfg.num_attention_heads, cfg.kv_heads(), cfg.head_dim());
+    let w = (h + 2 * kv) * d;
+    let md = |path, c_in, c_out, width, col| Module { path, c_in, c_out, width, col };
+    LoraTargets {
+        modules: vec![
+            md("self_attn.q_proj", e, h * d, w, 0),
+            md("self_attn.k_proj", e, kv * d, w, h * d),
+            md("self_attn.v_proj", e, kv * d, w, (h + kv) * d),
+            Module::plain("self_attn.dense", h * d, e),
+            Module::plain("mlp.fc1", e, f),
+            Module::plain("mlp.fc2", f, e),
+        ],
+        layer_prefixes: (0..cfg.num_hidden_layers).map(|i| format!("model.layers.{i}")).collect(),
+        fan_in_fan_out: false,
+    }
+}
+
+struct LayerActs {
+    ln: Vec<f32>,
+    mean: Vec<f32>,
+    rstd: Vec<f32>,
+    /// q/k/v after the rotary embedding.
+    qkv: Vec<f32>,
+    probs: Vec<f32>,
+    ctx: Vec<f32>,
+    fc: Vec<f32>,
+    act: Vec<f32>,
+    /// Layer output (input of the next layer).
+    out: Vec<f32>,
+}
+
+/// Every activation and activation-gradient buffer for one (batch, seq) shape, allocated once and reused.
+pub struct Workspace {
+    pub batch: usize,
+    pub seq: usize,
+    ids: Vec<u32>,
+    pos: Vec<u32>,
+    /// Packed-sequence index of each token, used when `packed` (the batch has position ids).
+    seg: Vec<u32>,
+    packed: bool,
+    mask_add: Vec<f32>,
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    emb: Vec<f32>,
+    layers: Vec<LayerActs>,
+    lnf_mean: Vec<f32>,
+    lnf_rstd: Vec<f32>,
+    /// The LM head's input, targets and logits (`lm.logits`: output of the last `logits` call).
+    pub lm: LmHead,
+    dx: Vec<f32>,
+    dln: Vec<f32>,
+    dact: Vec<f32>,
+    dctx: Vec<f32>,
+    dqkv: Vec<f32>,
+    dscores: Vec<f32>,
+    tmp: Vec<f32>,
+    /// LoRA scratch, sized on the first pass with adapters.
+    lora: LoraWorkspace,
+}
+
+impl Workspace {
+    pub fn new(cfg: &PhiConfig, batch: usize, seq: usize) -> Self {
+        let chunk_rows = Scratch::rows_for_budget(decoder::HEAD_CHUNK_FLOATS, cfg.vocab_size);
+        let (c, f, h, d) = (cfg.hidden_size, cfg.intermediate_size, cfg.num_attention_heads, cfg.head_dim());
+        let w = (h + 2 * cfg.kv_heads()) * d;
+        let n = batch * seq;
+        let z = |k: usize| vec![0.0f32; k];
+        let probs = batch * h * seq * seq;
+        let (cos, sin) = rope::tables(seq, cfg.rotary_dim(), cfg.rope_theta());
+        Workspace {
+            batch,
+            seq,
+            ids: vec![0; n],
+            pos: vec![0; n],
+            seg: vec![0; n],
+            packed: false,
+            mask_add: z(n),
+            cos,
+            sin,
+            emb: z(n * c),
+            layers: (0..cfg.num_hidden_layers)
+                .map(|_| LayerActs {
+                    ln: z(n * c),
+                    mean: z(n),
+                    rstd: z(n),
+                    qkv: z(n * w),
+                    probs: z(probs),
+                    ctx: z(n * h * d),
+                    fc: z(n * f),
+                    act: z(n * f),
+                    out: z(n * c),
+                })
+                .collect(),
+            lnf_mean: z(n),
+            lnf_rstd: z(n),
+            lm: LmHead::new(n, c, cfg.vocab_size, chunk_rows),
+            dx: z(n * c),
+            dln: z(n * c),
+            dact: z(n * f),
+            dctx: z(n * h * d),
+            dqkv: z(n * w),
+            dscores: z(probs),
+            tmp: Vec::new(),
+            lora: LoraWorkspace::default(),
+        }
+    }
+}
+
+pub struct PhiForCausalLM {
+    pub config: PhiConfig,
+    idx: Idx,
+    /// Parameters, gradients, optimizer state and LoRA adapters (q/k/v, dense, fc1, fc2).
+    pub store: ParamStore,
+}
+
+impl PhiForCausalLM {
+    pub fn from_state_dict(config: PhiConfig, sd: &StateDict) -> Result<Self, ModelError> {
+        config.validate()?;
+        let (h, kv, d) = (config.num_attention_heads, config.kv_heads(), config.head_dim());
+        let dims = [
+            DimCheck {
+                field: "vocab_size",
+                value: Some(config.vocab_size),
+                params: &["model.embed_tokens.weight"],
+                axis: 0,
+            },
+            DimCheck {
+                field: "hidden_size",
+                value: Some(config.hidden_size),
+                params: &["model.embed_tokens.weight"],
+                axis: 1,
+            },
+            DimCheck {
+                field: "intermediate_size",
+                value: Some(config.intermediate_size),
+                params: &["model.layers.0.mlp.fc1.weight"],
+                axis: 0,
+            },
+            DimCheck {
+                field: if config.head_dim.is_some() { "head_dim" } else { "num_attention_heads" },
+                value: h.checked_mul(d),
+                params: &["model.layers.0.self_attn.q_proj.weight"],
+                axis: 0,
+            },
+            DimCheck {
+                field: "num_key_value_heads",
+                value: kv.checked_mul(d),
+                params: &["model.layers.0.self_attn.k_proj.weight"],
+                axis: 0,
+            },
+        ];
+        let layers = ("num_hidden_layers", config.num_hidden_layers, &["model.layers."][..]);
+        check_config_against(sd, &["model."], &dims, layers)?;
+        let (layout, idx) = layout(&config);
+        let (store, _) = ParamStore::from_state_dict(layout, sd, &["model."], |_| false)?;
+        let store = store.with_lora_targets(lora_targets(&config));
+        Ok(PhiForCausalLM { config, idx, store })
+    }
+
+    fn head(&self) -> Head<'_> {
+        Head { weight: self.store.get(self.idx.head), bias: Some(self.store.get(self.idx.head_b)) }
+    }
+
+    fn check_batch(&self, ws: &Workspace, b: &Batch<'_>) -> Result<(), ModelError> {
+        let cfg = &self.config;
+        let n = ws.batch * ws.seq;
+        let w = (cfg.num_attention_heads + 2 * cfg.kv_heads()) * cfg.head_dim();
+        let sized = ws.layers.len() == cfg.num_hidden_layers
+            && ws.emb.len() == n * cfg.hidden_size
+            && ws.layers.iter().all(|a| a.qkv.len() == n * w && a.act.len() == n * cfg.intermediate_size)
+            && ws.cos.len() == ws.seq * cfg.rotary_dim() / 2;
+        if !sized {
+            return Err(ModelError::Batch("the workspace was created for a different model configuration".into()));
+        }
+        decoder::check_batch(b, n, ws.batch, ws.seq, cfg.vocab_size).map_err(ModelError::Batch)?;
+        if let Some(&q) = b.position_ids.and_then(|pos| pos.iter().find(|&&q| q as usize >= ws.seq)) {
+            return Err(ModelError::Batch(format!("position id {q} is not below the sequence length {}", ws.seq)));
+        }
+        Ok(())
+    }
+
+    /// Embedding, the parallel blocks and the final LayerNorm: leaves the LM head's input in `ws.lm`.
+    fn trunk(&self, ws: &mut Workspace, batch: &Batch<'_>) -> Result<(), ModelError> {
+        self.check_batch(ws, batch)?;
+        let cfg = &self.config;
+        let (bsz, t, c, f) = (ws.batch, ws.seq, cfg.hidden_size, cfg.intermediate_size);
+        let (h, kv, d, rot) = (cfg.num_attention_heads, cfg.kv_heads(), cfg.head_dim(), cfg.rotary_dim());
+        let (n, w) = (bsz * t, (h + 2 * kv) * d);
+        let shape = Shape { batch: bsz, seq: t, heads: h, kv_heads: kv, head_dim: d };
+        let st = &self.store;
+        let s = |k: usize| st.get(k);
+        let eps = cfg.layer_norm_eps;
+        st.lora_prepare(&mut ws.lora, n);
+
+        ws.ids.copy_from_slice(batch.input_ids);
+        ws.packed = batch.position_ids.is_some();
+        match batch.position_ids {
+            Some(pos) => {
+                ws.pos.copy_from_slice(pos);
+                decoder::packed_segments(&mut ws.seg, pos, t);
+            }
+            None => ws.pos.iter_mut().enumerate().for_each(|(i, q)| *q = (i % t) as u32),
+        }
+        for (m, &a) in ws.mask_add.iter_mut().zip(batch.attention_mask) {
+            *m = if a == 0 { f32::MIN } else { 0.0 };
+        }
+        decoder::embed(&mut ws.emb, s(self.idx.embed), &ws.ids, c);
+
+        for (li, lx) in self.idx.layers.iter().enumerate() {
+            let (prev, rest) = ws.layers.split_at_mut(li);
+            let inp: &[f32] = if li == 0 { &ws.emb } else { &prev[li - 1].out };
+            let a = &mut rest[0];
+            layernorm::forward(&mut a.ln, &mut a.mean, &mut a.rstd, inp, s(lx.ln_w), s(lx.ln_b), n, c, eps);
+            linear::forward(&mut a.qkv, &a.ln, st.span(lx.q_w, lx.v_w), Some(st.span(lx.q_b, lx.v_b)), n, c, w);
+            st.lora_forward(&mut ws.lora, li, 0..3, &mut a.qkv, &a.ln, n);
+            rope::apply_partial(&mut a.qkv, w, 0, h, d, rot, &ws.pos, &ws.cos, &ws.sin, false);
+            rope::apply_partial(&mut a.qkv, w, h * d, kv, d, rot, &ws.pos, &ws.cos, &ws.sin, false);
+            match ws.packed.then_some(&ws.seg) {
+                Some(seg) => {
+                    causal_attention::forward_segmented(&mut a.ctx, &mut a.probs, &a.qkv, &ws.mask_add, seg, shape)
+                }
+                None => causal_attention::forward(&mut a.ctx, &mut a.probs, &a.qkv, &ws.mask_add, shape),
+            }
+            // out = input + dense(attention) + fc2(gelu(fc1(ln))).
+            linear::forward(&mut a.out, &a.ctx, s(lx.dense_w), Some(s(lx.dense_b)), n, h * d, c);
+            st.lora_forward(&mut ws.lora, li, 3..4, &mut a.out, &a.ctx, n);
+            linear::forward(&mut a.fc, &a.ln, s(lx.fc1_w), Some(s(lx.fc1_b)), n, c, f);
+            st.lora_forward(&mut ws.lora, li, 4..5, &mut a.fc, &a.ln, n);
+            gelu_tanh::forward(&mut a.act, &a.fc);
+            ws.tmp.resize(n * c, 0.0);
+            linear::forward(&mut ws.tmp, &a.act, s(lx.fc2_w), Some(s(lx.fc2_b)), n, f, c);
+            st.lora_forward(&mut ws.lora, li, 5..6, &mut ws.tmp, &a.act, n);
+            residual::add_assign(&mut a.out, &ws.tmp);
+            residual::add_assign(&mut a.out, inp);
+        }
+        let last: &[f32] = ws.layers.last().map_or(&ws.emb, |a| &a.out);
+        let (lw, lb) = (s(self.idx.lnf_w), s(self.idx.lnf_b));
+        layernorm::forward(&mut ws.lm.hidden, &mut ws.lnf_mean, &mut ws.lnf_rstd, last, lw, lb, n, c, eps);
+        Ok(())
+    }
+
+    /// The causal-LM loss of `batch` (which must have labels), without gradients.
+    pub fn forward(&self, ws: &mut Workspace, batch: &Batch<'_>) -> Result<f32, ModelError> {
+        let labels = batch.labels.ok_or_else(|| ModelError::Batch("the loss needs labels".into()))?;
+        ws.lora.train_seed = None;
+        self.trunk(ws, batch)?;
+        let dims = (ws.seq, self.config.hidden_size, self.config.vocab_size);
+        Ok(ws.lm.loss(self.head(), batch, labels, dims, None))
+    }
+
+    /// Logits `[batch, seq, vocab]`, or with `last_only` `[batch, vocab]` at each sequence's last real token.
+    pub fn logits<'w>(
+        &self,
+        ws: &'w mut Workspace,
+        batch: &Batch<'_>,
+        last_only: bool,
+    ) -> Result<&'w [f32], ModelError> {
+        ws.lora.train_seed = None;
+        self.trunk(ws, batch)?;
+        let shape = (ws.batch, ws.seq);
+        Ok(ws.lm.logits(self.head(), batch.attention_mask, shape, self.config.hidden_size, last_only))
+    }
+
+    /// Forward and backward in one pass: returns the loss and adds its gradient to the store's for every
+    /// parameter that requires one.
+    pub fn forward_backward(&mut self, ws: &mut Workspace, batch: &Batch<'_>) -> Result<f32, ModelError> {
+        let labels = batch.labels.ok_or_else(|| ModelError::Batch("training needs labels".into()))?;
+        ws.lora.train_seed = self.store.lora_train_seed();
+        self.trunk(ws, batch)?;
+        let cfg = &self.config;
+        let (bsz, t, c, f, v) = (ws.batch, ws.seq, cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
+        let (h, kv, d, rot) = (cfg.num_attention_heads, cfg.kv_heads(), cfg.head_dim(), cfg.rotary_dim());
+        let (n, w) = (bsz * t, (h + 2 * kv) * d);
+        let shape = Shape { batch: bsz, seq: t, heads: h, kv_heads: kv, head_dim: d };
+        let idx = &self.idx;
+        let Parts { infos, params: p, grads: g, lora } = self.store.parts();
+        let rg = |k: usize| infos[k].requires_grad;
+        let r = |k: usize| infos[k].range();
+        let s = |k: usize| &p[r(k)];
+
+        let head = Head { weight: s(idx.head), bias: Some(s(idx.head_b)) };
+        let loss = {
+            // The bias lies after the weight in the buffers: split once to borrow both gradients.
+            let (lo, hi) = g.split_at_mut(r(idx.head_b).start);
+            let dweight = rg(idx.head).then(|| &mut lo[r(idx.head)]);
+            let dbias = rg(idx.head_b).then(|| &mut hi[..v]);
+            let grads = lce::Grads { dhidden: None, dweight, dbias };
+            ws.lm.loss(head, batch, labels, (t, c, v), Some(grads))
+        };
+        let mut tmp = std::mem::take(&mut ws.tmp);
+        {
+            let last: &[f32] = ws.layers.last().map_or(&ws.emb, |a| &a.out);
+            let stats = (&ws.lnf_mean[..], &ws.lnf_rstd[..]);
+            let ln = (idx.lnf_w, idx.lnf_b);
+            layernorm_backward((infos, p, g), ln, &mut ws.dx, false, &ws.lm.dhidden, last, stats, (n, c), &mut tmp);
+        }
+        for li in (0..idx.layers.len()).rev() {
+            let lx = idx.layers[li];
+            let (prev, rest) = ws.layers.split_at(li);
+            let inp: &[f32] = if li == 0 { &ws.emb } else { &prev[li - 1].out };
+            let a = &rest[0];
+            // ws.dx, the gradient of the block's output, is also its input's through the residual.
+
+            // MLP branch: fc2(gelu(fc1(ln))).
+            matmul(&mut ws.dact, &ws.dx, s(lx.fc2_w), n, c, f, false, false, false);
+            lora.backward(&mut ws.lora, infos, p, g, li, 5..6, &mut ws.dact, &ws.dx, &a.act, n);
+            if rg(lx.fc2_w) {
+                weight_grad(&mut g[r(lx.fc2_w)], &ws.dx, c, 0, c, &a.act, n, f);
+            }
+            if rg(lx.fc2_b) {
+                bias_grad(&mut g[r(lx.fc2_b)], &ws.dx[..n * c], c, 0);
+            }
+            gelu_tanh::backward(&mut ws.dact[..n * f], &a.fc);
+            matmul(&mut ws.dln, &ws.dact, s(lx.fc1_w), n, f, c, false, false, false);
+            lora.backward(&mut ws.lora, infos, p, g, li, 4..5, &mut ws.dln, &ws.dact, &a.ln, n);
+            if rg(lx.fc1_w) {
+                weight_grad(&mut g[r(lx.fc1_w)], &ws.dact, f, 0, f, &a.ln, n, c);
+            }
+            if rg(lx.fc1_b) {
+                bias_grad(&mut g[r(lx.fc1_b)], &ws.dact[..n * f], f, 0);
+            }
+
+            // Attention branch: dense(attention(rope(qkv(ln)))).
+            matmul(&mut ws.dctx, &ws.dx, s(lx.dense_w), n, c, h * d, false, false, false);
+            lora.backward(&mut ws.lora, infos, p, g, li, 3..4, &mut ws.dctx, &ws.dx, &a.ctx, n);
+            if rg(lx.dense_w) {
+                weight_grad(&mut g[r(lx.dense_w)], &ws.dx, c, 0, c, &a.ctx, n, h * d);
+            }
+            if rg(lx.dense_b) {
+                bias_grad(&mut g[r(lx.dense_b)], &ws.dx[..n * c], c, 0);
+            }
+            match ws.packed.then_some(&ws.seg) {
+                Some(seg) => causal_attention::backward_segmented(
+                    &mut ws.dqkv,
+                    &mut ws.dscores,
+                    &ws.dctx,
+                    &a.qkv,
+                    &a.probs,
+                    seg,
+                    shape,
+                ),
+                None => causal_attention::backward(&mut ws.dqkv, &mut ws.dscores, &ws.dctx, &a.qkv, &a.probs, shape),
+            }
+            rope::apply_partial(&mut ws.dqkv, w, 0, h, d, rot, &ws.pos, &ws.cos, &ws.sin, true);
+            rope::apply_partial(&mut ws.dqkv, w, h * d, kv, d, rot, &ws.pos, &ws.cos, &ws.sin, true);
+            let qkv = infos[lx.q_w].offset..r(lx.v_w).end;
+            // Both branches read the same LayerNorm output: add the attention's share to the MLP's.
+            matmul(&mut ws.dln, &ws.dqkv, &p[qkv], n, w, c, false, false, true);
+            lora.backward(&mut ws.lora, infos, p, g, li, 0..3, &mut ws.dln, &ws.dqkv, &a.ln, n);
+            let cols = [(0, h * d), (h * d, kv * d), ((h + kv) * d, kv * d)];
+            for (k, (col, rows)) in [lx.q_w, lx.k_w, lx.v_w].into_iter().zip(cols) {
+                if rg(k) {
+                    weight_grad(&mut g[r(k)], &ws.dqkv, w, col, rows, &a.ln, n, c);
+                }
+            }
+            for (k, (col, _)) in (lx.q_b..=lx.v_b).zip(cols) {
+                if rg(k) {
+                    bias_grad(&mut g[r(k)], &ws.dqkv[..n * w], w, col);
+                }
+            }
+            let stats = (&a.mean[..], &a.rstd[..]);
+            let ln = (lx.ln_w, lx.ln_b);
+            layernorm_backward((infos, p, g), ln, &mut ws.dx, true, &ws.dln, inp, stats, (n, c), &mut tmp);
+        }
+        ws.tmp = tmp;
+        if rg(idx.embed) {
+            let ge = &mut g[r(idx.embed)];
+            // Rows repeat across tokens, so the scatter is serial; it is O(n·c), small next to the matmuls.
+            for (dx, &id) in ws.dx.chunks_exact(c).zip(&ws.ids) {
+                residual::add_assign(&mut ge[id as usize * c..(id as usize + 1) * c], dx);
+            }
+        }
+        ws.lora.train_seed = None;
+        Ok(loss)
+    }
+}
+
+/// Activations of the KV-cache decode steps ([`Architecture::decode`]) for up to `max_new` new tokens per row
+/// and `max_len` tokens in all, allocated once so that decode steps allocate nothing.
+pub struct PhiDecodeWorkspace {
+    pub batch: usize,
+    pub max_new: usize,
+    pub max_len: usize,
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    pos: Vec<u32>,
+    x: Vec<f32>,
+    ln: Vec<f32>,
+    mean: Vec<f32>,
+    rstd: Vec<f32>,
+    qkv: Vec<f32>,
+    heads_out: Vec<f32>,
+    ctx: Vec<f32>,
+    tmp: Vec<f32>,
+    fc: Vec<f32>,
+    act: Vec<f32>,
+    scores: Vec<f32>,
+    last: Vec<f32>,
+    /// `[batch, vocab]` logits of the last new token of each row.
+    pub logits: Vec<f32>,
+}
+
+impl PhiDecodeWorkspace {
+    pub fn new(cfg: &PhiConfig, batch: usize, max_new: usize, max_len: usize) -> Self {
+        let (c, f, h, d) = (cfg.hidden_size, cfg.intermediate_size, cfg.num_attention_heads, cfg.head_dim());
+        let w = (h + 2 * cfg.kv_heads()) * d;
+        let n = batch * max_new;
+        let z = |k: usize| vec![0.0f32; k];
+        let (cos, sin) = rope::tables(max_len, cfg.rotary_dim(), cfg.rope_theta());
+        PhiDecodeWorkspace {
+            batch,
+            max_new,
+            max_len,
+            cos,
+            sin,
+            pos: vec![0; n],
+            x: z(n * c),
+            ln: z(n * c),
+            mean: z(n.max(batch)),
+            rstd: z(n.max(batch)),
+            qkv: z(n * w),
+            heads_out: z(n * h * d),
+            ctx: z(n * h * d),
+            tmp: z(n * c),
+            fc: z(n * f),
+            act: z(n * f),
+            scores: z(batch * h * max_new * max_len),
+            last: z(batch * c),
+            logits: z(batch * cfg.vocab_size),
+        }
+    }
+}
+
+impl Architecture for PhiForCausalLM {
+    const CLASS: &'static str = "PhiForCausalLM";
+    const MODEL_TYPES: &'static [&'static str] = &["phi"];
+    type Workspace = Workspace;
+    type DecodeWorkspace = PhiDecodeWorkspace;
+
+    fn from_config(config_json: &str, state: &StateDict) -> Result<Self, ModelError> {
+        PhiForCausalLM::from_state_dict(PhiConfig::from_json(config_json)?, state)
+    }
+    fn store(&self) -> &ParamStore {
+        &self.store
+    }
+    fn store_mut(&mut self) -> &mut ParamStore {
+        &mut self.store
+    }
+    fn vocab_size(&self) -> usize {
+        self.config.vocab_size
+    }
+    fn new_workspace(&self, batch: usize, seq: usize) -> Workspace {
+        Workspace::new(&self.config, batch, seq)
+    }
+    fn workspace_shape(ws: &Workspace) -> (usize, usize) {
+        (ws.batch, ws.seq)
+    }
+    fn lm_head(ws: &mut Workspace) -> &mut LmHead {
+        &mut ws.lm
+    }
+    fn loss(&self, ws: &mut Workspace, batch: &Batch<'_>) -> Result<f32, ModelError> {
+        self.forward(ws, batch)
+    }
+    fn logits<'w>(&self, ws: &'w mut Workspace, batch: &Batch<'_>, last_only: bool) -> Result<&'w [f32], ModelError> {
+        PhiForCausalLM::logits(self, ws, batch, last_only)
+    }
+    fn loss_backward(&mut self, ws: &mut Workspace, batch: &Batch<'_>) -> Result<f32, ModelError> {
+        self.forward_backward(ws, batch)
+    }
+    fn new_cache(&self, batch: usize, max_len: usize) -> KvCache {
+        KvCache::new(&self.config, batch, max_len)
+    }
+    fn new_decode_workspace(&self, batch: usize, max_new: usize, max_len: usize) -> PhiDecodeWorkspace {
+        PhiDecodeWorkspace::new(&self.config, batch, max_new, max_len)
+    }
+
+    fn decode<'w>(
+        &self,
+        cache: &mut KvCache,
+        ws: &'w mut PhiDecodeWorkspace,
+        input_ids: &[u32],
+        rows: StepRows<'_>,
+    ) -> Result<&'w [f32], ModelError> {
+        let _prof = finetune_engine::profile::scope("phi.decode");
+        let cfg = &self.config;
+        let (c, f, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
+        let (h, kv, d, rot) = (cfg.num_attention_heads, cfg.kv_heads(), cfg.head_dim(), cfg.rotary_dim());
+        let (w, max_len) = ((h + 2 * kv) * d, cache.max_len);
+        let cap = DecodeCapacity {
+            batch: ws.batch,
+            max_new: ws.max_new,
+            max_len: ws.max_len,
+            sized: ws.x.len() == ws.batch * ws.max_new * c,
+        };
+        let shape = decoder::check_step(cache, cap, cfg.kv_dims(), v, input_ids, rows).map_err(ModelError::Batch)?;
+        let (bsz, n_new) = (shape.batch, shape.n_new);
+        let (n, eps) = (bsz * n_new, cfg.layer_norm_eps);
+        let st = &self.store;
+        let s = |k: usize| st.get(k);
+        decoder::step_positions(&mut ws.pos, cache, rows, bsz, n_new);
+        decoder::embed(&mut ws.x[..n * c], s(self.idx.embed), input_ids, c);
+        let pos = &ws.pos[..n];
+        let dims = CachedAttn {
+            batch: bsz,
+            heads: h,
+            kv_heads: kv,
+            head_dim: d,
+            n_new,
+            max_len,
+            max_new: ws.max_new,
+            rows,
+            lens: &cache.lens,
+        };
+        for (li, lx) in self.idx.layers.iter().enumerate() {
+            let x = &mut ws.x[..n * c];
+            layernorm::forward(&mut ws.ln, &mut ws.mean, &mut ws.rstd, x, s(lx.ln_w), s(lx.ln_b), n, c, eps);
+            linear::forward(&mut ws.qkv, &ws.ln, st.span(lx.q_w, lx.v_w), Some(st.span(lx.q_b, lx.v_b)), n, c, w);
+            rope::apply_partial(&mut ws.qkv, w, 0, h, d, rot, pos, &ws.cos, &ws.sin, false);
+            rope::apply_partial(&mut ws.qkv, w, h * d, kv, d, rot, pos, &ws.cos, &ws.sin, false);
+            let (kc, vc) = (&mut cache.k[li], &mut cache.v[li]);
+            dims.append(kc, vc, &ws.qkv, w, h * d, (h + kv) * d);
+            dims.attend(kc, vc, &ws.qkv, w, &mut ws.scores, &mut ws.heads_out, &mut ws.ctx);
+            linear::forward(&mut ws.tmp, &ws.ctx, s(lx.dense_w), Some(s(lx.dense_b)), n, h * d, c);
+            residual::add_assign(x, &ws.tmp[..n * c]);
+            linear::forward(&mut ws.fc, &ws.ln, s(lx.fc1_w), Some(s(lx.fc1_b)), n, c, f);
+            gelu_tanh::forward(&mut ws.act[..n * f], &ws.fc[..n * f]);
+            linear::forward(&mut ws.tmp, &ws.act, s(lx.fc2_w), Some(s(lx.fc2_b)), n, f, c);
+            residual::add_assign(x, &ws.tmp[..n * c]);
+        }
+        decoder::advance(cache, rows, n_new);
+        decoder::last_rows(&mut ws.tmp, &ws.x, bsz, n_new, c);
+        let (lw, lb) = (s(self.idx.lnf_w), s(self.idx.lnf_b));
+        layernorm::forward(&mut ws.last, &mut ws.mean, &mut ws.rstd, &ws.tmp[..bsz * c], lw, lb, bsz, c, eps);
+        let logits = &mut ws.logits[..bsz * v];
+        for row in logits.chunks_exact_mut(v) {
+            row.copy_from_slice(s(self.idx.head_b));
+        }
+        matmul(logits, &ws.last, s(self.idx.head), bsz, c, v, false, true, true);
+        Ok(&ws.logits[..bsz * v])
+    }
+}

@@ -4,14 +4,68 @@
 //! holds only its config, layout, forward and backward, calls these, and implements [`Architecture`] so that the
 //! table in [`crate::causal`] can load, train and run it.
 
+use finetune_engine::kernels::causal_attention::{self, Shape};
 use finetune_engine::kernels::cross_entropy::{self, IGNORE_INDEX};
 use finetune_engine::kernels::linear_cross_entropy::{self as lce, Scratch};
-use finetune_engine::kernels::{layernorm, residual};
+use finetune_engine::kernels::{layernorm, residual, rope};
 use finetune_engine::matmul::{gemm_view, matmul, Par, View};
 use finetune_engine::StateDict;
 
 use crate::error::ModelError;
 use crate::params::{ParamInfo, ParamStore};
+
+/// The [`Architecture`] items every architecture file writes alike, inside its `impl Architecture`: for a model
+/// struct with `config` and `store` fields, workspaces built by `new(&config, ...)` that hold `batch`, `seq` and
+/// the `lm` head, and inherent `forward` (the loss), `forward_backward` and `logits`.
+macro_rules! architecture_plumbing {
+    ($ws:ty, $dws:ty) => {
+        type Workspace = $ws;
+        type DecodeWorkspace = $dws;
+        fn store(&self) -> &$crate::params::ParamStore {
+            &self.store
+        }
+        fn store_mut(&mut self) -> &mut $crate::params::ParamStore {
+            &mut self.store
+        }
+        fn vocab_size(&self) -> usize {
+            self.config.vocab_size
+        }
+        fn new_workspace(&self, batch: usize, seq: usize) -> $ws {
+            <$ws>::new(&self.config, batch, seq)
+        }
+        fn workspace_shape(ws: &$ws) -> (usize, usize) {
+            (ws.batch, ws.seq)
+        }
+        fn lm_head(ws: &mut $ws) -> &mut $crate::decoder::LmHead {
+            &mut ws.lm
+        }
+        fn loss(&self, ws: &mut $ws, batch: &$crate::decoder::Batch<'_>) -> Result<f32, $crate::error::ModelError> {
+            self.forward(ws, batch)
+        }
+        fn logits<'w>(
+            &self,
+            ws: &'w mut $ws,
+            batch: &$crate::decoder::Batch<'_>,
+            last_only: bool,
+        ) -> Result<&'w [f32], $crate::error::ModelError> {
+            Self::logits(self, ws, batch, last_only)
+        }
+        fn loss_backward(
+            &mut self,
+            ws: &mut $ws,
+            batch: &$crate::decoder::Batch<'_>,
+        ) -> Result<f32, $crate::error::ModelError> {
+            self.forward_backward(ws, batch)
+        }
+        fn new_cache(&self, batch: usize, max_len: usize) -> $crate::decoder::KvCache {
+            $crate::decoder::KvCache::new(&self.config, batch, max_len)
+        }
+        fn new_decode_workspace(&self, batch: usize, max_new: usize, max_len: usize) -> $dws {
+            <$dws>::new(&self.config, batch, max_new, max_len)
+        }
+    };
+}
+pub(crate) use architecture_plumbing;
 
 /// What an architecture file gives the architecture table in [`crate::causal`]: its Hugging Face names, loading
 /// from a state dict, its parameter store, and the training and KV-cache passes on its own workspaces.
@@ -531,6 +585,45 @@ pub(crate) fn step_positions(pos: &mut [u32], cache: &KvCache, rows: StepRows<'_
     }
 }
 
+/// One decode step's view of the cache: the attention's shape and row lengths, the layers' keys and values, and
+/// the tokens in the longest row after the step.
+pub(crate) struct Step<'a> {
+    pub attn: CachedAttn<'a>,
+    pub k: &'a mut [Vec<f32>],
+    pub v: &'a mut [Vec<f32>],
+    pub longest: usize,
+}
+
+/// The start of every decode step: checks `input_ids` on `rows` against the cache (built for `dims`: layers, kv
+/// heads, head dim) and the workspace `cap`, writes each new token's position into `pos`, and splits the cache
+/// into the attention's view and the layers' keys and values. `heads` is the number of query heads.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn begin_step<'a>(
+    cache: &'a mut KvCache,
+    cap: DecodeCapacity,
+    dims: (usize, usize, usize),
+    heads: usize,
+    vocab: usize,
+    input_ids: &[u32],
+    rows: StepRows<'a>,
+    pos: &mut [u32],
+) -> Result<Step<'a>, ModelError> {
+    let shape = check_step(cache, cap, dims, vocab, input_ids, rows).map_err(ModelError::Batch)?;
+    step_positions(pos, cache, rows, shape.batch, shape.n_new);
+    let attn = CachedAttn {
+        batch: shape.batch,
+        heads,
+        kv_heads: dims.1,
+        head_dim: dims.2,
+        n_new: shape.n_new,
+        max_len: cache.max_len,
+        max_new: cap.max_new,
+        rows,
+        lens: &cache.lens,
+    };
+    Ok(Step { attn, k: &mut cache.k, v: &mut cache.v, longest: shape.longest })
+}
+
 /// Records the `n_new` tokens a step appended to its rows.
 pub(crate) fn advance(cache: &mut KvCache, rows: StepRows<'_>, n_new: usize) {
     match rows {
@@ -783,5 +876,79 @@ pub(crate) fn layernorm_backward(
         residual::add_assign(&mut dinp[..n * c], tmp);
     } else {
         layernorm::backward(dinp, dw, db, dout, inp, weight, mean, rstd, n, c);
+    }
+}
+
+/// Causal attention over whole rows, or within each packed sequence when `seg` labels them.
+pub(crate) fn attention_forward(
+    ctx: &mut [f32],
+    probs: &mut [f32],
+    qkv: &[f32],
+    mask_add: &[f32],
+    seg: Option<&[u32]>,
+    shape: Shape,
+) {
+    match seg {
+        Some(seg) => causal_attention::forward_segmented(ctx, probs, qkv, mask_add, seg, shape),
+        None => causal_attention::forward(ctx, probs, qkv, mask_add, shape),
+    }
+}
+
+/// Backward of [`attention_forward`].
+pub(crate) fn attention_backward(
+    dqkv: &mut [f32],
+    dscores: &mut [f32],
+    dctx: &[f32],
+    qkv: &[f32],
+    probs: &[f32],
+    seg: Option<&[u32]>,
+    shape: Shape,
+) {
+    match seg {
+        Some(seg) => causal_attention::backward_segmented(dqkv, dscores, dctx, qkv, probs, seg, shape),
+        None => causal_attention::backward(dqkv, dscores, dctx, qkv, probs, shape),
+    }
+}
+
+/// Rotates the q heads and the k heads of fused `[n, (H + 2·KV)·d]` q/k/v rows (the first `rot` columns of each
+/// head); `inverse` is the backward.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn rope_qk(
+    qkv: &mut [f32],
+    (h, kv, d): (usize, usize, usize),
+    rot: usize,
+    pos: &[u32],
+    cos: &[f32],
+    sin: &[f32],
+    inverse: bool,
+) {
+    let w = (h + 2 * kv) * d;
+    rope::apply_partial(qkv, w, 0, h, d, rot, pos, cos, sin, inverse);
+    rope::apply_partial(qkv, w, h * d, kv, d, rot, pos, cos, sin, inverse);
+}
+
+/// Gradients of a fused q/k/v projection from `dqkv` (`[n, (H + 2·KV)·d]`) and its input `inp` (`[n, c]`): the
+/// weights `[q, k, v]` (parameter indices, `[rows, c]` each) and, when it has them, the biases, for those that
+/// require one.
+pub(crate) fn qkv_param_grads(
+    (infos, grads): (&[ParamInfo], &mut [f32]),
+    weights: [usize; 3],
+    biases: Option<[usize; 3]>,
+    dqkv: &[f32],
+    inp: &[f32],
+    (h, kv, d): (usize, usize, usize),
+    (n, c): (usize, usize),
+) {
+    let w = (h + 2 * kv) * d;
+    let cols = [(0, h * d), (h * d, kv * d), ((h + kv) * d, kv * d)];
+    for (k, (col, rows)) in weights.into_iter().zip(cols) {
+        if infos[k].requires_grad {
+            weight_grad(&mut grads[infos[k].range()], dqkv, w, col, rows, inp, n, c);
+        }
+    }
+    for (k, (col, _)) in biases.into_iter().flatten().zip(cols) {
+        if infos[k].requires_grad {
+            bias_grad(&mut grads[infos[k].range()], &dqkv[..n * w], w, col);
+        }
     }
 }

@@ -21,14 +21,14 @@
 //! Right padding past `n_positions` (batches padded to a round length) reads the last position's embedding: it
 //! is masked and takes no loss, so no real token or gradient sees it.
 
-use finetune_engine::kernels::causal_attention::{self, Shape};
+use finetune_engine::kernels::causal_attention::Shape;
 use finetune_engine::kernels::linear_cross_entropy::{self as lce, Scratch};
 use finetune_engine::kernels::{gelu_tanh, layernorm, residual};
 use finetune_engine::matmul::matmul;
 use finetune_engine::StateDict;
 use serde::Deserialize;
 
-use crate::decoder::{self, layernorm_backward, Architecture, CachedAttn, DecodeCapacity, KvDims, LmHead, StepRows};
+use crate::decoder::{self, layernorm_backward, Architecture, DecodeCapacity, KvDims, LmHead, StepRows};
 pub use crate::decoder::{Batch, KvCache};
 use crate::error::ModelError;
 use crate::lora::{LoraWorkspace, Module};
@@ -441,12 +441,8 @@ impl Gpt2LMHeadModel {
             layernorm::forward(&mut a.ln1, &mut a.ln1_mean, &mut a.ln1_rstd, inp, s(lx.ln1_w), s(lx.ln1_b), n, c, eps);
             conv1d_forward(&mut a.qkv, &a.ln1, s(lx.attn_w), s(lx.attn_b), n, c, 3 * c);
             st.lora_forward(&mut ws.lora, li, 0..1, &mut a.qkv, &a.ln1, n);
-            match ws.packed.then_some(&ws.seg) {
-                Some(seg) => {
-                    causal_attention::forward_segmented(&mut a.ctx, &mut a.probs, &a.qkv, &ws.mask_add, seg, shape)
-                }
-                None => causal_attention::forward(&mut a.ctx, &mut a.probs, &a.qkv, &ws.mask_add, shape),
-            }
+            let seg = ws.packed.then_some(&ws.seg[..]);
+            decoder::attention_forward(&mut a.ctx, &mut a.probs, &a.qkv, &ws.mask_add, seg, shape);
             conv1d_forward(&mut a.mid, &a.ctx, s(lx.aproj_w), s(lx.aproj_b), n, c, c);
             st.lora_forward(&mut ws.lora, li, 1..2, &mut a.mid, &a.ctx, n);
             residual::add_assign(&mut a.mid, inp);
@@ -576,18 +572,8 @@ impl Gpt2LMHeadModel {
             let (gw, gb) = pair(g, r(lx.aproj_w), r(lx.aproj_b), rg(lx.aproj_w), rg(lx.aproj_b));
             conv1d_backward(&mut ws.dctx, false, gw, gb, &ws.dx, &a.ctx, s(lx.aproj_w), n, c, c);
             lora.backward(&mut ws.lora, infos, p, g, li, 1..2, &mut ws.dctx, &ws.dx, &a.ctx, n);
-            match ws.packed.then_some(&ws.seg) {
-                Some(seg) => causal_attention::backward_segmented(
-                    &mut ws.dqkv,
-                    &mut ws.dscores,
-                    &ws.dctx,
-                    &a.qkv,
-                    &a.probs,
-                    seg,
-                    shape,
-                ),
-                None => causal_attention::backward(&mut ws.dqkv, &mut ws.dscores, &ws.dctx, &a.qkv, &a.probs, shape),
-            }
+            let seg = ws.packed.then_some(&ws.seg[..]);
+            decoder::attention_backward(&mut ws.dqkv, &mut ws.dscores, &ws.dctx, &a.qkv, &a.probs, seg, shape);
             let (gw, gb) = pair(g, r(lx.attn_w), r(lx.attn_b), rg(lx.attn_w), rg(lx.attn_b));
             conv1d_backward(&mut ws.dln, false, gw, gb, &ws.dqkv, &a.ln1, s(lx.attn_w), n, c, 3 * c);
             lora.backward(&mut ws.lora, infos, p, g, li, 0..1, &mut ws.dln, &ws.dqkv, &a.ln1, n);
@@ -665,47 +651,13 @@ impl Gpt2DecodeWorkspace {
 impl Architecture for Gpt2LMHeadModel {
     const CLASS: &'static str = "GPT2LMHeadModel";
     const MODEL_TYPES: &'static [&'static str] = &["gpt2"];
-    type Workspace = Workspace;
-    type DecodeWorkspace = Gpt2DecodeWorkspace;
+    decoder::architecture_plumbing!(Workspace, Gpt2DecodeWorkspace);
 
     fn from_config(config_json: &str, state: &StateDict) -> Result<Self, ModelError> {
         Gpt2LMHeadModel::from_state_dict(Gpt2Config::from_json(config_json)?, state)
     }
-    fn store(&self) -> &ParamStore {
-        &self.store
-    }
-    fn store_mut(&mut self) -> &mut ParamStore {
-        &mut self.store
-    }
-    fn vocab_size(&self) -> usize {
-        self.config.vocab_size
-    }
     fn max_positions(&self) -> Option<usize> {
         Some(self.config.n_positions)
-    }
-    fn new_workspace(&self, batch: usize, seq: usize) -> Workspace {
-        Workspace::new(&self.config, batch, seq)
-    }
-    fn workspace_shape(ws: &Workspace) -> (usize, usize) {
-        (ws.batch, ws.seq)
-    }
-    fn lm_head(ws: &mut Workspace) -> &mut LmHead {
-        &mut ws.lm
-    }
-    fn loss(&self, ws: &mut Workspace, batch: &Batch<'_>) -> Result<f32, ModelError> {
-        self.forward(ws, batch)
-    }
-    fn logits<'w>(&self, ws: &'w mut Workspace, batch: &Batch<'_>, last_only: bool) -> Result<&'w [f32], ModelError> {
-        Gpt2LMHeadModel::logits(self, ws, batch, last_only)
-    }
-    fn loss_backward(&mut self, ws: &mut Workspace, batch: &Batch<'_>) -> Result<f32, ModelError> {
-        self.forward_backward(ws, batch)
-    }
-    fn new_cache(&self, batch: usize, max_len: usize) -> KvCache {
-        KvCache::new(&self.config, batch, max_len)
-    }
-    fn new_decode_workspace(&self, batch: usize, max_new: usize, max_len: usize) -> Gpt2DecodeWorkspace {
-        Gpt2DecodeWorkspace::new(&self.config, batch, max_new, max_len)
     }
 
     fn decode<'w>(
@@ -718,25 +670,23 @@ impl Architecture for Gpt2LMHeadModel {
         let _prof = finetune_engine::profile::scope("gpt2.forward_cached");
         let cfg = &self.config;
         let (c, f, h, v) = (cfg.n_embd, cfg.inner(), cfg.n_head, cfg.vocab_size);
-        let (d, max_len) = (c / h, cache.max_len);
         let cap = DecodeCapacity {
             batch: ws.batch,
             max_new: ws.max_new,
             max_len: ws.max_len,
             sized: ws.x.len() == ws.batch * ws.max_new * c,
         };
-        let shape = decoder::check_step(cache, cap, cfg.kv_dims(), v, input_ids, rows).map_err(Gpt2Error::Batch)?;
-        let (bsz, n_new) = (shape.batch, shape.n_new);
-        if shape.longest > cfg.n_positions {
+        let step = decoder::begin_step(cache, cap, cfg.kv_dims(), h, v, input_ids, rows, &mut ws.pos)?;
+        let (bsz, n_new) = (step.attn.batch, step.attn.n_new);
+        if step.longest > cfg.n_positions {
             return Err(Gpt2Error::Batch(format!(
                 "{} tokens per row exceed n_positions {}",
-                shape.longest, cfg.n_positions
+                step.longest, cfg.n_positions
             )));
         }
         let (n, eps) = (bsz * n_new, cfg.layer_norm_epsilon);
         let st = &self.store;
         let s = |k: usize| st.get(k);
-        decoder::step_positions(&mut ws.pos, cache, rows, bsz, n_new);
         let (wte, wpe) = (s(self.idx.wte), s(self.idx.wpe));
         for ((o, &id), &q) in ws.x[..n * c].chunks_exact_mut(c).zip(input_ids).zip(&ws.pos) {
             let (wr, pr) = (&wte[id as usize * c..][..c], &wpe[q as usize * c..][..c]);
@@ -744,24 +694,14 @@ impl Architecture for Gpt2LMHeadModel {
                 o[k] = wr[k] + pr[k];
             }
         }
-        let dims = CachedAttn {
-            batch: bsz,
-            heads: h,
-            kv_heads: h,
-            head_dim: d,
-            n_new,
-            max_len,
-            max_new: ws.max_new,
-            rows,
-            lens: &cache.lens,
-        };
+
         for (li, lx) in self.idx.layers.iter().enumerate() {
             let x = &mut ws.x[..n * c];
             layernorm::forward(&mut ws.ln, &mut ws.mean, &mut ws.rstd, x, s(lx.ln1_w), s(lx.ln1_b), n, c, eps);
             conv1d_forward(&mut ws.qkv, &ws.ln, s(lx.attn_w), s(lx.attn_b), n, c, 3 * c);
-            let (kc, vc) = (&mut cache.k[li], &mut cache.v[li]);
-            dims.append(kc, vc, &ws.qkv, 3 * c, c, 2 * c);
-            dims.attend(kc, vc, &ws.qkv, 3 * c, &mut ws.scores, &mut ws.heads_out, &mut ws.ctx);
+            let (kc, vc) = (&mut step.k[li], &mut step.v[li]);
+            step.attn.append(kc, vc, &ws.qkv, 3 * c, c, 2 * c);
+            step.attn.attend(kc, vc, &ws.qkv, 3 * c, &mut ws.scores, &mut ws.heads_out, &mut ws.ctx);
             conv1d_forward(&mut ws.tmp, &ws.ctx, s(lx.aproj_w), s(lx.aproj_b), n, c, c);
             residual::add_assign(x, &ws.tmp[..n * c]);
             layernorm::forward(&mut ws.ln, &mut ws.mean, &mut ws.rstd, x, s(lx.ln2_w), s(lx.ln2_b), n, c, eps);

@@ -27,16 +27,14 @@
 //! LoRA (`store.add_lora`, PEFT adapter files) on the projections listed by this file's LoRA targets: see
 //! [`crate::params`] and [`crate::lora`].
 
-use finetune_engine::kernels::causal_attention::{self, Shape};
+use finetune_engine::kernels::causal_attention::Shape;
 use finetune_engine::kernels::linear_cross_entropy::{self as lce, Scratch};
 use finetune_engine::kernels::{linear, residual, rmsnorm, rope, swiglu};
 use finetune_engine::matmul::matmul;
 use finetune_engine::StateDict;
 use serde::Deserialize;
 
-use crate::decoder::{
-    self, bias_grad, weight_grad, Architecture, CachedAttn, DecodeCapacity, KvDims, LmHead, StepRows,
-};
+use crate::decoder::{self, bias_grad, weight_grad, Architecture, DecodeCapacity, KvDims, LmHead, StepRows};
 pub use crate::decoder::{Batch, KvCache};
 use crate::error::ModelError;
 use crate::lora::{LoraWorkspace, Module};
@@ -601,14 +599,9 @@ impl LlamaForCausalLM {
             let bqkv = lx.qkv_b.map(|[bq, _, bv]| st.span(bq, bv));
             linear::forward(&mut a.qkv, &a.ln1, wqkv, bqkv, n, c, w);
             st.lora_forward(&mut ws.lora, li, 0..3, &mut a.qkv, &a.ln1, n);
-            rope::apply(&mut a.qkv, w, 0, h, d, &ws.pos, &ws.cos, &ws.sin, false);
-            rope::apply(&mut a.qkv, w, h * d, kv, d, &ws.pos, &ws.cos, &ws.sin, false);
-            match ws.packed.then_some(&ws.seg) {
-                Some(seg) => {
-                    causal_attention::forward_segmented(&mut a.ctx, &mut a.probs, &a.qkv, &ws.mask_add, seg, shape)
-                }
-                None => causal_attention::forward(&mut a.ctx, &mut a.probs, &a.qkv, &ws.mask_add, shape),
-            }
+            decoder::rope_qk(&mut a.qkv, (h, kv, d), d, &ws.pos, &ws.cos, &ws.sin, false);
+            let seg = ws.packed.then_some(&ws.seg[..]);
+            decoder::attention_forward(&mut a.ctx, &mut a.probs, &a.qkv, &ws.mask_add, seg, shape);
             linear::forward(&mut a.mid, &a.ctx, s(lx.o_w), lx.o_b.map(s), n, h * d, c);
             st.lora_forward(&mut ws.lora, li, 3..4, &mut a.mid, &a.ctx, n);
             residual::add_assign(&mut a.mid, inp);
@@ -723,36 +716,14 @@ impl LlamaForCausalLM {
             if let Some(ob) = lx.o_b.filter(|&k| rg(k)) {
                 bias_grad(&mut g[r(ob)], &ws.dx[..n * c], c, 0);
             }
-            match ws.packed.then_some(&ws.seg) {
-                Some(seg) => causal_attention::backward_segmented(
-                    &mut ws.dqkv,
-                    &mut ws.dscores,
-                    &ws.dctx,
-                    &a.qkv,
-                    &a.probs,
-                    seg,
-                    shape,
-                ),
-                None => causal_attention::backward(&mut ws.dqkv, &mut ws.dscores, &ws.dctx, &a.qkv, &a.probs, shape),
-            }
-            rope::backward(&mut ws.dqkv, w, 0, h, d, &ws.pos, &ws.cos, &ws.sin);
-            rope::backward(&mut ws.dqkv, w, h * d, kv, d, &ws.pos, &ws.cos, &ws.sin);
+            let seg = ws.packed.then_some(&ws.seg[..]);
+            decoder::attention_backward(&mut ws.dqkv, &mut ws.dscores, &ws.dctx, &a.qkv, &a.probs, seg, shape);
+            decoder::rope_qk(&mut ws.dqkv, (h, kv, d), d, &ws.pos, &ws.cos, &ws.sin, true);
             let qkv = infos[lx.q_w].offset..r(lx.v_w).end;
             matmul(&mut ws.dln, &ws.dqkv, &p[qkv], n, w, c, false, false, false);
             lora.backward(&mut ws.lora, infos, p, g, li, 0..3, &mut ws.dln, &ws.dqkv, &a.ln1, n);
-            let cols = [(0, h * d), (h * d, kv * d), ((h + kv) * d, kv * d)];
-            for (k, (col, rows)) in [lx.q_w, lx.k_w, lx.v_w].into_iter().zip(cols) {
-                if rg(k) {
-                    weight_grad(&mut g[r(k)], &ws.dqkv, w, col, rows, &a.ln1, n, c);
-                }
-            }
-            if let Some(bs) = lx.qkv_b {
-                for (k, (col, _)) in bs.into_iter().zip(cols) {
-                    if rg(k) {
-                        bias_grad(&mut g[r(k)], &ws.dqkv[..n * w], w, col);
-                    }
-                }
-            }
+            let qkv_w = [lx.q_w, lx.k_w, lx.v_w];
+            decoder::qkv_param_grads((infos, g), qkv_w, lx.qkv_b, &ws.dqkv, &a.ln1, (h, kv, d), (n, c));
             let dw = if rg(lx.ln1) { Some(&mut g[r(lx.ln1)]) } else { None };
             rmsnorm::backward(&mut ws.dx, dw, &ws.dln, inp, s(lx.ln1), &a.rstd1, n, c, true);
         }
@@ -833,46 +804,11 @@ impl DecodeWorkspace {
 impl Architecture for LlamaForCausalLM {
     const CLASS: &'static str = "LlamaForCausalLM";
     const MODEL_TYPES: &'static [&'static str] = &["llama", "mistral", "qwen2"];
-    type Workspace = Workspace;
-    type DecodeWorkspace = DecodeWorkspace;
+    decoder::architecture_plumbing!(Workspace, DecodeWorkspace);
 
     fn from_config(config_json: &str, state: &StateDict) -> Result<Self, ModelError> {
         LlamaForCausalLM::from_state_dict(LlamaConfig::from_json(config_json)?, state)
     }
-    fn store(&self) -> &ParamStore {
-        &self.store
-    }
-    fn store_mut(&mut self) -> &mut ParamStore {
-        &mut self.store
-    }
-    fn vocab_size(&self) -> usize {
-        self.config.vocab_size
-    }
-    fn new_workspace(&self, batch: usize, seq: usize) -> Workspace {
-        Workspace::new(&self.config, batch, seq)
-    }
-    fn workspace_shape(ws: &Workspace) -> (usize, usize) {
-        (ws.batch, ws.seq)
-    }
-    fn lm_head(ws: &mut Workspace) -> &mut LmHead {
-        &mut ws.lm
-    }
-    fn loss(&self, ws: &mut Workspace, batch: &Batch<'_>) -> Result<f32, ModelError> {
-        self.forward(ws, batch)
-    }
-    fn logits<'w>(&self, ws: &'w mut Workspace, batch: &Batch<'_>, last_only: bool) -> Result<&'w [f32], ModelError> {
-        LlamaForCausalLM::logits(self, ws, batch, last_only)
-    }
-    fn loss_backward(&mut self, ws: &mut Workspace, batch: &Batch<'_>) -> Result<f32, ModelError> {
-        self.forward_backward(ws, batch)
-    }
-    fn new_cache(&self, batch: usize, max_len: usize) -> KvCache {
-        KvCache::new(&self.config, batch, max_len)
-    }
-    fn new_decode_workspace(&self, batch: usize, max_new: usize, max_len: usize) -> DecodeWorkspace {
-        DecodeWorkspace::new(&self.config, batch, max_new, max_len)
-    }
-
     fn decode<'w>(
         &self,
         cache: &mut KvCache,
@@ -884,20 +820,20 @@ impl Architecture for LlamaForCausalLM {
         let cfg = &self.config;
         let (c, f, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
         let (h, kv, d) = (cfg.num_attention_heads, cfg.kv_heads(), cfg.head_dim());
-        let (w, max_len) = ((h + 2 * kv) * d, cache.max_len);
+        let w = (h + 2 * kv) * d;
         let cap = DecodeCapacity {
             batch: ws.batch,
             max_new: ws.max_new,
             max_len: ws.max_len,
             sized: ws.x.len() == ws.batch * ws.max_new * c,
         };
-        let shape = decoder::check_step(cache, cap, cfg.kv_dims(), v, input_ids, rows).map_err(LlamaError::Batch)?;
-        let (bsz, n_new) = (shape.batch, shape.n_new);
+        let step = decoder::begin_step(cache, cap, cfg.kv_dims(), h, v, input_ids, rows, &mut ws.pos)?;
+        let (bsz, n_new) = (step.attn.batch, step.attn.n_new);
         if let Some(win) = cfg.active_sliding_window() {
-            if shape.longest > win {
+            if step.longest > win {
                 return Err(LlamaError::Batch(format!(
                     "{} tokens exceed sliding_window {win}; sliding-window attention is not supported",
-                    shape.longest
+                    step.longest
                 )));
             }
         }
@@ -905,30 +841,18 @@ impl Architecture for LlamaForCausalLM {
         let eps = cfg.rms_norm_eps;
         let st = &self.store;
         let s = |k: usize| st.get(k);
-        decoder::step_positions(&mut ws.pos, cache, rows, bsz, n_new);
         decoder::embed(&mut ws.x[..n * c], s(self.idx.embed), input_ids, c);
         let pos = &ws.pos[..n];
-        let dims = CachedAttn {
-            batch: bsz,
-            heads: h,
-            kv_heads: kv,
-            head_dim: d,
-            n_new,
-            max_len,
-            max_new: ws.max_new,
-            rows,
-            lens: &cache.lens,
-        };
+
         for (li, lx) in self.idx.layers.iter().enumerate() {
             rmsnorm::forward(&mut ws.ln, &mut ws.rstd, &ws.x[..n * c], s(lx.ln1), n, c, eps);
             let wqkv = st.span(lx.q_w, lx.v_w);
             let bqkv = lx.qkv_b.map(|[bq, _, bv]| st.span(bq, bv));
             linear::forward(&mut ws.qkv, &ws.ln, wqkv, bqkv, n, c, w);
-            rope::apply(&mut ws.qkv, w, 0, h, d, pos, &ws.cos, &ws.sin, false);
-            rope::apply(&mut ws.qkv, w, h * d, kv, d, pos, &ws.cos, &ws.sin, false);
-            let (kc, vc) = (&mut cache.k[li], &mut cache.v[li]);
-            dims.append(kc, vc, &ws.qkv, w, h * d, (h + kv) * d);
-            dims.attend(kc, vc, &ws.qkv, w, &mut ws.scores, &mut ws.heads_out, &mut ws.ctx);
+            decoder::rope_qk(&mut ws.qkv, (h, kv, d), d, pos, &ws.cos, &ws.sin, false);
+            let (kc, vc) = (&mut step.k[li], &mut step.v[li]);
+            step.attn.append(kc, vc, &ws.qkv, w, h * d, (h + kv) * d);
+            step.attn.attend(kc, vc, &ws.qkv, w, &mut ws.scores, &mut ws.heads_out, &mut ws.ctx);
             linear::forward(&mut ws.tmp, &ws.ctx, s(lx.o_w), lx.o_b.map(s), n, h * d, c);
             residual::add_assign(&mut ws.x[..n * c], &ws.tmp[..n * c]);
             rmsnorm::forward(&mut ws.ln, &mut ws.rstd, &ws.x[..n * c], s(lx.ln2), n, c, eps);

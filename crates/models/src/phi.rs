@@ -16,7 +16,7 @@
 //! `gelu_new`/`gelu_pytorch_tanh`, attention dropout. Residual and embedding dropout (`resid_pdrop`,
 //! `embd_pdrop`) are not applied: training runs as `model.eval()` would, as for GPT-2.
 
-use finetune_engine::kernels::causal_attention::{self, Shape};
+use finetune_engine::kernels::causal_attention::Shape;
 use finetune_engine::kernels::linear_cross_entropy::{self as lce, Scratch};
 use finetune_engine::kernels::{gelu_tanh, layernorm, linear, residual, rope};
 use finetune_engine::matmul::matmul;
@@ -24,8 +24,7 @@ use finetune_engine::StateDict;
 use serde::Deserialize;
 
 use crate::decoder::{
-    self, bias_grad, layernorm_backward, weight_grad, Architecture, CachedAttn, DecodeCapacity, Head, KvDims, LmHead,
-    StepRows,
+    self, bias_grad, layernorm_backward, weight_grad, Architecture, DecodeCapacity, Head, KvDims, LmHead, StepRows,
 };
 pub use crate::decoder::{Batch, KvCache};
 use crate::error::ModelError;
@@ -447,14 +446,9 @@ impl PhiForCausalLM {
             layernorm::forward(&mut a.ln, &mut a.mean, &mut a.rstd, inp, s(lx.ln_w), s(lx.ln_b), n, c, eps);
             linear::forward(&mut a.qkv, &a.ln, st.span(lx.q_w, lx.v_w), Some(st.span(lx.q_b, lx.v_b)), n, c, w);
             st.lora_forward(&mut ws.lora, li, 0..3, &mut a.qkv, &a.ln, n);
-            rope::apply_partial(&mut a.qkv, w, 0, h, d, rot, &ws.pos, &ws.cos, &ws.sin, false);
-            rope::apply_partial(&mut a.qkv, w, h * d, kv, d, rot, &ws.pos, &ws.cos, &ws.sin, false);
-            match ws.packed.then_some(&ws.seg) {
-                Some(seg) => {
-                    causal_attention::forward_segmented(&mut a.ctx, &mut a.probs, &a.qkv, &ws.mask_add, seg, shape)
-                }
-                None => causal_attention::forward(&mut a.ctx, &mut a.probs, &a.qkv, &ws.mask_add, shape),
-            }
+            decoder::rope_qk(&mut a.qkv, (h, kv, d), rot, &ws.pos, &ws.cos, &ws.sin, false);
+            let seg = ws.packed.then_some(&ws.seg[..]);
+            decoder::attention_forward(&mut a.ctx, &mut a.probs, &a.qkv, &ws.mask_add, seg, shape);
             // out = input + dense(attention) + fc2(gelu(fc1(ln))).
             linear::forward(&mut a.out, &a.ctx, s(lx.dense_w), Some(s(lx.dense_b)), n, h * d, c);
             st.lora_forward(&mut ws.lora, li, 3..4, &mut a.out, &a.ctx, n);
@@ -563,35 +557,15 @@ impl PhiForCausalLM {
             if rg(lx.dense_b) {
                 bias_grad(&mut g[r(lx.dense_b)], &ws.dx[..n * c], c, 0);
             }
-            match ws.packed.then_some(&ws.seg) {
-                Some(seg) => causal_attention::backward_segmented(
-                    &mut ws.dqkv,
-                    &mut ws.dscores,
-                    &ws.dctx,
-                    &a.qkv,
-                    &a.probs,
-                    seg,
-                    shape,
-                ),
-                None => causal_attention::backward(&mut ws.dqkv, &mut ws.dscores, &ws.dctx, &a.qkv, &a.probs, shape),
-            }
-            rope::apply_partial(&mut ws.dqkv, w, 0, h, d, rot, &ws.pos, &ws.cos, &ws.sin, true);
-            rope::apply_partial(&mut ws.dqkv, w, h * d, kv, d, rot, &ws.pos, &ws.cos, &ws.sin, true);
+            let seg = ws.packed.then_some(&ws.seg[..]);
+            decoder::attention_backward(&mut ws.dqkv, &mut ws.dscores, &ws.dctx, &a.qkv, &a.probs, seg, shape);
+            decoder::rope_qk(&mut ws.dqkv, (h, kv, d), rot, &ws.pos, &ws.cos, &ws.sin, true);
             let qkv = infos[lx.q_w].offset..r(lx.v_w).end;
             // Both branches read the same LayerNorm output: add the attention's share to the MLP's.
             matmul(&mut ws.dln, &ws.dqkv, &p[qkv], n, w, c, false, false, true);
             lora.backward(&mut ws.lora, infos, p, g, li, 0..3, &mut ws.dln, &ws.dqkv, &a.ln, n);
-            let cols = [(0, h * d), (h * d, kv * d), ((h + kv) * d, kv * d)];
-            for (k, (col, rows)) in [lx.q_w, lx.k_w, lx.v_w].into_iter().zip(cols) {
-                if rg(k) {
-                    weight_grad(&mut g[r(k)], &ws.dqkv, w, col, rows, &a.ln, n, c);
-                }
-            }
-            for (k, (col, _)) in (lx.q_b..=lx.v_b).zip(cols) {
-                if rg(k) {
-                    bias_grad(&mut g[r(k)], &ws.dqkv[..n * w], w, col);
-                }
-            }
+            let (qkv_w, qkv_b) = ([lx.q_w, lx.k_w, lx.v_w], [lx.q_b, lx.q_b + 1, lx.v_b]);
+            decoder::qkv_param_grads((infos, g), qkv_w, Some(qkv_b), &ws.dqkv, &a.ln, (h, kv, d), (n, c));
             let stats = (&a.mean[..], &a.rstd[..]);
             let ln = (lx.ln_w, lx.ln_b);
             layernorm_backward((infos, p, g), ln, &mut ws.dx, true, &ws.dln, inp, stats, (n, c), &mut tmp);
@@ -668,46 +642,11 @@ impl PhiDecodeWorkspace {
 impl Architecture for PhiForCausalLM {
     const CLASS: &'static str = "PhiForCausalLM";
     const MODEL_TYPES: &'static [&'static str] = &["phi"];
-    type Workspace = Workspace;
-    type DecodeWorkspace = PhiDecodeWorkspace;
+    decoder::architecture_plumbing!(Workspace, PhiDecodeWorkspace);
 
     fn from_config(config_json: &str, state: &StateDict) -> Result<Self, ModelError> {
         PhiForCausalLM::from_state_dict(PhiConfig::from_json(config_json)?, state)
     }
-    fn store(&self) -> &ParamStore {
-        &self.store
-    }
-    fn store_mut(&mut self) -> &mut ParamStore {
-        &mut self.store
-    }
-    fn vocab_size(&self) -> usize {
-        self.config.vocab_size
-    }
-    fn new_workspace(&self, batch: usize, seq: usize) -> Workspace {
-        Workspace::new(&self.config, batch, seq)
-    }
-    fn workspace_shape(ws: &Workspace) -> (usize, usize) {
-        (ws.batch, ws.seq)
-    }
-    fn lm_head(ws: &mut Workspace) -> &mut LmHead {
-        &mut ws.lm
-    }
-    fn loss(&self, ws: &mut Workspace, batch: &Batch<'_>) -> Result<f32, ModelError> {
-        self.forward(ws, batch)
-    }
-    fn logits<'w>(&self, ws: &'w mut Workspace, batch: &Batch<'_>, last_only: bool) -> Result<&'w [f32], ModelError> {
-        PhiForCausalLM::logits(self, ws, batch, last_only)
-    }
-    fn loss_backward(&mut self, ws: &mut Workspace, batch: &Batch<'_>) -> Result<f32, ModelError> {
-        self.forward_backward(ws, batch)
-    }
-    fn new_cache(&self, batch: usize, max_len: usize) -> KvCache {
-        KvCache::new(&self.config, batch, max_len)
-    }
-    fn new_decode_workspace(&self, batch: usize, max_new: usize, max_len: usize) -> PhiDecodeWorkspace {
-        PhiDecodeWorkspace::new(&self.config, batch, max_new, max_len)
-    }
-
     fn decode<'w>(
         &self,
         cache: &mut KvCache,
@@ -719,41 +658,29 @@ impl Architecture for PhiForCausalLM {
         let cfg = &self.config;
         let (c, f, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
         let (h, kv, d, rot) = (cfg.num_attention_heads, cfg.kv_heads(), cfg.head_dim(), cfg.rotary_dim());
-        let (w, max_len) = ((h + 2 * kv) * d, cache.max_len);
+        let w = (h + 2 * kv) * d;
         let cap = DecodeCapacity {
             batch: ws.batch,
             max_new: ws.max_new,
             max_len: ws.max_len,
             sized: ws.x.len() == ws.batch * ws.max_new * c,
         };
-        let shape = decoder::check_step(cache, cap, cfg.kv_dims(), v, input_ids, rows).map_err(ModelError::Batch)?;
-        let (bsz, n_new) = (shape.batch, shape.n_new);
+        let step = decoder::begin_step(cache, cap, cfg.kv_dims(), h, v, input_ids, rows, &mut ws.pos)?;
+        let (bsz, n_new) = (step.attn.batch, step.attn.n_new);
         let (n, eps) = (bsz * n_new, cfg.layer_norm_eps);
         let st = &self.store;
         let s = |k: usize| st.get(k);
-        decoder::step_positions(&mut ws.pos, cache, rows, bsz, n_new);
         decoder::embed(&mut ws.x[..n * c], s(self.idx.embed), input_ids, c);
         let pos = &ws.pos[..n];
-        let dims = CachedAttn {
-            batch: bsz,
-            heads: h,
-            kv_heads: kv,
-            head_dim: d,
-            n_new,
-            max_len,
-            max_new: ws.max_new,
-            rows,
-            lens: &cache.lens,
-        };
+
         for (li, lx) in self.idx.layers.iter().enumerate() {
             let x = &mut ws.x[..n * c];
             layernorm::forward(&mut ws.ln, &mut ws.mean, &mut ws.rstd, x, s(lx.ln_w), s(lx.ln_b), n, c, eps);
             linear::forward(&mut ws.qkv, &ws.ln, st.span(lx.q_w, lx.v_w), Some(st.span(lx.q_b, lx.v_b)), n, c, w);
-            rope::apply_partial(&mut ws.qkv, w, 0, h, d, rot, pos, &ws.cos, &ws.sin, false);
-            rope::apply_partial(&mut ws.qkv, w, h * d, kv, d, rot, pos, &ws.cos, &ws.sin, false);
-            let (kc, vc) = (&mut cache.k[li], &mut cache.v[li]);
-            dims.append(kc, vc, &ws.qkv, w, h * d, (h + kv) * d);
-            dims.attend(kc, vc, &ws.qkv, w, &mut ws.scores, &mut ws.heads_out, &mut ws.ctx);
+            decoder::rope_qk(&mut ws.qkv, (h, kv, d), rot, pos, &ws.cos, &ws.sin, false);
+            let (kc, vc) = (&mut step.k[li], &mut step.v[li]);
+            step.attn.append(kc, vc, &ws.qkv, w, h * d, (h + kv) * d);
+            step.attn.attend(kc, vc, &ws.qkv, w, &mut ws.scores, &mut ws.heads_out, &mut ws.ctx);
             linear::forward(&mut ws.tmp, &ws.ctx, s(lx.dense_w), Some(s(lx.dense_b)), n, h * d, c);
             residual::add_assign(x, &ws.tmp[..n * c]);
             linear::forward(&mut ws.fc, &ws.ln, s(lx.fc1_w), Some(s(lx.fc1_b)), n, c, f);

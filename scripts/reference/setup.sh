@@ -4,6 +4,7 @@
 #   scripts/reference/setup.sh torch     -> .venv-torch  (PyTorch + transformers, for engine/model fixtures)
 #   scripts/reference/setup.sh data      -> .venv-data   (transformers without torch, datasketch: SFT truncation, near-dups)
 #   scripts/reference/setup.sh serve     -> .venv-serve  (the openai client, for scripts/serve-check.sh)
+#   scripts/reference/setup.sh mlflow    -> .venv-mlflow (an MLflow tracking server and client, for scripts/mlflow-check.sh)
 # Never run in CI: the fixtures it produces are committed.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -13,7 +14,8 @@ case "$kind" in
   data) venv="$root/.venv-data"; req="$root/scripts/reference/requirements-data.txt"; con="$root/scripts/reference/constraints-data.txt" ;;
   torch) venv="$root/.venv-torch"; req="$root/scripts/reference/requirements-torch.txt"; con="$root/scripts/reference/constraints-torch.txt" ;;
   serve) venv="$root/.venv-serve"; req="$root/scripts/reference/requirements-serve.txt"; con="$root/scripts/reference/constraints-serve.txt" ;;
-  *) echo "usage: $0 metrics|torch|data|serve" >&2; exit 2 ;;
+  mlflow) venv="$root/.venv-mlflow"; req="$root/scripts/reference/requirements-mlflow.txt"; con="$root/scripts/reference/constraints-mlflow.txt" ;;
+  *) echo "usage: $0 metrics|torch|data|serve|mlflow" >&2; exit 2 ;;
 esac
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 # constraints-*.txt pins every transitive package as the fixtures were produced (pip freeze).

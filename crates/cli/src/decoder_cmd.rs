@@ -417,6 +417,7 @@ pub fn run_sft(a: SftArgs) -> Result<()> {
     let out = PathBuf::from(&args.output_dir);
     let eval_bs = args.per_device_eval_batch_size;
     let mut eval_metrics = None;
+    let mut mlflow_run = None;
     if let Some(t) = &train_set {
         let trainable: usize =
             model.model.store().param_infos().iter().filter(|i| i.requires_grad).map(|i| i.len()).sum();
@@ -455,6 +456,7 @@ pub fn run_sft(a: SftArgs) -> Result<()> {
             &TrainOptions { resume, progress: progress_mode(&a.progress), ..Default::default() },
         )?;
         model.save_model(&out)?;
+        mlflow_run = output.mlflow_run_id.clone();
         print_metrics("train", &output.metrics);
         if let Some(mut m) = output.eval_metrics.filter(|_| do_eval) {
             m.insert("eval_samples".into(), val_set.as_ref().map_or(0, |v| v.rows.len()) as f64);
@@ -506,6 +508,10 @@ pub fn run_sft(a: SftArgs) -> Result<()> {
         if let Some(v) = v {
             meta.insert(k.into(), v.clone().into());
         }
+    }
+    // report_to = ["mlflow"]: the output directory, final model and results included, becomes the run's artifacts.
+    if let Some(id) = mlflow_run {
+        finetune_train::mlflow::finish_run(&id, &out)?;
     }
     crate::report_cmd::finish_run(&out, meta, &args, started)
 }

@@ -127,7 +127,7 @@ pub struct TrainingArguments {
 }
 
 /// `report_to` values that are implemented.
-pub const REPORT_TO: &[&str] = &["none", "tensorboard", "all"];
+pub const REPORT_TO: &[&str] = &["none", "tensorboard", "mlflow", "all"];
 
 fn string_or_list<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
@@ -368,7 +368,10 @@ pub const KEY_USES: &[(&str, &str)] = &[
         "label_smoothing_factor",
         "the cross-entropy of sft (LabelSmoother) and of train/cv's single-label and token heads; refused for BCE/MSE heads",
     ),
-    ("report_to", "TensorBoard event files in output_dir/runs/; other integrations are refused by finalize"),
+    (
+        "report_to",
+        "TensorBoard event files in output_dir/runs/, MLflow runs on MLFLOW_TRACKING_URI; others are refused by finalize",
+    ),
     ("bf16", "finetune train/cv: bf16 matmuls in the encoder (bf16 module); refused with an error by finetune sft"),
 ];
 
@@ -402,7 +405,7 @@ impl TrainingArguments {
             self.report_to.iter().filter(|r| !REPORT_TO.contains(&r.as_str())).map(|r| format!("{r:?}")).collect();
         if !unsupported.is_empty() {
             return err(format!(
-                "report_to: {} not supported (supported: \"tensorboard\", \"all\" = tensorboard, \"none\")",
+                "report_to: {} not supported (supported: \"tensorboard\", \"mlflow\", \"all\", \"none\")",
                 unsupported.join(", ")
             ));
         }
@@ -551,6 +554,14 @@ impl TrainingArguments {
     /// Whether TensorBoard event files are written (`report_to` has "tensorboard" or "all").
     pub fn report_to_tensorboard(&self) -> bool {
         self.report_to.iter().any(|r| r == "tensorboard" || r == "all")
+    }
+
+    /// Whether runs are logged to MLflow: `report_to` has "mlflow", or "all" while `MLFLOW_TRACKING_URI` is set
+    /// (as HF's "all" reports to the integrations that are set up).
+    pub fn report_to_mlflow(&self) -> bool {
+        self.report_to.iter().any(|r| r == "mlflow")
+            || (self.report_to.iter().any(|r| r == "all")
+                && std::env::var("MLFLOW_TRACKING_URI").is_ok_and(|v| !v.trim().is_empty()))
     }
 
     pub fn best_metric_key(&self) -> Option<String> {

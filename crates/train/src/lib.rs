@@ -30,6 +30,7 @@ pub mod data;
 pub mod decoder;
 pub mod encoder;
 pub mod eval;
+pub mod mlflow;
 pub mod progress;
 pub mod state;
 pub mod sweep;

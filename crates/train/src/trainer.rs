@@ -112,6 +112,19 @@ pub struct TrainOutput {
     /// Final evaluation (with the best model when `load_best_model_at_end`), if an evaluator was given.
     pub eval_metrics: Option<BTreeMap<String, f64>>,
     pub state: TrainerState,
+    /// The MLflow run (`report_to = ["mlflow"]`), left open for [`TrainOutput::finish_tracking`].
+    pub mlflow_run_id: Option<String>,
+}
+
+impl TrainOutput {
+    /// Ends the run's tracking once the final model is saved in `dir`: the MLflow run gets `dir`'s files as
+    /// artifacts and is marked finished (no-op without `report_to = ["mlflow"]`).
+    pub fn finish_tracking(&self, dir: &Path) -> Result<()> {
+        if let Some(id) = &self.mlflow_run_id {
+            crate::mlflow::finish_run(id, dir)?;
+        }
+        Ok(())
+    }
 }
 
 /// Loop state that HF keeps in memory but a bit-exact resume needs: the loss accumulated since the last log.
@@ -162,6 +175,8 @@ struct Run<'a, M: TrainableModel, E: Evaluator<M> + ?Sized> {
     on_evaluate: Option<EvalCallback>,
     /// `report_to = ["tensorboard"]`.
     tensorboard: Option<crate::tensorboard::EventWriter>,
+    /// `report_to = ["mlflow"]`.
+    mlflow: Option<crate::mlflow::MlflowRun>,
 }
 
 fn round_to(x: f64, digits: i32) -> f64 {
@@ -290,6 +305,15 @@ where
     } else {
         None
     };
+    let mlflow = if args.report_to_mlflow() {
+        let mut params = Vec::new();
+        let v = serde_json::to_value(args).map_err(|e| TrainError::Args(e.to_string()))?;
+        crate::mlflow::flatten_params("", &v, &mut params);
+        let name = output_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        Some(crate::mlflow::MlflowRun::start(&name, &params)?)
+    } else {
+        None
+    };
     let mut run = Run {
         args,
         model,
@@ -305,6 +329,7 @@ where
         in_step_end: false,
         on_evaluate: options.on_evaluate.clone(),
         tensorboard,
+        mlflow,
     };
     run.event(
         "train_begin",
@@ -489,6 +514,12 @@ impl<M: TrainableModel, E: Evaluator<M> + ?Sized> Run<'_, M, E> {
             if let Err(e) = tb.add_scalars(self.state.global_step, scalars) {
                 self.progress.message(&format!("TensorBoard logging stopped: {e}"));
                 self.tensorboard = None;
+            }
+        }
+        if let Some(ml) = &mut self.mlflow {
+            let metrics = logs.iter().filter(|(k, _)| k.as_str() != "step").filter_map(|(k, v)| Some((k, v.as_f64()?)));
+            if let Some(msg) = ml.log_metrics(self.state.global_step, metrics) {
+                self.progress.message(&msg);
             }
         }
         self.state.log_history.push(logs);
@@ -751,6 +782,7 @@ impl<M: TrainableModel, E: Evaluator<M> + ?Sized> Run<'_, M, E> {
             metrics,
             eval_metrics,
             state: self.state.clone(),
+            mlflow_run_id: self.mlflow.take().map(crate::mlflow::MlflowRun::into_id),
         })
     }
 }

@@ -288,6 +288,15 @@ fn write_json_lines(path: &Path, values: &[Value]) -> Result<()> {
 /// keys, writing HF's output layout in `args.output_dir` (the final model, `*_results.json`, predictions).
 /// `args` must be [`finalize`](TrainingArguments::finalize)d.
 pub fn train(run: &RunConfig, args: &TrainingArguments, opts: &RunOptions) -> Result<TrainResult> {
+    let r = train_run(run, args, opts)?;
+    // report_to = ["mlflow"]: the output directory, final model and results included, becomes the run's artifacts.
+    if let Some(id) = &r.mlflow_run_id {
+        crate::mlflow::finish_run(id, &r.output_dir)?;
+    }
+    Ok(r)
+}
+
+fn train_run(run: &RunConfig, args: &TrainingArguments, opts: &RunOptions) -> Result<TrainResult> {
     let token_task = match run.task.as_str() {
         "sequence-classification" => false,
         "token-classification" => true,

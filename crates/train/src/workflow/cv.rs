@@ -275,6 +275,7 @@ fn run_fold(
     };
     // Trainer.save_model: the fold's final (or best) model in its directory.
     model.save_model(&out)?;
+    output.finish_tracking(&out)?;
     let mut m = output.eval_metrics.unwrap_or_default();
     m.insert("eval_samples".into(), eval_samples as f64);
     train_cmd::save_metrics(&out, "eval", &m)?;

@@ -108,6 +108,8 @@ pub struct TrainResult {
     pub global_step: u64,
     pub best_metric: Option<f64>,
     pub best_model_checkpoint: Option<String>,
+    /// The MLflow run of `report_to = ["mlflow"]`.
+    pub mlflow_run_id: Option<String>,
 }
 
 impl TrainResult {
@@ -120,6 +122,7 @@ impl TrainResult {
         self.global_step = output.global_step;
         self.best_metric = output.state.best_metric;
         self.best_model_checkpoint = output.state.best_model_checkpoint.clone();
+        self.mlflow_run_id = output.mlflow_run_id.clone();
         self.evaluations = output
             .state
             .log_history

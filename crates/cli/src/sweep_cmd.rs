@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use finetune_train::sweep::{self, Sweep, SweepOptions, SWEEP_KEYS};
 use finetune_train::workflow;
@@ -149,5 +149,11 @@ pub fn run_sweep(a: SweepArgs) -> Result<()> {
     for f in &r.files {
         println!("written: {}", f.display());
     }
+    // The trials table, best-so-far curve and each parameter against the objective, beside sweep_results.json.
+    let html = finetune_report::report_dirs(&[r.output_dir.as_path()])
+        .with_context(|| format!("report of {}", r.output_dir.display()))?;
+    let path = r.output_dir.join("report.html");
+    finetune_report::write_html(&path, &html)?;
+    println!("written: {}", path.display());
     Ok(())
 }

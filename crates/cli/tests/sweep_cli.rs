@@ -46,6 +46,15 @@ fn a_small_sweep_writes_results_keeps_the_best_model_and_resumes() {
         assert_eq!(dir.join("test_results.json").is_file(), is_best);
         assert_eq!(dir.join("model.safetensors").is_file(), is_best, "only the best model is kept");
     }
+    // The report: every trial in the table (the best marked), the best-so-far curve, one plot per parameter.
+    let html = std::fs::read_to_string(out.join("report.html")).expect("report.html");
+    assert!(html.contains("Hyper-parameter search") && html.contains("eval_accuracy per trial"), "sweep section");
+    assert_eq!(html.matches("<tr class=\"diff\"><td>").count(), 1, "one best row");
+    assert!(html.contains(&format!("<tr class=\"diff\"><td>{best_n}</td>")), "the best trial is marked");
+    for p in ["learning_rate", "per_device_train_batch_size"] {
+        assert!(html.contains(&format!("eval_accuracy against {p}")), "no plot for {p}");
+    }
+    assert!(html.matches("<circle").count() >= 3 * 3, "trial markers in the plots");
     let csv = std::fs::read_to_string(out.join("sweep_results.csv")).expect("csv");
     assert_eq!(csv.lines().count(), 4);
     assert!(csv.starts_with("number,state,value,duration_s,params_learning_rate,params_per_device_train_batch_size"));

@@ -102,6 +102,7 @@ pub fn render(runs: &[Run]) -> String {
     hyperparameters(&mut o, runs);
     for r in runs {
         cv_section(&mut o, r);
+        sweep_section(&mut o, r);
     }
     training_curves(&mut o, runs);
     eval_curves(&mut o, runs);
@@ -222,8 +223,10 @@ fn training_curves(o: &mut String, runs: &[Run]) {
     o.push_str("<h2>Training</h2><div class=\"grid\">");
     for (key, label) in [("loss", "training loss"), ("learning_rate", "learning rate"), ("grad_norm", "gradient norm")]
     {
-        let series: Vec<Series> =
-            cr.iter().map(|(r, n)| Series { name: n.clone(), points: r.train_series(key), markers: false }).collect();
+        let series: Vec<Series> = cr
+            .iter()
+            .map(|(r, n)| Series { name: n.clone(), points: r.train_series(key), markers: false, scatter: false })
+            .collect();
         if series.iter().all(|s| s.points.is_empty()) {
             continue;
         }
@@ -242,8 +245,10 @@ fn eval_curves(o: &mut String, runs: &[Run]) {
     }
     o.push_str("<h2>Evaluation during training</h2><div class=\"grid\">");
     for k in &keys {
-        let series: Vec<Series> =
-            cr.iter().map(|(r, n)| Series { name: n.clone(), points: r.eval_series(k), markers: true }).collect();
+        let series: Vec<Series> = cr
+            .iter()
+            .map(|(r, n)| Series { name: n.clone(), points: r.eval_series(k), markers: true, scatter: false })
+            .collect();
         let opts = LineOptions { title: k.clone(), x_label: "step".into(), y_label: k.clone(), ..Default::default() };
         fig(o, line_chart(&series, &opts));
     }
@@ -272,6 +277,125 @@ fn final_metrics(o: &mut String, runs: &[Run]) {
         o.push_str("</tr>");
     }
     o.push_str("</tbody></table>");
+}
+
+/// `finetune sweep`: the trials table (best trial marked), each trial's objective with the best so far, and the
+/// objective against each searched parameter (categorical ones by their index in the choices).
+fn sweep_section(o: &mut String, r: &Run) {
+    let Some(sw) = &r.sweep else { return };
+    let text = |k: &str| sw.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let (objective, direction) = (text("objective"), text("direction"));
+    let trials = sw.get("trials").and_then(Value::as_array).cloned().unwrap_or_default();
+    let best = sw.get("best_trial").and_then(|b| b.get("number")).and_then(Value::as_u64);
+    let mut names: Vec<String> =
+        sw.get("search_space").and_then(Value::as_object).map(|m| m.keys().cloned().collect()).unwrap_or_default();
+    if names.is_empty() {
+        names = trials
+            .iter()
+            .filter_map(|t| t.get("params").and_then(Value::as_object))
+            .flat_map(|m| m.keys().cloned())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+    }
+    let _ = write!(
+        o,
+        "<h2>Hyper-parameter search: {}</h2><p class=\"muted\">{} trials, {} {} ({} sampler, {} pruner); best \
+         trial {}</p>",
+        escape(&r.name),
+        trials.len(),
+        escape(&direction),
+        escape(&objective),
+        escape(&text("sampler")),
+        escape(&text("pruner")),
+        best.map_or_else(|| "–".to_string(), |b| b.to_string()),
+    );
+    o.push_str("<table><thead><tr><th>trial</th><th>state</th><th>value</th>");
+    for n in &names {
+        let _ = write!(o, "<th>{}</th>", escape(n));
+    }
+    o.push_str("<th>seconds</th></tr></thead><tbody>");
+    let param_text = |t: &Value, n: &str| match t.get("params").and_then(|p| p.get(n)) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(x)) => x.as_f64().map_or_else(|| x.to_string(), fmt_num),
+        Some(v) => v.to_string(),
+        None => "–".into(),
+    };
+    for t in &trials {
+        let number = t.get("number").and_then(Value::as_u64);
+        let class = if number.is_some() && number == best { " class=\"diff\"" } else { "" };
+        let _ = write!(
+            o,
+            "<tr{class}><td>{}</td><td>{}</td><td>{}</td>",
+            number.map_or_else(|| "–".to_string(), |n| n.to_string()),
+            escape(t.get("state").and_then(Value::as_str).unwrap_or("")),
+            cell(t.get("value").and_then(Value::as_f64)),
+        );
+        for n in &names {
+            let _ = write!(o, "<td>{}</td>", escape(&param_text(t, n)));
+        }
+        let _ = write!(o, "<td>{}</td></tr>", cell(t.get("duration_s").and_then(Value::as_f64)));
+    }
+    o.push_str("</tbody></table><div class=\"grid\">");
+    let done: Vec<(f64, f64, &Value)> =
+        trials.iter().filter_map(|t| Some((t.get("number")?.as_f64()?, t.get("value")?.as_f64()?, t))).collect();
+    let maximize = direction == "maximize";
+    let mut best_so_far = Vec::new();
+    let mut acc: Option<f64> = None;
+    for &(x, y, _) in &done {
+        acc = Some(acc.map_or(y, |b| if maximize { b.max(y) } else { b.min(y) }));
+        best_so_far.push((x, acc.unwrap_or(y)));
+    }
+    let series = [
+        Series {
+            name: "trial".into(),
+            points: done.iter().map(|&(x, y, _)| (x, y)).collect(),
+            scatter: true,
+            ..Default::default()
+        },
+        Series { name: "best so far".into(), points: best_so_far, ..Default::default() },
+    ];
+    let opts = LineOptions {
+        title: format!("{objective} per trial"),
+        x_label: "trial".into(),
+        y_label: objective.clone(),
+        steps: true,
+        legend: if maximize { Corner::BottomRight } else { Corner::TopRight },
+        ..Default::default()
+    };
+    fig(o, line_chart(&series, &opts));
+    for n in &names {
+        // Categorical values by their place among the values the trials took.
+        let mut cats: Vec<String> = Vec::new();
+        let mut points = Vec::new();
+        for &(_, y, t) in &done {
+            let x = match t.get("params").and_then(|p| p.get(n)) {
+                Some(Value::Number(x)) => x.as_f64(),
+                Some(v) => {
+                    let key = v.as_str().map_or_else(|| v.to_string(), String::from);
+                    let i = cats.iter().position(|c| *c == key).unwrap_or_else(|| {
+                        cats.push(key);
+                        cats.len() - 1
+                    });
+                    Some(i as f64)
+                }
+                None => None,
+            };
+            if let Some(x) = x {
+                points.push((x, y));
+            }
+        }
+        let x_label = if cats.is_empty() { n.clone() } else { format!("{n} (0 = {})", cats.join(", 1 = ")) };
+        let series = [Series { name: String::new(), points, scatter: true, ..Default::default() }];
+        let opts = LineOptions {
+            title: format!("{objective} against {n}"),
+            x_label,
+            y_label: objective.clone(),
+            ..Default::default()
+        };
+        fig(o, line_chart(&series, &opts));
+    }
+    o.push_str("</div>");
 }
 
 fn cv_section(o: &mut String, r: &Run) {
@@ -387,7 +511,7 @@ fn curves(v: &Value, prefix: &str) -> Vec<Series> {
                         None => label.to_string(),
                     };
                     let points: Vec<(f64, f64)> = f64s(&c["x"]).into_iter().zip(f64s(&c["y"])).collect();
-                    Series { name, points: thin(points, MAX_CURVE_POINTS), markers: false }
+                    Series { name, points: thin(points, MAX_CURVE_POINTS), markers: false, scatter: false }
                 })
                 .collect()
         })
@@ -482,7 +606,7 @@ fn classification(o: &mut String, who: &str, d: &Value) {
             steps: false,
             legend: Corner::BottomRight,
         };
-        fig(o, line_chart(&[Series { name: "model".into(), points, markers: true }], &opts));
+        fig(o, line_chart(&[Series { name: "model".into(), points, markers: true, scatter: false }], &opts));
     }
     o.push_str("</div>");
     if !rows.is_empty() {

@@ -28,6 +28,8 @@ pub struct Run {
     pub cv: Option<Value>,
     /// `cv`: the runs in `fold-1/`, `fold-2/`, ... (each a training run).
     pub folds: Vec<Run>,
+    /// `sweep_results.json`: objective, direction, sampler, pruner, search space, trials, best trial.
+    pub sweep: Option<Value>,
 }
 
 fn read_json(path: &Path) -> Result<Option<Value>> {
@@ -41,8 +43,8 @@ fn read_json(path: &Path) -> Result<Option<Value>> {
 }
 
 impl Run {
-    /// Reads a run directory. It must hold at least one of trainer_state.json, all_results.json or
-    /// cv_results.json; each file present must be valid JSON.
+    /// Reads a run directory. It must hold at least one of trainer_state.json, all_results.json,
+    /// cv_results.json or sweep_results.json; each file present must be valid JSON.
     pub fn load(dir: &Path) -> Result<Run> {
         if !dir.is_dir() {
             return Err(ReportError::Input(format!("{}: not a directory", dir.display())));
@@ -59,9 +61,11 @@ impl Run {
         let state = read_json(&dir.join("trainer_state.json"))?;
         let all = read_json(&dir.join("all_results.json"))?;
         run.cv = read_json(&dir.join("cv_results.json"))?;
-        if state.is_none() && all.is_none() && run.cv.is_none() {
+        run.sweep = read_json(&dir.join("sweep_results.json"))?;
+        if state.is_none() && all.is_none() && run.cv.is_none() && run.sweep.is_none() {
             return Err(ReportError::Input(format!(
-                "{}: not a run directory (no trainer_state.json, all_results.json or cv_results.json)",
+                "{}: not a run directory (no trainer_state.json, all_results.json, cv_results.json or \
+                 sweep_results.json)",
                 dir.display()
             )));
         }

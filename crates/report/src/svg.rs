@@ -36,6 +36,8 @@ pub struct Series {
     pub points: Vec<(f64, f64)>,
     /// Draw markers at the points (few points, e.g. one per evaluation).
     pub markers: bool,
+    /// Markers only, no line between them (a scatter plot).
+    pub scatter: bool,
 }
 
 /// A line chart's axes and decorations.
@@ -242,8 +244,10 @@ pub fn line_chart(series: &[Series], o: &LineOptions) -> String {
                 let _ = write!(d, "L{:.2} {:.2}", sx(x), sy(y));
             }
         }
-        let _ = write!(out, r#"<path class="s{c}" d="{d}"><title>{}</title></path>"#, escape(&s.name));
-        if s.markers || pts.len() == 1 {
+        if !s.scatter {
+            let _ = write!(out, r#"<path class="s{c}" d="{d}"><title>{}</title></path>"#, escape(&s.name));
+        }
+        if s.markers || s.scatter || pts.len() == 1 {
             for &(x, y) in &pts {
                 let _ = write!(
                     out,
@@ -440,8 +444,13 @@ mod tests {
     #[test]
     fn line_chart_draws_each_series_and_escapes_names() {
         let s = vec![
-            Series { name: "run <a>".into(), points: vec![(0.0, 1.0), (1.0, 0.5), (2.0, f64::NAN)], markers: true },
-            Series { name: "b".into(), points: vec![(0.0, 0.9), (2.0, 0.2)], markers: false },
+            Series {
+                name: "run <a>".into(),
+                points: vec![(0.0, 1.0), (1.0, 0.5), (2.0, f64::NAN)],
+                markers: true,
+                scatter: false,
+            },
+            Series { name: "b".into(), points: vec![(0.0, 0.9), (2.0, 0.2)], markers: false, scatter: false },
         ];
         let svg = line_chart(&s, &LineOptions { title: "loss & lr".into(), ..Default::default() });
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"));

@@ -42,6 +42,7 @@ pub struct Options<'a> {
     pub seed: u64,
     pub json: bool,
     pub out: Option<&'a Path>,
+    pub output_dir: Option<&'a Path>,
 }
 
 pub fn run(o: Options<'_>) -> Result<()> {
@@ -170,13 +171,21 @@ pub fn run(o: Options<'_>) -> Result<()> {
         json!({"unit": unit, "only_base_correct": only_base, "only_tuned_correct": only_tuned,
                "statistic": mc.statistic, "pvalue": mc.pvalue}),
     );
+    let mut text = String::new();
+    for i in 0..n {
+        text.push_str(&json!({"gold": gold[i], "base": pa[i], "tuned": pb[i]}).to_string());
+        text.push('\n');
+    }
     if let Some(out) = o.out {
-        let mut text = String::new();
-        for i in 0..n {
-            text.push_str(&json!({"gold": gold[i], "base": pa[i], "tuned": pb[i]}).to_string());
-            text.push('\n');
-        }
         finetune_train::write_atomic(out, text.as_bytes())?;
+    }
+    if let Some(dir) = o.output_dir {
+        let results = json!({
+            "command": "compare", "base": o.base, "tuned": o.tuned, "data": path, "n": n,
+            "test": "bootstrap 95% CIs and paired bootstrap (1000 resamples), approximate randomisation (10000)",
+            "metrics": Value::Object(report.clone()),
+        });
+        crate::decoder_cmd::write_compare_dir(dir, &results, "predictions.jsonl", &text)?;
     }
     if o.json {
         println!("{}", Value::Object(report));

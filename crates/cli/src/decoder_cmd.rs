@@ -716,9 +716,27 @@ pub struct CompareArgs {
     /// Write the base and tuned generations here (JSON lines with both), atomically.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Write compare_results.json, the per-example outputs (generations.jsonl / predictions.jsonl) and
+    /// report.html here.
+    #[arg(long)]
+    output_dir: Option<PathBuf>,
     /// Print the comparison as JSON.
     #[arg(long)]
     json: bool,
+}
+
+/// `compare --output-dir`: the comparison as `compare_results.json`, the per-example lines as `examples_name`,
+/// and `report.html`.
+pub fn write_compare_dir(dir: &Path, results: &serde_json::Value, examples_name: &str, examples: &str) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
+    let mut text = serde_json::to_string_pretty(results)?;
+    text.push('\n');
+    finetune_train::write_atomic(&dir.join("compare_results.json"), text.as_bytes())?;
+    finetune_train::write_atomic(&dir.join(examples_name), examples.as_bytes())?;
+    let html = finetune_report::report_dirs(&[dir]).with_context(|| format!("report of {}", dir.display()))?;
+    finetune_report::write_html(&dir.join("report.html"), &html)?;
+    eprintln!("written: {}", dir.join("report.html").display());
+    Ok(())
 }
 
 pub fn run_compare(a: CompareArgs) -> Result<()> {
@@ -742,6 +760,7 @@ pub fn run_compare(a: CompareArgs) -> Result<()> {
             seed: a.seed,
             json: a.json,
             out: a.out.as_deref(),
+            output_dir: a.output_dir.as_deref(),
         });
     }
     let run = a.decode.run()?;
@@ -765,26 +784,36 @@ pub fn run_compare(a: CompareArgs) -> Result<()> {
     let paired = gen_eval::paired(base_m, tuned_m, a.seed)?;
     // With equal scores there is nothing to test; sacrebleu's formula would still print 1 / (n + 1).
     let p_value = |r: &finetune_metrics::significance::PairedResult| (r.candidate != r.baseline).then_some(r.p_value);
+    let mut text = String::new();
+    for (i, r) in records.iter().enumerate() {
+        let line = json!({"line": r.line, "reference": gens[0].1[i], "base": gens[0].0[i], "tuned": gens[1].0[i]});
+        text.push_str(&line.to_string());
+        text.push('\n');
+    }
     if let Some(out) = &a.out {
-        let mut text = String::new();
-        for (i, r) in records.iter().enumerate() {
-            let line = json!({"line": r.line, "reference": gens[0].1[i], "base": gens[0].0[i], "tuned": gens[1].0[i]});
-            text.push_str(&line.to_string());
-            text.push('\n');
-        }
         finetune_train::write_atomic(out, text.as_bytes())?;
     }
+    let mut m = Map::new();
+    for (name, r) in &paired {
+        m.insert(
+            name.to_string(),
+            json!({"base": r.baseline, "tuned": r.candidate, "delta": r.candidate - r.baseline, "p_value": p_value(r),
+                   "tuned_mean": r.candidate_mean, "tuned_ci": r.candidate_ci}),
+        );
+    }
+    m.insert("perplexity".into(), json!({"base": base_lm.perplexity, "tuned": tuned_lm.perplexity}));
+    let doc = json!({ "metrics": m, "n": records.len(), "signatures": gen_eval::signatures() });
+    if let Some(dir) = &a.output_dir {
+        let mut results = doc.clone();
+        results["command"] = json!("compare");
+        results["base"] = json!(a.base);
+        results["tuned"] = json!(a.tuned);
+        results["data"] = json!(a.data.display().to_string());
+        results["test"] = json!("paired bootstrap, 1000 resamples");
+        write_compare_dir(dir, &results, "generations.jsonl", &text)?;
+    }
     if a.json {
-        let mut m = Map::new();
-        for (name, r) in &paired {
-            m.insert(
-                name.to_string(),
-                json!({"base": r.baseline, "tuned": r.candidate, "delta": r.candidate - r.baseline, "p_value": p_value(r),
-                       "tuned_mean": r.candidate_mean, "tuned_ci": r.candidate_ci}),
-            );
-        }
-        m.insert("perplexity".into(), json!({"base": base_lm.perplexity, "tuned": tuned_lm.perplexity}));
-        println!("{}", json!({ "metrics": m, "n": records.len(), "signatures": gen_eval::signatures() }));
+        println!("{doc}");
         return Ok(());
     }
     println!("{} examples from {}; paired bootstrap, 1000 resamples, seed {}", records.len(), a.data.display(), a.seed);

@@ -76,6 +76,8 @@ fn full_fine_tuning_writes_an_hf_model_and_test_metrics() {
     assert_eq!(preds.lines().count(), 4);
     let report = std::fs::read_to_string(out.join("report.html")).expect("report.html");
     assert!(report.contains("training loss") && report.contains("test_bleu"), "sft report lacks the loss or metrics");
+    // The test generations beside their references.
+    assert!(report.contains("(first 4)</h2>") && report.matches("<td class=\"text\">").count() == 8, "generations");
     // The saved directory loads again (as a plain HF model) for generation.
     let gen_out = tmp.path().join("gen.jsonl");
     let o = ok(finetune(&[
@@ -156,9 +158,19 @@ fn lora_adapter_merge_and_compare() {
         &test.display().to_string(),
         "--max-new-tokens",
         "4",
+        "--output-dir",
+        &tmp.path().join("cmp").display().to_string(),
         "--json",
     ]));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    // --output-dir: the same comparison on disk, the generations, and a report with both.
+    let cmp = tmp.path().join("cmp");
+    let saved = read_json(&cmp.join("compare_results.json"));
+    assert_eq!(saved["metrics"], v["metrics"]);
+    assert_eq!(std::fs::read_to_string(cmp.join("generations.jsonl")).expect("generations").lines().count(), 6);
+    let html = std::fs::read_to_string(cmp.join("report.html")).expect("report");
+    assert!(html.contains("Comparison: cmp") && html.contains("<td>perplexity</td>"), "compare table");
+    assert!(html.contains("Generations: cmp (first 6)") && html.matches("<td class=\"text\">").count() == 18);
     for k in ["bleu", "chrf", "rougeL", "exact_match"] {
         let m = &v["metrics"][k];
         assert!(m["base"].is_number() && m["tuned"].is_number(), "{k}: {m}");

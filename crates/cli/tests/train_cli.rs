@@ -476,9 +476,15 @@ fn compare_two_classifiers_and_two_ner_models() {
         "16",
         "--out",
         pairs.to_str().unwrap_or_default(),
+        "--output-dir",
+        s.root.join("cmp").to_str().unwrap_or_default(),
         "--json",
     ]));
     let r: Value = serde_json::from_slice(&o.stdout).expect("json");
+    let saved = read_json(&s.root.join("cmp/compare_results.json"));
+    assert_eq!(saved["metrics"], r, "compare_results.json holds the printed comparison");
+    let html = std::fs::read_to_string(s.root.join("cmp/report.html")).expect("report");
+    assert!(html.contains("Comparison: cmp") && html.contains("McNemar") && html.contains("<td>macro_f1</td>"));
     assert_eq!(r["accuracy"]["base"]["score"].as_f64(), ra["test_accuracy"].as_f64(), "{r}");
     assert_eq!(r["accuracy"]["tuned"]["score"].as_f64(), rb["test_accuracy"].as_f64(), "{r}");
     for k in ["p_value_paired_bootstrap", "p_value_approximate_randomization"] {

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::run::{is_speed, Run};
 use crate::svg::{bar_chart, escape, fmt_num, heatmap, line_chart, Corner, LineOptions, Series};
@@ -26,6 +26,7 @@ h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 18px; margin: 28px 0 8p
 table { border-collapse: collapse; margin: 8px 0; font-variant-numeric: tabular-nums; }
 th, td { border: 1px solid var(--grid); padding: 3px 8px; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
+td.text { text-align: left; white-space: pre-wrap; max-width: 36em; }
 thead th { background: var(--panel); }
 tr.diff td, td.diff { background: var(--diff); }
 .grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(440px, 1fr)); gap: 12px; }
@@ -103,6 +104,7 @@ pub fn render(runs: &[Run]) -> String {
     for r in runs {
         cv_section(&mut o, r);
         sweep_section(&mut o, r);
+        compare_section(&mut o, r);
     }
     training_curves(&mut o, runs);
     eval_curves(&mut o, runs);
@@ -111,6 +113,7 @@ pub fn render(runs: &[Run]) -> String {
         for (split, d) in &r.details {
             details(&mut o, r, split, d, runs.len() > 1);
         }
+        generations_section(&mut o, r);
     }
     o.push_str("</body></html>\n");
     o
@@ -396,6 +399,95 @@ fn sweep_section(o: &mut String, r: &Run) {
         fig(o, line_chart(&series, &opts));
     }
     o.push_str("</div>");
+}
+
+/// A value of `compare_results.json`: a number, a `{score, lower, upper}` interval, or null.
+fn compare_cell(v: Option<&Value>) -> String {
+    match v {
+        Some(Value::Object(c)) if c.contains_key("score") => {
+            let f = |k: &str| c.get(k).and_then(Value::as_f64);
+            format!("{} [{}, {}]", cell(f("score")), cell(f("lower")), cell(f("upper")))
+        }
+        Some(v) => cell(v.as_f64()),
+        None => cell(None),
+    }
+}
+
+/// `finetune compare --output-dir`: base against tuned per metric, with the intervals and p-values the
+/// comparison computed (decoders: paired bootstrap; classifiers: bootstrap CIs, paired bootstrap, approximate
+/// randomisation, and McNemar's test).
+fn compare_section(o: &mut String, r: &Run) {
+    let Some(c) = &r.compare else { return };
+    let text = |k: &str| c.get(k).map(|v| v.as_str().map_or_else(|| v.to_string(), String::from)).unwrap_or_default();
+    let _ = write!(
+        o,
+        "<h2>Comparison: {}</h2><p class=\"muted\">base {} · tuned {} · {} examples of {} · {}</p>",
+        escape(&r.name),
+        escape(&text("base")),
+        escape(&text("tuned")),
+        escape(&text("n")),
+        escape(&text("data")),
+        escape(&text("test")),
+    );
+    let Some(metrics) = c.get("metrics").and_then(Value::as_object) else { return };
+    let rows: Vec<(&String, &Map<String, Value>)> =
+        metrics.iter().filter_map(|(k, v)| v.as_object().map(|m| (k, m))).filter(|(k, _)| *k != "mcnemar").collect();
+    // Columns: base, tuned, delta, then whatever interval and p-value fields the comparison wrote.
+    let mut cols: Vec<String> = vec!["base".into(), "tuned".into(), "delta".into()];
+    for (_, m) in &rows {
+        for k in m.keys() {
+            if !cols.contains(k) {
+                cols.push(k.clone());
+            }
+        }
+    }
+    o.push_str("<table><thead><tr><th>metric</th>");
+    for k in &cols {
+        let _ = write!(o, "<th>{}</th>", escape(&k.replace('_', " ")));
+    }
+    o.push_str("</tr></thead><tbody>");
+    for (name, m) in &rows {
+        let better = m.get("delta").and_then(Value::as_f64).is_some_and(|d| d > 0.0) != (name.as_str() == "perplexity");
+        let _ = write!(o, "<tr><td>{}</td>", escape(name));
+        for k in &cols {
+            let class = if k == "delta" && better { " class=\"diff\"" } else { "" };
+            let _ = write!(o, "<td{class}>{}</td>", compare_cell(m.get(k)));
+        }
+        o.push_str("</tr>");
+    }
+    o.push_str("</tbody></table>");
+    if let Some(mc) = metrics.get("mcnemar") {
+        let f = |k: &str| mc.get(k).map(|v| v.to_string()).unwrap_or_default();
+        let _ = write!(
+            o,
+            "<p>McNemar's exact test on the {}: only the base right {}, only the tuned model right {}, p = {}</p>",
+            escape(&f("unit").replace('"', "")),
+            escape(&f("only_base_correct")),
+            escape(&f("only_tuned_correct")),
+            cell(mc.get("pvalue").and_then(Value::as_f64)),
+        );
+    }
+}
+
+/// The first generations beside their references (`sft`'s test predictions, `compare`'s base and tuned).
+fn generations_section(o: &mut String, r: &Run) {
+    let Some(first) = r.generations.first() else { return };
+    let cols: Vec<&str> =
+        ["reference", "prediction", "base", "tuned"].into_iter().filter(|k| first.contains_key(*k)).collect();
+    let _ = write!(o, "<h2>Generations: {} (first {})</h2><table><thead><tr>", escape(&r.name), r.generations.len());
+    for k in &cols {
+        let _ = write!(o, "<th>{k}</th>");
+    }
+    o.push_str("</tr></thead><tbody>");
+    for g in &r.generations {
+        o.push_str("<tr>");
+        for k in &cols {
+            let v = g.get(*k).map(|v| v.as_str().map_or_else(|| v.to_string(), String::from)).unwrap_or_default();
+            let _ = write!(o, "<td class=\"text\">{}</td>", escape(&v));
+        }
+        o.push_str("</tr>");
+    }
+    o.push_str("</tbody></table>");
 }
 
 fn cv_section(o: &mut String, r: &Run) {

@@ -30,6 +30,37 @@ pub struct Run {
     pub folds: Vec<Run>,
     /// `sweep_results.json`: objective, direction, sampler, pruner, search space, trials, best trial.
     pub sweep: Option<Value>,
+    /// `compare_results.json` (`finetune compare --output-dir`): base, tuned, metrics with intervals and p-values.
+    pub compare: Option<Value>,
+    /// The first generations beside their references: `predictions.jsonl` of `sft` (`prediction`, `reference`) or
+    /// `generations.jsonl` of `compare` (`reference`, `base`, `tuned`).
+    pub generations: Vec<Map<String, Value>>,
+}
+
+/// Generations shown in a report.
+const GENERATION_SAMPLES: usize = 10;
+
+/// The first [`GENERATION_SAMPLES`] JSON lines of `path` that hold a `reference`, if the file exists.
+fn read_generations(path: &Path) -> Result<Vec<Map<String, Value>>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(ReportError::Input(format!("{}: {e}", path.display()))),
+    };
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let v: Value = serde_json::from_str(line)
+            .map_err(|e| ReportError::Input(format!("{}: line {}: {e}", path.display(), i + 1)))?;
+        match v {
+            Value::Object(m) if m.contains_key("reference") => out.push(m),
+            // A classifier's predictions: not generations.
+            _ => return Ok(Vec::new()),
+        }
+        if out.len() == GENERATION_SAMPLES {
+            break;
+        }
+    }
+    Ok(out)
 }
 
 fn read_json(path: &Path) -> Result<Option<Value>> {
@@ -44,7 +75,7 @@ fn read_json(path: &Path) -> Result<Option<Value>> {
 
 impl Run {
     /// Reads a run directory. It must hold at least one of trainer_state.json, all_results.json,
-    /// cv_results.json or sweep_results.json; each file present must be valid JSON.
+    /// cv_results.json, sweep_results.json or compare_results.json; each file present must be valid JSON.
     pub fn load(dir: &Path) -> Result<Run> {
         if !dir.is_dir() {
             return Err(ReportError::Input(format!("{}: not a directory", dir.display())));
@@ -62,10 +93,11 @@ impl Run {
         let all = read_json(&dir.join("all_results.json"))?;
         run.cv = read_json(&dir.join("cv_results.json"))?;
         run.sweep = read_json(&dir.join("sweep_results.json"))?;
-        if state.is_none() && all.is_none() && run.cv.is_none() && run.sweep.is_none() {
+        run.compare = read_json(&dir.join("compare_results.json"))?;
+        if state.is_none() && all.is_none() && run.cv.is_none() && run.sweep.is_none() && run.compare.is_none() {
             return Err(ReportError::Input(format!(
-                "{}: not a run directory (no trainer_state.json, all_results.json, cv_results.json or \
-                 sweep_results.json)",
+                "{}: not a run directory (no trainer_state.json, all_results.json, cv_results.json, \
+                 sweep_results.json or compare_results.json)",
                 dir.display()
             )));
         }
@@ -99,6 +131,11 @@ impl Run {
                 let mut f = Run::load(&d)?;
                 f.name = format!("fold {k}");
                 run.folds.push(f);
+            }
+        }
+        for name in ["generations.jsonl", "predictions.jsonl"] {
+            if run.generations.is_empty() {
+                run.generations = read_generations(&dir.join(name))?;
             }
         }
         for split in ["eval", "test"] {

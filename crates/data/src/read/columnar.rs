@@ -565,7 +565,7 @@ impl IpcFile {
                     Err(_) => Err(self.error("the Arrow IPC stream ends inside a message (truncated file?)")),
                 };
             }
-            let mut piece = Vec::with_capacity(IPC_CHUNK);
+            let mut piece = Vec::with_capacity(IPC_CHUNK.min(self.input.limit() as usize));
             let n = (&mut self.input).take(IPC_CHUNK as u64).read_to_end(&mut piece);
             match n.map_err(|e| DataError::io(&self.name, e))? {
                 0 => self.eof = true,

@@ -2,7 +2,7 @@
 # Creates the git-ignored virtual environment that the reference scripts run in.
 #   scripts/reference/setup.sh metrics   -> .venv-ref    (scikit-learn, seqeval, sacrebleu, rouge-score, evaluate)
 #   scripts/reference/setup.sh torch     -> .venv-torch  (PyTorch + transformers, for engine/model fixtures)
-#   scripts/reference/setup.sh data      -> .venv-data   (transformers without torch, datasketch: SFT truncation, near-dups)
+#   scripts/reference/setup.sh data      -> .venv-data   (transformers without torch, datasketch, pyarrow, datasets: SFT truncation, near-dups, Parquet)
 #   scripts/reference/setup.sh serve     -> .venv-serve  (the openai client, for scripts/serve-check.sh)
 #   scripts/reference/setup.sh mlflow    -> .venv-mlflow (an MLflow tracking server and client, for scripts/mlflow-check.sh)
 # Never run in CI: the fixtures it produces are committed.

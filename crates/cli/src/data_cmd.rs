@@ -9,6 +9,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use finetune_data::clean::{clean_examples, dedup, overlap, CleanOptions, Normalization};
 use finetune_data::near_dup::{NearDupIndex, NearDupOptions, Shingles};
 use finetune_data::quality::{apply_filters, Filter};
+use finetune_data::read::is_token_level;
 use finetune_data::select::{length_bins, select_balanced, select_random};
 use finetune_data::split::{
     balanced_class_weights, oversample, random_split, stratified_kfold, stratified_split, undersample,
@@ -29,7 +30,7 @@ pub enum DataCommand {
   finetune data split wnut16.conll --split 80/10/10 -o ner/            # sentences, seeded random
   finetune data split reviews.csv --kfold 5 --stratify -o folds/       # fold-1/train.csv, fold-1/validation.csv, ...")]
     Split {
-        /// The file to split (CSV, TSV, JSONL, CoNLL or plain text).
+        /// The file to split (CSV, TSV, JSONL, CoNLL, plain text, Parquet or a save_to_disk folder).
         file: PathBuf,
         /// Percentages: train/validation/test, or train/validation.
         #[arg(long, default_value = "80/10/10")]
@@ -61,7 +62,7 @@ pub enum DataCommand {
   finetune data clean reviews.csv --strip-html --normalize nfkc --dedup -o clean.csv
   finetune data clean spam_assassin.jsonl --collapse-whitespace --dedup -o spam-clean.jsonl")]
     Clean {
-        /// The file to clean (CSV, TSV, JSONL or plain text).
+        /// The file to clean (CSV, TSV, JSONL, plain text, Parquet or a save_to_disk folder).
         file: PathBuf,
         /// Output file; its extension picks the format (default: the input's).
         #[arg(long, short = 'o')]
@@ -79,7 +80,7 @@ pub enum DataCommand {
   finetune data dedup train.jsonl --near --against test.jsonl --threshold 0.7 -o train-clean.jsonl
   finetune data dedup reviews.csv --near --shingle char --ngram 5 --num-perm 256 -o reviews-dedup.csv")]
     Dedup {
-        /// The file to de-duplicate (CSV, TSV, JSONL or plain text).
+        /// The file to de-duplicate (CSV, TSV, JSONL, plain text, Parquet or a save_to_disk folder).
         file: PathBuf,
         /// Output file with the kept records; its extension picks the format (default: the input's).
         #[arg(long, short = 'o')]
@@ -123,7 +124,7 @@ pub enum DataCommand {
   finetune data filter tweets.jsonl --max-duplicate-line-fraction 0.3 --max-top-ngram-fraction 2=0.2,3=0.18 \\
       -o tweets-clean.jsonl --report removed.jsonl")]
     Filter {
-        /// The file to filter (CSV, TSV, JSONL or plain text).
+        /// The file to filter (CSV, TSV, JSONL, plain text, Parquet or a save_to_disk folder).
         file: PathBuf,
         /// Output file with the kept records; its extension picks the format (default: the input's).
         #[arg(long, short = 'o')]
@@ -143,7 +144,7 @@ pub enum DataCommand {
   finetune data select assets/data/spam/spam_assassin.jsonl -n 500 --by length --bins 5 -o spam-500.jsonl
   finetune data select train.jsonl -n 200 --by random --seed 7 -o train-200.jsonl")]
     Select {
-        /// The file to select from (CSV, TSV, JSONL or plain text).
+        /// The file to select from (CSV, TSV, JSONL, plain text, Parquet or a save_to_disk folder).
         file: PathBuf,
         /// Output file; its extension picks the format (default: the input's).
         #[arg(long, short = 'o')]
@@ -169,7 +170,7 @@ pub enum DataCommand {
   finetune data stats --train-file data/train.csv --validation-file data/validation.csv --test-file data/test.csv
   finetune data stats --train-file wnut16.conll --json")]
     Stats {
-        /// Training data (CSV, TSV, JSONL, CoNLL or plain text).
+        /// Training data (CSV, TSV, JSONL, CoNLL, plain text, Parquet or a save_to_disk folder).
         #[arg(long)]
         train_file: PathBuf,
         /// Validation data: also counted, and checked for texts shared with the training data (default: none).
@@ -189,7 +190,8 @@ pub enum DataCommand {
 /// How to read the input files; names follow the HF example scripts.
 #[derive(Args, Debug)]
 pub struct ReadArgs {
-    /// csv, tsv, jsonl, conll or text (default: by extension).
+    /// csv, tsv, jsonl, conll, text, parquet or arrow (default: by extension; a folder is a `datasets`
+    /// save_to_disk folder).
     #[arg(long)]
     format: Option<String>,
     /// Column (CSV/TSV) or field (JSONL) with the text.
@@ -238,6 +240,7 @@ impl ReadArgs {
             token_column: self.token_column,
             tag_column: self.tag_column,
             skip_bad_records: self.skip_bad_records,
+            dataset_split: None,
         })
     }
 
@@ -494,9 +497,19 @@ fn extension(format: Format) -> &'static str {
     match format {
         Format::Csv => "csv",
         Format::Tsv => "tsv",
-        Format::Jsonl => "jsonl",
+        Format::Jsonl | Format::Parquet | Format::Arrow => "jsonl",
         Format::Conll => "conll",
         Format::Text => "txt",
+    }
+}
+
+/// The format written for records read as `input`: the output's extension, else the input's, and JSON Lines
+/// for Parquet and Arrow inputs (they are read, not written).
+fn output_format(output: &Path, input: Format) -> Format {
+    match Format::from_path(output) {
+        Some(f) => f,
+        None if input.is_columnar() => Format::Jsonl,
+        None => input,
     }
 }
 
@@ -513,8 +526,11 @@ fn split_cmd(file: &Path, plan: &SplitPlan, out: &Path, read: &ReadArgs, clean: 
     let spec = SplitSpec::parse(&plan.split)?;
     let opts = read.options()?;
     let format = opts.format_for(file)?;
+    let token_level = is_token_level(file, &opts)?;
+    // Parquet and Arrow inputs are split into JSON Lines (or CoNLL) files.
+    let format = if format.is_columnar() { Format::Jsonl } else { format };
     std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create the output folder", out.display()))?;
-    if format.is_token_level() {
+    if token_level {
         if stratify || plan.resample.is_some() || plan.kfold.is_some() {
             bail!("--stratify, --resample and --kfold need one label per example; CoNLL sentences are split at random");
         }
@@ -602,10 +618,10 @@ fn split_cmd(file: &Path, plan: &SplitPlan, out: &Path, read: &ReadArgs, clean: 
 fn clean_cmd(file: &Path, output: &Path, read: &ReadArgs, clean: &CleanArgs) -> anyhow::Result<()> {
     let opts = read.options()?;
     let in_format = opts.format_for(file)?;
-    if in_format.is_token_level() {
-        bail!("{}: cleaning works on text examples; CoNLL tokens are left as they are", file.display());
+    if is_token_level(file, &opts)? {
+        bail!("{}: cleaning works on text examples; token lists are left as they are", file.display());
     }
-    let out_format = Format::from_path(output).unwrap_or(in_format);
+    let out_format = output_format(output, in_format);
     if out_format.is_token_level() {
         bail!("{}: cannot write text examples as CoNLL", output.display());
     }
@@ -658,7 +674,7 @@ fn stats_cmd(
         .filter_map(|(n, p)| p.map(|p| (n, p)))
         .collect();
     let mut out = serde_json::Map::new();
-    if opts.format_for(train)?.is_token_level() {
+    if is_token_level(train, &opts)? {
         let mut map: Option<LabelMap> = None;
         for (name, path) in files {
             let d = read_tokens(path, &opts)?;
@@ -753,10 +769,10 @@ fn dedup_cmd(
 ) -> anyhow::Result<()> {
     let opts = read.options()?;
     let in_format = opts.format_for(file)?;
-    if in_format.is_token_level() {
-        bail!("{}: dedup takes CSV, TSV, JSONL or text records, not CoNLL sentences", file.display());
+    if is_token_level(file, &opts)? {
+        bail!("{}: dedup takes CSV, TSV, JSONL or text records, not token-classification sentences", file.display());
     }
-    let out_format = Format::from_path(output).unwrap_or(in_format);
+    let out_format = output_format(output, in_format);
     let mut d = read_checked(file, &opts)?;
     let Some(near) = near else {
         let r = dedup(&mut d.examples);
@@ -864,10 +880,10 @@ fn filter_cmd(
     let filters = args.filters()?;
     let opts = read.options()?;
     let in_format = opts.format_for(file)?;
-    if in_format.is_token_level() {
-        bail!("{}: filter takes CSV, TSV, JSONL or text records, not CoNLL sentences", file.display());
+    if is_token_level(file, &opts)? {
+        bail!("{}: filter takes CSV, TSV, JSONL or text records, not token-classification sentences", file.display());
     }
-    let out_format = Format::from_path(output).unwrap_or(in_format);
+    let out_format = output_format(output, in_format);
     let d = read_checked(file, &opts)?;
     let texts: Vec<String> = d.examples.iter().map(compare_text).collect();
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
@@ -911,10 +927,10 @@ fn select_cmd(
     };
     let opts = read.options()?;
     let in_format = opts.format_for(file)?;
-    if in_format.is_token_level() {
-        bail!("{}: select takes CSV, TSV, JSONL or text records, not CoNLL sentences", file.display());
+    if is_token_level(file, &opts)? {
+        bail!("{}: select takes CSV, TSV, JSONL or text records, not token-classification sentences", file.display());
     }
-    let out_format = Format::from_path(output).unwrap_or(in_format);
+    let out_format = output_format(output, in_format);
     let d = read_checked(file, &opts)?;
     let total = d.examples.len();
     let keys: Vec<String> = match by {

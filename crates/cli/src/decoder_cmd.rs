@@ -10,8 +10,8 @@ use std::time::Instant;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use finetune_data::sft::{
-    encode_sft, group_texts, pack, read_sft, CausalExample, CausalTokenize, Fit, GroupTexts, SftContent, SftFormat,
-    SftOptions, SftRecord, SftTokenizer, TruncationMode,
+    encode_sft, group_texts, pack, read_sft, read_sft_split, CausalExample, CausalTokenize, Fit, GroupTexts,
+    SftContent, SftFormat, SftOptions, SftRecord, SftTokenizer, TruncationMode,
 };
 use finetune_models::causal_tokenizer::CausalTokenizer;
 use finetune_models::generate::{generate, GenerationConfig};
@@ -40,9 +40,17 @@ Examples:
 /// (key, default, meaning) of the SFT run keys.
 const SFT_KEYS: &[(&str, &str, &str)] = &[
     ("model_name_or_path", "(required)", "GGUF file, directory with one, HF model directory or hub-cache id"),
-    ("train_file", "none", "JSONL: prompt/completion, alpaca (instruction/input/output), messages, or text"),
-    ("validation_file", "none", "JSONL evaluated for eval_loss and eval_perplexity"),
-    ("test_file", "none", "JSONL: test_loss/test_perplexity, and generation metrics for prompt/completion data"),
+    (
+        "train_file",
+        "none",
+        "JSONL or Parquet/save_to_disk: prompt/completion, alpaca (instruction/input/output), messages, or text",
+    ),
+    ("validation_file", "none", "like train_file; evaluated for eval_loss and eval_perplexity"),
+    (
+        "test_file",
+        "none",
+        "like train_file: test_loss/test_perplexity, and generation metrics for prompt/completion data",
+    ),
     ("dataset_format", "\"auto\"", "auto, prompt_completion, alpaca, chat or text (auto: from the first record)"),
     ("max_seq_length", "1024", "tokens per example (longer ones are cut by truncation_mode)"),
     (
@@ -316,8 +324,9 @@ struct Encoded {
     rows: Vec<CausalRow>,
 }
 
-fn encode_file(path: &str, run: &SftRun, tok: &CausalTokenizer, allow_pack: bool) -> Result<Encoded> {
-    let (format, records) = read_sft(Path::new(path), run.dataset_format)?;
+/// `split`: the split read from a `datasets` `DatasetDict` folder (the file's role: train, validation, test).
+fn encode_file(path: &str, split: &str, run: &SftRun, tok: &CausalTokenizer, allow_pack: bool) -> Result<Encoded> {
+    let (format, records) = read_sft_split(Path::new(path), run.dataset_format, Some(split))?;
     let examples: Vec<CausalExample> = if format == SftFormat::Text {
         let block = run.block_size.unwrap_or(run.max_seq_length);
         group_texts(tok, &records, GroupTexts::new(block))?
@@ -405,11 +414,12 @@ pub fn run_sft(a: SftArgs) -> Result<()> {
     model.label_smoothing = args.label_smoothing_factor as f32;
     let tok = model.tokenizer()?;
     let pad = pad_id(&tok);
-    let train_set =
-        run.train_file.as_deref().filter(|_| do_train).map(|p| encode_file(p, &run, &tok, true)).transpose()?;
-    let val_set = run.validation_file.as_deref().map(|p| encode_file(p, &run, &tok, false)).transpose()?;
-    let test_set =
-        run.test_file.as_deref().filter(|_| do_predict).map(|p| encode_file(p, &run, &tok, false)).transpose()?;
+    let encode = |file: &Option<String>, wanted: bool, split: &str, pack: bool| {
+        file.as_deref().filter(|_| wanted).map(|p| encode_file(p, split, &run, &tok, pack)).transpose()
+    };
+    let train_set = encode(&run.train_file, do_train, "train", true)?;
+    let val_set = encode(&run.validation_file, true, "validation", false)?;
+    let test_set = encode(&run.test_file, do_predict, "test", false)?;
     if run.use_peft {
         model.model.store_mut().add_lora(&run.lora(), args.seed).map_err(|e| anyhow!("LoRA: {e}"))?;
     }
@@ -771,7 +781,7 @@ pub fn run_compare(a: CompareArgs) -> Result<()> {
         let mut model = CausalLm::for_inference(spec, Some(&a.base))?;
         let run = fit_run(&model, &run);
         let tok = model.inference_tokenizer(spec)?;
-        let enc = encode_file(&a.data.display().to_string(), &run, &tok, false)?;
+        let enc = encode_file(&a.data.display().to_string(), "test", &run, &tok, false)?;
         let lm = model.evaluate(&enc.rows, 8, pad_id(&tok))?;
         let (preds, refs) = generate_records(&model, &tok, &records, &run, &a.decode.gen())?;
         let metrics = gen_eval::item_metrics(&preds, &refs, MetricSet { entities: run.entity_metrics })?;

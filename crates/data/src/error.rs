@@ -16,6 +16,10 @@ pub enum DataError {
     /// One malformed record. With `skip_bad_records` these are counted instead of returned.
     #[error("{path}:{line}: {message}")]
     Record { path: String, line: u64, message: String },
+    /// One malformed row of a columnar file (Parquet, Arrow): the file, its row group (Parquet) or record batch
+    /// (Arrow), and the 1-based row in the file. With `skip_bad_records` these are counted instead of returned.
+    #[error("{path}: {part}, row {row}: {message}")]
+    Row { path: String, part: String, row: u64, message: String },
     /// A label in evaluation data that the label map does not know.
     #[error("{path}:{line}: unknown label {label:?} (not in the label map)")]
     UnknownLabel { path: String, line: u64, label: String },
@@ -36,13 +40,17 @@ impl DataError {
         DataError::File { path: path.to_string(), message: one_line(&message.to_string()) }
     }
 
+    pub(crate) fn row(path: &str, part: &str, row: u64, message: impl fmt::Display) -> Self {
+        DataError::Row { path: path.to_string(), part: part.to_string(), row, message: one_line(&message.to_string()) }
+    }
+
     pub(crate) fn io(path: &str, source: std::io::Error) -> Self {
         DataError::Io { path: path.to_string(), source }
     }
 
     /// True for errors confined to one record: `skip_bad_records` may count and skip them.
     pub fn is_record_error(&self) -> bool {
-        matches!(self, DataError::Record { .. } | DataError::UnknownLabel { .. })
+        matches!(self, DataError::Record { .. } | DataError::Row { .. } | DataError::UnknownLabel { .. })
     }
 
     /// `file:line` of a record error, for reports.
@@ -51,6 +59,7 @@ impl DataError {
             DataError::Record { path, line, .. } | DataError::UnknownLabel { path, line, .. } => {
                 Some(format!("{path}:{line}"))
             }
+            DataError::Row { path, part, row, .. } => Some(format!("{path}: {part}, row {row}")),
             _ => None,
         }
     }

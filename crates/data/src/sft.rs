@@ -1,7 +1,8 @@
 //! Data for decoder fine-tuning: supervised fine-tuning (SFT) records and continued-pretraining text, tokenised
 //! into causal-LM examples, packed or padded into batches.
 //!
-//! Records are JSON Lines in one of four formats, detected from the keys of the first record (or forced):
+//! Records are JSON Lines, or the rows of a Parquet file or Arrow dataset (columns as fields), in one of four
+//! formats, detected from the keys of the first record (or forced):
 //! - prompt/completion: `{"prompt": ..., "completion": ...}`;
 //! - alpaca: `{"instruction": ..., "input": ... (optional), "output": ...}`; without a chat template the prompt
 //!   is the Stanford Alpaca template ([`ALPACA_PROMPT_WITH_INPUT`], [`ALPACA_PROMPT_NO_INPUT`]); with one the user
@@ -26,7 +27,8 @@ use serde_json::Value;
 use crate::chat::{ChatMessage, ChatTemplate};
 use crate::encode::IGNORE_INDEX;
 use crate::error::{DataError, Result};
-use crate::read::{utf8_line, Lines};
+use crate::read::columnar;
+use crate::read::{json_kind, utf8_line, At, ColumnarSource, Format, Lines, ReadOptions};
 
 /// Stanford Alpaca's prompt for records with a non-empty `input`.
 pub const ALPACA_PROMPT_WITH_INPUT: &str = "Below is an instruction that describes a task, paired with an input \
@@ -133,28 +135,15 @@ impl SftContent {
     }
 }
 
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
-    }
-}
-
-fn string_field(path: &str, line: u64, obj: &serde_json::Map<String, Value>, key: &str, name: &str) -> Result<String> {
+fn string_field(at: At, obj: &serde_json::Map<String, Value>, key: &str, name: &str) -> Result<String> {
     match obj.get(key) {
-        None => Err(DataError::record(path, line, format_args!("field {name:?} is missing"))),
+        None => Err(at.err(format_args!("field {name:?} is missing"))),
         Some(Value::String(s)) => Ok(s.clone()),
-        Some(v) => {
-            Err(DataError::record(path, line, format_args!("field {name:?} must be a string, found {}", kind(v))))
-        }
+        Some(v) => Err(at.err(format_args!("field {name:?} must be a string, found {}", json_kind(v)))),
     }
 }
 
-fn detect(path: &str, line: u64, obj: &serde_json::Map<String, Value>) -> Result<SftFormat> {
+fn detect(at: At, obj: &serde_json::Map<String, Value>) -> Result<SftFormat> {
     let has = |k: &str| obj.contains_key(k);
     if has("messages") {
         Ok(SftFormat::Chat)
@@ -166,58 +155,48 @@ fn detect(path: &str, line: u64, obj: &serde_json::Map<String, Value>) -> Result
         Ok(SftFormat::Text)
     } else {
         let keys: Vec<&str> = obj.keys().map(String::as_str).collect();
-        Err(DataError::record(
-            path,
-            line,
-            format_args!(
-                "cannot tell the SFT format from fields {keys:?} (expected \"messages\", \"prompt\"+\"completion\", \
+        Err(at.err(format_args!(
+            "cannot tell the SFT format from fields {keys:?} (expected \"messages\", \"prompt\"+\"completion\", \
                  \"instruction\"+\"output\" or \"text\")"
-            ),
-        ))
+        )))
     }
 }
 
-fn parse(path: &str, line: u64, obj: &serde_json::Map<String, Value>, format: SftFormat) -> Result<SftContent> {
+fn parse(at: At, obj: &serde_json::Map<String, Value>, format: SftFormat) -> Result<SftContent> {
     Ok(match format {
         SftFormat::PromptCompletion => SftContent::PromptCompletion {
-            prompt: string_field(path, line, obj, "prompt", "prompt")?,
-            completion: string_field(path, line, obj, "completion", "completion")?,
+            prompt: string_field(at, obj, "prompt", "prompt")?,
+            completion: string_field(at, obj, "completion", "completion")?,
         },
         SftFormat::Alpaca => SftContent::Alpaca {
-            instruction: string_field(path, line, obj, "instruction", "instruction")?,
+            instruction: string_field(at, obj, "instruction", "instruction")?,
             input: match obj.get("input") {
                 None | Some(Value::Null) => String::new(),
-                Some(_) => string_field(path, line, obj, "input", "input")?,
+                Some(_) => string_field(at, obj, "input", "input")?,
             },
-            output: string_field(path, line, obj, "output", "output")?,
+            output: string_field(at, obj, "output", "output")?,
         },
-        SftFormat::Text => SftContent::Text(string_field(path, line, obj, "text", "text")?),
+        SftFormat::Text => SftContent::Text(string_field(at, obj, "text", "text")?),
         SftFormat::Chat => {
             let msgs = match obj.get("messages") {
-                None => return Err(DataError::record(path, line, "field \"messages\" is missing")),
+                None => return Err(at.err("field \"messages\" is missing")),
                 Some(Value::Array(a)) => a,
                 Some(v) => {
-                    return Err(DataError::record(
-                        path,
-                        line,
-                        format_args!("field \"messages\" must be a list, found {}", kind(v)),
-                    ))
+                    return Err(at.err(format_args!("field \"messages\" must be a list, found {}", json_kind(v))))
                 }
             };
             if msgs.is_empty() {
-                return Err(DataError::record(path, line, "field \"messages\" is empty"));
+                return Err(at.err("field \"messages\" is empty"));
             }
             let mut out = Vec::with_capacity(msgs.len());
             for (i, m) in msgs.iter().enumerate() {
                 let Value::Object(m) = m else {
-                    return Err(DataError::record(
-                        path,
-                        line,
-                        format_args!("field \"messages[{i}]\" must be an object, found {}", kind(m)),
-                    ));
+                    return Err(
+                        at.err(format_args!("field \"messages[{i}]\" must be an object, found {}", json_kind(m)))
+                    );
                 };
-                let role = string_field(path, line, m, "role", &format!("messages[{i}].role"))?;
-                let content = string_field(path, line, m, "content", &format!("messages[{i}].content"))?;
+                let role = string_field(at, m, "role", &format!("messages[{i}].role"))?;
+                let content = string_field(at, m, "content", &format!("messages[{i}].content"))?;
                 let extra =
                     m.iter().filter(|(k, _)| *k != "role" && *k != "content").map(|(k, v)| (k.clone(), v.clone()));
                 out.push(ChatMessage { role, content, extra: extra.collect() });
@@ -228,38 +207,60 @@ fn parse(path: &str, line: u64, obj: &serde_json::Map<String, Value>, format: Sf
     })
 }
 
-/// Reads an SFT JSONL file. Blank lines are skipped; every record must have the format of the first (or the
-/// forced one). Returns the resolved format and the records.
+/// Reads an SFT file: JSON Lines, or a Parquet file or Arrow dataset (by extension or a folder) whose columns
+/// are the fields. Blank lines are skipped; every record must have the format of the first (or the forced one).
+/// Returns the resolved format and the records.
 pub fn read_sft(path: &Path, format: SftFormat) -> Result<(SftFormat, Vec<SftRecord>)> {
+    read_sft_split(path, format, None)
+}
+
+/// [`read_sft`] with the split to read when `path` is a `datasets` `DatasetDict` folder (ignored otherwise, so a
+/// caller may pass its role's split for any file).
+pub fn read_sft_split(path: &Path, format: SftFormat, split: Option<&str>) -> Result<(SftFormat, Vec<SftRecord>)> {
     let name = path.display().to_string();
-    let file = File::open(path).map_err(|e| DataError::io(&name, e))?;
-    let mut lines = Lines::new(BufReader::with_capacity(1 << 16, file));
     let mut format = format;
-    let mut records = Vec::new();
-    while let Some(next) = lines.next_line() {
-        let (line, bytes) = next.map_err(|e| DataError::io(&name, e))?;
-        let text = utf8_line(&name, line, bytes)?;
-        if text.trim().is_empty() {
-            continue;
-        }
-        let obj = match serde_json::from_str::<Value>(text) {
-            Ok(Value::Object(o)) => o,
-            Ok(v) => {
-                return Err(DataError::record(&name, line, format_args!("expected a JSON object, found {}", kind(&v))))
-            }
-            Err(e) => return Err(DataError::record(&name, line, format_args!("invalid JSON: {e}"))),
-        };
+    let mut record = |at: At, line: u64, obj: &serde_json::Map<String, Value>| -> Result<SftRecord> {
         if format == SftFormat::Auto {
-            format = detect(&name, line, &obj)?;
+            format = detect(at, obj)?;
         }
-        let content = parse(&name, line, &obj, format)?;
-        records.push(SftRecord { path: name.clone(), line, content });
+        Ok(SftRecord { path: name.clone(), line, content: parse(at, obj, format)? })
+    };
+    let mut records = Vec::new();
+    match Format::from_path(path) {
+        Some(f @ (Format::Parquet | Format::Arrow)) => {
+            let split = split.filter(|_| crate::read::is_dataset_dict(path)).map(str::to_string);
+            let source = ColumnarSource::open(path, f, &ReadOptions { dataset_split: split, ..Default::default() })?;
+            for r in columnar::objects(source, SFT_FIELDS, &mut record)? {
+                records.push(r?);
+            }
+        }
+        _ => {
+            let file = File::open(path).map_err(|e| DataError::io(&name, e))?;
+            let mut lines = Lines::new(BufReader::with_capacity(1 << 16, file));
+            while let Some(next) = lines.next_line() {
+                let (line, bytes) = next.map_err(|e| DataError::io(&name, e))?;
+                let text = utf8_line(&name, line, bytes)?;
+                if text.trim().is_empty() {
+                    continue;
+                }
+                let at = At::Line { path: &name, line };
+                let obj = match serde_json::from_str::<Value>(text) {
+                    Ok(Value::Object(o)) => o,
+                    Ok(v) => return Err(at.err(format_args!("expected a JSON object, found {}", json_kind(&v)))),
+                    Err(e) => return Err(at.err(format_args!("invalid JSON: {e}"))),
+                };
+                records.push(record(at, line, &obj)?);
+            }
+        }
     }
     if records.is_empty() {
         return Err(DataError::file(&name, "no records"));
     }
     Ok((format, records))
 }
+
+/// The fields SFT records are made of, in every format.
+const SFT_FIELDS: &[&str] = &["messages", "prompt", "completion", "instruction", "input", "output", "text"];
 
 /// One tokenised causal-LM example: `labels[t]` is the target of position t before the shift (-100: no loss).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

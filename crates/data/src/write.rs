@@ -55,13 +55,20 @@ fn label_cell(label: &Option<Label>, sep: &str) -> String {
     }
 }
 
-/// Writes classification examples as CSV, TSV, JSONL or plain text (text only).
+/// Writes classification examples as CSV, TSV, JSONL or plain text (text only). Parquet and Arrow are read,
+/// not written: asking for them is an error.
 pub fn write_examples<'a>(
     path: &Path,
     format: Format,
     columns: &Columns,
     examples: impl IntoIterator<Item = &'a Example>,
 ) -> Result<()> {
+    if format.is_columnar() {
+        return Err(DataError::file(
+            &path.display().to_string(),
+            "Parquet and Arrow are read, not written: name the output .csv, .tsv, .jsonl or .txt",
+        ));
+    }
     atomic_write(path, |w| match format {
         Format::Csv | Format::Tsv => {
             let delim = if format == Format::Tsv { b'\t' } else { b',' };
@@ -97,7 +104,7 @@ pub fn write_examples<'a>(
             }
             Ok(())
         }
-        Format::Text | Format::Conll => {
+        Format::Text | Format::Conll | Format::Parquet | Format::Arrow => {
             for e in examples {
                 // One example per line: embedded line breaks would split it in two on reading.
                 let t = e.text.replace(['\n', '\r'], " ");

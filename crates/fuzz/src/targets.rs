@@ -98,6 +98,8 @@ pub fn all_targets() -> Vec<Target> {
         delimited("tsv", &["data/small.tsv"], Format::Tsv),
         jsonl(),
         conll(),
+        columnar("parquet", &["data/sentiment.parquet", "data/ner.parquet"]),
+        columnar("arrow", &["data/sentiment.arrow"]),
         chat(),
         metrics(),
     ]
@@ -330,6 +332,24 @@ fn jsonl() -> Target {
         })
     });
     Target { name: "jsonl", seeds, mutate, run, alloc_allowance: 0 }
+}
+
+/// Parquet files and Arrow IPC streams (as `datasets` writes them): byte edits anywhere (footer, thrift
+/// metadata, page headers, flatbuffer messages, compressed pages); token lists are read as token data.
+fn columnar(name: &'static str, files: &[&str]) -> Target {
+    let seeds = files.iter().map(|f| read(seed(f))).collect();
+    let dir = scratch(name);
+    let run: Runner = Box::new(move |input| {
+        let path = dir.join(format!("data.{name}"));
+        write(&path, input);
+        let opts = ReadOptions::default();
+        read_examples(&path, &opts).is_ok() | read_tokens(&path, &opts).is_ok()
+    });
+    let mutate: Mutator = Box::new(|rng, seeds| {
+        let s = pick_seed(rng, seeds);
+        mutate::bytes(rng, s, seeds)
+    });
+    Target { name, seeds, mutate, run, alloc_allowance: 0 }
 }
 
 fn conll() -> Target {

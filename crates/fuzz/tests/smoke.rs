@@ -15,7 +15,7 @@ fn every_target_survives_two_thousand_inputs() {
     assert!(finetune_fuzz::alloc::largest() >= 3 << 20);
     drop(v);
     let targets = all_targets();
-    assert_eq!(targets.len(), 11);
+    assert_eq!(targets.len(), 13);
     // Targets run one after another: the allocation check reads a process-wide maximum.
     for t in &targets {
         let r = run_target(t, 2_000, 7, 5);

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use csv::{ErrorKind, StringRecord};
 
+use super::jsonl::split_labels;
 use super::{BlankCount, Format, ReadOptions};
 use crate::error::{DataError, Result};
 use crate::example::{Example, Label};
@@ -97,18 +98,13 @@ impl DelimitedReader {
                 let raw = self.cell(i, line)?;
                 Some(match &self.label_separator {
                     None => Label::Single(raw.trim().to_string()),
-                    Some(sep) => {
-                        let parts: Vec<String> =
-                            raw.split(sep.as_str()).map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
-                        if parts.is_empty() {
-                            return Err(DataError::record(
-                                &self.path,
-                                line,
-                                format_args!("column {:?} holds no labels", self.headers[i]),
-                            ));
-                        }
-                        Label::Multi(parts)
-                    }
+                    Some(sep) => split_labels(&raw, sep).ok_or_else(|| {
+                        DataError::record(
+                            &self.path,
+                            line,
+                            format_args!("column {:?} holds no labels", self.headers[i]),
+                        )
+                    })?,
                 })
             }
         };

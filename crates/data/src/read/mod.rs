@@ -1,13 +1,19 @@
 //! Streaming readers: each yields one `Result` per record, so a huge file is never held as one string and a bad
-//! record is reported with its `file:line` instead of stopping silently.
+//! record is reported with its `file:line` instead of stopping silently. Columnar files (Parquet, Arrow) are read
+//! one row group or record batch at a time and name `file: row group N, row R` instead.
 
+pub(crate) mod columnar;
 mod conll;
 mod delimited;
 mod jsonl;
 mod text;
 
+use std::fmt;
 use std::path::Path;
 
+use serde_json::Value;
+
+pub use columnar::ColumnarSource;
 pub use conll::ConllReader;
 pub use delimited::DelimitedReader;
 pub use jsonl::JsonlReader;
@@ -29,12 +35,19 @@ pub enum Format {
     Conll,
     /// One example per line, no labels.
     Text,
+    /// Apache Parquet (the format of most Hugging Face datasets), read one row group at a time.
+    Parquet,
+    /// Arrow IPC streams: a `datasets` `save_to_disk` folder (or `DatasetDict` folder), or one `.arrow` file.
+    Arrow,
 }
 
 impl Format {
     /// `.csv` → Csv, `.tsv`/`.tab` → Tsv, `.jsonl`/`.ndjson`/`.json` → Jsonl, `.conll`/`.bio`/`.iob` → Conll,
-    /// `.txt` → Text.
+    /// `.txt` → Text, `.parquet`/`.pq` → Parquet, `.arrow` and folders (`save_to_disk`) → Arrow.
     pub fn from_path(path: &Path) -> Option<Format> {
+        if path.is_dir() {
+            return Some(Format::Arrow);
+        }
         let ext = path.extension()?.to_str()?.to_ascii_lowercase();
         Some(match ext.as_str() {
             "csv" => Format::Csv,
@@ -42,6 +55,8 @@ impl Format {
             "jsonl" | "ndjson" | "json" => Format::Jsonl,
             "conll" | "bio" | "iob" | "iob2" => Format::Conll,
             "txt" => Format::Text,
+            "parquet" | "pq" => Format::Parquet,
+            "arrow" => Format::Arrow,
             _ => return None,
         })
     }
@@ -54,13 +69,24 @@ impl Format {
             "jsonl" | "json" | "ndjson" => Format::Jsonl,
             "conll" => Format::Conll,
             "text" | "txt" => Format::Text,
-            _ => return Err(DataError::Invalid(format!("unknown format {name:?} (csv, tsv, jsonl, conll, text)"))),
+            "parquet" => Format::Parquet,
+            "arrow" => Format::Arrow,
+            _ => {
+                return Err(DataError::Invalid(format!(
+                    "unknown format {name:?} (csv, tsv, jsonl, conll, text, parquet, arrow)"
+                )))
+            }
         })
     }
 
-    /// True for token-classification formats.
+    /// True for token-classification formats. Parquet and Arrow files hold either kind: see [`is_token_level`].
     pub fn is_token_level(self) -> bool {
         self == Format::Conll
+    }
+
+    /// True for the columnar formats (Parquet, Arrow), read but not written.
+    pub fn is_columnar(self) -> bool {
+        matches!(self, Format::Parquet | Format::Arrow)
     }
 }
 
@@ -85,6 +111,9 @@ pub struct ReadOptions {
     pub tag_column: Option<usize>,
     /// Count malformed records and go on, instead of failing on the first one.
     pub skip_bad_records: bool,
+    /// The split to read from a `datasets` `DatasetDict` folder (`dataset_dict.json` and one folder per split);
+    /// `None` reads its only split, and a folder with several is an error naming them.
+    pub dataset_split: Option<String>,
 }
 
 impl Default for ReadOptions {
@@ -99,6 +128,7 @@ impl Default for ReadOptions {
             token_column: 0,
             tag_column: None,
             skip_bad_records: false,
+            dataset_split: None,
         }
     }
 }
@@ -110,7 +140,7 @@ impl ReadOptions {
             Some(f) => Ok(f),
             None => Err(DataError::file(
                 &path.display().to_string(),
-                "cannot tell the format from the extension; give it explicitly (csv, tsv, jsonl, conll, text)",
+                "cannot tell the format from the extension; give it explicitly (csv, tsv, jsonl, conll, text, parquet, arrow)",
             )),
         }
     }
@@ -185,13 +215,18 @@ pub struct TokenDataset {
     pub report: ReadReport,
 }
 
-/// Reads a classification file (CSV, TSV, JSONL or plain text) whole, honouring `skip_bad_records`.
+/// Reads a classification file (CSV, TSV, JSONL, plain text, Parquet or Arrow) whole, honouring
+/// `skip_bad_records`. Parquet and Arrow columns are found by the same names as CSV columns and JSONL fields.
 pub fn read_examples(path: &Path, opts: &ReadOptions) -> Result<Dataset> {
     let name = path.display().to_string();
+    check_dataset_split(path, opts)?;
     let (examples, report) = match opts.format_for(path)? {
         Format::Csv | Format::Tsv => collect(DelimitedReader::open(path, opts)?, opts.skip_bad_records)?,
         Format::Jsonl => collect(JsonlReader::open(path, opts)?, opts.skip_bad_records)?,
         Format::Text => collect(TextReader::open(path)?, opts.skip_bad_records)?,
+        f @ (Format::Parquet | Format::Arrow) => {
+            collect(columnar::examples(ColumnarSource::open(path, f, opts)?, opts)?, opts.skip_bad_records)?
+        }
         Format::Conll => {
             return Err(DataError::file(&name, "CoNLL files hold token-level data; read them with read_tokens"));
         }
@@ -199,10 +234,111 @@ pub fn read_examples(path: &Path, opts: &ReadOptions) -> Result<Dataset> {
     Ok(Dataset { path: name, examples, report })
 }
 
-/// Reads a CoNLL file whole, honouring `skip_bad_records`.
+/// Reads token-classification data whole, honouring `skip_bad_records`: a CoNLL file, or a Parquet/Arrow
+/// dataset with a list-of-strings tokens column and a list tags column (see [`token_columns`]). Any other
+/// format is read as CoNLL.
 pub fn read_tokens(path: &Path, opts: &ReadOptions) -> Result<TokenDataset> {
-    let (sentences, report) = collect(ConllReader::open(path, opts)?, opts.skip_bad_records)?;
+    check_dataset_split(path, opts)?;
+    let (sentences, report) = match opts.format_for(path).ok() {
+        Some(f @ (Format::Parquet | Format::Arrow)) => {
+            let source = ColumnarSource::open(path, f, opts)?;
+            collect(columnar::sentences(source, opts)?, opts.skip_bad_records)?
+        }
+        _ => collect(ConllReader::open(path, opts)?, opts.skip_bad_records)?,
+    };
     Ok(TokenDataset { path: path.display().to_string(), sentences, report })
+}
+
+/// True for a `datasets` `DatasetDict` folder (`dataset_dict.json` and one folder per split).
+pub fn is_dataset_dict(path: &Path) -> bool {
+    path.join("dataset_dict.json").is_file()
+}
+
+/// `dataset_split` picks a split of a `DatasetDict` folder and nothing else: refused for any other input.
+fn check_dataset_split(path: &Path, opts: &ReadOptions) -> Result<()> {
+    match &opts.dataset_split {
+        Some(s) if !is_dataset_dict(path) => Err(DataError::Invalid(format!(
+            "dataset split {s:?}: {} is not a DatasetDict folder (no dataset_dict.json)",
+            path.display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The tokens and tags columns of columnar token-classification data, as `run_ner.py` picks them:
+/// `text_column_name` and `label_column_name`, except that the defaults ("text", "label") fall back to "tokens"
+/// and "ner_tags" when the file has no such column.
+pub fn token_columns(opts: &ReadOptions, has: impl Fn(&str) -> bool) -> (String, Option<String>) {
+    let defaults = ReadOptions::default();
+    let pick = |given: &str, default: &str, fallback: &str| {
+        if given == default && !has(given) && has(fallback) {
+            fallback.to_string()
+        } else {
+            given.to_string()
+        }
+    };
+    let tokens = pick(&opts.text_column_name, &defaults.text_column_name, "tokens");
+    let tags = opts.label_column_name.as_deref().map(|l| pick(l, "label", "ner_tags"));
+    (tokens, tags)
+}
+
+/// True when `path` holds token-classification data: a CoNLL file, or a Parquet/Arrow dataset whose tokens
+/// column (see [`token_columns`]) is a list of strings. Reads only the schema.
+pub fn is_token_level(path: &Path, opts: &ReadOptions) -> Result<bool> {
+    match opts.format_for(path)? {
+        Format::Conll => Ok(true),
+        f @ (Format::Parquet | Format::Arrow) => Ok(ColumnarSource::open(path, f, opts)?.is_token_level(opts)),
+        _ => Ok(false),
+    }
+}
+
+/// Where a record came from, for its error: a line of a text file or a row of a columnar file.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum At<'a> {
+    Line {
+        path: &'a str,
+        line: u64,
+    },
+    /// `part` is "row group N" (Parquet) or "record batch N" (Arrow); `row` is 1-based in the file.
+    Row {
+        path: &'a str,
+        part: &'a str,
+        row: u64,
+    },
+}
+
+impl At<'_> {
+    pub(crate) fn err(&self, message: impl fmt::Display) -> DataError {
+        match *self {
+            At::Line { path, line } => DataError::record(path, line, message),
+            At::Row { path, part, row } => DataError::row(path, part, row, message),
+        }
+    }
+
+    pub(crate) fn is_row(&self) -> bool {
+        matches!(self, At::Row { .. })
+    }
+
+    /// What a named value is called: a JSON "field", or a "column" of a table.
+    pub(crate) fn noun(&self) -> &'static str {
+        if self.is_row() {
+            "column"
+        } else {
+            "field"
+        }
+    }
+}
+
+/// "a string", "a list", ... for error messages.
+pub(crate) fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
 }
 
 /// Reads lines as raw bytes so invalid UTF-8 is reported with its line instead of failing the whole file.

@@ -1,6 +1,6 @@
 //! `finetune train`, `eval` and `predict` as functions: sequence classification with a BERT-family encoder as
 //! `transformers/examples/pytorch/text-classification/run_glue.py` runs it, and token classification (NER) on
-//! CoNLL files as `transformers/examples/pytorch/token-classification/run_ner.py` runs it.
+//! CoNLL files (or Parquet/Arrow token lists) as `transformers/examples/pytorch/token-classification/run_ner.py` runs it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -61,6 +61,13 @@ fn seq_task(problem: ProblemType) -> SeqTask {
     }
 }
 
+/// `opts` for the file of one split: a `datasets` `DatasetDict` folder given as `train_file`,
+/// `validation_file` or `test_file` is read at its "train", "validation" or "test" split.
+pub fn split_opts(opts: &ReadOptions, path: &str, split: &str) -> ReadOptions {
+    let dict = finetune_data::read::is_dataset_dict(Path::new(path));
+    ReadOptions { dataset_split: dict.then(|| split.to_string()), ..opts.clone() }
+}
+
 pub fn read(path: &str, opts: &ReadOptions) -> Result<Vec<Example>> {
     let ds = finetune_data::read_examples(Path::new(path), opts)?;
     if ds.examples.is_empty() {
@@ -97,15 +104,21 @@ fn load_splits(run: &RunConfig, seed: u64, problem: ProblemType) -> Result<Split
         run.label_separator.as_deref(),
     );
     opts.format = run.format.as_deref().map(Format::parse).transpose().map_err(|e| anyhow!("key `format`: {e}"))?;
-    let read_opt = |f: &Option<String>| -> Result<Option<(String, Vec<Example>)>> {
-        f.as_ref().map(|p| Ok((p.clone(), read(p, &opts)?))).transpose()
+    let read_opt = |f: &Option<String>, split: &str| -> Result<Option<(String, Vec<Example>)>> {
+        f.as_ref().map(|p| Ok((p.clone(), read(p, &split_opts(&opts, p, split))?))).transpose()
     };
-    let mut s = Splits { train: read_opt(&run.train_file)?, validation: read_opt(&run.validation_file)?, test: None };
-    s.test = match read_opt(&run.test_file) {
+    let mut s = Splits {
+        train: read_opt(&run.train_file, "train")?,
+        validation: read_opt(&run.validation_file, "validation")?,
+        test: None,
+    };
+    s.test = match read_opt(&run.test_file, "test") {
         // run_glue.py's test files usually have no labels: predict only.
         Err(e) if missing_label_column(&e, &run.label_column_name) => {
             let unlabelled = ReadOptions { label_column_name: None, ..opts.clone() };
-            run.test_file.as_ref().map(|p| Ok::<_, WorkflowError>((p.clone(), read(p, &unlabelled)?))).transpose()?
+            let read_test =
+                |p: &String| Ok::<_, WorkflowError>((p.clone(), read(p, &split_opts(&unlabelled, p, "test"))?));
+            run.test_file.as_ref().map(read_test).transpose()?
         }
         other => other?,
     };
@@ -514,28 +527,52 @@ pub fn predict(model: &str, data: &Path, out: &Path, opts: &InferOptions) -> Res
 
 // ---- token classification (run_ner.py) ----
 
-/// A CoNLL file's sentences; `.txt` and other extensions are read as CoNLL too.
+/// A CoNLL file's sentences (`.txt` and other extensions are read as CoNLL too), or those of a Parquet file
+/// or Arrow dataset with `tokens` and `ner_tags` list columns.
 pub fn read_conll(path: &str) -> Result<Vec<TokenExample>> {
-    let opts = ReadOptions { format: Some(Format::Conll), ..Default::default() };
-    let ds = finetune_data::read_tokens(Path::new(path), &opts)?;
+    read_token_data(path, &ReadOptions::default())
+}
+
+/// Token-classification sentences: a Parquet file or Arrow dataset (by `columns.format` or the path) read with
+/// `columns`' column names and split (see `finetune_data::read::token_columns`), any other file as CoNLL.
+pub fn read_token_data(path: &str, columns: &ReadOptions) -> Result<Vec<TokenExample>> {
+    let p = Path::new(path);
+    let columnar = columns.format.or_else(|| Format::from_path(p)).is_some_and(Format::is_columnar);
+    let opts =
+        if columnar { columns.clone() } else { ReadOptions { format: Some(Format::Conll), ..Default::default() } };
+    let ds = finetune_data::read_tokens(p, &opts)?;
     if ds.sentences.is_empty() {
         bail!("{path}: no sentences");
     }
     Ok(ds.sentences)
 }
 
+/// The format and columns of a run's token-classification files: CoNLL, Parquet or Arrow.
+pub fn token_read_opts(run: &RunConfig) -> Result<ReadOptions> {
+    let format = run.format.as_deref().map(Format::parse).transpose().map_err(|e| anyhow!("key `format`: {e}"))?;
+    if let Some(f) = format.filter(|f| !f.is_token_level() && !f.is_columnar()) {
+        bail!("key `format`: token-classification reads CoNLL, Parquet or Arrow data, not {f:?}");
+    }
+    Ok(ReadOptions {
+        format,
+        text_column_name: run.text_column_name.clone(),
+        label_column_name: Some(run.label_column_name.clone()),
+        ..Default::default()
+    })
+}
+
 pub type TokenSplit = (String, Vec<TokenExample>);
 
 fn load_token_splits(run: &RunConfig, seed: u64) -> Result<[Option<TokenSplit>; 3]> {
-    if let Some(f) = run.format.as_deref() {
-        if Format::parse(f).map_err(|e| anyhow!("key `format`: {e}"))? != Format::Conll {
-            bail!("key `format`: token-classification reads CoNLL files, not {f:?}");
-        }
-    }
-    let read_opt = |f: &Option<String>| -> Result<Option<TokenSplit>> {
-        f.as_ref().map(|p| Ok((p.clone(), read_conll(p)?))).transpose()
+    let opts = token_read_opts(run)?;
+    let read_opt = |f: &Option<String>, split: &str| -> Result<Option<TokenSplit>> {
+        f.as_ref().map(|p| Ok((p.clone(), read_token_data(p, &split_opts(&opts, p, split))?))).transpose()
     };
-    let mut s = [read_opt(&run.train_file)?, read_opt(&run.validation_file)?, read_opt(&run.test_file)?];
+    let mut s = [
+        read_opt(&run.train_file, "train")?,
+        read_opt(&run.validation_file, "validation")?,
+        read_opt(&run.test_file, "test")?,
+    ];
     if let Some(spec) = &run.split {
         if s[1].is_some() || s[2].is_some() {
             bail!("key `split`: splits train_file only when neither validation_file nor test_file is given");

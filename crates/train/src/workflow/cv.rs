@@ -179,7 +179,7 @@ fn load_seq(
         run.label_separator.as_deref(),
     );
     opts.format = run.format.as_deref().map(Format::parse).transpose().map_err(|e| anyhow!("key `format`: {e}"))?;
-    let examples = train_cmd::read(path, &opts)?;
+    let examples = train_cmd::read(path, &train_cmd::split_opts(&opts, path, "train"))?;
     if let Some(i) = examples.iter().position(|e| e.label.is_none()) {
         bail!("{path}: example {} has no label; cross-validation needs labelled data", i + 1);
     }
@@ -200,12 +200,8 @@ fn load_tokens(
     tok: &finetune_models::tokenizer::TextTokenizer,
     max_len: usize,
 ) -> Result<(Data, Vec<String>)> {
-    if let Some(f) = run.format.as_deref() {
-        if Format::parse(f).map_err(|e| anyhow!("key `format`: {e}"))? != Format::Conll {
-            bail!("key `format`: token-classification reads CoNLL files, not {f:?}");
-        }
-    }
-    let sentences = train_cmd::read_conll(path)?;
+    let opts = train_cmd::token_read_opts(run)?;
+    let sentences = train_cmd::read_token_data(path, &train_cmd::split_opts(&opts, path, "train"))?;
     let labels = LabelMap::from_tags(&sentences).map_err(|e| anyhow!("{path}: {e}"))?;
     let split = (path.to_string(), sentences);
     let data = train_cmd::encode_tokens(tok, &split, &labels, run.label_all_tokens, max_len)?;

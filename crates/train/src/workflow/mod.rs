@@ -21,7 +21,8 @@ use std::path::{Path, PathBuf};
 
 pub use classify::{
     encode, encode_tokens, evaluate, metric_value, parse_problem, predict, prefixed, print_metrics, read, read_conll,
-    read_opts, save_metrics, tokenizer_for, train, write_json_file, PredictInput, Predictor, TokenSplit,
+    read_opts, read_token_data, save_metrics, split_opts, token_read_opts, tokenizer_for, train, write_json_file,
+    PredictInput, Predictor, TokenSplit,
 };
 pub use cv::{cross_validate, CvResult};
 pub use run_file::{

@@ -76,13 +76,21 @@ impl Default for RunConfig {
 /// (key, default, meaning) of the run keys, for `--help`.
 pub const RUN_KEYS: &[(&str, &str, &str)] = &[
     ("model_name_or_path", "(required)", "model directory, hub cache folder or model id"),
-    ("task", "\"sequence-classification\"", "or \"token-classification\" (NER on CoNLL files, run_ner.py)"),
-    ("train_file", "none", "CSV/TSV/JSONL training data (CoNLL for token-classification)"),
+    (
+        "task",
+        "\"sequence-classification\"",
+        "or \"token-classification\" (NER on CoNLL or Parquet/Arrow token lists, run_ner.py)",
+    ),
+    ("train_file", "none", "CSV/TSV/JSONL/Parquet data or a save_to_disk folder (token-classification: CoNLL too)"),
     ("validation_file", "none", "evaluation data (eval_* metrics)"),
     ("test_file", "none", "test data (test_* metrics, report, predictions)"),
-    ("text_column_name", "\"text\"", "column/field with the text"),
+    ("text_column_name", "\"text\"", "column/field with the text (token lists: \"tokens\" when there is no \"text\")"),
     ("text_pair_column_name", "none", "second text of sentence pairs"),
-    ("label_column_name", "\"label\"", "column/field with the label"),
+    (
+        "label_column_name",
+        "\"label\"",
+        "column/field with the label (tag lists: \"ner_tags\" when there is no \"label\")",
+    ),
     ("label_separator", "none", "multi-label CSV/TSV: split label cells on this string, e.g. \"|\""),
     (
         "problem_type",
@@ -96,7 +104,11 @@ pub const RUN_KEYS: &[(&str, &str, &str)] = &[
     ("do_predict", "auto", "evaluate and predict on test (auto: when there is test data)"),
     ("resume_from_checkpoint", "none", "a checkpoint-N directory, or \"latest\" for the newest in output_dir"),
     ("label_all_tokens", "false", "token-classification: label every sub-token, not only a word's first"),
-    ("format", "by extension", "data format: csv, tsv, jsonl, conll (token-classification: always conll)"),
+    (
+        "format",
+        "by extension",
+        "data format: csv, tsv, jsonl, conll, parquet, arrow (token-classification: conll, parquet, arrow)",
+    ),
     ("hidden_dropout_prob", "config.json", "overrides the model config's dropout (DistilBERT: `dropout`)"),
     (
         "attention_probs_dropout_prob",

@@ -12,6 +12,7 @@ use finetune_data::sft::CausalTokenize;
 use finetune_models::causal::{load_causal_lm, CausalModel};
 use finetune_models::causal_tokenizer::CausalTokenizer;
 use finetune_models::checkpoint::load_state_dict;
+use finetune_models::decoder::Architecture;
 use finetune_models::generate::{generate, GenerationConfig};
 use finetune_models::gpt2::{Batch, Gpt2LMHeadModel, Workspace};
 use finetune_train::{CausalLm, TrainingArguments};

@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use finetune_engine::kernels::adamw::Hyper;
 use finetune_engine::profile;
+use finetune_models::decoder::Architecture;
 use finetune_models::generate::{generate, GenerationConfig};
 use finetune_models::gguf::load_llama;
 use finetune_models::llama::{Batch, LlamaConfig, LlamaForCausalLM, Workspace};

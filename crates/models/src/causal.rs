@@ -125,7 +125,7 @@ macro_rules! architectures {
                 match (self, ws) {
                     $((CausalModel::$variant(m), CausalWorkspace::$variant(w)) => {
                         <$ty as Architecture>::lm_head(w).label_smoothing = label_smoothing;
-                        if train { m.loss_backward(w, batch) } else { m.loss(w, batch) }
+                        if train { m.loss_backward(w, batch) } else { Architecture::forward(m, w, batch) }
                     })+
                     #[allow(unreachable_patterns)]
                     _ => Err(ModelError::Batch("the workspace was made for another architecture".into())),

@@ -12,11 +12,12 @@ use finetune_engine::matmul::{gemm_view, matmul, Par, View};
 use finetune_engine::StateDict;
 
 use crate::error::ModelError;
+use crate::lora::LoraWorkspace;
 use crate::params::{ParamInfo, ParamStore};
 
 /// The [`Architecture`] items every architecture file writes alike, inside its `impl Architecture`: for a model
 /// struct with `config` and `store` fields, workspaces built by `new(&config, ...)` that hold `batch`, `seq` and
-/// the `lm` head, and inherent `forward` (the loss), `forward_backward` and `logits`.
+/// the `lm` head and `lora` scratch, and inherent `trunk` and `forward_backward`.
 macro_rules! architecture_plumbing {
     ($ws:ty, $dws:ty) => {
         type Workspace = $ws;
@@ -39,16 +40,12 @@ macro_rules! architecture_plumbing {
         fn lm_head(ws: &mut $ws) -> &mut $crate::decoder::LmHead {
             &mut ws.lm
         }
-        fn loss(&self, ws: &mut $ws, batch: &$crate::decoder::Batch<'_>) -> Result<f32, $crate::error::ModelError> {
-            self.forward(ws, batch)
+        fn lora_workspace(ws: &mut $ws) -> &mut $crate::lora::LoraWorkspace {
+            &mut ws.lora
         }
-        fn logits<'w>(
-            &self,
-            ws: &'w mut $ws,
-            batch: &$crate::decoder::Batch<'_>,
-            last_only: bool,
-        ) -> Result<&'w [f32], $crate::error::ModelError> {
-            Self::logits(self, ws, batch, last_only)
+        fn trunk(&self, ws: &mut $ws, batch: &$crate::decoder::Batch<'_>) -> Result<(), $crate::error::ModelError> {
+            // The file's own `trunk` (inherent items come first in a path).
+            Self::trunk(self, ws, batch)
         }
         fn loss_backward(
             &mut self,
@@ -94,15 +91,43 @@ pub trait Architecture: Sized {
     fn workspace_shape(ws: &Self::Workspace) -> (usize, usize);
     /// The LM head's share of `ws` (its label smoothing is set there).
     fn lm_head(ws: &mut Self::Workspace) -> &mut LmHead;
-    /// The causal-LM loss of `batch` (which must have labels), without gradients.
-    fn loss(&self, ws: &mut Self::Workspace, batch: &Batch<'_>) -> Result<f32, ModelError>;
-    /// Logits `[batch, seq, vocab]`, or with `last_only` `[batch, vocab]` at each sequence's last real token.
+    /// LoRA's scratch in `ws` (its dropout seed is cleared for passes without gradients).
+    fn lora_workspace(ws: &mut Self::Workspace) -> &mut LoraWorkspace;
+    /// Embedding, blocks and final norm: leaves the LM head's input in `ws`'s [`LmHead`].
+    fn trunk(&self, ws: &mut Self::Workspace, batch: &Batch<'_>) -> Result<(), ModelError>;
+    /// The LM head's weight (and bias).
+    fn head(&self) -> Head<'_>;
+
+    /// The causal-LM loss of `batch` (which must have labels), without gradients. NaN when every target is
+    /// ignored (as PyTorch's mean over no elements).
+    fn forward(&self, ws: &mut Self::Workspace, batch: &Batch<'_>) -> Result<f32, ModelError> {
+        let labels = batch.labels.ok_or_else(|| ModelError::Batch("the loss needs labels".into()))?;
+        Self::lora_workspace(ws).train_seed = None;
+        self.trunk(ws, batch)?;
+        let (bsz, seq) = Self::workspace_shape(ws);
+        let head = self.head();
+        let lm = Self::lm_head(ws);
+        let c = lm.hidden.len() / (bsz * seq).max(1);
+        let v = head.weight.len() / c.max(1);
+        Ok(lm.loss(head, batch, labels, (seq, c, v), None))
+    }
+
+    /// Logits `[batch, seq, vocab]`, or with `last_only` `[batch, vocab]` at each sequence's last real token
+    /// (the last position whose attention mask is 1), for evaluation and generation.
     fn logits<'w>(
         &self,
         ws: &'w mut Self::Workspace,
         batch: &Batch<'_>,
         last_only: bool,
-    ) -> Result<&'w [f32], ModelError>;
+    ) -> Result<&'w [f32], ModelError> {
+        Self::lora_workspace(ws).train_seed = None;
+        self.trunk(ws, batch)?;
+        let shape = Self::workspace_shape(ws);
+        let head = self.head();
+        let lm = Self::lm_head(ws);
+        let c = lm.hidden.len() / (shape.0 * shape.1).max(1);
+        Ok(lm.logits(head, batch.attention_mask, shape, c, last_only))
+    }
     /// The loss, with its gradient added to the store's for every parameter that requires one.
     fn loss_backward(&mut self, ws: &mut Self::Workspace, batch: &Batch<'_>) -> Result<f32, ModelError>;
 
@@ -257,7 +282,7 @@ pub(crate) fn head_loss(
 
 /// An LM head: `[vocab, c]` weights and, for some architectures (Phi), a `[vocab]` bias.
 #[derive(Clone, Copy)]
-pub(crate) struct Head<'a> {
+pub struct Head<'a> {
     pub weight: &'a [f32],
     pub bias: Option<&'a [f32]>,
 }

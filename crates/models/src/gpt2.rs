@@ -28,7 +28,7 @@ use finetune_engine::matmul::matmul;
 use finetune_engine::StateDict;
 use serde::Deserialize;
 
-use crate::decoder::{self, layernorm_backward, Architecture, DecodeCapacity, KvDims, LmHead, StepRows};
+use crate::decoder::{self, layernorm_backward, Architecture, DecodeCapacity, Head, KvDims, LmHead, StepRows};
 pub use crate::decoder::{Batch, KvCache};
 use crate::error::ModelError;
 use crate::lora::{LoraWorkspace, Module};
@@ -473,28 +473,6 @@ impl Gpt2LMHeadModel {
         Ok(())
     }
 
-    /// The causal-LM loss of `batch` (which must have labels), without gradients.
-    pub fn forward(&self, ws: &mut Workspace, batch: &Batch<'_>) -> Result<f32, Gpt2Error> {
-        let labels = batch.labels.ok_or_else(|| Gpt2Error::Batch("the loss needs labels".into()))?;
-        ws.lora.train_seed = None;
-        self.trunk(ws, batch)?;
-        let dims = (ws.seq, self.config.n_embd, self.config.vocab_size);
-        Ok(ws.lm.loss(self.store.get(self.idx.wte).into(), batch, labels, dims, None))
-    }
-
-    /// Logits `[batch, seq, vocab]`, or with `last_only` `[batch, vocab]` at each sequence's last real token.
-    pub fn logits<'w>(
-        &self,
-        ws: &'w mut Workspace,
-        batch: &Batch<'_>,
-        last_only: bool,
-    ) -> Result<&'w [f32], Gpt2Error> {
-        ws.lora.train_seed = None;
-        self.trunk(ws, batch)?;
-        let (head, shape) = (self.store.get(self.idx.wte), (ws.batch, ws.seq));
-        Ok(ws.lm.logits(head.into(), batch.attention_mask, shape, self.config.n_embd, last_only))
-    }
-
     /// Forward and backward in one pass: returns the loss and adds its gradient to `self.grads` for every
     /// parameter that requires one.
     pub fn forward_backward(&mut self, ws: &mut Workspace, batch: &Batch<'_>) -> Result<f32, Gpt2Error> {
@@ -653,6 +631,9 @@ impl Architecture for Gpt2LMHeadModel {
     const MODEL_TYPES: &'static [&'static str] = &["gpt2"];
     decoder::architecture_plumbing!(Workspace, Gpt2DecodeWorkspace);
 
+    fn head(&self) -> Head<'_> {
+        Head { weight: self.store.get(self.idx.wte), bias: None }
+    }
     fn from_config(config_json: &str, state: &StateDict) -> Result<Self, ModelError> {
         Gpt2LMHeadModel::from_state_dict(Gpt2Config::from_json(config_json)?, state)
     }

@@ -34,7 +34,7 @@ use finetune_engine::matmul::matmul;
 use finetune_engine::StateDict;
 use serde::Deserialize;
 
-use crate::decoder::{self, bias_grad, weight_grad, Architecture, DecodeCapacity, KvDims, LmHead, StepRows};
+use crate::decoder::{self, bias_grad, weight_grad, Architecture, DecodeCapacity, Head, KvDims, LmHead, StepRows};
 pub use crate::decoder::{Batch, KvCache};
 use crate::error::ModelError;
 use crate::lora::{LoraWorkspace, Module};
@@ -622,30 +622,6 @@ impl LlamaForCausalLM {
         Ok(())
     }
 
-    /// The causal-LM loss of `batch` (which must have labels), without gradients. NaN when every target is
-    /// ignored (as PyTorch's mean over no elements).
-    pub fn forward(&self, ws: &mut Workspace, batch: &Batch<'_>) -> Result<f32, LlamaError> {
-        let labels = batch.labels.ok_or_else(|| LlamaError::Batch("the loss needs labels".into()))?;
-        ws.lora.train_seed = None;
-        self.trunk(ws, batch)?;
-        let dims = (ws.seq, self.config.hidden_size, self.config.vocab_size);
-        Ok(ws.lm.loss(self.store.get(self.idx.head).into(), batch, labels, dims, None))
-    }
-
-    /// Logits `[batch, seq, vocab]` into `ws.logits`, or with `last_only` `[batch, vocab]` at each sequence's
-    /// last real token (the last position whose attention mask is 1), for generation.
-    pub fn logits<'w>(
-        &self,
-        ws: &'w mut Workspace,
-        batch: &Batch<'_>,
-        last_only: bool,
-    ) -> Result<&'w [f32], LlamaError> {
-        ws.lora.train_seed = None;
-        self.trunk(ws, batch)?;
-        let (head, shape) = (self.store.get(self.idx.head), (ws.batch, ws.seq));
-        Ok(ws.lm.logits(head.into(), batch.attention_mask, shape, self.config.hidden_size, last_only))
-    }
-
     /// Forward and backward in one pass: returns the loss and adds its gradient to `self.grads` for every
     /// parameter that requires one. The LM head's logits gradient is formed chunk by chunk during the loss.
     pub fn forward_backward(&mut self, ws: &mut Workspace, batch: &Batch<'_>) -> Result<f32, LlamaError> {
@@ -806,6 +782,9 @@ impl Architecture for LlamaForCausalLM {
     const MODEL_TYPES: &'static [&'static str] = &["llama", "mistral", "qwen2"];
     decoder::architecture_plumbing!(Workspace, DecodeWorkspace);
 
+    fn head(&self) -> Head<'_> {
+        Head { weight: self.store.get(self.idx.head), bias: None }
+    }
     fn from_config(config_json: &str, state: &StateDict) -> Result<Self, ModelError> {
         LlamaForCausalLM::from_state_dict(LlamaConfig::from_json(config_json)?, state)
     }

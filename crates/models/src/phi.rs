@@ -467,28 +467,6 @@ impl PhiForCausalLM {
         Ok(())
     }
 
-    /// The causal-LM loss of `batch` (which must have labels), without gradients.
-    pub fn forward(&self, ws: &mut Workspace, batch: &Batch<'_>) -> Result<f32, ModelError> {
-        let labels = batch.labels.ok_or_else(|| ModelError::Batch("the loss needs labels".into()))?;
-        ws.lora.train_seed = None;
-        self.trunk(ws, batch)?;
-        let dims = (ws.seq, self.config.hidden_size, self.config.vocab_size);
-        Ok(ws.lm.loss(self.head(), batch, labels, dims, None))
-    }
-
-    /// Logits `[batch, seq, vocab]`, or with `last_only` `[batch, vocab]` at each sequence's last real token.
-    pub fn logits<'w>(
-        &self,
-        ws: &'w mut Workspace,
-        batch: &Batch<'_>,
-        last_only: bool,
-    ) -> Result<&'w [f32], ModelError> {
-        ws.lora.train_seed = None;
-        self.trunk(ws, batch)?;
-        let shape = (ws.batch, ws.seq);
-        Ok(ws.lm.logits(self.head(), batch.attention_mask, shape, self.config.hidden_size, last_only))
-    }
-
     /// Forward and backward in one pass: returns the loss and adds its gradient to the store's for every
     /// parameter that requires one.
     pub fn forward_backward(&mut self, ws: &mut Workspace, batch: &Batch<'_>) -> Result<f32, ModelError> {
@@ -644,6 +622,10 @@ impl Architecture for PhiForCausalLM {
     const MODEL_TYPES: &'static [&'static str] = &["phi"];
     decoder::architecture_plumbing!(Workspace, PhiDecodeWorkspace);
 
+    fn head(&self) -> Head<'_> {
+        // The file's own `head` (inherent items come first in a path).
+        Self::head(self)
+    }
     fn from_config(config_json: &str, state: &StateDict) -> Result<Self, ModelError> {
         PhiForCausalLM::from_state_dict(PhiConfig::from_json(config_json)?, state)
     }

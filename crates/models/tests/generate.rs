@@ -4,6 +4,7 @@
 
 use finetune_models::batch::{ContinuousBatch, PREFILL_CHUNK};
 use finetune_models::causal::{load_causal_lm, CausalModel};
+use finetune_models::decoder::Architecture;
 use finetune_models::generate::{self, generate, CachedDecoder, GenerationConfig, Rng};
 use finetune_models::llama::{Batch, LlamaConfig, LlamaForCausalLM, Workspace};
 

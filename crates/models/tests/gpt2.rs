@@ -2,6 +2,7 @@
 //! scripts/reference/gen_tiny_decoders.py).
 
 use finetune_engine::kernels::adamw::Hyper;
+use finetune_models::decoder::Architecture;
 use finetune_models::gpt2::{Batch, Gpt2Config, Gpt2LMHeadModel, Workspace};
 
 mod common;

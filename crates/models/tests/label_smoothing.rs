@@ -4,6 +4,7 @@
 //! differences, and ε = 0 keeps the fused loss unchanged.
 
 use finetune_engine::kernels::cross_entropy::{self, IGNORE_INDEX};
+use finetune_models::decoder::Architecture;
 use finetune_models::gpt2::{self, Gpt2Config, Gpt2LMHeadModel};
 use finetune_models::llama::{Batch, LlamaConfig, LlamaForCausalLM, Workspace};
 

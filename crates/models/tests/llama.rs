@@ -2,6 +2,7 @@
 //! PyTorch/transformers on tiny random models (fixtures from scripts/reference/gen_tiny_decoders.py).
 
 use finetune_engine::kernels::adamw::Hyper;
+use finetune_models::decoder::Architecture;
 use finetune_models::llama::{Batch, LlamaConfig, LlamaForCausalLM, Workspace};
 
 mod common;

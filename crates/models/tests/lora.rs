@@ -6,6 +6,7 @@ use std::path::Path;
 
 use finetune_engine::kernels::adamw::Hyper;
 use finetune_models::checkpoint::load_state_dict;
+use finetune_models::decoder::Architecture;
 use finetune_models::gpt2::{self, Gpt2Config, Gpt2LMHeadModel};
 use finetune_models::llama::{Batch, LlamaConfig, LlamaForCausalLM, Workspace, LORA_TARGETS};
 use finetune_models::lora::{LoraConfig, TargetModules};

@@ -2,6 +2,7 @@
 //! three sequences gives the loss, logits and parameter gradients of the three sequences run one by one (Llama,
 //! Qwen2, GPT-2 with and without LoRA).
 
+use finetune_models::decoder::Architecture;
 use finetune_models::gpt2::{self, Gpt2Config, Gpt2LMHeadModel};
 use finetune_models::llama::{Batch, LlamaConfig, LlamaForCausalLM, ParamInfo, Workspace};
 use finetune_models::lora::{LoraConfig, TargetModules};

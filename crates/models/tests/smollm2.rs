@@ -8,6 +8,7 @@ mod common;
 use std::io::Write as _;
 use std::path::Path;
 
+use finetune_models::decoder::Architecture;
 use finetune_models::gguf::load_llama;
 use finetune_models::llama::{Batch, LlamaConfig, LlamaForCausalLM, Workspace};
 use serde_json::Value;

@@ -54,6 +54,7 @@ fn a_small_sweep_writes_results_keeps_the_best_model_and_resumes() {
     for p in ["learning_rate", "per_device_train_batch_size"] {
         assert!(html.contains(&format!("eval_accuracy against {p}")), "no plot for {p}");
     }
+    assert!(html.contains("log10(learning_rate)"), "a log-scale parameter is plotted on a log axis");
     assert!(html.matches("<circle").count() >= 3 * 3, "trial markers in the plots");
     let csv = std::fs::read_to_string(out.join("sweep_results.csv")).expect("csv");
     assert_eq!(csv.lines().count(), 4);

@@ -368,12 +368,15 @@ fn sweep_section(o: &mut String, r: &Run) {
     };
     fig(o, line_chart(&series, &opts));
     for n in &names {
+        // A parameter searched on a log scale is plotted on one (log10 of the value).
+        let log =
+            sw.get("search_space").and_then(|sp| sp.get(n)).and_then(|d| d.get("log")) == Some(&Value::Bool(true));
         // Categorical values by their place among the values the trials took.
         let mut cats: Vec<String> = Vec::new();
         let mut points = Vec::new();
         for &(_, y, t) in &done {
             let x = match t.get("params").and_then(|p| p.get(n)) {
-                Some(Value::Number(x)) => x.as_f64(),
+                Some(Value::Number(x)) => x.as_f64().map(|x| if log { x.log10() } else { x }),
                 Some(v) => {
                     let key = v.as_str().map_or_else(|| v.to_string(), String::from);
                     let i = cats.iter().position(|c| *c == key).unwrap_or_else(|| {
@@ -388,7 +391,11 @@ fn sweep_section(o: &mut String, r: &Run) {
                 points.push((x, y));
             }
         }
-        let x_label = if cats.is_empty() { n.clone() } else { format!("{n} (0 = {})", cats.join(", 1 = ")) };
+        let x_label = match (cats.is_empty(), log) {
+            (true, true) => format!("log10({n})"),
+            (true, false) => n.clone(),
+            _ => format!("{n} (0 = {})", cats.join(", 1 = ")),
+        };
         let series = [Series { name: String::new(), points, scatter: true, ..Default::default() }];
         let opts = LineOptions {
             title: format!("{objective} against {n}"),

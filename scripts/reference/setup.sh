@@ -5,6 +5,7 @@
 #   scripts/reference/setup.sh data      -> .venv-data   (transformers without torch, datasketch, pyarrow, datasets: SFT truncation, near-dups, Parquet)
 #   scripts/reference/setup.sh serve     -> .venv-serve  (the openai client, for scripts/serve-check.sh)
 #   scripts/reference/setup.sh mlflow    -> .venv-mlflow (an MLflow tracking server and client, for scripts/mlflow-check.sh)
+#   scripts/reference/setup.sh tensorboard -> .venv-tb   (TensorBoard's event reader, for check_tensorboard.py)
 # Never run in CI: the fixtures it produces are committed.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -15,7 +16,8 @@ case "$kind" in
   torch) venv="$root/.venv-torch"; req="$root/scripts/reference/requirements-torch.txt"; con="$root/scripts/reference/constraints-torch.txt" ;;
   serve) venv="$root/.venv-serve"; req="$root/scripts/reference/requirements-serve.txt"; con="$root/scripts/reference/constraints-serve.txt" ;;
   mlflow) venv="$root/.venv-mlflow"; req="$root/scripts/reference/requirements-mlflow.txt"; con="$root/scripts/reference/constraints-mlflow.txt" ;;
-  *) echo "usage: $0 metrics|torch|data|serve|mlflow" >&2; exit 2 ;;
+  tensorboard) venv="$root/.venv-tb"; req="$root/scripts/reference/requirements-tensorboard.txt"; con="$root/scripts/reference/constraints-tensorboard.txt" ;;
+  *) echo "usage: $0 metrics|torch|data|serve|mlflow|tensorboard" >&2; exit 2 ;;
 esac
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 # constraints-*.txt pins every transitive package as the fixtures were produced (pip freeze).

@@ -1,4 +1,4 @@
-//! `finetune data split|clean|dedup|filter|select|stats`: prepare fine-tuning data from the user's files. Argument parsing and glue
+//! `finetune data split|clean|dedup|filter|select|augment|stats`: prepare fine-tuning data from the user's files. Argument parsing and glue
 //! only; the work is done by `finetune_data`.
 
 use std::io::Write as _;
@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
+use finetune_data::augment::{augment_examples, EdaOptions};
 use finetune_data::clean::{clean_examples, dedup, overlap, CleanOptions, Normalization};
 use finetune_data::near_dup::{NearDupIndex, NearDupOptions, Shingles};
 use finetune_data::quality::{apply_filters, Filter};
@@ -15,6 +16,7 @@ use finetune_data::split::{
     balanced_class_weights, oversample, random_split, stratified_kfold, stratified_split, undersample,
 };
 use finetune_data::stats::{stats, token_stats, LengthStats};
+use finetune_data::wordnet::WordNet;
 use finetune_data::write::{atomic_write, write_conll, write_examples, Columns};
 use finetune_data::{
     read_examples, read_tokens, Dataset, Example, Format, LabelMap, ReadOptions, ReadReport, SplitSpec,
@@ -159,6 +161,48 @@ pub enum DataCommand {
         #[arg(long)]
         bins: Option<usize>,
         /// Seed of the sampling.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[command(flatten)]
+        read: Box<ReadArgs>,
+    },
+    /// EDA augmentation (Wei & Zou, 2019): each record followed by `--num-aug` new ones made by synonym
+    /// replacement (WordNet), random insertion, random swap and random deletion, with the same label. The new
+    /// texts are cleaned as EDA's code does (lowercase letters and spaces); the originals are kept as they are.
+    /// Augment training data only, never validation or test data.
+    #[command(after_help = "Examples:
+  finetune data augment train.csv -o train-eda.csv                       # num_aug 9, every alpha 0.1
+  finetune data augment train.jsonl --num-aug 4 --alpha-sr 0.05 --alpha-ri 0.05 --alpha-rs 0.05 --alpha-rd 0.05 \\
+      --seed 7 -o train-eda.jsonl
+  finetune data augment train.csv --wordnet /usr/share/wordnet -o train-eda.csv
+
+WordNet: Debian's wordnet-base (/usr/share/wordnet), or scripts/fetch.sh wordnet (assets/wordnet), or --wordnet DIR.
+In a run file, the [augment] table does the same to the training data of `finetune train` (and `sweep`).")]
+    Augment {
+        /// The file to augment (CSV, TSV, JSONL, plain text, Parquet or a save_to_disk folder).
+        file: PathBuf,
+        /// Output file; its extension picks the format (default: the input's).
+        #[arg(long, short = 'o')]
+        output: PathBuf,
+        /// New records per record.
+        #[arg(long, default_value_t = 9)]
+        num_aug: usize,
+        /// Fraction of a text's words replaced by a WordNet synonym.
+        #[arg(long, default_value_t = 0.1)]
+        alpha_sr: f64,
+        /// Fraction of a text's word count inserted as synonyms of its words.
+        #[arg(long, default_value_t = 0.1)]
+        alpha_ri: f64,
+        /// Fraction of a text's word count swapped.
+        #[arg(long, default_value_t = 0.1)]
+        alpha_rs: f64,
+        /// Probability that each word is deleted.
+        #[arg(long, default_value_t = 0.1)]
+        alpha_rd: f64,
+        /// The WordNet database folder (index.noun, data.noun, noun.exc, ...).
+        #[arg(long)]
+        wordnet: Option<PathBuf>,
+        /// Seed of the augmentation.
         #[arg(long, default_value_t = 42)]
         seed: u64,
         #[command(flatten)]
@@ -468,6 +512,10 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
         }
         DataCommand::Select { file, output, n, by, bins, seed, read } => {
             select_cmd(&file, &output, n, by, bins, seed, &read)
+        }
+        DataCommand::Augment { file, output, num_aug, alpha_sr, alpha_ri, alpha_rs, alpha_rd, wordnet, seed, read } => {
+            let eda = EdaOptions { alpha_sr, alpha_ri, alpha_rs, alpha_rd, num_aug };
+            augment_cmd(&file, &output, &eda, wordnet.as_deref(), seed, &read)
         }
         DataCommand::Stats { train_file, validation_file, test_file, json, read } => {
             stats_cmd(&train_file, validation_file.as_deref(), test_file.as_deref(), json, &read)
@@ -909,6 +957,39 @@ fn filter_cmd(
         println!("  {name:<34} removed {n}");
     }
     println!("wrote {} records to {}", r.kept, output.display());
+    Ok(())
+}
+
+fn augment_cmd(
+    file: &Path,
+    output: &Path,
+    eda: &EdaOptions,
+    wordnet: Option<&Path>,
+    seed: u64,
+    read: &ReadArgs,
+) -> anyhow::Result<()> {
+    // Flags first: a bad alpha is named before any file is read.
+    eda.validate().map_err(|e| anyhow::anyhow!("--{}", e.to_string().replacen('_', "-", 1)))?;
+    let opts = read.options()?;
+    let in_format = opts.format_for(file)?;
+    if is_token_level(file, &opts)? {
+        bail!("{}: augment takes CSV, TSV, JSONL or text records, not token-classification sentences", file.display());
+    }
+    let dir = WordNet::locate(wordnet)?;
+    let wn = WordNet::open(&dir)?;
+    let d = read_checked(file, &opts)?;
+    let (out, r) = augment_examples(&wn, &d.examples, eda, seed).map_err(|e| anyhow::anyhow!("{}: {e}", d.path))?;
+    write_examples(output, output_format(output, in_format), &read.columns(), out.iter())?;
+    println!(
+        "{}: {} records + {} EDA copies (num_aug {}, seed {seed}, WordNet {}); {} without letters left as they are",
+        d.path,
+        r.originals,
+        r.added,
+        eda.num_aug,
+        dir.display(),
+        r.unchanged
+    );
+    println!("wrote {} records to {}", out.len(), output.display());
     Ok(())
 }
 

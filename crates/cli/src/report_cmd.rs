@@ -87,12 +87,24 @@ pub(crate) fn run_meta(run: &RunConfig, _args: &TrainingArguments, command: &str
         ("test_file", &run.test_file),
         ("problem_type", &run.problem_type),
         ("split", &run.split),
+        ("class_weight", &run.class_weight),
+        ("resample", &run.resample),
     ] {
         if let Some(v) = v {
             m.insert(k.into(), json!(v));
         }
     }
     m.insert("max_seq_length".into(), json!(run.max_seq_length));
+    if let Some(a) = &run.augment {
+        let e = &a.eda;
+        m.insert(
+            "augment".into(),
+            json!(format!(
+                "EDA num_aug {} alpha_sr {} alpha_ri {} alpha_rs {} alpha_rd {}",
+                e.num_aug, e.alpha_sr, e.alpha_ri, e.alpha_rs, e.alpha_rd
+            )),
+        );
+    }
     m
 }
 

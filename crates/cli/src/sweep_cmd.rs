@@ -2,9 +2,10 @@
 //! halving pruning; a SQLite study store shared by workers). Argument parsing and printing only; the search is
 //! `finetune_train::sweep`.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use clap::Args;
 use finetune_train::sweep::{self, Sweep, SweepOptions, SWEEP_KEYS};
 use finetune_train::workflow;
@@ -85,6 +86,7 @@ fn sweep_long_help() -> String {
 }
 
 pub fn run_sweep(a: SweepArgs) -> Result<()> {
+    let started = std::time::Instant::now();
     let origin = a.config.display().to_string();
     let table = workflow::read_table(&a.config)?;
     let space = match &a.space {
@@ -149,11 +151,8 @@ pub fn run_sweep(a: SweepArgs) -> Result<()> {
     for f in &r.files {
         println!("written: {}", f.display());
     }
-    // The trials table, best-so-far curve and each parameter against the objective, beside sweep_results.json.
-    let html = finetune_report::report_dirs(&[r.output_dir.as_path()])
-        .with_context(|| format!("report of {}", r.output_dir.display()))?;
-    let path = r.output_dir.join("report.html");
-    finetune_report::write_html(&path, &html)?;
-    println!("written: {}", path.display());
-    Ok(())
+    // run_config.json from the base run (model, data, the settings every trial shares, wall time), then the
+    // report: trials table, best-so-far curve and each parameter against the objective.
+    let (run, args) = sweep.trial_config(&BTreeMap::new(), None)?;
+    crate::report_cmd::finish_run(&r.output_dir, crate::report_cmd::run_meta(&run, &args, "sweep"), &args, started)
 }

@@ -181,3 +181,58 @@ fn select_by_class_and_length() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("cannot select 50 of 20"), "{}", stderr(&o));
 }
+
+#[test]
+fn augment_adds_seeded_eda_copies_with_the_original_label() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let d = tmp.path();
+    let wn = common::mini_wordnet(d);
+    let input = d.join("in.csv");
+    common::csv(&input, 6, 0);
+    let run = |out: &Path, seed: &str, extra: &[&str]| {
+        let mut args = vec!["data", "augment", input.to_str().unwrap_or_default(), "-o"];
+        args.push(out.to_str().unwrap_or_default());
+        args.extend_from_slice(&["--num-aug", "3", "--wordnet", wn.to_str().unwrap_or_default(), "--seed", seed]);
+        args.extend_from_slice(extra);
+        finetune(&args)
+    };
+    let out = d.join("out.csv");
+    let o = ok(run(&out, "1", &[]));
+    assert!(stdout(&o).contains("6 records + 18 EDA copies"), "{}", stdout(&o));
+    let read = |p: &Path| -> Vec<(String, String)> {
+        let text = std::fs::read_to_string(p).expect("read");
+        let mut rows = text.lines();
+        assert_eq!(rows.next(), Some("text,label"));
+        rows.map(|l| l.rsplit_once(',').map(|(t, l)| (t.to_string(), l.to_string())).expect("row")).collect()
+    };
+    let original = read(&input);
+    let rows = read(&out);
+    assert_eq!(rows.len(), 24);
+    let mut vocab: Vec<&str> = common::WORDS.to_vec();
+    vocab.extend(["passion", "detest"]);
+    for (i, orig) in original.iter().enumerate() {
+        assert_eq!(&rows[4 * i], orig, "the original first, as it was");
+        for (text, label) in &rows[4 * i + 1..4 * i + 4] {
+            assert_eq!(label, &orig.1, "a copy keeps its original's label");
+            assert!(text.split(' ').all(|w| vocab.contains(&w)), "a word from nowhere in {text:?}");
+        }
+    }
+    assert!(rows.iter().any(|(t, _)| t.contains("fine") || t.contains("nice") || t.contains("awful")));
+    // Seeded: the same seed writes the same file, another seed another.
+    let again = d.join("again.csv");
+    ok(run(&again, "1", &[]));
+    assert_eq!(std::fs::read(&out).expect("out"), std::fs::read(&again).expect("again"));
+    let other = d.join("other.csv");
+    ok(run(&other, "2", &[]));
+    assert_ne!(std::fs::read(&out).expect("out"), std::fs::read(&other).expect("other"));
+    // Bad flags are named, exit 2, nothing written.
+    let bad = d.join("bad.csv");
+    let o = run(&bad, "1", &["--alpha-rd", "1.5"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--alpha-rd"), "{}", stderr(&o));
+    assert!(!bad.exists());
+    let o =
+        finetune(&["data", "augment", input.to_str().unwrap_or_default(), "-o", "x.csv", "--wordnet", "/nonexistent"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("/nonexistent/index.noun"), "{}", stderr(&o));
+}

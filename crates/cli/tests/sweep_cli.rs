@@ -56,6 +56,13 @@ fn a_small_sweep_writes_results_keeps_the_best_model_and_resumes() {
     }
     assert!(html.contains("log10(learning_rate)"), "a log-scale parameter is plotted on a log axis");
     assert!(html.matches("<circle").count() >= 3 * 3, "trial markers in the plots");
+    // The summary names the sweep, its base run's model and data, the trial count and the best trial.
+    assert!(html.contains("<td>command</td><td>sweep</td>"), "summary: command");
+    assert!(html.contains("<td>trials</td><td>3 (complete 3)</td>"), "summary: trials");
+    assert!(html.contains(&format!("<td>best trial</td><td>#{best_n}: eval_accuracy = ")), "summary: best");
+    let rc = read_json(&out.join("run_config.json"));
+    assert_eq!(rc["command"], "sweep");
+    assert!(rc["model_name_or_path"].is_string() && rc["train_file"].is_string(), "{rc}");
     let csv = std::fs::read_to_string(out.join("sweep_results.csv")).expect("csv");
     assert_eq!(csv.lines().count(), 4);
     assert!(csv.starts_with("number,state,value,duration_s,params_learning_rate,params_per_device_train_batch_size"));

@@ -528,3 +528,47 @@ fn compare_two_classifiers_and_two_ner_models() {
     ]);
     assert!(!o.status.success() && stderr(&o).contains("--max-new-tokens"), "{}", stderr(&o));
 }
+
+#[test]
+fn augment_table_adds_eda_copies_to_the_training_data_only() {
+    let s = setup();
+    let wn = mini_wordnet(&s.root);
+    let table =
+        format!("max_steps = 2\n[augment]\nnum_aug = 2\nalpha_sr = 0.2\nwordnet = {:?}\n", wn.display().to_string());
+    let cfg = config(&s, "aug", &table);
+    let train = |sets: &[&str]| {
+        let mut args = vec!["train", "--config", cfg.to_str().unwrap_or_default(), "--progress", "off"];
+        for a in sets {
+            args.extend(["--set", a]);
+        }
+        ok(finetune(&args))
+    };
+    let o = train(&[]);
+    let e = stderr(&o);
+    assert!(e.contains("augment (EDA num_aug 2 alpha_sr 0.2") && e.contains("24 -> 72 training examples"), "{e}");
+    let all = read_json(&s.root.join("aug/all_results.json"));
+    assert_eq!(all["train_samples"].as_u64(), Some(72));
+    assert_eq!(all["eval_samples"].as_u64(), Some(8), "validation data is never augmented");
+    assert_eq!(all["test_samples"].as_u64(), Some(8), "test data is never augmented");
+    let html = std::fs::read_to_string(s.root.join("aug/report.html")).expect("report");
+    assert!(html.contains("<td>augment</td><td>EDA num_aug 2 alpha_sr 0.2 alpha_ri 0.1"), "the report names it");
+    // --set reaches the table's keys; the run without it trains on the 24 originals.
+    let out1 = format!("output_dir={}", s.root.join("aug1").display());
+    let o = train(&["augment.num_aug=1", &out1]);
+    assert!(stderr(&o).contains("24 -> 48 training examples"), "{}", stderr(&o));
+    let o = train(&["augment=none", "overwrite_output_dir=true"]);
+    assert!(!stderr(&o).contains("augment ("), "{}", stderr(&o));
+    assert_eq!(read_json(&s.root.join("aug/all_results.json"))["train_samples"].as_u64(), Some(24));
+
+    // Unknown and bad keys are named; cv and token classification refuse the key.
+    let bad = config(&s, "bad-aug", "[augment]\nnum_augs = 2\n");
+    let o = finetune(&["train", "--config", bad.to_str().unwrap_or_default()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("`augment.num_augs`") && stderr(&o).contains("num_aug"), "{}", stderr(&o));
+    let o = finetune(&["train", "--config", cfg.to_str().unwrap_or_default(), "--set", "augment.alpha_rd=2"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("augment.alpha_rd=2"), "{}", stderr(&o));
+    let o = finetune(&["cv", "--config", cfg.to_str().unwrap_or_default(), "--folds", "2"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("key `augment`"), "{}", stderr(&o));
+}

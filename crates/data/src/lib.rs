@@ -7,6 +7,7 @@
 //! Tokenization goes through the [`Tokenize`] trait (implemented by `finetune-models`' tokenizer) into encoded
 //! datasets with aligned labels; [`batch`] pads them into flat batches in seeded, resumable orders.
 
+pub mod augment;
 pub mod batch;
 pub mod chat;
 pub mod clean;
@@ -21,6 +22,7 @@ pub mod select;
 pub mod sft;
 pub mod split;
 pub mod stats;
+pub mod wordnet;
 pub mod write;
 
 pub use batch::{Batch, BatchLabels, Collator, Sampler, SamplerState, Sampling};

@@ -135,10 +135,18 @@ fn summary(o: &mut String, runs: &[Run]) {
         ("train file", Box::new(|r: &Run| r.setting("train_file"))),
         ("validation file", Box::new(|r: &Run| r.setting("validation_file"))),
         ("test file", Box::new(|r: &Run| r.setting("test_file"))),
+        ("class weight", Box::new(|r: &Run| r.setting("class_weight"))),
+        ("resample", Box::new(|r: &Run| r.setting("resample"))),
+        ("augment", Box::new(|r: &Run| r.setting("augment"))),
         ("train samples", Box::new(|r: &Run| r.results.get("train_samples").map(|v| fmt_num(*v)))),
         ("eval samples", Box::new(|r: &Run| r.results.get("eval_samples").map(|v| fmt_num(*v)))),
         ("test samples", Box::new(|r: &Run| r.results.get("test_samples").map(|v| fmt_num(*v)))),
         ("folds", Box::new(|r: &Run| (!r.folds.is_empty()).then(|| r.folds.len().to_string()))),
+        ("sampler", Box::new(|r: &Run| sweep_field(r, "sampler"))),
+        ("pruner", Box::new(|r: &Run| sweep_field(r, "pruner"))),
+        ("objective", Box::new(|r: &Run| sweep_field(r, "objective"))),
+        ("trials", Box::new(sweep_trials)),
+        ("best trial", Box::new(sweep_best)),
         ("steps", Box::new(|r: &Run| r.train_log.last().and_then(|e| e.get("step")).map(|v| v.to_string()))),
         ("epochs", Box::new(|r: &Run| r.results.get("epoch").map(|v| fmt_num(*v)))),
         ("train runtime (s)", Box::new(|r: &Run| r.results.get("train_runtime").map(|v| fmt_num(*v)))),
@@ -165,6 +173,36 @@ fn summary(o: &mut String, runs: &[Run]) {
         o.push_str("</tr>");
     }
     o.push_str("</tbody></table>");
+}
+
+fn sweep_field(r: &Run, key: &str) -> Option<String> {
+    r.sweep.as_ref()?.get(key).and_then(Value::as_str).map(str::to_string)
+}
+
+/// "N (complete C, pruned P, failed F)" from the sweep's trial states.
+fn sweep_trials(r: &Run) -> Option<String> {
+    let trials = r.sweep.as_ref()?.get("trials")?.as_array()?;
+    let mut states: BTreeMap<&str, usize> = BTreeMap::new();
+    for t in trials {
+        *states.entry(t.get("state").and_then(Value::as_str).unwrap_or("?")).or_default() += 1;
+    }
+    let parts: Vec<String> = states.iter().map(|(s, n)| format!("{} {n}", s.to_lowercase())).collect();
+    Some(format!("{} ({})", trials.len(), parts.join(", ")))
+}
+
+/// "#N: objective = value; params".
+fn sweep_best(r: &Run) -> Option<String> {
+    let b = r.sweep.as_ref()?.get("best_trial")?;
+    let params = b.get("params").and_then(Value::as_object).map(|m| {
+        m.iter().map(|(k, v)| format!("{k}={}", v.as_f64().map_or_else(|| v.to_string(), fmt_num))).collect::<Vec<_>>()
+    });
+    Some(format!(
+        "#{}: {} = {}; {}",
+        b.get("number").and_then(Value::as_u64)?,
+        sweep_field(r, "objective").unwrap_or_default(),
+        b.get("value").and_then(Value::as_f64).map_or_else(|| "–".into(), fmt_num),
+        params.unwrap_or_default().join(", ")
+    ))
 }
 
 fn hyperparameters(o: &mut String, runs: &[Run]) {

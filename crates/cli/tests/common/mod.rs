@@ -255,3 +255,37 @@ pub fn losses(out: &Path) -> Vec<f64> {
     let log = state["log_history"].as_array().expect("log_history").clone();
     log.iter().filter_map(|e| e.get("loss").and_then(Value::as_f64)).collect()
 }
+
+/// A WordNet database of four synsets in WordNet's file format (index.*, data.*, *.exc), synonyms of the test
+/// vocabulary: good/fine/nice and bad/awful/dull (adjectives), love/passion (noun), hate/detest (verb).
+pub fn mini_wordnet(root: &Path) -> PathBuf {
+    let dir = root.join("wordnet");
+    std::fs::create_dir_all(&dir).expect("mkdir wordnet");
+    let synsets: [(&str, char, &[&[&str]]); 4] = [
+        ("noun", 'n', &[&["love", "passion"]]),
+        ("verb", 'v', &[&["hate", "detest"]]),
+        ("adj", 'a', &[&["good", "fine", "nice"], &["bad", "awful", "dull"]]),
+        ("adv", 'r', &[]),
+    ];
+    for (name, c, sets) in synsets {
+        let mut data = String::from("  1 a test database in WordNet's format\n");
+        let mut index: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
+        for words in sets {
+            let offset = data.len();
+            let ws: Vec<String> = words.iter().map(|w| format!("{w} 0")).collect();
+            data.push_str(&format!("{offset:08} 00 {c} {:02x} {} 000 | a gloss\n", words.len(), ws.join(" ")));
+            for w in *words {
+                index.entry(w).or_default().push(offset);
+            }
+        }
+        let mut idx = String::from("  1 a test database in WordNet's format\n");
+        for (w, offs) in index {
+            let o: Vec<String> = offs.iter().map(|o| format!("{o:08}")).collect();
+            idx.push_str(&format!("{w} {c} {n} 0 {n} 0 {}\n", o.join(" "), n = offs.len()));
+        }
+        std::fs::write(dir.join(format!("data.{name}")), data).expect("data");
+        std::fs::write(dir.join(format!("index.{name}")), idx).expect("index");
+        std::fs::write(dir.join(format!("{name}.exc")), "").expect("exc");
+    }
+    dir
+}

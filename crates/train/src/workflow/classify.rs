@@ -351,7 +351,11 @@ fn train_run(run: &RunConfig, args: &TrainingArguments, opts: &RunOptions) -> Re
         }
     };
     let train_set = match (&splits.train, do_train) {
-        (Some(s), true) => Some(resample(run, encode(&tok, s, &labels, max_len, problem)?, args.seed, labels.names())?),
+        (Some(s), true) => {
+            let augmented = augment(run, s, args.seed)?;
+            let s = augmented.as_ref().unwrap_or(s);
+            Some(resample(run, encode(&tok, s, &labels, max_len, problem)?, args.seed, labels.names())?)
+        }
         _ => None,
     };
     let val_set = splits.validation.as_ref().map(|s| encode(&tok, s, &labels, max_len, problem)).transpose()?;
@@ -676,6 +680,9 @@ fn train_tokens(
     need(!do_eval || val_split.is_some(), "do_eval", "validation_file (or split)")?;
     need(!do_predict || test_split.is_some(), "do_predict", "test_file (or split)")?;
 
+    if run.augment.is_some() {
+        bail!("key `augment`: EDA augments sequence-classification texts, not token-classification sentences");
+    }
     if run.resample.is_some() {
         bail!("key `resample`: needs single-label sequence classification, not token classification");
     }
@@ -901,6 +908,32 @@ pub fn bf16_on(model: &mut EncoderClassifier, on: bool) -> Result<()> {
         eprintln!("bf16: matmuls in bfloat16 with f32 accumulation on the {} kernel", kernel.name());
     }
     Ok(())
+}
+
+/// `[augment]`: the training examples each followed by their EDA copies (`finetune_data::augment`, seeded by
+/// `seed`), with one line on stderr saying how many were added; `None` when the run does not augment.
+pub fn augment(run: &RunConfig, split: &(String, Vec<Example>), seed: u64) -> Result<Option<(String, Vec<Example>)>> {
+    let Some(a) = &run.augment else { return Ok(None) };
+    let dir = finetune_data::wordnet::WordNet::locate(a.wordnet.as_deref().map(std::path::Path::new))?;
+    let wn = finetune_data::wordnet::WordNet::open(&dir)?;
+    let (path, examples) = split;
+    let (out, r) = finetune_data::augment::augment_examples(&wn, examples, &a.eda, seed)
+        .map_err(|e| anyhow!("{path}: augment: {e}"))?;
+    let o = &a.eda;
+    eprintln!(
+        "augment (EDA num_aug {} alpha_sr {} alpha_ri {} alpha_rs {} alpha_rd {}, seed {seed}, WordNet {}): {} -> {} \
+         training examples ({} texts without letters left as they are)",
+        o.num_aug,
+        o.alpha_sr,
+        o.alpha_ri,
+        o.alpha_rs,
+        o.alpha_rd,
+        dir.display(),
+        r.originals,
+        out.len(),
+        r.unchanged
+    );
+    Ok(Some((path.clone(), out)))
 }
 
 /// `resample = "over" | "under"`: the training set re-sampled to balanced classes (`finetune_data::split`'s

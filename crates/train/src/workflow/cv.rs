@@ -73,6 +73,9 @@ pub fn cross_validate(
     let Some(train_file) = run.train_file.clone() else {
         bail!("key `train_file` is required (--train-file or in the config): the data to cross-validate")
     };
+    if run.augment.is_some() {
+        bail!("key `augment`: not supported by `finetune cv` (it would have to augment each fold's training part); use `finetune train`");
+    }
     if token_task && run.resample.is_some() {
         bail!("key `resample`: needs single-label sequence classification, not token classification");
     }

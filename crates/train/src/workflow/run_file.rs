@@ -43,6 +43,45 @@ pub struct RunConfig {
     /// Per-class weights of the cross-entropy: "balanced" (scikit-learn's `compute_class_weight`) or
     /// "label:weight,label:weight".
     pub class_weight: Option<String>,
+    /// EDA augmentation of the training data (`[augment]` table, `augment.*` keys); none by default.
+    pub augment: Option<Augment>,
+}
+
+/// The `[augment]` table: EDA's parameters and where WordNet is.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Augment {
+    pub eda: finetune_data::augment::EdaOptions,
+    pub wordnet: Option<String>,
+}
+
+/// Keys of the `[augment]` table.
+pub const AUGMENT_KEYS: &[&str] = &["num_aug", "alpha_sr", "alpha_ri", "alpha_rs", "alpha_rd", "wordnet"];
+
+impl Augment {
+    fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        let num = |v: &str| -> Result<f64> {
+            v.parse::<f64>()
+                .ok()
+                .filter(|x| (0.0..=1.0).contains(x))
+                .ok_or_else(|| anyhow!("--set augment.{key}={v}: expected a number in [0, 1]"))
+        };
+        match key {
+            "num_aug" => {
+                self.eda.num_aug = value
+                    .parse()
+                    .ok()
+                    .filter(|&n: &usize| n >= 1)
+                    .ok_or_else(|| anyhow!("--set augment.num_aug={value}: expected an integer >= 1"))?
+            }
+            "alpha_sr" => self.eda.alpha_sr = num(value)?,
+            "alpha_ri" => self.eda.alpha_ri = num(value)?,
+            "alpha_rs" => self.eda.alpha_rs = num(value)?,
+            "alpha_rd" => self.eda.alpha_rd = num(value)?,
+            "wordnet" => self.wordnet = Some(value.to_string()),
+            _ => bail!("unknown key `augment.{key}`; the [augment] keys are {}", AUGMENT_KEYS.join(", ")),
+        }
+        Ok(())
+    }
 }
 
 impl Default for RunConfig {
@@ -69,6 +108,7 @@ impl Default for RunConfig {
             dropout: Default::default(),
             resample: None,
             class_weight: None,
+            augment: None,
         }
     }
 }
@@ -126,10 +166,16 @@ pub const RUN_KEYS: &[(&str, &str, &str)] = &[
         "none",
         "\"over\" or \"under\": random over/under-sampling of the training data to balanced classes, seeded by `seed`",
     ),
+    (
+        "augment",
+        "none",
+        "\"eda\" or an [augment] table (num_aug 9, alpha_sr/alpha_ri/alpha_rs/alpha_rd 0.1, wordnet): EDA copies of \
+         each training text, seeded by `seed`; set one with --set augment.num_aug=4",
+    ),
 ];
 
 pub fn is_run_key(k: &str) -> bool {
-    RUN_KEYS.iter().any(|(n, _, _)| *n == k)
+    RUN_KEYS.iter().any(|(n, _, _)| *n == k) || k.starts_with("augment.")
 }
 
 impl RunConfig {
@@ -168,6 +214,16 @@ impl RunConfig {
             "format" => self.format = opt(value),
             _ if self.dropout.set(key, value).map_err(|e| anyhow!("{e}"))? => {}
             "class_weight" => self.class_weight = opt(value),
+            "augment" => {
+                self.augment = match opt(value).as_deref() {
+                    None | Some("false") => None,
+                    Some("eda") => Some(self.augment.take().unwrap_or_default()),
+                    Some(v) => bail!("--set augment={v}: expected \"eda\" or none"),
+                }
+            }
+            _ if key.starts_with("augment.") => {
+                self.augment.get_or_insert_with(Default::default).set(&key["augment.".len()..], value)?
+            }
             "resample" => {
                 self.resample = match opt(value).as_deref() {
                     None => None,
@@ -189,9 +245,10 @@ impl RunConfig {
             toml::Value::Float(f) => f.to_string(),
             other => bail!("{origin}: key `{key}`: unexpected {} value", other.type_str()),
         };
-        let is_string_key =
-            !matches!(key, "max_seq_length" | "do_train" | "do_eval" | "do_predict" | "label_all_tokens")
-                && !crate::DropoutOverrides::KEYS.contains(&key);
+        let numeric = matches!(key, "max_seq_length" | "do_train" | "do_eval" | "do_predict" | "label_all_tokens")
+            || crate::DropoutOverrides::KEYS.contains(&key)
+            || (key.starts_with("augment.") && key != "augment.wordnet");
+        let is_string_key = !numeric;
         if is_string_key && !value.is_str() {
             bail!("{origin}: key `{key}`: expected a string, got {}", value.type_str());
         }
@@ -229,7 +286,13 @@ pub fn from_table(origin: &str, table: toml::Table) -> Result<(RunConfig, Traini
             let hint = closest(&k, all).map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default();
             bail!("{origin}: unknown key `{k}`{hint}; see `finetune train --help` for the keys");
         }
-        if is_run_key(&k) {
+        if let (true, toml::Value::Table(t)) = (k == "augment", &v) {
+            // The [augment] table: EDA on, with these settings.
+            run.augment.get_or_insert_with(Default::default);
+            for (kk, vv) in t {
+                run.set_toml(origin, &format!("augment.{kk}"), vv)?;
+            }
+        } else if is_run_key(&k) {
             run.set_toml(origin, &k, &v)?;
         } else {
             rest.insert(k, v);

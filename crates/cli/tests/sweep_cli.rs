@@ -173,3 +173,28 @@ fn successive_halving_prunes_trials_that_fall_behind() {
     assert!(complete.iter().all(|t| steps(t) == 6));
     assert!(pruned.iter().all(|t| steps(t) < 6 && t["value"].is_null()), "{pruned:?}");
 }
+
+#[test]
+fn hyperband_prunes_within_brackets_and_names_its_settings() {
+    let s = setup();
+    let hb = "max_steps = 8\neval_strategy = \"steps\"\neval_steps = 1\nmetric_for_best_model = \"loss\"\n\
+              [sweep]\nsampler = \"random\"\nn_trials = 8\nseed = 2\npruner = \"hyperband\"\n\
+              min_resource = 1\nmax_resource = 8\nreduction_factor = 2\n\
+              learning_rate = { type = \"float\", low = 1e-5, high = 3e-2, log = true }\n";
+    let cfg = config(&s, "hb", hb);
+    ok(sweep(&cfg, &[]));
+    let r = read_json(&s.root.join("hb/sweep_results.json"));
+    assert_eq!(r["pruner"], "hyperband");
+    let trials = r["trials"].as_array().expect("trials");
+    assert_eq!(trials.len(), 8);
+    let steps = |t: &Value| t["intermediate_values"].as_object().map_or(0, |m| m.len());
+    let pruned: Vec<&Value> = trials.iter().filter(|t| t["state"] == "PRUNED").collect();
+    assert!(!pruned.is_empty(), "{trials:?}");
+    assert!(pruned.iter().all(|t| steps(t) < 8 && t["value"].is_null()), "{pruned:?}");
+    assert!(trials.iter().filter(|t| t["state"] == "COMPLETE").all(|t| steps(t) == 8));
+    // A setting of another pruner is refused by name.
+    let bad = config(&s, "hb-bad", &hb.replace("max_resource = 8", "min_early_stopping_rate = 1"));
+    let o = sweep(&bad, &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("`min_early_stopping_rate`") && stderr(&o).contains("hyperband"), "{}", stderr(&o));
+}

@@ -147,7 +147,14 @@ fn summary(o: &mut String, runs: &[Run]) {
         ("objective", Box::new(|r: &Run| sweep_field(r, "objective"))),
         ("trials", Box::new(sweep_trials)),
         ("best trial", Box::new(sweep_best)),
-        ("steps", Box::new(|r: &Run| r.train_log.last().and_then(|e| e.get("step")).map(|v| v.to_string()))),
+        (
+            "steps",
+            Box::new(|r: &Run| {
+                r.global_step
+                    .map(|s| s.to_string())
+                    .or_else(|| r.train_log.last().and_then(|e| e.get("step")).map(|v| v.to_string()))
+            }),
+        ),
         ("epochs", Box::new(|r: &Run| r.results.get("epoch").map(|v| fmt_num(*v)))),
         ("train runtime (s)", Box::new(|r: &Run| r.results.get("train_runtime").map(|v| fmt_num(*v)))),
         ("wall time (s)", Box::new(|r: &Run| r.setting("wall_time_s"))),

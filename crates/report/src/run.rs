@@ -35,6 +35,8 @@ pub struct Run {
     /// The first generations beside their references: `predictions.jsonl` of `sft` (`prediction`, `reference`) or
     /// `generations.jsonl` of `compare` (`reference`, `base`, `tuned`).
     pub generations: Vec<Map<String, Value>>,
+    /// `trainer_state.json`'s `global_step`: optimizer steps taken (the last logged step may be earlier).
+    pub global_step: Option<u64>,
 }
 
 /// Generations shown in a report.
@@ -105,6 +107,7 @@ impl Run {
             run.config = c;
         }
         if let Some(state) = state {
+            run.global_step = state.get("global_step").and_then(Value::as_u64);
             let Some(history) = state.get("log_history").and_then(Value::as_array) else {
                 return Err(ReportError::Input(format!(
                     "{}: field `log_history` missing or not a list",

@@ -18,7 +18,8 @@ fn fake_run(dir: &Path, lr: f64, label: &str) {
             log.push(json!({"eval_loss": 0.9 / step as f64, "eval_accuracy": 0.5 + step as f64 / 20.0, "eval_runtime": 0.1, "epoch": step as f64 / 3.0, "step": step}));
         }
     }
-    write(dir, "trainer_state.json", json!({"global_step": 6, "log_history": log}));
+    // One step after the last logged one, as when logging_steps does not divide max_steps.
+    write(dir, "trainer_state.json", json!({"global_step": 7, "log_history": log}));
     write(
         dir,
         "all_results.json",
@@ -60,6 +61,7 @@ fn two_runs_overlaid_with_differences_highlighted_and_names_escaped() {
     let row = |k: &str| html.split("<tr").find(|r| r.contains(&format!(">{k}<"))).unwrap().to_string();
     assert!(row("learning_rate").contains("class=\"diff\""));
     assert!(!row("num_train_epochs").contains("class=\"diff\""));
+    assert!(row("steps").contains("<td>7</td><td>7</td>"), "steps taken, not the last logged: {}", row("steps"));
     // labels are escaped everywhere
     assert!(html.contains("&lt;pos&gt;") && !html.contains("<pos>"));
     assert!(html.contains("AUC = 0.750") && html.contains("AP = 0.800"));

@@ -1,5 +1,5 @@
 //! Hyper-parameter search over training runs (`finetune sweep`), as Optuna does it: a search space of run and
-//! `TrainingArguments` keys, a sampler (`grid`, `random`, `tpe`), a pruner (`median`, `successive_halving`) on the
+//! `TrainingArguments` keys, a sampler (`grid`, `random`, `tpe`), a pruner (`median`, `successive_halving`, `hyperband`) on the
 //! per-evaluation validation metric, and a study store (SQLite, `output_dir/sweep.db`) that several workers share.
 //! The objective is `metric_for_best_model` on the validation data (`greater_is_better` gives the direction);
 //! trials never see the test data, which is scored once, for the best trial, at the end.
@@ -155,13 +155,18 @@ pub const SWEEP_KEYS: &[(&str, &str, &str)] = &[
     ("n_startup_trials", "10", "tpe: random trials before TPE starts"),
     ("n_ei_candidates", "24", "tpe: candidates drawn from l(x) per parameter"),
     ("prior_weight", "1.0", "tpe: weight of the prior component"),
-    ("pruner", "\"none\"", "\"none\", \"median\" (MedianPruner) or \"successive_halving\""),
+    (
+        "pruner",
+        "\"none\"",
+        "\"none\", \"median\" (MedianPruner), \"successive_halving\" or \"hyperband\" (HyperbandPruner)",
+    ),
     ("pruner_n_startup_trials", "5", "median: complete trials before pruning starts"),
     ("n_warmup_steps", "0", "median: no pruning before this global step"),
     ("interval_steps", "1", "median: steps between pruning checks"),
     ("n_min_trials", "1", "median: values needed at a step to compare"),
-    ("min_resource", "\"auto\"", "successive_halving: step of the first rung"),
-    ("reduction_factor", "4", "successive_halving: keep the top 1/reduction_factor per rung"),
+    ("min_resource", "\"auto\" (hyperband: 1)", "successive_halving, hyperband: step of the first rung"),
+    ("max_resource", "\"auto\"", "hyperband: steps of a full trial (auto: the longest finished trial's + 1)"),
+    ("reduction_factor", "4 (hyperband: 3)", "successive_halving, hyperband: keep the top 1/reduction_factor per rung"),
     ("min_early_stopping_rate", "0", "successive_halving: first rung at min_resource*rf^rate"),
     ("keep_models", "\"best\"", "\"best\": delete other trials' model files at the end; \"all\""),
     ("heartbeat_timeout", "60", "seconds without a heartbeat before a RUNNING trial is re-run"),
@@ -238,17 +243,31 @@ impl SweepSettings {
                 reduction_factor: int("reduction_factor", 4)?.max(2),
                 min_early_stopping_rate: int("min_early_stopping_rate", 0)? as u32,
             },
+            "hyperband" => Pruner::Hyperband {
+                min_resource: match t.get("min_resource") {
+                    None => 1,
+                    Some(_) => int("min_resource", 1)?.max(1),
+                },
+                max_resource: match t.get("max_resource") {
+                    None => None,
+                    Some(toml::Value::String(s)) if s == "auto" => None,
+                    Some(_) => Some(int("max_resource", 1)?.max(1)),
+                },
+                reduction_factor: int("reduction_factor", 3)?.max(2),
+                study_name: string("study_name", "sweep")?,
+            },
             other => {
                 return Err(bad(
                     "pruner",
-                    &format!("{other:?} is not one of \"none\", \"median\", \"successive_halving\""),
+                    &format!("{other:?} is not one of \"none\", \"median\", \"successive_halving\", \"hyperband\""),
                 ))
             }
         };
-        let (is_tpe, is_median, is_sha) = (
+        let (is_tpe, is_median, is_sha, is_hb) = (
             matches!(sampler, Sampler::Tpe { .. }),
             matches!(pruner, Pruner::Median { .. }),
             matches!(pruner, Pruner::SuccessiveHalving { .. }),
+            matches!(pruner, Pruner::Hyperband { .. }),
         );
         let unused: Vec<&str> = ["n_startup_trials", "n_ei_candidates", "prior_weight"]
             .into_iter()
@@ -258,7 +277,9 @@ impl SweepSettings {
                     .into_iter()
                     .filter(|_| !is_median),
             )
-            .chain(["min_resource", "reduction_factor", "min_early_stopping_rate"].into_iter().filter(|_| !is_sha))
+            .chain(["min_resource", "reduction_factor"].into_iter().filter(|_| !is_sha && !is_hb))
+            .chain(["min_early_stopping_rate"].into_iter().filter(|_| !is_sha))
+            .chain(["max_resource"].into_iter().filter(|_| !is_hb))
             .filter(|k| t.contains_key(*k))
             .collect();
         if let Some(k) = unused.first() {

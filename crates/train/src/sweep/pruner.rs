@@ -1,5 +1,5 @@
 //! Pruners on the intermediate validation metric (one value per evaluation, keyed by global step): Optuna's
-//! `MedianPruner` and `SuccessiveHalvingPruner`, with their arguments and defaults.
+//! `MedianPruner`, `SuccessiveHalvingPruner` and `HyperbandPruner`, with their arguments and defaults.
 
 use std::collections::BTreeMap;
 
@@ -27,6 +27,47 @@ pub enum Pruner {
         reduction_factor: u64,
         min_early_stopping_rate: u32,
     },
+    /// Optuna's `HyperbandPruner`: `n_brackets = floor(log_rf(max_resource / min_resource)) + 1` successive-
+    /// halving brackets, bracket `b` with `min_early_stopping_rate = b`; a trial joins the bracket that
+    /// `crc32("{study_name}_{number}")` falls in, brackets weighted by Hyperband's trial budgets, and is compared
+    /// only with the trials of its bracket. `max_resource = None` ("auto") is one more than the last step of the
+    /// longest finished (complete or pruned) trial, once there is one.
+    Hyperband {
+        min_resource: u64,
+        max_resource: Option<u64>,
+        reduction_factor: u64,
+        study_name: String,
+    },
+}
+
+/// Hyperband's brackets: how many, and each one's share of the trials (Optuna's
+/// `_calculate_trial_allocation_budget`: `ceil(n_brackets * rf^s / (s + 1))` with `s = n_brackets - 1 - b`).
+pub fn hyperband_budgets(min_resource: u64, max_resource: u64, reduction_factor: u64) -> Vec<u64> {
+    // As Python's math.log(x, base): log(x) / log(base), in f64.
+    let ratio = max_resource as f64 / min_resource.max(1) as f64;
+    let n = ((ratio.ln() / (reduction_factor as f64).ln()).floor() as i64 + 1).max(1) as u64;
+    (0..n)
+        .map(|b| {
+            let s = n - 1 - b;
+            (n as f64 * (reduction_factor as f64).powi(s as i32) / (s + 1) as f64).ceil() as u64
+        })
+        .collect()
+}
+
+/// The Hyperband bracket of trial `number` (Optuna's `_get_bracket_id`).
+pub fn hyperband_bracket(study_name: &str, number: u64, budgets: &[u64]) -> usize {
+    let total: u64 = budgets.iter().sum();
+    if total == 0 {
+        return 0;
+    }
+    let mut n = crc32fast::hash(format!("{study_name}_{number}").as_bytes()) as i64 % total as i64;
+    for (b, &budget) in budgets.iter().enumerate() {
+        n -= budget as i64;
+        if n < 0 {
+            return b;
+        }
+    }
+    budgets.len() - 1
 }
 
 impl Pruner {
@@ -43,6 +84,7 @@ impl Pruner {
             Pruner::None => "none",
             Pruner::Median { .. } => "median",
             Pruner::SuccessiveHalving { .. } => "successive_halving",
+            Pruner::Hyperband { .. } => "hyperband",
         }
     }
 
@@ -57,6 +99,35 @@ impl Pruner {
         let Some((&step, &value)) = trial.intermediate.iter().next_back() else { return (false, Vec::new()) };
         match *self {
             Pruner::None => (false, Vec::new()),
+            Pruner::Hyperband { min_resource, max_resource, reduction_factor, ref study_name } => {
+                let max_resource = match max_resource {
+                    Some(m) => m,
+                    None => {
+                        let finished = others
+                            .iter()
+                            .filter(|t| matches!(t.state, TrialState::Complete | TrialState::Pruned))
+                            .filter_map(|t| t.intermediate.keys().next_back().copied())
+                            .max();
+                        match finished {
+                            Some(l) => l + 1,
+                            None => return (false, Vec::new()),
+                        }
+                    }
+                };
+                let budgets = hyperband_budgets(min_resource, max_resource, reduction_factor);
+                let bracket = hyperband_bracket(study_name, trial.number, &budgets);
+                let same: Vec<FrozenTrial> = others
+                    .iter()
+                    .filter(|t| hyperband_bracket(study_name, t.number, &budgets) == bracket)
+                    .cloned()
+                    .collect();
+                let sha = Pruner::SuccessiveHalving {
+                    min_resource: Some(min_resource),
+                    reduction_factor,
+                    min_early_stopping_rate: bracket as u32,
+                };
+                sha.prune(trial, &same, direction)
+            }
             Pruner::Median { n_startup_trials, n_warmup_steps, interval_steps, n_min_trials } => {
                 let complete: Vec<&FrozenTrial> =
                     others.iter().filter(|t| t.state == TrialState::Complete && t.number != trial.number).collect();

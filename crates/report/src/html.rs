@@ -247,7 +247,8 @@ fn hyperparameters(o: &mut String, runs: &[Run]) {
     o.push_str("</tbody></table>");
 }
 
-/// The runs whose curves are drawn: the runs themselves, or a cv run's folds.
+/// The runs whose curves are drawn: the runs themselves, or a cv run's folds. A lone curve gets no name, so no
+/// legend covers it (the page's title names the run).
 fn curve_runs(runs: &[Run]) -> Vec<(&Run, String)> {
     let mut out = Vec::new();
     for r in runs {
@@ -259,6 +260,9 @@ fn curve_runs(runs: &[Run]) -> Vec<(&Run, String)> {
                 out.push((f, name));
             }
         }
+    }
+    if let [(_, name)] = out.as_mut_slice() {
+        name.clear();
     }
     out
 }

@@ -66,6 +66,10 @@ fn two_runs_overlaid_with_differences_highlighted_and_names_escaped() {
     assert!(html.contains("&lt;pos&gt;") && !html.contains("<pos>"));
     assert!(html.contains("AUC = 0.750") && html.contains("AP = 0.800"));
     assert!(!html.contains("<script") && !html.contains("https://"));
+    // One run alone: its curves carry no legend to cover them (the title names the run).
+    let one = report_dirs(&[&a]).unwrap();
+    let loss = one.split("<figure>").find(|f| f.contains(">training loss<")).unwrap();
+    assert!(loss.contains("<path ") && !loss.contains("class=\"legend\""));
 }
 
 #[test]

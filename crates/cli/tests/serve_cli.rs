@@ -1,6 +1,7 @@
 //! `finetune serve` over loopback: the classifier's `/predict` against `finetune predict`, NER, and the
 //! OpenAI-compatible endpoints of the tiny random Llama (greedy, seeded sampling, streaming, stop sequences,
-//! chat), the 4xx answers, and a graceful SIGTERM with a stream in flight.
+//! chat), a tiny random Phi against `finetune generate`, the 4xx answers, and a graceful SIGTERM with a stream in
+//! flight.
 
 mod common;
 
@@ -365,4 +366,37 @@ fn sigterm_lets_the_stream_in_flight_finish() {
     let mut srv = srv;
     let status = srv.child.wait().expect("wait");
     assert!(status.success(), "exit after SIGTERM: {status:?}");
+}
+
+#[test]
+fn a_phi_model_is_served_as_generate_decodes_it() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let root = tmp.path();
+    let phi =
+        common::byte_level_model(root, "tiny_phi", &["model.embed_tokens.weight", "lm_head.weight", "lm_head.bias"]);
+    let data = common::write_sft(root, "prompts.jsonl", 1);
+    let out = root.join("generated.jsonl");
+    let (m, d, o) =
+        (phi.to_str().unwrap_or_default(), data.to_str().unwrap_or_default(), out.to_str().unwrap_or_default());
+    ok(finetune(&[
+        "generate",
+        "--model",
+        m,
+        "--data",
+        d,
+        "--out",
+        o,
+        "--max-new-tokens",
+        "6",
+        "--use-chat-template",
+        "false",
+    ]));
+    let line: Value =
+        serde_json::from_str(std::fs::read_to_string(&out).expect("out").lines().next().expect("line")).expect("json");
+    let srv = Server::start(&["--model", m, "--model-name", "phi", "--max-tokens", "16"]);
+    let req = json!({"model": "phi", "prompt": "Greet anna.", "max_tokens": 6, "temperature": 0});
+    let (st, a) = srv.post("/v1/completions", &req);
+    assert_eq!(st, 200, "{a}");
+    assert_eq!(a["choices"][0]["text"], line["prediction"], "serve and generate decode the same greedy text");
+    assert!(a["usage"]["completion_tokens"].as_u64().is_some_and(|n| (1..=6).contains(&n)), "{a}");
 }

@@ -186,8 +186,14 @@ fn is_decoder(spec: &str) -> Result<bool, ServeError> {
     {
         return Ok(true);
     }
-    let arch = finetune_models::checkpoint::model_architecture(spec).map_err(|e| ServeError::Model(e.to_string()))?;
-    Ok(finetune_models::checkpoint::is_causal_lm_architecture(&arch))
+    let model = |e: finetune_models::checkpoint::CheckpointError| ServeError::Model(e.to_string());
+    let arch = finetune_models::checkpoint::model_architecture(spec).map_err(model)?;
+    if !arch.is_empty() {
+        return Ok(finetune_models::checkpoint::is_causal_lm_architecture(&arch));
+    }
+    // A config.json without `architectures`: its model_type decides, by the decoder architecture table.
+    let mt = finetune_models::checkpoint::model_type(spec).map_err(model)?;
+    Ok(finetune_models::causal::MODEL_TYPES.iter().any(|t| t.contains(&mt.as_str())))
 }
 
 /// The state every handler shares.

@@ -130,11 +130,18 @@ fn snapshot(repo: &Path, revision: &str) -> Result<PathBuf, CheckpointError> {
 /// [`resolve_model_dir`]), e.g. `BertForSequenceClassification` or `LlamaForCausalLM`; empty when the config
 /// lists none. What `serve` and `merge` use to tell a classifier from a causal LM.
 pub fn model_architecture(spec: &str) -> Result<String, CheckpointError> {
+    Ok(config_json(spec)?["architectures"][0].as_str().unwrap_or("").to_string())
+}
+
+/// The `model_type` of a model's config.json ("" when absent).
+pub fn model_type(spec: &str) -> Result<String, CheckpointError> {
+    Ok(config_json(spec)?["model_type"].as_str().unwrap_or("").to_string())
+}
+
+fn config_json(spec: &str) -> Result<serde_json::Value, CheckpointError> {
     let path = resolve_model_dir(spec)?.join("config.json");
     let text = std::fs::read_to_string(&path).map_err(|source| CheckpointError::Io { path: path.clone(), source })?;
-    let cfg: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| CheckpointError::Format { path, message: e.to_string() })?;
-    Ok(cfg["architectures"][0].as_str().unwrap_or("").to_string())
+    serde_json::from_str(&text).map_err(|e| CheckpointError::Format { path, message: e.to_string() })
 }
 
 /// A causal language model's architecture name (`...ForCausalLM`, GPT-2's `...LMHeadModel`).

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use finetune_engine::StateDict;
 
 pub use self::hub::{
-    cache_roots, is_causal_lm_architecture, is_classifier_architecture, model_architecture, resolve_in,
+    cache_roots, is_causal_lm_architecture, is_classifier_architecture, model_architecture, model_type, resolve_in,
     resolve_model_dir,
 };
 pub use self::pickle::load_pytorch_bin;

@@ -177,7 +177,7 @@ pub enum DataCommand {
   finetune data augment train.csv --wordnet /usr/share/wordnet -o train-eda.csv
 
 WordNet: Debian's wordnet-base (/usr/share/wordnet), or scripts/fetch.sh wordnet (assets/wordnet), or --wordnet DIR.
-In a run file, the [augment] table does the same to the training data of `finetune train` (and `sweep`).")]
+In a run file, the [augment] table does the same to the training data of `finetune train` (and `sweep`, `cv`).")]
     Augment {
         /// The file to augment (CSV, TSV, JSONL, plain text, Parquet or a save_to_disk folder).
         file: PathBuf,

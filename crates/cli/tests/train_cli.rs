@@ -560,7 +560,7 @@ fn augment_table_adds_eda_copies_to_the_training_data_only() {
     assert!(!stderr(&o).contains("augment ("), "{}", stderr(&o));
     assert_eq!(read_json(&s.root.join("aug/all_results.json"))["train_samples"].as_u64(), Some(24));
 
-    // Unknown and bad keys are named; cv and token classification refuse the key.
+    // Unknown and bad keys are named.
     let bad = config(&s, "bad-aug", "[augment]\nnum_augs = 2\n");
     let o = finetune(&["train", "--config", bad.to_str().unwrap_or_default()]);
     assert_eq!(o.status.code(), Some(2));
@@ -568,7 +568,9 @@ fn augment_table_adds_eda_copies_to_the_training_data_only() {
     let o = finetune(&["train", "--config", cfg.to_str().unwrap_or_default(), "--set", "augment.alpha_rd=2"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("augment.alpha_rd=2"), "{}", stderr(&o));
-    let o = finetune(&["cv", "--config", cfg.to_str().unwrap_or_default(), "--folds", "2"]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("key `augment`"), "{}", stderr(&o));
+    // cv augments each fold's training part, never its held-out part.
+    let o = ok(finetune(&["cv", "--config", cfg.to_str().unwrap_or_default(), "--folds", "2", "--progress", "off"]));
+    assert_eq!(stderr(&o).matches("12 -> 36 training examples").count(), 2, "{}", stderr(&o));
+    let cv = read_json(&s.root.join("aug/cv_results.json"));
+    assert_eq!(cv["folds"][0]["eval_samples"].as_u64(), Some(12), "{cv}");
 }

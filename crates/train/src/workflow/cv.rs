@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use finetune_data::split::{stratified_kfold, Fold};
-use finetune_data::{Collator, Format, LabelMap, SeqDataset, SeqTargets, TokenDatasetEncoded, Tokenize};
+use finetune_data::{Collator, Example, Format, LabelMap, SeqDataset, SeqTargets, TokenDatasetEncoded, Tokenize};
 use finetune_metrics::ranking::np_sum;
 use finetune_models::bert::Task;
 use finetune_models::config::ProblemType;
@@ -48,8 +48,18 @@ impl CvResult {
 
 /// The training file, encoded once; folds are index subsets of it.
 enum Data {
-    Seq { data: SeqDataset, problem: ProblemType, strata: Vec<String> },
-    Tokens { data: TokenDatasetEncoded, labels: LabelMap },
+    /// `raw`: the examples as read and their labels, kept when `[augment]` adds EDA copies to each fold's
+    /// training part (encoded per fold).
+    Seq {
+        data: SeqDataset,
+        problem: ProblemType,
+        strata: Vec<String>,
+        raw: Option<(String, Vec<Example>, LabelMap)>,
+    },
+    Tokens {
+        data: TokenDatasetEncoded,
+        labels: LabelMap,
+    },
 }
 
 /// `finetune cv` as a function: K-fold cross-validation of a training run over its `train_file`. Each fold
@@ -73,8 +83,8 @@ pub fn cross_validate(
     let Some(train_file) = run.train_file.clone() else {
         bail!("key `train_file` is required (--train-file or in the config): the data to cross-validate")
     };
-    if run.augment.is_some() {
-        bail!("key `augment`: not supported by `finetune cv` (it would have to augment each fold's training part); use `finetune train`");
+    if token_task && run.augment.is_some() {
+        bail!("key `augment`: EDA augments sequence-classification texts, not token-classification sentences");
     }
     if token_task && run.resample.is_some() {
         bail!("key `resample`: needs single-label sequence classification, not token classification");
@@ -130,7 +140,7 @@ pub fn cross_validate(
             fold.test.len(),
             fold_dir.display()
         );
-        let m = run_fold(run, &data, &names, fold, &fa, &model_path, collator, opts)
+        let m = run_fold(run, &data, &names, fold, &fa, &model_path, collator, opts, (&tok, max_len))
             .map_err(|e| anyhow!("fold {k}: {e}"))?;
         opts.print_metrics(&format!("fold {k} eval"), &m);
         results.push(m);
@@ -192,8 +202,11 @@ fn load_seq(
         LabelMap::from_examples(&examples).map_err(|e| anyhow!("{path}: {e}"))?
     };
     let strata = examples.iter().map(|e| e.label.as_ref().map(|l| l.strata_key()).unwrap_or_default()).collect();
-    let data = train_cmd::encode(tok, &(path.to_string(), examples), &labels, max_len, problem)?;
-    Ok((Data::Seq { data, problem, strata }, labels.names().to_vec()))
+    let split = (path.to_string(), examples);
+    let data = train_cmd::encode(tok, &split, &labels, max_len, problem)?;
+    let names = labels.names().to_vec();
+    let raw = run.augment.is_some().then_some((split.0, split.1, labels));
+    Ok((Data::Seq { data, problem, strata, raw }, names))
 }
 
 /// Reads and encodes a CoNLL training file; tags from the whole file (sorted, as run_ner.py does).
@@ -224,13 +237,25 @@ fn run_fold(
     model_path: &str,
     collator: Collator,
     opts: &RunOptions,
+    (tok, max_len): (&finetune_models::tokenizer::TextTokenizer, usize),
 ) -> Result<BTreeMap<String, f64>> {
     let options = TrainOptions { resume: None, progress: opts.progress, on_evaluate: opts.on_evaluate.clone() };
     let eval_bs = args.per_device_eval_batch_size;
     let out = PathBuf::from(&args.output_dir);
     let (output, model, eval_samples) = match data {
-        Data::Seq { data, problem, .. } => {
+        Data::Seq { data, problem, raw, .. } => {
             let (train_set, held_out) = (subset_seq(data, &fold.train), subset_seq(data, &fold.test));
+            // [augment]: this fold's training examples and their EDA copies, encoded for this fold only.
+            let train_set = match raw {
+                Some((path, examples, labels)) => {
+                    let part = (path.clone(), fold.train.iter().map(|&i| examples[i].clone()).collect());
+                    match super::classify::augment(run, &part, args.seed)? {
+                        Some(aug) => train_cmd::encode(tok, &aug, labels, max_len, *problem)?,
+                        None => train_set,
+                    }
+                }
+                None => train_set,
+            };
             let train_set = train_cmd::resample(run, train_set, args.seed, names)?;
             let mut model = EncoderClassifier::from_pretrained(model_path, names, *problem, args.adamw(), args.seed)?;
             super::classify::bf16_on(&mut model, args.bf16)?;

@@ -291,7 +291,11 @@ fn training_curves(o: &mut String, runs: &[Run]) {
 
 fn eval_curves(o: &mut String, runs: &[Run]) {
     let cr = curve_runs(runs);
-    let keys: BTreeSet<String> = cr.iter().flat_map(|(r, _)| r.eval_metrics()).collect();
+    // A curve needs two evaluations; one (a single epoch) is in the final metrics table.
+    let keys: BTreeSet<String> = cr
+        .iter()
+        .flat_map(|(r, _)| r.eval_metrics().into_iter().filter(|k| r.eval_series(k).len() > 1).collect::<Vec<_>>())
+        .collect();
     if keys.is_empty() {
         return;
     }

@@ -106,3 +106,16 @@ fn runs_table_lists_sorts_and_diffs() {
     assert!(d.lines().any(|l| l.starts_with("learning_rate") && l.contains("0.001") && l.contains("0.0005")), "{d}");
     assert!(!d.lines().any(|l| l.starts_with("seed")));
 }
+
+#[test]
+fn a_single_evaluation_is_a_table_row_not_a_curve() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path().join("one-epoch");
+    fake_run(&a, 1e-3, "pos");
+    let log = json!([{"loss": 0.5, "learning_rate": 1e-3, "step": 1}, {"loss": 0.4, "learning_rate": 5e-4, "step": 2},
+                     {"eval_accuracy": 0.75, "eval_loss": 0.5, "step": 2}]);
+    write(&a, "trainer_state.json", json!({"global_step": 2, "log_history": log}));
+    let html = report_dirs(&[&a]).unwrap();
+    assert!(!html.contains("Evaluation during training"), "a one-point curve was drawn");
+    assert!(html.contains("Final metrics") && html.contains("training loss"));
+}

@@ -107,6 +107,23 @@ pub fn fmt_num(v: f64) -> String {
     }
 }
 
+/// Labels of an axis's ticks: [`fmt_num`]'s, unless two ticks would read the same (1e-4 and 1.5e-4 at four
+/// decimals); then scientific notation with as many digits as tell them apart.
+pub fn tick_labels(ts: &[f64]) -> Vec<String> {
+    let distinct = |l: &[String]| l.iter().enumerate().all(|(i, a)| l[..i].iter().all(|b| a != b));
+    let plain: Vec<String> = ts.iter().map(|&t| fmt_num(t)).collect();
+    if distinct(&plain) {
+        return plain;
+    }
+    for p in 1..=8 {
+        let l: Vec<String> = ts.iter().map(|&t| if t == 0.0 { "0".into() } else { format!("{t:.p$e}") }).collect();
+        if distinct(&l) {
+            return l;
+        }
+    }
+    plain
+}
+
 fn range(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
     let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
     for v in values.filter(|v| v.is_finite()) {
@@ -137,7 +154,8 @@ fn axes(out: &mut String, xr: (f64, f64), yr: (f64, f64), x_label: &str, y_label
     let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
     let sx = |x: f64| LEFT + (x - xr.0) / (xr.1 - xr.0) * pw;
     let sy = |y: f64| TOP + ph - (y - yr.0) / (yr.1 - yr.0) * ph;
-    for t in ticks(yr.0, yr.1, 5) {
+    let yt = ticks(yr.0, yr.1, 5);
+    for (t, l) in yt.iter().copied().zip(tick_labels(&yt)) {
         let y = sy(t);
         let _ = write!(
             out,
@@ -145,17 +163,16 @@ fn axes(out: &mut String, xr: (f64, f64), yr: (f64, f64), x_label: &str, y_label
             x2 = W - RIGHT,
             tx = LEFT - 6.0,
             ty = y + 4.0,
-            l = fmt_num(t)
         );
     }
-    for t in ticks(xr.0, xr.1, 6) {
+    let xt = ticks(xr.0, xr.1, 6);
+    for (t, l) in xt.iter().copied().zip(tick_labels(&xt)) {
         let x = sx(t);
         let _ = write!(
             out,
             r#"<line class="grid" x1="{x:.1}" x2="{x:.1}" y1="{TOP}" y2="{y2}"/><text class="tick" x="{x:.1}" y="{ty}" text-anchor="middle">{l}</text>"#,
             y2 = TOP + ph,
             ty = TOP + ph + 16.0,
-            l = fmt_num(t)
         );
     }
     let _ = write!(
@@ -293,7 +310,8 @@ pub fn bar_chart(title: &str, categories: &[String], groups: &[(String, Vec<f64>
         return out;
     }
     let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
-    for t in ticks(0.0, max, 5) {
+    let bt = ticks(0.0, max, 5);
+    for (t, l) in bt.iter().copied().zip(tick_labels(&bt)) {
         let y = TOP + ph - t / max * ph;
         let _ = write!(
             out,
@@ -301,7 +319,6 @@ pub fn bar_chart(title: &str, categories: &[String], groups: &[(String, Vec<f64>
             x2 = W - RIGHT,
             tx = LEFT - 6.0,
             ty = y + 4.0,
-            l = fmt_num(t)
         );
     }
     let slot = pw / categories.len() as f64;
@@ -431,6 +448,13 @@ mod tests {
     #[test]
     fn escapes_markup() {
         assert_eq!(escape(r#"<b a="x">&'"#), "&lt;b a=&quot;x&quot;&gt;&amp;&#39;");
+    }
+
+    #[test]
+    fn tick_labels_tell_every_tick_apart() {
+        assert_eq!(tick_labels(&[0.0, 0.5, 1.0]), ["0", "0.5", "1"]);
+        let lr = [0.0, 5e-5, 1e-4, 1.5e-4, 2e-4];
+        assert_eq!(tick_labels(&lr), ["0", "5.0e-5", "1.0e-4", "1.5e-4", "2.0e-4"]);
     }
 
     #[test]

@@ -291,10 +291,12 @@ fn training_curves(o: &mut String, runs: &[Run]) {
 
 fn eval_curves(o: &mut String, runs: &[Run]) {
     let cr = curve_runs(runs);
-    // A curve needs two evaluations; one (a single epoch) is in the final metrics table.
+    // A curve needs evaluations at two steps; one step (a single epoch, whose end-of-training evaluation is
+    // logged at the same step) is in the final metrics table.
+    let steps = |r: &Run, k: &str| r.eval_series(k).iter().map(|p| p.0.to_bits()).collect::<BTreeSet<u64>>().len();
     let keys: BTreeSet<String> = cr
         .iter()
-        .flat_map(|(r, _)| r.eval_metrics().into_iter().filter(|k| r.eval_series(k).len() > 1).collect::<Vec<_>>())
+        .flat_map(|(r, _)| r.eval_metrics().into_iter().filter(|k| steps(r, k) > 1).collect::<Vec<_>>())
         .collect();
     if keys.is_empty() {
         return;

@@ -108,11 +108,13 @@ fn runs_table_lists_sorts_and_diffs() {
 }
 
 #[test]
-fn a_single_evaluation_is_a_table_row_not_a_curve() {
+fn evaluations_at_a_single_step_are_a_table_row_not_a_curve() {
+    // The epoch's evaluation and the final one, both logged at the last step.
     let tmp = tempfile::tempdir().unwrap();
     let a = tmp.path().join("one-epoch");
     fake_run(&a, 1e-3, "pos");
     let log = json!([{"loss": 0.5, "learning_rate": 1e-3, "step": 1}, {"loss": 0.4, "learning_rate": 5e-4, "step": 2},
+                     {"eval_accuracy": 0.75, "eval_loss": 0.5, "step": 2},
                      {"eval_accuracy": 0.75, "eval_loss": 0.5, "step": 2}]);
     write(&a, "trainer_state.json", json!({"global_step": 2, "log_history": log}));
     let html = report_dirs(&[&a]).unwrap();

@@ -297,8 +297,10 @@ pub fn line_chart(series: &[Series], o: &LineOptions) -> String {
 pub fn bar_chart(title: &str, categories: &[String], groups: &[(String, Vec<f64>)], y_max: Option<f64>) -> String {
     let mut out = String::new();
     open(&mut out, title, "bars");
+    // Head room above the tallest bar for the legend of several groups.
+    let room = if groups.len() > 1 { 1.0 + 0.06 * (groups.len() as f64 + 1.0) } else { 1.05 };
     let max = y_max.unwrap_or_else(|| {
-        groups.iter().flat_map(|g| g.1.iter()).copied().filter(|v| v.is_finite()).fold(0.0, f64::max).max(1e-12) * 1.05
+        groups.iter().flat_map(|g| g.1.iter()).copied().filter(|v| v.is_finite()).fold(0.0, f64::max).max(1e-12) * room
     });
     if categories.is_empty() || groups.is_empty() {
         let _ = write!(
@@ -309,7 +311,13 @@ pub fn bar_chart(title: &str, categories: &[String], groups: &[(String, Vec<f64>
         );
         return out;
     }
-    let (pw, ph) = (W - LEFT - RIGHT, H - TOP - BOTTOM);
+    let pw = W - LEFT - RIGHT;
+    let slot = pw / categories.len() as f64;
+    let rotate = categories.len() > 8 || categories.iter().any(|c| c.chars().count() as f64 * 6.5 > slot);
+    // Rotated labels (up to 18 characters) need the room their slant takes below the plot.
+    let longest = categories.iter().map(|c| c.chars().count().min(18)).max().unwrap_or(0) as f64;
+    let bottom = if rotate { BOTTOM.max(18.0 + longest * 6.5 * 0.574) } else { BOTTOM };
+    let ph = H - TOP - bottom;
     let bt = ticks(0.0, max, 5);
     for (t, l) in bt.iter().copied().zip(tick_labels(&bt)) {
         let y = TOP + ph - t / max * ph;
@@ -321,9 +329,7 @@ pub fn bar_chart(title: &str, categories: &[String], groups: &[(String, Vec<f64>
             ty = y + 4.0,
         );
     }
-    let slot = pw / categories.len() as f64;
     let bw = (slot * 0.8) / groups.len() as f64;
-    let rotate = categories.len() > 8 || categories.iter().any(|c| c.chars().count() as f64 * 6.5 > slot);
     for (ci, cat) in categories.iter().enumerate() {
         let x0 = LEFT + ci as f64 * slot + slot * 0.1;
         for (gi, (gname, vals)) in groups.iter().enumerate() {

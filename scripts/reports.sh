@@ -48,7 +48,7 @@ for r in $which; do
     spam) run spam 12 $bin train --config examples/spam.toml --progress lines --set output_dir="$out/spam" ;;
     sft) run sft 2 $bin sft --config examples/sft/review_sentiment.toml --progress lines --set output_dir="$out/sft" ;;
     cv)
-      run cv 6 $bin cv --config examples/sentiment.toml --folds 3 --set num_train_epochs=1 --progress lines \
+      run cv 4 $bin cv --config examples/sentiment.toml --folds 3 --set num_train_epochs=1 --progress lines \
         --output-dir "$out/cv" ;;
     *) echo "error: unknown report $r (sentiment, ner, spam, sft, cv)" >&2; exit 2 ;;
   esac

@@ -8,6 +8,7 @@
 #   scripts/bench/sweep.sh [N_TRIALS]       (default 16)
 #   EXTRA="--set max_steps=100" scripts/bench/sweep.sh 16      # shorter trials
 #   DEFAULT_RUN=bench-out/reports/sentiment scripts/bench/sweep.sh   # reuse a finished default run
+#   PRUNERS=none scripts/bench/sweep.sh                              # one arm only
 #
 # bf16 = true in the trials where the CPU has a bf16 kernel. Needs scripts/fetch.sh and scripts/fetch-datasets.sh.
 set -euo pipefail
@@ -23,10 +24,14 @@ grep -qE "amx_bf16|avx512_bf16" /proc/cpuinfo && bf16=true
 echo "cpu: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) threads; load at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "trials: $n; bf16 = $bf16; extra: ${EXTRA:-none}"
 
-for pruner in median none; do
+# Without pruning, the median pruner's own setting is refused by name: a copy of the run file without it.
+grep -v '^pruner_n_startup_trials' examples/sentiment-sweep.toml >"$out/sentiment-sweep-none.toml"
+for pruner in ${PRUNERS:-median none}; do
+  cfg=examples/sentiment-sweep.toml
+  [ "$pruner" = none ] && cfg=$out/sentiment-sweep-none.toml
   start=$(date +%s)
   # shellcheck disable=SC2086
-  $bin sweep --config examples/sentiment-sweep.toml --n-trials "$n" --pruner "$pruner" --progress off \
+  $bin sweep --config "$cfg" --n-trials "$n" --pruner "$pruner" --progress off \
     --set output_dir="$out/$pruner" --set bf16=$bf16 ${EXTRA:-} >"$out/$pruner.log" 2>&1 \
     || { tail -5 "$out/$pruner.log" >&2; exit 1; }
   secs=$(( $(date +%s) - start ))

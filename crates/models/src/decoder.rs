@@ -13,7 +13,7 @@ use finetune_engine::StateDict;
 
 use crate::error::ModelError;
 use crate::lora::LoraWorkspace;
-use crate::params::{ParamInfo, ParamStore};
+use crate::params::{check_config_against, DimCheck, ParamInfo, ParamStore};
 
 /// The [`Architecture`] items every architecture file writes alike, inside its `impl Architecture`: for a model
 /// struct with `config` and `store` fields, workspaces built by `new(&config, ...)` that hold `batch`, `seq` and
@@ -196,13 +196,63 @@ pub(crate) fn check_batch(b: &Batch<'_>, n: usize, batch: usize, seq: usize, voc
 }
 
 /// Packed-sequence index of each token: a new sequence starts at each position 0 and at each row start.
-pub(crate) fn packed_segments(seg: &mut [u32], pos: &[u32], seq: usize) {
+fn packed_segments(seg: &mut [u32], pos: &[u32], seq: usize) {
     let mut k = 0u32;
     for (i, (sg, &q)) in seg.iter_mut().zip(pos).enumerate() {
         if q == 0 || i % seq == 0 {
             k += 1;
         }
         *sg = k;
+    }
+}
+
+/// A training batch's tokens as every decoder's trunk reads them, held in its workspace: ids, positions, the
+/// packed-sequence segments and transformers' additive attention mask.
+pub(crate) struct Tokens {
+    pub ids: Vec<u32>,
+    /// Position of each token: 0..T per row, or the batch's `position_ids`.
+    pub pos: Vec<u32>,
+    /// Packed-sequence index of each token, used when the batch has position ids.
+    seg: Vec<u32>,
+    packed: bool,
+    /// 0 for tokens, the most negative f32 for padding.
+    pub mask_add: Vec<f32>,
+}
+
+impl Tokens {
+    pub fn new(n: usize) -> Self {
+        Tokens { ids: vec![0; n], pos: vec![0; n], seg: vec![0; n], packed: false, mask_add: vec![0.0; n] }
+    }
+
+    /// Takes a checked batch of rows of `seq` tokens; positions are clamped to `last_pos` (a position table's
+    /// last row, for learned position embeddings).
+    pub fn load(&mut self, batch: &Batch<'_>, seq: usize, last_pos: u32) {
+        self.ids.copy_from_slice(batch.input_ids);
+        self.packed = batch.position_ids.is_some();
+        match batch.position_ids {
+            Some(pos) => {
+                packed_segments(&mut self.seg, pos, seq);
+                self.pos.iter_mut().zip(pos).for_each(|(q, &p)| *q = p.min(last_pos));
+            }
+            // Positions 0..T regardless of padding, as transformers without position_ids.
+            None => self.pos.iter_mut().enumerate().for_each(|(i, q)| *q = ((i % seq) as u32).min(last_pos)),
+        }
+        for (m, &a) in self.mask_add.iter_mut().zip(batch.attention_mask) {
+            *m = if a == 0 { f32::MIN } else { 0.0 };
+        }
+    }
+
+    /// The packed-sequence segments, when the batch packs several sequences per row.
+    pub fn segments(&self) -> Option<&[u32]> {
+        self.packed.then_some(&self.seg[..])
+    }
+}
+
+/// Adds each token's gradient row to its embedding row. Rows repeat across tokens, so the scatter is serial; it is
+/// O(n·c), small next to the matmuls.
+pub(crate) fn scatter_rows(grad: &mut [f32], dx: &[f32], rows: &[u32], c: usize) {
+    for (d, &row) in dx.chunks_exact(c).zip(rows) {
+        residual::add_assign(&mut grad[row as usize * c..(row as usize + 1) * c], d);
     }
 }
 
@@ -391,6 +441,89 @@ pub(crate) fn head_logits(
 /// The key/value dimensions of a decoder's config: (layers, key/value heads, head dim).
 pub trait KvDims {
     fn kv_dims(&self) -> (usize, usize, usize);
+}
+
+/// Largest head dimension a config may declare (real models use 64 to 256): the rotary tables are sized by it
+/// before any weight is seen.
+pub const MAX_HEAD_DIM: usize = 1 << 15;
+
+/// The sizes that the `config.json` of every decoder in transformers' `model.layers.N` layout names alike (Llama,
+/// Mistral, Qwen2, Phi). An architecture's config holds them with `#[serde(flatten)]` and derefs to them, so that
+/// `cfg.hidden_size` reads as in transformers.
+#[derive(Debug, Clone, serde::Deserialize, PartialEq)]
+pub struct Geometry {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    /// Defaults to `num_attention_heads` (no grouping).
+    #[serde(default)]
+    pub num_key_value_heads: Option<usize>,
+    /// Defaults to `hidden_size / num_attention_heads`.
+    #[serde(default)]
+    pub head_dim: Option<usize>,
+}
+
+impl Geometry {
+    pub fn kv_heads(&self) -> usize {
+        self.num_key_value_heads.unwrap_or(self.num_attention_heads)
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
+    }
+
+    /// Sizes positive, query heads a multiple of key/value heads, each size within the crate's limits.
+    pub(crate) fn validate(&self) -> Result<(), ModelError> {
+        let err = |m: String| Err(ModelError::Config(m));
+        let (h, kv, d) = (self.num_attention_heads, self.kv_heads(), self.head_dim());
+        if self.hidden_size == 0 || h == 0 || kv == 0 || self.vocab_size == 0 || d == 0 {
+            return err(
+                "hidden_size, num_attention_heads, num_key_value_heads, head_dim and vocab_size must be positive"
+                    .into(),
+            );
+        }
+        if !h.is_multiple_of(kv) {
+            return err(format!("num_attention_heads {h} is not a multiple of num_key_value_heads {kv}"));
+        }
+        crate::error::check_config_sizes(&[
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", h),
+            ("num_key_value_heads", kv),
+            ("head_dim", d),
+        ])?;
+        if d > MAX_HEAD_DIM {
+            let field = if self.head_dim.is_some() { "head_dim" } else { "hidden_size" };
+            return Err(ModelError::ConfigField {
+                field: field.into(),
+                message: format!("a head dimension of {d} is larger than the supported maximum {MAX_HEAD_DIM}"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Compares the sizes with the weights' shapes before anything is allocated, so that a config that does not
+    /// describe its weights is one error naming the field. `mlp_in` names the first MLP weight (`[F, C]`).
+    pub(crate) fn check_against(&self, sd: &StateDict, mlp_in: &str) -> Result<(), ModelError> {
+        let (h, kv, d) = (self.num_attention_heads, self.kv_heads(), self.head_dim());
+        let head_field = if self.head_dim.is_some() { "head_dim" } else { "num_attention_heads" };
+        let embed = ["model.embed_tokens.weight"];
+        let (mlp, q, k) =
+            ([mlp_in], ["model.layers.0.self_attn.q_proj.weight"], ["model.layers.0.self_attn.k_proj.weight"]);
+        let dims = [
+            DimCheck { field: "vocab_size", value: Some(self.vocab_size), params: &embed, axis: 0 },
+            DimCheck { field: "hidden_size", value: Some(self.hidden_size), params: &embed, axis: 1 },
+            DimCheck { field: "intermediate_size", value: Some(self.intermediate_size), params: &mlp, axis: 0 },
+            DimCheck { field: head_field, value: h.checked_mul(d), params: &q, axis: 0 },
+            DimCheck { field: "num_key_value_heads", value: kv.checked_mul(d), params: &k, axis: 0 },
+        ];
+        let layers = ("num_hidden_layers", self.num_hidden_layers, &["model.layers."][..]);
+        check_config_against(sd, &["model."], &dims, layers)
+    }
 }
 
 /// Keys and values of every layer, `[batch, kv_heads, max_len, head_dim]` each, allocated once for a whole

@@ -213,13 +213,8 @@ struct LayerActs {
 pub struct Workspace {
     pub batch: usize,
     pub seq: usize,
-    ids: Vec<u32>,
-    /// Position of each token (0..T per row, or the batch's `position_ids`).
-    pos: Vec<u32>,
-    /// Packed-sequence label of each token; used when `packed`.
-    seg: Vec<u32>,
-    packed: bool,
-    mask_add: Vec<f32>,
+    /// The batch's ids, positions, segments and attention mask.
+    tok: decoder::Tokens,
     emb: Vec<f32>,
     layers: Vec<LayerActs>,
     lnf_mean: Vec<f32>,
@@ -249,11 +244,7 @@ impl Workspace {
         Workspace {
             batch,
             seq,
-            ids: vec![0; n],
-            pos: vec![0; n],
-            seg: vec![0; n],
-            packed: false,
-            mask_add: z(n),
+            tok: decoder::Tokens::new(n),
             emb: z(n * c),
             layers: (0..cfg.n_layer)
                 .map(|_| LayerActs {
@@ -405,30 +396,9 @@ impl Gpt2LMHeadModel {
         let eps = cfg.layer_norm_epsilon;
         st.lora_prepare(&mut ws.lora, n);
 
-        ws.ids.copy_from_slice(batch.input_ids);
-        let last_pos = (cfg.n_positions as u32).saturating_sub(1);
-        match batch.position_ids {
-            Some(pos) => {
-                // A packed sequence starts at each position 0 (and at each row start).
-                ws.packed = true;
-                decoder::packed_segments(&mut ws.seg, pos, t);
-                for (q, &p) in ws.pos.iter_mut().zip(pos) {
-                    *q = p.min(last_pos);
-                }
-            }
-            None => {
-                // Positions 0..T regardless of padding, as transformers without position_ids.
-                for (i, q) in ws.pos.iter_mut().enumerate() {
-                    *q = ((i % t) as u32).min(last_pos);
-                }
-                ws.packed = false;
-            }
-        }
-        for (m, &a) in ws.mask_add.iter_mut().zip(batch.attention_mask) {
-            *m = if a == 0 { f32::MIN } else { 0.0 };
-        }
+        ws.tok.load(batch, t, (cfg.n_positions as u32).saturating_sub(1));
         let (wte, wpe) = (s(self.idx.wte), s(self.idx.wpe));
-        for ((o, &id), &q) in ws.emb.chunks_exact_mut(c).zip(&ws.ids).zip(&ws.pos) {
+        for ((o, &id), &q) in ws.emb.chunks_exact_mut(c).zip(&ws.tok.ids).zip(&ws.tok.pos) {
             let (wr, pr) = (&wte[id as usize * c..][..c], &wpe[q as usize * c..][..c]);
             for k in 0..c {
                 o[k] = wr[k] + pr[k];
@@ -441,8 +411,8 @@ impl Gpt2LMHeadModel {
             layernorm::forward(&mut a.ln1, &mut a.ln1_mean, &mut a.ln1_rstd, inp, s(lx.ln1_w), s(lx.ln1_b), n, c, eps);
             conv1d_forward(&mut a.qkv, &a.ln1, s(lx.attn_w), s(lx.attn_b), n, c, 3 * c);
             st.lora_forward(&mut ws.lora, li, 0..1, &mut a.qkv, &a.ln1, n);
-            let seg = ws.packed.then_some(&ws.seg[..]);
-            decoder::attention_forward(&mut a.ctx, &mut a.probs, &a.qkv, &ws.mask_add, seg, shape);
+            let seg = ws.tok.segments();
+            decoder::attention_forward(&mut a.ctx, &mut a.probs, &a.qkv, &ws.tok.mask_add, seg, shape);
             conv1d_forward(&mut a.mid, &a.ctx, s(lx.aproj_w), s(lx.aproj_b), n, c, c);
             st.lora_forward(&mut ws.lora, li, 1..2, &mut a.mid, &a.ctx, n);
             residual::add_assign(&mut a.mid, inp);
@@ -550,7 +520,7 @@ impl Gpt2LMHeadModel {
             let (gw, gb) = pair(g, r(lx.aproj_w), r(lx.aproj_b), rg(lx.aproj_w), rg(lx.aproj_b));
             conv1d_backward(&mut ws.dctx, false, gw, gb, &ws.dx, &a.ctx, s(lx.aproj_w), n, c, c);
             lora.backward(&mut ws.lora, infos, p, g, li, 1..2, &mut ws.dctx, &ws.dx, &a.ctx, n);
-            let seg = ws.packed.then_some(&ws.seg[..]);
+            let seg = ws.tok.segments();
             decoder::attention_backward(&mut ws.dqkv, &mut ws.dscores, &ws.dctx, &a.qkv, &a.probs, seg, shape);
             let (gw, gb) = pair(g, r(lx.attn_w), r(lx.attn_b), rg(lx.attn_w), rg(lx.attn_b));
             conv1d_backward(&mut ws.dln, false, gw, gb, &ws.dqkv, &a.ln1, s(lx.attn_w), n, c, 3 * c);
@@ -559,17 +529,9 @@ impl Gpt2LMHeadModel {
             let ln = (lx.ln1_w, lx.ln1_b);
             layernorm_backward((infos, p, g), ln, &mut ws.dx, true, &ws.dln, inp, stats, (n, c), &mut tmp);
         }
-        // Embeddings: token and position rows repeat, so the scatter is serial.
-        for (k, ids_pos) in [(idx.wte, true), (idx.wpe, false)] {
-            if !rg(k) {
-                continue;
-            }
-            let table = &mut g[r(k)];
-            for (i, dx) in ws.dx.chunks_exact(c).enumerate() {
-                let row = if ids_pos { ws.ids[i] } else { ws.pos[i] } as usize;
-                for (tv, v) in table[row * c..(row + 1) * c].iter_mut().zip(dx) {
-                    *tv += v;
-                }
+        for (k, rows) in [(idx.wte, &ws.tok.ids), (idx.wpe, &ws.tok.pos)] {
+            if rg(k) {
+                decoder::scatter_rows(&mut g[r(k)], &ws.dx, rows, c);
             }
         }
         Ok(loss)

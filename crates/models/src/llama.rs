@@ -34,18 +34,19 @@ use finetune_engine::matmul::matmul;
 use finetune_engine::StateDict;
 use serde::Deserialize;
 
-use crate::decoder::{self, bias_grad, weight_grad, Architecture, DecodeCapacity, Head, KvDims, LmHead, StepRows};
+use crate::decoder::{
+    self, bias_grad, weight_grad, Architecture, DecodeCapacity, Geometry, Head, KvDims, LmHead, StepRows,
+};
 pub use crate::decoder::{Batch, KvCache};
 use crate::error::ModelError;
 use crate::lora::{LoraWorkspace, Module};
 pub use crate::params::ParamInfo;
-use crate::params::{check_config_against, DimCheck, Layout, LoraTargets, ParamStore, Parts};
+use crate::params::{Layout, LoraTargets, ParamStore, Parts};
 
 /// This architecture's errors: the crate's [`ModelError`].
 pub type LlamaError = ModelError;
 
-/// Largest head dimension a config may declare (real models use 64 to 256).
-pub const MAX_HEAD_DIM: usize = 1 << 15;
+pub use crate::decoder::MAX_HEAD_DIM;
 
 fn default_eps() -> f32 {
     1e-6
@@ -60,17 +61,9 @@ fn default_init() -> f32 {
 /// The fields of a Hugging Face Llama / Mistral / Qwen2 `config.json` this model uses.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct LlamaConfig {
-    pub vocab_size: usize,
-    pub hidden_size: usize,
-    pub intermediate_size: usize,
-    pub num_hidden_layers: usize,
-    pub num_attention_heads: usize,
-    /// Defaults to `num_attention_heads` (no grouping).
-    #[serde(default)]
-    pub num_key_value_heads: Option<usize>,
-    /// Defaults to `hidden_size / num_attention_heads`.
-    #[serde(default)]
-    pub head_dim: Option<usize>,
+    /// Sizes shared with the other decoders; `cfg.hidden_size` reads them through `Deref`.
+    #[serde(flatten)]
+    pub geometry: Geometry,
     #[serde(default = "default_eps")]
     pub rms_norm_eps: f32,
     /// transformers 4.x keeps θ at the top level; 5.x in `rope_parameters`.
@@ -107,14 +100,6 @@ impl LlamaConfig {
         let c: LlamaConfig = serde_json::from_str(text).map_err(|e| LlamaError::Config(e.to_string()))?;
         c.validate()?;
         Ok(c)
-    }
-
-    pub fn kv_heads(&self) -> usize {
-        self.num_key_value_heads.unwrap_or(self.num_attention_heads)
-    }
-
-    pub fn head_dim(&self) -> usize {
-        self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
     }
 
     /// Qwen2 always has q/k/v biases; Llama when `attention_bias`.
@@ -201,32 +186,10 @@ impl LlamaConfig {
 
     pub fn validate(&self) -> Result<(), LlamaError> {
         let err = |m: String| Err(LlamaError::Config(m));
-        let (h, kv, d) = (self.num_attention_heads, self.kv_heads(), self.head_dim());
-        if self.hidden_size == 0 || h == 0 || kv == 0 || self.vocab_size == 0 {
-            return err("hidden_size, num_attention_heads, num_key_value_heads and vocab_size must be positive".into());
-        }
-        if !h.is_multiple_of(kv) {
-            return err(format!("num_attention_heads {h} is not a multiple of num_key_value_heads {kv}"));
-        }
-        if d == 0 || !d.is_multiple_of(2) {
-            return err(format!("head_dim {d} must be positive and even for the rotary embedding"));
-        }
-        crate::error::check_config_sizes(&[
-            ("vocab_size", self.vocab_size),
-            ("hidden_size", self.hidden_size),
-            ("intermediate_size", self.intermediate_size),
-            ("num_hidden_layers", self.num_hidden_layers),
-            ("num_attention_heads", h),
-            ("num_key_value_heads", kv),
-            ("head_dim", d),
-        ])?;
-        // The rotary tables are sized by the head dimension before any weight is seen.
-        if d > MAX_HEAD_DIM {
-            let field = if self.head_dim.is_some() { "head_dim" } else { "hidden_size" };
-            return Err(ModelError::ConfigField {
-                field: field.into(),
-                message: format!("a head dimension of {d} is larger than the supported maximum {MAX_HEAD_DIM}"),
-            });
+        self.geometry.validate()?;
+        let d = self.head_dim();
+        if !d.is_multiple_of(2) {
+            return err(format!("head_dim {d} must be even for the rotary embedding"));
         }
         if self.hidden_act != "silu" {
             return err(format!("hidden_act {:?} is not supported (only \"silu\")", self.hidden_act));
@@ -342,6 +305,13 @@ fn lora_targets(cfg: &LlamaConfig) -> LoraTargets {
     }
 }
 
+impl std::ops::Deref for LlamaConfig {
+    type Target = Geometry;
+    fn deref(&self) -> &Geometry {
+        &self.geometry
+    }
+}
+
 impl KvDims for LlamaConfig {
     fn kv_dims(&self) -> (usize, usize, usize) {
         (self.num_hidden_layers, self.kv_heads(), self.head_dim())
@@ -370,12 +340,8 @@ struct LayerActs {
 pub struct Workspace {
     pub batch: usize,
     pub seq: usize,
-    ids: Vec<u32>,
-    pos: Vec<u32>,
-    /// Packed-sequence index of each token, used when `packed` (the batch has position ids).
-    seg: Vec<u32>,
-    packed: bool,
-    mask_add: Vec<f32>,
+    /// The batch's ids, positions, segments and attention mask.
+    tok: decoder::Tokens,
     cos: Vec<f32>,
     sin: Vec<f32>,
     emb: Vec<f32>,
@@ -412,11 +378,7 @@ impl Workspace {
         Workspace {
             batch,
             seq,
-            ids: vec![0; n],
-            pos: (0..n).map(|i| (i % seq.max(1)) as u32).collect(),
-            seg: vec![0; n],
-            packed: false,
-            mask_add: z(n),
+            tok: decoder::Tokens::new(n),
             cos,
             sin,
             emb: z(n * c),
@@ -483,45 +445,7 @@ impl LlamaForCausalLM {
     /// tied embeddings a stored `lm_head.weight` is ignored.
     pub fn from_state_dict(config: LlamaConfig, sd: &StateDict) -> Result<Self, LlamaError> {
         config.validate()?;
-        let (h, kv, d) = (config.num_attention_heads, config.kv_heads(), config.head_dim());
-        let dims = [
-            DimCheck {
-                field: "vocab_size",
-                value: Some(config.vocab_size),
-                params: &["model.embed_tokens.weight"],
-                axis: 0,
-            },
-            DimCheck {
-                field: "hidden_size",
-                value: Some(config.hidden_size),
-                params: &["model.embed_tokens.weight"],
-                axis: 1,
-            },
-            DimCheck {
-                field: "intermediate_size",
-                value: Some(config.intermediate_size),
-                params: &["model.layers.0.mlp.gate_proj.weight"],
-                axis: 0,
-            },
-            DimCheck {
-                field: if config.head_dim.is_some() { "head_dim" } else { "num_attention_heads" },
-                value: h.checked_mul(d),
-                params: &["model.layers.0.self_attn.q_proj.weight"],
-                axis: 0,
-            },
-            DimCheck {
-                field: "num_key_value_heads",
-                value: kv.checked_mul(d),
-                params: &["model.layers.0.self_attn.k_proj.weight"],
-                axis: 0,
-            },
-        ];
-        check_config_against(
-            sd,
-            &["model."],
-            &dims,
-            ("num_hidden_layers", config.num_hidden_layers, &["model.layers."]),
-        )?;
+        config.check_against(sd, "model.layers.0.mlp.gate_proj.weight")?;
         let (layout, idx) = layout(&config);
         let (store, _) = ParamStore::from_state_dict(layout, sd, &["model."], |_| false)?;
         let store = store.with_lora_targets(lora_targets(&config));
@@ -568,26 +492,8 @@ impl LlamaForCausalLM {
         let eps = cfg.rms_norm_eps;
         st.lora_prepare(&mut ws.lora, n);
 
-        ws.ids.copy_from_slice(batch.input_ids);
-        match batch.position_ids {
-            Some(pos) => {
-                ws.pos.copy_from_slice(pos);
-                // A packed sequence starts at each position 0 (and at each row start).
-                ws.packed = true;
-                decoder::packed_segments(&mut ws.seg, pos, t);
-            }
-            None => {
-                for (i, q) in ws.pos.iter_mut().enumerate() {
-                    *q = (i % t) as u32;
-                }
-                ws.packed = false;
-            }
-        }
-        for (m, &a) in ws.mask_add.iter_mut().zip(batch.attention_mask) {
-            // transformers' additive mask: 0 for tokens, the most negative f32 for padding.
-            *m = if a == 0 { f32::MIN } else { 0.0 };
-        }
-        decoder::embed(&mut ws.emb, s(self.idx.embed), &ws.ids, c);
+        ws.tok.load(batch, t, u32::MAX);
+        decoder::embed(&mut ws.emb, s(self.idx.embed), &ws.tok.ids, c);
 
         for (li, lx) in self.idx.layers.iter().enumerate() {
             let (prev, rest) = ws.layers.split_at_mut(li);
@@ -599,9 +505,9 @@ impl LlamaForCausalLM {
             let bqkv = lx.qkv_b.map(|[bq, _, bv]| st.span(bq, bv));
             linear::forward(&mut a.qkv, &a.ln1, wqkv, bqkv, n, c, w);
             st.lora_forward(&mut ws.lora, li, 0..3, &mut a.qkv, &a.ln1, n);
-            decoder::rope_qk(&mut a.qkv, (h, kv, d), d, &ws.pos, &ws.cos, &ws.sin, false);
-            let seg = ws.packed.then_some(&ws.seg[..]);
-            decoder::attention_forward(&mut a.ctx, &mut a.probs, &a.qkv, &ws.mask_add, seg, shape);
+            decoder::rope_qk(&mut a.qkv, (h, kv, d), d, &ws.tok.pos, &ws.cos, &ws.sin, false);
+            let seg = ws.tok.segments();
+            decoder::attention_forward(&mut a.ctx, &mut a.probs, &a.qkv, &ws.tok.mask_add, seg, shape);
             linear::forward(&mut a.mid, &a.ctx, s(lx.o_w), lx.o_b.map(s), n, h * d, c);
             st.lora_forward(&mut ws.lora, li, 3..4, &mut a.mid, &a.ctx, n);
             residual::add_assign(&mut a.mid, inp);
@@ -692,9 +598,9 @@ impl LlamaForCausalLM {
             if let Some(ob) = lx.o_b.filter(|&k| rg(k)) {
                 bias_grad(&mut g[r(ob)], &ws.dx[..n * c], c, 0);
             }
-            let seg = ws.packed.then_some(&ws.seg[..]);
+            let seg = ws.tok.segments();
             decoder::attention_backward(&mut ws.dqkv, &mut ws.dscores, &ws.dctx, &a.qkv, &a.probs, seg, shape);
-            decoder::rope_qk(&mut ws.dqkv, (h, kv, d), d, &ws.pos, &ws.cos, &ws.sin, true);
+            decoder::rope_qk(&mut ws.dqkv, (h, kv, d), d, &ws.tok.pos, &ws.cos, &ws.sin, true);
             let qkv = infos[lx.q_w].offset..r(lx.v_w).end;
             matmul(&mut ws.dln, &ws.dqkv, &p[qkv], n, w, c, false, false, false);
             lora.backward(&mut ws.lora, infos, p, g, li, 0..3, &mut ws.dln, &ws.dqkv, &a.ln1, n);
@@ -705,13 +611,7 @@ impl LlamaForCausalLM {
         }
 
         if rg(idx.embed) {
-            let ge = &mut g[r(idx.embed)];
-            // Rows repeat across tokens, so the scatter is serial; it is O(n·c), small next to the matmuls.
-            for (dx, &id) in ws.dx.chunks_exact(c).zip(&ws.ids) {
-                for (t, v) in ge[id as usize * c..(id as usize + 1) * c].iter_mut().zip(dx) {
-                    *t += v;
-                }
-            }
+            decoder::scatter_rows(&mut g[r(idx.embed)], &ws.dx, &ws.tok.ids, c);
         }
         ws.lora.train_seed = None;
         Ok(loss)

@@ -24,12 +24,13 @@ use finetune_engine::StateDict;
 use serde::Deserialize;
 
 use crate::decoder::{
-    self, bias_grad, layernorm_backward, weight_grad, Architecture, DecodeCapacity, Head, KvDims, LmHead, StepRows,
+    self, bias_grad, layernorm_backward, weight_grad, Architecture, DecodeCapacity, Geometry, Head, KvDims, LmHead,
+    StepRows,
 };
 pub use crate::decoder::{Batch, KvCache};
 use crate::error::ModelError;
 use crate::lora::{LoraWorkspace, Module};
-use crate::params::{check_config_against, DimCheck, Layout, LoraTargets, ParamStore, Parts};
+use crate::params::{Layout, LoraTargets, ParamStore, Parts};
 
 fn default_eps() -> f32 {
     1e-5
@@ -41,17 +42,9 @@ fn default_act() -> String {
 /// The fields of a Hugging Face Phi `config.json` this model uses.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct PhiConfig {
-    pub vocab_size: usize,
-    pub hidden_size: usize,
-    pub intermediate_size: usize,
-    pub num_hidden_layers: usize,
-    pub num_attention_heads: usize,
-    /// Defaults to `num_attention_heads` (no grouping).
-    #[serde(default)]
-    pub num_key_value_heads: Option<usize>,
-    /// Defaults to `hidden_size / num_attention_heads`.
-    #[serde(default)]
-    pub head_dim: Option<usize>,
+    /// Sizes shared with the other decoders; `cfg.hidden_size` reads them through `Deref`.
+    #[serde(flatten)]
+    pub geometry: Geometry,
     #[serde(default = "default_eps")]
     pub layer_norm_eps: f32,
     /// transformers 4.x keeps θ and the rotary fraction at the top level; 5.x in `rope_parameters`.
@@ -80,14 +73,6 @@ impl PhiConfig {
         Ok(c)
     }
 
-    pub fn kv_heads(&self) -> usize {
-        self.num_key_value_heads.unwrap_or(self.num_attention_heads)
-    }
-
-    pub fn head_dim(&self) -> usize {
-        self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
-    }
-
     fn rope_value(&self, key: &str) -> Option<f64> {
         self.rope_parameters.as_ref().and_then(|p| p.get(key)).and_then(|v| v.as_f64())
     }
@@ -105,22 +90,8 @@ impl PhiConfig {
 
     pub fn validate(&self) -> Result<(), ModelError> {
         let err = |m: String| Err(ModelError::Config(m));
-        let (h, kv, d) = (self.num_attention_heads, self.kv_heads(), self.head_dim());
-        if self.hidden_size == 0 || h == 0 || kv == 0 || self.vocab_size == 0 || d == 0 {
-            return err("hidden_size, num_attention_heads, num_key_value_heads and vocab_size must be positive".into());
-        }
-        if !h.is_multiple_of(kv) {
-            return err(format!("num_attention_heads {h} is not a multiple of num_key_value_heads {kv}"));
-        }
-        crate::error::check_config_sizes(&[
-            ("vocab_size", self.vocab_size),
-            ("hidden_size", self.hidden_size),
-            ("intermediate_size", self.intermediate_size),
-            ("num_hidden_layers", self.num_hidden_layers),
-            ("num_attention_heads", h),
-            ("num_key_value_heads", kv),
-            ("head_dim", d),
-        ])?;
+        self.geometry.validate()?;
+        let d = self.head_dim();
         let rot = self.rotary_dim();
         if rot == 0 || rot > d || !rot.is_multiple_of(2) {
             return err(format!("partial_rotary_factor gives {rot} rotary columns of a {d}-wide head (must be even)"));
@@ -145,6 +116,13 @@ impl PhiConfig {
             return err("attention_dropout is not supported (must be 0)".into());
         }
         Ok(())
+    }
+}
+
+impl std::ops::Deref for PhiConfig {
+    type Target = Geometry;
+    fn deref(&self) -> &Geometry {
+        &self.geometry
     }
 }
 
@@ -266,12 +244,8 @@ struct LayerActs {
 pub struct Workspace {
     pub batch: usize,
     pub seq: usize,
-    ids: Vec<u32>,
-    pos: Vec<u32>,
-    /// Packed-sequence index of each token, used when `packed` (the batch has position ids).
-    seg: Vec<u32>,
-    packed: bool,
-    mask_add: Vec<f32>,
+    /// The batch's ids, positions, segments and attention mask.
+    tok: decoder::Tokens,
     cos: Vec<f32>,
     sin: Vec<f32>,
     emb: Vec<f32>,
@@ -303,11 +277,7 @@ impl Workspace {
         Workspace {
             batch,
             seq,
-            ids: vec![0; n],
-            pos: vec![0; n],
-            seg: vec![0; n],
-            packed: false,
-            mask_add: z(n),
+            tok: decoder::Tokens::new(n),
             cos,
             sin,
             emb: z(n * c),
@@ -349,41 +319,7 @@ pub struct PhiForCausalLM {
 impl PhiForCausalLM {
     pub fn from_state_dict(config: PhiConfig, sd: &StateDict) -> Result<Self, ModelError> {
         config.validate()?;
-        let (h, kv, d) = (config.num_attention_heads, config.kv_heads(), config.head_dim());
-        let dims = [
-            DimCheck {
-                field: "vocab_size",
-                value: Some(config.vocab_size),
-                params: &["model.embed_tokens.weight"],
-                axis: 0,
-            },
-            DimCheck {
-                field: "hidden_size",
-                value: Some(config.hidden_size),
-                params: &["model.embed_tokens.weight"],
-                axis: 1,
-            },
-            DimCheck {
-                field: "intermediate_size",
-                value: Some(config.intermediate_size),
-                params: &["model.layers.0.mlp.fc1.weight"],
-                axis: 0,
-            },
-            DimCheck {
-                field: if config.head_dim.is_some() { "head_dim" } else { "num_attention_heads" },
-                value: h.checked_mul(d),
-                params: &["model.layers.0.self_attn.q_proj.weight"],
-                axis: 0,
-            },
-            DimCheck {
-                field: "num_key_value_heads",
-                value: kv.checked_mul(d),
-                params: &["model.layers.0.self_attn.k_proj.weight"],
-                axis: 0,
-            },
-        ];
-        let layers = ("num_hidden_layers", config.num_hidden_layers, &["model.layers."][..]);
-        check_config_against(sd, &["model."], &dims, layers)?;
+        config.check_against(sd, "model.layers.0.mlp.fc1.weight")?;
         let (layout, idx) = layout(&config);
         let (store, _) = ParamStore::from_state_dict(layout, sd, &["model."], |_| false)?;
         let store = store.with_lora_targets(lora_targets(&config));
@@ -425,19 +361,8 @@ impl PhiForCausalLM {
         let eps = cfg.layer_norm_eps;
         st.lora_prepare(&mut ws.lora, n);
 
-        ws.ids.copy_from_slice(batch.input_ids);
-        ws.packed = batch.position_ids.is_some();
-        match batch.position_ids {
-            Some(pos) => {
-                ws.pos.copy_from_slice(pos);
-                decoder::packed_segments(&mut ws.seg, pos, t);
-            }
-            None => ws.pos.iter_mut().enumerate().for_each(|(i, q)| *q = (i % t) as u32),
-        }
-        for (m, &a) in ws.mask_add.iter_mut().zip(batch.attention_mask) {
-            *m = if a == 0 { f32::MIN } else { 0.0 };
-        }
-        decoder::embed(&mut ws.emb, s(self.idx.embed), &ws.ids, c);
+        ws.tok.load(batch, t, u32::MAX);
+        decoder::embed(&mut ws.emb, s(self.idx.embed), &ws.tok.ids, c);
 
         for (li, lx) in self.idx.layers.iter().enumerate() {
             let (prev, rest) = ws.layers.split_at_mut(li);
@@ -446,9 +371,9 @@ impl PhiForCausalLM {
             layernorm::forward(&mut a.ln, &mut a.mean, &mut a.rstd, inp, s(lx.ln_w), s(lx.ln_b), n, c, eps);
             linear::forward(&mut a.qkv, &a.ln, st.span(lx.q_w, lx.v_w), Some(st.span(lx.q_b, lx.v_b)), n, c, w);
             st.lora_forward(&mut ws.lora, li, 0..3, &mut a.qkv, &a.ln, n);
-            decoder::rope_qk(&mut a.qkv, (h, kv, d), rot, &ws.pos, &ws.cos, &ws.sin, false);
-            let seg = ws.packed.then_some(&ws.seg[..]);
-            decoder::attention_forward(&mut a.ctx, &mut a.probs, &a.qkv, &ws.mask_add, seg, shape);
+            decoder::rope_qk(&mut a.qkv, (h, kv, d), rot, &ws.tok.pos, &ws.cos, &ws.sin, false);
+            let seg = ws.tok.segments();
+            decoder::attention_forward(&mut a.ctx, &mut a.probs, &a.qkv, &ws.tok.mask_add, seg, shape);
             // out = input + dense(attention) + fc2(gelu(fc1(ln))).
             linear::forward(&mut a.out, &a.ctx, s(lx.dense_w), Some(s(lx.dense_b)), n, h * d, c);
             st.lora_forward(&mut ws.lora, li, 3..4, &mut a.out, &a.ctx, n);
@@ -535,9 +460,9 @@ impl PhiForCausalLM {
             if rg(lx.dense_b) {
                 bias_grad(&mut g[r(lx.dense_b)], &ws.dx[..n * c], c, 0);
             }
-            let seg = ws.packed.then_some(&ws.seg[..]);
+            let seg = ws.tok.segments();
             decoder::attention_backward(&mut ws.dqkv, &mut ws.dscores, &ws.dctx, &a.qkv, &a.probs, seg, shape);
-            decoder::rope_qk(&mut ws.dqkv, (h, kv, d), rot, &ws.pos, &ws.cos, &ws.sin, true);
+            decoder::rope_qk(&mut ws.dqkv, (h, kv, d), rot, &ws.tok.pos, &ws.cos, &ws.sin, true);
             let qkv = infos[lx.q_w].offset..r(lx.v_w).end;
             // Both branches read the same LayerNorm output: add the attention's share to the MLP's.
             matmul(&mut ws.dln, &ws.dqkv, &p[qkv], n, w, c, false, false, true);
@@ -550,11 +475,7 @@ impl PhiForCausalLM {
         }
         ws.tmp = tmp;
         if rg(idx.embed) {
-            let ge = &mut g[r(idx.embed)];
-            // Rows repeat across tokens, so the scatter is serial; it is O(n·c), small next to the matmuls.
-            for (dx, &id) in ws.dx.chunks_exact(c).zip(&ws.ids) {
-                residual::add_assign(&mut ge[id as usize * c..(id as usize + 1) * c], dx);
-            }
+            decoder::scatter_rows(&mut g[r(idx.embed)], &ws.dx, &ws.tok.ids, c);
         }
         ws.lora.train_seed = None;
         Ok(loss)

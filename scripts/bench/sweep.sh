@@ -9,6 +9,10 @@
 #   EXTRA="--set max_steps=100" scripts/bench/sweep.sh 16      # shorter trials
 #   DEFAULT_RUN=bench-out/reports/sentiment scripts/bench/sweep.sh   # reuse a finished default run
 #   PRUNERS=none scripts/bench/sweep.sh                              # one arm only
+#   EXTRA="--set eval_steps=66" scripts/bench/sweep.sh 16             # fewer evaluations per trial
+# Two arms side by side, one core each, so that other work on the machine slows both alike:
+#   for p in median none; do OUT=bench-out/sweep-$p PRUNERS=$p RAYON_NUM_THREADS=1 \
+#     taskset -c $([ $p = median ] && echo 0 || echo 1) scripts/bench/sweep.sh 16 & done
 #
 # bf16 = true in the trials where the CPU has a bf16 kernel. Needs scripts/fetch.sh and scripts/fetch-datasets.sh.
 set -euo pipefail
@@ -21,7 +25,7 @@ bin=target/release/finetune
 mkdir -p "$out"
 bf16=false
 grep -qE "amx_bf16|avx512_bf16" /proc/cpuinfo && bf16=true
-echo "cpu: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) threads; load at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "cpu: $(lscpu | sed -n 's/^Model name: *//p' | head -1), ${RAYON_NUM_THREADS:-$(nproc)} threads; load at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "trials: $n; bf16 = $bf16; extra: ${EXTRA:-none}"
 
 # Without pruning, the median pruner's own setting is refused by name: a copy of the run file without it.
@@ -49,10 +53,12 @@ done
 if [ ! -f "$default_run/model.safetensors" ]; then
   $bin train --config examples/sentiment.toml --progress off --set output_dir="$default_run" >"$out/default.log" 2>&1
 fi
+# The best trial of the first arm run (median pruning by default).
+arm=$(echo "${PRUNERS:-median none}" | cut -d' ' -f1)
 best=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['best_trial']['output_dir'])" \
-  "$out/median/sweep_results.json")
+  "$out/$arm/sweep_results.json")
 $bin data split assets/data/sentiment/movie_reviews.csv --split 80/10/10 --stratify --seed 42 -o "$out/data" >/dev/null
 echo
-echo "default configuration ($default_run) against the best trial of the pruned sweep ($best), test reviews:"
+echo "default configuration ($default_run) against the best trial of the $arm sweep ($best), test reviews:"
 $bin compare --base "$default_run" --tuned "$best" --data "$out/data/test.csv"
 echo "load at end: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -9,7 +9,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use finetune_data::augment::{augment_examples, EdaOptions};
 use finetune_data::clean::{clean_examples, dedup, overlap, CleanOptions, Normalization};
 use finetune_data::near_dup::{NearDupIndex, NearDupOptions, Shingles};
-use finetune_data::quality::{apply_filters, Filter};
+use finetune_data::quality::{apply_filters, language, Filter};
 use finetune_data::read::is_token_level;
 use finetune_data::select::{length_bins, select_balanced, select_random};
 use finetune_data::split::{
@@ -348,6 +348,13 @@ pub struct FilterArgs {
     /// N=FRACTION[,N=FRACTION...] for n = 5..10: characters in word n-grams repeating an earlier one.
     #[arg(long, value_name = "N=FRACTION,...")]
     max_duplicate_ngram_fraction: Option<String>,
+    /// Detected language other than this one (ISO 639-3, as `eng`, `deu`, `fra`; detection by the whatlang
+    /// crate): removed.
+    #[arg(long, value_name = "CODE")]
+    language: Option<String>,
+    /// With --language: a detection confidence (0..1) below this also removes the text.
+    #[arg(long, value_name = "CONFIDENCE", requires = "language")]
+    min_language_confidence: Option<f64>,
 }
 
 fn ngram_thresholds(flag: &str, v: &str) -> anyhow::Result<Vec<(usize, f64)>> {
@@ -410,6 +417,10 @@ impl FilterArgs {
             None => Vec::new(),
         };
         out.extend(dup.into_iter().map(|(n, f)| Filter::MaxDuplicateNgramFraction(n, f)));
+        if let Some(code) = &self.language {
+            let lang = language(code).map_err(|e| anyhow::anyhow!("--language {e}"))?;
+            out.push(Filter::Language(lang, self.min_language_confidence.unwrap_or(0.0)));
+        }
         if out.is_empty() {
             bail!("no filter given: pass --gopher or a threshold such as --min-words 5 (see --help)");
         }

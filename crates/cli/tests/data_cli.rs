@@ -145,6 +145,38 @@ fn quality_filters_report_per_filter() {
 }
 
 #[test]
+fn filter_by_language() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let rows = [
+        serde_json::json!({"text": "The plot is thin, but the two leads carry the film with real warmth and wit.", "label": 1}),
+        serde_json::json!({"text": "Die Handlung ist dünn, aber die beiden Hauptdarsteller tragen den Film mit Wärme.", "label": 1}),
+        serde_json::json!({"text": "A slow, dull and overlong story that never finds a reason to exist at all.", "label": 0}),
+    ];
+    let data = write(tmp.path(), "d.jsonl", &rows);
+    let out = tmp.path().join("kept.jsonl");
+    let report = tmp.path().join("removed.jsonl");
+    let p = out.to_str().expect("p");
+    let o =
+        ok(finetune(&["data", "filter", &data, "--language", "eng", "-o", p, "--report", report.to_str().expect("p")]));
+    assert!(stdout(&o).contains("3 records, 2 kept, 1 removed"), "{}", stdout(&o));
+    assert!(stdout(&o).contains("language_eng"), "{}", stdout(&o));
+    let kept = lines(&out);
+    assert!(kept.iter().all(|r| r["text"].as_str().is_some_and(|t| t.starts_with('T') || t.starts_with('A'))));
+    let rep = lines(&report);
+    assert_eq!((rep.len(), rep[0]["line"].as_u64(), rep[0]["filter"].as_str()), (1, Some(2), Some("language_eng")));
+
+    let o = finetune(&["data", "filter", &data, "--language", "english", "-o", p]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--language english: not a language code"), "{}", stderr(&o));
+    let o = finetune(&["data", "filter", &data, "--min-language-confidence", "0.5", "-o", p]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--language"), "{}", stderr(&o));
+    let o = finetune(&["data", "filter", &data, "--language", "eng", "--min-language-confidence", "2", "-o", p]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("language"), "{}", stderr(&o));
+}
+
+#[test]
 fn select_by_class_and_length() {
     let tmp = tempfile::tempdir().expect("tmp");
     let mut rows = Vec::new();

@@ -15,7 +15,10 @@
 //! - `max_top_ngram_fraction` (n=2,3,4): characters covered by the most frequent word n-gram (its length with
 //!   single spaces times its count) over the text's characters, as Gopher's `top_n_gram`;
 //! - `max_duplicate_ngram_fraction` (n=5..10): characters in word n-grams that repeat an earlier one (scanning
-//!   left to right, skipping past each repeat), over the text's characters, as Gopher's `duplicated_n_grams`.
+//!   left to right, skipping past each repeat), over the text's characters, as Gopher's `duplicated_n_grams`;
+//! - `language` (as datatrove's `LanguageFilter`): the detected language must be the one given, with a confidence of
+//!   at least the threshold. Detection is the `whatlang` crate's (trigram profiles of 69 languages, ISO 639-3
+//!   codes such as `eng`); its confidence is in [0, 1]. A text with no detectable language measures 0.
 
 use std::collections::{HashMap, HashSet};
 
@@ -38,6 +41,8 @@ pub enum Filter {
     MaxTopNgramFraction(usize, f64),
     /// (n, fraction)
     MaxDuplicateNgramFraction(usize, f64),
+    /// (language, minimum confidence)
+    Language(whatlang::Lang, f64),
 }
 
 impl Filter {
@@ -56,6 +61,7 @@ impl Filter {
             Filter::MaxDuplicateLineCharFraction(_) => "max_duplicate_line_char_fraction".into(),
             Filter::MaxTopNgramFraction(n, _) => format!("max_top_{n}gram_fraction"),
             Filter::MaxDuplicateNgramFraction(n, _) => format!("max_duplicate_{n}gram_fraction"),
+            Filter::Language(lang, _) => format!("language_{}", lang.code()),
         }
     }
 
@@ -66,7 +72,8 @@ impl Filter {
             Filter::MinAlphaWordFraction(f)
             | Filter::MaxNonLetterFraction(f)
             | Filter::MaxDuplicateLineFraction(f)
-            | Filter::MaxDuplicateLineCharFraction(f) => frac(f),
+            | Filter::MaxDuplicateLineCharFraction(f)
+            | Filter::Language(_, f) => frac(f),
             Filter::MaxTopNgramFraction(n, f) => frac(f) && (2..=4).contains(&n),
             Filter::MaxDuplicateNgramFraction(n, f) => frac(f) && (5..=10).contains(&n),
             Filter::MinMeanWordLength(f) | Filter::MaxMeanWordLength(f) | Filter::MaxSymbolWordRatio(f) => {
@@ -108,8 +115,20 @@ impl Filter {
                 let v = duplicate_ngram_fraction(&t.word_list, n, t.chars);
                 (v <= m, v)
             }
+            Filter::Language(lang, m) => match t.language {
+                Some((l, c)) if l == lang => (c >= m, c),
+                _ => (false, 0.0),
+            },
         }
     }
+}
+
+/// The language of an ISO 639-3 code (`eng`, `deu`, ...), as the `language` filter takes it.
+pub fn language(code: &str) -> Result<whatlang::Lang> {
+    whatlang::Lang::from_code(code.trim()).ok_or_else(|| {
+        let codes: Vec<&str> = whatlang::Lang::all().iter().map(|l| l.code()).collect();
+        DataError::Invalid(format!("{code}: not a language code the detector knows ({})", codes.join(", ")))
+    })
 }
 
 /// What the filters measure on one text.
@@ -125,6 +144,8 @@ pub struct TextStats {
     pub max_line_length: usize,
     pub duplicate_line_fraction: f64,
     pub duplicate_line_char_fraction: f64,
+    /// The detected language and its confidence; only measured by [`TextStats::with_language`].
+    pub language: Option<(whatlang::Lang, f64)>,
 }
 
 fn ratio(a: usize, b: usize) -> f64 {
@@ -136,6 +157,12 @@ fn ratio(a: usize, b: usize) -> f64 {
 }
 
 impl TextStats {
+    /// As [`of`](Self::of), with the language detected for the `language` filter.
+    pub fn with_language(text: &str) -> Self {
+        let language = whatlang::detect(text).map(|i| (i.lang(), i.confidence()));
+        TextStats { language, ..Self::of(text) }
+    }
+
     pub fn of(text: &str) -> Self {
         let word_list: Vec<String> = text.split_whitespace().map(str::to_owned).collect();
         let words = word_list.len();
@@ -170,6 +197,7 @@ impl TextStats {
             max_line_length,
             duplicate_line_fraction: ratio(dup_lines, n_lines),
             duplicate_line_char_fraction: ratio(dup_chars, chars),
+            language: None,
             word_list,
         }
     }
@@ -237,10 +265,11 @@ pub fn apply_filters(texts: &[&str], filters: &[Filter]) -> Result<(Vec<Verdict>
     }
     let mut report =
         FilterReport { total: texts.len(), kept: 0, removed: filters.iter().map(|f| (f.name(), 0)).collect() };
+    let detect = filters.iter().any(|f| matches!(f, Filter::Language(..)));
     let verdicts: Vec<Verdict> = texts
         .iter()
         .map(|t| {
-            let s = TextStats::of(t);
+            let s = if detect { TextStats::with_language(t) } else { TextStats::of(t) };
             filters.iter().enumerate().find_map(|(k, f)| {
                 let (pass, v) = f.apply(&s);
                 (!pass).then_some((k, v))
@@ -304,5 +333,28 @@ mod tests {
         assert_eq!(r.removed, vec![("min_words".to_string(), 1), ("max_symbol_word_ratio".to_string(), 1)]);
         assert_eq!((r.total, r.kept), (3, 1));
         assert!(apply_filters(&texts, &[Filter::MaxTopNgramFraction(7, 0.2)]).is_err());
+    }
+
+    #[test]
+    fn language_filter_keeps_the_language_asked_for() {
+        let texts = [
+            "This film was a delight from start to finish, and the acting was superb throughout.",
+            "Dieser Film war von Anfang bis Ende ein Vergnügen, und die Schauspieler waren großartig.",
+            "Ce film était un plaisir du début à la fin, et les acteurs étaient excellents.",
+            "12345 678 ### !!!",
+        ];
+        let eng = whatlang::Lang::from_code("eng").expect("eng");
+        let (v, r) = apply_filters(&texts, &[Filter::Language(eng, 0.0)]).expect("filters");
+        assert_eq!(v[0], None);
+        assert!(v[1..].iter().all(|x| x.is_some_and(|(k, value)| k == 0 && value == 0.0)), "{v:?}");
+        assert_eq!(r.removed, vec![("language_eng".to_string(), 3)]);
+        let s = TextStats::with_language(texts[1]);
+        assert_eq!(s.language.map(|l| l.0.code()), Some("deu"));
+        // A confidence threshold above what the text reaches removes it too, with its confidence as the value.
+        let c = TextStats::with_language(texts[0]).language.expect("detected").1;
+        assert!(c > 0.0 && c <= 1.0);
+        let (v, _) = apply_filters(&texts[..1], &[Filter::Language(eng, 1.0)]).expect("filters");
+        assert_eq!(v[0].is_some(), c < 1.0);
+        assert!(apply_filters(&texts, &[Filter::Language(eng, 1.5)]).is_err());
     }
 }

@@ -11,7 +11,7 @@ use finetune_data::clean::{clean_examples, dedup, overlap, CleanOptions, Normali
 use finetune_data::near_dup::{NearDupIndex, NearDupOptions, Shingles};
 use finetune_data::quality::{apply_filters, language, Filter};
 use finetune_data::read::is_token_level;
-use finetune_data::select::{length_bins, select_balanced, select_random};
+use finetune_data::select::{k_center_greedy, length_bins, select_balanced, select_by_loss, select_random};
 use finetune_data::split::{
     balanced_class_weights, oversample, random_split, stratified_kfold, stratified_split, undersample,
 };
@@ -21,6 +21,7 @@ use finetune_data::write::{atomic_write, write_conll, write_examples, Columns};
 use finetune_data::{
     read_examples, read_tokens, Dataset, Example, Format, LabelMap, ReadOptions, ReadReport, SplitSpec,
 };
+use finetune_train::workflow::{embed_examples, example_losses, InferOptions};
 
 #[derive(Subcommand, Debug)]
 pub enum DataCommand {
@@ -140,29 +141,23 @@ pub enum DataCommand {
         read: Box<ReadArgs>,
     },
     /// Keep N examples by a named criterion: `random` (seeded), `class` (class-balanced: as equal a count per
-    /// label as the classes allow) or `length` (balanced over --bins equal-count bins of word counts).
+    /// label as the classes allow), `length` (balanced over --bins equal-count bins of word counts), `k-center`
+    /// (the k-center greedy cover of the --model encoder's sentence vectors: diverse examples) or `loss` (the
+    /// examples with the highest cross-entropy under the --model classifier, or the lowest with --lowest).
     #[command(after_help = "Examples:
   finetune data select assets/data/sentiment/movie_reviews.csv -n 1000 --by class -o reviews-1k.csv
   finetune data select assets/data/spam/spam_assassin.jsonl -n 500 --by length --bins 5 -o spam-500.jsonl
-  finetune data select train.jsonl -n 200 --by random --seed 7 -o train-200.jsonl")]
+  finetune data select train.jsonl -n 200 --by random --seed 7 -o train-200.jsonl
+  finetune data select train.csv -n 500 --by k-center --model assets/all-MiniLM-L6-v2 -o train-500.csv
+  finetune data select train.csv -n 500 --by loss --model runs/sentiment -o hardest-500.csv")]
     Select {
         /// The file to select from (CSV, TSV, JSONL, plain text, Parquet or a save_to_disk folder).
         file: PathBuf,
         /// Output file; its extension picks the format (default: the input's).
         #[arg(long, short = 'o')]
         output: PathBuf,
-        /// How many examples to keep.
-        #[arg(short = 'n', long = "num-examples")]
-        n: usize,
-        /// The criterion.
-        #[arg(long, value_enum, default_value = "random")]
-        by: SelectArg,
-        /// Length bins for --by length [default: 10].
-        #[arg(long)]
-        bins: Option<usize>,
-        /// Seed of the sampling.
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
+        #[command(flatten)]
+        how: SelectArgs,
         #[command(flatten)]
         read: Box<ReadArgs>,
     },
@@ -436,6 +431,41 @@ pub enum SelectArg {
     Random,
     Class,
     Length,
+    KCenter,
+    Loss,
+}
+
+/// What `data select` keeps, and the model behind `--by k-center` and `--by loss`.
+#[derive(Args, Debug)]
+pub struct SelectArgs {
+    /// How many examples to keep.
+    #[arg(short = 'n', long = "num-examples")]
+    n: usize,
+    /// The criterion.
+    #[arg(long, value_enum, default_value = "random")]
+    by: SelectArg,
+    /// Length bins for --by length [default: 10].
+    #[arg(long)]
+    bins: Option<usize>,
+    /// Seed of the sampling (`k-center`: of its first center).
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// `k-center`: an encoder (base or fine-tuned; its [CLS] vectors); `loss`: a fine-tuned single-label
+    /// sequence classifier. A directory or hub id.
+    #[arg(long)]
+    model: Option<String>,
+    /// `loss`: keep the examples with the lowest loss (the easiest) instead of the highest.
+    #[arg(long)]
+    lowest: bool,
+    /// Tokens per example for the model (capped by it).
+    #[arg(long, default_value_t = 128)]
+    max_seq_length: usize,
+    /// Examples per forward pass.
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Matmuls in bfloat16 with f32 accumulation, as `bf16 = true` in training.
+    #[arg(long)]
+    bf16: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -521,9 +551,7 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
         DataCommand::Filter { file, output, filters, report, read } => {
             filter_cmd(&file, &output, &filters, report.as_deref(), &read)
         }
-        DataCommand::Select { file, output, n, by, bins, seed, read } => {
-            select_cmd(&file, &output, n, by, bins, seed, &read)
-        }
+        DataCommand::Select { file, output, how, read } => select_cmd(&file, &output, &how, &read),
         DataCommand::Augment { file, output, num_aug, alpha_sr, alpha_ri, alpha_rs, alpha_rd, wordnet, seed, read } => {
             let eda = EdaOptions { alpha_sr, alpha_ri, alpha_rs, alpha_rd, num_aug };
             augment_cmd(&file, &output, &eda, wordnet.as_deref(), seed, &read)
@@ -1004,19 +1032,21 @@ fn augment_cmd(
     Ok(())
 }
 
-fn select_cmd(
-    file: &Path,
-    output: &Path,
-    n: usize,
-    by: SelectArg,
-    bins: Option<usize>,
-    seed: u64,
-    read: &ReadArgs,
-) -> anyhow::Result<()> {
+fn select_cmd(file: &Path, output: &Path, m: &SelectArgs, read: &ReadArgs) -> anyhow::Result<()> {
+    let (n, by, bins, seed) = (m.n, m.by, m.bins, m.seed);
     let bins = match (bins, by) {
-        (Some(_), SelectArg::Random | SelectArg::Class) => bail!("--bins applies to --by length only"),
+        (Some(_), by) if by != SelectArg::Length => bail!("--bins applies to --by length only"),
         (b, _) => b.unwrap_or(10),
     };
+    let uses_model = matches!(by, SelectArg::KCenter | SelectArg::Loss);
+    match (&m.model, uses_model) {
+        (None, true) => bail!("--by {} needs --model", if by == SelectArg::Loss { "loss" } else { "k-center" }),
+        (Some(_), false) => bail!("--model applies to --by k-center and --by loss only"),
+        _ => {}
+    }
+    if m.lowest && by != SelectArg::Loss {
+        bail!("--lowest applies to --by loss only");
+    }
     let opts = read.options()?;
     let in_format = opts.format_for(file)?;
     if is_token_level(file, &opts)? {
@@ -1026,7 +1056,7 @@ fn select_cmd(
     let d = read_checked(file, &opts)?;
     let total = d.examples.len();
     let keys: Vec<String> = match by {
-        SelectArg::Random => Vec::new(),
+        SelectArg::Random | SelectArg::KCenter | SelectArg::Loss => Vec::new(),
         SelectArg::Class => d
             .examples
             .iter()
@@ -1040,14 +1070,36 @@ fn select_cmd(
             length_bins(&lengths, bins)?.into_iter().map(|b| format!("{b:04}")).collect()
         }
     };
+    let infer =
+        InferOptions { max_seq_length: m.max_seq_length, batch_size: m.batch_size, bf16: m.bf16, ..Default::default() };
+    let model = m.model.as_deref().unwrap_or_default();
     let picked = match by {
         SelectArg::Random => select_random(total, n, seed),
+        SelectArg::KCenter => {
+            let vectors = embed_examples(model, &d.examples, &infer, &d.path)?;
+            k_center_greedy(&vectors, n, seed)
+        }
+        SelectArg::Loss => {
+            let losses = example_losses(model, &d.examples, &infer, &d.path)?;
+            let picked = select_by_loss(&losses, n, !m.lowest).map_err(|e| anyhow::anyhow!("{}: {e}", d.path))?;
+            let mean = |ix: &mut dyn Iterator<Item = usize>| {
+                let v: Vec<f64> = ix.map(|i| losses[i]).collect();
+                v.iter().sum::<f64>() / v.len().max(1) as f64
+            };
+            println!(
+                "loss under {model}: mean {:.4} over all {total}, {:.4} over the {} kept",
+                mean(&mut (0..total)),
+                mean(&mut picked.iter().copied()),
+                picked.len()
+            );
+            Ok(picked)
+        }
         _ => select_balanced(&keys, n, seed),
     }
     .map_err(|e| anyhow::anyhow!("{}: {e}", d.path))?;
     write_examples(output, out_format, &read.columns(), picked.iter().map(|&i| &d.examples[i]))?;
     println!("{}: selected {} of {total} examples ({by:?}, seed {seed})", d.path, picked.len());
-    if by != SelectArg::Random {
+    if matches!(by, SelectArg::Class | SelectArg::Length) {
         let mut counts: std::collections::BTreeMap<&str, (usize, usize)> = Default::default();
         for k in &keys {
             counts.entry(k).or_default().0 += 1;

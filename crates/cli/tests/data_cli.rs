@@ -268,3 +268,82 @@ fn augment_adds_seeded_eda_copies_with_the_original_label() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("/nonexistent/index.noun"), "{}", stderr(&o));
 }
+
+#[test]
+fn select_by_k_center_and_by_loss_with_a_model() {
+    let s = common::setup();
+    let (train, model) = (s.root.join("train.csv"), s.model.to_str().unwrap_or_default().to_string());
+    let train = train.to_str().unwrap_or_default().to_string();
+    let out = s.root.join("sel.csv");
+    let o_path = out.to_str().unwrap_or_default().to_string();
+    let sel = |args: &[&str]| {
+        let mut a = vec!["data", "select", &train, "-n", "6", "-o", &o_path, "--max-seq-length", "16"];
+        a.extend_from_slice(args);
+        finetune(&a)
+    };
+    let rows = || -> Vec<String> {
+        std::fs::read_to_string(&out).expect("selection").lines().skip(1).map(str::to_string).collect()
+    };
+
+    // k-center over the base encoder's [CLS] vectors: the rows the library's embeddings and k-center choose.
+    let o = ok(sel(&["--by", "k-center", "--model", &model, "--seed", "3"]));
+    assert!(stdout(&o).contains("selected 6 of 24"), "{}", stdout(&o));
+    let picked = rows();
+    let read = finetune_train::workflow::read_opts("text", None, Some("label"), None);
+    let examples = finetune_train::workflow::read(&train, &read).expect("read");
+    let infer = finetune_train::workflow::InferOptions { max_seq_length: 16, ..Default::default() };
+    let vectors = finetune_train::workflow::embed_examples(&model, &examples, &infer, "t").expect("embed");
+    assert_eq!((vectors.len(), vectors[0].len()), (24, 32));
+    let expect = finetune_data::select::k_center_greedy(&vectors, 6, 3).expect("k-center");
+    let lines: Vec<String> =
+        std::fs::read_to_string(&train).expect("csv").lines().skip(1).map(str::to_string).collect();
+    assert_eq!(picked, expect.iter().map(|&i| lines[i].clone()).collect::<Vec<_>>());
+
+    // Loss under a trained classifier: the six rows with the highest -ln p(label) of `finetune predict`.
+    let cfg = common::config(&s, "run", "max_steps = 4\n");
+    ok(finetune(&["train", "--config", cfg.to_str().unwrap_or_default(), "--progress", "off"]));
+    let run = s.root.join("run").to_str().unwrap_or_default().to_string();
+    let p = s.root.join("p.jsonl");
+    let ps = p.to_str().unwrap_or_default();
+    ok(finetune(&["predict", "--model", &run, "--data", &train, "--out", ps, "--max-seq-length", "16"]));
+    let losses: Vec<f64> = std::fs::read_to_string(&p)
+        .expect("predictions")
+        .lines()
+        .zip(&lines)
+        .map(|(l, row)| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("json");
+            let label = row.rsplit(',').next().unwrap_or_default();
+            -v["probabilities"][label].as_f64().expect("probability").ln()
+        })
+        .collect();
+    for (lowest, flag) in [(false, None), (true, Some("--lowest"))] {
+        let mut args = vec!["--by", "loss", "--model", &run];
+        args.extend(flag);
+        let o = ok(sel(&args));
+        assert!(stdout(&o).contains("loss under"), "{}", stdout(&o));
+        let mut order: Vec<usize> = (0..24).collect();
+        order.sort_by(|&a, &b| {
+            let c = losses[a].total_cmp(&losses[b]);
+            if lowest {
+                c
+            } else {
+                c.reverse()
+            }
+        });
+        let mut keep: Vec<usize> = order[..6].to_vec();
+        keep.sort_unstable();
+        assert_eq!(rows(), keep.iter().map(|&i| lines[i].clone()).collect::<Vec<_>>(), "lowest = {lowest}");
+    }
+
+    for (args, msg) in [
+        (vec!["--by", "loss"], "--by loss needs --model"),
+        (vec!["--by", "random", "--model", &model], "--model applies to --by k-center and --by loss only"),
+        (vec!["--by", "k-center", "--model", &model, "--lowest"], "--lowest applies to --by loss only"),
+        // The fixture's own head has other labels than the data.
+        (vec!["--by", "loss", "--model", &model], "train.csv:2: unknown label \"pos\""),
+    ] {
+        let o = sel(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&o).contains(msg), "{args:?}: {}", stderr(&o));
+    }
+}

@@ -1,6 +1,7 @@
-//! Choosing N examples out of a larger set: a seeded random sample, or a sample balanced over classes or over
-//! length bins. Deterministic for a seed on every machine (the crate's own [`Rng`]); the chosen indices are
-//! returned in their original order.
+//! Choosing N examples out of a larger set: a seeded random sample, a sample balanced over classes or over
+//! length bins, the k-center greedy cover of an embedding space, or the examples a model finds hardest (or
+//! easiest) by their loss. Deterministic for a seed on every machine (the crate's own [`Rng`]); the chosen indices
+//! are returned in their original order. Embeddings and losses come from a model; this crate only chooses.
 
 use std::collections::BTreeMap;
 
@@ -90,6 +91,61 @@ pub fn length_bins(lengths: &[usize], bins: usize) -> Result<Vec<usize>> {
     Ok(lengths.iter().map(|l| edges.iter().filter(|&&e| *l >= e).count()).collect())
 }
 
+/// k-center greedy (Sener & Savarese, 2018, "Active Learning for Convolutional Neural Networks: A Core-Set
+/// Approach"): starting from one seeded random point, repeatedly add the point farthest (Euclidean) from every
+/// point chosen so far, so that the `n` chosen points cover the set with the smallest radius greedy can reach.
+/// Ties go to the lowest index. O(total · n · dim).
+pub fn k_center_greedy(points: &[Vec<f32>], n: usize, seed: u64) -> Result<Vec<usize>> {
+    check_n(points.len(), n)?;
+    let dim = points[0].len();
+    if let Some(i) = points.iter().position(|p| p.len() != dim) {
+        return Err(DataError::Invalid(format!("embedding {i} has {} values, the first has {dim}", points[i].len())));
+    }
+    if let Some(i) = points.iter().position(|p| p.iter().any(|v| !v.is_finite())) {
+        return Err(DataError::Invalid(format!("embedding {i} has a value that is not finite")));
+    }
+    let dist2 = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum::<f64>();
+    let first = Rng::new(seed).below(points.len());
+    let mut chosen = vec![first];
+    // Squared distance of each point to its nearest chosen point.
+    let mut nearest: Vec<f64> = points.iter().map(|p| dist2(p, &points[first])).collect();
+    while chosen.len() < n {
+        let (far, _) = nearest.iter().enumerate().fold(
+            (0, f64::NEG_INFINITY),
+            |best, (i, &d)| {
+                if d > best.1 {
+                    (i, d)
+                } else {
+                    best
+                }
+            },
+        );
+        chosen.push(far);
+        let c = &points[far];
+        for (d, p) in nearest.iter_mut().zip(points) {
+            *d = d.min(dist2(p, c));
+        }
+    }
+    chosen.sort_unstable();
+    Ok(chosen)
+}
+
+/// The `n` examples with the highest loss (`highest`), or the lowest, under a model; ties go to the lower index.
+pub fn select_by_loss(losses: &[f64], n: usize, highest: bool) -> Result<Vec<usize>> {
+    check_n(losses.len(), n)?;
+    if let Some(i) = losses.iter().position(|l| l.is_nan()) {
+        return Err(DataError::Invalid(format!("the loss of example {i} is NaN")));
+    }
+    let mut idx: Vec<usize> = (0..losses.len()).collect();
+    idx.sort_by(|&a, &b| {
+        let o = losses[a].total_cmp(&losses[b]);
+        (if highest { o.reverse() } else { o }).then(a.cmp(&b))
+    });
+    idx.truncate(n);
+    idx.sort_unstable();
+    Ok(idx)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,5 +181,46 @@ mod tests {
         assert_eq!(length_bins(&lengths, 2).expect("bins"), vec![0, 0, 0, 0, 1, 1, 1, 1]);
         assert_eq!(length_bins(&lengths, 4).expect("bins"), vec![0, 0, 1, 1, 2, 2, 3, 3]);
         assert_eq!(length_bins(&[3, 3, 3], 3).expect("bins"), vec![2, 2, 2]);
+    }
+
+    #[test]
+    fn k_center_adds_the_farthest_point_each_time() {
+        // Two tight clusters and one outlier: three centers take one of each.
+        let pts: Vec<Vec<f32>> = [[0.0, 0.0], [0.1, 0.0], [0.0, 0.1], [5.0, 5.0], [5.1, 5.0], [20.0, 0.0]]
+            .iter()
+            .map(|p| p.to_vec())
+            .collect();
+        for seed in 0..10 {
+            let c = k_center_greedy(&pts, 3, seed).expect("k-center");
+            assert!(c.iter().any(|&i| i < 3) && c.iter().any(|&i| (3..5).contains(&i)) && c.contains(&5), "{c:?}");
+        }
+        // Brute force on a larger random set: every pick after the first is a farthest point from those before.
+        let mut rng = Rng::new(3);
+        let pts: Vec<Vec<f32>> = (0..60).map(|_| (0..4).map(|_| rng.uniform() as f32).collect()).collect();
+        let d = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum::<f64>();
+        let picked = k_center_greedy(&pts, 10, 9).expect("k-center");
+        assert_eq!(picked.len(), 10);
+        // The covering radius of the greedy set is at most twice the best (the 2-approximation), and no point
+        // left out is farther from the set than the closest pair of chosen points (each pick was farthest).
+        let radius =
+            pts.iter().map(|p| picked.iter().map(|&c| d(p, &pts[c])).fold(f64::INFINITY, f64::min)).fold(0.0, f64::max);
+        let min_pair = picked
+            .iter()
+            .flat_map(|&a| picked.iter().filter(move |&&b| b != a).map(move |&b| (a, b)))
+            .map(|(a, b)| d(&pts[a], &pts[b]))
+            .fold(f64::INFINITY, f64::min);
+        assert!(radius <= min_pair + 1e-12, "radius {radius} > min pair {min_pair}");
+        assert!(k_center_greedy(&pts, 61, 0).is_err());
+        assert!(k_center_greedy(&[vec![0.0], vec![0.0, 1.0]], 1, 0).is_err());
+        assert!(k_center_greedy(&[vec![f32::NAN]], 1, 0).is_err());
+    }
+
+    #[test]
+    fn loss_selection_keeps_the_extremes_in_file_order() {
+        let losses = [0.5, 2.0, 0.1, 2.0, 1.0];
+        assert_eq!(select_by_loss(&losses, 2, true).expect("loss"), vec![1, 3]);
+        assert_eq!(select_by_loss(&losses, 3, true).expect("loss"), vec![1, 3, 4]);
+        assert_eq!(select_by_loss(&losses, 2, false).expect("loss"), vec![0, 2]);
+        assert!(select_by_loss(&[f64::NAN], 1, true).is_err());
     }
 }

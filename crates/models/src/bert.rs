@@ -446,6 +446,12 @@ pub struct Workspace {
 }
 
 impl Workspace {
+    /// `[batch, hidden]`: the last layer's hidden state at each sequence's first token (`[CLS]`, `<s>`) from the
+    /// last sequence-classification forward, before the pooler and any dropout: the encoder's sentence vector.
+    pub fn cls_hidden(&self) -> &[f32] {
+        &self.cls
+    }
+
     /// A workspace for training: every layer's activations are kept for the backward pass.
     pub fn new(cfg: &BertConfig, batch: usize, seq: usize) -> Self {
         Self::build(cfg, batch, seq, false)

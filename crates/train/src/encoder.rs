@@ -354,6 +354,12 @@ impl EncoderClassifier {
     /// Forward in evaluation mode (no dropout): the batch's logits (`[batch, num_labels]`) and its mean loss
     /// when `with_labels`.
     pub fn forward_eval(&mut self, b: &finetune_data::Batch, with_labels: bool) -> Result<(Vec<f32>, Option<f64>)> {
+        let (ws, loss) = self.run_eval(b, with_labels)?;
+        Ok((ws.logits.clone(), loss.map(f64::from)))
+    }
+
+    /// An evaluation forward of `b`; the workspace holds its outputs.
+    fn run_eval(&mut self, b: &finetune_data::Batch, with_labels: bool) -> Result<(&Workspace, Option<f32>)> {
         let bb = self.bert_batch(b, with_labels)?;
         let cfg = &self.model.config;
         let w16 = self.bf16.clone();
@@ -361,7 +367,7 @@ impl EncoderClassifier {
             .eval_workspaces
             .get(b.batch_size, b.seq_len, || Workspace::for_inference(cfg, b.batch_size, b.seq_len).with_bf16(w16));
         let loss = self.model.forward(ws, &bb, Mode::Eval).map_err(model_err)?;
-        Ok((ws.logits.clone(), loss.map(f64::from)))
+        Ok((ws, loss))
     }
 
     /// Evaluates `data` in order, `batch_size` examples at a time. Single-label: HF's metric map (`loss`,
@@ -440,6 +446,28 @@ impl EncoderClassifier {
             }
             EvalOutput { metrics: m, num_samples: n, num_batches: n.div_ceil(batch_size.max(1)) }
         };
+        self.eval_workspaces = WorkspaceCache::default();
+        Ok(out)
+    }
+
+    /// The encoder's sentence vector of each example of `data` (the last layer's `[CLS]` hidden state, before the
+    /// pooler), `batch_size` examples at a time. Sequence classification only.
+    pub fn embed(&mut self, data: &SeqDataset, batch_size: usize, collator: Collator) -> Result<Vec<Vec<f32>>> {
+        if self.task != Task::SequenceClassification {
+            return Err(TrainError::Model(
+                "embeddings come from a sequence-classification encoder, not a token one".into(),
+            ));
+        }
+        self.begin_eval_pass();
+        let c = self.model.config.hidden_size;
+        let idx: Vec<usize> = (0..data.len()).collect();
+        let mut batch = finetune_data::Batch::default();
+        let mut out = Vec::with_capacity(data.len());
+        for chunk in idx.chunks(batch_size.max(1)) {
+            collator.seq_into(data, chunk, &mut batch).map_err(model_err)?;
+            let (ws, _) = self.run_eval(&batch, false)?;
+            out.extend(ws.cls_hidden()[..batch.batch_size * c].chunks_exact(c).map(<[f32]>::to_vec));
+        }
         self.eval_workspaces = WorkspaceCache::default();
         Ok(out)
     }

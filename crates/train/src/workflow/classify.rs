@@ -513,6 +513,52 @@ pub fn evaluate(model: &str, data: &Path, opts: &InferOptions) -> Result<EvalRes
     Ok(EvalResult { metrics, report })
 }
 
+/// The encoder's sentence vector of each example (the last layer's `[CLS]` hidden state, before the pooler), for
+/// `finetune data select --by k-center`. `model` is a base encoder (its head is not used) or a fine-tuned
+/// sequence classifier; `origin` names the examples in errors.
+pub fn embed_examples(model: &str, examples: &[Example], opts: &InferOptions, origin: &str) -> Result<Vec<Vec<f32>>> {
+    if token_model(model)? {
+        bail!("{model}: a token-classification model; embeddings come from a sequence encoder");
+    }
+    let (dir, tok, max_len) = tokenizer_for(model, opts.max_seq_length)?;
+    let cfg = EncoderConfig::from_file(dir.join("config.json"))?;
+    // The head is built (randomly, for a base encoder) and never read.
+    let names: Vec<String> = (0..cfg.num_labels.max(1)).map(|i| format!("LABEL_{i}")).collect();
+    let adamw = crate::TrainingArguments::default().adamw();
+    let mut m = EncoderClassifier::from_pretrained(
+        &dir.display().to_string(),
+        &names,
+        ProblemType::SingleLabelClassification,
+        adamw,
+        42,
+    )?;
+    bf16_on(&mut m, opts.bf16)?;
+    let data = SeqDataset::encode(&tok, examples, None, SeqTask::Unlabelled, Some(max_len), origin)?;
+    let collator = Collator { pad_token_id: tok.pad_token_id(), pad_to_multiple_of: Some(8) };
+    Ok(m.embed(&data, opts.batch_size.max(1), collator)?)
+}
+
+/// Each example's cross-entropy loss, `-ln p(label)`, under a saved single-label sequence classifier, for
+/// `finetune data select --by loss`. Every example needs a label the model knows.
+pub fn example_losses(model: &str, examples: &[Example], opts: &InferOptions, origin: &str) -> Result<Vec<f64>> {
+    if token_model(model)? {
+        bail!("{model}: a token-classification model; --by loss takes a sequence classifier");
+    }
+    let (mut m, tok, max_len) = load_for_inference(model, opts.max_seq_length)?;
+    if m.problem != ProblemType::SingleLabelClassification {
+        bail!("{model}: a {:?} model; --by loss takes a single-label classifier", m.problem);
+    }
+    if let Some(e) = examples.iter().find(|e| e.label.is_none()) {
+        bail!("{origin}:{}: --by loss needs a label on every example", e.line);
+    }
+    bf16_on(&mut m, opts.bf16)?;
+    let labels = LabelMap::new(m.label_names())?;
+    let data = encode(&tok, &(origin.to_string(), examples.to_vec()), &labels, max_len, m.problem)?;
+    let collator = Collator { pad_token_id: tok.pad_token_id(), pad_to_multiple_of: Some(8) };
+    let ev = m.evaluate(&data, opts.batch_size.max(1), collator)?;
+    Ok(ev.gold.iter().zip(&ev.probabilities).map(|(&y, p)| -p[y].max(f64::MIN_POSITIVE).ln()).collect())
+}
+
 /// `finetune predict` as a function: writes JSON lines to `out` (`{"label", "probabilities"}` per example, or
 /// `{"tokens", "tags"}` per sentence for a token-classification model) and returns how many were written.
 pub fn predict(model: &str, data: &Path, out: &Path, opts: &InferOptions) -> Result<PredictResult> {

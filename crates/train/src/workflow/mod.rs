@@ -20,9 +20,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub use classify::{
-    encode, encode_tokens, evaluate, metric_value, parse_problem, predict, prefixed, print_metrics, read, read_conll,
-    read_opts, read_token_data, save_metrics, split_opts, token_read_opts, tokenizer_for, train, write_json_file,
-    PredictInput, Predictor, TokenSplit,
+    embed_examples, encode, encode_tokens, evaluate, example_losses, metric_value, parse_problem, predict, prefixed,
+    print_metrics, read, read_conll, read_opts, read_token_data, save_metrics, split_opts, token_read_opts,
+    tokenizer_for, train, write_json_file, PredictInput, Predictor, TokenSplit,
 };
 pub use cv::{cross_validate, CvResult};
 pub use run_file::{

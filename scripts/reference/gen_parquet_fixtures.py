@@ -73,6 +73,14 @@ def sentiment():
     )
     jsonl(named(ds.select(range(8)), "label"), OUT / "sentiment_train.jsonl")
     jsonl(named(ds.select(range(8, len(ds))), "label"), OUT / "sentiment_test.jsonl")
+    # A Hugging Face hub dataset's layout: data/{split}-NNNNN-of-NNNNN.parquet, the train split in two shards.
+    hub = OUT / "sentiment_hub"
+    shutil.rmtree(hub, ignore_errors=True)
+    (hub / "data").mkdir(parents=True)
+    for i in range(2):
+        shard = ds.select(range(8)).shard(num_shards=2, index=i, contiguous=True)
+        shard.to_parquet(hub / "data" / f"train-{i:05d}-of-00002.parquet")
+    ds.select(range(8, len(ds))).to_parquet(hub / "data" / "test-00000-of-00001.parquet")
     shutil.copy(OUT / "sentiment_saved" / "data-00001-of-00002.arrow", OUT / "sentiment_shard1.arrow")
     jsonl(named(ds.select(range(6, len(ds))), "label"), OUT / "sentiment_shard1.jsonl")
     return ds

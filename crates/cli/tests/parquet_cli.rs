@@ -53,6 +53,22 @@ fn train_on_parquet_and_save_to_disk_folders() {
     // ClassLabel names, not integers, name the classes.
     let config = read_json(&out.join("config.json"));
     assert_eq!(config["label2id"], serde_json::json!({"neg": 0, "pos": 1}));
+
+    // Parquet shards in a hub dataset's layout (data/train-0000N-of-00002.parquet, data/test-...): the same.
+    let hub = tmp.path().join("hub");
+    let cfg = run_file(
+        tmp.path(),
+        &[
+            ("model_name_or_path", model_dir(tmp.path()).display().to_string()),
+            ("train_file", columnar("sentiment_hub")),
+            ("validation_file", columnar("sentiment.parquet")),
+            ("test_file", columnar("sentiment_hub")),
+            ("output_dir", hub.display().to_string()),
+        ],
+    );
+    ok(train(&cfg));
+    let all = read_json(&hub.join("all_results.json"));
+    assert_eq!((all["train_samples"].as_u64(), all["test_samples"].as_u64()), (Some(8), Some(3)), "{all}");
 }
 
 #[test]

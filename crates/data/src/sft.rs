@@ -228,7 +228,7 @@ pub fn read_sft_split(path: &Path, format: SftFormat, split: Option<&str>) -> Re
     let mut records = Vec::new();
     match Format::from_path(path) {
         Some(f @ (Format::Parquet | Format::Arrow)) => {
-            let split = split.filter(|_| crate::read::is_dataset_dict(path)).map(str::to_string);
+            let split = split.filter(|_| crate::read::has_splits(path)).map(str::to_string);
             let source = ColumnarSource::open(path, f, &ReadOptions { dataset_split: split, ..Default::default() })?;
             for r in columnar::objects(source, SFT_FIELDS, &mut record)? {
                 records.push(r?);

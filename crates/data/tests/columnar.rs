@@ -177,11 +177,19 @@ fn bad_files_name_file_row_group_and_column() {
 
 #[test]
 fn folders_that_are_not_datasets() {
-    let e = error("", &ReadOptions::default()).to_string();
+    let tmp = tempfile::tempdir().expect("tmp");
+    std::fs::write(tmp.path().join("notes.txt"), "not data\n").expect("write");
+    let e = read_examples(tmp.path(), &ReadOptions::default()).expect_err("not a dataset").to_string();
     assert!(
-        e.ends_with("a folder that is not a `datasets` save_to_disk folder (no state.json or dataset_dict.json)"),
+        e.ends_with(
+            "a folder that is not a `datasets` save_to_disk folder (no state.json or dataset_dict.json) and holds \
+             no Parquet files"
+        ),
         "{e}"
     );
+    // A folder of unrelated Parquet files reads as shards of several splits, and needs one named.
+    let e = error("", &ReadOptions::default()).to_string();
+    assert!(e.contains("Parquet shards of the splits bad_null_label, bad_page"), "{e}");
 }
 
 /// Truncations and byte flips of every kind of input end in an error or a read, never a panic or an abort.
@@ -244,4 +252,34 @@ fn options_that_do_not_apply_are_refused() {
     refused(ReadOptions { dataset_split: Some("train".into()), ..Default::default() }, "is not a DatasetDict folder");
     refused(ReadOptions { delimiter: Some(b';'), ..Default::default() }, "the delimiter applies to CSV/TSV files");
     refused(ReadOptions { tag_column: Some(1), ..Default::default() }, "token and tag column numbers apply to CoNLL");
+}
+
+#[test]
+fn parquet_shard_folders_in_the_hub_layout() {
+    // data/train-0000{0,1}-of-00002.parquet and data/test-00000-of-00001.parquet, written by `datasets`.
+    assert_eq!(Format::from_path(&fixture("sentiment_hub")), Some(Format::Parquet));
+    let split = |s: &str| ReadOptions { dataset_split: Some(s.into()), ..Default::default() };
+    same_examples("sentiment_hub", "sentiment_train.jsonl", &split("train"));
+    same_examples("sentiment_hub", "sentiment_test.jsonl", &split("test"));
+    same_examples("sentiment_hub/data", "sentiment_test.jsonl", &split("test"));
+    let e = error("sentiment_hub", &ReadOptions::default());
+    assert!(e.to_string().contains("Parquet shards of the splits test, train"), "{e}");
+    let e = error("sentiment_hub", &split("validation"));
+    assert!(e.to_string().contains("no split \"validation\" (splits: test, train)"), "{e}");
+
+    // A folder of one split reads whole, whatever split is asked for; shards must share their columns.
+    let tmp = tempfile::tempdir().expect("tmp");
+    for i in 0..2 {
+        let name = format!("train-{i:05}-of-00002.parquet");
+        std::fs::copy(fixture("sentiment_hub/data").join(&name), tmp.path().join(&name)).expect("copy");
+    }
+    let d = read_examples(tmp.path(), &split("test")).expect("one split");
+    let twin = read_examples(&fixture("sentiment_train.jsonl"), &ReadOptions::default()).expect("twin");
+    assert_eq!(d.examples, twin.examples);
+    std::fs::copy(fixture("stsb.parquet"), tmp.path().join("train-00001-of-00002.parquet")).expect("copy");
+    let e = read_examples(tmp.path(), &ReadOptions::default()).expect_err("mixed columns");
+    assert!(e.to_string().contains("train-00001-of-00002.parquet: its columns differ"), "{e}");
+    // The split option names a folder with splits only.
+    let e = read_examples(&fixture("sentiment.parquet"), &split("train")).expect_err("a file has no splits");
+    assert!(e.to_string().contains("not a DatasetDict folder"), "{e}");
 }

@@ -137,8 +137,99 @@ fn features(metadata: Option<&str>) -> BTreeMap<String, Feature> {
 }
 
 enum Kind {
-    Parquet { meta: ArrowReaderMetadata, len: u64 },
-    Arrow { files: Vec<PathBuf> },
+    /// One file, or the shards of a folder, in order.
+    Parquet {
+        shards: Vec<Shard>,
+    },
+    Arrow {
+        files: Vec<PathBuf>,
+    },
+}
+
+/// A Parquet file with its footer read and its length known.
+struct Shard {
+    path: PathBuf,
+    meta: ArrowReaderMetadata,
+    len: u64,
+}
+
+impl Shard {
+    fn open(path: &Path) -> Result<Shard> {
+        let name = shown(path);
+        let file = File::open(path).map_err(|e| DataError::io(&name, e))?;
+        let len = file.metadata().map_err(|e| DataError::io(&name, e))?.len();
+        // The arrow schema is derived from the Parquet schema: the embedded "ARROW:schema" would be decoded by
+        // arrow-ipc's schema conversion, which panics on some malformed input.
+        let options = ArrowReaderOptions::new().with_skip_arrow_metadata(true);
+        let meta = guarded(|| ArrowReaderMetadata::load(&file, options).map_err(|e| e.to_string()))
+            .and_then(|r| r)
+            .map_err(|e| DataError::file(&name, format_args!("not a readable Parquet file: {e}")))?;
+        Ok(Shard { path: path.to_path_buf(), meta, len })
+    }
+}
+
+/// The Parquet files of a folder: directly in it, or in its `data/` folder (a Hugging Face hub dataset's layout,
+/// `data/train-00000-of-00002.parquet`), sorted by name. Empty when it has none, or is a `datasets` folder.
+fn parquet_files(path: &Path) -> Vec<PathBuf> {
+    if path.join("state.json").is_file() || path.join("dataset_dict.json").is_file() {
+        return Vec::new();
+    }
+    let list = |dir: &Path| -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map(|d| {
+                d.filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.is_file() && Format::from_path(p) == Some(Format::Parquet))
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        files
+    };
+    let here = list(path);
+    if here.is_empty() {
+        list(&path.join("data"))
+    } else {
+        here
+    }
+}
+
+/// True for a folder of Parquet shards (see [`parquet_shards`]).
+pub fn is_parquet_folder(path: &Path) -> bool {
+    path.is_dir() && !parquet_files(path).is_empty()
+}
+
+/// A shard's split: its file name up to the first `-` (`train-00000-of-00002.parquet` is "train",
+/// `test.parquet` "test"), as the Hugging Face hub names split files.
+fn shard_split(path: &Path) -> String {
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    stem.split('-').next().unwrap_or_default().to_string()
+}
+
+/// The Parquet shards of a folder for one split: `opts.dataset_split` when the folder has files of that split,
+/// else all of them when the folder holds one split only; a folder of several splits needs one named.
+fn parquet_shards(path: &Path, opts: &ReadOptions) -> Result<Vec<PathBuf>> {
+    let files = parquet_files(path);
+    let mut splits: Vec<String> = files.iter().map(|f| shard_split(f)).collect();
+    splits.dedup();
+    splits.sort();
+    splits.dedup();
+    let name = shown(path);
+    match &opts.dataset_split {
+        Some(s) if splits.contains(s) => Ok(files.into_iter().filter(|f| &shard_split(f) == s).collect()),
+        _ if splits.len() == 1 => Ok(files),
+        Some(s) => Err(DataError::file(
+            &name,
+            format_args!("the Parquet shards have no split {s:?} (splits: {})", splits.join(", ")),
+        )),
+        None => Err(DataError::file(
+            &name,
+            format_args!(
+                "Parquet shards of the splits {}: give the folder as train_file/validation_file/test_file, or \
+                 read one shard",
+                splits.join(", ")
+            ),
+        )),
+    }
 }
 
 /// A Parquet file or Arrow dataset, opened: its files and schema are known, no row is read yet.
@@ -170,14 +261,16 @@ impl ColumnarSource {
             )));
         }
         if format == Format::Parquet {
-            let file = File::open(path).map_err(|e| DataError::io(&name, e))?;
-            let len = file.metadata().map_err(|e| DataError::io(&name, e))?.len();
-            // The arrow schema is derived from the Parquet schema: the embedded "ARROW:schema" would be decoded
-            // by arrow-ipc's schema conversion, which panics on some malformed input.
-            let options = ArrowReaderOptions::new().with_skip_arrow_metadata(true);
-            let meta = guarded(|| ArrowReaderMetadata::load(&file, options).map_err(|e| e.to_string()))
-                .and_then(|r| r)
-                .map_err(|e| DataError::file(&name, format_args!("not a readable Parquet file: {e}")))?;
+            let paths = if path.is_dir() { parquet_shards(path, opts)? } else { vec![path.to_path_buf()] };
+            let shards = paths.iter().map(|p| Shard::open(p)).collect::<Result<Vec<Shard>>>()?;
+            let meta = &shards[0].meta;
+            // Every shard must have the first one's columns, so that a row reads the same from any of them.
+            if let Some(other) = shards.iter().find(|s| s.meta.schema().fields() != meta.schema().fields()) {
+                return Err(DataError::file(
+                    &shown(&other.path),
+                    format_args!("its columns differ from those of {}", shown(&shards[0].path)),
+                ));
+            }
             let hf = meta
                 .metadata()
                 .file_metadata()
@@ -185,13 +278,8 @@ impl ColumnarSource {
                 .and_then(|kv| kv.iter().find(|k| k.key == "huggingface").and_then(|k| k.value.clone()));
             let features = features(hf.as_deref());
             let schema = meta.schema().clone();
-            return Ok(ColumnarSource {
-                path: name,
-                first: path.to_path_buf(),
-                kind: Kind::Parquet { meta, len },
-                schema,
-                features,
-            });
+            let first = shards[0].path.clone();
+            return Ok(ColumnarSource { path: name, first, kind: Kind::Parquet { shards }, schema, features });
         }
         let files = arrow_files(path, opts)?;
         let first = files[0].clone();
@@ -237,8 +325,7 @@ impl ColumnarSource {
     /// Streams the rows' objects of `columns`.
     fn rows(self, columns: Vec<Column>) -> Result<ColumnarRows> {
         let batches = match self.kind {
-            Kind::Parquet { meta, len } => {
-                let file = File::open(&self.first).map_err(|e| DataError::io(&self.path, e))?;
+            Kind::Parquet { shards } => {
                 let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
                 let roots: Vec<usize> = self
                     .schema
@@ -248,15 +335,7 @@ impl ColumnarSource {
                     .filter(|(_, f)| names.contains(&f.name().as_str()))
                     .map(|(i, _)| i)
                     .collect();
-                Batches::Parquet(ParquetBatches {
-                    name: self.path.clone(),
-                    file,
-                    meta,
-                    len,
-                    roots,
-                    group: 0,
-                    reader: None,
-                })
+                Batches::Parquet { shards: shards.into_iter(), roots, current: None }
             }
             Kind::Arrow { files } => Batches::Arrow { files, next: 0, current: None },
         };
@@ -312,7 +391,8 @@ fn arrow_files(path: &Path, opts: &ReadOptions) -> Result<Vec<PathBuf>> {
     if !path.join("state.json").is_file() {
         return Err(DataError::file(
             &name,
-            "a folder that is not a `datasets` save_to_disk folder (no state.json or dataset_dict.json)",
+            "a folder that is not a `datasets` save_to_disk folder (no state.json or dataset_dict.json) and holds no \
+             Parquet files",
         ));
     }
     let state = json("state.json")?;
@@ -372,7 +452,7 @@ fn is_label(t: &DataType) -> bool {
 
 /// Parquet row groups or IPC record batches, in order.
 enum Batches {
-    Parquet(ParquetBatches),
+    Parquet { shards: std::vec::IntoIter<Shard>, roots: Vec<usize>, current: Option<ParquetBatches> },
     Arrow { files: Vec<PathBuf>, next: usize, current: Option<IpcFile> },
 }
 
@@ -390,7 +470,15 @@ struct Located {
 impl Batches {
     fn next_batch(&mut self) -> Result<Option<Located>> {
         match self {
-            Batches::Parquet(p) => p.next_batch(),
+            Batches::Parquet { shards, roots, current } => loop {
+                if let Some(p) = current {
+                    if let Some(b) = p.next_batch()? {
+                        return Ok(Some(b));
+                    }
+                }
+                let Some(shard) = shards.next() else { return Ok(None) };
+                *current = Some(ParquetBatches::new(shard, roots.clone())?);
+            },
             Batches::Arrow { files, next, current } => loop {
                 if let Some(f) = current {
                     if let Some(b) = f.next_batch()? {
@@ -418,6 +506,12 @@ struct ParquetBatches {
 }
 
 impl ParquetBatches {
+    fn new(shard: Shard, roots: Vec<usize>) -> Result<ParquetBatches> {
+        let name = shown(&shard.path);
+        let file = File::open(&shard.path).map_err(|e| DataError::io(&name, e))?;
+        Ok(ParquetBatches { name, file, meta: shard.meta, len: shard.len, roots, group: 0, reader: None })
+    }
+
     fn part(group: usize) -> String {
         format!("row group {group}")
     }

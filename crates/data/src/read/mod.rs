@@ -43,10 +43,11 @@ pub enum Format {
 
 impl Format {
     /// `.csv` → Csv, `.tsv`/`.tab` → Tsv, `.jsonl`/`.ndjson`/`.json` → Jsonl, `.conll`/`.bio`/`.iob` → Conll,
-    /// `.txt` → Text, `.parquet`/`.pq` → Parquet, `.arrow` and folders (`save_to_disk`) → Arrow.
+    /// `.txt` → Text, `.parquet`/`.pq` and folders of Parquet shards → Parquet, `.arrow` and folders
+    /// (`save_to_disk`) → Arrow.
     pub fn from_path(path: &Path) -> Option<Format> {
         if path.is_dir() {
-            return Some(Format::Arrow);
+            return Some(if columnar::is_parquet_folder(path) { Format::Parquet } else { Format::Arrow });
         }
         let ext = path.extension()?.to_str()?.to_ascii_lowercase();
         Some(match ext.as_str() {
@@ -254,11 +255,18 @@ pub fn is_dataset_dict(path: &Path) -> bool {
     path.join("dataset_dict.json").is_file()
 }
 
-/// `dataset_split` picks a split of a `DatasetDict` folder and nothing else: refused for any other input.
+/// A folder that holds splits: a `DatasetDict` folder, or a folder of Parquet shards (`train-00000-of-00002.parquet`,
+/// `test-...`, directly or in `data/`).
+pub fn has_splits(path: &Path) -> bool {
+    is_dataset_dict(path) || columnar::is_parquet_folder(path)
+}
+
+/// `dataset_split` picks a split of a `DatasetDict` folder or of a folder of Parquet shards, and nothing else:
+/// refused for any other input.
 fn check_dataset_split(path: &Path, opts: &ReadOptions) -> Result<()> {
     match &opts.dataset_split {
-        Some(s) if !is_dataset_dict(path) => Err(DataError::Invalid(format!(
-            "dataset split {s:?}: {} is not a DatasetDict folder (no dataset_dict.json)",
+        Some(s) if !has_splits(path) => Err(DataError::Invalid(format!(
+            "dataset split {s:?}: {} is not a DatasetDict folder (no dataset_dict.json) or a folder of Parquet shards",
             path.display()
         ))),
         _ => Ok(()),

@@ -61,10 +61,10 @@ fn seq_task(problem: ProblemType) -> SeqTask {
     }
 }
 
-/// `opts` for the file of one split: a `datasets` `DatasetDict` folder given as `train_file`,
-/// `validation_file` or `test_file` is read at its "train", "validation" or "test" split.
+/// `opts` for the file of one split: a `datasets` `DatasetDict` folder or a folder of Parquet shards given as
+/// `train_file`, `validation_file` or `test_file` is read at its "train", "validation" or "test" split.
 pub fn split_opts(opts: &ReadOptions, path: &str, split: &str) -> ReadOptions {
-    let dict = finetune_data::read::is_dataset_dict(Path::new(path));
+    let dict = finetune_data::read::has_splits(Path::new(path));
     ReadOptions { dataset_split: dict.then(|| split.to_string()), ..opts.clone() }
 }
 

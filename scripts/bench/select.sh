@@ -7,10 +7,11 @@
 #
 #   random    `--by random --seed S`
 #   k-center  `--by k-center --model assets/all-MiniLM-L6-v2 --seed S` (the base encoder's [CLS] vectors)
-#   loss      `--by loss --model <the random arm's model of seed S>` (the 500 hardest reviews for a model
-#             trained on 500 others)
+#   loss      `--by loss --model <the random arm's model of seed S>` (the 500 hardest reviews, class by class,
+#             for a model trained on 500 others)
 #
 #   scripts/bench/select.sh [SEED...]        (default: 1 2 3; OUT=bench-out/select)
+#   REUSE=1 scripts/bench/select.sh           # keep the arms that have finished (their all_results.json)
 #
 # Needs the model and data (scripts/fetch.sh, scripts/fetch-datasets.sh). bf16 = true for every run and every
 # selection pass where the CPU has a bf16 kernel (the same in every arm). The split is the example's (80/10/10,
@@ -37,6 +38,10 @@ pick() {
   local name=$1 seed=$2
   shift 2
   local file=$data/$name-$seed.csv log=$out/select-$name-$seed.log
+  if [ "${REUSE:-0}" = 1 ] && [ -f "$out/$name-$seed/all_results.json" ]; then
+    echo "$name seed $seed: reused ($(grep -c ',positive$' "$file") positive, $(grep -c ',negative$' "$file") negative)"
+    return
+  fi
   $bin data select "$data/train.csv" -n 500 --seed "$seed" -o "$file" "$@" >"$log" || { cat "$log" >&2; exit 1; }
   echo "$name seed $seed: $(grep -c ',positive$' "$file") positive, $(grep -c ',negative$' "$file") negative;" \
     "$(grep '^loss under' "$log" || true)"
@@ -45,6 +50,7 @@ pick() {
 # train NAME SEED: the example's settings on $data/NAME-SEED.csv for 3 epochs.
 train() {
   local name=$1 seed=$2
+  [ "${REUSE:-0}" = 1 ] && [ -f "$out/$name-$seed/all_results.json" ] && return
   $bin train --config examples/sentiment.toml --progress off --set split=none --set train_file="$data/$name-$seed.csv" \
     --set validation_file="$data/validation.csv" --set test_file="$data/test.csv" --set seed="$seed" \
     --set num_train_epochs=3 --set bf16=$bf16 --set save_strategy=no --set eval_strategy=no \

@@ -143,7 +143,8 @@ pub enum DataCommand {
     /// Keep N examples by a named criterion: `random` (seeded), `class` (class-balanced: as equal a count per
     /// label as the classes allow), `length` (balanced over --bins equal-count bins of word counts), `k-center`
     /// (the k-center greedy cover of the --model encoder's sentence vectors: diverse examples) or `loss` (the
-    /// examples with the highest cross-entropy under the --model classifier, or the lowest with --lowest).
+    /// examples with the highest cross-entropy under the --model classifier, or the lowest with --lowest, class by
+    /// class with the shares of `class`).
     #[command(after_help = "Examples:
   finetune data select assets/data/sentiment/movie_reviews.csv -n 1000 --by class -o reviews-1k.csv
   finetune data select assets/data/spam/spam_assassin.jsonl -n 500 --by length --bins 5 -o spam-500.jsonl
@@ -1056,7 +1057,11 @@ fn select_cmd(file: &Path, output: &Path, m: &SelectArgs, read: &ReadArgs) -> an
     let d = read_checked(file, &opts)?;
     let total = d.examples.len();
     let keys: Vec<String> = match by {
-        SelectArg::Random | SelectArg::KCenter | SelectArg::Loss => Vec::new(),
+        SelectArg::Random | SelectArg::KCenter => Vec::new(),
+        // A missing label is refused by the model's pass, naming the example.
+        SelectArg::Loss => {
+            d.examples.iter().map(|e| e.label.as_ref().map(|l| l.strata_key()).unwrap_or_default()).collect()
+        }
         SelectArg::Class => d
             .examples
             .iter()
@@ -1081,7 +1086,8 @@ fn select_cmd(file: &Path, output: &Path, m: &SelectArgs, read: &ReadArgs) -> an
         }
         SelectArg::Loss => {
             let losses = example_losses(model, &d.examples, &infer, &d.path)?;
-            let picked = select_by_loss(&losses, n, !m.lowest).map_err(|e| anyhow::anyhow!("{}: {e}", d.path))?;
+            let picked =
+                select_by_loss(&losses, &keys, n, !m.lowest).map_err(|e| anyhow::anyhow!("{}: {e}", d.path))?;
             let mean = |ix: &mut dyn Iterator<Item = usize>| {
                 let v: Vec<f64> = ix.map(|i| losses[i]).collect();
                 v.iter().sum::<f64>() / v.len().max(1) as f64
@@ -1099,7 +1105,7 @@ fn select_cmd(file: &Path, output: &Path, m: &SelectArgs, read: &ReadArgs) -> an
     .map_err(|e| anyhow::anyhow!("{}: {e}", d.path))?;
     write_examples(output, out_format, &read.columns(), picked.iter().map(|&i| &d.examples[i]))?;
     println!("{}: selected {} of {total} examples ({by:?}, seed {seed})", d.path, picked.len());
-    if matches!(by, SelectArg::Class | SelectArg::Length) {
+    if matches!(by, SelectArg::Class | SelectArg::Length | SelectArg::Loss) {
         let mut counts: std::collections::BTreeMap<&str, (usize, usize)> = Default::default();
         for k in &keys {
             counts.entry(k).or_default().0 += 1;
@@ -1107,7 +1113,7 @@ fn select_cmd(file: &Path, output: &Path, m: &SelectArgs, read: &ReadArgs) -> an
         for &i in &picked {
             counts.entry(&keys[i]).or_default().1 += 1;
         }
-        let what = if by == SelectArg::Class { "class" } else { "length bin" };
+        let what = if by == SelectArg::Length { "length bin" } else { "class" };
         for (k, (all, got)) in counts {
             println!("  {what} {k}: {got} of {all}");
         }

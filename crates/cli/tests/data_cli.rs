@@ -320,17 +320,21 @@ fn select_by_k_center_and_by_loss_with_a_model() {
         let mut args = vec!["--by", "loss", "--model", &run];
         args.extend(flag);
         let o = ok(sel(&args));
-        assert!(stdout(&o).contains("loss under"), "{}", stdout(&o));
-        let mut order: Vec<usize> = (0..24).collect();
-        order.sort_by(|&a, &b| {
-            let c = losses[a].total_cmp(&losses[b]);
-            if lowest {
-                c
-            } else {
-                c.reverse()
-            }
-        });
-        let mut keep: Vec<usize> = order[..6].to_vec();
+        assert!(stdout(&o).contains("loss under") && stdout(&o).contains("class pos: 3 of 12"), "{}", stdout(&o));
+        // Class by class: the three hardest (or easiest) "pos" rows and the three of "neg" (12 of each).
+        let mut keep = Vec::new();
+        for class in ["neg", "pos"] {
+            let mut order: Vec<usize> = (0..24).filter(|&i| lines[i].ends_with(class)).collect();
+            order.sort_by(|&a, &b| {
+                let c = losses[a].total_cmp(&losses[b]);
+                if lowest {
+                    c
+                } else {
+                    c.reverse()
+                }
+            });
+            keep.extend_from_slice(&order[..3]);
+        }
         keep.sort_unstable();
         assert_eq!(rows(), keep.iter().map(|&i| lines[i].clone()).collect::<Vec<_>>(), "lowest = {lowest}");
     }

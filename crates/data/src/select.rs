@@ -130,20 +130,35 @@ pub fn k_center_greedy(points: &[Vec<f32>], n: usize, seed: u64) -> Result<Vec<u
     Ok(chosen)
 }
 
-/// The `n` examples with the highest loss (`highest`), or the lowest, under a model; ties go to the lower index.
-pub fn select_by_loss(losses: &[f64], n: usize, highest: bool) -> Result<Vec<usize>> {
+/// The `n` examples with the highest loss (`highest`), or the lowest, under a model, class by class: each class
+/// of `classes` gets the share that class-balanced selection gives it ([`balanced_quotas`]) and its hardest (or
+/// easiest) examples fill it, so that a model that errs on one class does not make the subset one class. Ties go
+/// to the lower index.
+pub fn select_by_loss<K: Ord + Clone>(losses: &[f64], classes: &[K], n: usize, highest: bool) -> Result<Vec<usize>> {
     check_n(losses.len(), n)?;
+    if classes.len() != losses.len() {
+        return Err(DataError::Invalid(format!("{} losses for {} examples", losses.len(), classes.len())));
+    }
     if let Some(i) = losses.iter().position(|l| l.is_nan()) {
         return Err(DataError::Invalid(format!("the loss of example {i} is NaN")));
     }
-    let mut idx: Vec<usize> = (0..losses.len()).collect();
-    idx.sort_by(|&a, &b| {
-        let o = losses[a].total_cmp(&losses[b]);
-        (if highest { o.reverse() } else { o }).then(a.cmp(&b))
-    });
-    idx.truncate(n);
-    idx.sort_unstable();
-    Ok(idx)
+    let mut groups: BTreeMap<K, Vec<usize>> = BTreeMap::new();
+    for (i, k) in classes.iter().enumerate() {
+        groups.entry(k.clone()).or_default().push(i);
+    }
+    let sizes: BTreeMap<K, usize> = groups.iter().map(|(k, v)| (k.clone(), v.len())).collect();
+    let quotas = balanced_quotas(&sizes, n);
+    let mut out = Vec::with_capacity(n);
+    for (k, mut members) in groups {
+        members.sort_by(|&a, &b| {
+            let o = losses[a].total_cmp(&losses[b]);
+            (if highest { o.reverse() } else { o }).then(a.cmp(&b))
+        });
+        members.truncate(quotas[&k]);
+        out.extend(members);
+    }
+    out.sort_unstable();
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -216,11 +231,18 @@ mod tests {
     }
 
     #[test]
-    fn loss_selection_keeps_the_extremes_in_file_order() {
+    fn loss_selection_keeps_the_extremes_of_each_class_in_file_order() {
         let losses = [0.5, 2.0, 0.1, 2.0, 1.0];
-        assert_eq!(select_by_loss(&losses, 2, true).expect("loss"), vec![1, 3]);
-        assert_eq!(select_by_loss(&losses, 3, true).expect("loss"), vec![1, 3, 4]);
-        assert_eq!(select_by_loss(&losses, 2, false).expect("loss"), vec![0, 2]);
-        assert!(select_by_loss(&[f64::NAN], 1, true).is_err());
+        let one = ["a"; 5];
+        assert_eq!(select_by_loss(&losses, &one, 2, true).expect("loss"), vec![1, 3]);
+        assert_eq!(select_by_loss(&losses, &one, 3, true).expect("loss"), vec![1, 3, 4]);
+        assert_eq!(select_by_loss(&losses, &one, 2, false).expect("loss"), vec![0, 2]);
+        // Two classes: the hardest of each, not the four hardest overall (1, 3, 4 and 0 are all "a" but 0).
+        let two = ["b", "a", "b", "a", "a"];
+        assert_eq!(select_by_loss(&losses, &two, 2, true).expect("loss"), vec![0, 1]);
+        assert_eq!(select_by_loss(&losses, &two, 4, true).expect("loss"), vec![0, 1, 2, 3]);
+        assert_eq!(select_by_loss(&losses, &two, 2, false).expect("loss"), vec![2, 4]);
+        assert!(select_by_loss(&[f64::NAN], &["a"], 1, true).is_err());
+        assert!(select_by_loss(&[1.0, 2.0], &["a"], 1, true).is_err());
     }
 }

@@ -645,6 +645,53 @@ pub(crate) struct StepShape {
     pub longest: usize,
 }
 
+/// The buffers of a decode step that every architecture has alike, allocated once for `batch` rows of up to
+/// `max_new` new tokens and `max_len` tokens in all: each new token's position, the residual stream, attention's
+/// per-head output and context, a projection's scratch output, the scores, each row's last hidden state and the
+/// logits. An architecture's decode workspace holds one beside its own buffers.
+pub struct DecodeBuffers {
+    pub batch: usize,
+    pub max_new: usize,
+    pub max_len: usize,
+    pub(crate) pos: Vec<u32>,
+    pub(crate) x: Vec<f32>,
+    /// Attention output per (row, head): `[batch, heads, max_new, head_dim]`.
+    pub(crate) heads_out: Vec<f32>,
+    pub(crate) ctx: Vec<f32>,
+    pub(crate) tmp: Vec<f32>,
+    /// Scores per (row, head): `[batch, heads, max_new, max_len]`.
+    pub(crate) scores: Vec<f32>,
+    pub(crate) last: Vec<f32>,
+    /// `[batch, vocab]` logits of the last new token of each row.
+    pub logits: Vec<f32>,
+}
+
+impl DecodeBuffers {
+    /// For a model of `hidden` channels, `heads` attention heads of `head_dim` and `vocab` tokens.
+    pub(crate) fn new(
+        (batch, max_new, max_len): (usize, usize, usize),
+        hidden: usize,
+        (heads, head_dim): (usize, usize),
+        vocab: usize,
+    ) -> Self {
+        let n = batch * max_new;
+        let z = |k: usize| vec![0.0f32; k];
+        DecodeBuffers {
+            batch,
+            max_new,
+            max_len,
+            pos: vec![0; n],
+            x: z(n * hidden),
+            heads_out: z(n * heads * head_dim),
+            ctx: z(n * heads * head_dim),
+            tmp: z(n * hidden),
+            scores: z(batch * heads * max_new * max_len),
+            last: z(batch * hidden),
+            logits: z(batch * vocab),
+        }
+    }
+}
+
 /// The rows a decode workspace was allocated for.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct DecodeCapacity {
@@ -758,16 +805,18 @@ pub(crate) struct Step<'a> {
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn begin_step<'a>(
     cache: &'a mut KvCache,
-    cap: DecodeCapacity,
+    buf: &mut DecodeBuffers,
+    hidden: usize,
     dims: (usize, usize, usize),
     heads: usize,
     vocab: usize,
     input_ids: &[u32],
     rows: StepRows<'a>,
-    pos: &mut [u32],
 ) -> Result<Step<'a>, ModelError> {
+    let sized = buf.x.len() == buf.batch * buf.max_new * hidden;
+    let cap = DecodeCapacity { batch: buf.batch, max_new: buf.max_new, max_len: buf.max_len, sized };
     let shape = check_step(cache, cap, dims, vocab, input_ids, rows).map_err(ModelError::Batch)?;
-    step_positions(pos, cache, rows, shape.batch, shape.n_new);
+    step_positions(&mut buf.pos, cache, rows, shape.batch, shape.n_new);
     let attn = CachedAttn {
         batch: shape.batch,
         heads,

@@ -28,7 +28,7 @@ use finetune_engine::matmul::matmul;
 use finetune_engine::StateDict;
 use serde::Deserialize;
 
-use crate::decoder::{self, layernorm_backward, Architecture, DecodeCapacity, Head, KvDims, LmHead, StepRows};
+use crate::decoder::{self, layernorm_backward, Architecture, DecodeBuffers, Head, KvDims, LmHead, StepRows};
 pub use crate::decoder::{Batch, KvCache};
 use crate::error::ModelError;
 use crate::lora::{LoraWorkspace, Module};
@@ -541,24 +541,14 @@ impl Gpt2LMHeadModel {
 /// Activations of the KV-cache decode steps ([`Architecture::decode`]) for up to `max_new` new tokens per row and `max_len`
 /// tokens in all, allocated once so that decode steps allocate nothing.
 pub struct Gpt2DecodeWorkspace {
-    pub batch: usize,
-    pub max_new: usize,
-    pub max_len: usize,
-    pos: Vec<u32>,
-    x: Vec<f32>,
+    /// The buffers every decoder has alike.
+    buf: DecodeBuffers,
     ln: Vec<f32>,
     mean: Vec<f32>,
     rstd: Vec<f32>,
     qkv: Vec<f32>,
-    heads_out: Vec<f32>,
-    ctx: Vec<f32>,
-    tmp: Vec<f32>,
     fc: Vec<f32>,
     act: Vec<f32>,
-    scores: Vec<f32>,
-    last: Vec<f32>,
-    /// `[batch, vocab]` logits of the last new token of each row.
-    pub logits: Vec<f32>,
 }
 
 impl Gpt2DecodeWorkspace {
@@ -567,23 +557,13 @@ impl Gpt2DecodeWorkspace {
         let n = batch * max_new;
         let z = |k: usize| vec![0.0f32; k];
         Gpt2DecodeWorkspace {
-            batch,
-            max_new,
-            max_len,
-            pos: vec![0; n],
-            x: z(n * c),
+            buf: DecodeBuffers::new((batch, max_new, max_len), c, (h, c / h.max(1)), cfg.vocab_size),
             ln: z(n * c),
             mean: z(n.max(batch)),
             rstd: z(n.max(batch)),
             qkv: z(n * 3 * c),
-            heads_out: z(n * c),
-            ctx: z(n * c),
-            tmp: z(n * c),
             fc: z(n * f),
             act: z(n * f),
-            scores: z(batch * h * max_new * max_len),
-            last: z(batch * c),
-            logits: z(batch * cfg.vocab_size),
         }
     }
 }
@@ -613,13 +593,7 @@ impl Architecture for Gpt2LMHeadModel {
         let _prof = finetune_engine::profile::scope("gpt2.forward_cached");
         let cfg = &self.config;
         let (c, f, h, v) = (cfg.n_embd, cfg.inner(), cfg.n_head, cfg.vocab_size);
-        let cap = DecodeCapacity {
-            batch: ws.batch,
-            max_new: ws.max_new,
-            max_len: ws.max_len,
-            sized: ws.x.len() == ws.batch * ws.max_new * c,
-        };
-        let step = decoder::begin_step(cache, cap, cfg.kv_dims(), h, v, input_ids, rows, &mut ws.pos)?;
+        let step = decoder::begin_step(cache, &mut ws.buf, c, cfg.kv_dims(), h, v, input_ids, rows)?;
         let (bsz, n_new) = (step.attn.batch, step.attn.n_new);
         if step.longest > cfg.n_positions {
             return Err(Gpt2Error::Batch(format!(
@@ -631,7 +605,7 @@ impl Architecture for Gpt2LMHeadModel {
         let st = &self.store;
         let s = |k: usize| st.get(k);
         let (wte, wpe) = (s(self.idx.wte), s(self.idx.wpe));
-        for ((o, &id), &q) in ws.x[..n * c].chunks_exact_mut(c).zip(input_ids).zip(&ws.pos) {
+        for ((o, &id), &q) in ws.buf.x[..n * c].chunks_exact_mut(c).zip(input_ids).zip(&ws.buf.pos) {
             let (wr, pr) = (&wte[id as usize * c..][..c], &wpe[q as usize * c..][..c]);
             for k in 0..c {
                 o[k] = wr[k] + pr[k];
@@ -639,25 +613,25 @@ impl Architecture for Gpt2LMHeadModel {
         }
 
         for (li, lx) in self.idx.layers.iter().enumerate() {
-            let x = &mut ws.x[..n * c];
+            let x = &mut ws.buf.x[..n * c];
             layernorm::forward(&mut ws.ln, &mut ws.mean, &mut ws.rstd, x, s(lx.ln1_w), s(lx.ln1_b), n, c, eps);
             conv1d_forward(&mut ws.qkv, &ws.ln, s(lx.attn_w), s(lx.attn_b), n, c, 3 * c);
             let (kc, vc) = (&mut step.k[li], &mut step.v[li]);
             step.attn.append(kc, vc, &ws.qkv, 3 * c, c, 2 * c);
-            step.attn.attend(kc, vc, &ws.qkv, 3 * c, &mut ws.scores, &mut ws.heads_out, &mut ws.ctx);
-            conv1d_forward(&mut ws.tmp, &ws.ctx, s(lx.aproj_w), s(lx.aproj_b), n, c, c);
-            residual::add_assign(x, &ws.tmp[..n * c]);
+            step.attn.attend(kc, vc, &ws.qkv, 3 * c, &mut ws.buf.scores, &mut ws.buf.heads_out, &mut ws.buf.ctx);
+            conv1d_forward(&mut ws.buf.tmp, &ws.buf.ctx, s(lx.aproj_w), s(lx.aproj_b), n, c, c);
+            residual::add_assign(x, &ws.buf.tmp[..n * c]);
             layernorm::forward(&mut ws.ln, &mut ws.mean, &mut ws.rstd, x, s(lx.ln2_w), s(lx.ln2_b), n, c, eps);
             conv1d_forward(&mut ws.fc, &ws.ln, s(lx.fc_w), s(lx.fc_b), n, c, f);
             gelu_tanh::forward(&mut ws.act[..n * f], &ws.fc[..n * f]);
-            conv1d_forward(&mut ws.tmp, &ws.act, s(lx.mproj_w), s(lx.mproj_b), n, f, c);
-            residual::add_assign(x, &ws.tmp[..n * c]);
+            conv1d_forward(&mut ws.buf.tmp, &ws.act, s(lx.mproj_w), s(lx.mproj_b), n, f, c);
+            residual::add_assign(x, &ws.buf.tmp[..n * c]);
         }
         decoder::advance(cache, rows, n_new);
-        decoder::last_rows(&mut ws.tmp, &ws.x, bsz, n_new, c);
+        decoder::last_rows(&mut ws.buf.tmp, &ws.buf.x, bsz, n_new, c);
         let (w, bb) = (s(self.idx.lnf_w), s(self.idx.lnf_b));
-        layernorm::forward(&mut ws.last, &mut ws.mean, &mut ws.rstd, &ws.tmp[..bsz * c], w, bb, bsz, c, eps);
-        matmul(&mut ws.logits[..bsz * v], &ws.last, wte, bsz, c, v, false, true, false);
-        Ok(&ws.logits[..bsz * v])
+        layernorm::forward(&mut ws.buf.last, &mut ws.mean, &mut ws.rstd, &ws.buf.tmp[..bsz * c], w, bb, bsz, c, eps);
+        matmul(&mut ws.buf.logits[..bsz * v], &ws.buf.last, wte, bsz, c, v, false, true, false);
+        Ok(&ws.buf.logits[..bsz * v])
     }
 }

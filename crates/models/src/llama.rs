@@ -35,7 +35,7 @@ use finetune_engine::StateDict;
 use serde::Deserialize;
 
 use crate::decoder::{
-    self, bias_grad, weight_grad, Architecture, DecodeCapacity, Geometry, Head, KvDims, LmHead, StepRows,
+    self, bias_grad, weight_grad, Architecture, DecodeBuffers, Geometry, Head, KvDims, LmHead, StepRows,
 };
 pub use crate::decoder::{Batch, KvCache};
 use crate::error::ModelError;
@@ -621,28 +621,16 @@ impl LlamaForCausalLM {
 /// Activations of the KV-cache decode steps ([`Architecture::decode`]) for up to `max_new` new tokens per row and `max_len`
 /// tokens in all, allocated once so that decode steps allocate nothing.
 pub struct DecodeWorkspace {
-    pub batch: usize,
-    pub max_new: usize,
-    pub max_len: usize,
+    /// The buffers every decoder has alike.
+    buf: DecodeBuffers,
     cos: Vec<f32>,
     sin: Vec<f32>,
-    pos: Vec<u32>,
-    x: Vec<f32>,
     ln: Vec<f32>,
     rstd: Vec<f32>,
     qkv: Vec<f32>,
-    /// Attention output per (row, head): `[batch, heads, max_new, head_dim]`.
-    heads_out: Vec<f32>,
-    ctx: Vec<f32>,
-    tmp: Vec<f32>,
     gate_up: Vec<f32>,
     act: Vec<f32>,
-    /// Scores per (row, head): `[batch, heads, max_new, max_len]`.
-    scores: Vec<f32>,
-    last: Vec<f32>,
     last_rstd: Vec<f32>,
-    /// `[batch, vocab]` logits of the last new token of each row.
-    pub logits: Vec<f32>,
 }
 
 impl DecodeWorkspace {
@@ -654,25 +642,15 @@ impl DecodeWorkspace {
         let inv = cfg.rope_inv_freq().unwrap_or_else(|_| rope::default_inv_freq(d, cfg.rope_theta()));
         let (cos, sin) = rope::tables_from_inv_freq(max_len, &inv);
         DecodeWorkspace {
-            batch,
-            max_new,
-            max_len,
+            buf: DecodeBuffers::new((batch, max_new, max_len), c, (h, d), cfg.vocab_size),
             cos,
             sin,
-            pos: vec![0; n],
-            x: z(n * c),
             ln: z(n * c),
             rstd: z(n),
             qkv: z(n * w),
-            heads_out: z(n * h * d),
-            ctx: z(n * h * d),
-            tmp: z(n * c),
             gate_up: z(n * 2 * f),
             act: z(n * f),
-            scores: z(batch * h * max_new * max_len),
-            last: z(batch * c),
             last_rstd: z(batch),
-            logits: z(batch * cfg.vocab_size),
         }
     }
 }
@@ -700,13 +678,7 @@ impl Architecture for LlamaForCausalLM {
         let (c, f, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
         let (h, kv, d) = (cfg.num_attention_heads, cfg.kv_heads(), cfg.head_dim());
         let w = (h + 2 * kv) * d;
-        let cap = DecodeCapacity {
-            batch: ws.batch,
-            max_new: ws.max_new,
-            max_len: ws.max_len,
-            sized: ws.x.len() == ws.batch * ws.max_new * c,
-        };
-        let step = decoder::begin_step(cache, cap, cfg.kv_dims(), h, v, input_ids, rows, &mut ws.pos)?;
+        let step = decoder::begin_step(cache, &mut ws.buf, c, cfg.kv_dims(), h, v, input_ids, rows)?;
         let (bsz, n_new) = (step.attn.batch, step.attn.n_new);
         if let Some(win) = cfg.active_sliding_window() {
             if step.longest > win {
@@ -720,32 +692,32 @@ impl Architecture for LlamaForCausalLM {
         let eps = cfg.rms_norm_eps;
         let st = &self.store;
         let s = |k: usize| st.get(k);
-        decoder::embed(&mut ws.x[..n * c], s(self.idx.embed), input_ids, c);
-        let pos = &ws.pos[..n];
+        decoder::embed(&mut ws.buf.x[..n * c], s(self.idx.embed), input_ids, c);
+        let pos = &ws.buf.pos[..n];
 
         for (li, lx) in self.idx.layers.iter().enumerate() {
-            rmsnorm::forward(&mut ws.ln, &mut ws.rstd, &ws.x[..n * c], s(lx.ln1), n, c, eps);
+            rmsnorm::forward(&mut ws.ln, &mut ws.rstd, &ws.buf.x[..n * c], s(lx.ln1), n, c, eps);
             let wqkv = st.span(lx.q_w, lx.v_w);
             let bqkv = lx.qkv_b.map(|[bq, _, bv]| st.span(bq, bv));
             linear::forward(&mut ws.qkv, &ws.ln, wqkv, bqkv, n, c, w);
             decoder::rope_qk(&mut ws.qkv, (h, kv, d), d, pos, &ws.cos, &ws.sin, false);
             let (kc, vc) = (&mut step.k[li], &mut step.v[li]);
             step.attn.append(kc, vc, &ws.qkv, w, h * d, (h + kv) * d);
-            step.attn.attend(kc, vc, &ws.qkv, w, &mut ws.scores, &mut ws.heads_out, &mut ws.ctx);
-            linear::forward(&mut ws.tmp, &ws.ctx, s(lx.o_w), lx.o_b.map(s), n, h * d, c);
-            residual::add_assign(&mut ws.x[..n * c], &ws.tmp[..n * c]);
-            rmsnorm::forward(&mut ws.ln, &mut ws.rstd, &ws.x[..n * c], s(lx.ln2), n, c, eps);
+            step.attn.attend(kc, vc, &ws.qkv, w, &mut ws.buf.scores, &mut ws.buf.heads_out, &mut ws.buf.ctx);
+            linear::forward(&mut ws.buf.tmp, &ws.buf.ctx, s(lx.o_w), lx.o_b.map(s), n, h * d, c);
+            residual::add_assign(&mut ws.buf.x[..n * c], &ws.buf.tmp[..n * c]);
+            rmsnorm::forward(&mut ws.ln, &mut ws.rstd, &ws.buf.x[..n * c], s(lx.ln2), n, c, eps);
             let wgu = st.span(lx.gate_w, lx.up_w);
             linear::forward(&mut ws.gate_up, &ws.ln, wgu, None, n, c, 2 * f);
             swiglu::forward(&mut ws.act, &ws.gate_up, n, f);
-            linear::forward(&mut ws.tmp, &ws.act, s(lx.down_w), None, n, f, c);
-            residual::add_assign(&mut ws.x[..n * c], &ws.tmp[..n * c]);
+            linear::forward(&mut ws.buf.tmp, &ws.act, s(lx.down_w), None, n, f, c);
+            residual::add_assign(&mut ws.buf.x[..n * c], &ws.buf.tmp[..n * c]);
         }
         decoder::advance(cache, rows, n_new);
-        decoder::last_rows(&mut ws.tmp, &ws.x, bsz, n_new, c);
-        rmsnorm::forward(&mut ws.last, &mut ws.last_rstd, &ws.tmp[..bsz * c], s(self.idx.norm), bsz, c, eps);
+        decoder::last_rows(&mut ws.buf.tmp, &ws.buf.x, bsz, n_new, c);
+        rmsnorm::forward(&mut ws.buf.last, &mut ws.last_rstd, &ws.buf.tmp[..bsz * c], s(self.idx.norm), bsz, c, eps);
         let _prof = finetune_engine::profile::scope("llama.lm_head");
-        matmul(&mut ws.logits[..bsz * v], &ws.last, s(self.idx.head), bsz, c, v, false, true, false);
-        Ok(&ws.logits[..bsz * v])
+        matmul(&mut ws.buf.logits[..bsz * v], &ws.buf.last, s(self.idx.head), bsz, c, v, false, true, false);
+        Ok(&ws.buf.logits[..bsz * v])
     }
 }

@@ -24,7 +24,7 @@ use finetune_engine::StateDict;
 use serde::Deserialize;
 
 use crate::decoder::{
-    self, bias_grad, layernorm_backward, weight_grad, Architecture, DecodeCapacity, Geometry, Head, KvDims, LmHead,
+    self, bias_grad, layernorm_backward, weight_grad, Architecture, DecodeBuffers, Geometry, Head, KvDims, LmHead,
     StepRows,
 };
 pub use crate::decoder::{Batch, KvCache};
@@ -485,26 +485,16 @@ impl PhiForCausalLM {
 /// Activations of the KV-cache decode steps ([`Architecture::decode`]) for up to `max_new` new tokens per row
 /// and `max_len` tokens in all, allocated once so that decode steps allocate nothing.
 pub struct PhiDecodeWorkspace {
-    pub batch: usize,
-    pub max_new: usize,
-    pub max_len: usize,
+    /// The buffers every decoder has alike.
+    buf: DecodeBuffers,
     cos: Vec<f32>,
     sin: Vec<f32>,
-    pos: Vec<u32>,
-    x: Vec<f32>,
     ln: Vec<f32>,
     mean: Vec<f32>,
     rstd: Vec<f32>,
     qkv: Vec<f32>,
-    heads_out: Vec<f32>,
-    ctx: Vec<f32>,
-    tmp: Vec<f32>,
     fc: Vec<f32>,
     act: Vec<f32>,
-    scores: Vec<f32>,
-    last: Vec<f32>,
-    /// `[batch, vocab]` logits of the last new token of each row.
-    pub logits: Vec<f32>,
 }
 
 impl PhiDecodeWorkspace {
@@ -515,25 +505,15 @@ impl PhiDecodeWorkspace {
         let z = |k: usize| vec![0.0f32; k];
         let (cos, sin) = rope::tables(max_len, cfg.rotary_dim(), cfg.rope_theta());
         PhiDecodeWorkspace {
-            batch,
-            max_new,
-            max_len,
+            buf: DecodeBuffers::new((batch, max_new, max_len), c, (h, d), cfg.vocab_size),
             cos,
             sin,
-            pos: vec![0; n],
-            x: z(n * c),
             ln: z(n * c),
             mean: z(n.max(batch)),
             rstd: z(n.max(batch)),
             qkv: z(n * w),
-            heads_out: z(n * h * d),
-            ctx: z(n * h * d),
-            tmp: z(n * c),
             fc: z(n * f),
             act: z(n * f),
-            scores: z(batch * h * max_new * max_len),
-            last: z(batch * c),
-            logits: z(batch * cfg.vocab_size),
         }
     }
 }
@@ -562,44 +542,38 @@ impl Architecture for PhiForCausalLM {
         let (c, f, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
         let (h, kv, d, rot) = (cfg.num_attention_heads, cfg.kv_heads(), cfg.head_dim(), cfg.rotary_dim());
         let w = (h + 2 * kv) * d;
-        let cap = DecodeCapacity {
-            batch: ws.batch,
-            max_new: ws.max_new,
-            max_len: ws.max_len,
-            sized: ws.x.len() == ws.batch * ws.max_new * c,
-        };
-        let step = decoder::begin_step(cache, cap, cfg.kv_dims(), h, v, input_ids, rows, &mut ws.pos)?;
+        let step = decoder::begin_step(cache, &mut ws.buf, c, cfg.kv_dims(), h, v, input_ids, rows)?;
         let (bsz, n_new) = (step.attn.batch, step.attn.n_new);
         let (n, eps) = (bsz * n_new, cfg.layer_norm_eps);
         let st = &self.store;
         let s = |k: usize| st.get(k);
-        decoder::embed(&mut ws.x[..n * c], s(self.idx.embed), input_ids, c);
-        let pos = &ws.pos[..n];
+        decoder::embed(&mut ws.buf.x[..n * c], s(self.idx.embed), input_ids, c);
+        let pos = &ws.buf.pos[..n];
 
         for (li, lx) in self.idx.layers.iter().enumerate() {
-            let x = &mut ws.x[..n * c];
+            let x = &mut ws.buf.x[..n * c];
             layernorm::forward(&mut ws.ln, &mut ws.mean, &mut ws.rstd, x, s(lx.ln_w), s(lx.ln_b), n, c, eps);
             linear::forward(&mut ws.qkv, &ws.ln, st.span(lx.q_w, lx.v_w), Some(st.span(lx.q_b, lx.v_b)), n, c, w);
             decoder::rope_qk(&mut ws.qkv, (h, kv, d), rot, pos, &ws.cos, &ws.sin, false);
             let (kc, vc) = (&mut step.k[li], &mut step.v[li]);
             step.attn.append(kc, vc, &ws.qkv, w, h * d, (h + kv) * d);
-            step.attn.attend(kc, vc, &ws.qkv, w, &mut ws.scores, &mut ws.heads_out, &mut ws.ctx);
-            linear::forward(&mut ws.tmp, &ws.ctx, s(lx.dense_w), Some(s(lx.dense_b)), n, h * d, c);
-            residual::add_assign(x, &ws.tmp[..n * c]);
+            step.attn.attend(kc, vc, &ws.qkv, w, &mut ws.buf.scores, &mut ws.buf.heads_out, &mut ws.buf.ctx);
+            linear::forward(&mut ws.buf.tmp, &ws.buf.ctx, s(lx.dense_w), Some(s(lx.dense_b)), n, h * d, c);
+            residual::add_assign(x, &ws.buf.tmp[..n * c]);
             linear::forward(&mut ws.fc, &ws.ln, s(lx.fc1_w), Some(s(lx.fc1_b)), n, c, f);
             gelu_tanh::forward(&mut ws.act[..n * f], &ws.fc[..n * f]);
-            linear::forward(&mut ws.tmp, &ws.act, s(lx.fc2_w), Some(s(lx.fc2_b)), n, f, c);
-            residual::add_assign(x, &ws.tmp[..n * c]);
+            linear::forward(&mut ws.buf.tmp, &ws.act, s(lx.fc2_w), Some(s(lx.fc2_b)), n, f, c);
+            residual::add_assign(x, &ws.buf.tmp[..n * c]);
         }
         decoder::advance(cache, rows, n_new);
-        decoder::last_rows(&mut ws.tmp, &ws.x, bsz, n_new, c);
+        decoder::last_rows(&mut ws.buf.tmp, &ws.buf.x, bsz, n_new, c);
         let (lw, lb) = (s(self.idx.lnf_w), s(self.idx.lnf_b));
-        layernorm::forward(&mut ws.last, &mut ws.mean, &mut ws.rstd, &ws.tmp[..bsz * c], lw, lb, bsz, c, eps);
-        let logits = &mut ws.logits[..bsz * v];
+        layernorm::forward(&mut ws.buf.last, &mut ws.mean, &mut ws.rstd, &ws.buf.tmp[..bsz * c], lw, lb, bsz, c, eps);
+        let logits = &mut ws.buf.logits[..bsz * v];
         for row in logits.chunks_exact_mut(v) {
             row.copy_from_slice(s(self.idx.head_b));
         }
-        matmul(logits, &ws.last, s(self.idx.head), bsz, c, v, false, true, true);
-        Ok(&ws.logits[..bsz * v])
+        matmul(logits, &ws.buf.last, s(self.idx.head), bsz, c, v, false, true, true);
+        Ok(&ws.buf.logits[..bsz * v])
     }
 }

@@ -61,13 +61,7 @@ train() {
 # row SEED TUNED: the compare table row of the random arm against TUNED on the test reviews.
 row() {
   $bin compare --base "$out/random-$1" --tuned "$out/$2-$1" --data "$data/test.csv" --json >"$out/compare-$2-$1.json"
-  python3 - "$1" "$out/compare-$2-$1.json" <<'PY'
-import json, sys
-r = json.load(open(sys.argv[2]))
-f, mc = r["macro_f1"], r["mcnemar"]
-print(f"| {sys.argv[1]} | {f['base']['score']:.4f} | {f['tuned']['score']:.4f} | {f['delta']:+.4f} | "
-      f"{f['p_value_paired_bootstrap']:.3f} | {f['p_value_approximate_randomization']:.3f} | {mc['pvalue']:.3f} |")
-PY
+  python3 scripts/bench/compare_row.py "$1" "$out/compare-$2-$1.json"
 }
 
 start=$(date +%s)

@@ -107,8 +107,10 @@ pub fn k_center_greedy(points: &[Vec<f32>], n: usize, seed: u64) -> Result<Vec<u
     let dist2 = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum::<f64>();
     let first = Rng::new(seed).below(points.len());
     let mut chosen = vec![first];
-    // Squared distance of each point to its nearest chosen point.
+    // Squared distance of each point to its nearest chosen point; a chosen point is out of the running (-inf),
+    // so that equal points cannot make it chosen twice.
     let mut nearest: Vec<f64> = points.iter().map(|p| dist2(p, &points[first])).collect();
+    nearest[first] = f64::NEG_INFINITY;
     while chosen.len() < n {
         let (far, _) = nearest.iter().enumerate().fold(
             (0, f64::NEG_INFINITY),
@@ -121,6 +123,7 @@ pub fn k_center_greedy(points: &[Vec<f32>], n: usize, seed: u64) -> Result<Vec<u
             },
         );
         chosen.push(far);
+        nearest[far] = f64::NEG_INFINITY;
         let c = &points[far];
         for (d, p) in nearest.iter_mut().zip(points) {
             *d = d.min(dist2(p, c));
@@ -226,6 +229,9 @@ mod tests {
             .fold(f64::INFINITY, f64::min);
         assert!(radius <= min_pair + 1e-12, "radius {radius} > min pair {min_pair}");
         assert!(k_center_greedy(&pts, 61, 0).is_err());
+        // Equal points: every index at most once, however many are asked for.
+        let same = vec![vec![1.0f32, 2.0]; 5];
+        assert_eq!(k_center_greedy(&same, 5, 2).expect("k-center"), vec![0, 1, 2, 3, 4]);
         assert!(k_center_greedy(&[vec![0.0], vec![0.0, 1.0]], 1, 0).is_err());
         assert!(k_center_greedy(&[vec![f32::NAN]], 1, 0).is_err());
     }

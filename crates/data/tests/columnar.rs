@@ -187,6 +187,9 @@ fn folders_that_are_not_datasets() {
         ),
         "{e}"
     );
+    let forced = ReadOptions { format: Some(Format::Parquet), ..Default::default() };
+    let e = read_examples(tmp.path(), &forced).expect_err("no Parquet files").to_string();
+    assert!(e.ends_with("no Parquet files in the folder or in its data/ folder"), "{e}");
     // A folder of unrelated Parquet files reads as shards of several splits, and needs one named.
     let e = error("", &ReadOptions::default()).to_string();
     assert!(e.contains("Parquet shards of the splits bad_null_label, bad_page"), "{e}");

@@ -209,11 +209,13 @@ fn shard_split(path: &Path) -> String {
 /// else all of them when the folder holds one split only; a folder of several splits needs one named.
 fn parquet_shards(path: &Path, opts: &ReadOptions) -> Result<Vec<PathBuf>> {
     let files = parquet_files(path);
+    let name = shown(path);
+    if files.is_empty() {
+        return Err(DataError::file(&name, "no Parquet files in the folder or in its data/ folder"));
+    }
     let mut splits: Vec<String> = files.iter().map(|f| shard_split(f)).collect();
-    splits.dedup();
     splits.sort();
     splits.dedup();
-    let name = shown(path);
     match &opts.dataset_split {
         Some(s) if splits.contains(s) => Ok(files.into_iter().filter(|f| &shard_split(f) == s).collect()),
         _ if splits.len() == 1 => Ok(files),

@@ -458,12 +458,12 @@ pub struct SelectArgs {
     /// `loss`: keep the examples with the lowest loss (the easiest) instead of the highest.
     #[arg(long)]
     lowest: bool,
-    /// Tokens per example for the model (capped by it).
-    #[arg(long, default_value_t = 128)]
-    max_seq_length: usize,
-    /// Examples per forward pass.
-    #[arg(long, default_value_t = 64)]
-    batch_size: usize,
+    /// Tokens per example for the model (capped by it) [default: 128].
+    #[arg(long)]
+    max_seq_length: Option<usize>,
+    /// Examples per forward pass of the model [default: 64].
+    #[arg(long)]
+    batch_size: Option<usize>,
     /// Matmuls in bfloat16 with f32 accumulation, as `bf16 = true` in training.
     #[arg(long)]
     bf16: bool,
@@ -1048,6 +1048,10 @@ fn select_cmd(file: &Path, output: &Path, m: &SelectArgs, read: &ReadArgs) -> an
     if m.lowest && by != SelectArg::Loss {
         bail!("--lowest applies to --by loss only");
     }
+    let model_flags = [("--max-seq-length", m.max_seq_length.is_some()), ("--batch-size", m.batch_size.is_some())];
+    if let Some((flag, _)) = model_flags.iter().chain(&[("--bf16", m.bf16)]).find(|f| f.1 && !uses_model) {
+        bail!("{flag} applies to --by k-center and --by loss only (the model's pass)");
+    }
     let opts = read.options()?;
     let in_format = opts.format_for(file)?;
     if is_token_level(file, &opts)? {
@@ -1075,8 +1079,12 @@ fn select_cmd(file: &Path, output: &Path, m: &SelectArgs, read: &ReadArgs) -> an
             length_bins(&lengths, bins)?.into_iter().map(|b| format!("{b:04}")).collect()
         }
     };
-    let infer =
-        InferOptions { max_seq_length: m.max_seq_length, batch_size: m.batch_size, bf16: m.bf16, ..Default::default() };
+    let infer = InferOptions {
+        max_seq_length: m.max_seq_length.unwrap_or(128),
+        batch_size: m.batch_size.unwrap_or(64),
+        bf16: m.bf16,
+        ..Default::default()
+    };
     let model = m.model.as_deref().unwrap_or_default();
     let picked = match by {
         SelectArg::Random => select_random(total, n, seed),

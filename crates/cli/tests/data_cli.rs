@@ -343,6 +343,8 @@ fn select_by_k_center_and_by_loss_with_a_model() {
         (vec!["--by", "loss"], "--by loss needs --model"),
         (vec!["--by", "random", "--model", &model], "--model applies to --by k-center and --by loss only"),
         (vec!["--by", "k-center", "--model", &model, "--lowest"], "--lowest applies to --by loss only"),
+        // The helper passes --max-seq-length, which only the model-based criteria take.
+        (vec!["--by", "class"], "--max-seq-length applies to --by k-center and --by loss only"),
         // The fixture's own head has other labels than the data.
         (vec!["--by", "loss", "--model", &model], "train.csv:2: unknown label \"pos\""),
     ] {

@@ -6,7 +6,9 @@
 # load.
 #
 #   random    `--by random --seed S`
-#   k-center  `--by k-center --model assets/all-MiniLM-L6-v2 --seed S` (the base encoder's [CLS] vectors)
+#   k-center  `--by k-center --model assets/all-MiniLM-L6-v2 --seed S` (the base encoder's sentence vectors:
+#             the normalised mean of its token states)
+#   k-center-cls  the same over the last layer's [CLS] states (`--pooling cls`)
 #   loss      `--by loss --model <the random arm's model of seed S>` (the 500 hardest reviews, class by class,
 #             for a model trained on 500 others)
 #
@@ -70,10 +72,12 @@ for s in "${seeds[@]}"; do
   train random "$s"
   pick k-center "$s" --by k-center --model assets/all-MiniLM-L6-v2 "${bf16_flag[@]}"
   train k-center "$s"
+  pick k-center-cls "$s" --by k-center --pooling cls --model assets/all-MiniLM-L6-v2 "${bf16_flag[@]}"
+  train k-center-cls "$s"
   pick loss "$s" --by loss --model "$out/random-$s" "${bf16_flag[@]}"
   train loss "$s"
 done
-for arm in k-center loss; do
+for arm in k-center k-center-cls loss; do
   echo
   echo "500 training reviews, random vs $arm (48 steps each; macro-F1 on the 1 057 test reviews)"
   echo

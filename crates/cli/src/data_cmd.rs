@@ -22,6 +22,7 @@ use finetune_data::{
     read_examples, read_tokens, Dataset, Example, Format, LabelMap, ReadOptions, ReadReport, SplitSpec,
 };
 use finetune_train::workflow::{embed_examples, example_losses, InferOptions};
+use finetune_train::Pooling;
 
 #[derive(Subcommand, Debug)]
 pub enum DataCommand {
@@ -142,7 +143,7 @@ pub enum DataCommand {
     },
     /// Keep N examples by a named criterion: `random` (seeded), `class` (class-balanced: as equal a count per
     /// label as the classes allow), `length` (balanced over --bins equal-count bins of word counts), `k-center`
-    /// (the k-center greedy cover of the --model encoder's sentence vectors: diverse examples) or `loss` (the
+    /// (the k-center greedy cover of the --model encoder's sentence vectors, --pooling mean or cls: diverse examples) or `loss` (the
     /// examples with the highest cross-entropy under the --model classifier, or the lowest with --lowest, class by
     /// class with the shares of `class`).
     #[command(after_help = "Examples:
@@ -436,6 +437,12 @@ pub enum SelectArg {
     Loss,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PoolingArg {
+    Mean,
+    Cls,
+}
+
 /// What `data select` keeps, and the model behind `--by k-center` and `--by loss`.
 #[derive(Args, Debug)]
 pub struct SelectArgs {
@@ -458,6 +465,10 @@ pub struct SelectArgs {
     /// `loss`: keep the examples with the lowest loss (the easiest) instead of the highest.
     #[arg(long)]
     lowest: bool,
+    /// `k-center`: the sentence vector: `mean` (the normalised mean of the last layer's token states, as
+    /// sentence-transformers embeds) or `cls` (the last layer's [CLS] state) [default: mean].
+    #[arg(long, value_enum)]
+    pooling: Option<PoolingArg>,
     /// Tokens per example for the model (capped by it) [default: 128].
     #[arg(long)]
     max_seq_length: Option<usize>,
@@ -1048,6 +1059,13 @@ fn select_cmd(file: &Path, output: &Path, m: &SelectArgs, read: &ReadArgs) -> an
     if m.lowest && by != SelectArg::Loss {
         bail!("--lowest applies to --by loss only");
     }
+    if m.pooling.is_some() && by != SelectArg::KCenter {
+        bail!("--pooling applies to --by k-center only");
+    }
+    let pooling = match m.pooling {
+        Some(PoolingArg::Cls) => Pooling::Cls,
+        _ => Pooling::Mean,
+    };
     let model_flags = [("--max-seq-length", m.max_seq_length.is_some()), ("--batch-size", m.batch_size.is_some())];
     if let Some((flag, _)) = model_flags.iter().chain(&[("--bf16", m.bf16)]).find(|f| f.1 && !uses_model) {
         bail!("{flag} applies to --by k-center and --by loss only (the model's pass)");
@@ -1089,7 +1107,7 @@ fn select_cmd(file: &Path, output: &Path, m: &SelectArgs, read: &ReadArgs) -> an
     let picked = match by {
         SelectArg::Random => select_random(total, n, seed),
         SelectArg::KCenter => {
-            let vectors = embed_examples(model, &d.examples, &infer, &d.path)?;
+            let vectors = embed_examples(model, &d.examples, &infer, &d.path, pooling)?;
             k_center_greedy(&vectors, n, seed)
         }
         SelectArg::Loss => {

@@ -6,6 +6,7 @@ mod common;
 use std::path::Path;
 
 use common::{finetune, ok, stderr};
+use finetune_train::Pooling;
 
 fn write(dir: &Path, name: &str, lines: &[serde_json::Value]) -> String {
     let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
@@ -285,19 +286,23 @@ fn select_by_k_center_and_by_loss_with_a_model() {
         std::fs::read_to_string(&out).expect("selection").lines().skip(1).map(str::to_string).collect()
     };
 
-    // k-center over the base encoder's [CLS] vectors: the rows the library's embeddings and k-center choose.
-    let o = ok(sel(&["--by", "k-center", "--model", &model, "--seed", "3"]));
-    assert!(stdout(&o).contains("selected 6 of 24"), "{}", stdout(&o));
-    let picked = rows();
+    // k-center over the base encoder's sentence vectors (mean pooling by default, or [CLS]): the rows the
+    // library's embeddings and k-center choose.
     let read = finetune_train::workflow::read_opts("text", None, Some("label"), None);
     let examples = finetune_train::workflow::read(&train, &read).expect("read");
     let infer = finetune_train::workflow::InferOptions { max_seq_length: 16, ..Default::default() };
-    let vectors = finetune_train::workflow::embed_examples(&model, &examples, &infer, "t").expect("embed");
-    assert_eq!((vectors.len(), vectors[0].len()), (24, 32));
-    let expect = finetune_data::select::k_center_greedy(&vectors, 6, 3).expect("k-center");
     let lines: Vec<String> =
         std::fs::read_to_string(&train).expect("csv").lines().skip(1).map(str::to_string).collect();
-    assert_eq!(picked, expect.iter().map(|&i| lines[i].clone()).collect::<Vec<_>>());
+    for (flags, pooling) in [(vec![], Pooling::Mean), (vec!["--pooling", "cls"], Pooling::Cls)] {
+        let mut args = vec!["--by", "k-center", "--model", &model, "--seed", "3"];
+        args.extend(flags);
+        let o = ok(sel(&args));
+        assert!(stdout(&o).contains("selected 6 of 24"), "{}", stdout(&o));
+        let vectors = finetune_train::workflow::embed_examples(&model, &examples, &infer, "t", pooling).expect("embed");
+        assert_eq!((vectors.len(), vectors[0].len()), (24, 32));
+        let expect = finetune_data::select::k_center_greedy(&vectors, 6, 3).expect("k-center");
+        assert_eq!(rows(), expect.iter().map(|&i| lines[i].clone()).collect::<Vec<_>>(), "{pooling:?}");
+    }
 
     // Loss under a trained classifier: the six rows with the highest -ln p(label) of `finetune predict`.
     let cfg = common::config(&s, "run", "max_steps = 4\n");
@@ -343,6 +348,7 @@ fn select_by_k_center_and_by_loss_with_a_model() {
         (vec!["--by", "loss"], "--by loss needs --model"),
         (vec!["--by", "random", "--model", &model], "--model applies to --by k-center and --by loss only"),
         (vec!["--by", "k-center", "--model", &model, "--lowest"], "--lowest applies to --by loss only"),
+        (vec!["--by", "class", "--pooling", "cls"], "--pooling applies to --by k-center only"),
         // The helper passes --max-seq-length, which only the model-based criteria take.
         (vec!["--by", "class"], "--max-seq-length applies to --by k-center and --by loss only"),
         // The fixture's own head has other labels than the data.

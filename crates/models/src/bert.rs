@@ -452,6 +452,12 @@ impl Workspace {
         &self.cls
     }
 
+    /// `[batch · seq, hidden]`: every token's last-layer hidden state from the last token-classification forward
+    /// (after the head's dropout, which [`Mode::Eval`] does not apply).
+    pub fn token_hidden(&self) -> &[f32] {
+        &self.tokens_drop
+    }
+
     /// A workspace for training: every layer's activations are kept for the backward pass.
     pub fn new(cfg: &BertConfig, batch: usize, seq: usize) -> Self {
         Self::build(cfg, batch, seq, false)

@@ -158,6 +158,15 @@ impl DropoutOverrides {
     }
 }
 
+/// How [`EncoderClassifier::embed`] makes one vector of a sequence's hidden states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pooling {
+    /// The last layer's state at the first token (`[CLS]`, `<s>`): what a BERT classification head reads.
+    Cls,
+    /// The mean over the sequence's tokens, L2-normalised: sentence-transformers' embedding of MiniLM-style models.
+    Mean,
+}
+
 /// A BERT-family encoder with a sequence- or token-classification head, trainable by [`crate::train`].
 pub struct EncoderClassifier {
     pub model: BertForSequenceClassification,
@@ -450,13 +459,23 @@ impl EncoderClassifier {
         Ok(out)
     }
 
-    /// The encoder's sentence vector of each example of `data` (the last layer's `[CLS]` hidden state, before the
-    /// pooler), `batch_size` examples at a time. Sequence classification only.
-    pub fn embed(&mut self, data: &SeqDataset, batch_size: usize, collator: Collator) -> Result<Vec<Vec<f32>>> {
-        if self.task != Task::SequenceClassification {
-            return Err(TrainError::Model(
-                "embeddings come from a sequence-classification encoder, not a token one".into(),
-            ));
+    /// The encoder's sentence vector of each example of `data`, `batch_size` examples at a time: with
+    /// [`Pooling::Cls`] (a sequence-classification model) the last layer's `[CLS]` hidden state, before the pooler;
+    /// with [`Pooling::Mean`] (a model loaded for token classification, which keeps every token's state) the mean
+    /// of the last layer's hidden states over the attention mask, L2-normalised, as sentence-transformers embeds.
+    pub fn embed(
+        &mut self,
+        data: &SeqDataset,
+        batch_size: usize,
+        collator: Collator,
+        pooling: Pooling,
+    ) -> Result<Vec<Vec<f32>>> {
+        let want = match pooling {
+            Pooling::Cls => Task::SequenceClassification,
+            Pooling::Mean => Task::TokenClassification,
+        };
+        if self.task != want {
+            return Err(TrainError::Model(format!("{pooling:?} pooling needs a model loaded for {want:?}")));
         }
         self.begin_eval_pass();
         let c = self.model.config.hidden_size;
@@ -465,8 +484,23 @@ impl EncoderClassifier {
         let mut out = Vec::with_capacity(data.len());
         for chunk in idx.chunks(batch_size.max(1)) {
             collator.seq_into(data, chunk, &mut batch).map_err(model_err)?;
+            let (bsz, t) = (batch.batch_size, batch.seq_len);
             let (ws, _) = self.run_eval(&batch, false)?;
-            out.extend(ws.cls_hidden()[..batch.batch_size * c].chunks_exact(c).map(<[f32]>::to_vec));
+            match pooling {
+                Pooling::Cls => out.extend(ws.cls_hidden()[..bsz * c].chunks_exact(c).map(<[f32]>::to_vec)),
+                Pooling::Mean => {
+                    let hidden = ws.token_hidden();
+                    for (row, mask) in hidden.chunks_exact(t * c).zip(batch.attention_mask.chunks_exact(t)) {
+                        let mut v = vec![0.0f64; c];
+                        for (h, _) in row.chunks_exact(c).zip(mask).filter(|(_, &m)| m != 0) {
+                            v.iter_mut().zip(h).for_each(|(a, &x)| *a += f64::from(x));
+                        }
+                        // Sum over the tokens, then the L2 norm: the division by the token count cancels out.
+                        let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt().max(1e-12);
+                        out.push(v.iter().map(|x| (x / norm) as f32).collect());
+                    }
+                }
+            }
         }
         self.eval_workspaces = WorkspaceCache::default();
         Ok(out)

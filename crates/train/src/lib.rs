@@ -41,7 +41,9 @@ mod workspace;
 
 pub use data::{Batch, BatchSource, Sampler};
 pub use decoder::{CausalBatch, CausalBatches, CausalLm, CausalRow, LmEvaluation};
-pub use encoder::{DropoutOverrides, EncoderClassifier, Evaluation, SeqBatches, TokenBatches, TokenEvaluation};
+pub use encoder::{
+    DropoutOverrides, EncoderClassifier, Evaluation, Pooling, SeqBatches, TokenBatches, TokenEvaluation,
+};
 pub use eval::{ClassScores, ClassificationDetails, ClassificationEval, Curve, TokenClassificationEval, TokenDetails};
 pub use progress::ProgressMode;
 pub use state::{last_checkpoint, rotate_checkpoints, sorted_checkpoints, write_atomic, LogEntry, TrainerState};

@@ -20,7 +20,7 @@ use serde_json::{json, Map, Value};
 
 use super::{EvalResult, InferOptions, PredictResult, Result, RunConfig, RunOptions, TrainResult, WorkflowError};
 use crate::{
-    trainer, write_atomic, EncoderClassifier, Evaluator, IntervalStrategy, Sampler, SeqBatches, TokenBatches,
+    trainer, write_atomic, EncoderClassifier, Evaluator, IntervalStrategy, Pooling, Sampler, SeqBatches, TokenBatches,
     TrainError, TrainableModel, TrainingArguments,
 };
 
@@ -513,29 +513,32 @@ pub fn evaluate(model: &str, data: &Path, opts: &InferOptions) -> Result<EvalRes
     Ok(EvalResult { metrics, report })
 }
 
-/// The encoder's sentence vector of each example (the last layer's `[CLS]` hidden state, before the pooler), for
-/// `finetune data select --by k-center`. `model` is a base encoder (its head is not used) or a fine-tuned
-/// sequence classifier; `origin` names the examples in errors.
-pub fn embed_examples(model: &str, examples: &[Example], opts: &InferOptions, origin: &str) -> Result<Vec<Vec<f32>>> {
+/// The encoder's sentence vector of each example, for `finetune data select --by k-center`: the last layer's
+/// `[CLS]` state or the normalised mean of its token states ([`Pooling`]). `model` is a base encoder (its head is
+/// not used) or a fine-tuned classifier; `origin` names the examples in errors.
+pub fn embed_examples(
+    model: &str,
+    examples: &[Example],
+    opts: &InferOptions,
+    origin: &str,
+    pooling: Pooling,
+) -> Result<Vec<Vec<f32>>> {
     if token_model(model)? {
         bail!("{model}: a token-classification model; embeddings come from a sequence encoder");
     }
     let (dir, tok, max_len) = tokenizer_for(model, opts.max_seq_length)?;
     let cfg = EncoderConfig::from_file(dir.join("config.json"))?;
-    // The head is built (randomly, for a base encoder) and never read.
+    // The head is built (randomly, for a base encoder) and never read. Mean pooling needs every token's state,
+    // which the token-classification forward keeps.
     let names: Vec<String> = (0..cfg.num_labels.max(1)).map(|i| format!("LABEL_{i}")).collect();
+    let task = if pooling == Pooling::Mean { Task::TokenClassification } else { Task::SequenceClassification };
     let adamw = crate::TrainingArguments::default().adamw();
-    let mut m = EncoderClassifier::from_pretrained(
-        &dir.display().to_string(),
-        &names,
-        ProblemType::SingleLabelClassification,
-        adamw,
-        42,
-    )?;
+    let single = ProblemType::SingleLabelClassification;
+    let mut m = EncoderClassifier::from_pretrained_for(&dir.display().to_string(), &names, single, task, adamw, 42)?;
     bf16_on(&mut m, opts.bf16)?;
     let data = SeqDataset::encode(&tok, examples, None, SeqTask::Unlabelled, Some(max_len), origin)?;
     let collator = Collator { pad_token_id: tok.pad_token_id(), pad_to_multiple_of: Some(8) };
-    Ok(m.embed(&data, opts.batch_size.max(1), collator)?)
+    Ok(m.embed(&data, opts.batch_size.max(1), collator, pooling)?)
 }
 
 /// Each example's cross-entropy loss, `-ln p(label)`, under a saved single-label sequence classifier, for

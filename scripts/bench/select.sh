@@ -14,6 +14,9 @@
 #
 #   scripts/bench/select.sh [SEED...]        (default: 1 2 3; OUT=bench-out/select)
 #   REUSE=1 scripts/bench/select.sh           # keep the arms that have finished (their all_results.json)
+#   EPOCHS=6 OUT=bench-out/select-6ep scripts/bench/select.sh     # a longer budget (default 3 epochs of 500)
+#   KEEP_SELECTIONS=1 ...                     # keep subset files already in $OUT/data (their selection is
+#                                             # independent of the budget, except the loss arm's)
 #
 # Needs the model and data (scripts/fetch.sh, scripts/fetch-datasets.sh). bf16 = true for every run and every
 # selection pass where the CPU has a bf16 kernel (the same in every arm). The split is the example's (80/10/10,
@@ -40,6 +43,10 @@ pick() {
   local name=$1 seed=$2
   shift 2
   local file=$data/$name-$seed.csv log=$out/select-$name-$seed.log
+  if [ "${KEEP_SELECTIONS:-0}" = 1 ] && [ -f "$file" ]; then
+    echo "$name seed $seed: kept ($(grep -c ',positive$' "$file") positive, $(grep -c ',negative$' "$file") negative)"
+    return
+  fi
   if [ "${REUSE:-0}" = 1 ] && [ -f "$out/$name-$seed/all_results.json" ]; then
     echo "$name seed $seed: reused ($(grep -c ',positive$' "$file") positive, $(grep -c ',negative$' "$file") negative)"
     return
@@ -49,13 +56,13 @@ pick() {
     "$(grep '^loss under' "$log" || true)"
 }
 
-# train NAME SEED: the example's settings on $data/NAME-SEED.csv for 3 epochs.
+# train NAME SEED: the example's settings on $data/NAME-SEED.csv for EPOCHS (3) epochs.
 train() {
   local name=$1 seed=$2
   [ "${REUSE:-0}" = 1 ] && [ -f "$out/$name-$seed/all_results.json" ] && return
   $bin train --config examples/sentiment.toml --progress off --set split=none --set train_file="$data/$name-$seed.csv" \
     --set validation_file="$data/validation.csv" --set test_file="$data/test.csv" --set seed="$seed" \
-    --set num_train_epochs=3 --set bf16=$bf16 --set save_strategy=no --set eval_strategy=no \
+    --set num_train_epochs="${EPOCHS:-3}" --set bf16=$bf16 --set save_strategy=no --set eval_strategy=no \
     --set output_dir="$out/$name-$seed" >"$out/$name-$seed.log" 2>&1 \
     || { tail -5 "$out/$name-$seed.log" >&2; echo "error: run $name-$seed failed" >&2; exit 1; }
 }
@@ -79,7 +86,7 @@ for s in "${seeds[@]}"; do
 done
 for arm in k-center k-center-cls loss; do
   echo
-  echo "500 training reviews, random vs $arm (48 steps each; macro-F1 on the 1 057 test reviews)"
+  echo "500 training reviews, random vs $arm ($(( 16 * ${EPOCHS:-3} )) steps each; macro-F1 on the 1 057 test reviews)"
   echo
   echo "| seed | random macro-F1 | $arm macro-F1 | delta | p (paired bootstrap) | p (approx. randomisation) | p (McNemar) |"
   echo "| --- | --- | --- | --- | --- | --- | --- |"

@@ -51,7 +51,7 @@ pick() {
     echo "$name seed $seed: reused ($(grep -c ',positive$' "$file") positive, $(grep -c ',negative$' "$file") negative)"
     return
   fi
-  $bin data select "$data/train.csv" -n 500 --seed "$seed" -o "$file" "$@" >"$log" || { cat "$log" >&2; exit 1; }
+  $bin data select "$data/train.csv" -n 500 -o "$file" "$@" >"$log" || { cat "$log" >&2; exit 1; }
   echo "$name seed $seed: $(grep -c ',positive$' "$file") positive, $(grep -c ',negative$' "$file") negative;" \
     "$(grep '^loss under' "$log" || true)"
 }
@@ -75,11 +75,11 @@ row() {
 
 start=$(date +%s)
 for s in "${seeds[@]}"; do
-  pick random "$s" --by random
+  pick random "$s" --by random --seed "$s"
   train random "$s"
-  pick k-center "$s" --by k-center --model assets/all-MiniLM-L6-v2 "${bf16_flag[@]}"
+  pick k-center "$s" --by k-center --seed "$s" --model assets/all-MiniLM-L6-v2 "${bf16_flag[@]}"
   train k-center "$s"
-  pick k-center-cls "$s" --by k-center --pooling cls --model assets/all-MiniLM-L6-v2 "${bf16_flag[@]}"
+  pick k-center-cls "$s" --by k-center --seed "$s" --pooling cls --model assets/all-MiniLM-L6-v2 "${bf16_flag[@]}"
   train k-center-cls "$s"
   pick loss "$s" --by loss --model "$out/random-$s" "${bf16_flag[@]}"
   train loss "$s"

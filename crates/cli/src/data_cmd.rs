@@ -455,10 +455,10 @@ pub struct SelectArgs {
     /// Length bins for --by length [default: 10].
     #[arg(long)]
     bins: Option<usize>,
-    /// Seed of the sampling (`k-center`: of its first center).
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
-    /// `k-center`: an encoder (base or fine-tuned; its [CLS] vectors); `loss`: a fine-tuned single-label
+    /// Seed of the sampling (`k-center`: of its first center; `loss` draws nothing and refuses it) [default: 42].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// `k-center`: an encoder (base or fine-tuned; its sentence vectors); `loss`: a fine-tuned single-label
     /// sequence classifier. A directory or hub id.
     #[arg(long)]
     model: Option<String>,
@@ -1045,7 +1045,10 @@ fn augment_cmd(
 }
 
 fn select_cmd(file: &Path, output: &Path, m: &SelectArgs, read: &ReadArgs) -> anyhow::Result<()> {
-    let (n, by, bins, seed) = (m.n, m.by, m.bins, m.seed);
+    if m.seed.is_some() && m.by == SelectArg::Loss {
+        bail!("--seed does not apply to --by loss (it draws nothing: the losses rank the examples)");
+    }
+    let (n, by, bins, seed) = (m.n, m.by, m.bins, m.seed.unwrap_or(42));
     let bins = match (bins, by) {
         (Some(_), by) if by != SelectArg::Length => bail!("--bins applies to --by length only"),
         (b, _) => b.unwrap_or(10),
@@ -1130,7 +1133,8 @@ fn select_cmd(file: &Path, output: &Path, m: &SelectArgs, read: &ReadArgs) -> an
     }
     .map_err(|e| anyhow::anyhow!("{}: {e}", d.path))?;
     write_examples(output, out_format, &read.columns(), picked.iter().map(|&i| &d.examples[i]))?;
-    println!("{}: selected {} of {total} examples ({by:?}, seed {seed})", d.path, picked.len());
+    let how = if by == SelectArg::Loss { String::new() } else { format!(", seed {seed}") };
+    println!("{}: selected {} of {total} examples ({by:?}{how})", d.path, picked.len());
     if matches!(by, SelectArg::Class | SelectArg::Length | SelectArg::Loss) {
         let mut counts: std::collections::BTreeMap<&str, (usize, usize)> = Default::default();
         for k in &keys {

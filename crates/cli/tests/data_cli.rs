@@ -349,6 +349,7 @@ fn select_by_k_center_and_by_loss_with_a_model() {
         (vec!["--by", "random", "--model", &model], "--model applies to --by k-center and --by loss only"),
         (vec!["--by", "k-center", "--model", &model, "--lowest"], "--lowest applies to --by loss only"),
         (vec!["--by", "class", "--pooling", "cls"], "--pooling applies to --by k-center only"),
+        (vec!["--by", "loss", "--model", &model, "--seed", "1"], "--seed does not apply to --by loss"),
         // The helper passes --max-seq-length, which only the model-based criteria take.
         (vec!["--by", "class"], "--max-seq-length applies to --by k-center and --by loss only"),
         // The fixture's own head has other labels than the data.

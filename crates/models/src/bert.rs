@@ -1,7 +1,7 @@
 //! BERT-family encoders for sequence and token classification on the engine's kernels:
 //! `transformers.BertForSequenceClassification`, `RobertaForSequenceClassification` and
 //! `DistilBertForSequenceClassification` (picked by `model_type`, see [`Arch`]), and their
-//! `…ForTokenClassification` counterparts (picked by [`BertConfig::task`], see [`Task`]).
+//! `…ForTokenClassification` and `…ForMaskedLM` counterparts (picked by [`BertConfig::task`], see [`Task`]).
 //!
 //! embeddings (word + position [+ token type] → LayerNorm → dropout) → N post-LN encoder layers (fused QKV
 //! projection → attention → output dense → dropout → residual → LayerNorm; dense → GELU → dense → dropout →
@@ -118,6 +118,11 @@ pub enum Task {
     /// `[batch, seq, num_labels]`, cross-entropy over all tokens not labelled −100 ([`Labels::TokenClasses`]).
     /// No pooler; a checkpoint's pooler weights are ignored.
     TokenClassification,
+    /// `…ForMaskedLM`: dense → GELU → LayerNorm → decoder on each token's final hidden state, the decoder's
+    /// weight tied to the word embeddings (its own bias), logits over the vocabulary and cross-entropy over the
+    /// tokens not labelled −100 ([`Labels::TokenClasses`] with vocabulary ids). With labels, the last layer
+    /// and the head run on the labelled rows only (the loss is the same); without, on every row. No pooler.
+    MaskedLM,
 }
 
 /// Which member of the BERT family: they share the encoder and differ in names, positions and head.
@@ -191,6 +196,20 @@ impl BertConfig {
         }
     }
 
+    /// Width of the head's output: the vocabulary for masked LM, else the label count.
+    pub fn head_width(&self) -> usize {
+        if self.task == Task::MaskedLM {
+            self.vocab_size
+        } else {
+            self.labels()
+        }
+    }
+
+    /// Whether the head reads every token (token classification, masked LM) rather than the first.
+    fn per_token(&self) -> bool {
+        self.task != Task::SequenceClassification
+    }
+
     fn classifier_dropout_prob(&self) -> f32 {
         if self.task == Task::TokenClassification {
             // DistilBertForTokenClassification uses `config.dropout` (our hidden_dropout_prob) and ignores
@@ -250,9 +269,14 @@ struct Offsets {
     emb_ln_w: usize,
     emb_ln_b: usize,
     layers: Vec<LayerOffsets>,
-    /// The pooler / pre-classifier dense (sequence classification only; 0 for token classification).
+    /// The pooler / pre-classifier dense (sequence classification), the LM head's transform dense (masked
+    /// LM); 0 for token classification.
     pool_w: usize,
     pool_b: usize,
+    /// The LM head's LayerNorm (masked LM only; else 0).
+    mlm_ln_w: usize,
+    mlm_ln_b: usize,
+    /// The output layer; for masked LM the weight is the word-embedding table (tied) and the bias its own.
     cls_w: usize,
     cls_b: usize,
 }
@@ -332,8 +356,39 @@ fn layout(cfg: &BertConfig) -> (Layout, Offsets) {
             ln2_b: add(format!("{p}.{nln2}.bias"), vec![c]),
         });
     }
+    if cfg.task == Task::MaskedLM {
+        // The names of `…ForMaskedLM`; the decoder weight is tied to the word embeddings and not stored.
+        let (dense, ln, bias) = match cfg.arch() {
+            Arch::Bert => {
+                ("cls.predictions.transform.dense", "cls.predictions.transform.LayerNorm", "cls.predictions.bias")
+            }
+            Arch::Roberta => ("lm_head.dense", "lm_head.layer_norm", "lm_head.bias"),
+            Arch::DistilBert => ("vocab_transform", "vocab_layer_norm", "vocab_projector.bias"),
+        };
+        let pool_w = add(format!("{dense}.weight"), vec![c, c]);
+        let pool_b = add(format!("{dense}.bias"), vec![c]);
+        let mlm_ln_w = add(format!("{ln}.weight"), vec![c]);
+        let mlm_ln_b = add(format!("{ln}.bias"), vec![c]);
+        let cls_b = add(bias.to_string(), vec![cfg.vocab_size]);
+        let off = Offsets {
+            wte,
+            wpe,
+            wtt,
+            emb_ln_w,
+            emb_ln_b,
+            layers,
+            pool_w,
+            pool_b,
+            mlm_ln_w,
+            mlm_ln_b,
+            cls_w: wte,
+            cls_b,
+        };
+        return (lay, off);
+    }
     let (dense, out) = match (cfg.task, cfg.arch()) {
         (Task::TokenClassification, _) => ("", "classifier"),
+        (Task::MaskedLM, _) => unreachable!("laid out above"),
         (_, Arch::Bert) => ("bert.pooler.dense", "classifier"),
         (_, Arch::Roberta) => ("classifier.dense", "classifier.out_proj"),
         (_, Arch::DistilBert) => ("pre_classifier", "classifier"),
@@ -345,7 +400,7 @@ fn layout(cfg: &BertConfig) -> (Layout, Offsets) {
     };
     let cls_w = add(format!("{out}.weight"), vec![l, c]);
     let cls_b = add(format!("{out}.bias"), vec![l]);
-    (lay, Offsets { wte, wpe, wtt, emb_ln_w, emb_ln_b, layers, pool_w, pool_b, cls_w, cls_b })
+    (lay, Offsets { wte, wpe, wtt, emb_ln_w, emb_ln_b, layers, pool_w, pool_b, mlm_ln_w: 0, mlm_ln_b: 0, cls_w, cls_b })
 }
 
 /// Targets for the classification head; the variant picks the loss as `transformers` does from `problem_type`.
@@ -424,7 +479,22 @@ pub struct Workspace {
     pooled_pre: Vec<f32>,
     pooled: Vec<f32>,
     pooled_drop: Vec<f32>,
-    /// `[batch, num_labels]` (token classification: `[batch, seq, num_labels]`) output of the last forward.
+    /// The rows the last layer and the head run on: each sequence's first token (sequence classification), the
+    /// labelled tokens or every token (masked LM); unused for token classification.
+    sel: Vec<u32>,
+    /// Masked LM: the labels of the `sel` rows.
+    sel_y: Vec<i64>,
+    /// Masked LM head, on the `sel` rows: input, transform dense output before and after GELU, LayerNorm
+    /// output and statistics.
+    mlm_x: Vec<f32>,
+    mlm_pre: Vec<f32>,
+    mlm_act: Vec<f32>,
+    mlm_h: Vec<f32>,
+    mlm_mean: Vec<f32>,
+    mlm_rstd: Vec<f32>,
+    /// Output of the last forward: `[batch, num_labels]`; token classification `[batch, seq, num_labels]`;
+    /// masked LM `[rows, vocab_size]` for the labelled rows in order (every row without labels), see
+    /// [`Workspace::logits_rows`].
     pub logits: Vec<f32>,
     dx: Vec<f32>,
     dres: Vec<f32>,
@@ -458,6 +528,11 @@ impl Workspace {
         &self.tokens_drop
     }
 
+    /// Masked LM: how many rows of `logits` the last forward filled (its labelled tokens, or every token).
+    pub fn logits_rows(&self) -> usize {
+        self.sel.len()
+    }
+
     /// A workspace for training: every layer's activations are kept for the backward pass.
     pub fn new(cfg: &BertConfig, batch: usize, seq: usize) -> Self {
         Self::build(cfg, batch, seq, false)
@@ -478,7 +553,7 @@ impl Workspace {
     }
 
     fn build(cfg: &BertConfig, batch: usize, seq: usize, inference: bool) -> Self {
-        let (c, f, h, l) = (cfg.hidden_size, cfg.intermediate_size, cfg.num_attention_heads, cfg.labels());
+        let (c, f, h) = (cfg.hidden_size, cfg.intermediate_size, cfg.num_attention_heads);
         let n = batch * seq;
         let z = |k: usize| vec![0.0f32; k];
         // Backward-only buffers are empty in an inference workspace.
@@ -486,7 +561,12 @@ impl Workspace {
         let probs = batch * h * seq * seq;
         let drop_probs = if cfg.attention_probs_dropout_prob > 0.0 && !inference { probs } else { 0 };
         let token_task = cfg.task == Task::TokenClassification;
-        let head_rows = if token_task { n } else { batch };
+        let mlm = cfg.task == Task::MaskedLM;
+        let l = cfg.head_width();
+        let head_rows = if cfg.per_token() { n } else { batch };
+        // The rows the last layer runs on: the first tokens, or (masked LM) up to every token.
+        let last_rows = if mlm { n } else { batch };
+        let zm = |k: usize| if mlm { vec![0.0f32; k] } else { Vec::new() };
         let num_acts = if inference { cfg.num_hidden_layers.min(2) } else { cfg.num_hidden_layers };
         Workspace {
             batch,
@@ -519,13 +599,23 @@ impl Workspace {
                 })
                 .collect(),
             cls: z(batch * c),
-            cls_ctx: z(batch * c),
-            cls_in: z(batch * c),
+            cls_ctx: z(last_rows * c),
+            cls_in: z(last_rows * c),
             cls_drop: z(batch * c),
             pooled_pre: z(batch * c),
             pooled: z(batch * c),
             pooled_drop: z(batch * c),
             tokens_drop: z(if token_task { n * c } else { 0 }),
+            sel: Vec::with_capacity(last_rows),
+            sel_y: Vec::with_capacity(if mlm { n } else { 0 }),
+            mlm_x: zm(n * c),
+            mlm_pre: zm(n * c),
+            mlm_act: zm(n * c),
+            mlm_h: zm(n * c),
+            mlm_mean: zm(n),
+            mlm_rstd: zm(n),
+            // Masked LM on a big vocabulary: a training forward fills only the labelled rows, so most of this
+            // zeroed allocation is never touched and never becomes resident.
             logits: z(head_rows * l),
             dx: zb(n * c),
             dres: zb(n * c),
@@ -537,7 +627,7 @@ impl Workspace {
             dlogits: zb(head_rows * l),
             dpooled: zb(batch * c),
             dpre: zb(batch * c),
-            dcls: zb(batch * c),
+            dcls: zb(last_rows * c),
             dhead: zb(batch * c),
             dln_scratch: zb(2 * c),
             mode: None,
@@ -663,8 +753,8 @@ impl BertForSequenceClassification {
 
     fn init_param(&mut self, k: usize, seed: u64) {
         let name = &self.store.param_infos()[k].name;
-        let constant =
-            if name.contains("LayerNorm.weight") { Some(1.0) } else { name.ends_with("bias").then_some(0.0) };
+        let norm = name.contains("LayerNorm.weight") || name.ends_with("layer_norm.weight");
+        let constant = if norm { Some(1.0) } else { name.ends_with("bias").then_some(0.0) };
         self.store.init_param(k, constant, 0.02, seed);
     }
 
@@ -676,7 +766,9 @@ impl BertForSequenceClassification {
         Self::check_config_against(&config, sd)?;
         let (layout, off) = layout(&config);
         let head = |name: &str| {
-            name.starts_with("bert.pooler.") || name.starts_with("classifier") || name.starts_with("pre_classifier")
+            ["bert.pooler.", "classifier", "pre_classifier", "cls.predictions.", "lm_head.", "vocab_"]
+                .iter()
+                .any(|p| name.starts_with(p))
         };
         let (store, fresh) = ParamStore::from_state_dict(layout, sd, STRIP, head)?;
         let mut m = BertForSequenceClassification { config, off, store, loss: LossOptions::default() };
@@ -693,12 +785,15 @@ impl BertForSequenceClassification {
         let cfg = &self.config;
         let bad = |m: String| Err(BertError::Batch(m));
         let probs = ws.batch * cfg.num_attention_heads * ws.seq * ws.seq;
-        let token_task = cfg.task == Task::TokenClassification;
+        let token_task = cfg.per_token();
         let head_rows = if token_task { n } else { ws.batch };
         let num_acts = if ws.inference { cfg.num_hidden_layers.min(2) } else { cfg.num_hidden_layers };
+        let mlm = cfg.task == Task::MaskedLM;
         let sized_for_model = ws.layers.len() == num_acts
-            && ws.logits.len() == head_rows * cfg.labels()
-            && ws.tokens_drop.len() == if token_task { n * cfg.hidden_size } else { 0 }
+            && ws.logits.len() == head_rows * cfg.head_width()
+            && ws.tokens_drop.len() == if cfg.task == Task::TokenClassification { n * cfg.hidden_size } else { 0 }
+            && ws.mlm_h.len() == if mlm { n * cfg.hidden_size } else { 0 }
+            && ws.cls_ctx.len() == if mlm { n } else { ws.batch } * cfg.hidden_size
             && ws.emb_out.len() == n * cfg.hidden_size
             && ws.layers.iter().all(|a| {
                 a.inter_pre.len() == n * cfg.intermediate_size
@@ -725,7 +820,7 @@ impl BertForSequenceClassification {
                 return bad(format!("token type id {t} out of range ({} token types)", cfg.token_types()));
             }
         }
-        let l = cfg.labels();
+        let l = cfg.head_width();
         match (token_task, b.labels) {
             (_, None) => {}
             (true, Some(Labels::TokenClasses(y))) => {
@@ -736,7 +831,7 @@ impl BertForSequenceClassification {
             }
             (true, Some(_)) => return bad("token classification needs Labels::TokenClasses".into()),
             (false, Some(Labels::TokenClasses(_))) => {
-                return bad("Labels::TokenClasses needs a model configured for token classification".into())
+                return bad("Labels::TokenClasses needs a model configured for token classification or masked LM".into())
             }
             (false, Some(Labels::Classes(y))) => {
                 if y.len() != ws.batch {
@@ -761,7 +856,7 @@ impl BertForSequenceClassification {
         }
         let cfg = &self.config;
         let (bsz, t, c, f) = (ws.batch, ws.seq, cfg.hidden_size, cfg.intermediate_size);
-        let (n, nl) = (bsz * t, cfg.labels());
+        let (n, nl) = (bsz * t, cfg.head_width());
         let heads = cfg.num_attention_heads;
         let shape = Shape { batch: bsz, seq: t, heads, head_dim: c / heads };
         let p = &self.store.params;
@@ -839,6 +934,20 @@ impl BertForSequenceClassification {
         }
 
         let token_task = cfg.task == Task::TokenClassification;
+        let mlm = cfg.task == Task::MaskedLM;
+        ws.sel.clear();
+        ws.sel_y.clear();
+        match (cfg.task, batch.labels) {
+            (Task::SequenceClassification, _) => ws.sel.extend((0..bsz).map(|b| (b * t) as u32)),
+            (Task::MaskedLM, Some(Labels::TokenClasses(y))) => {
+                for (i, &v) in y.iter().enumerate().filter(|(_, &v)| v != cross_entropy::IGNORE_INDEX) {
+                    ws.sel.push(i as u32);
+                    ws.sel_y.push(v);
+                }
+            }
+            (Task::MaskedLM, _) => ws.sel.extend(0..n as u32),
+            (Task::TokenClassification, _) => {}
+        }
         let layers = o.layers.len();
         for (li, lo) in o.layers.iter().enumerate() {
             let (prev, a) = layer_acts(&mut ws.layers, li);
@@ -847,14 +956,14 @@ impl BertForSequenceClassification {
             let adrop = drop_at(mode, cfg.attention_probs_dropout_prob, site_layer(li, 0));
             let pd = if adrop.is_some() { Some(&mut a.probs_drop[..]) } else { None };
             attention::forward(&mut a.ctx, &mut a.probs, pd, &a.qkv, &ws.mask_add, shape, adrop);
-            // Only the [CLS] rows of the last layer reach the pooler, and after attention the rows are
-            // independent: the rest of the last layer runs on those B rows only (same numbers, ~1/6 fewer
-            // FLOPs for a 6-layer model). Token classification needs every row.
+            // Only the [CLS] rows of the last layer reach the pooler (the labelled rows the LM head), and after
+            // attention the rows are independent: the rest of the last layer runs on those rows only (same
+            // numbers, ~1/6 fewer FLOPs for a 6-layer model). Token classification needs every row.
             let last = li + 1 == layers && !token_task;
-            let rows = if last { bsz } else { n };
+            let rows = if last { ws.sel.len() } else { n };
             let (ctx, res_in): (&[f32], &[f32]) = if last {
-                gather_first_rows(&mut ws.cls_ctx, &a.ctx, bsz, t, c);
-                gather_first_rows(&mut ws.cls_in, inp, bsz, t, c);
+                gather_rows(&mut ws.cls_ctx, &a.ctx, &ws.sel, c);
+                gather_rows(&mut ws.cls_in, inp, &ws.sel, c);
                 (&ws.cls_ctx, &ws.cls_in)
             } else {
                 (&a.ctx, inp)
@@ -904,6 +1013,9 @@ impl BertForSequenceClassification {
             );
         }
 
+        if mlm {
+            return Ok(self.lm_head_forward(ws, lc, batch.labels.is_some()));
+        }
         if token_task {
             let hidden = last_acts(&ws.layers, layers).map_or(&ws.emb_out, |a| &a.out);
             ws.tokens_drop.copy_from_slice(hidden);
@@ -957,6 +1069,34 @@ impl BertForSequenceClassification {
         })
     }
 
+    /// The masked-LM head on the `ws.sel` rows of the last layer's output (which holds those rows alone; with no
+    /// layers they are gathered from the embeddings): dense → GELU → LayerNorm → tied decoder + bias. Returns
+    /// the mean cross-entropy over the labelled rows when `labelled` (0 when the batch has none).
+    fn lm_head_forward(&self, ws: &mut Workspace, lc: bf16lin::Ctx<'_>, labelled: bool) -> Option<f32> {
+        let cfg = &self.config;
+        let (c, v, m) = (cfg.hidden_size, cfg.vocab_size, ws.sel.len());
+        let o = &self.off;
+        let p = &self.store.params;
+        let s = |off: usize, len: usize| &p[off..off + len];
+        let mc = m * c;
+        match last_acts(&ws.layers, o.layers.len()) {
+            Some(a) => ws.mlm_x[..mc].copy_from_slice(&a.out[..mc]),
+            None => gather_rows(&mut ws.mlm_x, &ws.emb_out, &ws.sel, c),
+        }
+        if m == 0 {
+            return labelled.then_some(0.0);
+        }
+        let (dense_w, dense_b) = (s(o.pool_w, c * c), Some(s(o.pool_b, c)));
+        let act = Some(&mut ws.mlm_act[..mc]);
+        bf16lin::forward_fused(lc, &mut ws.mlm_pre[..mc], &ws.mlm_x[..mc], dense_w, dense_b, None, act, m, c, c);
+        let (mean, rstd) = (&mut ws.mlm_mean[..m], &mut ws.mlm_rstd[..m]);
+        let (ln_w, ln_b) = (s(o.mlm_ln_w, c), s(o.mlm_ln_b, c));
+        layernorm::forward(&mut ws.mlm_h[..mc], mean, rstd, &ws.mlm_act[..mc], ln_w, ln_b, m, c, cfg.layer_norm_eps);
+        let logits = &mut ws.logits[..m * v];
+        bf16lin::forward(lc, logits, &ws.mlm_h[..mc], s(o.cls_w, v * c), Some(s(o.cls_b, v)), m, c, v);
+        labelled.then(|| cross_entropy::forward(&ws.logits[..m * v], &ws.sel_y, m, v, self.loss.ce()))
+    }
+
     /// Adds the gradient of the mean loss of the last [`forward`](Self::forward) (same `ws` and `batch`, with
     /// labels) to `self.grads` for every parameter that requires one; frozen parameters' gradients are left as
     /// they were.
@@ -972,7 +1112,7 @@ impl BertForSequenceClassification {
         let lc: bf16lin::Ctx = w16.as_ref().map(|w| (w, weights_version(w, store.steps())));
         let Parts { infos, params: p, grads: g, .. } = store.parts();
         let (bsz, t, c, f) = (ws.batch, ws.seq, cfg.hidden_size, cfg.intermediate_size);
-        let (n, nl) = (bsz * t, cfg.labels());
+        let (n, nl) = (bsz * t, cfg.head_width());
         let heads = cfg.num_attention_heads;
         let shape = Shape { batch: bsz, seq: t, heads, head_dim: c / heads };
         let s = |off: usize, len: usize| &p[off..off + len];
@@ -998,15 +1138,56 @@ impl BertForSequenceClassification {
         let enc_rg = below[layers];
 
         let token_task = cfg.task == Task::TokenClassification;
+        let mlm = cfg.task == Task::MaskedLM;
         let ce = loss.ce();
         match labels {
             Labels::Classes(y) => cross_entropy::backward(&mut ws.dlogits, &ws.logits, y, bsz, nl, ce, 1.0),
             Labels::MultiLabel(y) => bce_with_logits::backward(&mut ws.dlogits, &ws.logits, y, 1.0),
             Labels::Regression(y) => mse::backward(&mut ws.dlogits, &ws.logits, y, 1.0),
+            // Masked LM: only the labelled rows have logits.
+            Labels::TokenClasses(_) if mlm => {
+                let m = ws.sel.len();
+                let (dl, l) = (&mut ws.dlogits[..m * nl], &ws.logits[..m * nl]);
+                cross_entropy::backward(dl, l, &ws.sel_y, m, nl, ce, 1.0);
+            }
             Labels::TokenClasses(y) => cross_entropy::backward(&mut ws.dlogits, &ws.logits, y, n, nl, ce, 1.0),
         }
 
-        if token_task {
+        if mlm {
+            // Decoder (tied to the word embeddings, whose gradient gets this part and the lookup's), LayerNorm,
+            // GELU, transform dense; ws.dx then holds d(last layer output) on the labelled rows, in order.
+            let (m, v) = (ws.sel.len(), cfg.vocab_size);
+            if m == 0 {
+                return Ok(());
+            }
+            let mc = m * c;
+            let need_dh = enc_rg || [o.pool_w, o.pool_b, o.mlm_ln_w, o.mlm_ln_b].into_iter().any(rg);
+            {
+                let (gw, gb) = pair!(o.cls_w, v * c, o.cls_b, v);
+                let dh = need_dh.then_some(&mut ws.dres[..mc]);
+                let (dl, h) = (&ws.dlogits[..m * v], &ws.mlm_h[..mc]);
+                bf16lin::backward(lc, dh, gw, gb, dl, h, s(o.cls_w, v * c), m, c, v, false);
+            }
+            if !need_dh {
+                return Ok(());
+            }
+            let ln = pair!(o.mlm_ln_w, c, o.mlm_ln_b, c);
+            let stats = (&ws.mlm_mean[..m], &ws.mlm_rstd[..m]);
+            let (dres, act) = (&ws.dres[..mc], &ws.mlm_act[..mc]);
+            layernorm_backward(&mut ws.dtmp[..mc], ln, &mut ws.dln_scratch, dres, act, s(o.mlm_ln_w, c), stats, m, c);
+            gelu::backward(&mut ws.dtmp[..mc], &ws.mlm_pre[..mc]);
+            let (gw, gb) = pair!(o.pool_w, c * c, o.pool_b, c);
+            let dx = enc_rg.then_some(&mut ws.dcls[..mc]);
+            bf16lin::backward(lc, dx, gw, gb, &ws.dtmp[..mc], &ws.mlm_x[..mc], s(o.pool_w, c * c), m, c, c, false);
+            if !enc_rg {
+                return Ok(());
+            }
+            if layers > 0 {
+                ws.dx[..mc].copy_from_slice(&ws.dcls[..mc]);
+            } else {
+                scatter_rows_at(&mut ws.dx, &ws.dcls[..mc], &ws.sel, c);
+            }
+        } else if token_task {
             // Classifier on every token, then its dropout; ws.dx then holds d(last layer output), all rows.
             let (gw, gb) = pair!(o.cls_w, nl * c, o.cls_b, nl);
             let w = s(o.cls_w, nl * c);
@@ -1076,7 +1257,7 @@ impl BertForSequenceClassification {
             let inp: &[f32] = if li == 0 { &ws.emb_out } else { &prev[li - 1].out };
             let a = &rest[0];
             let last = li + 1 == layers && !token_task;
-            let rows = if last { bsz } else { n };
+            let rows = if last { ws.sel.len() } else { n };
             let (rc, rf) = (rows * c, rows * f);
 
             let ln = pair!(lo.ln2_w, c, lo.ln2_b, c);
@@ -1123,7 +1304,7 @@ impl BertForSequenceClassification {
                 let dinp = need_attn.then_some(&mut ws.dcls[..]);
                 bf16lin::backward(lc, dinp, gw, gb, &ws.dtmp, &ws.cls_ctx, w, rows, c, c, false);
                 if need_attn {
-                    scatter_first_rows(&mut ws.dctx, &ws.dcls, bsz, t, c);
+                    scatter_rows_at(&mut ws.dctx, &ws.dcls[..rc], &ws.sel, c);
                 }
             } else {
                 let dinp = need_attn.then_some(&mut ws.dctx[..]);
@@ -1138,7 +1319,7 @@ impl BertForSequenceClassification {
             // d(layer input) = residual path (dres) + attention path.
             if need_dx {
                 if last {
-                    scatter_first_rows(&mut ws.dx, &ws.dres, bsz, t, c);
+                    scatter_rows_at(&mut ws.dx, &ws.dres[..rc], &ws.sel, c);
                 } else {
                     ws.dx.copy_from_slice(&ws.dres);
                 }
@@ -1258,6 +1439,21 @@ fn scatter_add_rows(table: &mut [f32], rows: &[u32], dout: &[f32], c: usize) {
         for (t, v) in table[r as usize * c..][..c].iter_mut().zip(g) {
             *t += v;
         }
+    }
+}
+
+/// `out[i] = x[rows[i]]`.
+fn gather_rows(out: &mut [f32], x: &[f32], rows: &[u32], c: usize) {
+    for (o, &r) in out.chunks_exact_mut(c).zip(rows) {
+        o.copy_from_slice(&x[r as usize * c..][..c]);
+    }
+}
+
+/// `out[rows[i]] = x[i]`, every other row of `out` zero: the backward of [`gather_rows`].
+fn scatter_rows_at(out: &mut [f32], x: &[f32], rows: &[u32], c: usize) {
+    out.fill(0.0);
+    for (v, &r) in x.chunks_exact(c).zip(rows) {
+        out[r as usize * c..][..c].copy_from_slice(v);
     }
 }
 

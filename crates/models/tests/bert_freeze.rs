@@ -39,7 +39,7 @@ fn load(path: PathBuf) -> (StateDict, BTreeMap<String, Vec<i64>>) {
     (f32s, i64s)
 }
 
-/// A fixture model with its batch; token classification for `tiny_bert_token`.
+/// A fixture model with its batch; token classification for `tiny_bert_token`, masked LM for `*_mlm`.
 struct Case {
     cfg: BertConfig,
     weights: StateDict,
@@ -53,8 +53,10 @@ struct Case {
 fn case(dir: &str) -> Case {
     let text = std::fs::read_to_string(fixture(dir, "config.json")).expect("config");
     let mut cfg = BertConfig::from_json(&text).expect("config parses");
-    let token = dir.ends_with("_token");
-    if token {
+    let token = dir.ends_with("_token") || dir.ends_with("_mlm");
+    if dir.ends_with("_mlm") {
+        cfg.task = Task::MaskedLM;
+    } else if token {
         cfg.task = Task::TokenClassification;
     }
     let (weights, _) = load(fixture(dir, "model.safetensors"));
@@ -93,7 +95,7 @@ impl Case {
     /// Forward (with dropout) and backward into the model's gradient buffers as they are.
     fn forward_backward(&self, m: &mut BertForSequenceClassification, ws: &mut Workspace, step: u64) {
         let labels = match self.cfg.task {
-            Task::TokenClassification => Labels::TokenClasses(&self.labels),
+            Task::TokenClassification | Task::MaskedLM => Labels::TokenClasses(&self.labels),
             Task::SequenceClassification => Labels::Classes(&self.labels),
         };
         let batch = Batch {
@@ -145,7 +147,15 @@ const SCENARIOS: &[Scenario] = &[
     ("everything", |_| true),
 ];
 
-const DIRS: &[&str] = &["tiny_bert", "tiny_roberta", "tiny_distilbert", "tiny_bert_token"];
+const DIRS: &[&str] = &[
+    "tiny_bert",
+    "tiny_roberta",
+    "tiny_distilbert",
+    "tiny_bert_token",
+    "tiny_bert_mlm",
+    "tiny_roberta_mlm",
+    "tiny_distilbert_mlm",
+];
 
 #[test]
 fn frozen_gradients_are_not_written_and_the_others_match_an_unfrozen_run() {

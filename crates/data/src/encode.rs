@@ -24,6 +24,9 @@ pub struct Encoded {
     /// Per token, the index of the word it came from (for pre-split input: the index into the word list);
     /// None for special tokens.
     pub word_ids: Vec<Option<u32>>,
+    /// Per token, its (start, end) offsets in its text (`offset_mapping`); (0, 0) for special tokens. May be
+    /// empty where nothing reads it.
+    pub offsets: Vec<(u32, u32)>,
     /// True when truncation to `max_seq_length` cut tokens off.
     pub truncated: bool,
 }

@@ -15,6 +15,7 @@ pub mod encode;
 pub mod error;
 pub mod example;
 pub mod labels;
+pub mod mlm;
 pub mod near_dup;
 pub mod quality;
 pub mod read;

@@ -19,6 +19,7 @@ fn convert(e: &tokenizers::Encoding) -> Encoded {
         token_type_ids: e.get_type_ids().to_vec(),
         attention_mask: e.get_attention_mask().to_vec(),
         word_ids: e.get_word_ids().to_vec(),
+        offsets: e.get_offsets().iter().map(|&(a, b)| (a as u32, b as u32)).collect(),
         // Truncation keeps the cut-off tokens as overflow (stride 0), so a non-empty overflow means a cut.
         truncated: !e.get_overflowing().is_empty(),
     }

@@ -15,6 +15,7 @@
 use std::path::{Path, PathBuf};
 
 use finetune_data::batch::BatchLabels;
+use finetune_data::mlm::{MaskOptions, MlmDataset};
 use finetune_data::{Collator, LabelMap, SeqDataset, TokenDatasetEncoded, IGNORE_INDEX};
 use finetune_engine::bf16::linear::SharedWeights;
 use finetune_engine::bf16::Kernel;
@@ -110,6 +111,63 @@ impl BatchSource for TokenBatches<'_> {
                 .map(move |ix| collator.tokens(data, &ix).unwrap_or_default()),
         )
     }
+}
+
+/// Masked-LM training rows as batches, masked anew every epoch (`DataCollatorForLanguageModeling`'s dynamic
+/// masking): the masks of a row depend only on (`seed`, epoch, row), so a resumed run draws the same ones.
+pub struct MlmBatches<'a> {
+    pub data: &'a MlmDataset,
+    pub sampler: Sampler,
+    pub masking: MaskOptions,
+    pub pad_token_id: u32,
+    pub seed: u64,
+}
+
+impl BatchSource for MlmBatches<'_> {
+    type Batch = finetune_data::Batch;
+
+    fn num_examples(&self) -> usize {
+        self.data.len()
+    }
+
+    fn num_batches(&self) -> usize {
+        self.sampler.num_batches()
+    }
+
+    fn epoch_batches(&self, epoch: u64, skip: usize) -> Box<dyn Iterator<Item = Self::Batch> + '_> {
+        let seed = mix(self.seed ^ 0x4D4C_4D00, epoch);
+        Box::new(
+            self.sampler
+                .epoch_batches(epoch)
+                .into_iter()
+                .skip(skip)
+                .map(move |ix| mlm_batch(self.data, &ix, &self.masking, seed, self.pad_token_id)),
+        )
+    }
+}
+
+/// Rows `ix` of `data` masked with `seed`, padded on the right to the longest (labels −100 on padding).
+fn mlm_batch(data: &MlmDataset, ix: &[usize], masking: &MaskOptions, seed: u64, pad: u32) -> finetune_data::Batch {
+    let t = ix.iter().map(|&i| data.row(i).len()).max().unwrap_or(0);
+    let n = ix.len() * t;
+    let mut b = finetune_data::Batch {
+        batch_size: ix.len(),
+        seq_len: t,
+        input_ids: vec![pad; n],
+        token_type_ids: vec![0; n],
+        attention_mask: vec![0; n],
+        labels: BatchLabels::None,
+        indices: ix.to_vec(),
+    };
+    let mut labels = vec![IGNORE_INDEX; n];
+    for (r, &i) in ix.iter().enumerate() {
+        let (ids, y) = data.masked(i, masking, seed);
+        b.input_ids[r * t..][..ids.len()].copy_from_slice(&ids);
+        b.attention_mask[r * t..][..ids.len()].fill(1);
+        labels[r * t..][..y.len()].copy_from_slice(&y);
+    }
+    b.labels = BatchLabels::Tokens(labels);
+    b
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
@@ -217,16 +275,21 @@ impl EncoderClassifier {
         seed: u64,
     ) -> Result<Self> {
         let token_task = task == Task::TokenClassification;
-        let problem = if token_task { ProblemType::SingleLabelClassification } else { problem };
+        let problem =
+            if task == Task::SequenceClassification { problem } else { ProblemType::SingleLabelClassification };
         let loaded = load_pretrained(spec).map_err(model_err)?;
         let mut config = loaded.config;
         let mut state = loaded.state;
         let same_labels = config.id2label.len() == labels.len()
             && labels.iter().enumerate().all(|(i, l)| config.id2label.get(&i) == Some(l));
-        if !same_labels {
+        if !same_labels && task != Task::MaskedLM {
             config.set_labels(labels);
         }
-        if token_task {
+        if task == Task::MaskedLM {
+            // AutoModelForMaskedLM: the labels of the config are left as they are.
+            config.set_head("ForMaskedLM");
+            config.problem_type = None;
+        } else if token_task {
             config.set_head("ForTokenClassification");
             config.problem_type = None;
         } else {
@@ -318,10 +381,10 @@ impl EncoderClassifier {
         }
         let labels = if !with_labels {
             None
-        } else if self.task == Task::TokenClassification {
+        } else if self.task != Task::SequenceClassification {
             match &b.labels {
                 BatchLabels::Tokens(y) => Some(bert::Labels::TokenClasses(y)),
-                _ => return Err(TrainError::Model("token classification needs per-token labels".into())),
+                _ => return Err(TrainError::Model("token classification and masked LM need per-token labels".into())),
             }
         } else {
             Some(match (&b.labels, self.problem) {
@@ -360,11 +423,16 @@ impl EncoderClassifier {
         Ok(kernel)
     }
 
-    /// Forward in evaluation mode (no dropout): the batch's logits (`[batch, num_labels]`) and its mean loss
-    /// when `with_labels`.
+    /// Forward in evaluation mode (no dropout): the batch's logits (`[batch, num_labels]`; masked LM: `[rows,
+    /// vocab_size]` for the labelled tokens in order, every token without labels) and its mean loss when
+    /// `with_labels`.
     pub fn forward_eval(&mut self, b: &finetune_data::Batch, with_labels: bool) -> Result<(Vec<f32>, Option<f64>)> {
+        let masked_lm = self.task == Task::MaskedLM;
+        let v = self.model.config.vocab_size;
         let (ws, loss) = self.run_eval(b, with_labels)?;
-        Ok((ws.logits.clone(), loss.map(f64::from)))
+        // Masked LM: only the rows the head ran on (the labelled tokens, or all).
+        let len = if masked_lm { ws.logits_rows() * v } else { ws.logits.len() };
+        Ok((ws.logits[..len].to_vec(), loss.map(f64::from)))
     }
 
     /// An evaluation forward of `b`; the workspace holds its outputs.
@@ -574,6 +642,48 @@ impl EncoderClassifier {
         };
         self.eval_workspaces = WorkspaceCache::default();
         Ok(out)
+    }
+
+    /// Masked-LM evaluation of `data` in order, `batch_size` rows at a time, each row masked as in training
+    /// with `seed` (the same masks at every evaluation): `loss` (mean cross-entropy over the masked tokens),
+    /// `accuracy` (of the most probable token there, run_mlm.py's metric) and `perplexity` (`exp(loss)`).
+    pub fn evaluate_mlm(
+        &mut self,
+        data: &MlmDataset,
+        batch_size: usize,
+        masking: &MaskOptions,
+        pad_token_id: u32,
+        seed: u64,
+    ) -> Result<EvalOutput> {
+        if self.task != Task::MaskedLM {
+            return Err(TrainError::Model("evaluate_mlm needs a masked-LM model".into()));
+        }
+        self.begin_eval_pass();
+        let v = self.model.config.vocab_size;
+        let (mut loss_sum, mut tokens, mut correct, mut batches) = (0.0f64, 0usize, 0usize, 0usize);
+        let idx: Vec<usize> = (0..data.len()).collect();
+        for chunk in idx.chunks(batch_size.max(1)) {
+            let b = mlm_batch(data, chunk, masking, seed, pad_token_id);
+            let (ws, loss) = self.run_eval(&b, true)?;
+            let m = ws.logits_rows();
+            let BatchLabels::Tokens(y) = &b.labels else { unreachable!("mlm_batch labels every token") };
+            let gold = y.iter().filter(|&&l| l != IGNORE_INDEX);
+            correct += ws.logits[..m * v].chunks(v).map(argmax).zip(gold).filter(|(p, &g)| *p as i64 == g).count();
+            loss_sum += loss.unwrap_or(0.0) as f64 * m as f64;
+            tokens += m;
+            batches += 1;
+        }
+        self.eval_workspaces = WorkspaceCache::default();
+        if tokens == 0 {
+            return Err(TrainError::Model("no token of the evaluation data was masked".into()));
+        }
+        let loss = loss_sum / tokens as f64;
+        let metrics = [("loss", loss), ("accuracy", correct as f64 / tokens as f64), ("perplexity", loss.exp())];
+        Ok(EvalOutput {
+            metrics: metrics.into_iter().map(|(k, x)| (k.to_string(), x)).collect(),
+            num_samples: data.len(),
+            num_batches: batches,
+        })
     }
 
     fn grads_into_model(&mut self) {

@@ -42,7 +42,7 @@ mod workspace;
 pub use data::{Batch, BatchSource, Sampler};
 pub use decoder::{CausalBatch, CausalBatches, CausalLm, CausalRow, LmEvaluation};
 pub use encoder::{
-    DropoutOverrides, EncoderClassifier, Evaluation, Pooling, SeqBatches, TokenBatches, TokenEvaluation,
+    DropoutOverrides, EncoderClassifier, Evaluation, MlmBatches, Pooling, SeqBatches, TokenBatches, TokenEvaluation,
 };
 pub use eval::{ClassScores, ClassificationDetails, ClassificationEval, Curve, TokenClassificationEval, TokenDetails};
 pub use progress::ProgressMode;

@@ -284,7 +284,7 @@ fn prediction_values(ev: &crate::Evaluation, names: &[String], problem: ProblemT
     out
 }
 
-fn write_json_lines(path: &Path, values: &[Value]) -> Result<()> {
+pub(super) fn write_json_lines(path: &Path, values: &[Value]) -> Result<()> {
     let mut text = String::new();
     for v in values {
         text.push_str(&v.to_string());
@@ -313,29 +313,29 @@ fn train_run(run: &RunConfig, args: &TrainingArguments, opts: &RunOptions) -> Re
     let token_task = match run.task.as_str() {
         "sequence-classification" => false,
         "token-classification" => true,
-        t => bail!("key `task`: {t:?} is not supported; use \"sequence-classification\" or \"token-classification\""),
+        "fill-mask" => false,
+        t => bail!(
+            "key `task`: {t:?} is not supported; use \"sequence-classification\", \"token-classification\" or \
+             \"fill-mask\""
+        ),
     };
     let Some(spec) = run.model_name_or_path.clone() else {
         bail!("key `model_name_or_path` is required (--model-name-or-path or in the config)")
     };
     let explicit = run.do_train.is_some() || run.do_eval.is_some() || run.do_predict.is_some();
+    if run.task == "fill-mask" {
+        return super::mlm::train_mlm(run, args, &spec, explicit, opts);
+    }
+    if let Some(k) = run.mlm.first_set() {
+        bail!("key `{k}`: applies to task \"fill-mask\" only");
+    }
     if token_task {
         return train_tokens(run, args, &spec, explicit, opts);
     }
     let problem = parse_problem(run.problem_type.as_deref())?;
     let splits = load_splits(run, args.seed, problem)?;
-    let (do_train, do_eval, do_predict) = if explicit {
-        (run.do_train.unwrap_or(false), run.do_eval.unwrap_or(false), run.do_predict.unwrap_or(false))
-    } else {
-        (splits.train.is_some(), splits.validation.is_some(), splits.test.is_some())
-    };
-    if !(do_train || do_eval || do_predict) {
-        bail!("nothing to do: give train_file (and validation_file/test_file or split), or do_eval/do_predict");
-    }
-    let need = |ok: bool, what: &str, key: &str| if ok { Ok(()) } else { Err(anyhow!("{what} needs `{key}`")) };
-    need(!do_train || splits.train.is_some(), "do_train", "train_file")?;
-    need(!do_eval || splits.validation.is_some(), "do_eval", "validation_file (or split)")?;
-    need(!do_predict || splits.test.is_some(), "do_predict", "test_file (or split)")?;
+    let have = [splits.train.is_some(), splits.validation.is_some(), splits.test.is_some()];
+    let (do_train, do_eval, do_predict) = phases(run, explicit, have)?;
 
     let (model_dir, tok, max_len) = tokenizer_for(&spec, run.max_seq_length)?;
     // Labels: from the training data (run_glue.py sorts them), else from the model's config.
@@ -456,6 +456,26 @@ fn train_run(run: &RunConfig, args: &TrainingArguments, opts: &RunOptions) -> Re
     Ok(result)
 }
 
+/// do_train, do_eval and do_predict as run_glue.py decides them: as given when any is given (`explicit`), else
+/// each where its data is there (`have`: train, validation, test); an asked-for phase without its data is an
+/// error naming the key.
+pub(super) fn phases(run: &RunConfig, explicit: bool, have: [bool; 3]) -> Result<(bool, bool, bool)> {
+    let [train, val, test] = have;
+    let (do_train, do_eval, do_predict) = if explicit {
+        (run.do_train.unwrap_or(false), run.do_eval.unwrap_or(false), run.do_predict.unwrap_or(false))
+    } else {
+        (train, val, test)
+    };
+    if !(do_train || do_eval || do_predict) {
+        bail!("nothing to do: give train_file (and validation_file/test_file or split), or do_eval/do_predict");
+    }
+    let need = |ok: bool, what: &str, key: &str| if ok { Ok(()) } else { Err(anyhow!("{what} needs `{key}`")) };
+    need(!do_train || train, "do_train", "train_file")?;
+    need(!do_eval || val, "do_eval", "validation_file (or split)")?;
+    need(!do_predict || test, "do_predict", "test_file (or split)")?;
+    Ok((do_train, do_eval, do_predict))
+}
+
 /// Loads a saved model for inference: model, tokenizer, label names, effective max length.
 fn load_for_inference(spec: &str, max_seq_length: usize) -> Result<(EncoderClassifier, TextTokenizer, usize)> {
     let (dir, tok, max_len) = tokenizer_for(spec, max_seq_length)?;
@@ -484,6 +504,9 @@ fn load_for_inference(spec: &str, max_seq_length: usize) -> Result<(EncoderClass
 /// sequence- or token-classification model on labelled data, and its classification report (scikit-learn's, or
 /// seqeval's for token classification).
 pub fn evaluate(model: &str, data: &Path, opts: &InferOptions) -> Result<EvalResult> {
+    if super::mlm::is_mlm_model(model)? {
+        return super::mlm::evaluate_fill_mask(model, data, opts);
+    }
     if token_model(model)? {
         return evaluate_tokens(model, data, opts);
     }
@@ -565,6 +588,9 @@ pub fn example_losses(model: &str, examples: &[Example], opts: &InferOptions, or
 /// `finetune predict` as a function: writes JSON lines to `out` (`{"label", "probabilities"}` per example, or
 /// `{"tokens", "tags"}` per sentence for a token-classification model) and returns how many were written.
 pub fn predict(model: &str, data: &Path, out: &Path, opts: &InferOptions) -> Result<PredictResult> {
+    if super::mlm::is_mlm_model(model)? {
+        return super::mlm::predict_fill_mask(model, data, out, opts);
+    }
     let mut predictor = Predictor::load(model, opts)?;
     let path = data.display().to_string();
     let inputs: Vec<PredictInput> = if predictor.is_token_classification() {
@@ -626,20 +652,30 @@ fn load_token_splits(run: &RunConfig, seed: u64) -> Result<[Option<TokenSplit>; 
         read_opt(&run.validation_file, "validation")?,
         read_opt(&run.test_file, "test")?,
     ];
-    if let Some(spec) = &run.split {
-        if s[1].is_some() || s[2].is_some() {
-            bail!("key `split`: splits train_file only when neither validation_file nor test_file is given");
-        }
-        let Some((path, sentences)) = s[0].take() else { bail!("key `split`: needs train_file") };
-        let spec = SplitSpec::parse(spec).map_err(|e| anyhow!("key `split`: {e}"))?;
-        // Sentences have no single class to stratify by: a seeded random split.
-        let parts = random_split(sentences.len(), &spec, seed);
-        for (slot, ix) in s.iter_mut().zip(&parts) {
-            let picked: Vec<TokenExample> = ix.iter().map(|&i| sentences[i].clone()).collect();
-            *slot = (!picked.is_empty()).then(|| (path.clone(), picked));
-        }
-    }
+    // Sentences have no single class to stratify by: a seeded random split.
+    random_split_train(run, &mut s, seed)?;
     Ok(s)
+}
+
+/// Key `split` without classes to stratify by: train_file's records (`s[0]`) split at random, seeded, into train,
+/// validation and test (`s`), when neither validation_file nor test_file is given.
+pub(super) fn random_split_train<T: Clone>(
+    run: &RunConfig,
+    s: &mut [Option<(String, Vec<T>)>; 3],
+    seed: u64,
+) -> Result<()> {
+    let Some(spec) = &run.split else { return Ok(()) };
+    if s[1].is_some() || s[2].is_some() {
+        bail!("key `split`: splits train_file only when neither validation_file nor test_file is given");
+    }
+    let Some((path, records)) = s[0].take() else { bail!("key `split`: needs train_file") };
+    let spec = SplitSpec::parse(spec).map_err(|e| anyhow!("key `split`: {e}"))?;
+    let parts = random_split(records.len(), &spec, seed);
+    for (slot, ix) in s.iter_mut().zip(&parts) {
+        let picked: Vec<T> = ix.iter().map(|&i| records[i].clone()).collect();
+        *slot = (!picked.is_empty()).then(|| (path.clone(), picked));
+    }
+    Ok(())
 }
 
 pub fn encode_tokens(
@@ -716,18 +752,8 @@ fn train_tokens(
     opts: &RunOptions,
 ) -> Result<TrainResult> {
     let [train_split, val_split, test_split] = load_token_splits(run, args.seed)?;
-    let (do_train, do_eval, do_predict) = if explicit {
-        (run.do_train.unwrap_or(false), run.do_eval.unwrap_or(false), run.do_predict.unwrap_or(false))
-    } else {
-        (train_split.is_some(), val_split.is_some(), test_split.is_some())
-    };
-    if !(do_train || do_eval || do_predict) {
-        bail!("nothing to do: give train_file (and validation_file/test_file or split), or do_eval/do_predict");
-    }
-    let need = |ok: bool, what: &str, key: &str| if ok { Ok(()) } else { Err(anyhow!("{what} needs `{key}`")) };
-    need(!do_train || train_split.is_some(), "do_train", "train_file")?;
-    need(!do_eval || val_split.is_some(), "do_eval", "validation_file (or split)")?;
-    need(!do_predict || test_split.is_some(), "do_predict", "test_file (or split)")?;
+    let have = [train_split.is_some(), val_split.is_some(), test_split.is_some()];
+    let (do_train, do_eval, do_predict) = phases(run, explicit, have)?;
 
     if run.augment.is_some() {
         bail!("key `augment`: EDA augments sequence-classification texts, not token-classification sentences");

@@ -409,6 +409,7 @@ mod tests {
             token_type_ids: vec![0],
             attention_mask: vec![1],
             word_ids: vec![None],
+            offsets: Vec::new(),
             truncated: id == 2,
         };
         let d = SeqDataset {

@@ -14,6 +14,7 @@
 
 mod classify;
 mod cv;
+mod mlm;
 mod run_file;
 
 use std::collections::BTreeMap;
@@ -26,8 +27,8 @@ pub use classify::{
 };
 pub use cv::{cross_validate, CvResult};
 pub use run_file::{
-    apply_set, closest, from_table, is_run_key, load_config, one_line, read_table, training_keys, Augment, RunConfig,
-    AUGMENT_KEYS, RUN_KEYS,
+    apply_set, closest, from_table, is_run_key, load_config, one_line, read_table, training_keys, Augment, MlmKeys,
+    RunConfig, AUGMENT_KEYS, RUN_KEYS,
 };
 
 use crate::{EvalCallback, ProgressMode, Resume, TrainError, TrainOptions, TrainOutput};

@@ -45,6 +45,35 @@ pub struct RunConfig {
     pub class_weight: Option<String>,
     /// EDA augmentation of the training data (`[augment]` table, `augment.*` keys); none by default.
     pub augment: Option<Augment>,
+    /// `task = "fill-mask"`: run_mlm.py's data arguments and `DataCollatorForLanguageModeling`'s.
+    pub mlm: MlmKeys,
+}
+
+/// The masked-LM keys; `None` where not given (the defaults are run_mlm.py's).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MlmKeys {
+    pub mlm_probability: Option<f64>,
+    pub mask_replace_prob: Option<f64>,
+    pub random_replace_prob: Option<f64>,
+    pub whole_word_mask: Option<bool>,
+    pub line_by_line: Option<bool>,
+}
+
+impl MlmKeys {
+    pub const KEYS: &[&str] =
+        &["mlm_probability", "mask_replace_prob", "random_replace_prob", "whole_word_mask", "line_by_line"];
+
+    /// The first key given, for refusing them outside `task = "fill-mask"`.
+    pub fn first_set(&self) -> Option<&'static str> {
+        let set = [
+            self.mlm_probability.is_some(),
+            self.mask_replace_prob.is_some(),
+            self.random_replace_prob.is_some(),
+            self.whole_word_mask.is_some(),
+            self.line_by_line.is_some(),
+        ];
+        Self::KEYS.iter().zip(set).find(|(_, s)| *s).map(|(k, _)| *k)
+    }
 }
 
 /// The `[augment]` table: EDA's parameters and where WordNet is.
@@ -109,6 +138,7 @@ impl Default for RunConfig {
             resample: None,
             class_weight: None,
             augment: None,
+            mlm: MlmKeys::default(),
         }
     }
 }
@@ -119,7 +149,8 @@ pub const RUN_KEYS: &[(&str, &str, &str)] = &[
     (
         "task",
         "\"sequence-classification\"",
-        "or \"token-classification\" (NER on CoNLL or Parquet/Arrow token lists, run_ner.py)",
+        "or \"token-classification\" (NER on CoNLL or Parquet/Arrow token lists, run_ner.py), or \"fill-mask\" \
+         (masked-LM domain adaptation on the text column, run_mlm.py)",
     ),
     ("train_file", "none", "CSV/TSV/JSONL/Parquet data or a save_to_disk folder (token-classification: CoNLL too)"),
     ("validation_file", "none", "evaluation data (eval_* metrics)"),
@@ -172,6 +203,15 @@ pub const RUN_KEYS: &[(&str, &str, &str)] = &[
         "\"eda\" or an [augment] table (num_aug 9, alpha_sr/alpha_ri/alpha_rs/alpha_rd 0.1, wordnet): EDA copies of \
          each training text, seeded by `seed`; set one with --set augment.num_aug=4",
     ),
+    ("mlm_probability", "0.15", "fill-mask: share of tokens (whole_word_mask: words) selected for prediction"),
+    ("mask_replace_prob", "0.8", "fill-mask: share of selected tokens replaced by the mask token"),
+    ("random_replace_prob", "0.1", "fill-mask: share replaced by a random token (the rest stay as they were)"),
+    ("whole_word_mask", "false", "fill-mask: select whole words (every piece of a word together; only [MASK])"),
+    (
+        "line_by_line",
+        "false",
+        "fill-mask: one sequence per text (truncated), instead of texts concatenated into max_seq_length blocks",
+    ),
 ];
 
 pub fn is_run_key(k: &str) -> bool {
@@ -212,6 +252,20 @@ impl RunConfig {
             "resume_from_checkpoint" => self.resume_from_checkpoint = opt(value),
             "label_all_tokens" => self.label_all_tokens = boolean(value)?,
             "format" => self.format = opt(value),
+            "mlm_probability" | "mask_replace_prob" | "random_replace_prob" => {
+                let p = value
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|x| (0.0..=1.0).contains(x))
+                    .ok_or_else(|| anyhow!("--set {key}={value}: expected a number in [0, 1]"))?;
+                match key {
+                    "mlm_probability" => self.mlm.mlm_probability = Some(p),
+                    "mask_replace_prob" => self.mlm.mask_replace_prob = Some(p),
+                    _ => self.mlm.random_replace_prob = Some(p),
+                }
+            }
+            "whole_word_mask" => self.mlm.whole_word_mask = Some(boolean(value)?),
+            "line_by_line" => self.mlm.line_by_line = Some(boolean(value)?),
             _ if self.dropout.set(key, value).map_err(|e| anyhow!("{e}"))? => {}
             "class_weight" => self.class_weight = opt(value),
             "augment" => {
@@ -247,6 +301,7 @@ impl RunConfig {
         };
         let numeric = matches!(key, "max_seq_length" | "do_train" | "do_eval" | "do_predict" | "label_all_tokens")
             || crate::DropoutOverrides::KEYS.contains(&key)
+            || MlmKeys::KEYS.contains(&key)
             || (key.starts_with("augment.") && key != "augment.wordnet");
         let is_string_key = !numeric;
         if is_string_key && !value.is_str() {

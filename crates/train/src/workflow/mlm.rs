@@ -277,7 +277,7 @@ pub const FILL_MASK_TOP_K: usize = 5;
 
 /// `finetune predict` of a masked-LM model, as `pipeline("fill-mask")`: per text, for each mask token, the
 /// `FILL_MASK_TOP_K` most probable tokens with their softmax `score`, `token` id, `token_str` and the decoded
-/// `sequence` with the mask filled. Texts without a mask token are an error naming the row.
+/// `sequence` with the mask filled (special tokens kept where the text has several masks, as the pipeline does). Texts without a mask token are an error naming the row.
 pub(super) fn predict_fill_mask(spec: &str, data: &Path, out: &Path, opts: &InferOptions) -> Result<PredictResult> {
     let (mut model, tok, max_len, mask) = load_mlm(spec, opts)?;
     let path = data.display().to_string();
@@ -316,9 +316,11 @@ pub(super) fn predict_fill_mask(spec: &str, data: &Path, out: &Path, opts: &Infe
         let mut rows = logits.chunks_exact(v);
         for e in chunk {
             let mut masks = Vec::new();
+            // The pipeline decodes without special tokens only when the text has a single mask.
+            let single = e.input_ids.iter().filter(|&&id| id == mask).count() == 1;
             for j in (0..e.len()).filter(|&j| e.input_ids[j] == mask) {
                 let row = rows.next().ok_or_else(|| anyhow!("{path}: fewer logits rows than mask tokens"))?;
-                masks.push(top_k(row, FILL_MASK_TOP_K, &tok, &e.input_ids, j)?);
+                masks.push(top_k(row, FILL_MASK_TOP_K, &tok, (&e.input_ids, j), single)?);
             }
             values.push(json!({ "masks": masks }));
         }
@@ -331,7 +333,7 @@ pub(super) fn predict_fill_mask(spec: &str, data: &Path, out: &Path, opts: &Infe
 }
 
 /// The `k` most probable tokens of one mask position's logits, as the fill-mask pipeline lists them.
-fn top_k(row: &[f32], k: usize, tok: &TextTokenizer, ids: &[u32], at: usize) -> Result<Value> {
+fn top_k(row: &[f32], k: usize, tok: &TextTokenizer, (ids, at): (&[u32], usize), single: bool) -> Result<Value> {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
     let sum: f64 = row.iter().map(|&x| (x as f64 - max).exp()).sum();
     let mut order: Vec<usize> = (0..row.len()).collect();
@@ -345,7 +347,7 @@ fn top_k(row: &[f32], k: usize, tok: &TextTokenizer, ids: &[u32], at: usize) -> 
             "score": ((row[p] as f64 - max).exp() / sum),
             "token": p,
             "token_str": decode(&[p as u32], false)?,
-            "sequence": decode(&filled, true)?,
+            "sequence": decode(&filled, single)?,
         }));
     }
     Ok(Value::Array(out))

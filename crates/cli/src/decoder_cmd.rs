@@ -290,10 +290,6 @@ fn load_sft_config(path: Option<&Path>, overrides: &[String]) -> Result<(SftRun,
         }
     }
     args.finalize()?;
-    if args.bf16 {
-        // Refused rather than ignored: the bf16 matmuls are wired into the encoders only so far.
-        bail!("bf16 = true: not supported by `finetune sft` yet (encoder models only: train, eval, predict, cv)");
-    }
     Ok((run, args))
 }
 
@@ -422,6 +418,10 @@ pub fn run_sft(a: SftArgs) -> Result<()> {
     let test_set = encode(&run.test_file, do_predict, "test", false)?;
     if run.use_peft {
         model.model.store_mut().add_lora(&run.lora(), args.seed).map_err(|e| anyhow!("LoRA: {e}"))?;
+    }
+    let kernel = model.set_bf16(args.bf16)?;
+    if args.bf16 {
+        eprintln!("bf16: matmuls in bfloat16 with f32 accumulation on the {} kernel", kernel.name());
     }
     // All inputs are checked; from here on files are written.
     let out = PathBuf::from(&args.output_dir);

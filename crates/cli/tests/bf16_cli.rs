@@ -1,6 +1,7 @@
 //! `bf16 = true` from the command line on the committed tiny random BERT: training runs and reports its
 //! kernel, checkpoints stay f32, `eval --bf16` agrees with the f32 evaluation within bf16 rounding, and a bad
-//! `FINETUNE_BF16_KERNEL` or an unsupported command is refused with exit status 2.
+//! `FINETUNE_BF16_KERNEL` is refused with exit status 2; LoRA SFT on a Llama decoder in bf16 follows f32, and
+//! GPT-2 (no bf16 path) is refused.
 
 mod common;
 
@@ -55,7 +56,7 @@ fn bf16_training_runs_saves_f32_and_evaluates_close_to_f32() {
 }
 
 #[test]
-fn bad_kernel_variable_and_sft_are_refused() {
+fn a_bad_kernel_variable_is_refused() {
     let s = setup();
     let cfg = config(&s, "bad", "max_steps = 1\nbf16 = true\n");
     let o = Command::new(env!("CARGO_BIN_EXE_finetune"))
@@ -66,8 +67,35 @@ fn bad_kernel_variable_and_sft_are_refused() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("FINETUNE_BF16_KERNEL"), "{}", stderr(&o));
     assert!(!s.root.join("bad").exists(), "nothing written on refusal");
+}
 
-    let o = sft_with(&[], &["bf16=true"]);
+/// `finetune sft` with `bf16 = true`: LoRA SFT on the tiny Llama GGUF trains with losses within bf16 rounding of
+/// the f32 run's and saves f32 adapters; GPT-2 (no bf16 path yet) is refused by name before anything is written.
+#[test]
+fn sft_trains_in_bf16_and_gpt2_is_refused() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path();
+    let gguf = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/tests/fixtures/gguf/tiny_llama.gguf");
+    let train = write_sft(root, "train.jsonl", 16);
+    let run = |name: &str, bf16: bool| {
+        let out = root.join(name);
+        let o = ok(tiny_sft(&gguf, &out, &train, 64, &["use_peft=true", &format!("bf16={bf16}")]));
+        (out, o)
+    };
+    let (f32_out, _) = run("f32", false);
+    let (bf16_out, o) = run("bf16", true);
+    assert!(stderr(&o).contains("bf16: matmuls in bfloat16"), "{}", stderr(&o));
+    let (a, b) = (losses(&f32_out), losses(&bf16_out));
+    assert_eq!(a.len(), b.len());
+    for (step, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert!((x - y).abs() <= 0.03 * x.abs().max(1.0), "step {}: bf16 loss {y} vs f32 {x}", step + 1);
+    }
+    let adapter = finetune_models::checkpoint::load_state_dict(bf16_out.join("adapter_model.safetensors"));
+    assert!(!adapter.expect("adapter").is_empty());
+
+    let gpt2 = byte_level_model(root, "tiny_gpt2", &["transformer.wte.weight"]);
+    let o = tiny_sft(&gpt2, &root.join("gpt2"), &train, 64, &["bf16=true"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(stderr(&o).contains("bf16"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("GPT2LMHeadModel"), "{}", stderr(&o));
+    assert!(!root.join("gpt2").exists(), "nothing written on refusal");
 }

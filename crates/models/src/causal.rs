@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use crate::checkpoint::{
     copy_tokenizer_files, load_state_dict, resolve_model_dir, save_safetensors, write_atomic, CheckpointError,
 };
+use finetune_engine::bf16::linear::SharedWeights;
 use finetune_engine::StateDict;
 
 use crate::decoder::{Architecture, Batch, KvCache, StepRows};
@@ -156,6 +157,23 @@ macro_rules! architectures {
             pub fn shape(&self) -> (usize, usize) {
                 match self {
                     $(CausalWorkspace::$variant(w) => <$ty as Architecture>::workspace_shape(w)),+
+                }
+            }
+
+            /// `bf16 = true`: the trunk's linear layers in bf16 with f32 accumulation, the weights' bf16 copies
+            /// kept in `weights` (one for all of a model's workspaces); `None`: f32.
+            pub fn set_bf16(&mut self, weights: Option<SharedWeights>) {
+                match self {
+                    $(CausalWorkspace::$variant(w) => <$ty as Architecture>::lm_head(w).bf16 = weights),+
+                }
+            }
+        }
+
+        impl CausalModel {
+            /// Whether the architecture runs `bf16 = true` (its linear layers through the bf16 kernels).
+            pub fn supports_bf16(&self) -> bool {
+                match self {
+                    $(CausalModel::$variant(_) => <$ty as Architecture>::BF16),+
                 }
             }
         }

@@ -4,6 +4,7 @@
 //! holds only its config, layout, forward and backward, calls these, and implements [`Architecture`] so that the
 //! table in [`crate::causal`] can load, train and run it.
 
+use finetune_engine::bf16::linear::{Ctx, SharedWeights};
 use finetune_engine::kernels::causal_attention::{self, Shape};
 use finetune_engine::kernels::cross_entropy::{self, IGNORE_INDEX};
 use finetune_engine::kernels::linear_cross_entropy::{self as lce, Scratch};
@@ -71,6 +72,8 @@ pub trait Architecture: Sized {
     const CLASS: &'static str;
     /// The `model_type` values this file loads; the first is written into a saved config that has none.
     const MODEL_TYPES: &'static [&'static str];
+    /// Whether its linear layers take the bf16 kernels (`bf16 = true`; [`LmHead::bf16`]).
+    const BF16: bool = true;
     /// Activations of a training or evaluation pass for one (batch, seq) shape.
     type Workspace;
     /// Activations of KV-cache decode steps.
@@ -363,6 +366,21 @@ pub struct LmHead {
     pub logits: Vec<f32>,
     /// transformers' `label_smoothing_factor` for the loss of batches run in this workspace (0: none).
     pub label_smoothing: f32,
+    /// `bf16 = true`: the model's bf16 weight copies (shared by its workspaces); the trunk's linear layers then
+    /// run in bf16 with f32 accumulation. `None`: f32.
+    pub bf16: Option<SharedWeights>,
+}
+
+/// The bf16 context of the weights `first..=last` (consecutive parameters of `store`) for a workspace's
+/// `bf16` handle: a frozen weight's copies stay valid until the store's revision (loads, merges) or the owner's
+/// [`SharedWeights::weights_changed`] moves (LoRA's base weights are cast once), a trained one's for one
+/// optimizer step. `None` runs in f32.
+pub(crate) fn lin_ctx<'a>(bf16: &'a Option<SharedWeights>, store: &ParamStore, first: usize, last: usize) -> Ctx<'a> {
+    let w = bf16.as_ref()?;
+    let trained = store.param_infos()[first..=last].iter().any(|i| i.requires_grad);
+    let step = if trained { store.steps().wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15) } else { 0 };
+    let revision = store.revision().wrapping_mul(0xD1B5_4A32_D192_ED03);
+    Some((w, w.version().wrapping_add(step).wrapping_add(revision)))
 }
 
 impl LmHead {
@@ -375,6 +393,7 @@ impl LmHead {
             scratch: Scratch::new(chunk_rows.min(n.max(1)), c, vocab),
             logits: Vec::new(),
             label_smoothing: 0.0,
+            bf16: None,
         }
     }
 
@@ -1010,6 +1029,22 @@ impl CachedAttn<'_> {
             }
         }
     }
+}
+
+/// `dinp = dout · weight` (`+=` with `acc`) for a linear layer's `weight` (`[c_out, c_in]`): its input gradient,
+/// in bf16 with f32 accumulation under `ctx` (as autocast runs it), else in f32.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn input_grad(
+    ctx: Ctx<'_>,
+    dinp: &mut [f32],
+    dout: &[f32],
+    weight: &[f32],
+    n: usize,
+    c_in: usize,
+    c_out: usize,
+    acc: bool,
+) {
+    finetune_engine::bf16::linear::backward(ctx, Some(dinp), None, None, dout, &[], weight, n, c_in, c_out, acc);
 }
 
 /// `dW[rows, c_in] += dout[:, col..col + rows]ᵀ · inp` where dout rows are `width` wide.

@@ -571,6 +571,8 @@ impl Gpt2DecodeWorkspace {
 impl Architecture for Gpt2LMHeadModel {
     const CLASS: &'static str = "GPT2LMHeadModel";
     const MODEL_TYPES: &'static [&'static str] = &["gpt2"];
+    // Conv1D weights are stored transposed (`[c_in, c_out]`), which the bf16 weight cache does not pack yet.
+    const BF16: bool = false;
     decoder::architecture_plumbing!(Workspace, Gpt2DecodeWorkspace);
 
     fn head(&self) -> Head<'_> {

@@ -27,6 +27,7 @@
 //! LoRA (`store.add_lora`, PEFT adapter files) on the projections listed by this file's LoRA targets: see
 //! [`crate::params`] and [`crate::lora`].
 
+use finetune_engine::bf16::linear as bf16lin;
 use finetune_engine::kernels::causal_attention::Shape;
 use finetune_engine::kernels::linear_cross_entropy::{self as lce, Scratch};
 use finetune_engine::kernels::{linear, residual, rmsnorm, rope, swiglu};
@@ -35,7 +36,7 @@ use finetune_engine::StateDict;
 use serde::Deserialize;
 
 use crate::decoder::{
-    self, bias_grad, weight_grad, Architecture, DecodeBuffers, Geometry, Head, KvDims, LmHead, StepRows,
+    self, bias_grad, input_grad, weight_grad, Architecture, DecodeBuffers, Geometry, Head, KvDims, LmHead, StepRows,
 };
 pub use crate::decoder::{Batch, KvCache};
 use crate::error::ModelError;
@@ -491,6 +492,8 @@ impl LlamaForCausalLM {
         let s = |k: usize| st.get(k);
         let eps = cfg.rms_norm_eps;
         st.lora_prepare(&mut ws.lora, n);
+        let w16 = ws.lm.bf16.clone();
+        let lc = |a: usize, b: usize| decoder::lin_ctx(&w16, st, a, b);
 
         ws.tok.load(batch, t, u32::MAX);
         decoder::embed(&mut ws.emb, s(self.idx.embed), &ws.tok.ids, c);
@@ -503,20 +506,20 @@ impl LlamaForCausalLM {
             // q, k, v weights (and biases) are consecutive: one [w, C] projection.
             let wqkv = st.span(lx.q_w, lx.v_w);
             let bqkv = lx.qkv_b.map(|[bq, _, bv]| st.span(bq, bv));
-            linear::forward(&mut a.qkv, &a.ln1, wqkv, bqkv, n, c, w);
+            bf16lin::forward(lc(lx.q_w, lx.v_w), &mut a.qkv, &a.ln1, wqkv, bqkv, n, c, w);
             st.lora_forward(&mut ws.lora, li, 0..3, &mut a.qkv, &a.ln1, n);
             decoder::rope_qk(&mut a.qkv, (h, kv, d), d, &ws.tok.pos, &ws.cos, &ws.sin, false);
             let seg = ws.tok.segments();
             decoder::attention_forward(&mut a.ctx, &mut a.probs, &a.qkv, &ws.tok.mask_add, seg, shape);
-            linear::forward(&mut a.mid, &a.ctx, s(lx.o_w), lx.o_b.map(s), n, h * d, c);
+            bf16lin::forward(lc(lx.o_w, lx.o_w), &mut a.mid, &a.ctx, s(lx.o_w), lx.o_b.map(s), n, h * d, c);
             st.lora_forward(&mut ws.lora, li, 3..4, &mut a.mid, &a.ctx, n);
             residual::add_assign(&mut a.mid, inp);
             rmsnorm::forward(&mut a.ln2, &mut a.rstd2, &a.mid, s(lx.ln2), n, c, eps);
             let wgu = st.span(lx.gate_w, lx.up_w);
-            linear::forward(&mut a.gate_up, &a.ln2, wgu, None, n, c, 2 * f);
+            bf16lin::forward(lc(lx.gate_w, lx.up_w), &mut a.gate_up, &a.ln2, wgu, None, n, c, 2 * f);
             st.lora_forward(&mut ws.lora, li, 4..6, &mut a.gate_up, &a.ln2, n);
             swiglu::forward(&mut a.act, &a.gate_up, n, f);
-            linear::forward(&mut a.out, &a.act, s(lx.down_w), None, n, f, c);
+            bf16lin::forward(lc(lx.down_w, lx.down_w), &mut a.out, &a.act, s(lx.down_w), None, n, f, c);
             st.lora_forward(&mut ws.lora, li, 6..7, &mut a.out, &a.act, n);
             residual::add_assign(&mut a.out, &a.mid);
         }
@@ -541,6 +544,16 @@ impl LlamaForCausalLM {
         let (n, w) = (bsz * t, (h + 2 * kv) * d);
         let shape = Shape { batch: bsz, seq: t, heads: h, kv_heads: kv, head_dim: d };
         let idx = &self.idx;
+        let w16 = ws.lm.bf16.clone();
+        // The input-gradient matmuls' bf16 contexts, taken before the store is split into its parts.
+        let ctxs: Vec<[bf16lin::Ctx<'_>; 4]> = idx
+            .layers
+            .iter()
+            .map(|lx| {
+                let lc = |a: usize, b: usize| decoder::lin_ctx(&w16, &self.store, a, b);
+                [lc(lx.q_w, lx.v_w), lc(lx.o_w, lx.o_w), lc(lx.gate_w, lx.up_w), lc(lx.down_w, lx.down_w)]
+            })
+            .collect();
         let Parts { infos, params: p, grads: g, lora } = self.store.parts();
         let rg = |k: usize| infos[k].requires_grad;
         let r = |k: usize| infos[k].range();
@@ -571,15 +584,16 @@ impl LlamaForCausalLM {
             let inp: &[f32] = if li == 0 { &ws.emb } else { &prev[li - 1].out };
             let a = &rest[0];
 
+            let [lc_qkv, lc_o, lc_gu, lc_down] = ctxs[li];
             // MLP: out = mid + down(swiglu(gate_up(ln2(mid)))).
-            matmul(&mut ws.dact, &ws.dx, s(lx.down_w), n, c, f, false, false, false);
+            input_grad(lc_down, &mut ws.dact, &ws.dx, s(lx.down_w), n, f, c, false);
             lora.backward(&mut ws.lora, infos, p, g, li, 6..7, &mut ws.dact, &ws.dx, &a.act, n);
             if rg(lx.down_w) {
                 weight_grad(&mut g[r(lx.down_w)], &ws.dx, c, 0, c, &a.act, n, f);
             }
             swiglu::backward(&mut ws.dgate_up, &ws.dact, &a.gate_up, n, f);
             let gu = infos[lx.gate_w].offset..r(lx.up_w).end;
-            matmul(&mut ws.dln, &ws.dgate_up, &p[gu], n, 2 * f, c, false, false, false);
+            input_grad(lc_gu, &mut ws.dln, &ws.dgate_up, &p[gu], n, c, 2 * f, false);
             lora.backward(&mut ws.lora, infos, p, g, li, 4..6, &mut ws.dln, &ws.dgate_up, &a.ln2, n);
             for (k, col) in [(lx.gate_w, 0), (lx.up_w, f)] {
                 if rg(k) {
@@ -590,7 +604,7 @@ impl LlamaForCausalLM {
             rmsnorm::backward(&mut ws.dx, dw, &ws.dln, &a.mid, s(lx.ln2), &a.rstd2, n, c, true);
 
             // Attention: mid = inp + o_proj(attn(rope(qkv(ln1(inp))))).
-            matmul(&mut ws.dctx, &ws.dx, s(lx.o_w), n, c, h * d, false, false, false);
+            input_grad(lc_o, &mut ws.dctx, &ws.dx, s(lx.o_w), n, h * d, c, false);
             lora.backward(&mut ws.lora, infos, p, g, li, 3..4, &mut ws.dctx, &ws.dx, &a.ctx, n);
             if rg(lx.o_w) {
                 weight_grad(&mut g[r(lx.o_w)], &ws.dx, c, 0, c, &a.ctx, n, h * d);
@@ -602,7 +616,7 @@ impl LlamaForCausalLM {
             decoder::attention_backward(&mut ws.dqkv, &mut ws.dscores, &ws.dctx, &a.qkv, &a.probs, seg, shape);
             decoder::rope_qk(&mut ws.dqkv, (h, kv, d), d, &ws.tok.pos, &ws.cos, &ws.sin, true);
             let qkv = infos[lx.q_w].offset..r(lx.v_w).end;
-            matmul(&mut ws.dln, &ws.dqkv, &p[qkv], n, w, c, false, false, false);
+            input_grad(lc_qkv, &mut ws.dln, &ws.dqkv, &p[qkv], n, c, w, false);
             lora.backward(&mut ws.lora, infos, p, g, li, 0..3, &mut ws.dln, &ws.dqkv, &a.ln1, n);
             let qkv_w = [lx.q_w, lx.k_w, lx.v_w];
             decoder::qkv_param_grads((infos, g), qkv_w, lx.qkv_b, &ws.dqkv, &a.ln1, (h, kv, d), (n, c));

@@ -16,6 +16,7 @@
 //! `gelu_new`/`gelu_pytorch_tanh`, attention dropout. Residual and embedding dropout (`resid_pdrop`,
 //! `embd_pdrop`) are not applied: training runs as `model.eval()` would, as for GPT-2.
 
+use finetune_engine::bf16::linear as bf16lin;
 use finetune_engine::kernels::causal_attention::Shape;
 use finetune_engine::kernels::linear_cross_entropy::{self as lce, Scratch};
 use finetune_engine::kernels::{gelu_tanh, layernorm, linear, residual, rope};
@@ -24,8 +25,8 @@ use finetune_engine::StateDict;
 use serde::Deserialize;
 
 use crate::decoder::{
-    self, bias_grad, layernorm_backward, weight_grad, Architecture, DecodeBuffers, Geometry, Head, KvDims, LmHead,
-    StepRows,
+    self, bias_grad, input_grad, layernorm_backward, weight_grad, Architecture, DecodeBuffers, Geometry, Head, KvDims,
+    LmHead, StepRows,
 };
 pub use crate::decoder::{Batch, KvCache};
 use crate::error::ModelError;
@@ -360,6 +361,8 @@ impl PhiForCausalLM {
         let s = |k: usize| st.get(k);
         let eps = cfg.layer_norm_eps;
         st.lora_prepare(&mut ws.lora, n);
+        let w16 = ws.lm.bf16.clone();
+        let lc = |a: usize, b: usize| decoder::lin_ctx(&w16, st, a, b);
 
         ws.tok.load(batch, t, u32::MAX);
         decoder::embed(&mut ws.emb, s(self.idx.embed), &ws.tok.ids, c);
@@ -369,19 +372,21 @@ impl PhiForCausalLM {
             let inp: &[f32] = if li == 0 { &ws.emb } else { &prev[li - 1].out };
             let a = &mut rest[0];
             layernorm::forward(&mut a.ln, &mut a.mean, &mut a.rstd, inp, s(lx.ln_w), s(lx.ln_b), n, c, eps);
-            linear::forward(&mut a.qkv, &a.ln, st.span(lx.q_w, lx.v_w), Some(st.span(lx.q_b, lx.v_b)), n, c, w);
+            let (wqkv, bqkv) = (st.span(lx.q_w, lx.v_w), Some(st.span(lx.q_b, lx.v_b)));
+            bf16lin::forward(lc(lx.q_w, lx.v_w), &mut a.qkv, &a.ln, wqkv, bqkv, n, c, w);
             st.lora_forward(&mut ws.lora, li, 0..3, &mut a.qkv, &a.ln, n);
             decoder::rope_qk(&mut a.qkv, (h, kv, d), rot, &ws.tok.pos, &ws.cos, &ws.sin, false);
             let seg = ws.tok.segments();
             decoder::attention_forward(&mut a.ctx, &mut a.probs, &a.qkv, &ws.tok.mask_add, seg, shape);
             // out = input + dense(attention) + fc2(gelu(fc1(ln))).
-            linear::forward(&mut a.out, &a.ctx, s(lx.dense_w), Some(s(lx.dense_b)), n, h * d, c);
+            let (dw, db) = (s(lx.dense_w), Some(s(lx.dense_b)));
+            bf16lin::forward(lc(lx.dense_w, lx.dense_w), &mut a.out, &a.ctx, dw, db, n, h * d, c);
             st.lora_forward(&mut ws.lora, li, 3..4, &mut a.out, &a.ctx, n);
-            linear::forward(&mut a.fc, &a.ln, s(lx.fc1_w), Some(s(lx.fc1_b)), n, c, f);
+            bf16lin::forward(lc(lx.fc1_w, lx.fc1_w), &mut a.fc, &a.ln, s(lx.fc1_w), Some(s(lx.fc1_b)), n, c, f);
             st.lora_forward(&mut ws.lora, li, 4..5, &mut a.fc, &a.ln, n);
             gelu_tanh::forward(&mut a.act, &a.fc);
             ws.tmp.resize(n * c, 0.0);
-            linear::forward(&mut ws.tmp, &a.act, s(lx.fc2_w), Some(s(lx.fc2_b)), n, f, c);
+            bf16lin::forward(lc(lx.fc2_w, lx.fc2_w), &mut ws.tmp, &a.act, s(lx.fc2_w), Some(s(lx.fc2_b)), n, f, c);
             st.lora_forward(&mut ws.lora, li, 5..6, &mut ws.tmp, &a.act, n);
             residual::add_assign(&mut a.out, &ws.tmp);
             residual::add_assign(&mut a.out, inp);
@@ -404,6 +409,16 @@ impl PhiForCausalLM {
         let (n, w) = (bsz * t, (h + 2 * kv) * d);
         let shape = Shape { batch: bsz, seq: t, heads: h, kv_heads: kv, head_dim: d };
         let idx = &self.idx;
+        let w16 = ws.lm.bf16.clone();
+        // The input-gradient matmuls' bf16 contexts, taken before the store is split into its parts.
+        let ctxs: Vec<[bf16lin::Ctx<'_>; 4]> = idx
+            .layers
+            .iter()
+            .map(|lx| {
+                let lc = |a: usize, b: usize| decoder::lin_ctx(&w16, &self.store, a, b);
+                [lc(lx.q_w, lx.v_w), lc(lx.dense_w, lx.dense_w), lc(lx.fc1_w, lx.fc1_w), lc(lx.fc2_w, lx.fc2_w)]
+            })
+            .collect();
         let Parts { infos, params: p, grads: g, lora } = self.store.parts();
         let rg = |k: usize| infos[k].requires_grad;
         let r = |k: usize| infos[k].range();
@@ -432,8 +447,9 @@ impl PhiForCausalLM {
             let a = &rest[0];
             // ws.dx, the gradient of the block's output, is also its input's through the residual.
 
+            let [lc_qkv, lc_dense, lc_fc1, lc_fc2] = ctxs[li];
             // MLP branch: fc2(gelu(fc1(ln))).
-            matmul(&mut ws.dact, &ws.dx, s(lx.fc2_w), n, c, f, false, false, false);
+            input_grad(lc_fc2, &mut ws.dact, &ws.dx, s(lx.fc2_w), n, f, c, false);
             lora.backward(&mut ws.lora, infos, p, g, li, 5..6, &mut ws.dact, &ws.dx, &a.act, n);
             if rg(lx.fc2_w) {
                 weight_grad(&mut g[r(lx.fc2_w)], &ws.dx, c, 0, c, &a.act, n, f);
@@ -442,7 +458,7 @@ impl PhiForCausalLM {
                 bias_grad(&mut g[r(lx.fc2_b)], &ws.dx[..n * c], c, 0);
             }
             gelu_tanh::backward(&mut ws.dact[..n * f], &a.fc);
-            matmul(&mut ws.dln, &ws.dact, s(lx.fc1_w), n, f, c, false, false, false);
+            input_grad(lc_fc1, &mut ws.dln, &ws.dact, s(lx.fc1_w), n, c, f, false);
             lora.backward(&mut ws.lora, infos, p, g, li, 4..5, &mut ws.dln, &ws.dact, &a.ln, n);
             if rg(lx.fc1_w) {
                 weight_grad(&mut g[r(lx.fc1_w)], &ws.dact, f, 0, f, &a.ln, n, c);
@@ -452,7 +468,7 @@ impl PhiForCausalLM {
             }
 
             // Attention branch: dense(attention(rope(qkv(ln)))).
-            matmul(&mut ws.dctx, &ws.dx, s(lx.dense_w), n, c, h * d, false, false, false);
+            input_grad(lc_dense, &mut ws.dctx, &ws.dx, s(lx.dense_w), n, h * d, c, false);
             lora.backward(&mut ws.lora, infos, p, g, li, 3..4, &mut ws.dctx, &ws.dx, &a.ctx, n);
             if rg(lx.dense_w) {
                 weight_grad(&mut g[r(lx.dense_w)], &ws.dx, c, 0, c, &a.ctx, n, h * d);
@@ -465,7 +481,7 @@ impl PhiForCausalLM {
             decoder::rope_qk(&mut ws.dqkv, (h, kv, d), rot, &ws.tok.pos, &ws.cos, &ws.sin, true);
             let qkv = infos[lx.q_w].offset..r(lx.v_w).end;
             // Both branches read the same LayerNorm output: add the attention's share to the MLP's.
-            matmul(&mut ws.dln, &ws.dqkv, &p[qkv], n, w, c, false, false, true);
+            input_grad(lc_qkv, &mut ws.dln, &ws.dqkv, &p[qkv], n, c, w, true);
             lora.backward(&mut ws.lora, infos, p, g, li, 0..3, &mut ws.dln, &ws.dqkv, &a.ln, n);
             let (qkv_w, qkv_b) = ([lx.q_w, lx.k_w, lx.v_w], [lx.q_b, lx.q_b + 1, lx.v_b]);
             decoder::qkv_param_grads((infos, g), qkv_w, Some(qkv_b), &ws.dqkv, &a.ln, (h, kv, d), (n, c));

@@ -14,6 +14,8 @@ use std::path::Path;
 
 use finetune_data::sft::CausalTokenize;
 use finetune_data::IGNORE_INDEX;
+use finetune_engine::bf16::linear::SharedWeights;
+use finetune_engine::bf16::Kernel;
 use finetune_models::causal::{
     load_causal_lm, save_causal_lm, tokenizer_out, CausalCheckpoint, CausalModel, CausalWorkspace, Source, TokenizerOut,
 };
@@ -170,8 +172,13 @@ impl Workspaces {
         (bs, t): (usize, usize),
         label_smoothing: f32,
         train: bool,
+        bf16: &Option<SharedWeights>,
     ) -> Result<f32> {
-        let ws = self.0.get(bs, t, || model.new_workspace(bs, t));
+        let ws = self.0.get(bs, t, || {
+            let mut ws = model.new_workspace(bs, t);
+            ws.set_bf16(bf16.clone());
+            ws
+        });
         model.loss(ws, view, label_smoothing, train).map_err(model_err)
     }
 }
@@ -189,6 +196,8 @@ pub struct CausalLm {
     /// `label_smoothing_factor`: the training and evaluation loss smooth the one-hot targets by this much, as the
     /// Trainer's `LabelSmoother` does (0: none).
     pub label_smoothing: f32,
+    /// `bf16 = true`: bf16 copies of the weights, shared by every workspace (see [`CausalLm::set_bf16`]).
+    bf16: Option<SharedWeights>,
 }
 
 /// The id that pads decoder batches: the tokenizer's pad token, else its EOS, else 0.
@@ -212,7 +221,7 @@ impl CausalLm {
     pub fn from_pretrained(spec: &str, adamw: AdamW) -> Result<Self> {
         let CausalCheckpoint { model, config, source } = load_causal_lm(spec).map_err(model_err)?;
         let workspaces = Workspaces::default();
-        Ok(CausalLm { model, config, source, adamw, workspaces, max_length: None, label_smoothing: 0.0 })
+        Ok(CausalLm { model, config, source, adamw, workspaces, max_length: None, label_smoothing: 0.0, bf16: None })
     }
 
     /// Loads a model for inference: a full model, or `model` as a PEFT adapter directory on `base`, merged.
@@ -273,8 +282,29 @@ impl CausalLm {
         if b.targets == 0 {
             return Ok(0.0);
         }
-        let Self { model, workspaces, label_smoothing, .. } = self;
-        Ok(workspaces.run(model, &b.view(Some(1.0)), (b.batch, b.seq), *label_smoothing, false)? as f64)
+        let Self { model, workspaces, label_smoothing, bf16, .. } = self;
+        Ok(workspaces.run(model, &b.view(Some(1.0)), (b.batch, b.seq), *label_smoothing, false, bf16)? as f64)
+    }
+
+    /// `bf16 = true`: the linear layers' matmuls in bfloat16 with f32 accumulation from the next batch on (weights,
+    /// LoRA adapters, optimizer and checkpoints stay f32; LoRA's frozen base weights are cast once). Returns the
+    /// kernel in use (`amx`, `avx512bf16`, or `f32` on a CPU with neither); an architecture without the bf16 path
+    /// (GPT-2) is an error naming it.
+    pub fn set_bf16(&mut self, on: bool) -> Result<Kernel> {
+        self.workspaces = Workspaces::default();
+        if !on {
+            self.bf16 = None;
+            return Ok(Kernel::F32);
+        }
+        if !self.model.supports_bf16() {
+            return Err(TrainError::Args(format!(
+                "bf16 = true: not supported for {} models yet (Llama-family and Phi decoders only)",
+                self.model.architecture()
+            )));
+        }
+        let kernel = Kernel::active().map_err(TrainError::Args)?;
+        self.bf16 = Some(SharedWeights::new());
+        Ok(kernel)
     }
 
     /// Token-weighted loss and perplexity over `rows`, `batch_size` rows per forward pass (in order).
@@ -356,8 +386,8 @@ impl TrainableModel for CausalLm {
         }
         let (bs, t) = (batch.batch, batch.seq);
         let view = batch.view(Some(num_items_in_window as f32));
-        let Self { model, workspaces, label_smoothing, .. } = self;
-        Ok(workspaces.run(model, &view, (bs, t), *label_smoothing, true)? as f64)
+        let Self { model, workspaces, label_smoothing, bf16, .. } = self;
+        Ok(workspaces.run(model, &view, (bs, t), *label_smoothing, true, bf16)? as f64)
     }
 
     fn clip_and_step(&mut self, lr: f64, max_grad_norm: f64) -> Result<f64> {
@@ -385,9 +415,14 @@ impl TrainableModel for CausalLm {
         if store.lora_config().is_some() {
             // Re-attach the saved adapters (same config, so the flat buffers keep their layout).
             store.unload_lora();
-            return store.load_adapter(dir).map_err(model_err);
+            store.load_adapter(dir).map_err(model_err)?;
+        } else {
+            crate::state::load_params(store, dir)?;
         }
-        crate::state::load_params(store, dir)
+        if let Some(w) = &self.bf16 {
+            w.weights_changed();
+        }
+        Ok(())
     }
 
     fn save_training_state(&self, dir: &Path) -> Result<()> {

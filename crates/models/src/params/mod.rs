@@ -232,6 +232,9 @@ pub struct ParamStore {
     exp_avg: Vec<f32>,
     exp_avg_sq: Vec<f32>,
     step: u64,
+    /// Counts the changes of parameters outside the optimizer (loads, `param_mut`, merges), so that copies of
+    /// the weights (bf16) know when to refresh.
+    revision: u64,
     lora_targets: LoraTargets,
     lora: Option<Adapters>,
 }
@@ -260,6 +263,7 @@ impl ParamStore {
             exp_avg: Vec::new(),
             exp_avg_sq: Vec::new(),
             step: 0,
+            revision: 0,
             lora_targets: LoraTargets::default(),
             lora: None,
         }
@@ -295,6 +299,7 @@ impl ParamStore {
             exp_avg: Vec::new(),
             exp_avg_sq: Vec::new(),
             step: 0,
+            revision: 0,
             lora_targets: LoraTargets::default(),
             lora: None,
         })
@@ -363,7 +368,14 @@ impl ParamStore {
 
     pub fn param_mut(&mut self, name: &str) -> Option<&mut [f32]> {
         let r = self.info(name)?.range();
+        self.revision += 1;
         Some(&mut self.params[r])
+    }
+
+    /// The number of parameter changes made outside the optimizer (see [`steps`](Self::steps) for its updates):
+    /// loads, [`param_mut`](Self::param_mut), LoRA merges. Writes to the public `params` buffer are not counted.
+    pub fn revision(&self) -> u64 {
+        self.revision
     }
 
     pub fn grad(&self, name: &str) -> Option<&[f32]> {
@@ -428,6 +440,7 @@ impl ParamStore {
         may_be_missing: impl Fn(&str) -> bool,
     ) -> Result<Vec<String>, ParamError> {
         let mut missing = Vec::new();
+        self.revision += 1;
         for info in &self.infos {
             let found = sd
                 .get(&info.name)
@@ -642,6 +655,7 @@ impl ParamStore {
         let base = |li: usize, m: usize| index[&format!("{}.{}.weight", prefixes[li], l.modules[m].path)];
         l.merge_into(&self.infos, &mut self.params, base);
         self.unload_lora();
+        self.revision += 1;
         Ok(())
     }
 

@@ -1031,6 +1031,17 @@ impl CachedAttn<'_> {
     }
 }
 
+/// [`lin_ctx`] for each layer's `K` linear layers, given as (first, last) parameter indices by `spans`: taken
+/// before a backward splits the store into its parts.
+pub(crate) fn layer_ctxs<'a, L, const K: usize>(
+    bf16: &'a Option<SharedWeights>,
+    store: &ParamStore,
+    layers: &[L],
+    spans: impl Fn(&L) -> [(usize, usize); K],
+) -> Vec<[Ctx<'a>; K]> {
+    layers.iter().map(|lx| spans(lx).map(|(a, b)| lin_ctx(bf16, store, a, b))).collect()
+}
+
 /// `dinp = dout · weight` (`+=` with `acc`) for a linear layer's `weight` (`[c_out, c_in]`): its input gradient,
 /// in bf16 with f32 accumulation under `ctx` (as autocast runs it), else in f32.
 #[allow(clippy::too_many_arguments)]

@@ -411,14 +411,9 @@ impl PhiForCausalLM {
         let idx = &self.idx;
         let w16 = ws.lm.bf16.clone();
         // The input-gradient matmuls' bf16 contexts, taken before the store is split into its parts.
-        let ctxs: Vec<[bf16lin::Ctx<'_>; 4]> = idx
-            .layers
-            .iter()
-            .map(|lx| {
-                let lc = |a: usize, b: usize| decoder::lin_ctx(&w16, &self.store, a, b);
-                [lc(lx.q_w, lx.v_w), lc(lx.dense_w, lx.dense_w), lc(lx.fc1_w, lx.fc1_w), lc(lx.fc2_w, lx.fc2_w)]
-            })
-            .collect();
+        let ctxs = decoder::layer_ctxs(&w16, &self.store, &idx.layers, |lx| {
+            [(lx.q_w, lx.v_w), (lx.dense_w, lx.dense_w), (lx.fc1_w, lx.fc1_w), (lx.fc2_w, lx.fc2_w)]
+        });
         let Parts { infos, params: p, grads: g, lora } = self.store.parts();
         let rg = |k: usize| infos[k].requires_grad;
         let r = |k: usize| infos[k].range();

@@ -6,6 +6,8 @@
 # AdamW), LoRA step (r=16, alpha=32, q/k/v/o/gate/up/down), greedy generation tokens/s with a KV cache (batch 1,
 # 128 new tokens), peak RSS. Extra arguments (e.g. --steps 3 --warmup 1) go to both. Medians are the headline;
 # minima and CPU time per step are less sensitive to other processes on the machine.
+# `--bf16` (passed to both) compares `bf16 = true` with PyTorch under bf16 autocast (HF's `bf16=True`); generation
+# stays f32 on both sides.
 # PyTorch comes from the git-ignored .venv-torch (scripts/reference/setup.sh torch), or PYTHON=/path/to/python.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -16,6 +18,7 @@ fi
 gguf=assets/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf
 [ -f "$gguf" ] || { echo "$gguf is missing; run scripts/fetch.sh SmolLM2-135M-Instruct" >&2; exit 2; }
 
+echo "cpu: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) threads"
 echo "load before: $(uptime)"
 cargo build --release -q -p finetune-models --example bench_decoder
 ours=$(target/release/examples/bench_decoder --lora --generate "$@")

@@ -10,7 +10,12 @@ Measured, each as a median over timed steps after warm-up:
 - gen_tokens_per_s: greedy `model.generate` (use_cache=True) of --new-tokens tokens for one sequence, the EOS
   stop disabled so every run produces exactly that many tokens;
 - peak RSS (ru_maxrss) after the full steps (peak_rss_full_mib, comparable with ours) and at the end.
+
+--bf16 runs the forward passes and steps under `torch.autocast("cpu", dtype=torch.bfloat16)` (HF Trainer's
+`bf16=True`): weights, gradients and AdamW stay f32. Generation stays f32 in both modes.
 """
+
+import contextlib
 
 import argparse
 import os
@@ -43,6 +48,9 @@ def adamw(model):
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=2e-5)
 
 
+AUTOCAST = contextlib.nullcontext
+
+
 def train_steps(model, ids, mask, warmup, steps):
     """Median ms and CPU ms per step of zero_grad + forward + backward + clipping + AdamW."""
     opt = adamw(model)
@@ -54,7 +62,8 @@ def train_steps(model, ids, mask, warmup, steps):
             cpu_start = time.process_time()
         s = time.perf_counter()
         opt.zero_grad()
-        loss = model(input_ids=ids, attention_mask=mask, labels=ids).loss
+        with AUTOCAST():
+            loss = model(input_ids=ids, attention_mask=mask, labels=ids).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         opt.step()
@@ -74,7 +83,11 @@ def main():
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--gen-runs", type=int, default=3)
     ap.add_argument("--gguf", default=str(DEFAULT_GGUF))
+    ap.add_argument("--bf16", action="store_true", help="forward and steps under bf16 autocast")
     a = ap.parse_args()
+    global AUTOCAST
+    if a.bf16:
+        AUTOCAST = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     transformers.utils.logging.disable_progress_bar()
@@ -94,7 +107,8 @@ def main():
     with torch.no_grad():
         for i in range(a.warmup + a.steps):
             s = time.perf_counter()
-            loss = model(input_ids=ids, attention_mask=mask, labels=ids).loss
+            with AUTOCAST():
+                loss = model(input_ids=ids, attention_mask=mask, labels=ids).loss
             if i == 0:
                 first_loss = loss.item()
             if i >= a.warmup:
@@ -141,6 +155,7 @@ def main():
     print(
         f"torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}, "
         f"attn {model.config._attn_implementation}, {a.threads} threads, {params} parameters, "
+        f"{'bf16 autocast' if a.bf16 else 'f32'}, "
         f"loaded in {load_s:.1f} s"
     )
     print(f"torch forward_ms {statistics.median(fwd):.1f}")

@@ -4,13 +4,15 @@
 //! side is scripts/bench/decoder_torch.py; scripts/bench/decoder.sh runs both.
 //!
 //! cargo run --release -p finetune-models --example bench_decoder -- [--batch 4] [--seq 256] [--steps 5]
-//!     [--warmup 1] [--threads 2] [--gguf PATH] [--lora] [--generate] [--new-tokens 128]
+//!     [--warmup 1] [--threads 2] [--gguf PATH] [--lora] [--generate] [--new-tokens 128] [--bf16]
 //!
-//! `--lora` times a PEFT-style LoRA step (r 16, alpha 32, all linears) and `--generate` greedy generation with the
+//! `--bf16` runs the forward passes and steps with `bf16 = true` (generation stays f32). `--lora` times a PEFT-style LoRA step (r 16, alpha 32, all linears) and `--generate` greedy generation with the
 //! KV cache (tokens/s); both as decoder_torch.py measures them.
 
 use std::time::Instant;
 
+use finetune_engine::bf16::linear::SharedWeights;
+use finetune_engine::bf16::Kernel;
 use finetune_engine::kernels::adamw::Hyper;
 use finetune_engine::profile;
 use finetune_models::decoder::Architecture;
@@ -47,6 +49,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let load_s = start.elapsed().as_secs_f64();
 
     let mut ws = Workspace::new(&cfg, b, t);
+    // --bf16: the linear layers in bf16 with f32 accumulation (`bf16 = true`); weights and AdamW stay f32.
+    let bf16 = flag(&args, "--bf16");
+    if bf16 {
+        ws.lm.bf16 = Some(SharedWeights::new());
+    }
     // The same deterministic token pattern as decoder_torch.py; labels = input_ids (all positions scored).
     let ids: Vec<u32> = (0..b * t).map(|i| 1000 + (i as u32 * 7919) % 29000).collect();
     let mask = vec![1u32; b * t];
@@ -97,8 +104,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let params: usize = model.store.param_infos().iter().map(|i| i.len()).sum();
     println!(
-        "model: SmolLM2-135M-Instruct from {path} (f32), {} layers, {params} parameters; batch {b} x {t}; \
+        "model: SmolLM2-135M-Instruct from {path} ({}), {} layers, {params} parameters; batch {b} x {t}; \
          {threads} threads; loaded in {load_s:.1} s",
+        if bf16 { format!("bf16 = true, {} kernel", Kernel::current().name()) } else { "f32".into() },
         cfg.num_hidden_layers
     );
     println!("ours forward_ms {:.1}", median(&mut fwd));

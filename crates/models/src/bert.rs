@@ -31,6 +31,7 @@ use finetune_engine::matmul::matmul;
 use finetune_engine::StateDict;
 use serde::Deserialize;
 
+use crate::acts;
 use crate::error::ModelError;
 pub use crate::params::ParamInfo;
 use crate::params::{check_config_against, DimCheck, Layout, ParamStore, Parts};
@@ -567,7 +568,7 @@ impl Workspace {
         // The rows the last layer runs on: the first tokens, or (masked LM) up to every token.
         let last_rows = if mlm { n } else { batch };
         let zm = |k: usize| if mlm { vec![0.0f32; k] } else { Vec::new() };
-        let num_acts = if inference { cfg.num_hidden_layers.min(2) } else { cfg.num_hidden_layers };
+        let num_acts = acts::sets(cfg.num_hidden_layers, inference);
         Workspace {
             batch,
             seq,
@@ -634,28 +635,6 @@ impl Workspace {
             bf16: None,
         }
     }
-}
-
-/// Layer `li`'s activations and the previous layer's (its input; `None` for layer 0). A training workspace has
-/// one set per layer; an inference workspace two, used in turn.
-fn layer_acts(acts: &mut [LayerActs], li: usize) -> (Option<&LayerActs>, &mut LayerActs) {
-    let k = acts.len();
-    if li == 0 {
-        return (None, &mut acts[0]);
-    }
-    let (cur, prev) = (li % k, (li - 1) % k);
-    if prev < cur {
-        let (lo, hi) = acts.split_at_mut(cur);
-        (Some(&lo[prev]), &mut hi[0])
-    } else {
-        let (lo, hi) = acts.split_at_mut(prev);
-        (Some(&hi[0]), &mut lo[cur])
-    }
-}
-
-/// The activations of the last of `layers` encoder layers (`None` without layers).
-fn last_acts(acts: &[LayerActs], layers: usize) -> Option<&LayerActs> {
-    layers.checked_sub(1).and_then(|li| acts.get(li % acts.len().max(1)))
 }
 
 /// Dropout sites, each with its own mask stream.
@@ -787,7 +766,7 @@ impl BertForSequenceClassification {
         let probs = ws.batch * cfg.num_attention_heads * ws.seq * ws.seq;
         let token_task = cfg.per_token();
         let head_rows = if token_task { n } else { ws.batch };
-        let num_acts = if ws.inference { cfg.num_hidden_layers.min(2) } else { cfg.num_hidden_layers };
+        let num_acts = acts::sets(cfg.num_hidden_layers, ws.inference);
         let mlm = cfg.task == Task::MaskedLM;
         let sized_for_model = ws.layers.len() == num_acts
             && ws.logits.len() == head_rows * cfg.head_width()
@@ -950,7 +929,7 @@ impl BertForSequenceClassification {
         }
         let layers = o.layers.len();
         for (li, lo) in o.layers.iter().enumerate() {
-            let (prev, a) = layer_acts(&mut ws.layers, li);
+            let (prev, a) = acts::layer_pair(&mut ws.layers, li);
             let inp: &[f32] = prev.map_or(&ws.emb_out, |p| &p.out);
             bf16lin::forward(lc, &mut a.qkv, inp, s(lo.qkv_w, 3 * c * c), Some(s(lo.qkv_b, 3 * c)), n, c, 3 * c);
             let adrop = drop_at(mode, cfg.attention_probs_dropout_prob, site_layer(li, 0));
@@ -1017,7 +996,7 @@ impl BertForSequenceClassification {
             return Ok(self.lm_head_forward(ws, lc, batch.labels.is_some()));
         }
         if token_task {
-            let hidden = last_acts(&ws.layers, layers).map_or(&ws.emb_out, |a| &a.out);
+            let hidden = acts::last(&ws.layers, layers).map_or(&ws.emb_out, |a| &a.out);
             ws.tokens_drop.copy_from_slice(hidden);
             if let Some(d) = drop_at(mode, cfg.classifier_dropout_prob(), SITE_CLASSIFIER) {
                 dropout::forward(&mut ws.tokens_drop, d);
@@ -1030,7 +1009,7 @@ impl BertForSequenceClassification {
         }
 
         // With encoder layers, the last one's output holds only the [CLS] rows (one row per sequence).
-        let (last, last_t): (&[f32], usize) = match last_acts(&ws.layers, layers) {
+        let (last, last_t): (&[f32], usize) = match acts::last(&ws.layers, layers) {
             Some(a) => (&a.out, 1),
             None => (&ws.emb_out, t),
         };
@@ -1079,7 +1058,7 @@ impl BertForSequenceClassification {
         let p = &self.store.params;
         let s = |off: usize, len: usize| &p[off..off + len];
         let mc = m * c;
-        match last_acts(&ws.layers, o.layers.len()) {
+        match acts::last(&ws.layers, o.layers.len()) {
             Some(a) => ws.mlm_x[..mc].copy_from_slice(&a.out[..mc]),
             None => gather_rows(&mut ws.mlm_x, &ws.emb_out, &ws.sel, c),
         }

@@ -114,6 +114,16 @@ macro_rules! architectures {
                 }
             }
 
+            /// A forward-only workspace for evaluating `batch × seq` batches (no gradients; about 2/L of a
+            /// training workspace's activation memory for L layers).
+            pub fn new_inference_workspace(&self, batch: usize, seq: usize) -> CausalWorkspace {
+                match self {
+                    $(CausalModel::$variant(m) => {
+                        CausalWorkspace::$variant(Architecture::new_inference_workspace(m, batch, seq))
+                    })+
+                }
+            }
+
             /// The loss of `batch` in `ws` with label smoothing `label_smoothing`, with its gradient added to the
             /// store's when `train`.
             pub fn loss(

@@ -35,6 +35,9 @@ macro_rules! architecture_plumbing {
         fn new_workspace(&self, batch: usize, seq: usize) -> $ws {
             <$ws>::new(&self.config, batch, seq)
         }
+        fn new_inference_workspace(&self, batch: usize, seq: usize) -> $ws {
+            <$ws>::for_inference(&self.config, batch, seq)
+        }
         fn workspace_shape(ws: &$ws) -> (usize, usize) {
             (ws.batch, ws.seq)
         }
@@ -90,6 +93,8 @@ pub trait Architecture: Sized {
     }
 
     fn new_workspace(&self, batch: usize, seq: usize) -> Self::Workspace;
+    /// A forward-only workspace (losses and logits, no gradients): two layers' activations used in turn.
+    fn new_inference_workspace(&self, batch: usize, seq: usize) -> Self::Workspace;
     /// The (batch, seq) shape `ws` was made for.
     fn workspace_shape(ws: &Self::Workspace) -> (usize, usize);
     /// The LM head's share of `ws` (its label smoothing is set there).

@@ -28,6 +28,7 @@ use finetune_engine::matmul::matmul;
 use finetune_engine::StateDict;
 use serde::Deserialize;
 
+use crate::acts;
 use crate::decoder::{self, layernorm_backward, Architecture, DecodeBuffers, Head, KvDims, LmHead, StepRows};
 pub use crate::decoder::{Batch, KvCache};
 use crate::error::ModelError;
@@ -213,6 +214,8 @@ struct LayerActs {
 pub struct Workspace {
     pub batch: usize,
     pub seq: usize,
+    /// Built by [`Workspace::for_inference`]: two activation sets used in turn, no gradient buffers.
+    inference: bool,
     /// The batch's ids, positions, segments and attention mask.
     tok: decoder::Tokens,
     emb: Vec<f32>,
@@ -236,17 +239,30 @@ impl Workspace {
         Self::with_head_chunk(cfg, batch, seq, Scratch::rows_for_budget(decoder::HEAD_CHUNK_FLOATS, cfg.vocab_size))
     }
 
+    /// A workspace for losses and logits without gradients: two layers' activations used in turn, no gradient
+    /// buffers.
+    pub fn for_inference(cfg: &Gpt2Config, batch: usize, seq: usize) -> Self {
+        let chunk = Scratch::rows_for_budget(decoder::HEAD_CHUNK_FLOATS, cfg.vocab_size);
+        Self::build(cfg, batch, seq, chunk, true)
+    }
+
     pub fn with_head_chunk(cfg: &Gpt2Config, batch: usize, seq: usize, chunk_rows: usize) -> Self {
+        Self::build(cfg, batch, seq, chunk_rows, false)
+    }
+
+    fn build(cfg: &Gpt2Config, batch: usize, seq: usize, chunk_rows: usize, inference: bool) -> Self {
         let (c, f, h) = (cfg.n_embd, cfg.inner(), cfg.n_head);
         let n = batch * seq;
         let z = |k: usize| vec![0.0f32; k];
+        let zb = |k: usize| if inference { Vec::new() } else { vec![0.0f32; k] };
         let probs = batch * h * seq * seq;
         Workspace {
             batch,
             seq,
+            inference,
             tok: decoder::Tokens::new(n),
             emb: z(n * c),
-            layers: (0..cfg.n_layer)
+            layers: (0..acts::sets(cfg.n_layer, inference))
                 .map(|_| LayerActs {
                     ln1: z(n * c),
                     ln1_mean: z(n),
@@ -266,12 +282,12 @@ impl Workspace {
             lnf_mean: z(n),
             lnf_rstd: z(n),
             lm: LmHead::new(n, c, cfg.vocab_size, chunk_rows),
-            dx: z(n * c),
-            dln: z(n * c),
-            dact: z(n * f),
-            dctx: z(n * c),
-            dqkv: z(n * 3 * c),
-            dscores: z(probs),
+            dx: zb(n * c),
+            dln: zb(n * c),
+            dact: zb(n * f),
+            dctx: zb(n * c),
+            dqkv: zb(n * 3 * c),
+            dscores: zb(probs),
             lora: LoraWorkspace::default(),
         }
     }
@@ -358,7 +374,7 @@ impl Gpt2LMHeadModel {
         let cfg = &self.config;
         let n = ws.batch * ws.seq;
         let bad = |m: String| Err(Gpt2Error::Batch(m));
-        let sized = ws.layers.len() == cfg.n_layer
+        let sized = ws.layers.len() == acts::sets(cfg.n_layer, ws.inference)
             && ws.emb.len() == n * cfg.n_embd
             && ws.layers.iter().all(|a| a.fc.len() == n * cfg.inner() && a.probs.len() == n * cfg.n_head * ws.seq);
         if !sized {
@@ -405,9 +421,8 @@ impl Gpt2LMHeadModel {
             }
         }
         for (li, lx) in self.idx.layers.iter().enumerate() {
-            let (prev, rest) = ws.layers.split_at_mut(li);
-            let inp: &[f32] = if li == 0 { &ws.emb } else { &prev[li - 1].out };
-            let a = &mut rest[0];
+            let (prev, a) = acts::layer_pair(&mut ws.layers, li);
+            let inp: &[f32] = prev.map_or(&ws.emb, |p| &p.out);
             layernorm::forward(&mut a.ln1, &mut a.ln1_mean, &mut a.ln1_rstd, inp, s(lx.ln1_w), s(lx.ln1_b), n, c, eps);
             conv1d_forward(&mut a.qkv, &a.ln1, s(lx.attn_w), s(lx.attn_b), n, c, 3 * c);
             st.lora_forward(&mut ws.lora, li, 0..1, &mut a.qkv, &a.ln1, n);
@@ -434,10 +449,7 @@ impl Gpt2LMHeadModel {
             st.lora_forward(&mut ws.lora, li, 3..4, &mut a.out, &a.act, n);
             residual::add_assign(&mut a.out, &a.mid);
         }
-        let last: &[f32] = match ws.layers.last() {
-            Some(a) => &a.out,
-            None => &ws.emb,
-        };
+        let last: &[f32] = acts::last(&ws.layers, self.idx.layers.len()).map_or(&ws.emb, |a| &a.out);
         let (w, b) = (s(self.idx.lnf_w), s(self.idx.lnf_b));
         layernorm::forward(&mut ws.lm.hidden, &mut ws.lnf_mean, &mut ws.lnf_rstd, last, w, b, n, c, eps);
         Ok(())
@@ -447,6 +459,9 @@ impl Gpt2LMHeadModel {
     /// parameter that requires one.
     pub fn forward_backward(&mut self, ws: &mut Workspace, batch: &Batch<'_>) -> Result<f32, Gpt2Error> {
         let labels = batch.labels.ok_or_else(|| Gpt2Error::Batch("training needs labels".into()))?;
+        if ws.inference {
+            return Err(Gpt2Error::Batch("training needs a workspace from Workspace::new, not for_inference".into()));
+        }
         // LoRA dropout masks: a fresh seed per training pass, reused by the backward.
         ws.lora.train_seed = self.store.lora_train_seed();
         self.trunk(ws, batch)?;

@@ -2,6 +2,7 @@
 //! task heads, Hugging Face checkpoint I/O (safetensors, restricted `.bin` unpickling, hub cache layout) and
 //! tokenizers.
 
+mod acts;
 pub mod batch;
 pub mod bert;
 pub mod causal;

@@ -35,6 +35,7 @@ use finetune_engine::matmul::matmul;
 use finetune_engine::StateDict;
 use serde::Deserialize;
 
+use crate::acts;
 use crate::decoder::{
     self, bias_grad, input_grad, weight_grad, Architecture, DecodeBuffers, Geometry, Head, KvDims, LmHead, StepRows,
 };
@@ -341,6 +342,8 @@ struct LayerActs {
 pub struct Workspace {
     pub batch: usize,
     pub seq: usize,
+    /// Built by [`Workspace::for_inference`]: two activation sets used in turn, no gradient buffers.
+    inference: bool,
     /// The batch's ids, positions, segments and attention mask.
     tok: decoder::Tokens,
     cos: Vec<f32>,
@@ -366,12 +369,25 @@ impl Workspace {
         Self::with_head_chunk(cfg, batch, seq, Scratch::rows_for_budget(decoder::HEAD_CHUNK_FLOATS, cfg.vocab_size))
     }
 
+    /// A workspace for losses and logits without gradients (evaluation, perplexity): two layers' activations
+    /// used in turn and no gradient buffers, about 2/L of [`new`](Self::new)'s activation memory for L layers.
+    pub fn for_inference(cfg: &LlamaConfig, batch: usize, seq: usize) -> Self {
+        let chunk = Scratch::rows_for_budget(decoder::HEAD_CHUNK_FLOATS, cfg.vocab_size);
+        Self::build(cfg, batch, seq, chunk, true)
+    }
+
     /// As [`new`](Self::new) with an explicit number of token rows per LM-head chunk.
     pub fn with_head_chunk(cfg: &LlamaConfig, batch: usize, seq: usize, chunk_rows: usize) -> Self {
+        Self::build(cfg, batch, seq, chunk_rows, false)
+    }
+
+    fn build(cfg: &LlamaConfig, batch: usize, seq: usize, chunk_rows: usize, inference: bool) -> Self {
         let (c, f, h, d) = (cfg.hidden_size, cfg.intermediate_size, cfg.num_attention_heads, cfg.head_dim());
         let w = (h + 2 * cfg.kv_heads()) * d;
         let n = batch * seq;
         let z = |k: usize| vec![0.0f32; k];
+        // Gradient buffers are empty in an inference workspace.
+        let zb = |k: usize| if inference { Vec::new() } else { vec![0.0f32; k] };
         let probs = batch * h * seq * seq;
         // The config was validated when the model was built, so its rope parameters are known to be usable.
         let inv = cfg.rope_inv_freq().unwrap_or_else(|_| rope::default_inv_freq(d, cfg.rope_theta()));
@@ -379,11 +395,12 @@ impl Workspace {
         Workspace {
             batch,
             seq,
+            inference,
             tok: decoder::Tokens::new(n),
             cos,
             sin,
             emb: z(n * c),
-            layers: (0..cfg.num_hidden_layers)
+            layers: (0..acts::sets(cfg.num_hidden_layers, inference))
                 .map(|_| LayerActs {
                     ln1: z(n * c),
                     rstd1: z(n),
@@ -400,13 +417,13 @@ impl Workspace {
                 .collect(),
             final_rstd: z(n),
             lm: LmHead::new(n, c, cfg.vocab_size, chunk_rows),
-            dx: z(n * c),
-            dln: z(n * c),
-            dact: z(n * f),
-            dgate_up: z(n * 2 * f),
-            dctx: z(n * h * d),
-            dqkv: z(n * w),
-            dscores: z(probs),
+            dx: zb(n * c),
+            dln: zb(n * c),
+            dact: zb(n * f),
+            dgate_up: zb(n * 2 * f),
+            dctx: zb(n * h * d),
+            dqkv: zb(n * w),
+            dscores: zb(probs),
             lora: LoraWorkspace::default(),
         }
     }
@@ -458,7 +475,7 @@ impl LlamaForCausalLM {
         let n = ws.batch * ws.seq;
         let bad = |m: String| Err(LlamaError::Batch(m));
         let w = (cfg.num_attention_heads + 2 * cfg.kv_heads()) * cfg.head_dim();
-        let sized = ws.layers.len() == cfg.num_hidden_layers
+        let sized = ws.layers.len() == acts::sets(cfg.num_hidden_layers, ws.inference)
             && ws.emb.len() == n * cfg.hidden_size
             && ws.layers.iter().all(|a| a.qkv.len() == n * w && a.act.len() == n * cfg.intermediate_size)
             && ws.cos.len() == ws.seq * cfg.head_dim() / 2;
@@ -499,9 +516,8 @@ impl LlamaForCausalLM {
         decoder::embed(&mut ws.emb, s(self.idx.embed), &ws.tok.ids, c);
 
         for (li, lx) in self.idx.layers.iter().enumerate() {
-            let (prev, rest) = ws.layers.split_at_mut(li);
-            let inp: &[f32] = if li == 0 { &ws.emb } else { &prev[li - 1].out };
-            let a = &mut rest[0];
+            let (prev, a) = acts::layer_pair(&mut ws.layers, li);
+            let inp: &[f32] = prev.map_or(&ws.emb, |p| &p.out);
             rmsnorm::forward(&mut a.ln1, &mut a.rstd1, inp, s(lx.ln1), n, c, eps);
             // q, k, v weights (and biases) are consecutive: one [w, C] projection.
             let wqkv = st.span(lx.q_w, lx.v_w);
@@ -523,10 +539,7 @@ impl LlamaForCausalLM {
             st.lora_forward(&mut ws.lora, li, 6..7, &mut a.out, &a.act, n);
             residual::add_assign(&mut a.out, &a.mid);
         }
-        let last: &[f32] = match ws.layers.last() {
-            Some(a) => &a.out,
-            None => &ws.emb,
-        };
+        let last: &[f32] = acts::last(&ws.layers, self.idx.layers.len()).map_or(&ws.emb, |a| &a.out);
         rmsnorm::forward(&mut ws.lm.hidden, &mut ws.final_rstd, last, s(self.idx.norm), n, c, eps);
         Ok(())
     }
@@ -535,6 +548,9 @@ impl LlamaForCausalLM {
     /// parameter that requires one. The LM head's logits gradient is formed chunk by chunk during the loss.
     pub fn forward_backward(&mut self, ws: &mut Workspace, batch: &Batch<'_>) -> Result<f32, LlamaError> {
         let labels = batch.labels.ok_or_else(|| LlamaError::Batch("training needs labels".into()))?;
+        if ws.inference {
+            return Err(LlamaError::Batch("training needs a workspace from Workspace::new, not for_inference".into()));
+        }
         // LoRA dropout masks: a fresh seed per training pass, reused by the backward.
         ws.lora.train_seed = self.store.lora_train_seed();
         self.trunk(ws, batch)?;

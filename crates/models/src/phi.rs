@@ -24,6 +24,7 @@ use finetune_engine::matmul::matmul;
 use finetune_engine::StateDict;
 use serde::Deserialize;
 
+use crate::acts;
 use crate::decoder::{
     self, bias_grad, input_grad, layernorm_backward, weight_grad, Architecture, DecodeBuffers, Geometry, Head, KvDims,
     LmHead, StepRows,
@@ -245,6 +246,8 @@ struct LayerActs {
 pub struct Workspace {
     pub batch: usize,
     pub seq: usize,
+    /// Built by [`Workspace::for_inference`]: two activation sets used in turn, no gradient buffers.
+    inference: bool,
     /// The batch's ids, positions, segments and attention mask.
     tok: decoder::Tokens,
     cos: Vec<f32>,
@@ -268,21 +271,33 @@ pub struct Workspace {
 
 impl Workspace {
     pub fn new(cfg: &PhiConfig, batch: usize, seq: usize) -> Self {
+        Self::build(cfg, batch, seq, false)
+    }
+
+    /// A workspace for losses and logits without gradients: two layers' activations used in turn, no gradient
+    /// buffers.
+    pub fn for_inference(cfg: &PhiConfig, batch: usize, seq: usize) -> Self {
+        Self::build(cfg, batch, seq, true)
+    }
+
+    fn build(cfg: &PhiConfig, batch: usize, seq: usize, inference: bool) -> Self {
         let chunk_rows = Scratch::rows_for_budget(decoder::HEAD_CHUNK_FLOATS, cfg.vocab_size);
         let (c, f, h, d) = (cfg.hidden_size, cfg.intermediate_size, cfg.num_attention_heads, cfg.head_dim());
         let w = (h + 2 * cfg.kv_heads()) * d;
         let n = batch * seq;
         let z = |k: usize| vec![0.0f32; k];
+        let zb = |k: usize| if inference { Vec::new() } else { vec![0.0f32; k] };
         let probs = batch * h * seq * seq;
         let (cos, sin) = rope::tables(seq, cfg.rotary_dim(), cfg.rope_theta());
         Workspace {
             batch,
             seq,
+            inference,
             tok: decoder::Tokens::new(n),
             cos,
             sin,
             emb: z(n * c),
-            layers: (0..cfg.num_hidden_layers)
+            layers: (0..acts::sets(cfg.num_hidden_layers, inference))
                 .map(|_| LayerActs {
                     ln: z(n * c),
                     mean: z(n),
@@ -298,12 +313,12 @@ impl Workspace {
             lnf_mean: z(n),
             lnf_rstd: z(n),
             lm: LmHead::new(n, c, cfg.vocab_size, chunk_rows),
-            dx: z(n * c),
-            dln: z(n * c),
-            dact: z(n * f),
-            dctx: z(n * h * d),
-            dqkv: z(n * w),
-            dscores: z(probs),
+            dx: zb(n * c),
+            dln: zb(n * c),
+            dact: zb(n * f),
+            dctx: zb(n * h * d),
+            dqkv: zb(n * w),
+            dscores: zb(probs),
             tmp: Vec::new(),
             lora: LoraWorkspace::default(),
         }
@@ -335,7 +350,7 @@ impl PhiForCausalLM {
         let cfg = &self.config;
         let n = ws.batch * ws.seq;
         let w = (cfg.num_attention_heads + 2 * cfg.kv_heads()) * cfg.head_dim();
-        let sized = ws.layers.len() == cfg.num_hidden_layers
+        let sized = ws.layers.len() == acts::sets(cfg.num_hidden_layers, ws.inference)
             && ws.emb.len() == n * cfg.hidden_size
             && ws.layers.iter().all(|a| a.qkv.len() == n * w && a.act.len() == n * cfg.intermediate_size)
             && ws.cos.len() == ws.seq * cfg.rotary_dim() / 2;
@@ -368,9 +383,8 @@ impl PhiForCausalLM {
         decoder::embed(&mut ws.emb, s(self.idx.embed), &ws.tok.ids, c);
 
         for (li, lx) in self.idx.layers.iter().enumerate() {
-            let (prev, rest) = ws.layers.split_at_mut(li);
-            let inp: &[f32] = if li == 0 { &ws.emb } else { &prev[li - 1].out };
-            let a = &mut rest[0];
+            let (prev, a) = acts::layer_pair(&mut ws.layers, li);
+            let inp: &[f32] = prev.map_or(&ws.emb, |p| &p.out);
             layernorm::forward(&mut a.ln, &mut a.mean, &mut a.rstd, inp, s(lx.ln_w), s(lx.ln_b), n, c, eps);
             let (wqkv, bqkv) = (st.span(lx.q_w, lx.v_w), Some(st.span(lx.q_b, lx.v_b)));
             bf16lin::forward(lc(lx.q_w, lx.v_w), &mut a.qkv, &a.ln, wqkv, bqkv, n, c, w);
@@ -391,7 +405,7 @@ impl PhiForCausalLM {
             residual::add_assign(&mut a.out, &ws.tmp);
             residual::add_assign(&mut a.out, inp);
         }
-        let last: &[f32] = ws.layers.last().map_or(&ws.emb, |a| &a.out);
+        let last: &[f32] = acts::last(&ws.layers, self.idx.layers.len()).map_or(&ws.emb, |a| &a.out);
         let (lw, lb) = (s(self.idx.lnf_w), s(self.idx.lnf_b));
         layernorm::forward(&mut ws.lm.hidden, &mut ws.lnf_mean, &mut ws.lnf_rstd, last, lw, lb, n, c, eps);
         Ok(())
@@ -401,6 +415,9 @@ impl PhiForCausalLM {
     /// parameter that requires one.
     pub fn forward_backward(&mut self, ws: &mut Workspace, batch: &Batch<'_>) -> Result<f32, ModelError> {
         let labels = batch.labels.ok_or_else(|| ModelError::Batch("training needs labels".into()))?;
+        if ws.inference {
+            return Err(ModelError::Batch("training needs a workspace from Workspace::new, not for_inference".into()));
+        }
         ws.lora.train_seed = self.store.lora_train_seed();
         self.trunk(ws, batch)?;
         let cfg = &self.config;

@@ -159,7 +159,8 @@ impl crate::workspace::Shaped for CausalWorkspace {
     }
 }
 
-/// Activation workspaces per batch shape, for the architecture being trained.
+/// Activation workspaces per batch shape, for the architecture being trained: training workspaces, or
+/// forward-only ones for losses without gradients.
 #[derive(Default)]
 struct Workspaces(WorkspaceCache<CausalWorkspace>);
 
@@ -175,7 +176,7 @@ impl Workspaces {
         bf16: &Option<SharedWeights>,
     ) -> Result<f32> {
         let ws = self.0.get(bs, t, || {
-            let mut ws = model.new_workspace(bs, t);
+            let mut ws = if train { model.new_workspace(bs, t) } else { model.new_inference_workspace(bs, t) };
             ws.set_bf16(bf16.clone());
             ws
         });
@@ -191,6 +192,8 @@ pub struct CausalLm {
     pub source: Source,
     adamw: AdamW,
     workspaces: Workspaces,
+    /// Forward-only workspaces of evaluation and perplexity, freed when a pass ends.
+    eval_workspaces: Workspaces,
     /// Written into a GGUF-sourced tokenizer_config.json as `model_max_length`.
     pub max_length: Option<usize>,
     /// `label_smoothing_factor`: the training and evaluation loss smooth the one-hot targets by this much, as the
@@ -221,7 +224,17 @@ impl CausalLm {
     pub fn from_pretrained(spec: &str, adamw: AdamW) -> Result<Self> {
         let CausalCheckpoint { model, config, source } = load_causal_lm(spec).map_err(model_err)?;
         let workspaces = Workspaces::default();
-        Ok(CausalLm { model, config, source, adamw, workspaces, max_length: None, label_smoothing: 0.0, bf16: None })
+        Ok(CausalLm {
+            model,
+            config,
+            source,
+            adamw,
+            workspaces,
+            eval_workspaces: Workspaces::default(),
+            max_length: None,
+            label_smoothing: 0.0,
+            bf16: None,
+        })
     }
 
     /// Loads a model for inference: a full model, or `model` as a PEFT adapter directory on `base`, merged.
@@ -282,8 +295,8 @@ impl CausalLm {
         if b.targets == 0 {
             return Ok(0.0);
         }
-        let Self { model, workspaces, label_smoothing, bf16, .. } = self;
-        Ok(workspaces.run(model, &b.view(Some(1.0)), (b.batch, b.seq), *label_smoothing, false, bf16)? as f64)
+        let Self { model, eval_workspaces, label_smoothing, bf16, .. } = self;
+        Ok(eval_workspaces.run(model, &b.view(Some(1.0)), (b.batch, b.seq), *label_smoothing, false, bf16)? as f64)
     }
 
     /// `bf16 = true`: the linear layers' matmuls in bfloat16 with f32 accumulation from the next batch on (weights,
@@ -292,6 +305,7 @@ impl CausalLm {
     /// (GPT-2) is an error naming it.
     pub fn set_bf16(&mut self, on: bool) -> Result<Kernel> {
         self.workspaces = Workspaces::default();
+        self.eval_workspaces = Workspaces::default();
         if !on {
             self.bf16 = None;
             return Ok(Kernel::F32);
@@ -309,8 +323,9 @@ impl CausalLm {
 
     /// Token-weighted loss and perplexity over `rows`, `batch_size` rows per forward pass (in order).
     pub fn evaluate(&mut self, rows: &[CausalRow], batch_size: usize, pad_id: u32) -> Result<LmEvaluation> {
-        // A decoder workspace keeps every layer's activations (≈1.5 MB per token for a 135M model at 512 tokens):
-        // drop the training shapes before evaluating at another batch size rather than hold both.
+        // A training workspace keeps every layer's activations (≈1.5 MB per token for a 135M model at 512
+        // tokens): drop the training shapes before evaluating rather than hold both; evaluation runs on
+        // forward-only workspaces, freed at the end.
         self.workspaces = Workspaces::default();
         let (mut sum, mut n) = (0.0f64, 0usize);
         for chunk in rows.chunks(batch_size.max(1)) {
@@ -319,6 +334,7 @@ impl CausalLm {
             sum += self.loss_sum(&b)?;
             n += b.targets;
         }
+        self.eval_workspaces = Workspaces::default();
         let loss = if n == 0 { f64::NAN } else { sum / n as f64 };
         Ok(LmEvaluation { loss, perplexity: loss.exp(), num_tokens: n, num_rows: rows.len() })
     }

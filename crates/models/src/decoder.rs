@@ -286,16 +286,17 @@ pub(crate) const HEAD_CHUNK_FLOATS: usize = 1 << 23;
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn head_loss(
     hidden: &[f32],
-    Head { weight: head, bias }: Head<'_>,
+    Head { weight: head, bias, .. }: Head<'_>,
     targets: &[i64],
     (n, c, v): (usize, usize, usize),
     norm: f32,
     label_smoothing: f32,
     mut grads: Option<lce::Grads<'_>>,
     scratch: &mut Scratch,
+    ctx: Ctx<'_>,
 ) -> f32 {
     if label_smoothing == 0.0 {
-        return lce::forward_backward(hidden, head, bias, targets, n, c, v, norm, grads, scratch);
+        return lce::forward_backward(hidden, head, bias, targets, n, c, v, norm, grads, scratch, ctx);
     }
     let _prof = finetune_engine::profile::scope("smoothed_head_loss");
     let rows = Scratch::rows_for_budget(HEAD_CHUNK_FLOATS, v).min(n.max(1));
@@ -315,17 +316,36 @@ pub(crate) fn head_loss(
         }
         let h = &hidden[start * c..(start + r) * c];
         let lg = &mut logits[..r * v];
-        add_bias_rows(lg, bias, v);
-        matmul(lg, h, head, r, c, v, false, true, bias.is_some());
+        if ctx.is_some() {
+            finetune_engine::bf16::linear::forward(ctx, lg, h, head, bias, r, c, v);
+        } else {
+            add_bias_rows(lg, bias, v);
+            matmul(lg, h, head, r, c, v, false, true, bias.is_some());
+        }
         total += cross_entropy::forward(lg, y, r, v, opt) as f64 * kept as f64;
         if let Some(g) = grads.as_mut() {
             let dl = &mut dlogits[..r * v];
             // The kernel's gradient is of the chunk's mean: rescale it to the chunk's share of sum / norm.
             cross_entropy::backward(dl, lg, y, r, v, opt, kept as f32 / norm);
-            if let Some(dh) = g.dhidden.as_deref_mut() {
+            if ctx.is_some() {
+                let dh = g.dhidden.as_deref_mut().map(|dh| &mut dh[start * c..(start + r) * c]);
+                finetune_engine::bf16::linear::backward(
+                    ctx,
+                    dh,
+                    g.dweight.as_deref_mut(),
+                    None,
+                    dl,
+                    h,
+                    head,
+                    r,
+                    c,
+                    v,
+                    false,
+                );
+            } else if let Some(dh) = g.dhidden.as_deref_mut() {
                 matmul(&mut dh[start * c..(start + r) * c], dl, head, r, v, c, false, false, false);
             }
-            if let Some(dw) = g.dweight.as_deref_mut() {
+            if let Some(dw) = g.dweight.as_deref_mut().filter(|_| ctx.is_none()) {
                 matmul(dw, dl, h, v, r, c, true, false, true);
             }
             if let Some(db) = g.dbias.as_deref_mut() {
@@ -343,12 +363,8 @@ pub(crate) fn head_loss(
 pub struct Head<'a> {
     pub weight: &'a [f32],
     pub bias: Option<&'a [f32]>,
-}
-
-impl<'a> From<&'a [f32]> for Head<'a> {
-    fn from(weight: &'a [f32]) -> Self {
-        Head { weight, bias: None }
-    }
+    /// The weight's version for its bf16 copy ([`weight_version`]).
+    pub version: u64,
 }
 
 /// Starts each `v`-wide row of `out` at the bias (for a matmul that then accumulates), if there is one.
@@ -382,10 +398,15 @@ pub struct LmHead {
 /// optimizer step. `None` runs in f32.
 pub(crate) fn lin_ctx<'a>(bf16: &'a Option<SharedWeights>, store: &ParamStore, first: usize, last: usize) -> Ctx<'a> {
     let w = bf16.as_ref()?;
+    Some((w, w.version().wrapping_add(weight_version(store, first, last))))
+}
+
+/// The version of the weights `first..=last` of `store` for their bf16 copies: it moves with the store's
+/// revision, and with every optimizer step when one of them is trained.
+pub(crate) fn weight_version(store: &ParamStore, first: usize, last: usize) -> u64 {
     let trained = store.param_infos()[first..=last].iter().any(|i| i.requires_grad);
     let step = if trained { store.steps().wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15) } else { 0 };
-    let revision = store.revision().wrapping_mul(0xD1B5_4A32_D192_ED03);
-    Some((w, w.version().wrapping_add(step).wrapping_add(revision)))
+    step.wrapping_add(store.revision().wrapping_mul(0xD1B5_4A32_D192_ED03))
 }
 
 impl LmHead {
@@ -415,7 +436,9 @@ impl LmHead {
         let norm = shift_targets(&mut self.targets, labels, seq, batch.loss_normalizer);
         let n = self.targets.len();
         let grads = backward.map(|g| lce::Grads { dhidden: Some(&mut self.dhidden), ..g });
-        head_loss(&self.hidden, head, &self.targets, (n, c, v), norm, self.label_smoothing, grads, &mut self.scratch)
+        let ctx = self.bf16.as_ref().map(|w| (w, w.version().wrapping_add(head.version)));
+        let (ls, scratch) = (self.label_smoothing, &mut self.scratch);
+        head_loss(&self.hidden, head, &self.targets, (n, c, v), norm, ls, grads, scratch, ctx)
     }
 
     /// Logits of the hidden states through `head` (see [`head_logits`]).
@@ -439,7 +462,7 @@ impl LmHead {
 pub(crate) fn head_logits(
     logits: &mut Vec<f32>,
     hidden: &[f32],
-    Head { weight: head, bias }: Head<'_>,
+    Head { weight: head, bias, .. }: Head<'_>,
     mask: &[u32],
     (bsz, t): (usize, usize),
     c: usize,

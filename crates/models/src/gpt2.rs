@@ -491,7 +491,7 @@ impl Gpt2LMHeadModel {
 
         let dhead = rg(idx.wte).then(|| &mut g[r(idx.wte)]);
         let loss = ws.lm.loss(
-            s(idx.wte).into(),
+            Head { weight: s(idx.wte), bias: None, version: 0 },
             batch,
             labels,
             (t, c, v),
@@ -591,7 +591,7 @@ impl Architecture for Gpt2LMHeadModel {
     decoder::architecture_plumbing!(Workspace, Gpt2DecodeWorkspace);
 
     fn head(&self) -> Head<'_> {
-        Head { weight: self.store.get(self.idx.wte), bias: None }
+        Head { weight: self.store.get(self.idx.wte), bias: None, version: 0 }
     }
     fn from_config(config_json: &str, state: &StateDict) -> Result<Self, ModelError> {
         Gpt2LMHeadModel::from_state_dict(Gpt2Config::from_json(config_json)?, state)

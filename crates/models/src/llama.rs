@@ -565,6 +565,7 @@ impl LlamaForCausalLM {
         let ctxs = decoder::layer_ctxs(&w16, &self.store, &idx.layers, |lx| {
             [(lx.q_w, lx.v_w), (lx.o_w, lx.o_w), (lx.gate_w, lx.up_w), (lx.down_w, lx.down_w)]
         });
+        let head_version = decoder::weight_version(&self.store, idx.head, idx.head);
         let Parts { infos, params: p, grads: g, lora } = self.store.parts();
         let rg = |k: usize| infos[k].requires_grad;
         let r = |k: usize| infos[k].range();
@@ -572,7 +573,7 @@ impl LlamaForCausalLM {
 
         let dhead = rg(idx.head).then(|| &mut g[r(idx.head)]);
         let loss = ws.lm.loss(
-            s(idx.head).into(),
+            Head { weight: s(idx.head), bias: None, version: head_version },
             batch,
             labels,
             (t, c, v),
@@ -686,7 +687,8 @@ impl Architecture for LlamaForCausalLM {
     decoder::architecture_plumbing!(Workspace, DecodeWorkspace);
 
     fn head(&self) -> Head<'_> {
-        Head { weight: self.store.get(self.idx.head), bias: None }
+        let version = decoder::weight_version(&self.store, self.idx.head, self.idx.head);
+        Head { weight: self.store.get(self.idx.head), bias: None, version }
     }
     fn from_config(config_json: &str, state: &StateDict) -> Result<Self, ModelError> {
         LlamaForCausalLM::from_state_dict(LlamaConfig::from_json(config_json)?, state)

@@ -343,7 +343,8 @@ impl PhiForCausalLM {
     }
 
     fn head(&self) -> Head<'_> {
-        Head { weight: self.store.get(self.idx.head), bias: Some(self.store.get(self.idx.head_b)) }
+        let (weight, bias) = (self.store.get(self.idx.head), Some(self.store.get(self.idx.head_b)));
+        Head { weight, bias, version: decoder::weight_version(&self.store, self.idx.head, self.idx.head_b) }
     }
 
     fn check_batch(&self, ws: &Workspace, b: &Batch<'_>) -> Result<(), ModelError> {
@@ -431,12 +432,13 @@ impl PhiForCausalLM {
         let ctxs = decoder::layer_ctxs(&w16, &self.store, &idx.layers, |lx| {
             [(lx.q_w, lx.v_w), (lx.dense_w, lx.dense_w), (lx.fc1_w, lx.fc1_w), (lx.fc2_w, lx.fc2_w)]
         });
+        let head_version = decoder::weight_version(&self.store, idx.head, idx.head_b);
         let Parts { infos, params: p, grads: g, lora } = self.store.parts();
         let rg = |k: usize| infos[k].requires_grad;
         let r = |k: usize| infos[k].range();
         let s = |k: usize| &p[r(k)];
 
-        let head = Head { weight: s(idx.head), bias: Some(s(idx.head_b)) };
+        let head = Head { weight: s(idx.head), bias: Some(s(idx.head_b)), version: head_version };
         let loss = {
             // The bias lies after the weight in the buffers: split once to borrow both gradients.
             let (lo, hi) = g.split_at_mut(r(idx.head_b).start);

@@ -7,6 +7,7 @@
 //! `[tokens × vocab]` logits never exist at once, and ignored rows cost nothing.
 
 use super::cross_entropy::IGNORE_INDEX;
+use crate::bf16::linear as bf16lin;
 use crate::math::{exp, max, sum};
 use crate::matmul::{gemm_view, matmul, Par, View};
 use rayon::prelude::*;
@@ -57,7 +58,8 @@ pub fn count_targets(targets: &[i64]) -> usize {
 
 /// Returns the summed loss divided by `normaliser` (NaN for 0/0, as PyTorch's mean over no targets), and fills
 /// the gradients of that loss when `grads` is given. Targets must be `IGNORE_INDEX` or below `vocab`. `bias`
-/// (`[vocab]`) is the head's bias where it has one (Phi's `lm_head`).
+/// (`[vocab]`) is the head's bias where it has one (Phi's `lm_head`). With `ctx` (`bf16 = true`) the three
+/// matmuls run in bf16 with f32 accumulation; the softmax, the loss and the gradients' sums stay f32.
 #[allow(clippy::too_many_arguments)]
 pub fn forward_backward(
     hidden: &[f32],
@@ -70,6 +72,7 @@ pub fn forward_backward(
     normaliser: f32,
     mut grads: Option<Grads<'_>>,
     s: &mut Scratch,
+    ctx: bf16lin::Ctx<'_>,
 ) -> f32 {
     let _prof = crate::profile::scope("linear_cross_entropy");
     assert!(hidden.len() >= n * c && weight.len() >= vocab * c && targets.len() >= n);
@@ -90,6 +93,7 @@ pub fn forward_backward(
         }
         let logits = &mut s.logits[..m * vocab];
         match bias {
+            _ if ctx.is_some() => bf16lin::forward(ctx, logits, &s.h[..m * c], weight, bias, m, c, vocab),
             Some(b) => {
                 for row in logits.chunks_exact_mut(vocab) {
                     row.copy_from_slice(b);
@@ -119,6 +123,17 @@ pub fn forward_backward(
                         *d += x;
                     }
                 }
+            }
+            if ctx.is_some() {
+                let dh = g.dhidden.is_some().then_some(&mut s.dh[..m * c]);
+                let dw = g.dweight.as_deref_mut();
+                bf16lin::backward(ctx, dh, dw, None, dlogits, &s.h[..m * c], weight, m, c, vocab, false);
+                if let Some(dh) = g.dhidden.as_deref_mut() {
+                    for (k, &i) in chunk.iter().enumerate() {
+                        dh[i * c..(i + 1) * c].copy_from_slice(&s.dh[k * c..(k + 1) * c]);
+                    }
+                }
+                continue;
             }
             if let Some(dw) = g.dweight.as_deref_mut() {
                 // dW[vocab, c] += dlogitsᵀ · h
@@ -226,11 +241,11 @@ mod tests {
                 let mut s = Scratch::new(chunk, c, vocab);
                 let (mut dh, mut dw) = (vec![f32::NAN; n * c], vec![0.0; vocab * c]);
                 let g = Grads { dhidden: Some(&mut dh), dweight: Some(&mut dw), dbias: None };
-                let loss = forward_backward(&h, &w, None, &targets, n, c, vocab, normaliser, Some(g), &mut s);
+                let loss = forward_backward(&h, &w, None, &targets, n, c, vocab, normaliser, Some(g), &mut s, None);
                 assert!((loss as f64 - want).abs() < 1e-5 * (1.0 + want.abs()), "chunk {chunk}: {loss} vs {want}");
                 assert_close(&dh, &wdh, 1e-5, "dhidden");
                 assert_close(&dw, &wdw, 1e-5, "dweight");
-                let no_grad = forward_backward(&h, &w, None, &targets, n, c, vocab, normaliser, None, &mut s);
+                let no_grad = forward_backward(&h, &w, None, &targets, n, c, vocab, normaliser, None, &mut s, None);
                 assert_eq!(no_grad, loss);
             }
             let mut s = Scratch::new(3, c, vocab);
@@ -246,6 +261,7 @@ mod tests {
                 normaliser,
                 Some(Grads { dhidden: Some(&mut dh), ..Grads::default() }),
                 &mut s,
+                None,
             );
             check_fd(&h, &dh, 1e-2, 2e-3, "fd dhidden", |x| {
                 reference::forward_backward(x, &w, &targets, n, c, vocab, normaliser as f64).0
@@ -254,7 +270,7 @@ mod tests {
         // Every target ignored: NaN as PyTorch's mean over nothing.
         let mut s = Scratch::new(4, c, vocab);
         let none = vec![IGNORE_INDEX; n];
-        assert!(forward_backward(&h, &w, None, &none, n, c, vocab, 0.0, None, &mut s).is_nan());
+        assert!(forward_backward(&h, &w, None, &none, n, c, vocab, 0.0, None, &mut s, None).is_nan());
     }
 
     /// A bias is a weight column on a constant-1 input: the biased head equals the reference on `[h, 1]` and
@@ -276,13 +292,47 @@ mod tests {
             let mut s = Scratch::new(chunk, c, vocab);
             let (mut dh, mut dw, mut db) = (vec![0.0; n * c], vec![0.0; vocab * c], vec![0.0; vocab]);
             let g = Grads { dhidden: Some(&mut dh), dweight: Some(&mut dw), dbias: Some(&mut db) };
-            let loss = forward_backward(&h, &w, Some(&b), &targets, n, c, vocab, norm, Some(g), &mut s);
+            let loss = forward_backward(&h, &w, Some(&b), &targets, n, c, vocab, norm, Some(g), &mut s, None);
             assert!((loss as f64 - want).abs() < 1e-5 * (1.0 + want.abs()), "{loss} vs {want}");
             let wdh: Vec<f32> = wdh.chunks_exact(c + 1).flat_map(|r| r[..c].to_vec()).collect();
             let (wdw, wdb): (Vec<&[f32]>, Vec<f32>) = wdw.chunks_exact(c + 1).map(|r| (&r[..c], r[c])).unzip();
             assert_close(&dh, &wdh, 1e-5, "dhidden");
             assert_close(&dw, &wdw.concat(), 1e-5, "dweight");
             assert_close(&db, &wdb, 1e-5, "dbias");
+        }
+    }
+
+    /// `bf16 = true`: the loss and every gradient within bf16 rounding of the f32 kernel's, on dimensions of 16 and
+    /// more so that the bf16 path runs (the f32 kernel where the CPU has no bf16 one).
+    #[test]
+    fn bf16_follows_f32_within_rounding() {
+        let (n, c, vocab) = (40, 32, 96);
+        let h = rand_vec(n * c, 11);
+        let w = rand_vec(vocab * c, 12);
+        let b = rand_vec(vocab, 13);
+        let targets: Vec<i64> = (0..n as i64).map(|i| if i % 5 == 2 { IGNORE_INDEX } else { i * 11 % 96 }).collect();
+        let norm = count_targets(&targets) as f32;
+        let run = |ctx: bf16lin::Ctx<'_>| {
+            let mut s = Scratch::new(16, c, vocab);
+            let (mut dh, mut dw, mut db) = (vec![0.0; n * c], vec![0.0; vocab * c], vec![0.0; vocab]);
+            let g = Grads { dhidden: Some(&mut dh), dweight: Some(&mut dw), dbias: Some(&mut db) };
+            let loss = forward_backward(&h, &w, Some(&b), &targets, n, c, vocab, norm, Some(g), &mut s, ctx);
+            (loss, dh, dw, db)
+        };
+        let shared = bf16lin::SharedWeights::new();
+        let (l32, dh32, dw32, db32) = run(None);
+        let (l16, dh16, dw16, db16) = run(Some((&shared, 1)));
+        let rel = |a: &[f32], b: &[f32]| {
+            let num: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
+            (num / b.iter().map(|y| (*y as f64).powi(2)).sum::<f64>()).sqrt()
+        };
+        assert!((l16 - l32).abs() <= 0.01 * l32.abs(), "loss {l16} vs {l32}");
+        for (what, a, b) in [("dhidden", &dh16, &dh32), ("dweight", &dw16, &dw32), ("dbias", &db16, &db32)] {
+            let e = rel(a, b);
+            assert!(e < 0.03, "{what}: relative error {e}");
+        }
+        if crate::bf16::Kernel::current() != crate::bf16::Kernel::F32 {
+            assert!(l16 != l32 && rel(&dw16, &dw32) > 1e-6, "the bf16 path ran");
         }
     }
 }

@@ -1086,7 +1086,7 @@ pub(crate) fn input_grad(
     finetune_engine::bf16::linear::backward(ctx, Some(dinp), None, None, dout, &[], weight, n, c_in, c_out, acc);
 }
 
-/// `dW[rows, c_in] += dout[:, col..col + rows]ᵀ · inp` where dout rows are `width` wide.
+/// `dW[rows, c_in] += dout[:, col..col + rows]ᵀ · inp` where dout rows are `width` wide (bf16 operands with `bf16`).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn weight_grad(
     dw: &mut [f32],
@@ -1097,10 +1097,17 @@ pub(crate) fn weight_grad(
     inp: &[f32],
     n: usize,
     c_in: usize,
+    bf16: bool,
 ) {
     let a = View { data: &dout[col..], rs: 1, cs: width };
     let par = if rows * c_in * n >= 1 << 18 { Par::Rayon } else { Par::Seq };
-    gemm_view(dw, c_in, a, View::new(inp, c_in, false), rows, c_in, n, 1.0, true, par);
+    let b = View::new(inp, c_in, false);
+    if bf16 {
+        // As autocast: bf16 operands, f32 accumulation into the f32 gradient.
+        finetune_engine::bf16::gemm_view(dw, c_in, a, b, rows, c_in, n, 1.0, true, par);
+    } else {
+        gemm_view(dw, c_in, a, b, rows, c_in, n, 1.0, true, par);
+    }
 }
 
 /// `db[j] += Σ_i dout[i, col + j]`.
@@ -1219,12 +1226,13 @@ pub(crate) fn qkv_param_grads(
     inp: &[f32],
     (h, kv, d): (usize, usize, usize),
     (n, c): (usize, usize),
+    bf16: bool,
 ) {
     let w = (h + 2 * kv) * d;
     let cols = [(0, h * d), (h * d, kv * d), ((h + kv) * d, kv * d)];
     for (k, (col, rows)) in weights.into_iter().zip(cols) {
         if infos[k].requires_grad {
-            weight_grad(&mut grads[infos[k].range()], dqkv, w, col, rows, inp, n, c);
+            weight_grad(&mut grads[infos[k].range()], dqkv, w, col, rows, inp, n, c, bf16);
         }
     }
     for (k, (col, _)) in biases.into_iter().flatten().zip(cols) {

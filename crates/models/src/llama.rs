@@ -565,6 +565,7 @@ impl LlamaForCausalLM {
         let ctxs = decoder::layer_ctxs(&w16, &self.store, &idx.layers, |lx| {
             [(lx.q_w, lx.v_w), (lx.o_w, lx.o_w), (lx.gate_w, lx.up_w), (lx.down_w, lx.down_w)]
         });
+        let bf = w16.is_some();
         let head_version = decoder::weight_version(&self.store, idx.head, idx.head);
         let Parts { infos, params: p, grads: g, lora } = self.store.parts();
         let rg = |k: usize| infos[k].requires_grad;
@@ -601,7 +602,7 @@ impl LlamaForCausalLM {
             input_grad(lc_down, &mut ws.dact, &ws.dx, s(lx.down_w), n, f, c, false);
             lora.backward(&mut ws.lora, infos, p, g, li, 6..7, &mut ws.dact, &ws.dx, &a.act, n);
             if rg(lx.down_w) {
-                weight_grad(&mut g[r(lx.down_w)], &ws.dx, c, 0, c, &a.act, n, f);
+                weight_grad(&mut g[r(lx.down_w)], &ws.dx, c, 0, c, &a.act, n, f, bf);
             }
             swiglu::backward(&mut ws.dgate_up, &ws.dact, &a.gate_up, n, f);
             let gu = infos[lx.gate_w].offset..r(lx.up_w).end;
@@ -609,7 +610,7 @@ impl LlamaForCausalLM {
             lora.backward(&mut ws.lora, infos, p, g, li, 4..6, &mut ws.dln, &ws.dgate_up, &a.ln2, n);
             for (k, col) in [(lx.gate_w, 0), (lx.up_w, f)] {
                 if rg(k) {
-                    weight_grad(&mut g[r(k)], &ws.dgate_up, 2 * f, col, f, &a.ln2, n, c);
+                    weight_grad(&mut g[r(k)], &ws.dgate_up, 2 * f, col, f, &a.ln2, n, c, bf);
                 }
             }
             let dw = if rg(lx.ln2) { Some(&mut g[r(lx.ln2)]) } else { None };
@@ -619,7 +620,7 @@ impl LlamaForCausalLM {
             input_grad(lc_o, &mut ws.dctx, &ws.dx, s(lx.o_w), n, h * d, c, false);
             lora.backward(&mut ws.lora, infos, p, g, li, 3..4, &mut ws.dctx, &ws.dx, &a.ctx, n);
             if rg(lx.o_w) {
-                weight_grad(&mut g[r(lx.o_w)], &ws.dx, c, 0, c, &a.ctx, n, h * d);
+                weight_grad(&mut g[r(lx.o_w)], &ws.dx, c, 0, c, &a.ctx, n, h * d, bf);
             }
             if let Some(ob) = lx.o_b.filter(|&k| rg(k)) {
                 bias_grad(&mut g[r(ob)], &ws.dx[..n * c], c, 0);
@@ -631,7 +632,7 @@ impl LlamaForCausalLM {
             input_grad(lc_qkv, &mut ws.dln, &ws.dqkv, &p[qkv], n, c, w, false);
             lora.backward(&mut ws.lora, infos, p, g, li, 0..3, &mut ws.dln, &ws.dqkv, &a.ln1, n);
             let qkv_w = [lx.q_w, lx.k_w, lx.v_w];
-            decoder::qkv_param_grads((infos, g), qkv_w, lx.qkv_b, &ws.dqkv, &a.ln1, (h, kv, d), (n, c));
+            decoder::qkv_param_grads((infos, g), qkv_w, lx.qkv_b, &ws.dqkv, &a.ln1, (h, kv, d), (n, c), bf);
             let dw = if rg(lx.ln1) { Some(&mut g[r(lx.ln1)]) } else { None };
             rmsnorm::backward(&mut ws.dx, dw, &ws.dln, inp, s(lx.ln1), &a.rstd1, n, c, true);
         }

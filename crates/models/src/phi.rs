@@ -432,6 +432,7 @@ impl PhiForCausalLM {
         let ctxs = decoder::layer_ctxs(&w16, &self.store, &idx.layers, |lx| {
             [(lx.q_w, lx.v_w), (lx.dense_w, lx.dense_w), (lx.fc1_w, lx.fc1_w), (lx.fc2_w, lx.fc2_w)]
         });
+        let bf = w16.is_some();
         let head_version = decoder::weight_version(&self.store, idx.head, idx.head_b);
         let Parts { infos, params: p, grads: g, lora } = self.store.parts();
         let rg = |k: usize| infos[k].requires_grad;
@@ -466,7 +467,7 @@ impl PhiForCausalLM {
             input_grad(lc_fc2, &mut ws.dact, &ws.dx, s(lx.fc2_w), n, f, c, false);
             lora.backward(&mut ws.lora, infos, p, g, li, 5..6, &mut ws.dact, &ws.dx, &a.act, n);
             if rg(lx.fc2_w) {
-                weight_grad(&mut g[r(lx.fc2_w)], &ws.dx, c, 0, c, &a.act, n, f);
+                weight_grad(&mut g[r(lx.fc2_w)], &ws.dx, c, 0, c, &a.act, n, f, bf);
             }
             if rg(lx.fc2_b) {
                 bias_grad(&mut g[r(lx.fc2_b)], &ws.dx[..n * c], c, 0);
@@ -475,7 +476,7 @@ impl PhiForCausalLM {
             input_grad(lc_fc1, &mut ws.dln, &ws.dact, s(lx.fc1_w), n, c, f, false);
             lora.backward(&mut ws.lora, infos, p, g, li, 4..5, &mut ws.dln, &ws.dact, &a.ln, n);
             if rg(lx.fc1_w) {
-                weight_grad(&mut g[r(lx.fc1_w)], &ws.dact, f, 0, f, &a.ln, n, c);
+                weight_grad(&mut g[r(lx.fc1_w)], &ws.dact, f, 0, f, &a.ln, n, c, bf);
             }
             if rg(lx.fc1_b) {
                 bias_grad(&mut g[r(lx.fc1_b)], &ws.dact[..n * f], f, 0);
@@ -485,7 +486,7 @@ impl PhiForCausalLM {
             input_grad(lc_dense, &mut ws.dctx, &ws.dx, s(lx.dense_w), n, h * d, c, false);
             lora.backward(&mut ws.lora, infos, p, g, li, 3..4, &mut ws.dctx, &ws.dx, &a.ctx, n);
             if rg(lx.dense_w) {
-                weight_grad(&mut g[r(lx.dense_w)], &ws.dx, c, 0, c, &a.ctx, n, h * d);
+                weight_grad(&mut g[r(lx.dense_w)], &ws.dx, c, 0, c, &a.ctx, n, h * d, bf);
             }
             if rg(lx.dense_b) {
                 bias_grad(&mut g[r(lx.dense_b)], &ws.dx[..n * c], c, 0);
@@ -498,7 +499,7 @@ impl PhiForCausalLM {
             input_grad(lc_qkv, &mut ws.dln, &ws.dqkv, &p[qkv], n, c, w, true);
             lora.backward(&mut ws.lora, infos, p, g, li, 0..3, &mut ws.dln, &ws.dqkv, &a.ln, n);
             let (qkv_w, qkv_b) = ([lx.q_w, lx.k_w, lx.v_w], [lx.q_b, lx.q_b + 1, lx.v_b]);
-            decoder::qkv_param_grads((infos, g), qkv_w, Some(qkv_b), &ws.dqkv, &a.ln, (h, kv, d), (n, c));
+            decoder::qkv_param_grads((infos, g), qkv_w, Some(qkv_b), &ws.dqkv, &a.ln, (h, kv, d), (n, c), bf);
             let stats = (&a.mean[..], &a.rstd[..]);
             let ln = (lx.ln_w, lx.ln_b);
             layernorm_backward((infos, p, g), ln, &mut ws.dx, true, &ws.dln, inp, stats, (n, c), &mut tmp);

@@ -1218,6 +1218,7 @@ pub(crate) fn rope_qk(
 /// Gradients of a fused q/k/v projection from `dqkv` (`[n, (H + 2·KV)·d]`) and its input `inp` (`[n, c]`): the
 /// weights `[q, k, v]` (parameter indices, `[rows, c]` each) and, when it has them, the biases, for those that
 /// require one.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn qkv_param_grads(
     (infos, grads): (&[ParamInfo], &mut [f32]),
     weights: [usize; 3],

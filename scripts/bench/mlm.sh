@@ -7,7 +7,8 @@
 # table, the CPU and the load.
 #
 #   scripts/bench/mlm.sh [SEED...]            (default: 1 2 3; OUT=bench-out/mlm-bench)
-#   MLM_EPOCHS=3 REUSE=1 ...                  # epochs of adaptation; REUSE keeps finished runs
+#   MLM_EPOCHS=3 MLM_LR=5e-5 REUSE=1 ...      # epochs and learning rate of the adaptation; REUSE keeps finished
+#                                             # runs (e.g. the base arm's, copied into a new OUT)
 #
 # Needs the model and data (scripts/fetch.sh, scripts/fetch-datasets.sh). bf16 = true for every run where the CPU
 # has a bf16 kernel (the same in both arms).
@@ -31,7 +32,8 @@ done_run() { [ "${REUSE:-0}" = 1 ] && [ -f "$1/all_results.json" ]; }
 adapted=$out/adapted
 if ! done_run "$adapted"; then
   $bin train --config examples/mlm.toml --progress off --set split=none --set train_file="$data/train.csv" \
-    --set validation_file="$data/validation.csv" --set num_train_epochs="${MLM_EPOCHS:-3}" --set bf16=$bf16 \
+    --set validation_file="$data/validation.csv" --set num_train_epochs="${MLM_EPOCHS:-3}" \
+    --set learning_rate="${MLM_LR:-5e-5}" --set bf16=$bf16 \
     --set save_strategy=no --set output_dir="$adapted" >"$out/adapted.log" 2>&1 \
     || { tail -5 "$out/adapted.log" >&2; echo "error: adaptation failed" >&2; exit 1; }
 fi
@@ -39,7 +41,7 @@ mlm_time=$(( $(date +%s) - start ))
 python3 - "$adapted" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1] + "/all_results.json"))
-print(f"adaptation: {r['train_runtime']:.0f} s, train_loss {r['train_loss']:.3f}; validation masked-token accuracy "
+print(f"adaptation ({r['epoch']:.0f} epochs): {r['train_runtime']:.0f} s, train_loss {r['train_loss']:.3f}; validation masked-token accuracy "
       f"{r['eval_accuracy']:.4f}, perplexity {r['eval_perplexity']:.1f}")
 PY
 

@@ -1,5 +1,5 @@
-"""Writes crates/data/tests/fixtures/columnar/: Parquet files, `datasets` `save_to_disk` folders and a single
-`.arrow` file, each beside the CSV/JSONL/CoNLL file with the same records, for crates/data/tests/columnar.rs.
+"""Writes crates/data/tests/fixtures/columnar/: Parquet files, `datasets` `save_to_disk` folders, a `datasets` cache
+folder and a single `.arrow` file, each beside the CSV/JSONL/CoNLL file with the same records, for crates/data/tests/columnar.rs.
 
 Run with the data reference venv (scripts/reference/setup.sh data; pyarrow 26.0.1, datasets 5.2.0):
     .venv-data/bin/python scripts/reference/gen_parquet_fixtures.py
@@ -84,6 +84,24 @@ def sentiment():
     shutil.copy(OUT / "sentiment_saved" / "data-00001-of-00002.arrow", OUT / "sentiment_shard1.arrow")
     jsonl(named(ds.select(range(6, len(ds))), "label"), OUT / "sentiment_shard1.jsonl")
     return ds
+
+
+def cache_folder():
+    """A `datasets` cache folder as `load_dataset` leaves it: the hub layout's shards loaded with the "parquet"
+    builder, whose cache folder holds dataset_info.json, parquet-train.arrow and parquet-test.arrow."""
+    import tempfile
+
+    hub = OUT / "sentiment_hub" / "data"
+    files = {"train": sorted(str(p) for p in hub.glob("train-*.parquet")), "test": [str(hub / "test-00000-of-00001.parquet")]}
+    with tempfile.TemporaryDirectory() as tmp:
+        datasets.load_dataset("parquet", data_files=files, cache_dir=tmp)
+        (folder,) = [p.parent for p in Path(tmp).rglob("dataset_info.json")]
+        out = OUT / "sentiment_cache"
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir()
+        for f in sorted(folder.iterdir()):
+            if f.suffix in (".arrow", ".json"):
+                shutil.copy(f, out / f.name)
 
 
 def pairs_regression():
@@ -178,6 +196,7 @@ def bad_files():
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
     sentiment()
+    cache_folder()
     pairs_regression()
     multi_label()
     ner()

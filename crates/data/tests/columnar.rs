@@ -182,8 +182,8 @@ fn folders_that_are_not_datasets() {
     let e = read_examples(tmp.path(), &ReadOptions::default()).expect_err("not a dataset").to_string();
     assert!(
         e.ends_with(
-            "a folder that is not a `datasets` save_to_disk folder (no state.json or dataset_dict.json) and holds \
-             no Parquet files"
+            "a folder that is not a `datasets` save_to_disk folder (no state.json or dataset_dict.json) or cache \
+             folder (no dataset_info.json) and holds no Parquet files"
         ),
         "{e}"
     );
@@ -285,4 +285,35 @@ fn parquet_shard_folders_in_the_hub_layout() {
     // The split option names a folder with splits only.
     let e = read_examples(&fixture("sentiment.parquet"), &split("train")).expect_err("a file has no splits");
     assert!(e.to_string().contains("not a DatasetDict folder"), "{e}");
+}
+
+#[test]
+fn datasets_cache_folders() {
+    // load_dataset's cache folder: dataset_info.json, parquet-train.arrow, parquet-test.arrow.
+    let folder = "sentiment_cache";
+    assert_eq!(Format::from_path(&fixture(folder)), Some(Format::Arrow));
+    assert!(finetune_data::read::has_splits(&fixture(folder)));
+    let split = |s: &str| ReadOptions { dataset_split: Some(s.into()), ..Default::default() };
+    same_examples(folder, "sentiment_train.jsonl", &split("train"));
+    same_examples(folder, "sentiment_test.jsonl", &split("test"));
+    let e = error(folder, &ReadOptions::default());
+    assert!(e.to_string().contains("cache folder of the splits test, train"), "{e}");
+    let e = error(folder, &split("validation"));
+    assert!(e.to_string().contains("no split \"validation\" (splits: test, train)"), "{e}");
+
+    // Shards of a split ("parquet-train-00000-of-00002.arrow") read in name order; other files are ignored.
+    let tmp = tempfile::tempdir().expect("tmp");
+    std::fs::copy(fixture(folder).join("dataset_info.json"), tmp.path().join("dataset_info.json")).expect("copy");
+    for name in ["parquet-train-00000-of-00002.arrow", "parquet-train-00001-of-00002.arrow", "notes-train.arrow"] {
+        std::fs::copy(fixture(folder).join("parquet-train.arrow"), tmp.path().join(name)).expect("copy");
+    }
+    let d = read_examples(tmp.path(), &split("train")).expect("shards");
+    let twin = read_examples(&fixture("sentiment_train.jsonl"), &ReadOptions::default()).expect("twin");
+    assert_eq!(d.examples.len(), 2 * twin.examples.len());
+    assert_eq!(
+        d.examples[..twin.examples.len()].iter().map(|e| &e.text).collect::<Vec<_>>(),
+        twin.examples.iter().map(|e| &e.text).collect::<Vec<_>>()
+    );
+    // One split only: read whole without a split named.
+    assert_eq!(read_examples(tmp.path(), &ReadOptions::default()).expect("one split").examples.len(), d.examples.len());
 }

@@ -213,25 +213,8 @@ fn parquet_shards(path: &Path, opts: &ReadOptions) -> Result<Vec<PathBuf>> {
     if files.is_empty() {
         return Err(DataError::file(&name, "no Parquet files in the folder or in its data/ folder"));
     }
-    let mut splits: Vec<String> = files.iter().map(|f| shard_split(f)).collect();
-    splits.sort();
-    splits.dedup();
-    match &opts.dataset_split {
-        Some(s) if splits.contains(s) => Ok(files.into_iter().filter(|f| &shard_split(f) == s).collect()),
-        _ if splits.len() == 1 => Ok(files),
-        Some(s) => Err(DataError::file(
-            &name,
-            format_args!("the Parquet shards have no split {s:?} (splits: {})", splits.join(", ")),
-        )),
-        None => Err(DataError::file(
-            &name,
-            format_args!(
-                "Parquet shards of the splits {}: give the folder as train_file/validation_file/test_file, or \
-                 read one shard",
-                splits.join(", ")
-            ),
-        )),
-    }
+    let files = files.into_iter().map(|f| (shard_split(&f), f)).collect();
+    pick_split(&name, files, opts, "Parquet shards")
 }
 
 /// A Parquet file or Arrow dataset, opened: its files and schema are known, no row is read yet.
@@ -390,11 +373,14 @@ fn arrow_files(path: &Path, opts: &ReadOptions) -> Result<Vec<PathBuf>> {
         }
         return arrow_files(&path.join(split), &ReadOptions { dataset_split: None, ..opts.clone() });
     }
+    if let Some(files) = cache_files(path)? {
+        return pick_split(&name, files, opts, "Arrow files of the `datasets` cache folder");
+    }
     if !path.join("state.json").is_file() {
         return Err(DataError::file(
             &name,
-            "a folder that is not a `datasets` save_to_disk folder (no state.json or dataset_dict.json) and holds no \
-             Parquet files",
+            "a folder that is not a `datasets` save_to_disk folder (no state.json or dataset_dict.json) or cache \
+             folder (no dataset_info.json) and holds no Parquet files",
         ));
     }
     let state = json("state.json")?;
@@ -408,6 +394,86 @@ fn arrow_files(path: &Path, opts: &ReadOptions) -> Result<Vec<PathBuf>> {
         return Err(DataError::file(&name, "state.json: \"_data_files\" must list the folder's .arrow files by name"));
     }
     Ok(files)
+}
+
+/// True for a `datasets` cache folder (see [`cache_files`]).
+pub fn is_cache_folder(path: &Path) -> bool {
+    matches!(cache_files(path), Ok(Some(_)))
+}
+
+/// The Arrow files of a `datasets` cache folder, as `load_dataset` leaves one
+/// (`~/.cache/huggingface/datasets/<builder>/<config>/<version>/<hash>/`): `dataset_info.json` beside
+/// `<builder_name>-<split>.arrow` files, or their shards `<builder_name>-<split>-00000-of-00002.arrow`, with each
+/// file's split, sorted by name. `None` for a folder without `dataset_info.json` or that is a save_to_disk folder.
+fn cache_files(path: &Path) -> Result<Option<Vec<(String, PathBuf)>>> {
+    let info_path = path.join("dataset_info.json");
+    if !path.is_dir() || !info_path.is_file() || path.join("state.json").is_file() {
+        return Ok(None);
+    }
+    let shown_info = shown(&info_path);
+    let text = std::fs::read_to_string(&info_path).map_err(|e| DataError::io(&shown_info, e))?;
+    let info: Value =
+        serde_json::from_str(&text).map_err(|e| DataError::file(&shown_info, format_args!("invalid JSON: {e}")))?;
+    let builder = info.get("builder_name").and_then(Value::as_str).unwrap_or_default();
+    let splits: Vec<&str> =
+        info.get("splits").and_then(Value::as_object).map_or(Vec::new(), |o| o.keys().map(String::as_str).collect());
+    let mut files: Vec<(String, PathBuf)> = Vec::new();
+    for entry in std::fs::read_dir(path).map_err(|e| DataError::io(&shown(path), e))? {
+        let p = entry.map_err(|e| DataError::io(&shown(path), e))?.path();
+        if !p.is_file() || Format::from_path(&p) != Some(Format::Arrow) {
+            continue;
+        }
+        let stem = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let Some(rest) = stem.strip_prefix(builder).and_then(|r| r.strip_prefix('-')) else { continue };
+        // The split, then an optional shard suffix "-00000-of-00002".
+        let split = splits
+            .iter()
+            .filter(|sp| rest == **sp || rest.strip_prefix(**sp).is_some_and(|tail| is_shard_suffix(tail)));
+        if let Some(sp) = split.max_by_key(|sp| sp.len()) {
+            files.push((sp.to_string(), p));
+        }
+    }
+    if files.is_empty() {
+        return Ok(None);
+    }
+    files.sort_by(|a, b| a.1.cmp(&b.1));
+    Ok(Some(files))
+}
+
+/// `-00000-of-00002`: the shard suffix `datasets` writes.
+fn is_shard_suffix(tail: &str) -> bool {
+    let parts: Vec<&str> = tail.split('-').collect();
+    matches!(parts.as_slice(), ["", a, "of", b] if !a.is_empty() && !b.is_empty()
+        && a.bytes().all(|c| c.is_ascii_digit()) && b.bytes().all(|c| c.is_ascii_digit()))
+}
+
+/// The files of `opts.dataset_split` among `files` (split, file), or all of them when they hold one split only.
+fn pick_split(name: &str, files: Vec<(String, PathBuf)>, opts: &ReadOptions, what: &str) -> Result<Vec<PathBuf>> {
+    let mut splits: Vec<&str> = files.iter().map(|(s, _)| s.as_str()).collect();
+    splits.dedup();
+    splits.sort();
+    splits.dedup();
+    let chosen: Option<&str> = match &opts.dataset_split {
+        Some(s) if splits.contains(&s.as_str()) => Some(s.as_str()),
+        _ if splits.len() == 1 => None,
+        Some(s) => {
+            return Err(DataError::file(
+                name,
+                format_args!("the {what} have no split {s:?} (splits: {})", splits.join(", ")),
+            ));
+        }
+        None => {
+            return Err(DataError::file(
+                name,
+                format_args!(
+                    "{what} of the splits {}: give the folder as train_file/validation_file/test_file, or read one \
+                     file",
+                    splits.join(", ")
+                ),
+            ));
+        }
+    };
+    Ok(files.into_iter().filter(|(s, _)| chosen.is_none_or(|c| c == s)).map(|(_, f)| f).collect())
 }
 
 /// One column a task reads: its name, type (checked once) and `datasets` feature.

@@ -255,10 +255,10 @@ pub fn is_dataset_dict(path: &Path) -> bool {
     path.join("dataset_dict.json").is_file()
 }
 
-/// A folder that holds splits: a `DatasetDict` folder, or a folder of Parquet shards (`train-00000-of-00002.parquet`,
-/// `test-...`, directly or in `data/`).
+/// A folder that holds splits: a `DatasetDict` folder, a folder of Parquet shards (`train-00000-of-00002.parquet`,
+/// `test-...`, directly or in `data/`), or a `datasets` cache folder (`csv-train.arrow`, `csv-test.arrow`).
 pub fn has_splits(path: &Path) -> bool {
-    is_dataset_dict(path) || columnar::is_parquet_folder(path)
+    is_dataset_dict(path) || columnar::is_parquet_folder(path) || columnar::is_cache_folder(path)
 }
 
 /// `dataset_split` picks a split of a `DatasetDict` folder or of a folder of Parquet shards, and nothing else:
@@ -266,7 +266,8 @@ pub fn has_splits(path: &Path) -> bool {
 fn check_dataset_split(path: &Path, opts: &ReadOptions) -> Result<()> {
     match &opts.dataset_split {
         Some(s) if !has_splits(path) => Err(DataError::Invalid(format!(
-            "dataset split {s:?}: {} is not a DatasetDict folder (no dataset_dict.json) or a folder of Parquet shards",
+            "dataset split {s:?}: {} is not a DatasetDict folder (no dataset_dict.json), a folder of Parquet shards or a \
+             `datasets` cache folder",
             path.display()
         ))),
         _ => Ok(()),

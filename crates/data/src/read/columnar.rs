@@ -428,7 +428,7 @@ fn cache_files(path: &Path) -> Result<Option<Vec<(String, PathBuf)>>> {
         // The split, then an optional shard suffix "-00000-of-00002".
         let split = splits
             .iter()
-            .filter(|sp| rest == **sp || rest.strip_prefix(**sp).is_some_and(|tail| is_shard_suffix(tail)));
+            .filter(|sp| rest == **sp || rest.strip_prefix(**sp).is_some_and(is_shard_suffix));
         if let Some(sp) = split.max_by_key(|sp| sp.len()) {
             files.push((sp.to_string(), p));
         }

@@ -1,7 +1,8 @@
 //! `finetune train`, `finetune eval`, `finetune predict`: sequence classification with a BERT-family encoder, as
-//! `transformers/examples/pytorch/text-classification/run_glue.py` runs it, and token classification (NER) on
-//! CoNLL files as `transformers/examples/pytorch/token-classification/run_ner.py` runs it. Argument parsing and glue only; the
-//! work is done by `finetune_train::workflow`.
+//! `transformers/examples/pytorch/text-classification/run_glue.py` runs it, token classification (NER) on
+//! CoNLL files as `transformers/examples/pytorch/token-classification/run_ner.py` runs it, and masked-LM domain
+//! adaptation as `transformers/examples/pytorch/language-modeling/run_mlm.py` runs it. Argument parsing and glue
+//! only; the work is done by `finetune_train::workflow`.
 
 use std::path::PathBuf;
 
@@ -18,6 +19,7 @@ const EXAMPLE: &str = "\
 Examples:
   finetune train --config examples/sentiment.toml
   finetune train --config examples/ner.toml
+  finetune train --config examples/mlm.toml                     # masked-LM domain adaptation (fill-mask)
   finetune train --config examples/spam.toml --progress lines
   finetune train --config examples/sentiment.toml --resume-from-checkpoint latest
   finetune train --config examples/sentiment.toml --set max_steps=20 --set output_dir=bench-out/quick
@@ -26,7 +28,8 @@ Examples:
   finetune eval --model bench-out/run --data test.csv
   finetune predict --model bench-out/run --data new.csv --out preds.jsonl";
 
-/// `finetune train`: fine-tune an encoder for sequence classification.
+/// `finetune train`: fine-tune an encoder for sequence classification, token classification (NER) or masked
+/// language modelling (`task = "fill-mask"`).
 #[derive(Args, Debug)]
 #[command(after_long_help = train_long_help(), after_help = EXAMPLE)]
 pub struct TrainArgs {

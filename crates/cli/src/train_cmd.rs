@@ -43,6 +43,10 @@ pub struct TrainArgs {
     /// Model directory, hub cache folder or model id [config: model_name_or_path].
     #[arg(long)]
     model_name_or_path: Option<String>,
+    /// What to train: sequence-classification, token-classification (NER) or fill-mask (masked-LM domain
+    /// adaptation) [config: task; default: sequence-classification].
+    #[arg(long, value_parser = ["sequence-classification", "token-classification", "fill-mask"])]
+    task: Option<String>,
     /// Training data, CSV/TSV/JSONL (CoNLL for token-classification) [config: train_file; default: none].
     #[arg(long)]
     train_file: Option<String>,
@@ -222,6 +226,7 @@ pub(crate) fn train_config(a: &TrainArgs) -> Result<(workflow::RunConfig, Traini
         }
     };
     flag("model_name_or_path", a.model_name_or_path.clone());
+    flag("task", a.task.clone());
     flag("train_file", a.train_file.clone());
     flag("validation_file", a.validation_file.clone());
     flag("test_file", a.test_file.clone());

@@ -170,8 +170,9 @@ fn keys_that_do_not_apply_are_refused_by_name() {
 #[test]
 fn line_by_line_and_whole_word_masking_train() {
     let s = setup();
-    let cfg = mlm_config(&s, "lbl", "line_by_line = true\nwhole_word_mask = true\nmax_steps = 3\n");
-    ok(run(&cfg, &[]));
+    // The task as a flag (`finetune train --task fill-mask`), the rest from the run file.
+    let cfg = config(&s, "lbl", "line_by_line = true\nwhole_word_mask = true\nmax_steps = 3\n");
+    ok(run(&cfg, &["--task", "fill-mask"]));
     let r = read_json(&s.root.join("lbl/all_results.json"));
     assert!(r["train_loss"].as_f64().expect("loss").is_finite());
     assert_eq!(r["eval_samples"], serde_json::json!(8), "one validation sequence per text");

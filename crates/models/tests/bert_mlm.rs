@@ -6,7 +6,7 @@ use finetune_engine::kernels::adamw::Hyper;
 use finetune_models::bert::{Batch, BertConfig, BertForSequenceClassification, Labels, Mode, Task, Workspace};
 
 mod common;
-use common::{fixture, load, Loaded};
+use common::{fixture, load, max_abs, rel_err, Loaded};
 
 const FIXTURES: [&str; 3] = ["tiny_bert_mlm", "tiny_roberta_mlm", "tiny_distilbert_mlm"];
 
@@ -32,18 +32,6 @@ fn case(dir: &str) -> Case {
     let (ids, mask, tt) = (u("input_ids").expect("ids"), u("attention_mask").expect("mask"), u("token_type_ids"));
     let labels = expected.i64s["labels"].clone();
     Case { model, expected, ids, mask, tt, labels }
-}
-
-fn rel_err(a: &[f32], b: &[f32]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    let num: f64 = a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum::<f64>().sqrt();
-    let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum::<f64>().sqrt();
-    num / den.max(1e-30)
-}
-
-fn max_abs(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
 #[test]

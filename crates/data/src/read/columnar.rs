@@ -426,9 +426,7 @@ fn cache_files(path: &Path) -> Result<Option<Vec<(String, PathBuf)>>> {
         let stem = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         let Some(rest) = stem.strip_prefix(builder).and_then(|r| r.strip_prefix('-')) else { continue };
         // The split, then an optional shard suffix "-00000-of-00002".
-        let split = splits
-            .iter()
-            .filter(|sp| rest == **sp || rest.strip_prefix(**sp).is_some_and(is_shard_suffix));
+        let split = splits.iter().filter(|sp| rest == **sp || rest.strip_prefix(**sp).is_some_and(is_shard_suffix));
         if let Some(sp) = split.max_by_key(|sp| sp.len()) {
             files.push((sp.to_string(), p));
         }

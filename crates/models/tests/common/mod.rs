@@ -42,3 +42,19 @@ pub fn load(path: PathBuf) -> Loaded {
     }
     out
 }
+
+/// `‖a − b‖ / ‖b‖` in f64.
+#[allow(dead_code)] // not every test binary compares tensors
+pub fn rel_err(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let num: f64 = a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum::<f64>().sqrt();
+    let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum::<f64>().sqrt();
+    num / den.max(1e-30)
+}
+
+/// The largest elementwise difference.
+#[allow(dead_code)] // not every test binary compares tensors
+pub fn max_abs(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}

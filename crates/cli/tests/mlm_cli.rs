@@ -130,8 +130,22 @@ fn predict_lists_the_top_tokens_per_mask_and_a_classifier_fine_tunes_from_the_ad
         s.root.join("p2.jsonl").to_str().unwrap_or_default(),
     ]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("row 2"), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(e.contains("masked.csv:3: no mask token") && e.trim_end().lines().count() == 1, "{e}");
+    assert_eq!(o.status.code(), Some(2));
     assert!(!s.root.join("p2.jsonl").exists());
+    // An option only classification reads is refused by name.
+    let o = finetune(&[
+        "eval",
+        "--model",
+        out.to_str().unwrap_or_default(),
+        "--data",
+        texts.to_str().unwrap_or_default(),
+        "--text-pair-column-name",
+        "other",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--text-pair-column-name"), "{}", stderr(&o));
 
     // Sequence classification from the adapted encoder: the LM head is dropped, pooler and classifier are new.
     let cls = config(&s, "cls", &format!("model_name_or_path = {:?}\nmax_steps = 4\n", out.display().to_string()));

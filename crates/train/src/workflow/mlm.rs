@@ -233,8 +233,17 @@ pub(super) fn is_mlm_model(spec: &str) -> Result<bool> {
     Ok(cfg.architectures.iter().any(|a| a.ends_with("ForMaskedLM")))
 }
 
-/// A saved masked-LM model with its tokenizer, effective max length and mask token.
+/// A saved masked-LM model with its tokenizer, effective max length and mask token. The options only
+/// classification reads are refused by name.
 fn load_mlm(spec: &str, opts: &InferOptions) -> Result<(EncoderClassifier, TextTokenizer, usize, u32)> {
+    let given = [
+        ("--text-pair-column-name", opts.text_pair_column_name.is_some()),
+        ("--label-separator", opts.label_separator.is_some()),
+        ("--label-all-tokens", opts.label_all_tokens),
+    ];
+    if let Some((flag, _)) = given.iter().find(|(_, on)| *on) {
+        bail!("{flag}: does not apply to a masked-LM model ({spec}), which reads only the text column");
+    }
     let (dir, tok, max_len) = tokenizer_for(spec, opts.max_seq_length)?;
     let adamw = TrainingArguments::default().adamw();
     let single = ProblemType::SingleLabelClassification;
@@ -285,7 +294,7 @@ pub(super) fn predict_fill_mask(spec: &str, data: &Path, out: &Path, opts: &Infe
     let inputs: Vec<(&str, Option<&str>)> = texts.iter().map(|e| (e.text.as_str(), None)).collect();
     let enc = Tokenize::encode_batch(&tok, &inputs, Some(max_len)).map_err(|e| anyhow!("{path}: {e}"))?;
     if let Some(i) = enc.iter().position(|e| !e.input_ids.contains(&mask)) {
-        bail!("{path}: row {}: no mask token in the text (after truncation to {max_len} tokens)", i + 1);
+        bail!("{path}:{}: no mask token in the text (after truncation to {max_len} tokens)", texts[i].line);
     }
     let v = model.model.config.vocab_size;
     let pad = tok.pad_token_id();

@@ -465,6 +465,10 @@ pub fn run_sft(a: SftArgs) -> Result<()> {
             ev,
             &TrainOptions { resume, progress: progress_mode(&a.progress), ..Default::default() },
         )?;
+        if !finetune_train::dist::is_writer() {
+            // Data-parallel ranks other than 0 end here: rank 0 saves the (identical) model and its results.
+            return Ok(());
+        }
         model.save_model(&out)?;
         mlflow_run = output.mlflow_run_id.clone();
         print_metrics("train", &output.metrics);

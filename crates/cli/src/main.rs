@@ -63,8 +63,45 @@ enum Command {
     Serve(Box<serve_cmd::ServeArgs>),
 }
 
+/// The launcher's world size when this process was started by `mpirun`/`srun` (their environment variables).
+#[cfg(not(feature = "mpi"))]
+fn launcher_world_size() -> Option<usize> {
+    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"].iter().find_map(|v| std::env::var(v).ok()?.parse().ok())
+}
+
+/// Data-parallel ranks run `train` and `sft`; anything else would run N times over the same outputs.
+fn check_ranks(command: &Command, ranks: usize) -> anyhow::Result<()> {
+    if ranks > 1 && !matches!(command, Command::Train(_) | Command::Sft(_)) {
+        anyhow::bail!(
+            "this command runs in one process, not on {ranks} MPI ranks: start it without mpirun (data-parallel \
+             ranks run `finetune train` and `finetune sft`)"
+        );
+    }
+    if ranks > 1 && !cfg!(feature = "mpi") {
+        anyhow::bail!(
+            "started on {ranks} MPI ranks, but this finetune was built without data-parallel support: build it \
+             with `cargo build --release --features mpi` (Open MPI: Debian's libopenmpi-dev)"
+        );
+    }
+    Ok(())
+}
+
 fn main() {
     let cli = Cli::parse();
+    #[cfg(feature = "mpi")]
+    let mpi_world = finetune_train::dist::mpi::MpiWorld::from_launcher().map(std::rc::Rc::new);
+    #[cfg(feature = "mpi")]
+    let ranks = mpi_world.as_ref().map_or(1, |w| finetune_train::dist::Collective::size(&**w));
+    #[cfg(not(feature = "mpi"))]
+    let ranks = launcher_world_size().unwrap_or(1);
+    if let Err(e) = check_ranks(&cli.command, ranks) {
+        eprintln!("error: {e:#}");
+        std::process::exit(2);
+    }
+    #[cfg(feature = "mpi")]
+    if let Some(w) = &mpi_world {
+        finetune_train::dist::install(w.clone());
+    }
     let result = match cli.command {
         Command::Metrics(cmd) => metrics_cmd::run(cmd),
         Command::Data(cmd) => data_cmd::run(cmd),
@@ -85,6 +122,13 @@ fn main() {
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
+        // One rank's error ends them all (the others may wait in a collective).
+        #[cfg(feature = "mpi")]
+        if let Some(w) = mpi_world.filter(|_| ranks > 1) {
+            w.abort(2);
+        }
         std::process::exit(2);
     }
+    // An MPI world finalizes when its last reference drops.
+    finetune_train::dist::uninstall();
 }

@@ -254,6 +254,9 @@ pub fn run_train(a: TrainArgs) -> Result<()> {
     let (run, args) = train_config(&a)?;
     let opts = RunOptions { progress: progress_mode(&a.progress), print: true, on_evaluate: None };
     let r = workflow::train(&run, &args, &opts)?;
+    if !finetune_train::dist::is_writer() {
+        return Ok(());
+    }
     crate::report_cmd::finish_run(&r.output_dir, crate::report_cmd::run_meta(&run, &args, "train"), &args, started)
 }
 

@@ -201,6 +201,8 @@ pub struct CausalLm {
     pub label_smoothing: f32,
     /// `bf16 = true`: bf16 copies of the weights, shared by every workspace (see [`CausalLm::set_bf16`]).
     bf16: Option<SharedWeights>,
+    /// The window's gradient when it is split into micro-batches.
+    acc: crate::grads::GradAcc,
 }
 
 /// The id that pads decoder batches: the tokenizer's pad token, else its EOS, else 0.
@@ -234,6 +236,7 @@ impl CausalLm {
             max_length: None,
             label_smoothing: 0.0,
             bf16: None,
+            acc: Default::default(),
         })
     }
 
@@ -402,17 +405,45 @@ impl TrainableModel for CausalLm {
         }
         let (bs, t) = (batch.batch, batch.seq);
         let view = batch.view(Some(num_items_in_window as f32));
-        let Self { model, workspaces, label_smoothing, bf16, .. } = self;
-        Ok(workspaces.run(model, &view, (bs, t), *label_smoothing, true, bf16)? as f64)
+        let Self { model, workspaces, label_smoothing, bf16, acc, .. } = self;
+        let loss = workspaces.run(model, &view, (bs, t), *label_smoothing, true, bf16)? as f64;
+        if batch.targets != num_items_in_window || acc.is_active() {
+            // Other micro-batches share the window: each one's gradient on its own, added in order.
+            acc.add(model.store_mut(), 1.0);
+        }
+        Ok(loss)
     }
 
     fn clip_and_step(&mut self, lr: f64, max_grad_norm: f64) -> Result<f64> {
         let max = if max_grad_norm > 0.0 { max_grad_norm as f32 } else { f32::INFINITY };
+        self.acc.flush_into(self.model.store_mut());
         let store = self.model.store_mut();
         let norm = store.clip_grad_norm(max) as f64;
         store.adamw_step(self.adamw.hyper(lr));
         store.zero_grad();
         Ok(norm)
+    }
+
+    fn grad_len(&self) -> Result<usize> {
+        Ok(crate::grads::trainable_len(self.model.store()))
+    }
+
+    fn take_grads(&mut self, out: &mut [f32]) -> Result<()> {
+        self.acc.take(self.model.store_mut(), out);
+        Ok(())
+    }
+
+    fn set_grads(&mut self, grads: &[f32]) -> Result<()> {
+        self.acc.put(self.model.store_mut(), grads);
+        Ok(())
+    }
+
+    fn skip_batch(&mut self, batch: &CausalBatch) -> Result<()> {
+        // A batch with label tokens is a training pass: LoRA dropout draws its masks from the pass count.
+        if batch.targets > 0 {
+            self.model.store_mut().lora_train_seed();
+        }
+        Ok(())
     }
 
     /// A full model directory, or with LoRA adapters PEFT's adapter layout (`adapter_config.json`,

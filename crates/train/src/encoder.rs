@@ -244,7 +244,8 @@ pub struct EncoderClassifier {
     /// Forward-only workspaces of evaluation and prediction, freed when a pass ends.
     eval_workspaces: WorkspaceCache<Workspace>,
     /// Gradient accumulator used when micro-batches need rescaling (gradient accumulation, short batches).
-    acc: Option<Vec<f32>>,
+    /// The window's gradient when it is split into micro-batches.
+    acc: crate::grads::GradAcc,
     /// `bf16 = true`: bf16 copies of the weights, cast once per optimizer step and shared by every workspace.
     bf16: Option<SharedWeights>,
 }
@@ -335,7 +336,7 @@ impl EncoderClassifier {
             seed,
             workspaces: WorkspaceCache::default(),
             eval_workspaces: WorkspaceCache::default(),
-            acc: None,
+            acc: Default::default(),
             bf16: None,
         }
     }
@@ -687,9 +688,7 @@ impl EncoderClassifier {
     }
 
     fn grads_into_model(&mut self) {
-        if let Some(acc) = self.acc.as_mut() {
-            std::mem::swap(&mut self.model.store.grads, acc);
-        }
+        self.acc.flush_into(&mut self.model.store);
     }
 }
 
@@ -759,17 +758,10 @@ impl TrainableModel for EncoderClassifier {
         let ws = workspaces.get(bs, t, || Workspace::new(&model.config, bs, t).with_bf16(bf16.clone()));
         let loss = model.forward(ws, &bb, Mode::Train { seed }).map_err(model_err)?.unwrap_or(f32::NAN) as f64;
         let scale = batch.num_items() as f64 / num_items_in_window as f64;
-        if scale == 1.0 && acc.is_none() {
-            model.backward(ws, &bb).map_err(model_err)?;
-        } else {
-            // The model adds the gradient of its mean loss; rescale each micro-batch's share into `acc`.
-            model.store.zero_grad();
-            model.backward(ws, &bb).map_err(model_err)?;
-            let acc = acc.get_or_insert_with(|| vec![0.0; model.store.grads.len()]);
-            let s = scale as f32;
-            for (a, &g) in acc.iter_mut().zip(&model.store.grads) {
-                *a += s * g;
-            }
+        model.backward(ws, &bb).map_err(model_err)?;
+        if scale != 1.0 || acc.is_active() {
+            // The model adds the gradient of its mean loss; rescale each micro-batch's share into the sum.
+            acc.add(&mut model.store, scale as f32);
         }
         Ok(loss * scale)
     }
@@ -781,13 +773,30 @@ impl TrainableModel for EncoderClassifier {
         let norm = store.clip_grad_norm(max) as f64;
         store.adamw_step(self.adamw.hyper(lr));
         store.zero_grad();
-        if let Some(a) = self.acc.as_mut() {
-            a.fill(0.0);
-        }
         if let Some(w) = &self.bf16 {
             w.weights_changed();
         }
         Ok(norm)
+    }
+
+    fn grad_len(&self) -> Result<usize> {
+        Ok(crate::grads::trainable_len(&self.model.store))
+    }
+
+    fn take_grads(&mut self, out: &mut [f32]) -> Result<()> {
+        self.acc.take(&mut self.model.store, out);
+        Ok(())
+    }
+
+    fn set_grads(&mut self, grads: &[f32]) -> Result<()> {
+        self.acc.put(&mut self.model.store, grads);
+        Ok(())
+    }
+
+    fn skip_batch(&mut self, _batch: &Self::Batch) -> Result<()> {
+        // Dropout masks are seeded by the micro-batch count.
+        self.opt.micro_step += 1;
+        Ok(())
     }
 
     fn save_model(&self, dir: &Path) -> Result<()> {

@@ -28,8 +28,10 @@ pub use schedule::{num_batches, Schedule, TrainingPlan};
 
 pub mod data;
 pub mod decoder;
+pub mod dist;
 pub mod encoder;
 pub mod eval;
+mod grads;
 pub mod mlflow;
 pub mod progress;
 pub mod state;

@@ -41,6 +41,26 @@ pub trait TrainableModel {
     fn save_training_state(&self, dir: &Path) -> Result<()>;
     /// Reads what [`save_training_state`](Self::save_training_state) wrote.
     fn load_training_state(&mut self, dir: &Path) -> Result<()>;
+
+    /// Data-parallel training ([`crate::dist`]): the number of gradient values ranks exchange.
+    fn grad_len(&self) -> Result<usize> {
+        Err(TrainError::Args("this model does not support data-parallel training".into()))
+    }
+    /// Moves the gradient accumulated since the last optimizer step (or the last call) into `out`, `grad_len`
+    /// values, leaving it zero.
+    fn take_grads(&mut self, _out: &mut [f32]) -> Result<()> {
+        Err(TrainError::Args("this model does not support data-parallel training".into()))
+    }
+    /// Makes `grads` (laid out as [`take_grads`](Self::take_grads) writes them) the gradient of the next
+    /// [`clip_and_step`](Self::clip_and_step).
+    fn set_grads(&mut self, _grads: &[f32]) -> Result<()> {
+        Err(TrainError::Args("this model does not support data-parallel training".into()))
+    }
+    /// Advances what training on `batch` would draw from (dropout streams) without training on it: another rank
+    /// trains it.
+    fn skip_batch(&mut self, _batch: &Self::Batch) -> Result<()> {
+        Err(TrainError::Args("this model does not support data-parallel training".into()))
+    }
 }
 
 /// Result of one evaluation pass.
@@ -177,6 +197,10 @@ struct Run<'a, M: TrainableModel, E: Evaluator<M> + ?Sized> {
     tensorboard: Option<crate::tensorboard::EventWriter>,
     /// `report_to = ["mlflow"]`.
     mlflow: Option<crate::mlflow::MlflowRun>,
+    /// This process writes checkpoints, logs and results (rank 0 of data-parallel ranks, or the only process).
+    writer: bool,
+    /// Data-parallel ranks: the window's gradient sum across them.
+    reducer: Option<crate::dist::Reducer>,
 }
 
 fn round_to(x: f64, digits: i32) -> f64 {
@@ -227,6 +251,25 @@ where
             args.eval_strategy.as_str()
         )));
     }
+    // Data-parallel ranks: a window of N·G micro-batches, the window of one process with
+    // `gradient_accumulation_steps = N·G` (plan, schedule and checkpoints are that run's).
+    let world = crate::dist::world();
+    let writer = world.as_ref().is_none_or(|w| w.rank() == 0);
+    let scaled;
+    let args = match &world {
+        Some(w) => {
+            scaled = TrainingArguments {
+                gradient_accumulation_steps: args.gradient_accumulation_steps * w.size(),
+                ..args.clone()
+            };
+            &scaled
+        }
+        None => args,
+    };
+    let reducer = match &world {
+        Some(w) => Some(crate::dist::Reducer::new(w.clone(), model.grad_len()?)),
+        None => None,
+    };
     let output_dir = PathBuf::from(&args.output_dir);
     let plan = TrainingPlan::new(args, data.num_batches() as u64, data.num_examples() as u64)?;
     let schedule = Schedule::from_args(args, plan.max_steps);
@@ -239,7 +282,7 @@ where
             message: "no checkpoint-N directory to resume from".into(),
         })?),
     };
-    if resume_dir.is_none() {
+    if resume_dir.is_none() && writer {
         let existing = sorted_checkpoints(&output_dir)?;
         if !existing.is_empty() {
             if !args.overwrite_output_dir {
@@ -255,10 +298,23 @@ where
             }
         }
     }
-    std::fs::create_dir_all(&output_dir).map_err(|e| TrainError::io(&output_dir, e))?;
-    let events_path = output_dir.join(EVENTS_NAME);
-    let events =
-        OpenOptions::new().create(true).append(true).open(&events_path).map_err(|e| TrainError::io(&events_path, e))?;
+    // Only rank 0 writes; the others wait until the output directory is ready.
+    let events = if writer {
+        std::fs::create_dir_all(&output_dir).map_err(|e| TrainError::io(&output_dir, e))?;
+        let events_path = output_dir.join(EVENTS_NAME);
+        Some(
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&events_path)
+                .map_err(|e| TrainError::io(&events_path, e))?,
+        )
+    } else {
+        None
+    };
+    if let Some(w) = &world {
+        w.barrier();
+    }
 
     let mut state = TrainerState {
         max_steps: plan.max_steps,
@@ -299,13 +355,14 @@ where
         model.load_training_state(dir)?;
     }
 
-    let progress = Progress::new(options.progress, plan.max_steps, state.global_step, plan.total_train_batch_size);
-    let tensorboard = if args.report_to_tensorboard() {
+    let progress_mode = if writer { options.progress } else { ProgressMode::Off };
+    let progress = Progress::new(progress_mode, plan.max_steps, state.global_step, plan.total_train_batch_size);
+    let tensorboard = if writer && args.report_to_tensorboard() {
         Some(crate::tensorboard::EventWriter::in_output_dir(&output_dir)?)
     } else {
         None
     };
-    let mlflow = if args.report_to_mlflow() {
+    let mlflow = if writer && args.report_to_mlflow() {
         let mut params = Vec::new();
         let v = serde_json::to_value(args).map_err(|e| TrainError::Args(e.to_string()))?;
         crate::mlflow::flatten_params("", &v, &mut params);
@@ -325,7 +382,9 @@ where
         lp,
         control: Control::default(),
         progress,
-        events: Some(events),
+        events,
+        writer,
+        reducer,
         in_step_end: false,
         on_evaluate: options.on_evaluate.clone(),
         tensorboard,
@@ -394,7 +453,7 @@ impl<M: TrainableModel, E: Evaluator<M> + ?Sized> Run<'_, M, E> {
                         break;
                     }
                     let num_items: usize = window.iter().map(Batch::num_items).sum();
-                    for batch in &window {
+                    for (i, batch) in window.iter().enumerate() {
                         step += 1;
                         let s = step as u64;
                         let do_sync = (s + 1).is_multiple_of(gas) || s + 1 == plan.steps_in_epoch;
@@ -403,19 +462,43 @@ impl<M: TrainableModel, E: Evaluator<M> + ?Sized> Run<'_, M, E> {
                             self.control.should_evaluate = false;
                             self.control.should_save = false;
                         }
-                        let loss = self.model.train_batch(batch, num_items)?;
-                        if !loss.is_finite() {
-                            return Err(self.non_finite(
-                                "loss",
-                                loss,
-                                epoch as f64 + (s + 1) as f64 / plan.steps_in_epoch as f64,
-                            ));
+                        let epoch_at = |s: u64| epoch as f64 + (s + 1) as f64 / plan.steps_in_epoch as f64;
+                        // The losses of the micro-batches trained by now (all ranks'), in window order.
+                        let losses = match self.reducer.as_mut() {
+                            None => vec![self.model.train_batch(batch, num_items)?],
+                            Some(red) => {
+                                let (rank, n) = (red.rank(), red.size());
+                                let loss = if i % n == rank {
+                                    let loss = self.model.train_batch(batch, num_items)?;
+                                    self.model.take_grads(&mut red.local)?;
+                                    Some(loss)
+                                } else {
+                                    self.model.skip_batch(batch)?;
+                                    None
+                                };
+                                if (i + 1) % n == 0 || i + 1 == window.len() {
+                                    red.round(loss)
+                                } else {
+                                    // A round's losses arrive at its end, in order, before any is logged.
+                                    red.hold(loss);
+                                    Vec::new()
+                                }
+                            }
+                        };
+                        for &loss in &losses {
+                            if !loss.is_finite() {
+                                return Err(self.non_finite("loss", loss, epoch_at(s)));
+                            }
+                            self.lp.tr_loss += loss;
                         }
-                        self.lp.tr_loss += loss;
                         if do_sync {
+                            if let Some(red) = self.reducer.as_mut() {
+                                self.model.set_grads(red.finish())?;
+                            }
+                            let loss = losses.last().copied().unwrap_or(0.0);
                             let lr = self.schedule.lr(args.learning_rate, self.state.global_step);
                             let grad_norm = self.model.clip_and_step(lr, args.max_grad_norm)?;
-                            let epoch_f = epoch as f64 + (s + 1) as f64 / plan.steps_in_epoch as f64;
+                            let epoch_f = epoch_at(s);
                             if !grad_norm.is_finite() {
                                 return Err(self.non_finite("gradient norm", grad_norm, epoch_f));
                             }
@@ -664,6 +747,23 @@ impl<M: TrainableModel, E: Evaluator<M> + ?Sized> Run<'_, M, E> {
 
     /// HF Trainer._save_checkpoint, written into `checkpoint-N.tmp` and renamed when complete.
     fn save_checkpoint(&mut self) -> Result<()> {
+        if !self.writer {
+            self.record_loop_state();
+        } else {
+            self.write_checkpoint()?;
+        }
+        // Data-parallel ranks: rank 0's best checkpoint (which depends on what its directory holds) on every rank,
+        // sent once the checkpoint is complete.
+        if let Some(red) = &self.reducer {
+            let mut best = self.state.best_model_checkpoint.clone().unwrap_or_default().into_bytes();
+            red.world().broadcast_bytes(&mut best);
+            let best = String::from_utf8_lossy(&best).into_owned();
+            self.state.best_model_checkpoint = (!best.is_empty()).then_some(best);
+        }
+        Ok(())
+    }
+
+    fn write_checkpoint(&mut self) -> Result<()> {
         let step = self.state.global_step;
         let final_dir = self.checkpoint_dir(step);
         let tmp = self.output_dir.join(format!("{PREFIX_CHECKPOINT_DIR}-{step}.tmp"));
@@ -716,13 +816,18 @@ impl<M: TrainableModel, E: Evaluator<M> + ?Sized> Run<'_, M, E> {
                 "batches_consumed_in_epoch": (step % nupe) * self.args.gradient_accumulation_steps as u64,
             }),
         )?;
-        let gs = self.state.global_step;
-        self.lp.epoch_end_pending = self.in_step_end && (gs.is_multiple_of(nupe) || gs >= self.plan.max_steps);
-        self.lp.should_training_stop = self.control.should_training_stop;
+        self.record_loop_state();
         write_json(&tmp.join(LOOP_STATE_NAME), &self.lp)?;
-        self.state.stateful_callbacks = self.stateful_callbacks();
         self.state.save(&tmp.join(TRAINER_STATE_NAME))?;
         Ok(())
+    }
+
+    /// What a checkpoint records about the loop (every rank keeps the same).
+    fn record_loop_state(&mut self) {
+        let (gs, nupe) = (self.state.global_step, self.plan.num_update_steps_per_epoch);
+        self.lp.epoch_end_pending = self.in_step_end && (gs.is_multiple_of(nupe) || gs >= self.plan.max_steps);
+        self.lp.should_training_stop = self.control.should_training_stop;
+        self.state.stateful_callbacks = self.stateful_callbacks();
     }
 
     fn finalize(&mut self, start: Instant, initial_global_step: u64) -> Result<TrainOutput> {
@@ -750,7 +855,7 @@ impl<M: TrainableModel, E: Evaluator<M> + ?Sized> Run<'_, M, E> {
                 self.event("load_best_model", json!({ "checkpoint": best }));
             }
         }
-        if self.state.best_model_checkpoint.is_some() && self.args.save_total_limit == Some(1) {
+        if self.writer && self.state.best_model_checkpoint.is_some() && self.args.save_total_limit == Some(1) {
             let best = PathBuf::from(self.state.best_model_checkpoint.clone().unwrap_or_default());
             for (_, p) in sorted_checkpoints(&self.output_dir)? {
                 if !same_dir(&p, &best) {
@@ -761,21 +866,43 @@ impl<M: TrainableModel, E: Evaluator<M> + ?Sized> Run<'_, M, E> {
 
         let mut train_results = metrics.clone();
         train_results.insert("train_samples".into(), self.plan.num_examples as f64);
-        write_json(&self.output_dir.join("train_results.json"), &train_results)?;
-        let mut all = train_results;
+        let mut all = train_results.clone();
         let eval_metrics = if self.evaluator.is_some() {
             let mut m = self.evaluate()?;
             m.insert("epoch".into(), self.state.epoch);
-            write_json(&self.output_dir.join("eval_results.json"), &m)?;
             all.extend(m.clone());
             Some(m)
         } else {
             None
         };
-        write_json(&self.output_dir.join("all_results.json"), &all)?;
         self.state.stateful_callbacks = self.stateful_callbacks();
-        self.state.save(&self.output_dir.join(TRAINER_STATE_NAME))?;
-        self.event("train_end", json!({ "global_step": self.state.global_step, "train_loss": train_loss }));
+        if self.writer {
+            write_json(&self.output_dir.join("train_results.json"), &train_results)?;
+            if let Some(m) = &eval_metrics {
+                write_json(&self.output_dir.join("eval_results.json"), m)?;
+            }
+            write_json(&self.output_dir.join("all_results.json"), &all)?;
+            self.state.save(&self.output_dir.join(TRAINER_STATE_NAME))?;
+        }
+        let mut end = json!({ "global_step": self.state.global_step, "train_loss": train_loss });
+        if let Some(red) = &self.reducer {
+            // This rank's time in collectives and bytes sent (the cost of data parallelism).
+            let steps = num_steps_trained.max(1) as f64;
+            end["data_parallel"] = json!({
+                "ranks": red.size(),
+                "collective_seconds": red.comm_secs,
+                "collective_seconds_per_step": red.comm_secs / steps,
+                "bytes_sent_per_step": red.bytes_sent as f64 / steps,
+                "gradient_values": red.local.len(),
+            });
+            self.progress.message(&format!(
+                "data-parallel: {} ranks, {:.3} s per step in collectives, {:.1} MB sent per step per rank",
+                red.size(),
+                red.comm_secs / steps,
+                red.bytes_sent as f64 / steps / 1e6
+            ));
+        }
+        self.event("train_end", end);
         Ok(TrainOutput {
             global_step: self.state.global_step,
             training_loss: train_loss,

@@ -409,6 +409,10 @@ fn train_run(run: &RunConfig, args: &TrainingArguments, opts: &RunOptions) -> Re
                 None
             };
         let output = trainer::train(args, &mut model, &source, ev, &opts.train_options(run))?;
+        if !crate::dist::is_writer() {
+            // Data-parallel ranks other than 0 end here: rank 0 saves the (identical) model and its results.
+            return Ok(result);
+        }
         // Trainer.save_model: the final (or best) model in output_dir itself.
         model.save_model(&out)?;
         opts.print_metrics("train", &output.metrics);
@@ -822,6 +826,10 @@ fn train_tokens(
                 None
             };
         let output = trainer::train(args, &mut model, &source, ev, &opts.train_options(run))?;
+        if !crate::dist::is_writer() {
+            // Data-parallel ranks other than 0 end here: rank 0 saves the (identical) model and its results.
+            return Ok(result);
+        }
         model.save_model(&out)?;
         opts.print_metrics("train", &output.metrics);
         result.record_training(&output);

@@ -191,6 +191,10 @@ pub(super) fn train_mlm(
                 None
             };
         let output = trainer::train(args, &mut model, &source, ev, &opts.train_options(run))?;
+        if !crate::dist::is_writer() {
+            // Data-parallel ranks other than 0 end here: rank 0 saves the (identical) model and its results.
+            return Ok(result);
+        }
         crate::TrainableModel::save_model(&model, &out)?;
         opts.print_metrics("train", &output.metrics);
         result.record_training(&output);

@@ -40,4 +40,11 @@ for k in forward_ms step_ms forward_min_ms step_min_ms step_cpu_ms lora_step_ms 
     printf "ratio ours/torch %-18s n/a    (ours: %s, torch: %s)\n" "$k" "${o:-missing}" "${t:-missing}"
   fi
 done
+o=$(get "$ours" gen_tokens_per_s); q=$(get "$ours" gen_int8_tokens_per_s); t=$(get "$theirs" gen_tokens_per_s)
+if isnum "$o" && isnum "$q"; then
+  awk -v o="$o" -v q="$q" 'BEGIN { printf "ratio ours int8/f32  gen_tokens_per_s   %.2fx  (%.1f vs %.1f)\n", q / o, q, o }'
+fi
+if isnum "$q" && isnum "$t"; then
+  awk -v q="$q" -v t="$t" 'BEGIN { printf "ratio ours int8/torch gen_tokens_per_s  %.2fx  (%.1f vs %.1f)\n", q / t, q, t }'
+fi
 echo "(ms and MiB: lower is better; gen_tokens_per_s: higher is better)"

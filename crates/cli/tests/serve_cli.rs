@@ -126,6 +126,27 @@ fn error_param(v: &Value) -> &str {
 }
 
 #[test]
+fn precision_flags_for_the_other_kind_of_model_are_refused() {
+    let g = gguf().display().to_string();
+    let o = finetune(&["serve", "--model", &g, "--port", "0", "--bf16"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("--bf16 is for classifiers"), "{err}");
+    let s = setup();
+    let cfg = config(&s, "out", "max_steps = 1\n");
+    ok(finetune(&["train", "--config", cfg.to_str().unwrap_or_default(), "--progress", "off"]));
+    let o = finetune(&[
+        "serve",
+        "--model",
+        s.root.join("out").to_str().unwrap_or_default(),
+        "--port",
+        "0",
+        "--load-in-8bit",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("--load-in-8bit is for decoders"), "{err}");
+}
+
+#[test]
 fn classifier_predict_matches_finetune_predict() {
     let s = setup();
     let cfg = config(&s, "out", "max_steps = 3\n");

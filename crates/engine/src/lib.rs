@@ -8,6 +8,7 @@
 #![allow(clippy::needless_range_loop)]
 
 pub mod bf16;
+pub mod int8;
 pub mod kernels;
 pub mod math;
 pub mod matmul;

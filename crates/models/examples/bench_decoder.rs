@@ -6,7 +6,8 @@
 //! cargo run --release -p finetune-models --example bench_decoder -- [--batch 4] [--seq 256] [--steps 5]
 //!     [--warmup 1] [--threads 2] [--gguf PATH] [--lora] [--generate] [--new-tokens 128] [--bf16]
 //!
-//! `--bf16` runs the forward passes and steps with `bf16 = true` (generation stays f32). `--lora` times a PEFT-style LoRA step (r 16, alpha 32, all linears) and `--generate` greedy generation with the
+//! `--bf16` runs the forward passes and steps with `bf16 = true` (generation stays f32; `--generate` also times
+//! generation from int8 weights, `load_in_8bit`). `--lora` times a PEFT-style LoRA step (r 16, alpha 32, all linears) and `--generate` greedy generation with the
 //! KV cache (tokens/s); both as decoder_torch.py measures them.
 
 use std::time::Instant;
@@ -134,6 +135,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
         println!("ours gen_tokens_per_s {:.1}", median(&mut rates));
+        // The same from int8 copies of the weights (`load_in_8bit`), and how long its greedy tokens stay those of
+        // the f32 weights.
+        let f32_tokens = generate(&fresh, &prompt, &gcfg, &mut |_, _| false)?;
+        let mut q = fresh;
+        let bytes = finetune_models::decoder::load_in_8bit(&mut q)?;
+        let mut rates = Vec::new();
+        let mut int8_tokens = Vec::new();
+        for i in 0..2 {
+            let s = Instant::now();
+            let out = generate(&q, &prompt, &gcfg, &mut |_, _| false)?;
+            if i >= 1 {
+                rates.push(out[0].len() as f64 / s.elapsed().as_secs_f64());
+            }
+            int8_tokens = out;
+        }
+        let same = f32_tokens[0].iter().zip(&int8_tokens[0]).take_while(|(a, b)| a == b).count();
+        println!("ours gen_int8_tokens_per_s {:.1}", median(&mut rates));
+        println!("ours gen_int8_kernel {}", finetune_engine::int8::kernel_name());
+        println!("ours gen_int8_weight_mib {:.0}", bytes as f64 / (1 << 20) as f64);
+        println!("ours gen_int8_same_greedy_tokens {same}/{}", f32_tokens[0].len());
     }
     if flag(&args, "--lora") {
         // PEFT-equivalent LoRA (r 16, alpha 32, dropout 0, all seven linears) on the full-step model.

@@ -186,6 +186,14 @@ macro_rules! architectures {
                     $(CausalModel::$variant(_) => <$ty as Architecture>::BF16),+
                 }
             }
+
+            /// Generation from int8 (Q8_0) copies of the weights ([`crate::decoder::load_in_8bit`]); returns their
+            /// bytes.
+            pub fn load_in_8bit(&mut self) -> Result<usize, ModelError> {
+                match self {
+                    $(CausalModel::$variant(m) => crate::decoder::load_in_8bit(m)),+
+                }
+            }
         }
 
         impl CachedDecoder for CausalModel {

@@ -5,8 +5,10 @@
 //! table in [`crate::causal`] can load, train and run it.
 
 use finetune_engine::bf16::linear::{Ctx, SharedWeights};
+use finetune_engine::int8::{self, Q8Input, Q8Matrix};
 use finetune_engine::kernels::causal_attention::{self, Shape};
 use finetune_engine::kernels::cross_entropy::{self, IGNORE_INDEX};
+use finetune_engine::kernels::linear;
 use finetune_engine::kernels::linear_cross_entropy::{self as lce, Scratch};
 use finetune_engine::kernels::{layernorm, residual, rope};
 use finetune_engine::matmul::{gemm_view, matmul, Par, View};
@@ -138,6 +140,16 @@ pub trait Architecture: Sized {
     }
     /// The loss, with its gradient added to the store's for every parameter that requires one.
     fn loss_backward(&mut self, ws: &mut Self::Workspace, batch: &Batch<'_>) -> Result<f32, ModelError>;
+
+    /// The weights a decode step multiplies by, as (first, last parameter, output rows), for int8 generation;
+    /// empty when the architecture has no int8 decode path.
+    fn int8_spans(&self) -> Vec<(usize, usize, usize)> {
+        Vec::new()
+    }
+    /// Where the int8 copies live (`None` without an int8 decode path).
+    fn int8_weights(&mut self) -> Option<&mut Int8Weights> {
+        None
+    }
 
     fn new_cache(&self, batch: usize, max_len: usize) -> KvCache;
     fn new_decode_workspace(&self, batch: usize, max_new: usize, max_len: usize) -> Self::DecodeWorkspace;
@@ -711,6 +723,8 @@ pub struct DecodeBuffers {
     pub(crate) last: Vec<f32>,
     /// `[batch, vocab]` logits of the last new token of each row.
     pub logits: Vec<f32>,
+    /// The step's activations quantized for the int8 weights.
+    pub(crate) xq: Q8Input,
 }
 
 impl DecodeBuffers {
@@ -735,8 +749,92 @@ impl DecodeBuffers {
             scores: z(batch * heads * max_new * max_len),
             last: z(batch * hidden),
             logits: z(batch * vocab),
+            xq: Q8Input::default(),
         }
     }
+}
+
+/// Int8 (Q8_0) copies of the weights a decode step multiplies by, for generation that reads a quarter of the
+/// bytes per token (`load_in_8bit`). Keyed by the first parameter of each weight (a fused q/k/v or gate/up span
+/// starts at its first part); made for one state of the store and refused once it changes.
+#[derive(Debug, Default)]
+pub struct Int8Weights {
+    mats: std::collections::HashMap<usize, Q8Matrix>,
+    /// The store's (revision, optimizer steps) when quantized.
+    version: (u64, u64),
+}
+
+impl Int8Weights {
+    /// Quantizes each `(first, last, rows)` span of `store` (the parameters `first..=last`, `rows` output rows).
+    pub(crate) fn build(store: &ParamStore, spans: &[(usize, usize, usize)]) -> Result<Self, ModelError> {
+        let mut mats = std::collections::HashMap::new();
+        for &(first, last, rows) in spans {
+            let w = store.span(first, last);
+            let cols = w.len() / rows.max(1);
+            let q = Q8Matrix::quantize(w, rows, cols).map_err(|e| {
+                let name = &store.param_infos()[first].name;
+                ModelError::Config(format!("{name}: {e}"))
+            })?;
+            mats.insert(first, q);
+        }
+        Ok(Int8Weights { mats, version: (store.revision(), store.steps()) })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.mats.is_empty()
+    }
+
+    /// Bytes of the int8 copies.
+    pub fn bytes(&self) -> usize {
+        self.mats.values().map(Q8Matrix::bytes).sum()
+    }
+}
+
+/// Makes `m`'s decode steps (generation) read int8 copies of its weights, `load_in_8bit`; returns their bytes.
+/// Training and evaluation passes keep the f32 weights.
+pub fn load_in_8bit<A: Architecture>(m: &mut A) -> Result<usize, ModelError> {
+    let spans = m.int8_spans();
+    if spans.is_empty() {
+        return Err(ModelError::Config(format!("int8 generation (load_in_8bit) is not implemented for {}", A::CLASS)));
+    }
+    let w = Int8Weights::build(m.store(), &spans)?;
+    let bytes = w.bytes();
+    if let Some(slot) = m.int8_weights() {
+        *slot = w;
+    }
+    Ok(bytes)
+}
+
+/// `linear::forward` of a decode step (`out[n, c_out] = inp · wᵀ + bias`), from the int8 copy of the weight
+/// starting at parameter `key` when the model has int8 weights.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn decode_linear(
+    (q8, store, key): (&Int8Weights, &ParamStore, usize),
+    xq: &mut Q8Input,
+    out: &mut [f32],
+    inp: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    n: usize,
+    (c_in, c_out): (usize, usize),
+) -> Result<(), ModelError> {
+    if q8.is_empty() {
+        linear::forward(out, inp, w, bias, n, c_in, c_out);
+        return Ok(());
+    }
+    if q8.version != (store.revision(), store.steps()) {
+        return Err(ModelError::Batch("the int8 weights were made before the weights changed".into()));
+    }
+    let m = q8.mats.get(&key).ok_or_else(|| ModelError::Batch(format!("no int8 copy of parameter {key}")))?;
+    int8::matmul_t(out, inp, n, m, xq);
+    if let Some(b) = bias {
+        for row in out[..n * c_out].chunks_exact_mut(c_out) {
+            for (o, b) in row.iter_mut().zip(b) {
+                *o += b;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The rows a decode workspace was allocated for.

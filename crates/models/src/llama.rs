@@ -30,8 +30,7 @@
 use finetune_engine::bf16::linear as bf16lin;
 use finetune_engine::kernels::causal_attention::Shape;
 use finetune_engine::kernels::linear_cross_entropy::{self as lce, Scratch};
-use finetune_engine::kernels::{linear, residual, rmsnorm, rope, swiglu};
-use finetune_engine::matmul::matmul;
+use finetune_engine::kernels::{residual, rmsnorm, rope, swiglu};
 use finetune_engine::StateDict;
 use serde::Deserialize;
 
@@ -434,6 +433,8 @@ pub struct LlamaForCausalLM {
     idx: Idx,
     /// Parameters, gradients, optimizer state and LoRA adapters (q/k/v/o and gate/up/down projections).
     pub store: ParamStore,
+    /// Int8 copies of the decode step's weights (`load_in_8bit`), empty otherwise.
+    int8: decoder::Int8Weights,
 }
 
 /// LoRA module short names (PEFT's `target_modules`), in the order adapters are laid out in each layer.
@@ -444,7 +445,7 @@ impl LlamaForCausalLM {
         config.validate()?;
         let (layout, idx) = layout(&config);
         let store = ParamStore::try_new(layout)?.with_lora_targets(lora_targets(&config));
-        Ok(LlamaForCausalLM { config, idx, store })
+        Ok(LlamaForCausalLM { config, idx, store, int8: Default::default() })
     }
 
     /// Initialised as `transformers` does for a new model: weights N(0, initializer_range), biases 0, norms 1.
@@ -467,7 +468,7 @@ impl LlamaForCausalLM {
         let (layout, idx) = layout(&config);
         let (store, _) = ParamStore::from_state_dict(layout, sd, &["model."], |_| false)?;
         let store = store.with_lora_targets(lora_targets(&config));
-        Ok(LlamaForCausalLM { config, idx, store })
+        Ok(LlamaForCausalLM { config, idx, store, int8: Default::default() })
     }
 
     fn check_batch(&self, ws: &Workspace, b: &Batch<'_>) -> Result<(), LlamaError> {
@@ -694,6 +695,25 @@ impl Architecture for LlamaForCausalLM {
     fn from_config(config_json: &str, state: &StateDict) -> Result<Self, ModelError> {
         LlamaForCausalLM::from_state_dict(LlamaConfig::from_json(config_json)?, state)
     }
+    fn int8_spans(&self) -> Vec<(usize, usize, usize)> {
+        let cfg = &self.config;
+        let (c, f, d) = (cfg.hidden_size, cfg.intermediate_size, cfg.head_dim());
+        let w = (cfg.num_attention_heads + 2 * cfg.kv_heads()) * d;
+        let mut spans = Vec::new();
+        for lx in &self.idx.layers {
+            spans.extend([
+                (lx.q_w, lx.v_w, w),
+                (lx.o_w, lx.o_w, c),
+                (lx.gate_w, lx.up_w, 2 * f),
+                (lx.down_w, lx.down_w, c),
+            ]);
+        }
+        spans.push((self.idx.head, self.idx.head, cfg.vocab_size));
+        spans
+    }
+    fn int8_weights(&mut self) -> Option<&mut decoder::Int8Weights> {
+        Some(&mut self.int8)
+    }
     fn decode<'w>(
         &self,
         cache: &mut KvCache,
@@ -720,6 +740,7 @@ impl Architecture for LlamaForCausalLM {
         let eps = cfg.rms_norm_eps;
         let st = &self.store;
         let s = |k: usize| st.get(k);
+        let q8 = |key: usize| (&self.int8, st, key);
         decoder::embed(&mut ws.buf.x[..n * c], s(self.idx.embed), input_ids, c);
         let pos = &ws.buf.pos[..n];
 
@@ -727,25 +748,28 @@ impl Architecture for LlamaForCausalLM {
             rmsnorm::forward(&mut ws.ln, &mut ws.rstd, &ws.buf.x[..n * c], s(lx.ln1), n, c, eps);
             let wqkv = st.span(lx.q_w, lx.v_w);
             let bqkv = lx.qkv_b.map(|[bq, _, bv]| st.span(bq, bv));
-            linear::forward(&mut ws.qkv, &ws.ln, wqkv, bqkv, n, c, w);
+            decoder::decode_linear(q8(lx.q_w), &mut ws.buf.xq, &mut ws.qkv, &ws.ln, wqkv, bqkv, n, (c, w))?;
             decoder::rope_qk(&mut ws.qkv, (h, kv, d), d, pos, &ws.cos, &ws.sin, false);
             let (kc, vc) = (&mut step.k[li], &mut step.v[li]);
             step.attn.append(kc, vc, &ws.qkv, w, h * d, (h + kv) * d);
             step.attn.attend(kc, vc, &ws.qkv, w, &mut ws.buf.scores, &mut ws.buf.heads_out, &mut ws.buf.ctx);
-            linear::forward(&mut ws.buf.tmp, &ws.buf.ctx, s(lx.o_w), lx.o_b.map(s), n, h * d, c);
+            let (o_w, o_b) = (s(lx.o_w), lx.o_b.map(s));
+            decoder::decode_linear(q8(lx.o_w), &mut ws.buf.xq, &mut ws.buf.tmp, &ws.buf.ctx, o_w, o_b, n, (h * d, c))?;
             residual::add_assign(&mut ws.buf.x[..n * c], &ws.buf.tmp[..n * c]);
             rmsnorm::forward(&mut ws.ln, &mut ws.rstd, &ws.buf.x[..n * c], s(lx.ln2), n, c, eps);
             let wgu = st.span(lx.gate_w, lx.up_w);
-            linear::forward(&mut ws.gate_up, &ws.ln, wgu, None, n, c, 2 * f);
+            decoder::decode_linear(q8(lx.gate_w), &mut ws.buf.xq, &mut ws.gate_up, &ws.ln, wgu, None, n, (c, 2 * f))?;
             swiglu::forward(&mut ws.act, &ws.gate_up, n, f);
-            linear::forward(&mut ws.buf.tmp, &ws.act, s(lx.down_w), None, n, f, c);
+            let down = s(lx.down_w);
+            decoder::decode_linear(q8(lx.down_w), &mut ws.buf.xq, &mut ws.buf.tmp, &ws.act, down, None, n, (f, c))?;
             residual::add_assign(&mut ws.buf.x[..n * c], &ws.buf.tmp[..n * c]);
         }
         decoder::advance(cache, rows, n_new);
         decoder::last_rows(&mut ws.buf.tmp, &ws.buf.x, bsz, n_new, c);
         rmsnorm::forward(&mut ws.buf.last, &mut ws.last_rstd, &ws.buf.tmp[..bsz * c], s(self.idx.norm), bsz, c, eps);
         let _prof = finetune_engine::profile::scope("llama.lm_head");
-        matmul(&mut ws.buf.logits[..bsz * v], &ws.buf.last, s(self.idx.head), bsz, c, v, false, true, false);
+        let (logits, head) = (&mut ws.buf.logits[..bsz * v], s(self.idx.head));
+        decoder::decode_linear(q8(self.idx.head), &mut ws.buf.xq, logits, &ws.buf.last, head, None, bsz, (c, v))?;
         Ok(&ws.buf.logits[..bsz * v])
     }
 }

@@ -32,6 +32,11 @@ pub(crate) struct Queue {
 
 impl Queue {
     pub fn start(opts: &ServeOptions) -> Result<Self, ServeError> {
+        if opts.load_in_8bit {
+            return Err(ServeError::Model(
+                "--load-in-8bit is for decoders (generation); a classifier takes --bf16".into(),
+            ));
+        }
         let infer = InferOptions {
             max_seq_length: opts.max_seq_length,
             batch_size: opts.max_batch_size.max(1),

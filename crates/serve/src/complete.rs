@@ -63,7 +63,21 @@ pub(crate) struct Queue {
 impl Queue {
     pub fn start(opts: &ServeOptions) -> Result<Self, ServeError> {
         let err = |e: finetune_train::TrainError| ServeError::Model(e.to_string());
-        let model = CausalLm::for_inference(&opts.model, opts.base.as_deref()).map_err(err)?;
+        if opts.bf16 {
+            return Err(ServeError::Model(
+                "--bf16 is for classifiers; a decoder generates in f32, or from int8 weights with --load-in-8bit"
+                    .into(),
+            ));
+        }
+        let mut model = CausalLm::for_inference(&opts.model, opts.base.as_deref()).map_err(err)?;
+        if opts.load_in_8bit {
+            let bytes = model.model.load_in_8bit().map_err(|e| ServeError::Model(e.to_string()))?;
+            eprintln!(
+                "load_in_8bit: {:.0} MB of int8 weights, {} kernel",
+                bytes as f64 / 1e6,
+                finetune_engine::int8::kernel_name()
+            );
+        }
         let tok = Arc::new(model.inference_tokenizer(&opts.model).map_err(err)?);
         let context = model
             .model

@@ -66,6 +66,8 @@ pub struct ServeOptions {
     pub max_inputs_per_request: usize,
     /// Matmuls in bfloat16 (classifiers), as `bf16 = true` in training.
     pub bf16: bool,
+    /// Decoders: generation from int8 (Q8_0) copies of the weights (`load_in_8bit`).
+    pub load_in_8bit: bool,
 }
 
 impl Default for ServeOptions {
@@ -87,6 +89,7 @@ impl Default for ServeOptions {
             max_seq_length: 128,
             max_inputs_per_request: 256,
             bf16: false,
+            load_in_8bit: false,
         }
     }
 }

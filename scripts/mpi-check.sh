@@ -31,6 +31,7 @@ echo "CPU: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; load: $(cut 
 run() {
   local np=$1 threads=$2 log=$3
   shift 3
+  rm -rf "${log%.log}"   # the run's output_dir: events.jsonl appends
   if [[ $np == 1 ]]; then
     RAYON_NUM_THREADS=$threads "$BIN" "$@" >"$log" 2>&1
   else
@@ -83,12 +84,11 @@ label, d = sys.argv[1], sys.argv[2]
 res = json.load(open(f"{d}/train_results.json"))
 steps = json.load(open(f"{d}/trainer_state.json"))["global_step"]
 line = f"  {label:<40} {1000 * res['train_runtime'] / steps:8.0f} ms/step"
-for l in open(f"{d}/events.jsonl"):
-    e = json.loads(l)
-    if e.get("event") == "train_end" and "data_parallel" in e:
-        p = e["data_parallel"]
-        line += (f"   collectives {1000 * p['collective_seconds_per_step']:6.0f} ms/step, "
-                 f"{p['bytes_sent_per_step'] / 1e6:7.1f} MB sent/step/rank, {p['gradient_values']} gradient values")
+ends = [e for e in map(json.loads, open(f"{d}/events.jsonl")) if e.get("event") == "train_end"]
+if "data_parallel" in ends[-1]:
+    p = ends[-1]["data_parallel"]
+    line += (f"   moving gradients {1000 * p['collective_seconds_per_step']:5.0f} ms/step "
+             f"({p['bytes_sent_per_step'] / 1e6:5.1f} MB sent/rank), waiting {1000 * p['wait_seconds_per_step']:5.0f} ms")
 print(line)
 EOF
   }
@@ -122,7 +122,7 @@ for label, one, ranks in [("MiniLM full", "m1", "m2"), ("SmolLM2 LoRA", "p1-lora
                           ("SmolLM2 full", "p1-full", "p2-full")]:
     res = json.load(open(f"{out}/{one}/train_results.json"))
     t1 = res["train_runtime"] / json.load(open(f"{out}/{one}/trainer_state.json"))["global_step"]
-    dp = [json.loads(l)["data_parallel"] for l in open(f"{out}/{ranks}/events.jsonl") if '"data_parallel"' in l][0]
+    dp = [json.loads(l)["data_parallel"] for l in open(f"{out}/{ranks}/events.jsonl") if '"data_parallel"' in l][-1]
     nbytes = 4 * dp["gradient_values"]
     cells = []
     for n in [2, 4, 8, 16, 32, 64]:

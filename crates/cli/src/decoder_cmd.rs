@@ -672,10 +672,10 @@ pub struct GenerateArgs {
     out: PathBuf,
     #[command(flatten)]
     decode: DecodeArgs,
-    /// Generate from int8 (Q8_0) copies of the weights: a quarter of the bytes read per token (transformers'
-    /// `load_in_8bit`; AVX512-VNNI where the CPU has it).
+    /// Decode steps from int8 (Q8_0) copies of the weights: a quarter of the bytes read per new token
+    /// (AVX512-VNNI where the CPU has it); prompts are prefilled with the f32 weights.
     #[arg(long)]
-    load_in_8bit: bool,
+    int8: bool,
     /// Print the metrics as JSON.
     #[arg(long)]
     json: bool,
@@ -693,10 +693,10 @@ pub fn run_generate(a: GenerateArgs) -> Result<()> {
     let run = a.decode.run()?;
     let records = read_prompts(&a.data, &run)?;
     let mut model = CausalLm::for_inference(&a.model, a.base.as_deref())?;
-    if a.load_in_8bit {
-        let bytes = model.model.load_in_8bit()?;
+    if a.int8 {
+        let bytes = model.model.quantize_int8()?;
         let kernel = finetune_engine::int8::kernel_name();
-        eprintln!("load_in_8bit: {:.0} MB of int8 weights, {kernel} kernel", bytes as f64 / 1e6);
+        eprintln!("int8: {:.0} MB of int8 weight copies for the decode steps, {kernel} kernel", bytes as f64 / 1e6);
     }
     let run = fit_run(&model, &run);
     let tok = model.inference_tokenizer(&a.model)?;

@@ -64,10 +64,10 @@ pub struct ServeArgs {
     /// Classifiers: matmuls in bfloat16 with f32 accumulation (AMX / AVX512-BF16).
     #[arg(long)]
     bf16: bool,
-    /// Decoders: generate from int8 (Q8_0) copies of the weights, a quarter of the bytes per token
-    /// (transformers' `load_in_8bit`; AVX512-VNNI where the CPU has it).
+    /// Decoders: decode steps from int8 (Q8_0) copies of the weights, a quarter of the bytes per new token
+    /// (AVX512-VNNI where the CPU has it); prompts are prefilled with the f32 weights.
     #[arg(long)]
-    load_in_8bit: bool,
+    int8: bool,
 }
 
 pub fn run_serve(a: ServeArgs) -> Result<()> {
@@ -94,7 +94,7 @@ pub fn run_serve(a: ServeArgs) -> Result<()> {
         max_seq_length: a.max_seq_length,
         max_inputs_per_request: a.max_inputs_per_request,
         bf16: a.bf16,
-        load_in_8bit: a.load_in_8bit,
+        int8: a.int8,
     };
     serve(opts, |addr, name, kind| {
         // Scripts and tests wait for this line (port 0 picks the port).

@@ -134,16 +134,9 @@ fn precision_flags_for_the_other_kind_of_model_are_refused() {
     let s = setup();
     let cfg = config(&s, "out", "max_steps = 1\n");
     ok(finetune(&["train", "--config", cfg.to_str().unwrap_or_default(), "--progress", "off"]));
-    let o = finetune(&[
-        "serve",
-        "--model",
-        s.root.join("out").to_str().unwrap_or_default(),
-        "--port",
-        "0",
-        "--load-in-8bit",
-    ]);
+    let o = finetune(&["serve", "--model", s.root.join("out").to_str().unwrap_or_default(), "--port", "0", "--int8"]);
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && err.contains("--load-in-8bit is for decoders"), "{err}");
+    assert!(!o.status.success() && err.contains("--int8 is for decoders"), "{err}");
 }
 
 #[test]

@@ -148,7 +148,7 @@ fn lora_adapter_merge_and_compare() {
     let b = run_gen(&merged.display().to_string(), &[], "b.jsonl");
     assert_eq!(a, b);
     // From int8 weights (the adapter merged first): a prediction for every record.
-    let c = run_gen(&out.display().to_string(), &["--base", &base, "--load-in-8bit"], "c.jsonl");
+    let c = run_gen(&out.display().to_string(), &["--base", &base, "--int8"], "c.jsonl");
     assert_eq!(c.lines().count(), a.lines().count());
 
     let o = ok(finetune(&[

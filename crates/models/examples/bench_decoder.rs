@@ -7,7 +7,7 @@
 //!     [--warmup 1] [--threads 2] [--gguf PATH] [--lora] [--generate] [--new-tokens 128] [--bf16]
 //!
 //! `--bf16` runs the forward passes and steps with `bf16 = true` (generation stays f32; `--generate` also times
-//! generation from int8 weights, `load_in_8bit`). `--lora` times a PEFT-style LoRA step (r 16, alpha 32, all linears) and `--generate` greedy generation with the
+//! generation from int8 weight copies, `--int8`). `--lora` times a PEFT-style LoRA step (r 16, alpha 32, all linears) and `--generate` greedy generation with the
 //! KV cache (tokens/s); both as decoder_torch.py measures them.
 
 use std::time::Instant;
@@ -135,11 +135,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
         println!("ours gen_tokens_per_s {:.1}", median(&mut rates));
-        // The same from int8 copies of the weights (`load_in_8bit`), and how long its greedy tokens stay those of
+        // The same from int8 copies of the weights (`--int8`), and how long its greedy tokens stay those of
         // the f32 weights.
         let f32_tokens = generate(&fresh, &prompt, &gcfg, &mut |_, _| false)?;
         let mut q = fresh;
-        let bytes = finetune_models::decoder::load_in_8bit(&mut q)?;
+        let bytes = finetune_models::decoder::quantize_int8(&mut q)?;
         let mut rates = Vec::new();
         let mut int8_tokens = Vec::new();
         for i in 0..2 {

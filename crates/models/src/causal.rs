@@ -187,11 +187,11 @@ macro_rules! architectures {
                 }
             }
 
-            /// Generation from int8 (Q8_0) copies of the weights ([`crate::decoder::load_in_8bit`]); returns their
+            /// Generation from int8 (Q8_0) copies of the weights ([`crate::decoder::quantize_int8`]); returns their
             /// bytes.
-            pub fn load_in_8bit(&mut self) -> Result<usize, ModelError> {
+            pub fn quantize_int8(&mut self) -> Result<usize, ModelError> {
                 match self {
-                    $(CausalModel::$variant(m) => crate::decoder::load_in_8bit(m)),+
+                    $(CausalModel::$variant(m) => crate::decoder::quantize_int8(m)),+
                 }
             }
         }

@@ -141,9 +141,9 @@ pub trait Architecture: Sized {
     /// The loss, with its gradient added to the store's for every parameter that requires one.
     fn loss_backward(&mut self, ws: &mut Self::Workspace, batch: &Batch<'_>) -> Result<f32, ModelError>;
 
-    /// The weights a decode step multiplies by, as (first, last parameter, output rows), for int8 generation;
-    /// empty when the architecture has no int8 decode path.
-    fn int8_spans(&self) -> Vec<(usize, usize, usize)> {
+    /// The weights a decode step multiplies by, for int8 generation; empty when the architecture has no int8
+    /// decode path.
+    fn int8_spans(&self) -> Vec<Int8Span> {
         Vec::new()
     }
     /// Where the int8 copies live (`None` without an int8 decode path).
@@ -754,8 +754,25 @@ impl DecodeBuffers {
     }
 }
 
+/// A weight of a decode step to keep in int8: parameters `first..=last` (one fused matrix) with `rows` output
+/// features, stored `[rows, in]` as `nn.Linear` does or, `transposed`, `[in, rows]` as GPT-2's `Conv1D`.
+#[derive(Debug, Clone, Copy)]
+pub struct Int8Span {
+    pub first: usize,
+    pub last: usize,
+    pub rows: usize,
+    pub transposed: bool,
+}
+
+impl Int8Span {
+    /// An `nn.Linear` weight (or fused run of them) of `rows` output features.
+    pub fn linear(first: usize, last: usize, rows: usize) -> Self {
+        Int8Span { first, last, rows, transposed: false }
+    }
+}
+
 /// Int8 (Q8_0) copies of the weights a decode step multiplies by, for generation that reads a quarter of the
-/// bytes per token (`load_in_8bit`). Keyed by the first parameter of each weight (a fused q/k/v or gate/up span
+/// bytes per token (`--int8`). Keyed by the first parameter of each weight (a fused q/k/v or gate/up span
 /// starts at its first part); made for one state of the store and refused once it changes.
 #[derive(Debug, Default)]
 pub struct Int8Weights {
@@ -765,12 +782,20 @@ pub struct Int8Weights {
 }
 
 impl Int8Weights {
-    /// Quantizes each `(first, last, rows)` span of `store` (the parameters `first..=last`, `rows` output rows).
-    pub(crate) fn build(store: &ParamStore, spans: &[(usize, usize, usize)]) -> Result<Self, ModelError> {
+    /// Quantizes each span of `store` (see [`Int8Span`]).
+    pub(crate) fn build(store: &ParamStore, spans: &[Int8Span]) -> Result<Self, ModelError> {
         let mut mats = std::collections::HashMap::new();
-        for &(first, last, rows) in spans {
+        for &Int8Span { first, last, rows, transposed } in spans {
             let w = store.span(first, last);
             let cols = w.len() / rows.max(1);
+            // A Conv1D weight is stored `[in, out]`: its rows are the columns here.
+            let t: Vec<f32>;
+            let w = if transposed {
+                t = (0..rows * cols).map(|k| w[(k % cols) * rows + k / cols]).collect();
+                &t[..]
+            } else {
+                w
+            };
             let q = Q8Matrix::quantize(w, rows, cols).map_err(|e| {
                 let name = &store.param_infos()[first].name;
                 ModelError::Config(format!("{name}: {e}"))
@@ -790,12 +815,13 @@ impl Int8Weights {
     }
 }
 
-/// Makes `m`'s decode steps (generation) read int8 copies of its weights, `load_in_8bit`; returns their bytes.
-/// Training and evaluation passes keep the f32 weights.
-pub fn load_in_8bit<A: Architecture>(m: &mut A) -> Result<usize, ModelError> {
+/// Makes `m`'s decode steps (generation) read int8 copies of its weights (`--int8`); returns their bytes. The
+/// f32 weights stay: training, evaluation and prompt prefill (steps of more than [`INT8_MAX_ROWS`] tokens, which
+/// are compute-bound and faster on the f32 GEMM) use them.
+pub fn quantize_int8<A: Architecture>(m: &mut A) -> Result<usize, ModelError> {
     let spans = m.int8_spans();
     if spans.is_empty() {
-        return Err(ModelError::Config(format!("int8 generation (load_in_8bit) is not implemented for {}", A::CLASS)));
+        return Err(ModelError::Config(format!("int8 generation is not implemented for {}", A::CLASS)));
     }
     let w = Int8Weights::build(m.store(), &spans)?;
     let bytes = w.bytes();
@@ -809,7 +835,7 @@ pub fn load_in_8bit<A: Architecture>(m: &mut A) -> Result<usize, ModelError> {
 /// starting at parameter `key` when the model has int8 weights.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn decode_linear(
-    (q8, store, key): (&Int8Weights, &ParamStore, usize),
+    q8: (&Int8Weights, &ParamStore, usize),
     xq: &mut Q8Input,
     out: &mut [f32],
     inp: &[f32],
@@ -818,9 +844,29 @@ pub(crate) fn decode_linear(
     n: usize,
     (c_in, c_out): (usize, usize),
 ) -> Result<(), ModelError> {
-    if q8.is_empty() {
+    if !int8_linear(q8, xq, out, inp, bias, n, c_out)? {
         linear::forward(out, inp, w, bias, n, c_in, c_out);
-        return Ok(());
+    }
+    Ok(())
+}
+
+/// The most token rows a step runs on the int8 weights: decode steps of a batch. A prefill of more rows is bound
+/// by arithmetic, not by reading the weights, and the f32 GEMM is faster there.
+pub const INT8_MAX_ROWS: usize = 16;
+
+/// A decode step's linear layer from the int8 copy of the weight starting at parameter `key`: `Ok(false)`, with
+/// nothing done, when the model has no int8 weights (the caller runs its f32 layer).
+pub(crate) fn int8_linear(
+    (q8, store, key): (&Int8Weights, &ParamStore, usize),
+    xq: &mut Q8Input,
+    out: &mut [f32],
+    inp: &[f32],
+    bias: Option<&[f32]>,
+    n: usize,
+    c_out: usize,
+) -> Result<bool, ModelError> {
+    if q8.is_empty() || n > INT8_MAX_ROWS {
+        return Ok(false);
     }
     if q8.version != (store.revision(), store.steps()) {
         return Err(ModelError::Batch("the int8 weights were made before the weights changed".into()));
@@ -834,7 +880,7 @@ pub(crate) fn decode_linear(
             }
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 /// The rows a decode workspace was allocated for.

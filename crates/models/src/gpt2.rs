@@ -21,6 +21,7 @@
 //! Right padding past `n_positions` (batches padded to a round length) reads the last position's embedding: it
 //! is masked and takes no loss, so no real token or gradient sees it.
 
+use finetune_engine::int8::Q8Input;
 use finetune_engine::kernels::causal_attention::Shape;
 use finetune_engine::kernels::linear_cross_entropy::{self as lce, Scratch};
 use finetune_engine::kernels::{gelu_tanh, layernorm, residual};
@@ -334,6 +335,8 @@ pub struct Gpt2LMHeadModel {
     idx: Idx,
     /// Parameters, gradients, optimizer state and LoRA adapters (on the Conv1D layers).
     pub store: ParamStore,
+    /// Int8 copies of the decode step's weights (`--int8`), empty otherwise.
+    int8: decoder::Int8Weights,
 }
 
 impl Gpt2LMHeadModel {
@@ -367,7 +370,7 @@ impl Gpt2LMHeadModel {
         let (layout, idx) = layout(&config);
         let (store, _) = ParamStore::from_state_dict(layout, sd, strip, |_| false)?;
         let store = store.with_lora_targets(lora_targets(&config));
-        Ok(Gpt2LMHeadModel { config, idx, store })
+        Ok(Gpt2LMHeadModel { config, idx, store, int8: Default::default() })
     }
 
     fn check_batch(&self, ws: &Workspace, b: &Batch<'_>) -> Result<(), Gpt2Error> {
@@ -596,6 +599,21 @@ impl Architecture for Gpt2LMHeadModel {
     fn from_config(config_json: &str, state: &StateDict) -> Result<Self, ModelError> {
         Gpt2LMHeadModel::from_state_dict(Gpt2Config::from_json(config_json)?, state)
     }
+    fn int8_spans(&self) -> Vec<decoder::Int8Span> {
+        use decoder::Int8Span as S;
+        let (c, f) = (self.config.n_embd, self.config.inner());
+        // Conv1D weights are stored `[in, out]`.
+        let conv = |k: usize, rows: usize| S { first: k, last: k, rows, transposed: true };
+        let mut spans = Vec::new();
+        for lx in &self.idx.layers {
+            spans.extend([conv(lx.attn_w, 3 * c), conv(lx.aproj_w, c), conv(lx.fc_w, f), conv(lx.mproj_w, c)]);
+        }
+        spans.push(S::linear(self.idx.wte, self.idx.wte, self.config.vocab_size));
+        spans
+    }
+    fn int8_weights(&mut self) -> Option<&mut decoder::Int8Weights> {
+        Some(&mut self.int8)
+    }
     fn max_positions(&self) -> Option<usize> {
         Some(self.config.n_positions)
     }
@@ -629,26 +647,44 @@ impl Architecture for Gpt2LMHeadModel {
             }
         }
 
+        // A Conv1D layer from its int8 copy when the model has one.
+        let conv = |k: usize, xq: &mut Q8Input, out: &mut [f32], inp: &[f32], b: usize, (c_in, c_out)| {
+            if !decoder::int8_linear((&self.int8, st, k), xq, out, inp, Some(s(b)), n, c_out)? {
+                conv1d_forward(out, inp, s(k), s(b), n, c_in, c_out);
+            }
+            Ok::<(), ModelError>(())
+        };
         for (li, lx) in self.idx.layers.iter().enumerate() {
             let x = &mut ws.buf.x[..n * c];
             layernorm::forward(&mut ws.ln, &mut ws.mean, &mut ws.rstd, x, s(lx.ln1_w), s(lx.ln1_b), n, c, eps);
-            conv1d_forward(&mut ws.qkv, &ws.ln, s(lx.attn_w), s(lx.attn_b), n, c, 3 * c);
+            conv(lx.attn_w, &mut ws.buf.xq, &mut ws.qkv, &ws.ln, lx.attn_b, (c, 3 * c))?;
             let (kc, vc) = (&mut step.k[li], &mut step.v[li]);
             step.attn.append(kc, vc, &ws.qkv, 3 * c, c, 2 * c);
             step.attn.attend(kc, vc, &ws.qkv, 3 * c, &mut ws.buf.scores, &mut ws.buf.heads_out, &mut ws.buf.ctx);
-            conv1d_forward(&mut ws.buf.tmp, &ws.buf.ctx, s(lx.aproj_w), s(lx.aproj_b), n, c, c);
+            conv(lx.aproj_w, &mut ws.buf.xq, &mut ws.buf.tmp, &ws.buf.ctx, lx.aproj_b, (c, c))?;
+            let x = &mut ws.buf.x[..n * c];
             residual::add_assign(x, &ws.buf.tmp[..n * c]);
             layernorm::forward(&mut ws.ln, &mut ws.mean, &mut ws.rstd, x, s(lx.ln2_w), s(lx.ln2_b), n, c, eps);
-            conv1d_forward(&mut ws.fc, &ws.ln, s(lx.fc_w), s(lx.fc_b), n, c, f);
+            conv(lx.fc_w, &mut ws.buf.xq, &mut ws.fc, &ws.ln, lx.fc_b, (c, f))?;
             gelu_tanh::forward(&mut ws.act[..n * f], &ws.fc[..n * f]);
-            conv1d_forward(&mut ws.buf.tmp, &ws.act, s(lx.mproj_w), s(lx.mproj_b), n, f, c);
+            conv(lx.mproj_w, &mut ws.buf.xq, &mut ws.buf.tmp, &ws.act, lx.mproj_b, (f, c))?;
             residual::add_assign(x, &ws.buf.tmp[..n * c]);
         }
         decoder::advance(cache, rows, n_new);
         decoder::last_rows(&mut ws.buf.tmp, &ws.buf.x, bsz, n_new, c);
         let (w, bb) = (s(self.idx.lnf_w), s(self.idx.lnf_b));
         layernorm::forward(&mut ws.buf.last, &mut ws.mean, &mut ws.rstd, &ws.buf.tmp[..bsz * c], w, bb, bsz, c, eps);
-        matmul(&mut ws.buf.logits[..bsz * v], &ws.buf.last, wte, bsz, c, v, false, true, false);
+        let logits = &mut ws.buf.logits[..bsz * v];
+        decoder::decode_linear(
+            (&self.int8, st, self.idx.wte),
+            &mut ws.buf.xq,
+            logits,
+            &ws.buf.last,
+            wte,
+            None,
+            bsz,
+            (c, v),
+        )?;
         Ok(&ws.buf.logits[..bsz * v])
     }
 }

@@ -433,7 +433,7 @@ pub struct LlamaForCausalLM {
     idx: Idx,
     /// Parameters, gradients, optimizer state and LoRA adapters (q/k/v/o and gate/up/down projections).
     pub store: ParamStore,
-    /// Int8 copies of the decode step's weights (`load_in_8bit`), empty otherwise.
+    /// Int8 copies of the decode step's weights (`--int8`), empty otherwise.
     int8: decoder::Int8Weights,
 }
 
@@ -695,20 +695,21 @@ impl Architecture for LlamaForCausalLM {
     fn from_config(config_json: &str, state: &StateDict) -> Result<Self, ModelError> {
         LlamaForCausalLM::from_state_dict(LlamaConfig::from_json(config_json)?, state)
     }
-    fn int8_spans(&self) -> Vec<(usize, usize, usize)> {
+    fn int8_spans(&self) -> Vec<decoder::Int8Span> {
+        use decoder::Int8Span as S;
         let cfg = &self.config;
         let (c, f, d) = (cfg.hidden_size, cfg.intermediate_size, cfg.head_dim());
         let w = (cfg.num_attention_heads + 2 * cfg.kv_heads()) * d;
         let mut spans = Vec::new();
         for lx in &self.idx.layers {
             spans.extend([
-                (lx.q_w, lx.v_w, w),
-                (lx.o_w, lx.o_w, c),
-                (lx.gate_w, lx.up_w, 2 * f),
-                (lx.down_w, lx.down_w, c),
+                S::linear(lx.q_w, lx.v_w, w),
+                S::linear(lx.o_w, lx.o_w, c),
+                S::linear(lx.gate_w, lx.up_w, 2 * f),
+                S::linear(lx.down_w, lx.down_w, c),
             ]);
         }
-        spans.push((self.idx.head, self.idx.head, cfg.vocab_size));
+        spans.push(S::linear(self.idx.head, self.idx.head, cfg.vocab_size));
         spans
     }
     fn int8_weights(&mut self) -> Option<&mut decoder::Int8Weights> {

@@ -19,8 +19,7 @@
 use finetune_engine::bf16::linear as bf16lin;
 use finetune_engine::kernels::causal_attention::Shape;
 use finetune_engine::kernels::linear_cross_entropy::{self as lce, Scratch};
-use finetune_engine::kernels::{gelu_tanh, layernorm, linear, residual, rope};
-use finetune_engine::matmul::matmul;
+use finetune_engine::kernels::{gelu_tanh, layernorm, residual, rope};
 use finetune_engine::StateDict;
 use serde::Deserialize;
 
@@ -330,6 +329,8 @@ pub struct PhiForCausalLM {
     idx: Idx,
     /// Parameters, gradients, optimizer state and LoRA adapters (q/k/v, dense, fc1, fc2).
     pub store: ParamStore,
+    /// Int8 copies of the decode step's weights (`--int8`), empty otherwise.
+    int8: decoder::Int8Weights,
 }
 
 impl PhiForCausalLM {
@@ -339,7 +340,7 @@ impl PhiForCausalLM {
         let (layout, idx) = layout(&config);
         let (store, _) = ParamStore::from_state_dict(layout, sd, &["model."], |_| false)?;
         let store = store.with_lora_targets(lora_targets(&config));
-        Ok(PhiForCausalLM { config, idx, store })
+        Ok(PhiForCausalLM { config, idx, store, int8: Default::default() })
     }
 
     fn head(&self) -> Head<'_> {
@@ -561,6 +562,26 @@ impl Architecture for PhiForCausalLM {
     fn from_config(config_json: &str, state: &StateDict) -> Result<Self, ModelError> {
         PhiForCausalLM::from_state_dict(PhiConfig::from_json(config_json)?, state)
     }
+    fn int8_spans(&self) -> Vec<decoder::Int8Span> {
+        use decoder::Int8Span as S;
+        let cfg = &self.config;
+        let (c, f) = (cfg.hidden_size, cfg.intermediate_size);
+        let w = (cfg.num_attention_heads + 2 * cfg.kv_heads()) * cfg.head_dim();
+        let mut spans = Vec::new();
+        for lx in &self.idx.layers {
+            spans.extend([
+                S::linear(lx.q_w, lx.v_w, w),
+                S::linear(lx.dense_w, lx.dense_w, c),
+                S::linear(lx.fc1_w, lx.fc1_w, f),
+                S::linear(lx.fc2_w, lx.fc2_w, c),
+            ]);
+        }
+        spans.push(S::linear(self.idx.head, self.idx.head, cfg.vocab_size));
+        spans
+    }
+    fn int8_weights(&mut self) -> Option<&mut decoder::Int8Weights> {
+        Some(&mut self.int8)
+    }
     fn decode<'w>(
         &self,
         cache: &mut KvCache,
@@ -578,33 +599,45 @@ impl Architecture for PhiForCausalLM {
         let (n, eps) = (bsz * n_new, cfg.layer_norm_eps);
         let st = &self.store;
         let s = |k: usize| st.get(k);
+        let q8 = |key: usize| (&self.int8, st, key);
         decoder::embed(&mut ws.buf.x[..n * c], s(self.idx.embed), input_ids, c);
         let pos = &ws.buf.pos[..n];
 
         for (li, lx) in self.idx.layers.iter().enumerate() {
             let x = &mut ws.buf.x[..n * c];
             layernorm::forward(&mut ws.ln, &mut ws.mean, &mut ws.rstd, x, s(lx.ln_w), s(lx.ln_b), n, c, eps);
-            linear::forward(&mut ws.qkv, &ws.ln, st.span(lx.q_w, lx.v_w), Some(st.span(lx.q_b, lx.v_b)), n, c, w);
+            let (wqkv, bqkv) = (st.span(lx.q_w, lx.v_w), Some(st.span(lx.q_b, lx.v_b)));
+            decoder::decode_linear(q8(lx.q_w), &mut ws.buf.xq, &mut ws.qkv, &ws.ln, wqkv, bqkv, n, (c, w))?;
             decoder::rope_qk(&mut ws.qkv, (h, kv, d), rot, pos, &ws.cos, &ws.sin, false);
             let (kc, vc) = (&mut step.k[li], &mut step.v[li]);
             step.attn.append(kc, vc, &ws.qkv, w, h * d, (h + kv) * d);
             step.attn.attend(kc, vc, &ws.qkv, w, &mut ws.buf.scores, &mut ws.buf.heads_out, &mut ws.buf.ctx);
-            linear::forward(&mut ws.buf.tmp, &ws.buf.ctx, s(lx.dense_w), Some(s(lx.dense_b)), n, h * d, c);
+            let (dw, db) = (s(lx.dense_w), Some(s(lx.dense_b)));
+            decoder::decode_linear(
+                q8(lx.dense_w),
+                &mut ws.buf.xq,
+                &mut ws.buf.tmp,
+                &ws.buf.ctx,
+                dw,
+                db,
+                n,
+                (h * d, c),
+            )?;
+            let x = &mut ws.buf.x[..n * c];
             residual::add_assign(x, &ws.buf.tmp[..n * c]);
-            linear::forward(&mut ws.fc, &ws.ln, s(lx.fc1_w), Some(s(lx.fc1_b)), n, c, f);
+            let (w1, b1) = (s(lx.fc1_w), Some(s(lx.fc1_b)));
+            decoder::decode_linear(q8(lx.fc1_w), &mut ws.buf.xq, &mut ws.fc, &ws.ln, w1, b1, n, (c, f))?;
             gelu_tanh::forward(&mut ws.act[..n * f], &ws.fc[..n * f]);
-            linear::forward(&mut ws.buf.tmp, &ws.act, s(lx.fc2_w), Some(s(lx.fc2_b)), n, f, c);
+            let (w2, b2) = (s(lx.fc2_w), Some(s(lx.fc2_b)));
+            decoder::decode_linear(q8(lx.fc2_w), &mut ws.buf.xq, &mut ws.buf.tmp, &ws.act, w2, b2, n, (f, c))?;
             residual::add_assign(x, &ws.buf.tmp[..n * c]);
         }
         decoder::advance(cache, rows, n_new);
         decoder::last_rows(&mut ws.buf.tmp, &ws.buf.x, bsz, n_new, c);
         let (lw, lb) = (s(self.idx.lnf_w), s(self.idx.lnf_b));
         layernorm::forward(&mut ws.buf.last, &mut ws.mean, &mut ws.rstd, &ws.buf.tmp[..bsz * c], lw, lb, bsz, c, eps);
-        let logits = &mut ws.buf.logits[..bsz * v];
-        for row in logits.chunks_exact_mut(v) {
-            row.copy_from_slice(s(self.idx.head_b));
-        }
-        matmul(logits, &ws.buf.last, s(self.idx.head), bsz, c, v, false, true, true);
+        let (logits, hw, hb) = (&mut ws.buf.logits[..bsz * v], s(self.idx.head), Some(s(self.idx.head_b)));
+        decoder::decode_linear(q8(self.idx.head), &mut ws.buf.xq, logits, &ws.buf.last, hw, hb, bsz, (c, v))?;
         Ok(&ws.buf.logits[..bsz * v])
     }
 }

@@ -32,10 +32,8 @@ pub(crate) struct Queue {
 
 impl Queue {
     pub fn start(opts: &ServeOptions) -> Result<Self, ServeError> {
-        if opts.load_in_8bit {
-            return Err(ServeError::Model(
-                "--load-in-8bit is for decoders (generation); a classifier takes --bf16".into(),
-            ));
+        if opts.int8 {
+            return Err(ServeError::Model("--int8 is for decoders (generation); a classifier takes --bf16".into()));
         }
         let infer = InferOptions {
             max_seq_length: opts.max_seq_length,

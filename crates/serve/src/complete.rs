@@ -65,15 +65,14 @@ impl Queue {
         let err = |e: finetune_train::TrainError| ServeError::Model(e.to_string());
         if opts.bf16 {
             return Err(ServeError::Model(
-                "--bf16 is for classifiers; a decoder generates in f32, or from int8 weights with --load-in-8bit"
-                    .into(),
+                "--bf16 is for classifiers; a decoder generates in f32, or from int8 weights with --int8".into(),
             ));
         }
         let mut model = CausalLm::for_inference(&opts.model, opts.base.as_deref()).map_err(err)?;
-        if opts.load_in_8bit {
-            let bytes = model.model.load_in_8bit().map_err(|e| ServeError::Model(e.to_string()))?;
+        if opts.int8 {
+            let bytes = model.model.quantize_int8().map_err(|e| ServeError::Model(e.to_string()))?;
             eprintln!(
-                "load_in_8bit: {:.0} MB of int8 weights, {} kernel",
+                "int8: {:.0} MB of int8 weight copies for the decode steps, {} kernel",
                 bytes as f64 / 1e6,
                 finetune_engine::int8::kernel_name()
             );

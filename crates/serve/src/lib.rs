@@ -66,8 +66,8 @@ pub struct ServeOptions {
     pub max_inputs_per_request: usize,
     /// Matmuls in bfloat16 (classifiers), as `bf16 = true` in training.
     pub bf16: bool,
-    /// Decoders: generation from int8 (Q8_0) copies of the weights (`load_in_8bit`).
-    pub load_in_8bit: bool,
+    /// Decoders: decode steps from int8 (Q8_0) copies of the weights (`--int8`).
+    pub int8: bool,
 }
 
 impl Default for ServeOptions {
@@ -89,7 +89,7 @@ impl Default for ServeOptions {
             max_seq_length: 128,
             max_inputs_per_request: 256,
             bf16: false,
-            load_in_8bit: false,
+            int8: false,
         }
     }
 }

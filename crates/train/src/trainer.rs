@@ -892,14 +892,17 @@ impl<M: TrainableModel, E: Evaluator<M> + ?Sized> Run<'_, M, E> {
                 "ranks": red.size(),
                 "collective_seconds": red.comm_secs,
                 "collective_seconds_per_step": red.comm_secs / steps,
+                "wait_seconds_per_step": red.wait_secs / steps,
                 "bytes_sent_per_step": red.bytes_sent as f64 / steps,
                 "gradient_values": red.local.len(),
             });
             self.progress.message(&format!(
-                "data-parallel: {} ranks, {:.3} s per step in collectives, {:.1} MB sent per step per rank",
+                "data-parallel: {} ranks, {:.3} s per step moving gradients ({:.1} MB sent per rank), {:.3} s \
+                 waiting for other ranks",
                 red.size(),
                 red.comm_secs / steps,
-                red.bytes_sent as f64 / steps / 1e6
+                red.bytes_sent as f64 / steps / 1e6,
+                red.wait_secs / steps
             ));
         }
         self.event("train_end", end);

@@ -11,6 +11,7 @@ pub fn fixture(dir: &str, file: &str) -> PathBuf {
 }
 
 /// A fixture's tensors by dtype: f32 parameters/gradients/logits, i64 ids and labels, f64 scalars.
+#[allow(dead_code)] // not every test binary reads reference tensors
 pub struct Loaded {
     pub f32s: StateDict,
     pub i64s: BTreeMap<String, Vec<i64>>,
@@ -18,6 +19,7 @@ pub struct Loaded {
     pub f64s: BTreeMap<String, Vec<f64>>,
 }
 
+#[allow(dead_code)] // not every test binary reads reference tensors
 pub fn load(path: PathBuf) -> Loaded {
     let bytes = std::fs::read(&path).expect("fixture readable");
     let st = SafeTensors::deserialize(&bytes).expect("valid safetensors");

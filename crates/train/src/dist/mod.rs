@@ -85,8 +85,10 @@ pub(crate) struct Reducer {
     recv: Vec<f32>,
     /// The gathered sum.
     pub full: Vec<f32>,
-    /// Time spent in collectives, and bytes this rank sent, since the start.
+    /// Time spent moving gradients (all-to-all and all-gather), time spent waiting for the other ranks to finish
+    /// their micro-batch (the first exchange of a round), and bytes this rank sent, since the start.
     pub comm_secs: f64,
+    pub wait_secs: f64,
     pub bytes_sent: u64,
     /// This rank's loss in the current round, until the round ends.
     pending: Option<f64>,
@@ -104,6 +106,7 @@ impl Reducer {
             owned,
             full: vec![0.0; len],
             comm_secs: 0.0,
+            wait_secs: 0.0,
             bytes_sent: 0,
             pending: None,
         }
@@ -135,7 +138,10 @@ impl Reducer {
         let loss = loss.or(self.pending.take());
         let t = Instant::now();
         let (r, n, len) = (self.world.rank(), self.world.size(), self.local.len());
+        // Also where the ranks meet: the time here is mostly waiting for the slowest one.
         let flags = self.world.all_gather_f64(&[loss.is_some() as u8 as f64, loss.unwrap_or(0.0)]);
+        self.wait_secs += t.elapsed().as_secs_f64();
+        let t = Instant::now();
         let active: Vec<bool> = (0..n).map(|k| flags[2 * k] != 0.0).collect();
         let mine = chunk(len, n, r).len();
         let send_counts: Vec<usize> =

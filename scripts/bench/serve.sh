@@ -6,6 +6,7 @@
 # (scripts/bench/pipeline_classify.py, .venv-torch). Prints the CPU model and the load.
 #   scripts/bench/serve.sh [CLIENTS] [REQUESTS_PER_CLIENT] [TEXTS_PER_REQUEST]
 # BF16=1 runs the classifier server with --bf16 as well (after the f32 one), against the pipeline under bf16 autocast.
+# INT8=1 runs the decoder server with --int8 as well (after the f32 one). ONLY=decoder skips the classifier part.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 clients=${1:-8}; requests=${2:-40}; per=${3:-4}
@@ -30,6 +31,7 @@ serve() {
   url=$(grep -o 'http://[0-9.:]*' $out/serve.out | head -1)
 }
 
+if [ "${ONLY:-}" != decoder ]; then
 echo "== classifier: $clients clients x $requests requests x $per texts, finetune serve ($model, batch 32)"
 serve --model $model --max-batch-size 32
 python3 scripts/bench/serve_load.py classifier "$url" "$pid" --clients "$clients" --requests "$requests" \
@@ -64,9 +66,17 @@ try:
 except FileNotFoundError:
     pass
 PY
+fi
 
 echo "== decoder: 4 clients x 4 chat requests (max_tokens 32, greedy), SmolLM2-135M-Instruct"
 serve --model assets/SmolLM2-135M-Instruct --max-batch-size 8
 python3 scripts/bench/serve_load.py decoder "$url" "$pid" --clients 4 --requests 4 --max-tokens 32 | tee $out/decoder.json
 kill -TERM $pid; wait $pid
+if [ -n "${INT8:-}" ]; then
+  echo "== decoder with --int8: same load"
+  serve --model assets/SmolLM2-135M-Instruct --max-batch-size 8 --int8
+  grep -o 'int8: .*' $out/serve.err | head -1 || true
+  python3 scripts/bench/serve_load.py decoder "$url" "$pid" --clients 4 --requests 4 --max-tokens 32 | tee $out/decoder_int8.json
+  kill -TERM $pid; wait $pid
+fi
 echo "load after: $(uptime)"

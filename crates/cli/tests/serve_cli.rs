@@ -413,4 +413,19 @@ fn a_phi_model_is_served_as_generate_decodes_it() {
     assert_eq!(st, 200, "{a}");
     assert_eq!(a["choices"][0]["text"], line["prediction"], "serve and generate decode the same greedy text");
     assert!(a["usage"]["completion_tokens"].as_u64().is_some_and(|n| (1..=6).contains(&n)), "{a}");
+    drop(srv);
+
+    // From int8 weight copies: `generate --int8` and `serve --int8` decode the same greedy text.
+    let out8 = root.join("generated-int8.jsonl");
+    let o8 = out8.to_str().unwrap_or_default();
+    let args =
+        ["generate", "--model", m, "--data", d, "--out", o8, "--max-new-tokens", "6", "--use-chat-template", "false"];
+    let gen = ok(finetune(&[&args[..], &["--int8"]].concat()));
+    assert!(String::from_utf8_lossy(&gen.stderr).contains("int8 weight copies"), "the int8 path was not taken");
+    let line8: Value =
+        serde_json::from_str(std::fs::read_to_string(&out8).expect("out").lines().next().expect("line")).expect("json");
+    let srv = Server::start(&["--model", m, "--model-name", "phi", "--max-tokens", "16", "--int8"]);
+    let (st, b) = srv.post("/v1/completions", &req);
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(b["choices"][0]["text"], line8["prediction"], "serve --int8 and generate --int8 differ");
 }

@@ -11,6 +11,8 @@ Measured, each as a median over timed steps after warm-up:
   stop disabled so every run produces exactly that many tokens;
 - peak RSS (ru_maxrss) after the full steps (peak_rss_full_mib, comparable with ours) and at the end.
 
+--lora-only runs only the LoRA steps in the process and prints its peak RSS (peak_rss_lora_mib).
+
 --bf16 runs the forward passes and steps under `torch.autocast("cpu", dtype=torch.bfloat16)` (HF Trainer's
 `bf16=True`): weights, gradients and AdamW stay f32. Generation stays f32 in both modes.
 """
@@ -73,6 +75,26 @@ def train_steps(model, ids, mask, warmup, steps):
     return times, cpu, loss.item()
 
 
+def with_lora(model):
+    """PEFT LoRA (r=16, alpha=32, dropout 0, the seven linears) and its trainable parameter count."""
+    from peft import LoraConfig, get_peft_model
+
+    lora = get_peft_model(
+        model,
+        LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=LORA_TARGETS, task_type="CAUSAL_LM"),
+    )
+    return lora, sum(p.numel() for p in lora.parameters() if p.requires_grad)
+
+
+def lora_only(model, ids, mask, a):
+    lora, trainable = with_lora(model)
+    steps, _, _ = train_steps(lora, ids, mask, a.warmup, a.steps)
+    print(f"torch batch {a.batch} x {a.seq}, {'bf16 autocast' if a.bf16 else 'f32'}, torch {torch.__version__}")
+    print(f"torch lora_step_ms {statistics.median(steps):.1f}")
+    print(f"torch lora_trainable_params {trainable}")
+    print(f"torch peak_rss_lora_mib {rss_mib():.0f}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch", type=int, default=4)
@@ -84,6 +106,7 @@ def main():
     ap.add_argument("--gen-runs", type=int, default=3)
     ap.add_argument("--gguf", default=str(DEFAULT_GGUF))
     ap.add_argument("--bf16", action="store_true", help="forward and steps under bf16 autocast")
+    ap.add_argument("--lora-only", action="store_true", help="only PEFT LoRA steps, then the process's peak RSS")
     a = ap.parse_args()
     global AUTOCAST
     if a.bf16:
@@ -102,6 +125,11 @@ def main():
     ids = (1000 + (torch.arange(b * t) * 7919) % 29000).reshape(b, t)
     mask = torch.ones(b, t, dtype=torch.int64)
 
+    if a.lora_only:
+        # A process that only trains LoRA (as a LoRA SFT run does): its peak memory, nothing else before it.
+        del pristine
+        lora_only(model, ids, mask, a)
+        return
     model.eval()
     fwd, first_loss = [], None
     with torch.no_grad():
@@ -143,13 +171,8 @@ def main():
                 gen.append(produced / (time.perf_counter() - s))
 
     import peft
-    from peft import LoraConfig, get_peft_model
 
-    lora = get_peft_model(
-        model,
-        LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=LORA_TARGETS, task_type="CAUSAL_LM"),
-    )
-    lora_trainable = sum(p.numel() for p in lora.parameters() if p.requires_grad)
+    lora, lora_trainable = with_lora(model)
     lora_steps, lora_cpu, lora_loss = train_steps(lora, ids, mask, a.warmup, a.steps)
 
     print(

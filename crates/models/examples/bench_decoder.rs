@@ -6,6 +6,7 @@
 //! cargo run --release -p finetune-models --example bench_decoder -- [--batch 4] [--seq 256] [--steps 5]
 //!     [--warmup 1] [--threads 2] [--gguf PATH] [--lora] [--generate] [--new-tokens 128] [--bf16]
 //!
+//! `--lora-only` trains LoRA only (no forward, full steps or generation before it) and prints its peak RSS.
 //! `--bf16` runs the forward passes and steps with `bf16 = true` (generation stays f32; `--generate` also times
 //! generation from int8 weight copies, `--int8`). `--lora` times a PEFT-style LoRA step (r 16, alpha 32, all linears) and `--generate` greedy generation with the
 //! KV cache (tokens/s); both as decoder_torch.py measures them.
@@ -67,6 +68,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         position_ids: None,
     };
     let hyper = Hyper { lr: 2e-5, weight_decay: 0.01, ..Hyper::default() };
+    if flag(&args, "--lora-only") {
+        // A process that only trains LoRA (as a LoRA SFT run does): its peak memory, nothing else before it.
+        let (mut times, _, _, trainable) = lora_steps(&mut model, &mut ws, &batch, hyper, warmup, steps)?;
+        println!("ours batch {b} x {t}, {}", if bf16 { "bf16 = true" } else { "f32" });
+        println!("ours lora_step_ms {:.1}", median(&mut times));
+        println!("ours lora_trainable_params {trainable}");
+        println!("ours peak_rss_lora_mib {:.0}", peak_rss_mib());
+        return Ok(());
+    }
 
     let mut fwd = Vec::new();
     let mut first_loss = f32::NAN;
@@ -157,29 +167,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("ours gen_int8_same_greedy_tokens {same}/{}", f32_tokens[0].len());
     }
     if flag(&args, "--lora") {
-        // PEFT-equivalent LoRA (r 16, alpha 32, dropout 0, all seven linears) on the full-step model.
-        let lcfg = LoraConfig {
-            r: 16,
-            lora_alpha: 32.0,
-            target_modules: TargetModules::Str("all-linear".into()),
-            ..LoraConfig::default()
-        };
-        model.store.add_lora(&lcfg, 0)?;
-        let trainable: usize = model.store.param_infos().iter().filter(|i| i.requires_grad).map(|i| i.len()).sum();
-        let mut times = Vec::new();
-        let mut lora_loss = f32::NAN;
-        let c0 = cpu_ms();
-        for i in 0..warmup + steps {
-            let s = Instant::now();
-            model.store.zero_grad();
-            lora_loss = model.forward_backward(&mut ws, &batch)?;
-            model.store.clip_grad_norm(1.0);
-            model.store.adamw_step(hyper);
-            if i >= warmup {
-                times.push(s.elapsed().as_secs_f64() * 1e3);
-            }
-        }
-        let cpu = (cpu_ms() - c0) / (warmup + steps) as f64;
+        // PEFT-equivalent LoRA on the full-step model.
+        let (mut times, cpu, lora_loss, trainable) = lora_steps(&mut model, &mut ws, &batch, hyper, warmup, steps)?;
         println!("ours lora_step_ms {:.1}", median(&mut times));
         println!("ours lora_step_cpu_ms {cpu:.1}");
         println!("ours lora_trainable_params {trainable}");
@@ -197,4 +186,37 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The backward's matmuls (activation and weight gradients) have no profile scope of their own.
     println!("  {:<24} {:8.2}", "unprofiled (backward matmuls, copies)", total - accounted);
     Ok(())
+}
+
+/// PEFT-equivalent LoRA (r 16, alpha 32, dropout 0, all seven linears) added to `model`, then `warmup + steps`
+/// AdamW steps: the timed steps' times, CPU ms per step, the last loss and the trainable parameter count.
+fn lora_steps(
+    model: &mut LlamaForCausalLM,
+    ws: &mut Workspace,
+    batch: &Batch<'_>,
+    hyper: Hyper,
+    warmup: usize,
+    steps: usize,
+) -> Result<(Vec<f64>, f64, f32, usize), Box<dyn std::error::Error>> {
+    let lcfg = LoraConfig {
+        r: 16,
+        lora_alpha: 32.0,
+        target_modules: TargetModules::Str("all-linear".into()),
+        ..LoraConfig::default()
+    };
+    model.store.add_lora(&lcfg, 0)?;
+    let trainable: usize = model.store.param_infos().iter().filter(|i| i.requires_grad).map(|i| i.len()).sum();
+    let (mut times, mut loss) = (Vec::new(), f32::NAN);
+    let c0 = cpu_ms();
+    for i in 0..warmup + steps {
+        let s = Instant::now();
+        model.store.zero_grad();
+        loss = model.forward_backward(ws, batch)?;
+        model.store.clip_grad_norm(1.0);
+        model.store.adamw_step(hyper);
+        if i >= warmup {
+            times.push(s.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    Ok((times, (cpu_ms() - c0) / (warmup + steps) as f64, loss, trainable))
 }

@@ -70,10 +70,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let hyper = Hyper { lr: 2e-5, weight_decay: 0.01, ..Hyper::default() };
     if flag(&args, "--lora-only") {
         // A process that only trains LoRA (as a LoRA SFT run does): its peak memory, nothing else before it.
-        let (mut times, _, _, trainable) = lora_steps(&mut model, &mut ws, &batch, hyper, warmup, steps)?;
+        let mut r = lora_steps(&mut model, &mut ws, &batch, hyper, warmup, steps)?;
         println!("ours batch {b} x {t}, {}", if bf16 { "bf16 = true" } else { "f32" });
-        println!("ours lora_step_ms {:.1}", median(&mut times));
-        println!("ours lora_trainable_params {trainable}");
+        println!("ours lora_step_ms {:.1}", median(&mut r.times));
+        println!("ours lora_trainable_params {}", r.trainable);
         println!("ours peak_rss_lora_mib {:.0}", peak_rss_mib());
         return Ok(());
     }
@@ -168,11 +168,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if flag(&args, "--lora") {
         // PEFT-equivalent LoRA on the full-step model.
-        let (mut times, cpu, lora_loss, trainable) = lora_steps(&mut model, &mut ws, &batch, hyper, warmup, steps)?;
-        println!("ours lora_step_ms {:.1}", median(&mut times));
-        println!("ours lora_step_cpu_ms {cpu:.1}");
-        println!("ours lora_trainable_params {trainable}");
-        println!("ours lora_last_loss {lora_loss:.4}");
+        let mut r = lora_steps(&mut model, &mut ws, &batch, hyper, warmup, steps)?;
+        println!("ours lora_step_ms {:.1}", median(&mut r.times));
+        println!("ours lora_step_cpu_ms {:.1}", r.cpu_ms);
+        println!("ours lora_trainable_params {}", r.trainable);
+        println!("ours lora_last_loss {:.4}", r.loss);
     }
     println!("ours peak_rss_mib {:.0}", peak_rss_mib());
     println!("per-kernel time per full step (ms):");
@@ -188,8 +188,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// What [`lora_steps`] measured: the timed steps' times, CPU ms per step, the last loss, trainable parameters.
+struct LoraRun {
+    times: Vec<f64>,
+    cpu_ms: f64,
+    loss: f32,
+    trainable: usize,
+}
+
 /// PEFT-equivalent LoRA (r 16, alpha 32, dropout 0, all seven linears) added to `model`, then `warmup + steps`
-/// AdamW steps: the timed steps' times, CPU ms per step, the last loss and the trainable parameter count.
+/// AdamW steps.
 fn lora_steps(
     model: &mut LlamaForCausalLM,
     ws: &mut Workspace,
@@ -197,7 +205,7 @@ fn lora_steps(
     hyper: Hyper,
     warmup: usize,
     steps: usize,
-) -> Result<(Vec<f64>, f64, f32, usize), Box<dyn std::error::Error>> {
+) -> Result<LoraRun, Box<dyn std::error::Error>> {
     let lcfg = LoraConfig {
         r: 16,
         lora_alpha: 32.0,
@@ -218,5 +226,5 @@ fn lora_steps(
             times.push(s.elapsed().as_secs_f64() * 1e3);
         }
     }
-    Ok((times, (cpu_ms() - c0) / (warmup + steps) as f64, loss, trainable))
+    Ok(LoraRun { times, cpu_ms: (cpu_ms() - c0) / (warmup + steps) as f64, loss, trainable })
 }

@@ -89,6 +89,15 @@ fn train_on_ranks_matches_one_process_and_resumes_on_another_count() {
     ok(run(1, "r1", 4, &[resume.as_str()]));
     assert!(model(&s.root.join("r4")) == model(&one), "resumed on 4 ranks: weights differ");
     assert!(model(&s.root.join("r1")) == model(&one), "resumed on one process: weights differ");
+
+    // The best checkpoint reloaded at the end and early stopping: every rank makes the same decisions.
+    let best = ["load_best_model_at_end=true", "metric_for_best_model=eval_loss", "early_stopping_patience=1"];
+    ok(run(1, "best1", 4, &best));
+    ok(run(2, "best2", 2, &best));
+    assert!(model(&s.root.join("best1")) == model(&s.root.join("best2")), "best model on 2 ranks differs");
+    let state = |d: &str| read_json(&s.root.join(d).join("trainer_state.json"));
+    assert_eq!(state("best2")["best_global_step"], state("best1")["best_global_step"]);
+    assert_eq!(state("best2")["global_step"], state("best1")["global_step"]);
 }
 
 #[test]

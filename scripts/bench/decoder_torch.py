@@ -11,7 +11,8 @@ Measured, each as a median over timed steps after warm-up:
   stop disabled so every run produces exactly that many tokens;
 - peak RSS (ru_maxrss) after the full steps (peak_rss_full_mib, comparable with ours) and at the end.
 
---lora-only runs only the LoRA steps in the process and prints its peak RSS (peak_rss_lora_mib).
+--lora-only runs only the LoRA steps in the process and prints its peak RSS (peak_rss_lora_mib). --gen-only runs
+only generation: in f32, then with the weights converted to bfloat16 (gen_bf16_weights_tokens_per_s).
 
 --bf16 runs the forward passes and steps under `torch.autocast("cpu", dtype=torch.bfloat16)` (HF Trainer's
 `bf16=True`): weights, gradients and AdamW stay f32. Generation stays f32 in both modes.
@@ -75,6 +76,29 @@ def train_steps(model, ids, mask, warmup, steps):
     return times, cpu, loss.item()
 
 
+def generation_rate(model, prompt, a):
+    """Median tokens/s of greedy `generate` with the KV cache (the EOS stop disabled: exactly --new-tokens)."""
+    model.eval()
+    gen = []
+    with torch.no_grad():
+        for i in range(1 + a.gen_runs):
+            # The warm-up run is short: it only has to touch every code path once.
+            n = min(8, a.new_tokens) if i == 0 else a.new_tokens
+            s = time.perf_counter()
+            out = model.generate(
+                input_ids=prompt,
+                attention_mask=torch.ones_like(prompt),
+                max_new_tokens=n,
+                min_new_tokens=n,
+                do_sample=False,
+                use_cache=True,
+                pad_token_id=model.config.eos_token_id,
+            )
+            if i >= 1:
+                gen.append((out.shape[1] - prompt.shape[1]) / (time.perf_counter() - s))
+    return statistics.median(gen)
+
+
 def with_lora(model):
     """PEFT LoRA (r=16, alpha=32, dropout 0, the seven linears) and its trainable parameter count."""
     from peft import LoraConfig, get_peft_model
@@ -107,6 +131,7 @@ def main():
     ap.add_argument("--gguf", default=str(DEFAULT_GGUF))
     ap.add_argument("--bf16", action="store_true", help="forward and steps under bf16 autocast")
     ap.add_argument("--lora-only", action="store_true", help="only PEFT LoRA steps, then the process's peak RSS")
+    ap.add_argument("--gen-only", action="store_true", help="only greedy generation, in f32 and with bf16 weights")
     a = ap.parse_args()
     global AUTOCAST
     if a.bf16:
@@ -125,6 +150,15 @@ def main():
     ids = (1000 + (torch.arange(b * t) * 7919) % 29000).reshape(b, t)
     mask = torch.ones(b, t, dtype=torch.int64)
 
+    if a.gen_only:
+        del pristine
+        prompt = ids[:1, :32]
+        print(f"torch {torch.__version__}, {a.threads} threads, greedy generation of {a.new_tokens} tokens")
+        print(f"torch gen_tokens_per_s {generation_rate(model, prompt, a):.1f}")
+        # PyTorch's fastest plain CPU generation: the weights themselves in bfloat16 (AMX/AVX512-BF16 matmuls).
+        model.to(torch.bfloat16)
+        print(f"torch gen_bf16_weights_tokens_per_s {generation_rate(model, prompt, a):.1f}")
+        return
     if a.lora_only:
         # A process that only trains LoRA (as a LoRA SFT run does): its peak memory, nothing else before it.
         del pristine
@@ -149,26 +183,7 @@ def main():
     # Greedy generation with the KV cache from the original weights.
     model.load_state_dict(pristine)
     del pristine
-    model.eval()
-    prompt = ids[:1, :32]
-    gen, produced = [], 0
-    with torch.no_grad():
-        for i in range(1 + a.gen_runs):
-            # The warm-up run is short: it only has to touch every code path once.
-            n = min(8, a.new_tokens) if i == 0 else a.new_tokens
-            s = time.perf_counter()
-            out = model.generate(
-                input_ids=prompt,
-                attention_mask=torch.ones_like(prompt),
-                max_new_tokens=n,
-                min_new_tokens=n,
-                do_sample=False,
-                use_cache=True,
-                pad_token_id=model.config.eos_token_id,
-            )
-            produced = out.shape[1] - prompt.shape[1]
-            if i >= 1:
-                gen.append(produced / (time.perf_counter() - s))
+    gen_rate = generation_rate(model, ids[:1, :32], a)
 
     import peft
 
@@ -193,8 +208,7 @@ def main():
     print(f"torch lora_step_cpu_ms {lora_cpu:.1f}")
     print(f"torch lora_trainable_params {lora_trainable}")
     print(f"torch lora_last_loss {lora_loss:.4f}")
-    print(f"torch gen_tokens_per_s {statistics.median(gen):.1f}")
-    print(f"torch gen_new_tokens {produced}")
+    print(f"torch gen_tokens_per_s {gen_rate:.1f}")
     print(f"torch peak_rss_mib {rss_mib():.0f}")
 
 

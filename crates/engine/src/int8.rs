@@ -1,5 +1,5 @@
 //! Int8 weights for generation: `out[n, rows] = x[n, cols] · Wᵀ` with W in llama.cpp's Q8_0 scheme (blocks of 32
-//! values along a row, one f32 scale `amax / 127` each) and x quantized the same way per call. Generation reads
+//! values along a row, one scale `amax / 127` each, kept in f32 where GGUF stores f16) and x quantized the same way per call. Generation reads
 //! every weight once per new token, so it is bound by memory traffic: one byte per weight instead of four is what
 //! makes it faster, and integer dot products (`vpdpbusd`, AVX512-VNNI) keep the arithmetic off the critical path.
 //!

@@ -267,7 +267,7 @@ where
         None => args,
     };
     let reducer = match &world {
-        Some(w) => Some(crate::dist::Reducer::new(w.clone(), model.grad_len()?)),
+        Some(w) => Some(crate::dist::Reducer::new(w.clone(), model.grad_len()?)?),
         None => None,
     };
     let output_dir = PathBuf::from(&args.output_dir);

@@ -64,11 +64,6 @@ pub fn is_writer() -> bool {
     world().is_none_or(|w| w.rank() == 0)
 }
 
-/// `(rank, size)` of the installed world, `(0, 1)` without one.
-pub fn rank_size() -> (usize, usize) {
-    world().map_or((0, 1), |w| (w.rank(), w.size()))
-}
-
 /// Chunk `k` of `n` of a vector of `len` values (the chunk rank k owns).
 fn chunk(len: usize, n: usize, k: usize) -> Range<usize> {
     len * k / n..len * (k + 1) / n
@@ -95,10 +90,16 @@ pub(crate) struct Reducer {
 }
 
 impl Reducer {
-    pub fn new(world: Rc<dyn Collective>, len: usize) -> Self {
+    pub fn new(world: Rc<dyn Collective>, len: usize) -> crate::Result<Self> {
         let (r, n) = (world.rank(), world.size());
+        // MPI counts are 32-bit: a chunk (and a round's receive buffer) must fit in one.
+        if len.div_ceil(n).saturating_mul(n) > i32::MAX as usize {
+            return Err(crate::TrainError::Args(format!(
+                "{len} gradient values on {n} ranks exceed MPI's 32-bit message counts"
+            )));
+        }
         let owned = vec![0.0; chunk(len, n, r).len()];
-        Reducer {
+        Ok(Reducer {
             world,
             local: vec![0.0; len],
             send: Vec::with_capacity(len - owned.len()),
@@ -109,7 +110,7 @@ impl Reducer {
             wait_secs: 0.0,
             bytes_sent: 0,
             pending: None,
-        }
+        })
     }
 
     pub fn world(&self) -> &dyn Collective {

@@ -8,9 +8,11 @@
 #      the adapters must hash the same;
 #   3. the cost of the collectives: 1 process × 2 threads against 2 ranks × 1 thread, same global batch, for
 #      MiniLM (full) and SmolLM2 (LoRA and full): step time, seconds in collectives and bytes sent per step (rank
-#      0's `data_parallel` record in events.jsonl).
+#      0's `data_parallel` record in events.jsonl);
+#   4. overlap: 2 ranks with DDP's default 25 MiB buckets (leaving during the backward pass) against buckets
+#      too large to leave before layer 0 is done (ddp_bucket_cap_mb=100000), MiniLM and SmolLM2 full.
 #
-#   scripts/mpi-check.sh [equal|scaling|all]     (default all; needs Open MPI: see the README)
+#   scripts/mpi-check.sh [equal|scaling|overlap|all]     (default all; needs Open MPI: see the README)
 # Prints the CPU and the load; exits non-zero when any pair differs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,6 +54,27 @@ same() { # label file file...
   echo "  -> $label: $([[ $fail == 0 ]] && echo 'bitwise equal' || echo 'NOT equal')"
 }
 
+# step STEPS LOG: median-free mean step time from train_results.json, and rank 0's collective figures.
+report() {
+  python3 - "$@" <<'EOF'
+import json, sys
+label, d = sys.argv[1], sys.argv[2]
+res = json.load(open(f"{d}/train_results.json"))
+steps = json.load(open(f"{d}/trainer_state.json"))["global_step"]
+line = f"  {label:<40} {1000 * res['train_runtime'] / steps:8.0f} ms/step"
+ends = [e for e in map(json.loads, open(f"{d}/events.jsonl")) if e.get("event") == "train_end"]
+if "data_parallel" in ends[-1]:
+  p = ends[-1]["data_parallel"]
+  line += (f"   in collectives {1000 * p['collective_seconds_per_step']:5.0f} ms/step "
+           f"({p['bytes_sent_per_step'] / 1e6:5.1f} MB sent/rank), loop waited {1000 * p['exposed_seconds_per_step']:5.0f} ms, "
+           f"{p['buckets']} buckets, {p['buckets_sent_during_backward_per_step']:.1f} sent during backward")
+print(line)
+EOF
+}
+
+NOEVAL=(--progress off --set eval_strategy=no --set save_strategy=no --set do_train=true --set do_eval=false
+        --set do_predict=false)
+M=(train --config examples/sentiment.toml "${NOEVAL[@]}" --set max_steps=6 --set per_device_train_batch_size=16)
 if [[ $WHAT == equal || $WHAT == all ]]; then
   echo "== sentiment (MiniLM), 8 steps of 32 reviews, a checkpoint and an evaluation every 4 steps"
   S=(train --config examples/sentiment.toml --progress off --set max_steps=8 --set per_device_train_batch_size=8
@@ -76,26 +99,7 @@ if [[ $WHAT == equal || $WHAT == all ]]; then
 fi
 
 if [[ $WHAT == scaling || $WHAT == all ]]; then
-  # step STEPS LOG: median-free mean step time from train_results.json, and rank 0's collective figures.
-  report() {
-    python3 - "$@" <<'EOF'
-import json, sys
-label, d = sys.argv[1], sys.argv[2]
-res = json.load(open(f"{d}/train_results.json"))
-steps = json.load(open(f"{d}/trainer_state.json"))["global_step"]
-line = f"  {label:<40} {1000 * res['train_runtime'] / steps:8.0f} ms/step"
-ends = [e for e in map(json.loads, open(f"{d}/events.jsonl")) if e.get("event") == "train_end"]
-if "data_parallel" in ends[-1]:
-    p = ends[-1]["data_parallel"]
-    line += (f"   moving gradients {1000 * p['collective_seconds_per_step']:5.0f} ms/step "
-             f"({p['bytes_sent_per_step'] / 1e6:5.1f} MB sent/rank), waiting {1000 * p['wait_seconds_per_step']:5.0f} ms")
-print(line)
-EOF
-  }
-  NOEVAL=(--progress off --set eval_strategy=no --set save_strategy=no --set do_train=true --set do_eval=false
-          --set do_predict=false)
   echo "== cost of the collectives: 1 process x 2 threads vs 2 ranks x 1 thread, same global batch"
-  M=(train --config examples/sentiment.toml "${NOEVAL[@]}" --set max_steps=6 --set per_device_train_batch_size=16)
   run 1 2 "$OUT/m1.log" "${M[@]}" --set gradient_accumulation_steps=2 --set output_dir="$OUT/m1"
   run 2 1 "$OUT/m2.log" "${M[@]}" --set gradient_accumulation_steps=1 --set output_dir="$OUT/m2"
   report "MiniLM full, 1 x 2 threads" "$OUT/m1"
@@ -110,6 +114,27 @@ EOF
     report "SmolLM2 $mode, 2 ranks x 1 thread" "$OUT/p2-$mode"
   done
   echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
+fi
+
+if [[ $WHAT == overlap || $WHAT == all ]]; then
+  echo "== overlap: 2 ranks x 1 thread, default buckets (25 MiB) vs one bucket for all layers (100000 MiB)"
+  for cap in 100000 25 100000 25; do
+    run 2 1 "$OUT/ov-m-$cap.log" "${M[@]}" --set gradient_accumulation_steps=1 --set ddp_bucket_cap_mb=$cap \
+      --set output_dir="$OUT/ov-m-$cap"
+    report "MiniLM full, cap $cap MiB" "$OUT/ov-m-$cap"
+  done
+  F=(sft --config examples/sft/review_sentiment.toml --progress off --set do_train=true --set max_steps=4
+     --set per_device_train_batch_size=2 --set save_strategy=no --set max_seq_length=256 --set use_peft=false
+     --set learning_rate=2e-5)
+  for cap in 100000 25 100000 25; do
+    run 2 1 "$OUT/ov-p-$cap.log" "${F[@]}" --set gradient_accumulation_steps=1 --set ddp_bucket_cap_mb=$cap \
+      --set output_dir="$OUT/ov-p-$cap"
+    report "SmolLM2 full, cap $cap MiB" "$OUT/ov-p-$cap"
+  done
+  echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
+fi
+
+if [[ $WHAT == scaling || $WHAT == all ]]; then
   # Predicted weak scaling (each node keeps the measured one-process step's batch and time) on a 25 Gb/s network:
   # t(N) = t1 + 2(N-1)/N * bytes / bandwidth + 2(N-1) * latency, with no overlap of communication and backward
   # pass; in brackets with ideal overlap (communication hidden under the backward pass, ~2/3 of t1).

@@ -89,7 +89,7 @@ fn check_ranks(command: &Command, ranks: usize) -> anyhow::Result<()> {
 fn main() {
     let cli = Cli::parse();
     #[cfg(feature = "mpi")]
-    let mpi_world = finetune_train::dist::mpi::MpiWorld::from_launcher().map(std::rc::Rc::new);
+    let mpi_world = finetune_train::dist::mpi::MpiWorld::from_launcher().map(std::sync::Arc::new);
     #[cfg(feature = "mpi")]
     let ranks = mpi_world.as_ref().map_or(1, |w| finetune_train::dist::Collective::size(&**w));
     #[cfg(not(feature = "mpi"))]

@@ -1089,7 +1089,7 @@ impl BertForSequenceClassification {
         let Self { config: cfg, off: o, store, loss } = self;
         let w16 = ws.bf16.clone();
         let lc: bf16lin::Ctx = w16.as_ref().map(|w| (w, weights_version(w, store.steps())));
-        let Parts { infos, params: p, grads: g, .. } = store.parts();
+        let Parts { infos, params: p, grads: g, hook, .. } = store.parts();
         let (bsz, t, c, f) = (ws.batch, ws.seq, cfg.hidden_size, cfg.intermediate_size);
         let (n, nl) = (bsz * t, cfg.head_width());
         let heads = cfg.num_attention_heads;
@@ -1318,6 +1318,7 @@ impl BertForSequenceClassification {
             for (off, v) in saved {
                 g[off..off + v.len()].copy_from_slice(&v);
             }
+            hook.layer_done(infos, g, li);
         }
 
         // Embeddings.

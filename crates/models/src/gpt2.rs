@@ -473,7 +473,7 @@ impl Gpt2LMHeadModel {
         let n = bsz * t;
         let shape = Shape { batch: bsz, seq: t, heads: h, kv_heads: h, head_dim: c / h };
         let idx = &self.idx;
-        let Parts { infos, params: p, grads: g, lora } = self.store.parts();
+        let Parts { infos, params: p, grads: g, lora, hook } = self.store.parts();
         let rg = |k: usize| infos[k].requires_grad;
         let r = |k: usize| infos[k].range();
         let s = |k: usize| &p[r(k)];
@@ -546,6 +546,7 @@ impl Gpt2LMHeadModel {
             let stats = (&a.ln1_mean[..], &a.ln1_rstd[..]);
             let ln = (lx.ln1_w, lx.ln1_b);
             layernorm_backward((infos, p, g), ln, &mut ws.dx, true, &ws.dln, inp, stats, (n, c), &mut tmp);
+            hook.layer_done(infos, g, li);
         }
         for (k, rows) in [(idx.wte, &ws.tok.ids), (idx.wpe, &ws.tok.pos)] {
             if rg(k) {

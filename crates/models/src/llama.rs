@@ -568,7 +568,7 @@ impl LlamaForCausalLM {
         });
         let bf = w16.is_some();
         let head_version = decoder::weight_version(&self.store, idx.head, idx.head);
-        let Parts { infos, params: p, grads: g, lora } = self.store.parts();
+        let Parts { infos, params: p, grads: g, lora, hook } = self.store.parts();
         let rg = |k: usize| infos[k].requires_grad;
         let r = |k: usize| infos[k].range();
         let s = |k: usize| &p[r(k)];
@@ -636,6 +636,7 @@ impl LlamaForCausalLM {
             decoder::qkv_param_grads((infos, g), qkv_w, lx.qkv_b, &ws.dqkv, &a.ln1, (h, kv, d), (n, c), bf);
             let dw = if rg(lx.ln1) { Some(&mut g[r(lx.ln1)]) } else { None };
             rmsnorm::backward(&mut ws.dx, dw, &ws.dln, inp, s(lx.ln1), &a.rstd1, n, c, true);
+            hook.layer_done(infos, g, li);
         }
 
         if rg(idx.embed) {

@@ -435,7 +435,7 @@ impl PhiForCausalLM {
         });
         let bf = w16.is_some();
         let head_version = decoder::weight_version(&self.store, idx.head, idx.head_b);
-        let Parts { infos, params: p, grads: g, lora } = self.store.parts();
+        let Parts { infos, params: p, grads: g, lora, hook } = self.store.parts();
         let rg = |k: usize| infos[k].requires_grad;
         let r = |k: usize| infos[k].range();
         let s = |k: usize| &p[r(k)];
@@ -504,6 +504,7 @@ impl PhiForCausalLM {
             let stats = (&a.mean[..], &a.rstd[..]);
             let ln = (lx.ln_w, lx.ln_b);
             layernorm_backward((infos, p, g), ln, &mut ws.dx, true, &ws.dln, inp, stats, (n, c), &mut tmp);
+            hook.layer_done(infos, g, li);
         }
         ws.tmp = tmp;
         if rg(idx.embed) {

@@ -124,6 +124,9 @@ pub struct TrainingArguments {
     /// Matmuls in bfloat16 with f32 accumulation (AMX or AVX512-BF16 when the CPU has them); master weights,
     /// LayerNorm, softmax, losses and AdamW stay f32, and checkpoints are saved in f32.
     pub bf16: bool,
+    /// Data-parallel runs (`mpirun`): the size of the gradient buckets that leave during the backward pass, in
+    /// MiB (PyTorch DDP's `bucket_cap_mb`; default 25). A fraction is allowed.
+    pub ddp_bucket_cap_mb: Option<f64>,
 }
 
 /// `report_to` values that are implemented.
@@ -188,6 +191,7 @@ impl Default for TrainingArguments {
             label_smoothing_factor: 0.0,
             report_to: Vec::new(),
             bf16: false,
+            ddp_bucket_cap_mb: None,
         }
     }
 }
@@ -326,6 +330,7 @@ settable!(
     label_smoothing_factor,
     report_to,
     bf16,
+    ddp_bucket_cap_mb,
 );
 
 /// Where each training argument acts (or, for some commands, is refused with an error naming it). Every key the
@@ -373,6 +378,10 @@ pub const KEY_USES: &[(&str, &str)] = &[
         "TensorBoard event files in output_dir/runs/, MLflow runs on MLFLOW_TRACKING_URI; others are refused by finalize",
     ),
     ("bf16", "finetune train/cv: bf16 matmuls in the encoder (bf16 module); refused with an error by finetune sft"),
+    (
+        "ddp_bucket_cap_mb",
+        "gradient bucket size of data-parallel runs under mpirun (dist::Reducer); one process exchanges nothing",
+    ),
 ];
 
 impl TrainingArguments {
@@ -507,6 +516,9 @@ impl TrainingArguments {
         }
         if self.gradient_accumulation_steps == 0 {
             return err("gradient_accumulation_steps must be >= 1".into());
+        }
+        if self.ddp_bucket_cap_mb.is_some_and(|v| !(v > 0.0 && v.is_finite())) {
+            return err(format!("ddp_bucket_cap_mb must be > 0, got {}", self.ddp_bucket_cap_mb.unwrap_or(0.0)));
         }
         if [self.learning_rate, self.max_grad_norm].iter().any(|v| v.is_nan() || *v < 0.0) {
             return err("learning_rate and max_grad_norm must be >= 0".into());

@@ -22,6 +22,7 @@ use finetune_models::causal::{
 use finetune_models::causal_tokenizer::CausalTokenizer;
 use finetune_models::checkpoint::copy_tokenizer_files;
 use finetune_models::decoder::Batch as ModelBatch;
+use finetune_models::params::ParamInfo;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -222,6 +223,42 @@ pub struct LmEvaluation {
 }
 
 impl CausalLm {
+    /// One micro-batch's forward and backward pass; its gradient (already normalised by the window's label
+    /// tokens) is added to the window's sum, or handed to a data-parallel reducer as the backward pass goes.
+    fn train_micro_batch(
+        &mut self,
+        batch: &CausalBatch,
+        num_items_in_window: usize,
+        mut red: Option<&mut crate::dist::Reducer>,
+    ) -> Result<f64> {
+        if num_items_in_window == 0 {
+            return Err(TrainError::Model("an accumulation window without label tokens".into()));
+        }
+        let Self { model, workspaces, label_smoothing, bf16, acc, .. } = self;
+        let mut loss = 0.0;
+        // Nothing to learn from when every label is masked: no gradient, no loss, as a zero-weight batch.
+        if batch.targets > 0 {
+            let (bs, t) = (batch.batch, batch.seq);
+            let view = batch.view(Some(num_items_in_window as f32));
+            let hook = red.as_deref_mut().map(|r| r.hook(1.0));
+            if let Some(h) = hook {
+                model.store_mut().set_layer_hook(h);
+            }
+            let r = workspaces.run(model, &view, (bs, t), *label_smoothing, true, bf16);
+            model.store_mut().set_layer_hook(Default::default());
+            loss = r? as f64;
+        }
+        match red {
+            Some(red) => red.flush(model.store_mut()),
+            None if batch.targets > 0 && (batch.targets != num_items_in_window || acc.is_active()) => {
+                // Other micro-batches share the window: each one's gradient on its own, added in order.
+                acc.add(model.store_mut(), 1.0);
+            }
+            None => {}
+        }
+        Ok(loss)
+    }
+
     /// Loads `spec` (a GGUF file, a directory with one, an HF directory or a hub-cache id).
     pub fn from_pretrained(spec: &str, adamw: AdamW) -> Result<Self> {
         let CausalCheckpoint { model, config, source } = load_causal_lm(spec).map_err(model_err)?;
@@ -396,22 +433,16 @@ impl TrainableModel for CausalLm {
     type Batch = CausalBatch;
 
     fn train_batch(&mut self, batch: &CausalBatch, num_items_in_window: usize) -> Result<f64> {
-        if num_items_in_window == 0 {
-            return Err(TrainError::Model("an accumulation window without label tokens".into()));
-        }
-        if batch.targets == 0 {
-            // Nothing to learn from (every label masked): no gradient, no loss, as a zero-weight batch.
-            return Ok(0.0);
-        }
-        let (bs, t) = (batch.batch, batch.seq);
-        let view = batch.view(Some(num_items_in_window as f32));
-        let Self { model, workspaces, label_smoothing, bf16, acc, .. } = self;
-        let loss = workspaces.run(model, &view, (bs, t), *label_smoothing, true, bf16)? as f64;
-        if batch.targets != num_items_in_window || acc.is_active() {
-            // Other micro-batches share the window: each one's gradient on its own, added in order.
-            acc.add(model.store_mut(), 1.0);
-        }
-        Ok(loss)
+        self.train_micro_batch(batch, num_items_in_window, None)
+    }
+
+    fn train_batch_exchanged(
+        &mut self,
+        batch: &CausalBatch,
+        num_items_in_window: usize,
+        red: &mut crate::dist::Reducer,
+    ) -> Result<f64> {
+        self.train_micro_batch(batch, num_items_in_window, Some(red))
     }
 
     fn clip_and_step(&mut self, lr: f64, max_grad_norm: f64) -> Result<f64> {
@@ -424,13 +455,8 @@ impl TrainableModel for CausalLm {
         Ok(norm)
     }
 
-    fn grad_len(&self) -> Result<usize> {
-        Ok(crate::grads::trainable_len(self.model.store()))
-    }
-
-    fn take_grads(&mut self, out: &mut [f32]) -> Result<()> {
-        self.acc.take(self.model.store_mut(), out);
-        Ok(())
+    fn dist_params(&self) -> Result<Vec<ParamInfo>> {
+        Ok(self.model.store().param_infos().to_vec())
     }
 
     fn set_grads(&mut self, grads: &[f32]) -> Result<()> {

@@ -22,6 +22,7 @@ use finetune_engine::bf16::Kernel;
 use finetune_models::bert::{self, BertConfig, BertForSequenceClassification, Mode, Task, Workspace};
 use finetune_models::checkpoint::{load_pretrained, save_pretrained};
 use finetune_models::config::{Arch, EncoderConfig, ProblemType};
+use finetune_models::params::ParamInfo;
 use serde::{Deserialize, Serialize};
 
 use crate::args::AdamW;
@@ -743,10 +744,15 @@ fn bert_config(config: &EncoderConfig, dir: &Path) -> Result<BertConfig> {
     BertConfig::from_json(&text).map_err(|e| TrainError::Model(format!("{}: {e}", dir.join("config.json").display())))
 }
 
-impl TrainableModel for EncoderClassifier {
-    type Batch = finetune_data::Batch;
-
-    fn train_batch(&mut self, batch: &Self::Batch, num_items_in_window: usize) -> Result<f64> {
+impl EncoderClassifier {
+    /// One micro-batch's forward and backward pass; its gradient, scaled to its share of the window, is added to
+    /// the window's sum, or handed to a data-parallel reducer as the backward pass goes.
+    fn train_micro_batch(
+        &mut self,
+        batch: &finetune_data::Batch,
+        num_items_in_window: usize,
+        red: Option<&mut crate::dist::Reducer>,
+    ) -> Result<f64> {
         if num_items_in_window == 0 {
             return Err(TrainError::Model("an accumulation window without loss items".into()));
         }
@@ -758,12 +764,41 @@ impl TrainableModel for EncoderClassifier {
         let ws = workspaces.get(bs, t, || Workspace::new(&model.config, bs, t).with_bf16(bf16.clone()));
         let loss = model.forward(ws, &bb, Mode::Train { seed }).map_err(model_err)?.unwrap_or(f32::NAN) as f64;
         let scale = batch.num_items() as f64 / num_items_in_window as f64;
-        model.backward(ws, &bb).map_err(model_err)?;
-        if scale != 1.0 || acc.is_active() {
-            // The model adds the gradient of its mean loss; rescale each micro-batch's share into the sum.
-            acc.add(&mut model.store, scale as f32);
+        match red {
+            Some(red) => {
+                // The model adds the gradient of its mean loss; each value leaves scaled to the window.
+                model.store.set_layer_hook(red.hook(scale as f32));
+                let r = model.backward(ws, &bb);
+                model.store.set_layer_hook(Default::default());
+                r.map_err(model_err)?;
+                red.flush(&mut model.store);
+            }
+            None => {
+                model.backward(ws, &bb).map_err(model_err)?;
+                if scale != 1.0 || acc.is_active() {
+                    // The model adds the gradient of its mean loss; rescale each micro-batch's share into the sum.
+                    acc.add(&mut model.store, scale as f32);
+                }
+            }
         }
         Ok(loss * scale)
+    }
+}
+
+impl TrainableModel for EncoderClassifier {
+    type Batch = finetune_data::Batch;
+
+    fn train_batch(&mut self, batch: &Self::Batch, num_items_in_window: usize) -> Result<f64> {
+        self.train_micro_batch(batch, num_items_in_window, None)
+    }
+
+    fn train_batch_exchanged(
+        &mut self,
+        batch: &Self::Batch,
+        num_items_in_window: usize,
+        red: &mut crate::dist::Reducer,
+    ) -> Result<f64> {
+        self.train_micro_batch(batch, num_items_in_window, Some(red))
     }
 
     fn clip_and_step(&mut self, lr: f64, max_grad_norm: f64) -> Result<f64> {
@@ -779,13 +814,8 @@ impl TrainableModel for EncoderClassifier {
         Ok(norm)
     }
 
-    fn grad_len(&self) -> Result<usize> {
-        Ok(crate::grads::trainable_len(&self.model.store))
-    }
-
-    fn take_grads(&mut self, out: &mut [f32]) -> Result<()> {
-        self.acc.take(&mut self.model.store, out);
-        Ok(())
+    fn dist_params(&self) -> Result<Vec<ParamInfo>> {
+        Ok(self.model.store.param_infos().to_vec())
     }
 
     fn set_grads(&mut self, grads: &[f32]) -> Result<()> {

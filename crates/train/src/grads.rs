@@ -11,11 +11,6 @@ fn trainable(store: &ParamStore) -> Vec<Range<usize>> {
     store.param_infos().iter().filter(|i| i.requires_grad).map(|i| i.range()).collect()
 }
 
-/// Number of trainable gradient values (what [`GradAcc::take`] writes).
-pub(crate) fn trainable_len(store: &ParamStore) -> usize {
-    trainable(store).iter().map(|r| r.len()).sum()
-}
-
 /// The window's sum of trainable gradients, packed in layout order.
 #[derive(Debug, Default)]
 pub(crate) struct GradAcc {
@@ -46,23 +41,6 @@ impl GradAcc {
             }
             at += g.len();
         }
-    }
-
-    /// Moves the accumulated gradient (the sum, or the store's buffer when no window was split) into `out`,
-    /// leaving both zero.
-    pub fn take(&mut self, store: &mut ParamStore, out: &mut [f32]) {
-        let mut at = 0;
-        for r in trainable(store) {
-            let n = r.len();
-            if self.active {
-                out[at..at + n].copy_from_slice(&self.sum[at..at + n]);
-            } else {
-                out[at..at + n].copy_from_slice(&store.grads[r.clone()]);
-            }
-            store.grads[r].fill(0.0);
-            at += n;
-        }
-        self.active = false;
     }
 
     /// Writes `g` (laid out as by [`take`](Self::take)) as the store's gradient.

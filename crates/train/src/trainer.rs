@@ -9,6 +9,8 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
+use finetune_models::params::ParamInfo;
+
 use crate::args::{IntervalStrategy, SaveStrategy, TrainingArguments};
 use crate::data::{Batch, BatchSource};
 use crate::error::{Result, TrainError};
@@ -42,16 +44,23 @@ pub trait TrainableModel {
     /// Reads what [`save_training_state`](Self::save_training_state) wrote.
     fn load_training_state(&mut self, dir: &Path) -> Result<()>;
 
-    /// Data-parallel training ([`crate::dist`]): the number of gradient values ranks exchange.
-    fn grad_len(&self) -> Result<usize> {
+    /// Data-parallel training ([`crate::dist`]): the parameters of the model (ranks exchange the trainable
+    /// ones' gradients).
+    fn dist_params(&self) -> Result<Vec<ParamInfo>> {
         Err(TrainError::Args("this model does not support data-parallel training".into()))
     }
-    /// Moves the gradient accumulated since the last optimizer step (or the last call) into `out`, `grad_len`
-    /// values, leaving it zero.
-    fn take_grads(&mut self, _out: &mut [f32]) -> Result<()> {
+    /// Trains `batch` as [`train_batch`](Self::train_batch) does, but hands its gradient (its share of the
+    /// window) to `red` instead of keeping it: layer by layer as the backward pass finishes them
+    /// ([`Reducer::hook`](crate::dist::Reducer::hook)), the rest when it returns.
+    fn train_batch_exchanged(
+        &mut self,
+        _batch: &Self::Batch,
+        _num_items_in_window: usize,
+        _red: &mut crate::dist::Reducer,
+    ) -> Result<f64> {
         Err(TrainError::Args("this model does not support data-parallel training".into()))
     }
-    /// Makes `grads` (laid out as [`take_grads`](Self::take_grads) writes them) the gradient of the next
+    /// Makes `grads` (the trainable parameters' gradients, packed in layout order) the gradient of the next
     /// [`clip_and_step`](Self::clip_and_step).
     fn set_grads(&mut self, _grads: &[f32]) -> Result<()> {
         Err(TrainError::Args("this model does not support data-parallel training".into()))
@@ -267,7 +276,10 @@ where
         None => args,
     };
     let reducer = match &world {
-        Some(w) => Some(crate::dist::Reducer::new(w.clone(), model.grad_len()?)?),
+        Some(w) => {
+            let cap = args.ddp_bucket_cap_mb.unwrap_or(crate::dist::DEFAULT_BUCKET_CAP_MB);
+            Some(crate::dist::Reducer::new(w.clone(), &model.dist_params()?, cap)?)
+        }
         None => None,
     };
     let output_dir = PathBuf::from(&args.output_dir);
@@ -468,16 +480,17 @@ impl<M: TrainableModel, E: Evaluator<M> + ?Sized> Run<'_, M, E> {
                             None => vec![self.model.train_batch(batch, num_items)?],
                             Some(red) => {
                                 let (rank, n) = (red.rank(), red.size());
+                                if i % n == 0 {
+                                    red.begin_round(n.min(window.len() - i));
+                                }
                                 let loss = if i % n == rank {
-                                    let loss = self.model.train_batch(batch, num_items)?;
-                                    self.model.take_grads(&mut red.local)?;
-                                    Some(loss)
+                                    Some(self.model.train_batch_exchanged(batch, num_items, red)?)
                                 } else {
                                     self.model.skip_batch(batch)?;
                                     None
                                 };
                                 if (i + 1) % n == 0 || i + 1 == window.len() {
-                                    red.round(loss)
+                                    red.round(loss)?
                                 } else {
                                     // A round's losses arrive at its end, in order, before any is logged.
                                     red.hold(loss);
@@ -493,7 +506,7 @@ impl<M: TrainableModel, E: Evaluator<M> + ?Sized> Run<'_, M, E> {
                         }
                         if do_sync {
                             if let Some(red) = self.reducer.as_mut() {
-                                self.model.set_grads(red.finish())?;
+                                self.model.set_grads(red.finish()?)?;
                             }
                             let loss = losses.last().copied().unwrap_or(0.0);
                             let lr = self.schedule.lr(args.learning_rate, self.state.global_step);
@@ -886,23 +899,28 @@ impl<M: TrainableModel, E: Evaluator<M> + ?Sized> Run<'_, M, E> {
         }
         let mut end = json!({ "global_step": self.state.global_step, "train_loss": train_loss });
         if let Some(red) = &self.reducer {
-            // This rank's time in collectives and bytes sent (the cost of data parallelism).
+            // This rank's time in collectives, the part of it the training loop waited for, and bytes sent (the
+            // cost of data parallelism).
             let steps = num_steps_trained.max(1) as f64;
+            let (secs, bytes) = red.collective_stats();
             end["data_parallel"] = json!({
                 "ranks": red.size(),
-                "collective_seconds": red.comm_secs,
-                "collective_seconds_per_step": red.comm_secs / steps,
-                "wait_seconds_per_step": red.wait_secs / steps,
-                "bytes_sent_per_step": red.bytes_sent as f64 / steps,
-                "gradient_values": red.local.len(),
+                "buckets": red.buckets(),
+                "buckets_sent_during_backward_per_step": red.buckets_sent_early() as f64 / steps,
+                "collective_seconds": secs,
+                "collective_seconds_per_step": secs / steps,
+                "exposed_seconds_per_step": red.exposed_secs / steps,
+                "bytes_sent_per_step": bytes as f64 / steps,
+                "gradient_values": red.gradient_values(),
             });
             self.progress.message(&format!(
-                "data-parallel: {} ranks, {:.3} s per step moving gradients ({:.1} MB sent per rank), {:.3} s \
-                 waiting for other ranks",
+                "data-parallel: {} ranks, {} buckets, {:.3} s per step in collectives ({:.1} MB sent per rank), \
+                 {:.3} s of it not hidden behind the backward pass",
                 red.size(),
-                red.comm_secs / steps,
-                red.bytes_sent as f64 / steps / 1e6,
-                red.wait_secs / steps
+                red.buckets(),
+                secs / steps,
+                bytes as f64 / steps / 1e6,
+                red.exposed_secs / steps
             ));
         }
         self.event("train_end", end);

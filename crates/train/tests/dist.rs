@@ -4,7 +4,7 @@
 //! LoRA decoder with adapter dropout; a run resumes from a checkpoint with another N.
 
 use std::path::Path;
-use std::rc::Rc;
+use std::sync::Arc;
 
 use finetune_train::dist;
 use finetune_train::dist::local::LocalGroup;
@@ -23,7 +23,7 @@ fn on_ranks<T: Send>(n: usize, f: impl Fn() -> T + Sync) -> Vec<T> {
             .map(|g| {
                 let f = &f;
                 s.spawn(move || {
-                    dist::install(Rc::new(g));
+                    dist::install(Arc::new(g));
                     let out = f();
                     dist::uninstall();
                     out
@@ -60,6 +60,11 @@ fn encoder_setup(root: &Path) {
 
 /// `finetune train` on `ranks` ranks with `gas` micro-batches per rank, into `out`; returns the final weights.
 fn train_encoder(root: &Path, out: &str, ranks: usize, gas: usize, resume: Option<&Path>) -> Vec<u8> {
+    train_encoder_with(root, out, ranks, gas, resume, "")
+}
+
+/// [`train_encoder`] with more TOML lines.
+fn train_encoder_with(root: &Path, out: &str, ranks: usize, gas: usize, resume: Option<&Path>, extra: &str) -> Vec<u8> {
     let mut text = format!(
         "model_name_or_path = {m:?}\ntrain_file = {tr:?}\nvalidation_file = {va:?}\noutput_dir = {o:?}\n\
          max_seq_length = 16\nper_device_train_batch_size = 3\nper_device_eval_batch_size = 4\nlearning_rate = 1e-3\n\
@@ -73,6 +78,7 @@ fn train_encoder(root: &Path, out: &str, ranks: usize, gas: usize, resume: Optio
     if let Some(r) = resume {
         text.push_str(&format!("resume_from_checkpoint = {:?}\n", r.display().to_string()));
     }
+    text.push_str(extra);
     let table: toml::Table = text.parse().expect("toml");
     on_ranks(ranks, || {
         let (run, mut args) = from_table("test", table.clone()).expect("run config");
@@ -130,6 +136,35 @@ fn encoder_ranks_match_one_process_bitwise_and_resume_across_rank_counts() {
     assert!(resumed1 == one, "resumed on one process from the 2-rank checkpoint: weights differ");
 }
 
+/// The `data_parallel` record of a run's `train_end` event.
+fn data_parallel(dir: &Path) -> Value {
+    let text = std::fs::read_to_string(dir.join("events.jsonl")).expect("events.jsonl");
+    let ends: Vec<Value> = text.lines().map(|l| serde_json::from_str::<Value>(l).expect("event")).collect();
+    let end = ends.iter().rev().find(|e| e["event"] == "train_end").expect("a train_end event");
+    end["data_parallel"].clone()
+}
+
+#[test]
+fn encoder_buckets_leave_during_the_backward_pass_and_the_sum_stays_bitwise() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path();
+    encoder_setup(root);
+    let one = train_encoder(root, "one", 1, 4, None);
+    // Buckets of about 2 KiB (a parameter or two each) and DDP's default of 25 MiB (here: the layers in one
+    // bucket, sent when layer 0 is done, and the embeddings and head after the pass): the same bits either way.
+    let small = train_encoder_with(root, "small", 2, 2, None, "ddp_bucket_cap_mb = 0.002\n");
+    let large = train_encoder_with(root, "large", 4, 1, None, "");
+    assert!(small == one, "2 ranks with small buckets differ from one process");
+    assert!(large == one, "4 ranks with the default buckets differ from one process");
+    let (ps, pl) = (data_parallel(&root.join("small")), data_parallel(&root.join("large")));
+    assert!(ps["buckets"].as_u64().unwrap_or(0) > 4, "{ps}");
+    assert_eq!(pl["buckets"], 2, "{pl}");
+    // Two micro-batches per rank and step: the small buckets of both layers leave while the backward runs.
+    let early = |p: &Value| p["buckets_sent_during_backward_per_step"].as_f64().unwrap_or(0.0);
+    assert!(early(&ps) > 2.0 * 2.0, "{ps}");
+    assert_eq!(early(&pl), 1.0, "{pl}");
+}
+
 /// Decoder rows of random tokens with the first third of each masked from the loss (a prompt).
 fn rows(n: usize, vocab: u32) -> Vec<CausalRow> {
     let mut x: u64 = 0x2545_F491_4F6C_DD1D;
@@ -153,6 +188,11 @@ fn rows(n: usize, vocab: u32) -> Vec<CausalRow> {
 /// LoRA (r 4, dropout 0.2) on the tiny Llama, `ranks × gas` micro-batches of 2 rows per step; every rank's
 /// final parameters.
 fn train_lora(out: &Path, ranks: usize, gas: usize) -> Vec<Vec<f32>> {
+    train_lora_with(out, ranks, gas, None)
+}
+
+/// [`train_lora`] with a gradient bucket size.
+fn train_lora_with(out: &Path, ranks: usize, gas: usize, ddp_bucket_cap_mb: Option<f64>) -> Vec<Vec<f32>> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/tests/fixtures/tiny_llama");
     let data = rows(14, 64);
     let lengths: Vec<usize> = data.iter().map(|r| r.input_ids.len()).collect();
@@ -166,6 +206,7 @@ fn train_lora(out: &Path, ranks: usize, gas: usize) -> Vec<Vec<f32>> {
             logging_steps: 1.0,
             save_strategy: finetune_train::SaveStrategy::No,
             seed: 3,
+            ddp_bucket_cap_mb,
             ..Default::default()
         };
         args.finalize().expect("finalize");
@@ -203,6 +244,13 @@ fn lora_decoder_ranks_match_one_process_bitwise() {
     assert!(base[0] != one[0]);
     let h = |d: &str| logged(&tmp.path().join(d));
     assert_eq!(h("two"), h("one"));
+    // Adapter buckets of one or two matrices, leaving as each layer's backward ends.
+    let small = train_lora_with(&tmp.path().join("small"), 2, 1, Some(0.0002));
+    for (r, p) in small.iter().enumerate() {
+        assert!(p == &one[0], "rank {r} of 2 with small buckets differs from one process");
+    }
+    let dp = data_parallel(&tmp.path().join("small"));
+    assert!(dp["buckets_sent_during_backward_per_step"].as_f64().unwrap_or(0.0) > 0.0, "{dp}");
 }
 
 #[test]

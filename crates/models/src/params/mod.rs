@@ -68,6 +68,48 @@ impl ParamInfo {
     pub fn range(&self) -> Range<usize> {
         self.offset..self.offset + self.len()
     }
+    /// The transformer layer the parameter belongs to: the first all-digit part of its Hugging Face name
+    /// (`bert.encoder.layer.3.…`, `model.layers.3.…`, `transformer.h.3.…`, and their LoRA adapters); `None`
+    /// for embeddings, final norms and heads.
+    pub fn layer(&self) -> Option<usize> {
+        self.name.split('.').find(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))?.parse().ok()
+    }
+}
+
+/// What a backward pass tells its caller as it goes: [`layer_done`](LayerHook::layer_done)`(li)` once the
+/// gradients of every parameter of layers `li..` (by [`ParamInfo::layer`]) are final for this pass, so that a
+/// data-parallel trainer can start sending them while the earlier layers' backward runs. Parameters outside the
+/// layers (embeddings, heads, possibly tied to each other) are final only when the pass returns.
+#[derive(Default)]
+pub struct LayerHook(Option<Box<LayerDone>>);
+
+/// What a [`LayerHook`] calls: the store's metadata, its gradients, the layer just finished.
+pub type LayerDone = dyn FnMut(&[ParamInfo], &mut [f32], usize) + Send;
+
+impl LayerHook {
+    pub fn new(f: Box<LayerDone>) -> Self {
+        LayerHook(Some(f))
+    }
+
+    /// Called by the backward passes after layer `li`, with the store's metadata and gradients.
+    pub fn layer_done(&mut self, infos: &[ParamInfo], grads: &mut [f32], li: usize) {
+        if let Some(f) = &mut self.0 {
+            f(infos, grads, li)
+        }
+    }
+}
+
+impl std::fmt::Debug for LayerHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "LayerHook(set)" } else { "LayerHook(none)" })
+    }
+}
+
+/// A copy of a store does not inherit its hook (it belongs to one training loop).
+impl Clone for LayerHook {
+    fn clone(&self) -> Self {
+        LayerHook(None)
+    }
 }
 
 /// An architecture's parameters in order: each [`add`](Layout::add) appends one after the previous ones in the
@@ -213,6 +255,7 @@ pub struct Parts<'a> {
     pub params: &'a [f32],
     pub grads: &'a mut [f32],
     pub lora: LoraRef<'a>,
+    pub hook: &'a mut LayerHook,
 }
 
 /// The adapters of a store, if any, for the backward pass.
@@ -237,6 +280,8 @@ pub struct ParamStore {
     revision: u64,
     lora_targets: LoraTargets,
     lora: Option<Adapters>,
+    /// Told by the backward pass as each layer's gradients become final (data-parallel training).
+    hook: LayerHook,
 }
 
 const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -266,6 +311,7 @@ impl ParamStore {
             revision: 0,
             lora_targets: LoraTargets::default(),
             lora: None,
+            hook: LayerHook::default(),
         }
     }
 
@@ -302,6 +348,7 @@ impl ParamStore {
             revision: 0,
             lora_targets: LoraTargets::default(),
             lora: None,
+            hook: LayerHook::default(),
         })
     }
 
@@ -412,8 +459,19 @@ impl ParamStore {
     }
 
     /// The parts a backward pass borrows together.
+    /// Installs the hook the next backward passes call (see [`LayerHook`]); returns the previous one.
+    pub fn set_layer_hook(&mut self, hook: LayerHook) -> LayerHook {
+        std::mem::replace(&mut self.hook, hook)
+    }
+
     pub fn parts(&mut self) -> Parts<'_> {
-        Parts { infos: &self.infos, params: &self.params, grads: &mut self.grads, lora: LoraRef(self.lora.as_ref()) }
+        Parts {
+            infos: &self.infos,
+            params: &self.params,
+            grads: &mut self.grads,
+            lora: LoraRef(self.lora.as_ref()),
+            hook: &mut self.hook,
+        }
     }
 
     fn to_state_dict(&self, data: &[f32]) -> StateDict {

@@ -3,7 +3,7 @@
 //! gradient clipping + AdamW), median over timed steps after warm-up, with a per-kernel breakdown and peak RSS.
 //!
 //! cargo run --release -p finetune-models --example bench_step -- [--batch 16] [--seq 128] [--steps 10]
-//!     [--warmup 2] [--threads 2] [--layers 6] [--bf16]
+//!     [--warmup 2] [--threads 2] [--layers 6] [--bf16] [--forward-only]
 //!
 //! `--bf16` runs the linear layers' matmuls in bfloat16 with f32 accumulation (`bf16 = true`) on the kernel
 //! `FINETUNE_BF16_KERNEL` names or the best one the CPU has.
@@ -51,6 +51,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let hyper = Hyper { lr: 2e-5, weight_decay: 0.01, ..Hyper::default() };
 
+    // The forward pass as evaluation and prediction run it: on a forward-only workspace.
+    let mut fws = Workspace::for_inference(&cfg, b, t).with_bf16(bf16.then(SharedWeights::new));
     let mut fwd = Vec::new();
     for i in 0..warmup + steps {
         if i == warmup {
@@ -58,7 +60,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             profile::enable(true);
         }
         let s = Instant::now();
-        model.forward(&mut ws, &batch, Mode::Eval)?;
+        model.forward(&mut fws, &batch, Mode::Eval)?;
         if i >= warmup {
             fwd.push(s.elapsed().as_secs_f64() * 1e3);
         }
@@ -66,6 +68,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     profile::enable(false);
     let fwd_profile = profile::report();
     let fwd_total = fwd.iter().sum::<f64>() / steps as f64;
+    if flag(&args, "--forward-only") {
+        println!("ours forward_ms {:.1}", median(&mut fwd));
+        println!("ours forward_min_ms {:.1}", fwd[0]);
+        for (name, d, calls) in fwd_profile {
+            println!(
+                "  {name:<24} {:>8.2}  ({} calls/pass)",
+                d.as_secs_f64() * 1e3 / steps as f64,
+                calls / steps as u64
+            );
+        }
+        return Ok(());
+    }
 
     let mut step_times = Vec::new();
     let mut loss = 0.0;

@@ -967,14 +967,22 @@ impl BertForSequenceClassification {
                 c,
                 eps,
             );
-            let (fc_w, fc_b) = (s(lo.fc_w, f * c), Some(s(lo.fc_b, f)));
-            let act = Some(&mut a.inter_act[..rows * f]);
-            bf16lin::forward_fused(lc, &mut a.inter_pre, &a.h1, fc_w, fc_b, None, act, rows, c, f);
+            let (fc_w, fc_b) = (s(lo.fc_w, f * c), s(lo.fc_b, f));
             let res2 = &mut a.res2[..rows * c];
             let drop2 = drop_at(mode, cfg.hidden_dropout_prob, site_layer(li, 2));
             let fused_res = if drop2.is_none() { Some(&a.h1[..rows * c]) } else { None };
             let (proj_w, proj_b) = (s(lo.proj_w, c * f), Some(s(lo.proj_b, c)));
-            bf16lin::forward_fused(lc, res2, &a.inter_act, proj_w, proj_b, fused_res, None, rows, f, c);
+            // Forward only (nothing keeps the FFN's activations for a backward pass): in bf16 the GELU output
+            // goes straight into the next matmul's packed operand, never through f32 buffers.
+            let packed =
+                if ws.inference { bf16lin::forward_gelu_packed(lc, &a.h1, fc_w, fc_b, rows, c, f, c) } else { None };
+            if let Some(act) = packed {
+                bf16lin::forward_from_packed(lc, res2, &act, proj_w, proj_b, fused_res, c);
+            } else {
+                let act = Some(&mut a.inter_act[..rows * f]);
+                bf16lin::forward_fused(lc, &mut a.inter_pre, &a.h1, fc_w, Some(fc_b), None, act, rows, c, f);
+                bf16lin::forward_fused(lc, res2, &a.inter_act, proj_w, proj_b, fused_res, None, rows, f, c);
+            }
             if let Some(d) = drop2 {
                 dropout::forward(res2, d);
                 residual::add_assign(res2, &a.h1[..rows * c]);

@@ -73,7 +73,8 @@ fn bf16_forward_and_backward_follow_f32_within_rounding() {
     let l16 = m16.forward(&mut ws16, &batch, Mode::Eval).unwrap().unwrap();
     assert!(rel(&ws16.logits, &ws32.logits) < 0.03, "eval logits after updates");
     assert!((l16 - l32).abs() <= 0.02 * l32.abs().max(1.0));
-    // Inference workspaces share the same copies.
+    // Inference workspaces share the same copies, and their FFN (whose GELU output goes straight into the
+    // next matmul's packed bf16 operand) gives the same logits.
     let mut inf = Workspace::for_inference(&cfg, b, t).with_bf16(Some(shared.clone()));
     m16.forward(&mut inf, &batch, Mode::Eval).unwrap();
     assert_eq!(inf.logits, ws16.logits);

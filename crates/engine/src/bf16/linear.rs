@@ -6,7 +6,10 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{gemm_packed, gemm_packed_fused, gemm_view, tiny, Epilogue, Kernel, WeightCache};
+use super::{
+    gemm_gelu_packed_with, gemm_packed, gemm_packed_fused, gemm_prepacked_fused_with, gemm_view, tiny, Epilogue,
+    Kernel, PackedActs, WeightCache,
+};
 use crate::kernels::{gelu, linear, residual};
 use crate::matmul::{Par, View};
 
@@ -160,4 +163,50 @@ pub fn backward(
     if let Some(db) = dbias {
         linear::column_sums(&mut db[..c_out], dout);
     }
+}
+
+/// Inference: `gelu(inp · weightᵀ + bias)` in bf16, straight into the packed bf16 operand of the next linear
+/// layer ([`forward_from_packed`], `next_out` outputs) instead of f32 pre-activation and activation buffers
+/// (the same values as [`forward_fused`] with a GELU output, rounded to bf16 as the next layer would).
+/// `None` without a bf16 kernel or for products under a tile: the caller runs the f32-buffer path then.
+#[allow(clippy::too_many_arguments)]
+pub fn forward_gelu_packed(
+    ctx: Ctx<'_>,
+    inp: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    n: usize,
+    c_in: usize,
+    c_out: usize,
+    next_out: usize,
+) -> Option<PackedActs> {
+    let (w16, version) = active(ctx, n, c_out, c_in)?;
+    if tiny(n, next_out, c_out) {
+        return None;
+    }
+    let _prof = crate::profile::scope("linear.forward");
+    let mut cache = w16.lock();
+    let wt = cache.get(version, weight, c_out, c_in, true);
+    let inp = View::new(&inp[..n * c_in], c_in, false);
+    Some(gemm_gelu_packed_with(Kernel::current(), inp, wt, n, &bias[..c_out], par(n, c_out, c_in)))
+}
+
+/// [`forward_fused`] (bias and residual) for an input from [`forward_gelu_packed`], on the same `ctx`.
+pub fn forward_from_packed(
+    ctx: Ctx<'_>,
+    out: &mut [f32],
+    inp: &PackedActs,
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    c_out: usize,
+) {
+    let (w16, version) = ctx.expect("packed activations come from a bf16 context");
+    let _prof = crate::profile::scope("linear.forward");
+    let (n, c_in) = (inp.m(), inp.k());
+    let out = &mut out[..n * c_out];
+    let mut cache = w16.lock();
+    let wt = cache.get(version, weight, c_out, c_in, true);
+    let epilogue = Epilogue { bias: bias.map(|b| &b[..c_out]), residual: residual.map(|r| &r[..n * c_out]) };
+    gemm_prepacked_fused_with(Kernel::current(), out, c_out, inp, wt, epilogue, par(n, c_out, c_in));
 }

@@ -589,11 +589,73 @@ struct Epi<'a> {
     bias: Option<&'a [f32]>,
     residual: Option<&'a [f32]>,
     gelu: Option<CPtr>,
+    /// Instead of C: `gelu(C + bias)` rounded to bf16 into the packed A of a following matmul.
+    to_packed: Option<PackOut>,
+}
+
+/// Where [`Epi::to_packed`] writes: a [`PackedA`]'s buffer and layout (its k is this product's n).
+#[derive(Clone, Copy)]
+struct PackOut {
+    dst: UPtr,
+    k_pad: usize,
+    lda: usize,
+    tiled: bool,
+}
+
+impl PackOut {
+    /// Writes `gelu(acc + bias)` of the block at (i0, j0), `rows × cols` valid, as bf16 A values.
+    ///
+    /// # Safety
+    /// The block's elements of the packed buffer are valid and touched by no one else (j0 is a multiple of 32,
+    /// so each row's run is contiguous in both layouts).
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn write(&self, acc: &[f32; BLOCK * BLOCK], i0: usize, j0: usize, rows: usize, cols: usize, bias: &[f32]) {
+        for r in 0..rows {
+            let i = i0 + r;
+            let at = if self.tiled {
+                ((i / 16) * (self.k_pad / BLOCK) + j0 / BLOCK) * 512 + (i % 16) * BLOCK
+            } else {
+                i * self.lda + j0
+            };
+            let dst = std::slice::from_raw_parts_mut(self.dst.get().add(at), cols);
+            gelu_bf16_row(dst, &acc[r * BLOCK..r * BLOCK + cols], &bias[j0..j0 + cols]);
+        }
+    }
+}
+
+crate::simd_fn! {
+/// `dst = bf16(gelu(src + bias))`: the f32 arithmetic of the unfused path (bias, then erf GELU), rounded once.
+fn gelu_bf16_row(dst: &mut [u16], src: &[f32], bias: &[f32]) {
+    for ((d, &x), &b) in dst.iter_mut().zip(src).zip(bias) {
+        *d = to_bf16(crate::kernels::gelu::gelu_f32(x + b));
+    }
+}
 }
 
 impl Epi<'_> {
     fn is_empty(&self) -> bool {
-        self.bias.is_none() && self.residual.is_none() && self.gelu.is_none()
+        self.bias.is_none() && self.residual.is_none() && self.gelu.is_none() && self.to_packed.is_none()
+    }
+
+    /// Writes C = acc with the post-ops applied, rows i0.. and columns j0.. (`rows × cols`), in one pass.
+    ///
+    /// # Safety
+    /// As [`apply`](Self::apply).
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn store(
+        &self,
+        acc: &[f32; BLOCK * BLOCK],
+        c: CPtr,
+        c_rs: usize,
+        i0: usize,
+        j0: usize,
+        rows: usize,
+        cols: usize,
+    ) {
+        let at = i0 * c_rs + j0;
+        let bias = self.bias.map(|b| &b[j0..j0 + cols]);
+        let res = self.residual.map(|x| &x[at..at + (rows - 1) * c_rs + cols]);
+        store_epilogue_block(c.0.add(at), c_rs, acc, rows, cols, bias, res, self.gelu.map(|g| g.0.add(at)));
     }
 
     /// Applies the post-ops to rows i0.. and columns j0.. (`rows × cols`) of C.
@@ -649,6 +711,47 @@ fn epilogue_block(
 }
 }
 
+crate::simd_fn! {
+/// [`epilogue_block`] reading the block from `acc` (`BLOCK` values per row) and writing C once: the same
+/// additions in the same order.
+fn store_epilogue_block(
+    c: *mut f32,
+    rs: usize,
+    acc: &[f32; BLOCK * BLOCK],
+    rows: usize,
+    cols: usize,
+    bias: Option<&[f32]>,
+    res: Option<&[f32]>,
+    act: Option<*mut f32>,
+) {
+    let mut row = [0.0f32; BLOCK];
+    for r in 0..rows {
+        let row = &mut row[..cols];
+        row.copy_from_slice(&acc[r * BLOCK..r * BLOCK + cols]);
+        if let Some(b) = bias {
+            for (x, b) in row.iter_mut().zip(b) {
+                *x += b;
+            }
+        }
+        if let Some(res) = res {
+            for (x, v) in row.iter_mut().zip(&res[r * rs..r * rs + cols]) {
+                *x += v;
+            }
+        }
+        // SAFETY: the caller owns `cols` elements at row r of the block in C (and in the GELU output).
+        let out = unsafe { std::slice::from_raw_parts_mut(c.add(r * rs), cols) };
+        out.copy_from_slice(row);
+        if let Some(a) = act {
+            // SAFETY: as above.
+            let g = unsafe { std::slice::from_raw_parts_mut(a.add(r * rs), cols) };
+            for (o, &x) in g.iter_mut().zip(row.iter()) {
+                *o = crate::kernels::gelu::gelu_f32(x);
+            }
+        }
+    }
+}
+}
+
 /// `C[m, n] = bf16(A) · B` followed by the [`Epilogue`] (and `gelu_out = gelu(C)` when given, laid out as C),
 /// with the kernel from [`Kernel::current`]: a linear layer's forward with its bias, residual and activation
 /// fused.
@@ -687,8 +790,87 @@ pub fn gemm_packed_fused_with(
         assert!(g.len() >= need, "bf16 matmul: GELU output too small");
         CPtr(g.as_mut_ptr())
     });
-    let epi = Epi { bias: epilogue.bias, residual: epilogue.residual, gelu };
+    let epi = Epi { bias: epilogue.bias, residual: epilogue.residual, gelu, to_packed: None };
     gemm_packed_epi(kernel, c, c_rs, a, b, m, 1.0, false, &epi, par)
+}
+
+/// bf16 activations already packed as the A operand of a matmul (`[m, k]`), from [`gemm_gelu_packed_with`]: an
+/// activation that only feeds the next matmul need not be written in f32 at all.
+pub struct PackedActs {
+    a: PackedA,
+    m: usize,
+    k: usize,
+}
+
+impl PackedActs {
+    pub fn m(&self) -> usize {
+        self.m
+    }
+
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Element (i, p) as f32 (tests).
+    pub fn get(&self, i: usize, p: usize) -> f32 {
+        let a = &self.a;
+        let at = if a.tiled {
+            ((i / 16) * (a.k_pad / BLOCK) + p / BLOCK) * 512 + (i % 16) * BLOCK + p % BLOCK
+        } else {
+            i * a.lda + p
+        };
+        from_bf16(a.data[at])
+    }
+}
+
+/// `gelu(bf16(A) · B + bias)` (`[m, n]`, f32 arithmetic as [`gemm_packed_fused_with`] with a GELU output),
+/// rounded to bf16 and packed as the A operand of a following matmul with k = n: each finished block goes
+/// from the tiles to the packed bf16 values while in L1, and no f32 matrix is written. A forward-only FFN
+/// (inference) writes a sixth of the bytes it would through f32 pre-activation and activation buffers.
+/// Panics for the f32 kernel or a product with a dimension under 16 (callers check [`tiny`] first).
+pub fn gemm_gelu_packed_with(kernel: Kernel, a: View<'_>, b: &PackedB, m: usize, bias: &[f32], par: Par) -> PackedActs {
+    let (k, n) = (b.k, b.n);
+    assert!(kernel != Kernel::F32 && !tiny(m, n, k), "bf16 matmul: packed GELU output needs a bf16 kernel and tiles");
+    assert!(kernel.available(), "bf16 matmul: kernel {} unavailable on this CPU", kernel.name());
+    assert!(needed(m, k, a.rs, a.cs) <= a.data.len(), "bf16 matmul: A too small");
+    assert!(bias.len() >= n, "bf16 matmul: bias too small");
+    let tiled = kernel == Kernel::Amx;
+    let pa = PackedA::pack(a, m, k, tiled, par);
+    let k_pad = round_up(n, BLOCK);
+    let lda = if tiled { k_pad } else { lda_for(k_pad) };
+    let m_pad = round_up(m, BLOCK);
+    // Zeros are needed only where padding is read: rows past m, or k past n.
+    let mut out = PackedA { k_pad, lda, tiled, data: scratch_take(m_pad * lda, m != m_pad || n != k_pad) };
+    let to_packed = PackOut { dst: UPtr(out.data.as_mut_ptr()), k_pad, lda, tiled };
+    let epi = Epi { bias: Some(bias), to_packed: Some(to_packed), ..Epi::default() };
+    run_blocks(kernel, &pa, b, CPtr(std::ptr::null_mut()), 0, m, 1.0, false, &epi, par);
+    PackedActs { a: out, m, k: n }
+}
+
+/// `C[m, n] = A · B` followed by the [`Epilogue`], for an A from [`gemm_gelu_packed_with`] (`m` and k from it,
+/// packed by the same kernel).
+pub fn gemm_prepacked_fused_with(
+    kernel: Kernel,
+    c: &mut [f32],
+    c_rs: usize,
+    a: &PackedActs,
+    b: &PackedB,
+    epilogue: Epilogue<'_>,
+    par: Par,
+) {
+    let (m, n) = (a.m, b.n);
+    assert_eq!(a.k, b.k, "bf16 matmul: packed A has k = {}, B has {}", a.k, b.k);
+    assert_eq!(a.a.tiled, kernel == Kernel::Amx, "bf16 matmul: A packed for another kernel");
+    assert!(kernel.available(), "bf16 matmul: kernel {} unavailable on this CPU", kernel.name());
+    let need = needed(m, n, c_rs, 1);
+    assert!(need <= c.len(), "bf16 matmul: C too small");
+    assert!(epilogue.bias.is_none_or(|x| x.len() >= n), "bf16 matmul: bias too small");
+    assert!(epilogue.residual.is_none_or(|x| x.len() >= need), "bf16 matmul: residual too small");
+    if m == 0 || n == 0 {
+        return;
+    }
+    let epi = Epi { bias: epilogue.bias, residual: epilogue.residual, ..Epi::default() };
+    run_blocks(kernel, &a.a, b, CPtr(c.as_mut_ptr()), c_rs, m, 1.0, false, &epi, par);
 }
 
 /// The packed-A buffer, written by tasks that own disjoint parts of it.
@@ -831,6 +1013,14 @@ unsafe fn run_range(
                 let (i0, j0) = (ib * BLOCK, jb * BLOCK);
                 let (rows, cols) = (BLOCK.min(m - i0), BLOCK.min(n - j0));
                 avx512::block(a_rows, lda, b_panel, k_pad, &mut acc);
+                if let Some(po) = epi.to_packed {
+                    po.write(&acc, i0, j0, rows, cols, epi.bias.unwrap_or(&[]));
+                    continue;
+                }
+                if !accumulate && scale == 1.0 && !epi.is_empty() {
+                    epi.store(&acc, c, c_rs, i0, j0, rows, cols);
+                    continue;
+                }
                 store_block(c, c_rs, i0, j0, rows, cols, &acc, scale, accumulate);
                 epi.apply(c, c_rs, i0, j0, rows, cols);
             }
@@ -874,6 +1064,19 @@ unsafe fn run_range_amx(
         let b = pb.data.as_ptr().add(jb * 2 * 16 * k_pad);
         let (i0, j0) = (ib * BLOCK, jb * BLOCK);
         let (rows, cols) = (BLOCK.min(m - i0), BLOCK.min(n - j0));
+        if let Some(po) = epi.to_packed {
+            amx::block(a0, a1, b, k_pad, steps, acc.as_mut_ptr(), BLOCK * 4, false);
+            po.write(&acc, i0, j0, rows, cols, epi.bias.unwrap_or(&[]));
+            return;
+        }
+        if !accumulate && scale == 1.0 && !epi.is_empty() {
+            // A forward product with post-ops: the tiles go to the L1 block, and one pass writes C (and the GELU
+            // output) from there; storing the tiles into C and reading them back for the post-ops cost a second
+            // pass over C in memory.
+            amx::block(a0, a1, b, k_pad, steps, acc.as_mut_ptr(), BLOCK * 4, false);
+            epi.store(&acc, c, c_rs, i0, j0, rows, cols);
+            return;
+        }
         if c_direct && rows == BLOCK && cols == BLOCK && scale == 1.0 {
             // A whole block at scale 1: the tiles load and store C in place.
             amx::block(a0, a1, b, k_pad, steps, c.0.add(i0 * c_rs + j0), c_rs * 4, accumulate);

@@ -337,3 +337,43 @@ fn fused_epilogue_equals_separate_passes() {
         }
     }
 }
+
+/// An FFN with the GELU output packed straight as the next matmul's bf16 operand gives bitwise the output of
+/// the path through f32 buffers (fused GELU output, then the second matmul packing it), for partial blocks in
+/// every dimension and on one or all threads; the packed values are that path's activations rounded to bf16.
+#[test]
+fn gelu_packed_operand_equals_the_f32_buffer_path() {
+    for kernel in kernels_here("gelu_packed_operand_equals_the_f32_buffer_path") {
+        for &(m, c, f) in &[(64, 64, 128), (70, 45, 97), (33, 96, 600)] {
+            let x = rand_vec(m * c, 31);
+            let (w1, b1) = (rand_vec(f * c, 32), rand_vec(f, 33));
+            let (w2, b2) = (rand_vec(c * f, 34), rand_vec(c, 35));
+            let res = rand_vec(m * c, 36);
+            let p1 = PackedB::pack(View::new(&w1, c, true), c, f, Par::Seq);
+            let p2 = PackedB::pack(View::new(&w2, f, true), f, c, Par::Seq);
+            for par in [Par::Seq, Par::Rayon] {
+                let (mut pre, mut act) = (vec![0.0; m * f], vec![0.0; m * f]);
+                let epi1 = Epilogue { bias: Some(&b1), residual: None };
+                gemm_packed_fused_with(kernel, &mut pre, f, View::new(&x, c, false), &p1, m, epi1, Some(&mut act), par);
+                let mut want = vec![0.0; m * c];
+                let epi2 = Epilogue { bias: Some(&b2), residual: Some(&res) };
+                gemm_packed_fused_with(kernel, &mut want, c, View::new(&act, f, false), &p2, m, epi2, None, par);
+
+                let packed = gemm_gelu_packed_with(kernel, View::new(&x, c, false), &p1, m, &b1, par);
+                assert_eq!((packed.m(), packed.k()), (m, f));
+                let what = format!("{} {m}x{c}x{f} {par:?}", kernel.name());
+                for i in 0..m {
+                    for p in 0..f {
+                        let v = round_bf16(act[i * f + p]);
+                        assert_eq!(packed.get(i, p).to_bits(), v.to_bits(), "{what}: act[{i}, {p}]");
+                    }
+                }
+                let mut got = vec![f32::NAN; m * c];
+                gemm_prepacked_fused_with(kernel, &mut got, c, &packed, &p2, epi2, par);
+                for i in 0..m * c {
+                    assert_eq!(got[i].to_bits(), want[i].to_bits(), "{what}: out[{i}] {} vs {}", got[i], want[i]);
+                }
+            }
+        }
+    }
+}

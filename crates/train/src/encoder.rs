@@ -244,6 +244,8 @@ pub struct EncoderClassifier {
     workspaces: WorkspaceCache<Workspace>,
     /// Forward-only workspaces of evaluation and prediction, freed when a pass ends.
     eval_workspaces: WorkspaceCache<Workspace>,
+    /// A server keeps them between passes (see [`EncoderClassifier::keep_eval_workspaces`]).
+    keep_eval_workspaces: bool,
     /// Gradient accumulator used when micro-batches need rescaling (gradient accumulation, short batches).
     /// The window's gradient when it is split into micro-batches.
     acc: crate::grads::GradAcc,
@@ -337,6 +339,7 @@ impl EncoderClassifier {
             seed,
             workspaces: WorkspaceCache::default(),
             eval_workspaces: WorkspaceCache::default(),
+            keep_eval_workspaces: false,
             acc: Default::default(),
             bf16: None,
         }
@@ -525,7 +528,7 @@ impl EncoderClassifier {
             }
             EvalOutput { metrics: m, num_samples: n, num_batches: n.div_ceil(batch_size.max(1)) }
         };
-        self.eval_workspaces = WorkspaceCache::default();
+        self.end_eval_pass();
         Ok(out)
     }
 
@@ -572,7 +575,7 @@ impl EncoderClassifier {
                 }
             }
         }
-        self.eval_workspaces = WorkspaceCache::default();
+        self.end_eval_pass();
         Ok(out)
     }
 
@@ -580,7 +583,21 @@ impl EncoderClassifier {
     /// evaluation rather than their sum (they are rebuilt at the next training step, once per evaluation).
     fn begin_eval_pass(&mut self) {
         self.workspaces = WorkspaceCache::default();
-        self.eval_workspaces = WorkspaceCache::default();
+        self.end_eval_pass();
+    }
+
+    /// Frees the forward-only workspaces after a pass, unless a server keeps them for its next batch
+    /// ([`keep_eval_workspaces`](Self::keep_eval_workspaces)).
+    fn end_eval_pass(&mut self) {
+        if !self.keep_eval_workspaces {
+            self.eval_workspaces = WorkspaceCache::default();
+        }
+    }
+
+    /// Keeps the forward-only workspaces between passes (a server's batches): building them again for every
+    /// batch costs their allocation and zeroing each time.
+    pub fn keep_eval_workspaces(&mut self) {
+        self.keep_eval_workspaces = true;
     }
 
     /// Token classification as `run_ner.py` evaluates it: `loss` (mean over sentences of each batch's mean token
@@ -642,7 +659,7 @@ impl EncoderClassifier {
                 num_batches: data.len().div_ceil(batch_size.max(1)),
             }
         };
-        self.eval_workspaces = WorkspaceCache::default();
+        self.end_eval_pass();
         Ok(out)
     }
 
@@ -675,7 +692,7 @@ impl EncoderClassifier {
             tokens += m;
             batches += 1;
         }
-        self.eval_workspaces = WorkspaceCache::default();
+        self.end_eval_pass();
         if tokens == 0 {
             return Err(TrainError::Model("no token of the evaluation data was masked".into()));
         }

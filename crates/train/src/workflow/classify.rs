@@ -1089,6 +1089,8 @@ impl Predictor {
             (model, tok, max_len, Head::Sequence { names, problem })
         };
         bf16_on(&mut model, opts.bf16)?;
+        // Called once per batch of requests: its workspaces stay for the next one.
+        model.keep_eval_workspaces();
         Ok(Predictor { model, tok, max_len, batch_size: opts.batch_size.max(1), head })
     }
 

@@ -1162,8 +1162,23 @@ impl Predictor {
                 }
                 let data =
                     encode_tokens(&self.tok, &(origin.to_string(), sentences.clone()), labels, false, self.max_len)?;
-                let ev = self.model.evaluate_tokens(&data, labels, self.batch_size, collator, false)?;
-                Ok(sentences.iter().zip(&ev.word_tags).map(|(s, t)| json!({ "tokens": s.tokens, "tags": t })).collect())
+                let lens: Vec<usize> = data.encodings.iter().map(|e| e.input_ids.len()).collect();
+                let mut out = vec![Value::Null; lens.len()];
+                for group in length_groups(&lens, self.batch_size, collator.pad_to_multiple_of.unwrap_or(1)) {
+                    let sub = TokenDatasetEncoded {
+                        encodings: group.iter().map(|&i| data.encodings[i].clone()).collect(),
+                        labels: group.iter().map(|&i| data.labels[i].clone()).collect(),
+                        word_counts: group.iter().map(|&i| data.word_counts[i]).collect(),
+                        truncated_sentences: 0,
+                        truncated_words: 0,
+                        empty_words: 0,
+                    };
+                    let ev = self.model.evaluate_tokens(&sub, labels, group.len(), collator, false)?;
+                    for (&i, tags) in group.iter().zip(&ev.word_tags) {
+                        out[i] = json!({ "tokens": sentences[i].tokens, "tags": tags });
+                    }
+                }
+                Ok(out)
             }
         }
     }

@@ -13,6 +13,8 @@
 #      too large to leave before layer 0 is done (ddp_bucket_cap_mb=100000), MiniLM and SmolLM2 full.
 #
 #   scripts/mpi-check.sh [equal|scaling|overlap|all]     (default all; needs Open MPI: see the README)
+# MPIRUN_ARGS adds mpirun options, e.g. MPIRUN_ARGS="-x OMPI_MCA_mpi_yield_when_idle=1" (ranks yield the core while
+# they wait in a collective).
 # Prints the CPU and the load; exits non-zero when any pair differs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,7 +39,8 @@ run() {
   if [[ $np == 1 ]]; then
     RAYON_NUM_THREADS=$threads "$BIN" "$@" >"$log" 2>&1
   else
-    mpirun --oversubscribe --bind-to none -np "$np" -x RAYON_NUM_THREADS="$threads" "$BIN" "$@" >"$log" 2>&1
+    # shellcheck disable=SC2086  # MPIRUN_ARGS: extra mpirun options, word-split on purpose
+    mpirun --oversubscribe --bind-to none -np "$np" -x RAYON_NUM_THREADS="$threads" ${MPIRUN_ARGS:-} "$BIN" "$@" >"$log" 2>&1
   fi || { echo "failed: see $log" >&2; tail -5 "$log" >&2; exit 1; }
 }
 hash_of() { sha256sum "$1" | cut -c1-16; }

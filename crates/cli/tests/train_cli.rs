@@ -391,6 +391,15 @@ fn dropout_run_keys_override_the_model_config() {
     assert_eq!(saved["attention_probs_dropout_prob"], 0.05, "{saved}");
     assert_eq!(saved["classifier_dropout"], 0.3, "{saved}");
 
+    // A data-parallel key in a one-process run is named as unused, not dropped silently.
+    let cfg = config(&s, "ddp", "max_steps = 1\nddp_bucket_cap_mb = 5\n");
+    let o = finetune(&["train", "--config", cfg.to_str().unwrap_or_default(), "--progress", "lines"]);
+    ok(o.clone());
+    assert!(stderr(&o).contains("ddp_bucket_cap_mb = 5: not used, this run is one process"), "{}", stderr(&o));
+    let o = finetune(&["train", "--config", cfg.to_str().unwrap_or_default(), "--set", "ddp_bucket_cap_mb=0"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("ddp_bucket_cap_mb must be > 0"), "{}", stderr(&o));
+
     let cfg = config(&s, "drop-bad", "");
     let o = finetune(&["train", "--config", cfg.to_str().unwrap_or_default(), "--set", "hidden_dropout_prob=1.5"]);
     assert_eq!(o.status.code(), Some(2));

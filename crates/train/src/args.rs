@@ -380,7 +380,7 @@ pub const KEY_USES: &[(&str, &str)] = &[
     ("bf16", "finetune train/cv: bf16 matmuls in the encoder (bf16 module); refused with an error by finetune sft"),
     (
         "ddp_bucket_cap_mb",
-        "gradient bucket size of data-parallel runs under mpirun (dist::Reducer); one process exchanges nothing",
+        "gradient bucket size of data-parallel runs under mpirun (dist::Reducer); a one-process run says it is unused",
     ),
 ];
 

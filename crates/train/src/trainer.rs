@@ -369,6 +369,15 @@ where
 
     let progress_mode = if writer { options.progress } else { ProgressMode::Off };
     let progress = Progress::new(progress_mode, plan.max_steps, state.global_step, plan.total_train_batch_size);
+    if world.is_none() {
+        if let Some(cap) = args.ddp_bucket_cap_mb {
+            // Said rather than silently dropped: a run file shared with `mpirun` keeps its key.
+            progress.message(&format!(
+                "ddp_bucket_cap_mb = {cap}: not used, this run is one process (it sizes the gradient buckets of \
+                 data-parallel runs under mpirun)"
+            ));
+        }
+    }
     let tensorboard = if writer && args.report_to_tensorboard() {
         Some(crate::tensorboard::EventWriter::in_output_dir(&output_dir)?)
     } else {

@@ -200,6 +200,16 @@ fn lda_for(k_pad: usize) -> usize {
     }
 }
 
+/// Where element (r, p) of a packed A lies: in 16 × 32 tiles (`tiled`, AMX) or in rows `lda` apart.
+#[inline(always)]
+fn packed_at(tiled: bool, k_pad: usize, lda: usize, r: usize, p: usize) -> usize {
+    if tiled {
+        ((r / 16) * (k_pad / BLOCK) + p / BLOCK) * 512 + (r % 16) * BLOCK + p % BLOCK
+    } else {
+        r * lda + p
+    }
+}
+
 impl PackedA {
     fn pack(a: View<'_>, m: usize, k: usize, tiled: bool, par: Par) -> Self {
         let k_pad = round_up(k, BLOCK);
@@ -208,13 +218,7 @@ impl PackedA {
         // Zeros are needed only where padding is read: rows past m, or k past a multiple of 32.
         let mut data = scratch_take(m_pad * lda, m != m_pad || k != k_pad);
         // Where row r (of a 32-row chunk) and column p start a run of up to 32 values that stay contiguous.
-        let at = |r: usize, p: usize| {
-            if tiled {
-                ((r / 16) * (k_pad / 32) + p / 32) * 512 + (r % 16) * 32 + p % 32
-            } else {
-                r * lda + p
-            }
-        };
+        let at = |r: usize, p: usize| packed_at(tiled, k_pad, lda, r, p);
         // Rows in groups of 32 (one block), converted on all threads when allowed.
         let fill = |(bi, chunk): (usize, &mut [u16])| {
             let r0 = bi * BLOCK;
@@ -612,11 +616,7 @@ impl PackOut {
     unsafe fn write(&self, acc: &[f32; BLOCK * BLOCK], i0: usize, j0: usize, rows: usize, cols: usize, bias: &[f32]) {
         for r in 0..rows {
             let i = i0 + r;
-            let at = if self.tiled {
-                ((i / 16) * (self.k_pad / BLOCK) + j0 / BLOCK) * 512 + (i % 16) * BLOCK
-            } else {
-                i * self.lda + j0
-            };
+            let at = packed_at(self.tiled, self.k_pad, self.lda, i, j0);
             let dst = std::slice::from_raw_parts_mut(self.dst.get().add(at), cols);
             gelu_bf16_row(dst, &acc[r * BLOCK..r * BLOCK + cols], &bias[j0..j0 + cols]);
         }
@@ -655,7 +655,8 @@ impl Epi<'_> {
         let at = i0 * c_rs + j0;
         let bias = self.bias.map(|b| &b[j0..j0 + cols]);
         let res = self.residual.map(|x| &x[at..at + (rows - 1) * c_rs + cols]);
-        store_epilogue_block(c.0.add(at), c_rs, acc, rows, cols, bias, res, self.gelu.map(|g| g.0.add(at)));
+        let act = self.gelu.map(|g| g.0.add(at));
+        post_ops_block(c.0.add(at), c_rs, acc.as_ptr(), BLOCK, rows, cols, bias, res, act);
     }
 
     /// Applies the post-ops to rows i0.. and columns j0.. (`rows × cols`) of C.
@@ -671,53 +672,22 @@ impl Epi<'_> {
         let bias = self.bias.map(|b| &b[j0..j0 + cols]);
         // The residual's rows between the block's (other blocks' columns) are only read: a shared slice.
         let res = self.residual.map(|x| &x[at..at + (rows - 1) * c_rs + cols]);
-        epilogue_block(c.0.add(at), c_rs, rows, cols, bias, res, self.gelu.map(|g| g.0.add(at)));
+        let c = c.0.add(at);
+        post_ops_block(c, c_rs, c, c_rs, rows, cols, bias, res, self.gelu.map(|g| g.0.add(at)));
     }
 }
 
 crate::simd_fn! {
-/// The post-ops on one block, in one call (per row, the dispatch cost more than the 32 additions).
-/// `c` and `act` point at the block's first element, rows `rs` apart; the caller owns those elements.
-fn epilogue_block(
+/// The post-ops on one block, in one call (per row, the dispatch cost more than the 32 additions): row r of
+/// C = `src` row r (`src_rs` apart: C itself for in place, or the L1 block) + bias + residual, in that order,
+/// written once; `act` row r = gelu of it. `c`, `src` and `act` point at the block's first element; the caller
+/// owns the C and GELU elements.
+#[allow(clippy::too_many_arguments)]
+fn post_ops_block(
     c: *mut f32,
     rs: usize,
-    rows: usize,
-    cols: usize,
-    bias: Option<&[f32]>,
-    res: Option<&[f32]>,
-    act: Option<*mut f32>,
-) {
-    for r in 0..rows {
-        // SAFETY: the caller owns `cols` elements at row r of the block in C (and in the GELU output).
-        let row = unsafe { std::slice::from_raw_parts_mut(c.add(r * rs), cols) };
-        if let Some(b) = bias {
-            for (x, b) in row.iter_mut().zip(b) {
-                *x += b;
-            }
-        }
-        if let Some(res) = res {
-            for (x, v) in row.iter_mut().zip(&res[r * rs..r * rs + cols]) {
-                *x += v;
-            }
-        }
-        if let Some(a) = act {
-            // SAFETY: as above.
-            let out = unsafe { std::slice::from_raw_parts_mut(a.add(r * rs), cols) };
-            for (o, &x) in out.iter_mut().zip(row.iter()) {
-                *o = crate::kernels::gelu::gelu_f32(x);
-            }
-        }
-    }
-}
-}
-
-crate::simd_fn! {
-/// [`epilogue_block`] reading the block from `acc` (`BLOCK` values per row) and writing C once: the same
-/// additions in the same order.
-fn store_epilogue_block(
-    c: *mut f32,
-    rs: usize,
-    acc: &[f32; BLOCK * BLOCK],
+    src: *const f32,
+    src_rs: usize,
     rows: usize,
     cols: usize,
     bias: Option<&[f32]>,
@@ -727,7 +697,8 @@ fn store_epilogue_block(
     let mut row = [0.0f32; BLOCK];
     for r in 0..rows {
         let row = &mut row[..cols];
-        row.copy_from_slice(&acc[r * BLOCK..r * BLOCK + cols]);
+        // SAFETY: the caller's block of `src` holds `cols` values at row r (read before C's row is written).
+        row.copy_from_slice(unsafe { std::slice::from_raw_parts(src.add(r * src_rs), cols) });
         if let Some(b) = bias {
             for (x, b) in row.iter_mut().zip(b) {
                 *x += b;
@@ -739,8 +710,7 @@ fn store_epilogue_block(
             }
         }
         // SAFETY: the caller owns `cols` elements at row r of the block in C (and in the GELU output).
-        let out = unsafe { std::slice::from_raw_parts_mut(c.add(r * rs), cols) };
-        out.copy_from_slice(row);
+        unsafe { std::slice::from_raw_parts_mut(c.add(r * rs), cols) }.copy_from_slice(row);
         if let Some(a) = act {
             // SAFETY: as above.
             let g = unsafe { std::slice::from_raw_parts_mut(a.add(r * rs), cols) };
@@ -814,12 +784,7 @@ impl PackedActs {
     /// Element (i, p) as f32 (tests).
     pub fn get(&self, i: usize, p: usize) -> f32 {
         let a = &self.a;
-        let at = if a.tiled {
-            ((i / 16) * (a.k_pad / BLOCK) + p / BLOCK) * 512 + (i % 16) * BLOCK + p % BLOCK
-        } else {
-            i * a.lda + p
-        };
-        from_bf16(a.data[at])
+        from_bf16(a.data[packed_at(a.tiled, a.k_pad, a.lda, i, p)])
     }
 }
 

@@ -75,6 +75,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("ours lora_step_ms {:.1}", median(&mut r.times));
         println!("ours lora_trainable_params {}", r.trainable);
         println!("ours peak_rss_lora_mib {:.0}", peak_rss_mib());
+        print_profile("per-kernel time per LoRA step (ms):", &r.times, steps);
         return Ok(());
     }
 
@@ -175,8 +176,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("ours lora_last_loss {:.4}", r.loss);
     }
     println!("ours peak_rss_mib {:.0}", peak_rss_mib());
-    println!("per-kernel time per full step (ms):");
-    let total: f64 = step_times.iter().sum::<f64>() / steps as f64;
+    print_profile("per-kernel time per full step (ms):", &step_times, steps);
+    Ok(())
+}
+
+/// The per-kernel profile of the last timed steps (`times`, one per step).
+fn print_profile(title: &str, times: &[f64], steps: usize) {
+    println!("{title}");
+    let total: f64 = times.iter().sum::<f64>() / steps as f64;
     let mut accounted = 0.0;
     for (name, d, calls) in profile::report() {
         let ms = d.as_secs_f64() * 1e3 / steps as f64;
@@ -185,7 +192,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     // The backward's matmuls (activation and weight gradients) have no profile scope of their own.
     println!("  {:<24} {:8.2}", "unprofiled (backward matmuls, copies)", total - accounted);
-    Ok(())
 }
 
 /// What [`lora_steps`] measured: the timed steps' times, CPU ms per step, the last loss, trainable parameters.
@@ -217,6 +223,10 @@ fn lora_steps(
     let (mut times, mut loss) = (Vec::new(), f32::NAN);
     let c0 = cpu_ms();
     for i in 0..warmup + steps {
+        if i == warmup {
+            profile::reset();
+            profile::enable(true);
+        }
         let s = Instant::now();
         model.store.zero_grad();
         loss = model.forward_backward(ws, batch)?;
@@ -226,5 +236,6 @@ fn lora_steps(
             times.push(s.elapsed().as_secs_f64() * 1e3);
         }
     }
+    profile::enable(false);
     Ok(LoraRun { times, cpu_ms: (cpu_ms() - c0) / (warmup + steps) as f64, loss, trainable })
 }

@@ -1327,18 +1327,20 @@ pub(crate) fn attention_forward(
 }
 
 /// Backward of [`attention_forward`].
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn attention_backward(
     dqkv: &mut [f32],
     dscores: &mut [f32],
     dctx: &[f32],
     qkv: &[f32],
     probs: &[f32],
+    mask_add: &[f32],
     seg: Option<&[u32]>,
     shape: Shape,
 ) {
     match seg {
-        Some(seg) => causal_attention::backward_segmented(dqkv, dscores, dctx, qkv, probs, seg, shape),
-        None => causal_attention::backward(dqkv, dscores, dctx, qkv, probs, shape),
+        Some(seg) => causal_attention::backward_segmented(dqkv, dscores, dctx, qkv, probs, mask_add, seg, shape),
+        None => causal_attention::backward(dqkv, dscores, dctx, qkv, probs, mask_add, shape),
     }
 }
 

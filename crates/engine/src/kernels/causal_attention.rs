@@ -57,10 +57,32 @@ impl SendPtr {
     }
 }
 
+/// Query rows per block. Each block of queries is multiplied with the keys up to its last row only, so the
+/// future half of the score matrix (zero probability) is never computed, as flash-attention's causal path.
+const ROW_BLOCK: usize = 64;
+
+/// The query blocks (`rb` rows) of a run of `l` tokens, last first, as `(i0, i1, keys)`: rows `i0..i1` read keys
+/// `0..keys` of the run. `keys` is `i1`, or the whole run for a block holding a query that sees no key at all
+/// (left padding: `first_visible` is the run's first unmasked key), which is then uniform over the run's keys
+/// as in transformers' eager path. The last block always reads every key, so it is the one that starts dK/dV.
+fn blocks(l: usize, first_visible: usize, rb: usize) -> impl Iterator<Item = (usize, usize, usize)> {
+    (0..l.div_ceil(rb)).rev().map(move |b| {
+        let (i0, i1) = (b * rb, ((b + 1) * rb).min(l));
+        (i0, i1, if i0 < first_visible { l } else { i1 })
+    })
+}
+
 crate::simd_fn! {
-/// Adds the key mask and the causal mask to each score row and turns it into probabilities in place.
-fn softmax_rows(p: &mut [f32], mask: &[f32], t: usize) {
-    for (i, row) in p.chunks_exact_mut(t).enumerate() {
+/// Rows `i0..i0 + rows` of a run starting at `s0` (rows `t` apart in `p`): adds the key mask and the causal
+/// mask to the scores of keys `0..keys` and turns them into probabilities in place; the rest of each row is
+/// zeroed.
+fn softmax_rows(p: &mut [f32], mask: &[f32], t: usize, s0: usize, i0: usize, rows: usize, keys: usize) {
+    for r in 0..rows {
+        let i = i0 + r;
+        let full = &mut p[(s0 + i) * t..(s0 + i + 1) * t];
+        full[..s0].fill(0.0);
+        full[s0 + keys..].fill(0.0);
+        let row = &mut full[s0..s0 + keys];
         for (j, (x, mv)) in row.iter_mut().zip(mask).enumerate() {
             *x += if j > i { f32::MIN } else { *mv };
         }
@@ -77,92 +99,17 @@ fn softmax_rows(p: &mut [f32], mask: &[f32], t: usize) {
 }
 
 crate::simd_fn! {
-/// `dS = P ⊙ (dP − Σ_j P dP)` per row, in place over dP.
-fn softmax_backward(ds: &mut [f32], p: &[f32], t: usize) {
-    for (g, pr) in ds.chunks_exact_mut(t).zip(p.chunks_exact(t)) {
+/// `dS = P ⊙ (dP − Σ_j P dP)` in place over dP, on the block that [`softmax_rows`] wrote.
+fn softmax_backward(ds: &mut [f32], p: &[f32], t: usize, s0: usize, i0: usize, rows: usize, keys: usize) {
+    for i in s0 + i0..s0 + i0 + rows {
+        let g = &mut ds[i * t + s0..i * t + s0 + keys];
+        let pr = &p[i * t + s0..i * t + s0 + keys];
         let dotp = crate::math::dot(g, pr);
         for (gv, pv) in g.iter_mut().zip(pr) {
             *gv = pv * (*gv - dotp);
         }
     }
 }
-}
-
-/// `mask` is the additive key mask `[B, T]` (0 for tokens, `f32::MIN` for padding).
-pub fn forward(out: &mut [f32], probs: &mut [f32], qkv: &[f32], mask: &[f32], s: Shape) {
-    let _prof = crate::profile::scope("causal_attention.forward");
-    s.check();
-    let (t, w, ow, hd) = (s.seq, s.qkv_width(), s.out_width(), s.head_dim);
-    assert!(out.len() >= s.batch * t * ow && qkv.len() >= s.batch * t * w && mask.len() >= s.batch * t);
-    assert!(probs.len() >= s.probs_len());
-    let scale = 1.0 / (hd as f32).sqrt();
-    let out_ptr = SendPtr(out.as_mut_ptr());
-    probs[..s.probs_len()].par_chunks_mut(t * t).enumerate().for_each(|(bh, p)| {
-        let (bi, h) = (bh / s.heads, bh % s.heads);
-        let (qc, kc, vc) = s.cols(h);
-        let base = bi * t * w;
-        let q = View { data: &qkv[base + qc..], rs: w, cs: 1 };
-        let kt = View { data: &qkv[base + kc..], rs: 1, cs: w };
-        gemm_view(p, t, q, kt, t, t, hd, scale, false, Par::Seq);
-        softmax_rows(p, &mask[bi * t..(bi + 1) * t], t);
-        let v = View { data: &qkv[base + vc..], rs: w, cs: 1 };
-        // SAFETY: this (batch, head) owns columns h·d..(h+1)·d of rows bi·T..(bi+1)·T of `out`; the assert at
-        // the top bounds them by out.len().
-        unsafe {
-            gemm_ptr(
-                out_ptr.get().add(bi * t * ow + h * hd),
-                ow,
-                View::new(p, t, false),
-                v,
-                t,
-                hd,
-                t,
-                1.0,
-                false,
-                Par::Seq,
-            )
-        };
-    });
-}
-
-/// Writes all of `dqkv` (`[B, T, (H + 2·KV)·d]`). `scratch` is a `[B, H, T, T]` buffer for score gradients.
-pub fn backward(dqkv: &mut [f32], scratch: &mut [f32], dout: &[f32], qkv: &[f32], probs: &[f32], s: Shape) {
-    let _prof = crate::profile::scope("causal_attention.backward");
-    s.check();
-    let (t, w, ow, hd, rep) = (s.seq, s.qkv_width(), s.out_width(), s.head_dim, s.rep());
-    assert!(dqkv.len() >= s.batch * t * w && dout.len() >= s.batch * t * ow && scratch.len() >= s.probs_len());
-    assert!(probs.len() >= s.probs_len() && qkv.len() >= s.batch * t * w);
-    let scale = 1.0 / (hd as f32).sqrt();
-    let dptr = SendPtr(dqkv.as_mut_ptr());
-    // One task per (batch, key/value head): its query heads add into the same dK and dV blocks.
-    scratch[..s.probs_len()].par_chunks_mut(rep * t * t).enumerate().for_each(|(bg, ds_group)| {
-        let (bi, g) = (bg / s.kv_heads, bg % s.kv_heads);
-        let base = bi * t * w;
-        for (r, ds) in ds_group.chunks_exact_mut(t * t).enumerate() {
-            let h = g * rep + r;
-            let (qc, kc, vc) = s.cols(h);
-            let p = &probs[(bi * s.heads + h) * t * t..][..t * t];
-            let dctx = View { data: &dout[bi * t * ow + h * hd..], rs: ow, cs: 1 };
-            let acc = r > 0;
-            // dP = dout · Vᵀ
-            gemm_view(ds, t, dctx, View { data: &qkv[base + vc..], rs: 1, cs: w }, t, t, hd, 1.0, false, Par::Seq);
-            // SAFETY: this (batch, kv head) task owns the q blocks of its query heads and its k and v blocks in
-            // rows bi·T..(bi+1)·T of dqkv, bounded by the asserts above.
-            unsafe {
-                // dV += Pᵀ · dout
-                gemm_ptr(dptr.get().add(base + vc), w, View::new(p, t, true), dctx, t, hd, t, 1.0, acc, Par::Seq);
-            }
-            softmax_backward(ds, p, t);
-            // SAFETY: as above.
-            unsafe {
-                // dQ = scale · dS · K ; dK += scale · dSᵀ · Q
-                let k = View { data: &qkv[base + kc..], rs: w, cs: 1 };
-                gemm_ptr(dptr.get().add(base + qc), w, View::new(ds, t, false), k, t, hd, t, scale, false, Par::Seq);
-                let q = View { data: &qkv[base + qc..], rs: w, cs: 1 };
-                gemm_ptr(dptr.get().add(base + kc), w, View::new(ds, t, true), q, t, hd, t, scale, acc, Par::Seq);
-            }
-        }
-    });
 }
 
 /// Contiguous runs of equal `seg` values in one row: `(start, end)` of each packed sequence.
@@ -182,41 +129,176 @@ fn segments(seg: &[u32]) -> impl Iterator<Item = (usize, usize)> + '_ {
     })
 }
 
-crate::simd_fn! {
-/// As `softmax_rows` on an `l × l` diagonal block whose rows are `t` apart; the rest of each row is zeroed.
-fn softmax_block(p: &mut [f32], mask: &[f32], t: usize, s: usize, l: usize) {
-    for i in 0..l {
-        let full = &mut p[(s + i) * t..(s + i + 1) * t];
-        full[..s].fill(0.0);
-        full[s + l..].fill(0.0);
-        let row = &mut full[s..s + l];
-        for (j, (x, mv)) in row.iter_mut().zip(&mask[s..s + l]).enumerate() {
-            *x += if j > i { f32::MIN } else { *mv };
-        }
-        let mx = max(row);
-        for x in row.iter_mut() {
-            *x = exp(*x - mx);
-        }
-        let inv = 1.0 / sum(row);
-        for x in row.iter_mut() {
-            *x *= inv;
-        }
+/// The runs of batch row `bi`: the whole row, or each packed sequence.
+fn runs(seg: Option<&[u32]>, bi: usize, t: usize) -> Vec<(usize, usize)> {
+    match seg {
+        Some(seg) => segments(&seg[bi * t..(bi + 1) * t]).collect(),
+        None => vec![(0, t)],
     }
-}
 }
 
-crate::simd_fn! {
-/// `softmax_backward` on an `l × l` diagonal block whose rows are `t` apart.
-fn softmax_backward_block(ds: &mut [f32], p: &[f32], t: usize, s: usize, l: usize) {
-    for i in s..s + l {
-        let g = &mut ds[i * t + s..i * t + s + l];
-        let pr = &p[i * t + s..i * t + s + l];
-        let dotp = crate::math::dot(g, pr);
-        for (gv, pv) in g.iter_mut().zip(pr) {
-            *gv = pv * (*gv - dotp);
-        }
+/// First key of the run `s0..e` that is not padding (`e - s0` when all are).
+fn first_visible(mask: &[f32], s0: usize, e: usize) -> usize {
+    mask[s0..e].iter().position(|&v| v > f32::MIN).unwrap_or(e - s0)
+}
+
+/// Forward of head `h` of batch row `bi` over the run `s0..e`; `p` is the head's `[T, T]` probabilities.
+///
+/// # Safety
+/// `out` holds `B·T` rows of `H·d` and no one else writes columns `h·d..(h+1)·d` of rows `bi·T + s0..bi·T + e`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn forward_run(
+    p: &mut [f32],
+    out: SendPtr,
+    qkv: &[f32],
+    mask: &[f32],
+    s: Shape,
+    (bi, h): (usize, usize),
+    run: (usize, usize),
+    rb: usize,
+) {
+    let (t, w, ow, hd) = (s.seq, s.qkv_width(), s.out_width(), s.head_dim);
+    let scale = 1.0 / (hd as f32).sqrt();
+    let (s0, e) = run;
+    let (qc, kc, vc) = s.cols(h);
+    let r0 = (bi * t + s0) * w;
+    let m = &mask[bi * t..(bi + 1) * t];
+    for (i0, i1, keys) in blocks(e - s0, first_visible(m, s0, e), rb) {
+        let rows = i1 - i0;
+        let q = View { data: &qkv[r0 + i0 * w + qc..], rs: w, cs: 1 };
+        let kt = View { data: &qkv[r0 + kc..], rs: 1, cs: w };
+        gemm_view(&mut p[(s0 + i0) * t + s0..], t, q, kt, rows, keys, hd, scale, false, Par::Seq);
+        softmax_rows(p, &m[s0..], t, s0, i0, rows, keys);
+        let v = View { data: &qkv[r0 + vc..], rs: w, cs: 1 };
+        let pb = View { data: &p[(s0 + i0) * t + s0..], rs: t, cs: 1 };
+        gemm_ptr(out.get().add((bi * t + s0 + i0) * ow + h * hd), ow, pb, v, rows, hd, keys, 1.0, false, Par::Seq);
     }
 }
+
+/// Backward of [`forward_run`]; `ds` is the head's `[T, T]` scratch. dK and dV are added to when `acc`, else
+/// written.
+///
+/// # Safety
+/// `dqkv` holds `B·T` rows of `(H + 2·KV)·d` and no one else touches head h's q columns or its key/value head's
+/// k and v columns in rows `bi·T + s0..bi·T + e`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn backward_run(
+    ds: &mut [f32],
+    dqkv: SendPtr,
+    dout: &[f32],
+    qkv: &[f32],
+    p: &[f32],
+    mask: &[f32],
+    s: Shape,
+    (bi, h): (usize, usize),
+    run: (usize, usize),
+    acc: bool,
+    rb: usize,
+) {
+    let (t, w, ow, hd) = (s.seq, s.qkv_width(), s.out_width(), s.head_dim);
+    let scale = 1.0 / (hd as f32).sqrt();
+    let (s0, e) = run;
+    let (qc, kc, vc) = s.cols(h);
+    let r0 = (bi * t + s0) * w;
+    let m = &mask[bi * t..(bi + 1) * t];
+    for (n, (i0, i1, keys)) in blocks(e - s0, first_visible(m, s0, e), rb).enumerate() {
+        let (rows, acc) = (i1 - i0, acc || n > 0);
+        let at = (s0 + i0) * t + s0;
+        let dctx = View { data: &dout[(bi * t + s0 + i0) * ow + h * hd..], rs: ow, cs: 1 };
+        // dP = dout · Vᵀ
+        let vt = View { data: &qkv[r0 + vc..], rs: 1, cs: w };
+        gemm_view(&mut ds[at..], t, dctx, vt, rows, keys, hd, 1.0, false, Par::Seq);
+        // dV (+)= Pᵀ · dout
+        let pt = View { data: &p[at..], rs: 1, cs: t };
+        gemm_ptr(dqkv.get().add(r0 + vc), w, pt, dctx, keys, hd, rows, 1.0, acc, Par::Seq);
+        softmax_backward(ds, p, t, s0, i0, rows, keys);
+        // dQ = scale · dS · K ; dK (+)= scale · dSᵀ · Q
+        let k = View { data: &qkv[r0 + kc..], rs: w, cs: 1 };
+        let dsb = View { data: &ds[at..], rs: t, cs: 1 };
+        gemm_ptr(dqkv.get().add(r0 + i0 * w + qc), w, dsb, k, rows, hd, keys, scale, false, Par::Seq);
+        let q = View { data: &qkv[r0 + i0 * w + qc..], rs: w, cs: 1 };
+        let dst = View { data: &ds[at..], rs: 1, cs: t };
+        gemm_ptr(dqkv.get().add(r0 + kc), w, dst, q, keys, hd, rows, scale, acc, Par::Seq);
+    }
+}
+
+fn forward_impl(
+    out: &mut [f32],
+    probs: &mut [f32],
+    qkv: &[f32],
+    mask: &[f32],
+    seg: Option<&[u32]>,
+    s: Shape,
+    rb: usize,
+) {
+    s.check();
+    let (t, w, ow) = (s.seq, s.qkv_width(), s.out_width());
+    assert!(out.len() >= s.batch * t * ow && qkv.len() >= s.batch * t * w && mask.len() >= s.batch * t);
+    assert!(probs.len() >= s.probs_len() && seg.is_none_or(|g| g.len() >= s.batch * t));
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    probs[..s.probs_len()].par_chunks_mut(t * t).enumerate().for_each(|(bh, p)| {
+        let (bi, h) = (bh / s.heads, bh % s.heads);
+        for run in runs(seg, bi, t) {
+            // SAFETY: this (batch, head) owns columns h·d..(h+1)·d of rows bi·T..(bi+1)·T of `out`, which the
+            // assert at the top bounds.
+            unsafe { forward_run(p, out_ptr, qkv, mask, s, (bi, h), run, rb) };
+        }
+    });
+}
+
+#[allow(clippy::too_many_arguments)]
+fn backward_impl(
+    dqkv: &mut [f32],
+    scratch: &mut [f32],
+    dout: &[f32],
+    qkv: &[f32],
+    probs: &[f32],
+    mask: &[f32],
+    seg: Option<&[u32]>,
+    s: Shape,
+    rb: usize,
+) {
+    s.check();
+    let (t, w, ow, rep) = (s.seq, s.qkv_width(), s.out_width(), s.rep());
+    assert!(dqkv.len() >= s.batch * t * w && dout.len() >= s.batch * t * ow && scratch.len() >= s.probs_len());
+    assert!(probs.len() >= s.probs_len() && qkv.len() >= s.batch * t * w && mask.len() >= s.batch * t);
+    assert!(seg.is_none_or(|g| g.len() >= s.batch * t));
+    let dptr = SendPtr(dqkv.as_mut_ptr());
+    // One task per (batch, key/value head): its query heads add into the same dK and dV blocks.
+    scratch[..s.probs_len()].par_chunks_mut(rep * t * t).enumerate().for_each(|(bg, ds_group)| {
+        let (bi, g) = (bg / s.kv_heads, bg % s.kv_heads);
+        for (r, ds) in ds_group.chunks_exact_mut(t * t).enumerate() {
+            let h = g * rep + r;
+            let p = &probs[(bi * s.heads + h) * t * t..][..t * t];
+            for run in runs(seg, bi, t) {
+                // SAFETY: this (batch, kv head) task owns the q columns of its query heads and its k and v columns
+                // in rows bi·T..(bi+1)·T of dqkv, which the asserts above bound.
+                unsafe { backward_run(ds, dptr, dout, qkv, p, mask, s, (bi, h), run, r > 0, rb) };
+            }
+        }
+    });
+}
+
+/// `mask` is the additive key mask `[B, T]` (0 for tokens, `f32::MIN` for padding).
+pub fn forward(out: &mut [f32], probs: &mut [f32], qkv: &[f32], mask: &[f32], s: Shape) {
+    let _prof = crate::profile::scope("causal_attention.forward");
+    forward_impl(out, probs, qkv, mask, None, s, ROW_BLOCK);
+}
+
+/// Writes all of `dqkv` (`[B, T, (H + 2·KV)·d]`). `scratch` is a `[B, H, T, T]` buffer for score gradients;
+/// `mask` is the forward's.
+#[allow(clippy::too_many_arguments)]
+pub fn backward(
+    dqkv: &mut [f32],
+    scratch: &mut [f32],
+    dout: &[f32],
+    qkv: &[f32],
+    probs: &[f32],
+    mask: &[f32],
+    s: Shape,
+) {
+    let _prof = crate::profile::scope("causal_attention.backward");
+    backward_impl(dqkv, scratch, dout, qkv, probs, mask, None, s, ROW_BLOCK);
 }
 
 /// Segment-aware (packed) variant of [`forward`]: `seg` `[B, T]` labels each token with its packed sequence
@@ -226,42 +308,7 @@ fn softmax_backward_block(ds: &mut [f32], p: &[f32], t: usize, s: usize, l: usiz
 /// over its run's keys.
 pub fn forward_segmented(out: &mut [f32], probs: &mut [f32], qkv: &[f32], mask: &[f32], seg: &[u32], s: Shape) {
     let _prof = crate::profile::scope("causal_attention.forward_segmented");
-    s.check();
-    let (t, w, ow, hd) = (s.seq, s.qkv_width(), s.out_width(), s.head_dim);
-    assert!(out.len() >= s.batch * t * ow && qkv.len() >= s.batch * t * w && mask.len() >= s.batch * t);
-    assert!(probs.len() >= s.probs_len() && seg.len() >= s.batch * t);
-    let scale = 1.0 / (hd as f32).sqrt();
-    let out_ptr = SendPtr(out.as_mut_ptr());
-    probs[..s.probs_len()].par_chunks_mut(t * t).enumerate().for_each(|(bh, p)| {
-        let (bi, h) = (bh / s.heads, bh % s.heads);
-        let (qc, kc, vc) = s.cols(h);
-        let base = bi * t * w;
-        for (s0, e) in segments(&seg[bi * t..(bi + 1) * t]) {
-            let l = e - s0;
-            let rb = base + s0 * w;
-            let q = View { data: &qkv[rb + qc..], rs: w, cs: 1 };
-            let kt = View { data: &qkv[rb + kc..], rs: 1, cs: w };
-            gemm_view(&mut p[s0 * t + s0..], t, q, kt, l, l, hd, scale, false, Par::Seq);
-            softmax_block(p, &mask[bi * t..(bi + 1) * t], t, s0, l);
-            let v = View { data: &qkv[rb + vc..], rs: w, cs: 1 };
-            // SAFETY: this (batch, head) owns columns h·d..(h+1)·d of rows bi·T..(bi+1)·T of `out`; the assert at
-            // the top bounds them by out.len().
-            unsafe {
-                gemm_ptr(
-                    out_ptr.get().add((bi * t + s0) * ow + h * hd),
-                    ow,
-                    View { data: &p[s0 * t + s0..], rs: t, cs: 1 },
-                    v,
-                    l,
-                    hd,
-                    l,
-                    1.0,
-                    false,
-                    Par::Seq,
-                )
-            };
-        }
-    });
+    forward_impl(out, probs, qkv, mask, Some(seg), s, ROW_BLOCK);
 }
 
 /// Backward of [`forward_segmented`]: writes all of `dqkv`, touching only the diagonal blocks.
@@ -272,51 +319,12 @@ pub fn backward_segmented(
     dout: &[f32],
     qkv: &[f32],
     probs: &[f32],
+    mask: &[f32],
     seg: &[u32],
     s: Shape,
 ) {
     let _prof = crate::profile::scope("causal_attention.backward_segmented");
-    s.check();
-    let (t, w, ow, hd, rep) = (s.seq, s.qkv_width(), s.out_width(), s.head_dim, s.rep());
-    assert!(dqkv.len() >= s.batch * t * w && dout.len() >= s.batch * t * ow && scratch.len() >= s.probs_len());
-    assert!(probs.len() >= s.probs_len() && qkv.len() >= s.batch * t * w && seg.len() >= s.batch * t);
-    let scale = 1.0 / (hd as f32).sqrt();
-    let dptr = SendPtr(dqkv.as_mut_ptr());
-    scratch[..s.probs_len()].par_chunks_mut(rep * t * t).enumerate().for_each(|(bg, ds_group)| {
-        let (bi, g) = (bg / s.kv_heads, bg % s.kv_heads);
-        for (r, ds) in ds_group.chunks_exact_mut(t * t).enumerate() {
-            let h = g * rep + r;
-            let (qc, kc, vc) = s.cols(h);
-            let p = &probs[(bi * s.heads + h) * t * t..][..t * t];
-            let acc = r > 0;
-            for (s0, e) in segments(&seg[bi * t..(bi + 1) * t]) {
-                let l = e - s0;
-                let rb = (bi * t + s0) * w;
-                let pbt = View { data: &p[s0 * t + s0..], rs: 1, cs: t };
-                let dctx = View { data: &dout[(bi * t + s0) * ow + h * hd..], rs: ow, cs: 1 };
-                let vt = View { data: &qkv[rb + vc..], rs: 1, cs: w };
-                // dP = dout · Vᵀ on the block
-                gemm_view(&mut ds[s0 * t + s0..], t, dctx, vt, l, l, hd, 1.0, false, Par::Seq);
-                // SAFETY: this (batch, kv head) task owns the q blocks of its query heads and its k and v blocks
-                // in rows bi·T..(bi+1)·T of dqkv, bounded by the asserts above.
-                unsafe {
-                    // dV += Pᵀ · dout
-                    gemm_ptr(dptr.get().add(rb + vc), w, pbt, dctx, l, hd, l, 1.0, acc, Par::Seq);
-                }
-                softmax_backward_block(ds, p, t, s0, l);
-                let dsb = View { data: &ds[s0 * t + s0..], rs: t, cs: 1 };
-                let dsbt = View { data: &ds[s0 * t + s0..], rs: 1, cs: t };
-                // SAFETY: as above.
-                unsafe {
-                    // dQ = scale · dS · K ; dK += scale · dSᵀ · Q
-                    let k = View { data: &qkv[rb + kc..], rs: w, cs: 1 };
-                    gemm_ptr(dptr.get().add(rb + qc), w, dsb, k, l, hd, l, scale, false, Par::Seq);
-                    let q = View { data: &qkv[rb + qc..], rs: w, cs: 1 };
-                    gemm_ptr(dptr.get().add(rb + kc), w, dsbt, q, l, hd, l, scale, acc, Par::Seq);
-                }
-            }
-        }
-    });
+    backward_impl(dqkv, scratch, dout, qkv, probs, mask, Some(seg), s, ROW_BLOCK);
 }
 
 pub mod reference {
@@ -418,7 +426,8 @@ mod tests {
     use super::*;
     use crate::kernels::testutil::*;
 
-    fn run(s: Shape, fd: bool) {
+    /// `rb` rows per query block; `left` padding keys at the start of the last batch row.
+    fn run(s: Shape, fd: bool, rb: usize, left: usize) {
         let (t, w, ow) = (s.seq, s.qkv_width(), s.out_width());
         let n = s.batch * t;
         let qkv = rand_vec(n * w, 1);
@@ -426,9 +435,10 @@ mod tests {
         let mut mask = vec![0.0f32; n];
         mask[t - 1] = f32::MIN;
         mask[t - 2] = f32::MIN;
+        mask[n - t..n - t + left].fill(f32::MIN);
         let (mut o, mut r) = (vec![0.0; n * ow], vec![0.0; n * ow]);
-        let mut probs = vec![0.0; s.probs_len()];
-        forward(&mut o, &mut probs, &qkv, &mask, s);
+        let mut probs = vec![f32::NAN; s.probs_len()];
+        forward_impl(&mut o, &mut probs, &qkv, &mask, None, s, rb);
         reference::forward(&mut r, &qkv, &mask, s);
         assert_close(&o, &r, 1e-5, "attention out");
         for i in 0..t {
@@ -436,11 +446,21 @@ mod tests {
                 assert_eq!(probs[i * t + j], 0.0, "future key gets zero probability");
             }
         }
-        let dout = rand_vec(n * ow, 2);
+        let mut dout = rand_vec(n * ow, 2);
+        // Queries that see no key have scores swamped by the mask: their true derivative is zero, while the
+        // softmax backward (ours and autograd's) passes dS on. In training their outputs reach no loss, so their
+        // gradient is zero; the finite-difference check holds it so.
+        dout[(n - t) * ow..(n - t + left) * ow].fill(0.0);
         let mut dqkv = vec![f32::NAN; n * w];
         let mut scratch = vec![0.0; s.probs_len()];
-        backward(&mut dqkv, &mut scratch, &dout, &qkv, &probs, s);
+        backward_impl(&mut dqkv, &mut scratch, &dout, &qkv, &probs, &mask, None, s, rb);
         assert!(dqkv.iter().all(|v| v.is_finite()), "every gradient entry written");
+        if rb < s.seq {
+            // The same gradients as one block over every key.
+            let mut one = vec![f32::NAN; n * w];
+            backward_impl(&mut one, &mut scratch, &dout, &qkv, &probs, &mask, None, s, s.seq);
+            assert_close(&dqkv, &one, 1e-5, "blocked backward");
+        }
         if fd {
             check_fd(&qkv, &dqkv, 1e-2, 2e-3, "fd attention", |x| {
                 let mut o = vec![0.0; n * ow];
@@ -452,17 +472,23 @@ mod tests {
 
     #[test]
     fn grouped_query_small_with_padding() {
-        run(Shape { batch: 2, seq: 5, heads: 4, kv_heads: 2, head_dim: 3 }, true);
-        run(Shape { batch: 2, seq: 4, heads: 2, kv_heads: 2, head_dim: 4 }, true);
-        run(Shape { batch: 1, seq: 6, heads: 3, kv_heads: 1, head_dim: 2 }, true);
+        for rb in [1, 2, ROW_BLOCK] {
+            run(Shape { batch: 2, seq: 5, heads: 4, kv_heads: 2, head_dim: 3 }, true, rb, 0);
+            run(Shape { batch: 2, seq: 4, heads: 2, kv_heads: 2, head_dim: 4 }, true, rb, 1);
+            run(Shape { batch: 1, seq: 6, heads: 3, kv_heads: 1, head_dim: 2 }, true, rb, 0);
+        }
+        // Left padding over more than one query block: those blocks read every key.
+        run(Shape { batch: 2, seq: 7, heads: 2, kv_heads: 1, head_dim: 3 }, true, 2, 3);
     }
 
     #[test]
     fn larger_shape() {
-        run(Shape { batch: 2, seq: 33, heads: 6, kv_heads: 2, head_dim: 16 }, false);
+        run(Shape { batch: 2, seq: 33, heads: 6, kv_heads: 2, head_dim: 16 }, false, ROW_BLOCK, 0);
+        run(Shape { batch: 2, seq: 150, heads: 2, kv_heads: 1, head_dim: 16 }, false, ROW_BLOCK, 70);
+        run(Shape { batch: 2, seq: 45, heads: 2, kv_heads: 2, head_dim: 8 }, false, 7, 9);
     }
 
-    fn run_segmented(s: Shape, seg: &[u32], fd: bool) {
+    fn run_segmented(s: Shape, seg: &[u32], fd: bool, rb: usize) {
         let (t, w, ow) = (s.seq, s.qkv_width(), s.out_width());
         let n = s.batch * t;
         let qkv = rand_vec(n * w, 4);
@@ -471,7 +497,7 @@ mod tests {
         mask[t - 1] = f32::MIN;
         let (mut o, mut r) = (vec![f32::NAN; n * ow], vec![0.0; n * ow]);
         let mut probs = vec![f32::NAN; s.probs_len()];
-        forward_segmented(&mut o, &mut probs, &qkv, &mask, seg, s);
+        forward_impl(&mut o, &mut probs, &qkv, &mask, Some(seg), s, rb);
         reference_segmented::forward(&mut r, &qkv, &mask, seg, s);
         assert_close(&o, &r, 1e-5, "segmented attention out");
         for i in 0..t {
@@ -484,8 +510,11 @@ mod tests {
         let dout = rand_vec(n * ow, 5);
         let mut dqkv = vec![f32::NAN; n * w];
         let mut scratch = vec![f32::NAN; s.probs_len()];
-        backward_segmented(&mut dqkv, &mut scratch, &dout, &qkv, &probs, seg, s);
+        backward_impl(&mut dqkv, &mut scratch, &dout, &qkv, &probs, &mask, Some(seg), s, rb);
         assert!(dqkv.iter().all(|v| v.is_finite()), "every gradient entry written");
+        let mut one = vec![f32::NAN; n * w];
+        backward_impl(&mut one, &mut scratch, &dout, &qkv, &probs, &mask, Some(seg), s, s.seq);
+        assert_close(&dqkv, &one, 1e-5, "blocked segmented backward");
         if fd {
             check_fd(&qkv, &dqkv, 1e-2, 2e-3, "fd segmented attention", |x| {
                 let mut o = vec![0.0; n * ow];
@@ -497,13 +526,19 @@ mod tests {
 
     #[test]
     fn segmented_matches_reference_and_finite_differences() {
-        let s = Shape { batch: 2, seq: 7, heads: 4, kv_heads: 2, head_dim: 3 };
-        run_segmented(s, &[0, 0, 0, 1, 1, 2, 2, 0, 0, 0, 0, 0, 0, 0], true);
-        let s = Shape { batch: 1, seq: 6, heads: 3, kv_heads: 1, head_dim: 2 };
-        run_segmented(s, &[0, 1, 1, 1, 2, 2], true);
+        for rb in [1, 2, ROW_BLOCK] {
+            let s = Shape { batch: 2, seq: 7, heads: 4, kv_heads: 2, head_dim: 3 };
+            run_segmented(s, &[0, 0, 0, 1, 1, 2, 2, 0, 0, 0, 0, 0, 0, 0], true, rb);
+            let s = Shape { batch: 1, seq: 6, heads: 3, kv_heads: 1, head_dim: 2 };
+            run_segmented(s, &[0, 1, 1, 1, 2, 2], true, rb);
+        }
         let s = Shape { batch: 2, seq: 40, heads: 6, kv_heads: 2, head_dim: 16 };
         let seg: Vec<u32> = (0..80).map(|i| [0, 0, 1, 1, 1, 2][(i % 40) / 7]).collect();
-        run_segmented(s, &seg, false);
+        run_segmented(s, &seg, false, ROW_BLOCK);
+        run_segmented(s, &seg, false, 5);
+        let s = Shape { batch: 1, seq: 200, heads: 2, kv_heads: 1, head_dim: 8 };
+        let seg: Vec<u32> = (0..200).map(|i| u32::from(i >= 130)).collect();
+        run_segmented(s, &seg, false, ROW_BLOCK);
     }
 
     #[test]

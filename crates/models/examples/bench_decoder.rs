@@ -102,10 +102,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             cpu_start = cpu_ms();
         }
         let s = Instant::now();
-        model.store.zero_grad();
         loss = model.forward_backward(&mut ws, &batch)?;
-        model.store.clip_grad_norm(1.0);
-        model.store.adamw_step(hyper);
+        // As the trainer: clipping, AdamW and zero_grad in one call.
+        model.store.optimizer_step(1.0, hyper);
         if i >= warmup {
             step_times.push(s.elapsed().as_secs_f64() * 1e3);
         }
@@ -228,10 +227,9 @@ fn lora_steps(
             profile::enable(true);
         }
         let s = Instant::now();
-        model.store.zero_grad();
         loss = model.forward_backward(ws, batch)?;
-        model.store.clip_grad_norm(1.0);
-        model.store.adamw_step(hyper);
+        // As the trainer: clipping, AdamW and zero_grad in one call.
+        model.store.optimizer_step(1.0, hyper);
         if i >= warmup {
             times.push(s.elapsed().as_secs_f64() * 1e3);
         }

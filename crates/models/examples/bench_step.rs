@@ -91,11 +91,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             cpu_start = cpu_ms();
         }
         let s = Instant::now();
-        model.store.zero_grad();
         loss = model.forward(&mut ws, &batch, Mode::Train { seed: i as u64 })?.unwrap_or(f32::NAN);
         model.backward(&mut ws, &batch)?;
-        model.store.clip_grad_norm(1.0);
-        model.store.adamw_step(hyper);
+        // As the trainer: clipping, AdamW and zero_grad in one call.
+        model.store.optimizer_step(1.0, hyper);
         if i >= warmup {
             step_times.push(s.elapsed().as_secs_f64() * 1e3);
         }

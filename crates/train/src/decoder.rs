@@ -449,9 +449,7 @@ impl TrainableModel for CausalLm {
         let max = if max_grad_norm > 0.0 { max_grad_norm as f32 } else { f32::INFINITY };
         self.acc.flush_into(self.model.store_mut());
         let store = self.model.store_mut();
-        let norm = store.clip_grad_norm(max) as f64;
-        store.adamw_step(self.adamw.hyper(lr));
-        store.zero_grad();
+        let norm = store.optimizer_step(max, self.adamw.hyper(lr)) as f64;
         Ok(norm)
     }
 

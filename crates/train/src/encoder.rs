@@ -822,9 +822,7 @@ impl TrainableModel for EncoderClassifier {
         self.grads_into_model();
         let store = &mut self.model.store;
         let max = if max_grad_norm > 0.0 { max_grad_norm as f32 } else { f32::INFINITY };
-        let norm = store.clip_grad_norm(max) as f64;
-        store.adamw_step(self.adamw.hyper(lr));
-        store.zero_grad();
+        let norm = store.optimizer_step(max, self.adamw.hyper(lr)) as f64;
         if let Some(w) = &self.bf16 {
             w.weights_changed();
         }

@@ -27,7 +27,7 @@ const CHUNK: usize = 8192;
 crate::simd_fn! {
 fn update_chunk(
     p: &mut [f32],
-    g: &[f32],
+    g: &mut [f32],
     m: &mut [f32],
     v: &mut [f32],
     decay: f32,
@@ -38,10 +38,16 @@ fn update_chunk(
     bc2_sqrt: f32,
     eps: f32,
     decays: bool,
+    coef: f32,
+    zero: bool,
 ) {
     let n = p.len().min(g.len()).min(m.len()).min(v.len());
     for i in 0..n {
-        let gi = g[i];
+        // The clipped gradient, rounded as `clip_grad_norm_`'s in-place `g *= coef` rounds it.
+        let gi = g[i] * coef;
+        if zero {
+            g[i] = 0.0;
+        }
         let pi = if decays { p[i] * decay } else { p[i] };
         let mi = m[i] + w1 * (gi - m[i]);
         let vi = v[i] * b2 + w2 * gi * gi;
@@ -55,6 +61,24 @@ fn update_chunk(
 /// One step for one parameter tensor; `step` counts from 1. Scalars are formed in f64 like PyTorch's Python
 /// floats, then applied in f32.
 pub fn update(param: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32], h: Hyper, step: u64) {
+    let mut g = grad.to_vec();
+    update_clipped(param, &mut g, m, v, h, step, 1.0, false);
+}
+
+/// [`update`] on the gradient multiplied by `coef` (what `clip_grad_norm_` leaves in it), and with `zero`
+/// the gradient zeroed in the same pass (`optimizer.zero_grad()`): one pass over the buffers instead of the
+/// three that clipping's scale, the step and the zeroing take one after the other, with the same results.
+#[allow(clippy::too_many_arguments)]
+pub fn update_clipped(
+    param: &mut [f32],
+    grad: &mut [f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    h: Hyper,
+    step: u64,
+    coef: f32,
+    zero: bool,
+) {
     let _prof = crate::profile::scope("adamw.update");
     let decay = (1.0 - h.lr * h.weight_decay) as f32;
     let w1 = (1.0 - h.beta1) as f32;
@@ -65,13 +89,14 @@ pub fn update(param: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32], h: 
     let step_size = (h.lr / bc1) as f32;
     let bc2_sqrt = bc2.sqrt() as f32;
     let eps = h.eps as f32;
-    let body = |p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]| {
-        update_chunk(p, g, m, v, decay, w1, b2, w2, step_size, bc2_sqrt, eps, h.weight_decay != 0.0)
+    let decays = h.weight_decay != 0.0;
+    let body = |p: &mut [f32], g: &mut [f32], m: &mut [f32], v: &mut [f32]| {
+        update_chunk(p, g, m, v, decay, w1, b2, w2, step_size, bc2_sqrt, eps, decays, coef, zero)
     };
     if param.len() >= PAR_THRESHOLD {
         param
             .par_chunks_mut(CHUNK)
-            .zip(grad.par_chunks(CHUNK))
+            .zip(grad.par_chunks_mut(CHUNK))
             .zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK)))
             .for_each(|((p, g), (m, v))| body(p, g, m, v));
     } else {
@@ -120,6 +145,26 @@ mod tests {
             assert_close(&p, &rp, 1e-6, "param");
             assert_close(&m, &rm, 1e-6, "m");
             assert_close(&v, &rv, 1e-6, "v");
+        }
+    }
+
+    #[test]
+    fn clipped_and_zeroed_in_one_pass_equals_the_three_passes() {
+        for n in [10, 40_000] {
+            let h = Hyper { lr: 1e-2, weight_decay: 0.1, ..Hyper::default() };
+            let (mut p, mut q) = (rand_vec(n, 1), rand_vec(n, 1));
+            let (mut m, mut v, mut m2, mut v2) = (vec![0.0; n], vec![0.0; n], vec![0.0; n], vec![0.0; n]);
+            for step in 1..=3 {
+                let g = rand_vec(n, 20 + step);
+                let coef = 0.37f32;
+                let scaled: Vec<f32> = g.iter().map(|x| x * coef).collect();
+                update(&mut p, &scaled, &mut m, &mut v, h, step);
+                let mut g2 = g.clone();
+                update_clipped(&mut q, &mut g2, &mut m2, &mut v2, h, step, coef, true);
+                assert_eq!(p, q, "params bitwise equal");
+                assert_eq!((&m, &v), (&m2, &v2), "moments bitwise equal");
+                assert!(g2.iter().all(|&x| x == 0.0), "gradient zeroed");
+            }
         }
     }
 

@@ -31,13 +31,23 @@ fn sum_squares_f32(block: &[f32], out: &mut f32) {
 }
 }
 
+/// The L2 norm over all of `grads` as [`clip`] measures it (f64 inside, f32 out).
+pub fn total_norm<'a>(grads: impl Iterator<Item = &'a [f32]>) -> f32 {
+    grads.map(|g| global_norm(&[g]).powi(2)).sum::<f64>().sqrt() as f32
+}
+
+/// The factor [`clip`] multiplies every gradient by, in f32 arithmetic as PyTorch forms it on the f32 norm
+/// tensor.
+pub fn coefficient(total: f32, max_norm: f32) -> f32 {
+    (max_norm / (total + 1e-6)).min(1.0)
+}
+
 /// Scales `grads` in place and returns the total norm before clipping (like PyTorch, also when it is not
 /// finite, in which case the gradients become NaN).
 pub fn clip(grads: &mut [&mut [f32]], max_norm: f32) -> f32 {
     let _prof = crate::profile::scope("clip_grad.clip");
-    let total = grads.iter().map(|g| global_norm(&[&**g]).powi(2)).sum::<f64>().sqrt() as f32;
-    // f32 arithmetic as PyTorch does it on the f32 norm tensor.
-    let coef = (max_norm / (total + 1e-6)).min(1.0);
+    let total = total_norm(grads.iter().map(|g| &**g));
+    let coef = coefficient(total, max_norm);
     for g in grads.iter_mut() {
         if g.len() >= crate::math::PAR_THRESHOLD {
             g.par_chunks_mut(8192).for_each(|c| scale(c, coef));

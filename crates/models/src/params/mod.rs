@@ -440,6 +440,7 @@ impl ParamStore {
     pub fn set_requires_grad(&mut self, name: &str, requires_grad: bool) -> Result<(), ParamError> {
         let k = self.index_of(name).ok_or_else(|| ParamError::Unknown(name.into()))?;
         self.infos[k].requires_grad = requires_grad;
+        self.zero_frozen_grads();
         Ok(())
     }
 
@@ -455,7 +456,16 @@ impl ParamStore {
         if count == 0 {
             return Err(ParamError::NoPrefix(prefix.into()));
         }
+        self.zero_frozen_grads();
         Ok(count)
+    }
+
+    /// Frozen parameters' gradients are zero and nothing writes them, so that
+    /// [`optimizer_step`](Self::optimizer_step) need not clear them; every path that freezes calls this.
+    fn zero_frozen_grads(&mut self) {
+        for i in self.infos.iter().filter(|i| !i.requires_grad) {
+            self.grads[i.range()].fill(0.0);
+        }
     }
 
     /// The parts a backward pass borrows together.
@@ -559,6 +569,24 @@ impl ParamStore {
     /// parameters are skipped entirely (no update, no decay, their moments untouched). Allocates the moments on
     /// the first step.
     pub fn adamw_step(&mut self, hp: adamw::Hyper) {
+        self.adamw_pass(hp, 1.0, false);
+    }
+
+    /// `clip_grad_norm_(max_norm)`, `optimizer.step()` and `optimizer.zero_grad()` as HF Trainer runs them
+    /// after each accumulation window, with the same results as [`clip_grad_norm`](Self::clip_grad_norm),
+    /// [`adamw_step`](Self::adamw_step) and [`zero_grad`](Self::zero_grad) in turn but in two passes over the
+    /// buffers instead of five: the norm, then AdamW on the scaled gradient, zeroing it as it goes. Frozen
+    /// parameters' gradients are left alone: nothing writes them (they stay zero). An infinite `max_norm` does
+    /// not clip. Returns the norm before clipping.
+    pub fn optimizer_step(&mut self, max_norm: f32, hp: adamw::Hyper) -> f32 {
+        let total = clip_grad::total_norm(self.trainable_grads().into_iter().map(|g| &*g));
+        let coef = if max_norm.is_infinite() { 1.0 } else { clip_grad::coefficient(total, max_norm) };
+        self.adamw_pass(hp, coef, true);
+        total
+    }
+
+    /// AdamW on `coef ·` the trainable gradients, zeroing them when `zero`.
+    fn adamw_pass(&mut self, hp: adamw::Hyper, coef: f32, zero: bool) {
         self.ensure_moments();
         self.step += 1;
         let step = self.step;
@@ -566,14 +594,8 @@ impl ParamStore {
         for i in infos.iter().filter(|i| i.requires_grad) {
             let r = i.range();
             let h = adamw::Hyper { weight_decay: if i.decay { hp.weight_decay } else { 0.0 }, ..hp };
-            adamw::update(
-                &mut params[r.clone()],
-                &grads[r.clone()],
-                &mut exp_avg[r.clone()],
-                &mut exp_avg_sq[r],
-                h,
-                step,
-            );
+            let (p, g) = (&mut params[r.clone()], &mut grads[r.clone()]);
+            adamw::update_clipped(p, g, &mut exp_avg[r.clone()], &mut exp_avg_sq[r], h, step, coef, zero);
         }
     }
 
@@ -675,6 +697,7 @@ impl ParamStore {
         let targets = self.lora_targets.clone();
         let adapters = Adapters::add(&cfg, seed, targets.modules, &targets.layer_prefixes, self.lora_store())?;
         self.lora = Some(adapters);
+        self.zero_frozen_grads();
         Ok(())
     }
 
@@ -824,6 +847,36 @@ mod tests {
         assert!((s.clip_grad_norm(f32::INFINITY) - want).abs() < 1e-6);
         assert_eq!(s.freeze_prefix("b.").expect("matches"), 1);
         assert!(s.freeze_prefix("c.").is_err() && s.set_requires_grad("c", true).is_err());
+    }
+
+    #[test]
+    fn optimizer_step_equals_clip_step_and_zero_grad() {
+        for max in [0.01f32, f32::INFINITY] {
+            let (mut fused, mut three) = (store(), store());
+            for s in [&mut fused, &mut three] {
+                s.set_requires_grad("a.bias", false).expect("known");
+            }
+            assert!(fused.grads[6..9].iter().all(|&g| g == 0.0), "freezing zeroes the gradient");
+            let hp = adamw::Hyper { lr: 0.1, weight_decay: 0.5, ..Default::default() };
+            for step in 0..3 {
+                let g: Vec<f32> = (0..fused.grads.len()).map(|i| 0.02 * (i + step) as f32 - 0.05).collect();
+                for s in [&mut fused, &mut three] {
+                    for (k, info) in s.infos.clone().iter().enumerate() {
+                        if info.requires_grad {
+                            let r = s.range(k);
+                            s.grads[r.clone()].copy_from_slice(&g[r]);
+                        }
+                    }
+                }
+                let norm = fused.optimizer_step(max, hp);
+                assert_eq!(norm, three.clip_grad_norm(max));
+                three.adamw_step(hp);
+                three.zero_grad();
+                assert_eq!(fused.params, three.params, "max {max}: parameters bitwise equal");
+                assert_eq!(fused.optimizer_state(), three.optimizer_state());
+                assert!(fused.grads.iter().all(|&g| g == 0.0), "gradients zeroed");
+            }
+        }
     }
 
     #[test]

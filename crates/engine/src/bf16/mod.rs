@@ -371,19 +371,23 @@ impl PackedB {
                 return; // padding panel: zeros
             }
             if b.rs == 1 {
-                // Columns contiguous along k (a transposed weight): walk down each column.
-                let mut tmp = [0u16; BLOCK];
-                for jj in 0..cols {
-                    let src = (j0 + jj) * b.cs;
-                    for p0 in (0..k).step_by(BLOCK) {
-                        let pn = BLOCK.min(k - p0);
-                        convert_row(&mut tmp[..pn], &b.data[src + p0..src + p0 + pn]);
-                        for (pp, &v) in tmp[..pn].iter().enumerate() {
-                            let p = p0 + pp;
-                            dst[(p / 2) * 32 + jj * 2 + (p & 1)] = v;
-                        }
+                // Columns contiguous along k (a transposed weight): each column is converted whole, and a VNNI
+                // pair (two consecutive k of one column) is then one 32-bit value, so the panel is a transpose of
+                // 16 columns of pairs; writing it row by row of the panel keeps the stores contiguous (an
+                // element-by-element scatter of 16-bit values cost twice the conversion).
+                let mut cvt = scratch_take(16 * k_pad, false);
+                for jj in 0..16 {
+                    let row = &mut cvt[jj * k_pad..(jj + 1) * k_pad];
+                    if jj < cols {
+                        let src = (j0 + jj) * b.cs;
+                        convert_row(&mut row[..k], &b.data[src..src + k]);
+                        row[k..].fill(0);
+                    } else {
+                        row.fill(0);
                     }
                 }
+                transpose_pairs(dst, &cvt, k_pad);
+                scratch_give(cvt);
             } else if b.cs == 1 {
                 // Rows contiguous: interleave rows 2q and 2q + 1 into pairs.
                 let zeros = [0.0f32; 16];
@@ -896,6 +900,19 @@ fn store_row(dst: &mut [f32], src: &[f32], scale: f32, accumulate: bool) {
 }
 
 crate::simd_fn! {
+/// One 16-column panel of B from its columns in bf16 (`cols[jj * k_pad..]`): pair q of column jj goes to
+/// `dst[(q * 16 + jj) * 2..]`.
+fn transpose_pairs(dst: &mut [u16], cols: &[u16], k_pad: usize) {
+    for (q, out) in dst[..k_pad * 16].chunks_exact_mut(32).enumerate() {
+        for (jj, pair) in out.chunks_exact_mut(2).enumerate() {
+            let at = jj * k_pad + 2 * q;
+            pair.copy_from_slice(&cols[at..at + 2]);
+        }
+    }
+}
+}
+
+crate::simd_fn! {
 /// `dst[2j] = bf16(r0[j])`, `dst[2j + 1] = bf16(r1[j])`: two rows of B into VNNI pairs.
 fn interleave_pair(dst: &mut [u16], r0: &[f32], r1: &[f32]) {
     for ((d, x), y) in dst.chunks_exact_mut(2).zip(r0).zip(r1) {
@@ -1090,6 +1107,7 @@ impl WeightCache {
             if transposed { (View::new(w, cols, true), cols, rows) } else { (View::new(w, cols, false), rows, cols) };
         let e = self.entries.entry(key).or_insert_with(|| (version.wrapping_add(1), PackedB::default()));
         if e.0 != version || e.1.k != k || e.1.n != n {
+            let _prof = crate::profile::scope("bf16.weight_pack");
             e.1.repack(view, k, n, Par::Rayon);
             e.0 = version;
         }

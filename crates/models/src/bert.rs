@@ -1257,7 +1257,8 @@ impl BertForSequenceClassification {
             let (gw, gb) = pair!(lo.proj_w, c * f, lo.proj_b, c);
             let w = s(lo.proj_w, c * f);
             bf16lin::backward(lc, Some(&mut ws.dinter), gw, gb, &ws.dtmp, &a.inter_act, w, rows, f, c, false);
-            gelu::backward(&mut ws.dinter[..rf], &a.inter_pre[..rf]);
+            // The bf16 path's forward GELU evaluates erf in f32 (`gelu_f32`); its derivative does too.
+            gelu::backward_with(&mut ws.dinter[..rf], &a.inter_pre[..rf], lc.is_some());
             // dh1 = residual path (dres) + FFN path; ws.dtmp holds it.
             ws.dtmp[..rc].copy_from_slice(&ws.dres[..rc]);
             let (gw, gb) = pair!(lo.fc_w, f * c, lo.fc_b, f);

@@ -59,12 +59,29 @@ pub fn forward(out: &mut [f32], inp: &[f32]) {
 
 /// In place: `d` holds the gradient of the output on entry and that of the input on return.
 pub fn backward(d: &mut [f32], inp: &[f32]) {
+    backward_with(d, inp, false);
+}
+
+crate::simd_fn! {
+/// [`bwd_chunk`] with erf in f32 arithmetic, as [`gelu_f32`].
+fn bwd_chunk_f32(d: &mut [f32], inp: &[f32]) {
+    for (g, &x) in d.iter_mut().zip(inp) {
+        let c = 0.5 * (1.0 + crate::math::erf_f32(x * FRAC_1_SQRT_2));
+        *g *= c + x * (INV_SQRT_2PI * exp(-0.5 * x * x));
+    }
+}
+}
+
+/// `d ← d · gelu'(inp)`; with `f32_erf` the erf is [`crate::math::erf_f32`] (the bf16 path's GELU, whose
+/// forward is [`gelu_f32`]): no f64 division, and within a few 1e-7 of the f64 erf's result.
+pub fn backward_with(d: &mut [f32], inp: &[f32], f32_erf: bool) {
     let _prof = crate::profile::scope("gelu.backward");
     let n = d.len();
+    let chunk = |o: &mut [f32], x: &[f32]| if f32_erf { bwd_chunk_f32(o, x) } else { bwd_chunk(o, x) };
     if n >= PAR_THRESHOLD {
-        d.par_chunks_mut(CHUNK).zip(inp[..n].par_chunks(CHUNK)).for_each(|(o, x)| bwd_chunk(o, x));
+        d.par_chunks_mut(CHUNK).zip(inp[..n].par_chunks(CHUNK)).for_each(|(o, x)| chunk(o, x));
     } else {
-        bwd_chunk(d, &inp[..n]);
+        chunk(d, &inp[..n]);
     }
 }
 
@@ -93,6 +110,9 @@ mod tests {
             let dout = rand_vec(n, 2);
             let mut d = dout.clone();
             backward(&mut d, &x);
+            let mut d32 = dout.clone();
+            backward_with(&mut d32, &x, true);
+            assert_close(&d32, &d, 1e-6, "gelu backward with the f32 erf");
             if n < 100 {
                 check_fd(&x, &d, 1e-3, 1e-3, "fd gelu", |xs| {
                     let mut o = vec![0.0; n];

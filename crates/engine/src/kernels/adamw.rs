@@ -59,7 +59,7 @@ fn update_chunk(
 }
 
 /// One step for one parameter tensor; `step` counts from 1. Scalars are formed in f64 like PyTorch's Python
-/// floats, then applied in f32.
+/// floats, then applied in f32. Works on a copy of `grad` (the training path, [`update_clipped`], does not).
 pub fn update(param: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32], h: Hyper, step: u64) {
     let mut g = grad.to_vec();
     update_clipped(param, &mut g, m, v, h, step, 1.0, false);

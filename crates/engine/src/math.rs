@@ -38,6 +38,26 @@ pub fn sum(xs: &[f32]) -> f32 {
     s
 }
 
+/// `xs[i] = exp(xs[i] − shift)` in place, returning the sum of the results: one pass instead of an exp pass
+/// and a [`sum`] pass, with the same sum bit for bit (the same 16 lanes, then the same tail order).
+#[inline(always)]
+pub fn exp_sum(xs: &mut [f32], shift: f32) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let mut chunks = xs.chunks_exact_mut(16);
+    for c in &mut chunks {
+        for i in 0..16 {
+            c[i] = exp(c[i] - shift);
+            acc[i] += c[i];
+        }
+    }
+    let mut s = acc.iter().sum::<f32>();
+    for x in chunks.into_remainder() {
+        *x = exp(*x - shift);
+        s += *x;
+    }
+    s
+}
+
 /// Dot product with 16 independent accumulators.
 #[inline(always)]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -168,6 +188,22 @@ mod tests {
             worst = worst.max((erf_f32(x) as f64 - libm::erf(x as f64)).abs());
         }
         assert!(worst < 5e-7, "erf_f32 max abs error {worst}");
+    }
+
+    #[test]
+    fn exp_sum_is_the_two_passes_bit_for_bit() {
+        for n in [0, 5, 16, 37, 128, 1000] {
+            let xs: Vec<f32> = (0..n).map(|i| ((i * 7919) % 997) as f32 * 0.013 - 6.0).collect();
+            let mut two = xs.clone();
+            for x in two.iter_mut() {
+                *x = exp(*x - 1.5);
+            }
+            let want = sum(&two);
+            let mut one = xs.clone();
+            let got = exp_sum(&mut one, 1.5);
+            assert_eq!(got.to_bits(), want.to_bits(), "n = {n}");
+            assert_eq!(one, two);
+        }
     }
 
     #[test]

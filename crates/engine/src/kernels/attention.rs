@@ -6,7 +6,7 @@
 //! output projection. The forward keeps the probabilities (and their dropped-out copy) for the backward.
 
 use super::dropout::Dropout;
-use crate::math::{exp, max, sum};
+use crate::math::{exp_sum, max};
 use crate::matmul::{gemm_ptr, gemm_view, Par, View};
 use rayon::prelude::*;
 
@@ -54,10 +54,7 @@ fn softmax_rows(p: &mut [f32], mask: &[f32], t: usize) {
             *x += mv;
         }
         let mx = max(row);
-        for x in row.iter_mut() {
-            *x = exp(*x - mx);
-        }
-        let inv = 1.0 / sum(row);
+        let inv = 1.0 / exp_sum(row, mx);
         for x in row.iter_mut() {
             *x *= inv;
         }

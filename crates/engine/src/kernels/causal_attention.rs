@@ -7,7 +7,7 @@
 //! `qkv` is the output of one fused projection, rows `[B, T, (H + 2·KV)·d]`: query heads, then key heads, then
 //! value heads. `out` is `[B, T, H·d]`. The forward keeps the probabilities `[B, H, T, T]` for the backward.
 
-use crate::math::{exp, max, sum};
+use crate::math::{exp_sum, max};
 use crate::matmul::{gemm_ptr, gemm_view, Par, View};
 use rayon::prelude::*;
 
@@ -87,10 +87,7 @@ fn softmax_rows(p: &mut [f32], mask: &[f32], t: usize, s0: usize, i0: usize, row
             *x += if j > i { f32::MIN } else { *mv };
         }
         let mx = max(row);
-        for x in row.iter_mut() {
-            *x = exp(*x - mx);
-        }
-        let inv = 1.0 / sum(row);
+        let inv = 1.0 / exp_sum(row, mx);
         for x in row.iter_mut() {
             *x *= inv;
         }

@@ -8,7 +8,7 @@
 
 use super::cross_entropy::IGNORE_INDEX;
 use crate::bf16::linear as bf16lin;
-use crate::math::{exp, max, sum};
+use crate::math::{exp_sum, max};
 use crate::matmul::{gemm_view, matmul, Par, View};
 use rayon::prelude::*;
 
@@ -166,11 +166,8 @@ crate::simd_fn! {
 /// Replaces the row by `exp(x − max)`; returns the max and the sum of the exponentials.
 fn softmax_row(row: &mut [f32], mx: &mut f32, z: &mut f32) {
     let m = max(row);
-    for x in row.iter_mut() {
-        *x = exp(*x - m);
-    }
     *mx = m;
-    *z = sum(row);
+    *z = exp_sum(row, m);
 }
 }
 

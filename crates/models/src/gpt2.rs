@@ -539,16 +539,8 @@ impl Gpt2LMHeadModel {
             conv1d_backward(&mut ws.dctx, false, gw, gb, &ws.dx, &a.ctx, s(lx.aproj_w), n, c, c);
             lora.backward(&mut ws.lora, infos, p, g, li, 1..2, &mut ws.dctx, &ws.dx, &a.ctx, n);
             let seg = ws.tok.segments();
-            decoder::attention_backward(
-                &mut ws.dqkv,
-                &mut ws.dscores,
-                &ws.dctx,
-                &a.qkv,
-                &a.probs,
-                &ws.tok.mask_add,
-                seg,
-                shape,
-            );
+            let (mask, dscores) = (&ws.tok.mask_add, &mut ws.dscores);
+            decoder::attention_backward(&mut ws.dqkv, dscores, &ws.dctx, &a.qkv, &a.probs, mask, seg, shape);
             let (gw, gb) = pair(g, r(lx.attn_w), r(lx.attn_b), rg(lx.attn_w), rg(lx.attn_b));
             conv1d_backward(&mut ws.dln, false, gw, gb, &ws.dqkv, &a.ln1, s(lx.attn_w), n, c, 3 * c);
             lora.backward(&mut ws.lora, infos, p, g, li, 0..1, &mut ws.dln, &ws.dqkv, &a.ln1, n);

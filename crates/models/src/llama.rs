@@ -627,16 +627,8 @@ impl LlamaForCausalLM {
                 bias_grad(&mut g[r(ob)], &ws.dx[..n * c], c, 0);
             }
             let seg = ws.tok.segments();
-            decoder::attention_backward(
-                &mut ws.dqkv,
-                &mut ws.dscores,
-                &ws.dctx,
-                &a.qkv,
-                &a.probs,
-                &ws.tok.mask_add,
-                seg,
-                shape,
-            );
+            let (mask, dscores) = (&ws.tok.mask_add, &mut ws.dscores);
+            decoder::attention_backward(&mut ws.dqkv, dscores, &ws.dctx, &a.qkv, &a.probs, mask, seg, shape);
             decoder::rope_qk(&mut ws.dqkv, (h, kv, d), d, &ws.tok.pos, &ws.cos, &ws.sin, true);
             let qkv = infos[lx.q_w].offset..r(lx.v_w).end;
             input_grad(lc_qkv, &mut ws.dln, &ws.dqkv, &p[qkv], n, c, w, false);

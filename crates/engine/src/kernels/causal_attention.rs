@@ -139,6 +139,41 @@ fn first_visible(mask: &[f32], s0: usize, e: usize) -> usize {
     mask[s0..e].iter().position(|&v| v > f32::MIN).unwrap_or(e - s0)
 }
 
+/// Head `h` of batch row `bi` over the run of tokens `s0..e`: its sizes, its columns in the fused q/k/v rows, the
+/// run's first q/k/v offset, and its query blocks.
+struct Run {
+    t: usize,
+    w: usize,
+    ow: usize,
+    hd: usize,
+    scale: f32,
+    bi: usize,
+    h: usize,
+    s0: usize,
+    cols: (usize, usize, usize),
+    r0: usize,
+}
+
+impl Run {
+    fn new(s: Shape, (bi, h): (usize, usize), (s0, _): (usize, usize)) -> Self {
+        let (t, w) = (s.seq, s.qkv_width());
+        let hd = s.head_dim;
+        let scale = 1.0 / (hd as f32).sqrt();
+        Run { t, w, ow: s.out_width(), hd, scale, bi, h, s0, cols: s.cols(h), r0: (bi * t + s0) * w }
+    }
+
+    /// The key mask of the batch row, and [`blocks`] of this run.
+    fn blocks<'m>(
+        &self,
+        mask: &'m [f32],
+        e: usize,
+        rb: usize,
+    ) -> (&'m [f32], impl Iterator<Item = (usize, usize, usize)>) {
+        let m = &mask[self.bi * self.t..(self.bi + 1) * self.t];
+        (m, blocks(e - self.s0, first_visible(m, self.s0, e), rb))
+    }
+}
+
 /// Forward of head `h` of batch row `bi` over the run `s0..e`; `p` is the head's `[T, T]` probabilities.
 ///
 /// # Safety
@@ -150,25 +185,23 @@ unsafe fn forward_run(
     qkv: &[f32],
     mask: &[f32],
     s: Shape,
-    (bi, h): (usize, usize),
+    head: (usize, usize),
     run: (usize, usize),
     rb: usize,
 ) {
-    let (t, w, ow, hd) = (s.seq, s.qkv_width(), s.out_width(), s.head_dim);
-    let scale = 1.0 / (hd as f32).sqrt();
-    let (s0, e) = run;
-    let (qc, kc, vc) = s.cols(h);
-    let r0 = (bi * t + s0) * w;
-    let m = &mask[bi * t..(bi + 1) * t];
-    for (i0, i1, keys) in blocks(e - s0, first_visible(m, s0, e), rb) {
+    let g = Run::new(s, head, run);
+    let (t, w, hd, s0, r0, (qc, kc, vc)) = (g.t, g.w, g.hd, g.s0, g.r0, g.cols);
+    let (m, blocks) = g.blocks(mask, run.1, rb);
+    for (i0, i1, keys) in blocks {
         let rows = i1 - i0;
         let q = View { data: &qkv[r0 + i0 * w + qc..], rs: w, cs: 1 };
         let kt = View { data: &qkv[r0 + kc..], rs: 1, cs: w };
-        gemm_view(&mut p[(s0 + i0) * t + s0..], t, q, kt, rows, keys, hd, scale, false, Par::Seq);
+        gemm_view(&mut p[(s0 + i0) * t + s0..], t, q, kt, rows, keys, hd, g.scale, false, Par::Seq);
         softmax_rows(p, &m[s0..], t, s0, i0, rows, keys);
         let v = View { data: &qkv[r0 + vc..], rs: w, cs: 1 };
         let pb = View { data: &p[(s0 + i0) * t + s0..], rs: t, cs: 1 };
-        gemm_ptr(out.get().add((bi * t + s0 + i0) * ow + h * hd), ow, pb, v, rows, hd, keys, 1.0, false, Par::Seq);
+        let o = out.get().add((g.bi * t + s0 + i0) * g.ow + g.h * hd);
+        gemm_ptr(o, g.ow, pb, v, rows, hd, keys, 1.0, false, Par::Seq);
     }
 }
 
@@ -187,21 +220,17 @@ unsafe fn backward_run(
     p: &[f32],
     mask: &[f32],
     s: Shape,
-    (bi, h): (usize, usize),
+    head: (usize, usize),
     run: (usize, usize),
     acc: bool,
     rb: usize,
 ) {
-    let (t, w, ow, hd) = (s.seq, s.qkv_width(), s.out_width(), s.head_dim);
-    let scale = 1.0 / (hd as f32).sqrt();
-    let (s0, e) = run;
-    let (qc, kc, vc) = s.cols(h);
-    let r0 = (bi * t + s0) * w;
-    let m = &mask[bi * t..(bi + 1) * t];
-    for (n, (i0, i1, keys)) in blocks(e - s0, first_visible(m, s0, e), rb).enumerate() {
+    let g = Run::new(s, head, run);
+    let (t, w, hd, s0, r0, (qc, kc, vc)) = (g.t, g.w, g.hd, g.s0, g.r0, g.cols);
+    for (n, (i0, i1, keys)) in g.blocks(mask, run.1, rb).1.enumerate() {
         let (rows, acc) = (i1 - i0, acc || n > 0);
         let at = (s0 + i0) * t + s0;
-        let dctx = View { data: &dout[(bi * t + s0 + i0) * ow + h * hd..], rs: ow, cs: 1 };
+        let dctx = View { data: &dout[(g.bi * t + s0 + i0) * g.ow + g.h * hd..], rs: g.ow, cs: 1 };
         // dP = dout · Vᵀ
         let vt = View { data: &qkv[r0 + vc..], rs: 1, cs: w };
         gemm_view(&mut ds[at..], t, dctx, vt, rows, keys, hd, 1.0, false, Par::Seq);
@@ -212,10 +241,10 @@ unsafe fn backward_run(
         // dQ = scale · dS · K ; dK (+)= scale · dSᵀ · Q
         let k = View { data: &qkv[r0 + kc..], rs: w, cs: 1 };
         let dsb = View { data: &ds[at..], rs: t, cs: 1 };
-        gemm_ptr(dqkv.get().add(r0 + i0 * w + qc), w, dsb, k, rows, hd, keys, scale, false, Par::Seq);
+        gemm_ptr(dqkv.get().add(r0 + i0 * w + qc), w, dsb, k, rows, hd, keys, g.scale, false, Par::Seq);
         let q = View { data: &qkv[r0 + i0 * w + qc..], rs: w, cs: 1 };
         let dst = View { data: &ds[at..], rs: 1, cs: t };
-        gemm_ptr(dqkv.get().add(r0 + kc), w, dst, q, keys, hd, rows, scale, acc, Par::Seq);
+        gemm_ptr(dqkv.get().add(r0 + kc), w, dst, q, keys, hd, rows, g.scale, acc, Par::Seq);
     }
 }
 

@@ -150,27 +150,23 @@ struct Run {
     bi: usize,
     h: usize,
     s0: usize,
+    e: usize,
     cols: (usize, usize, usize),
     r0: usize,
 }
 
 impl Run {
-    fn new(s: Shape, (bi, h): (usize, usize), (s0, _): (usize, usize)) -> Self {
+    fn new(s: Shape, (bi, h): (usize, usize), (s0, e): (usize, usize)) -> Self {
         let (t, w) = (s.seq, s.qkv_width());
         let hd = s.head_dim;
         let scale = 1.0 / (hd as f32).sqrt();
-        Run { t, w, ow: s.out_width(), hd, scale, bi, h, s0, cols: s.cols(h), r0: (bi * t + s0) * w }
+        Run { t, w, ow: s.out_width(), hd, scale, bi, h, s0, e, cols: s.cols(h), r0: (bi * t + s0) * w }
     }
 
     /// The key mask of the batch row, and [`blocks`] of this run.
-    fn blocks<'m>(
-        &self,
-        mask: &'m [f32],
-        e: usize,
-        rb: usize,
-    ) -> (&'m [f32], impl Iterator<Item = (usize, usize, usize)>) {
+    fn blocks<'m>(&self, mask: &'m [f32], rb: usize) -> (&'m [f32], impl Iterator<Item = (usize, usize, usize)>) {
         let m = &mask[self.bi * self.t..(self.bi + 1) * self.t];
-        (m, blocks(e - self.s0, first_visible(m, self.s0, e), rb))
+        (m, blocks(self.e - self.s0, first_visible(m, self.s0, self.e), rb))
     }
 }
 
@@ -178,20 +174,9 @@ impl Run {
 ///
 /// # Safety
 /// `out` holds `B·T` rows of `H·d` and no one else writes columns `h·d..(h+1)·d` of rows `bi·T + s0..bi·T + e`.
-#[allow(clippy::too_many_arguments)]
-unsafe fn forward_run(
-    p: &mut [f32],
-    out: SendPtr,
-    qkv: &[f32],
-    mask: &[f32],
-    s: Shape,
-    head: (usize, usize),
-    run: (usize, usize),
-    rb: usize,
-) {
-    let g = Run::new(s, head, run);
+unsafe fn forward_run(p: &mut [f32], out: SendPtr, qkv: &[f32], mask: &[f32], g: &Run, rb: usize) {
     let (t, w, hd, s0, r0, (qc, kc, vc)) = (g.t, g.w, g.hd, g.s0, g.r0, g.cols);
-    let (m, blocks) = g.blocks(mask, run.1, rb);
+    let (m, blocks) = g.blocks(mask, rb);
     for (i0, i1, keys) in blocks {
         let rows = i1 - i0;
         let q = View { data: &qkv[r0 + i0 * w + qc..], rs: w, cs: 1 };
@@ -219,15 +204,12 @@ unsafe fn backward_run(
     qkv: &[f32],
     p: &[f32],
     mask: &[f32],
-    s: Shape,
-    head: (usize, usize),
-    run: (usize, usize),
+    g: &Run,
     acc: bool,
     rb: usize,
 ) {
-    let g = Run::new(s, head, run);
     let (t, w, hd, s0, r0, (qc, kc, vc)) = (g.t, g.w, g.hd, g.s0, g.r0, g.cols);
-    for (n, (i0, i1, keys)) in g.blocks(mask, run.1, rb).1.enumerate() {
+    for (n, (i0, i1, keys)) in g.blocks(mask, rb).1.enumerate() {
         let (rows, acc) = (i1 - i0, acc || n > 0);
         let at = (s0 + i0) * t + s0;
         let dctx = View { data: &dout[(g.bi * t + s0 + i0) * g.ow + g.h * hd..], rs: g.ow, cs: 1 };
@@ -267,7 +249,7 @@ fn forward_impl(
         for run in runs(seg, bi, t) {
             // SAFETY: this (batch, head) owns columns h·d..(h+1)·d of rows bi·T..(bi+1)·T of `out`, which the
             // assert at the top bounds.
-            unsafe { forward_run(p, out_ptr, qkv, mask, s, (bi, h), run, rb) };
+            unsafe { forward_run(p, out_ptr, qkv, mask, &Run::new(s, (bi, h), run), rb) };
         }
     });
 }
@@ -299,7 +281,7 @@ fn backward_impl(
             for run in runs(seg, bi, t) {
                 // SAFETY: this (batch, kv head) task owns the q columns of its query heads and its k and v columns
                 // in rows bi·T..(bi+1)·T of dqkv, which the asserts above bound.
-                unsafe { backward_run(ds, dptr, dout, qkv, p, mask, s, (bi, h), run, r > 0, rb) };
+                unsafe { backward_run(ds, dptr, dout, qkv, p, mask, &Run::new(s, (bi, h), run), r > 0, rb) };
             }
         }
     });

@@ -58,16 +58,9 @@ for task in "${tasks[@]}"; do
   [ -f "$config_dir/$task.toml" ] || { echo "$config_dir/$task.toml: no such example config" >&2; exit 2; }
 done
 
-if [ -z "${PYTHON:-}" ]; then
-  [ -x .venv-torch/bin/python ] || scripts/reference/setup.sh torch
-  PYTHON=.venv-torch/bin/python
-fi
-threads=${THREADS:-2}
+. scripts/bench/e2e-common.sh
 root=bench-out/trainer
 md=${MD:-bench-out/trainer_bench.md}
-bin=target/release/finetune
-
-cargo build --release -q -p finetune-cli
 mkdir -p "$root"
 versions=$("$PYTHON" -c 'from importlib.metadata import version as v
 print(", ".join(f"{p} {v(p)}" for p in ["torch", "transformers", "scikit-learn", "seqeval"]))')
@@ -84,22 +77,6 @@ mode=${max_steps:+"quick plumbing check: --max-steps $max_steps (not a benchmark
   echo "ours is faster or smaller). Same train/validation/test files and hyper-parameters on both sides."
 } > "$md"
 
-# run LABEL LOGFILE CMD...: runs CMD with the shared thread settings; sets wall (seconds) and rss (peak, KiB).
-run() {
-  local label=$1 log=$2
-  shift 2
-  local t0 t1
-  t0=$(date +%s.%N)
-  if ! RAYON_NUM_THREADS=$threads OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads \
-    /usr/bin/time -f '%M' -o "$log.rss" "$@" > "$log" 2>&1; then
-    echo "$label failed; the end of $log:" >&2
-    tail -n 30 "$log" >&2
-    exit 1
-  fi
-  t1=$(date +%s.%N)
-  wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
-  rss=$(tail -n 1 "$log.rss")
-}
 
 for task in "${tasks[@]}"; do
   cfg=$config_dir/$task.toml

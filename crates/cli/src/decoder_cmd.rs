@@ -421,7 +421,7 @@ pub fn run_sft(a: SftArgs) -> Result<()> {
     }
     let kernel = model.set_bf16(args.bf16)?;
     if args.bf16 {
-        eprintln!("bf16: matmuls in bfloat16 with f32 accumulation on the {} kernel", kernel.name());
+        eprintln!("{}", kernel.bf16_line());
     }
     // All inputs are checked; from here on files are written.
     let out = PathBuf::from(&args.output_dir);

@@ -8,6 +8,7 @@ mod common;
 use std::process::Command;
 
 use common::*;
+use finetune_engine::bf16::Kernel;
 use serde_json::Value;
 
 fn eval_loss(s: &Setup, model: &std::path::Path, extra: &[&str]) -> f64 {
@@ -36,7 +37,7 @@ fn bf16_training_runs_saves_f32_and_evaluates_close_to_f32() {
     let cfg = config(&s, "out16", "max_steps = 4\nbf16 = true\n");
     let o = ok(finetune(&["train", "--config", cfg.to_str().unwrap_or_default(), "--progress", "off"]));
     let err = stderr(&o);
-    assert!(err.contains("bf16: matmuls in bfloat16"), "no kernel line:\n{err}");
+    assert!(err.contains(&Kernel::current().bf16_line()), "no kernel line:\n{err}");
     let out = s.root.join("out16");
     let all = read_json(&out.join("all_results.json"));
     let train_loss = all["train_loss"].as_f64().unwrap_or(f64::NAN);
@@ -84,7 +85,7 @@ fn sft_trains_in_bf16_and_gpt2_is_refused() {
     };
     let (f32_out, _) = run("f32", false);
     let (bf16_out, o) = run("bf16", true);
-    assert!(stderr(&o).contains("bf16: matmuls in bfloat16"), "{}", stderr(&o));
+    assert!(stderr(&o).contains(&Kernel::current().bf16_line()), "{}", stderr(&o));
     let (a, b) = (losses(&f32_out), losses(&bf16_out));
     assert_eq!(a.len(), b.len());
     for (step, (x, y)) in a.iter().zip(&b).enumerate() {

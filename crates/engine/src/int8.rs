@@ -5,8 +5,10 @@
 //!
 //! `vpdpbusd` multiplies unsigned by signed bytes, so the weights are stored offset by 128 (`q + 128`, unsigned)
 //! and the offset's share, `128 · Σ qx` per block of x, is taken off once per row: the integer block sums are exact,
-//! only their scaling is rounded. Written here rather than taken from a crate: no maintained Rust crate offers
-//! a Q8_0 × Q8_0 product with runtime VNNI dispatch.
+//! only their scaling is rounded. CPUs with AVX2 but no VNNI (AMD Zen 3 and older, Intel before Ice Lake) take
+//! the signed route of `vpmaddubsw`: |w| times x carrying w's sign, which keeps every pair sum below i16
+//! saturation. Written here rather than taken from a crate: no maintained Rust crate offers a Q8_0 × Q8_0
+//! product with runtime VNNI/AVX2 dispatch.
 
 use rayon::prelude::*;
 
@@ -103,7 +105,7 @@ pub fn matmul_t(out: &mut [f32], x: &[f32], n: usize, w: &Q8Matrix, xq: &mut Q8I
     assert!(x.len() >= n * cols && out.len() >= n * rows, "int8 matmul: operands shorter than {n} rows");
     xq.quantize(x, n, cols);
     let xq = &*xq;
-    let vnni = vnni_usable();
+    let kernel = Kernel::detect();
     // Tasks own disjoint column ranges of `out` (weight rows), each reading its weight rows once for all n rows.
     const CHUNK: usize = 64;
     let out_ptr = SendPtr(out.as_mut_ptr());
@@ -111,12 +113,7 @@ pub fn matmul_t(out: &mut [f32], x: &[f32], n: usize, w: &Q8Matrix, xq: &mut Q8I
         let out_ptr = &out_ptr;
         for r in t * CHUNK..((t + 1) * CHUNK).min(rows) {
             for i in 0..n {
-                let v = if vnni {
-                    // SAFETY: the CPU has AVX512-VNNI (checked above); both rows hold `cols` values.
-                    unsafe { row_dot_vnni(w, r, xq, i) }
-                } else {
-                    row_dot(w, r, xq, i)
-                };
+                let v = kernel.row_dot(w, r, xq, i);
                 // SAFETY: `i * rows + r` is within `out` (asserted) and only this task writes column r.
                 unsafe { *out_ptr.0.add(i * rows + r) = v };
             }
@@ -141,13 +138,69 @@ fn vnni_usable() -> bool {
     }
 }
 
-/// The kernel the CPU runs: `avx512-vnni` or the portable one.
-pub fn kernel_name() -> &'static str {
-    if vnni_usable() {
-        "avx512-vnni"
-    } else {
-        "portable"
+fn avx2_usable() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2")
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The dot-product kernels, widest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kernel {
+    Vnni,
+    Avx2,
+    Portable,
+}
+
+impl Kernel {
+    fn detect() -> Kernel {
+        if vnni_usable() {
+            Kernel::Vnni
+        } else if avx2_usable() {
+            Kernel::Avx2
+        } else {
+            Kernel::Portable
+        }
+    }
+
+    fn usable(self) -> bool {
+        match self {
+            Kernel::Vnni => vnni_usable(),
+            Kernel::Avx2 => avx2_usable(),
+            Kernel::Portable => true,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Kernel::Vnni => "avx512-vnni",
+            Kernel::Avx2 => "avx2",
+            Kernel::Portable => "portable",
+        }
+    }
+
+    /// Weight row `r` · x row `i`. The kernel must be [`usable`](Self::usable) (as [`detect`](Self::detect)'s is).
+    #[inline]
+    fn row_dot(self, w: &Q8Matrix, r: usize, x: &Q8Input, i: usize) -> f32 {
+        debug_assert!(self.usable());
+        match self {
+            // SAFETY: the CPU has the kernel's features (the caller's contract, checked in debug builds).
+            Kernel::Vnni => unsafe { row_dot_vnni(w, r, x, i) },
+            // SAFETY: as above.
+            Kernel::Avx2 => unsafe { row_dot_avx2(w, r, x, i) },
+            Kernel::Portable => row_dot(w, r, x, i),
+        }
+    }
+}
+
+/// The kernel the CPU runs: `avx512-vnni`, `avx2` or the portable one.
+pub fn kernel_name() -> &'static str {
+    Kernel::detect().name()
 }
 
 /// Weight row `r` · x row `i`: per block `d_w · (d_x · Σ (q_w + 128) q_x − 128 · d_x · Σ q_x)`.
@@ -203,8 +256,41 @@ unsafe fn row_dot_vnni(w: &Q8Matrix, r: usize, x: &Q8Input, i: usize) -> f32 {
     _mm512_reduce_add_ps(acc) + tail - corr
 }
 
+/// [`row_dot`] with AVX2, one block (32 bytes) per step: the weight bytes back to signed (`v ^ 0x80`), then
+/// `vpmaddubsw` of |w| (≤ 127, unsigned) with x carrying w's sign, so each pair sum is at most 2 · 127² and never
+/// saturates; `vpmaddwd` widens to 8 i32 sums. Signed products need no offset correction.
+///
+/// # Safety
+/// The CPU has AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn row_dot_avx2(w: &Q8Matrix, r: usize, x: &Q8Input, i: usize) -> f32 {
+    use std::arch::x86_64::*;
+    let (cols, nb) = (w.cols, w.cols / BLOCK);
+    let wq = w.qs.as_ptr().add(r * cols);
+    let xq = x.qs.as_ptr().add(i * cols);
+    let (ws, xs) = (&w.scales[r * nb..(r + 1) * nb], &x.scales[i * nb..(i + 1) * nb]);
+    let (flip, ones) = (_mm256_set1_epi8(-128), _mm256_set1_epi16(1));
+    let mut acc = _mm256_setzero_ps();
+    for b in 0..nb {
+        let wv = _mm256_xor_si256(_mm256_loadu_si256(wq.add(b * BLOCK) as *const __m256i), flip);
+        let xv = _mm256_loadu_si256(xq.add(b * BLOCK) as *const __m256i);
+        let pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv));
+        let dot = _mm256_madd_epi16(pairs, ones);
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(ws[b] * xs[b]), acc);
+    }
+    let half = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    let quad = _mm_add_ps(half, _mm_movehl_ps(half, half));
+    _mm_cvtss_f32(_mm_add_ss(quad, _mm_shuffle_ps(quad, quad, 1)))
+}
+
 #[cfg(not(target_arch = "x86_64"))]
 unsafe fn row_dot_vnni(w: &Q8Matrix, r: usize, x: &Q8Input, i: usize) -> f32 {
+    row_dot(w, r, x, i)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn row_dot_avx2(w: &Q8Matrix, r: usize, x: &Q8Input, i: usize) -> f32 {
     row_dot(w, r, x, i)
 }
 
@@ -250,7 +336,7 @@ mod tests {
     }
 
     #[test]
-    fn both_kernels_match_the_dequantized_product() {
+    fn every_kernel_matches_the_dequantized_product() {
         // 18 blocks (even) and 3 blocks (odd tail), one row and several rows of x.
         for (rows, cols, n) in [(70, 576, 1), (70, 576, 5), (9, 96, 3), (130, 64, 2)] {
             let w = Q8Matrix::quantize(&data(rows * cols, 2), rows, cols).expect("quantize");
@@ -258,19 +344,22 @@ mod tests {
             let want = reference(&x, n, &w);
             let mut xq = Q8Input::default();
             xq.quantize(&x, n, cols);
-            for (name, vnni) in [("portable", false), ("avx512-vnni", true)] {
-                if vnni && !vnni_usable() {
-                    println!("SKIPPED: the avx512-vnni kernel: this CPU lacks AVX512-VNNI");
+            for kernel in [Kernel::Portable, Kernel::Avx2, Kernel::Vnni] {
+                if !kernel.usable() {
+                    crate::kernels::testutil::skipped(&format!(
+                        "the {} int8 kernel: this CPU lacks its instructions",
+                        kernel.name()
+                    ));
                     continue;
                 }
                 for i in 0..n {
                     for r in 0..rows {
-                        // SAFETY: checked above.
-                        let got = if vnni { unsafe { row_dot_vnni(&w, r, &xq, i) } } else { row_dot(&w, r, &xq, i) };
+                        let got = kernel.row_dot(&w, r, &xq, i);
                         let e = want[i * rows + r];
                         assert!(
                             (got as f64 - e).abs() <= 1e-5 * (1.0 + e.abs()),
-                            "{name} {rows}x{cols} [{i},{r}]: {got} vs {e}"
+                            "{} {rows}x{cols} [{i},{r}]: {got} vs {e}",
+                            kernel.name()
                         );
                     }
                 }

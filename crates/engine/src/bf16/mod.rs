@@ -101,6 +101,17 @@ impl Kernel {
         }
     }
 
+    /// The line `bf16 = true` prints: which kernel runs the matmuls, or that this CPU has none and they run in
+    /// f32 (PyTorch's autocast emulates bf16 there, at a small fraction of its f32 speed).
+    pub fn bf16_line(self) -> String {
+        match self {
+            Kernel::F32 => "bf16: this CPU has no bf16 matmul kernel (AMX or AVX512-BF16), so the matmuls run in f32 \
+                            (f32 results at f32 speed)"
+                .into(),
+            k => format!("bf16: matmuls in bfloat16 with f32 accumulation on the {} kernel", k.name()),
+        }
+    }
+
     /// Parses a `FINETUNE_BF16_KERNEL` value and checks that the CPU runs it.
     pub fn parse(s: &str) -> Result<Kernel, String> {
         let k = match s.trim().to_ascii_lowercase().as_str() {

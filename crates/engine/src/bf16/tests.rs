@@ -1,5 +1,5 @@
 use super::*;
-use crate::kernels::testutil::rand_vec;
+use crate::kernels::testutil::{rand_vec, skipped};
 
 /// The bf16 kernels on this CPU; prints why each missing one is skipped.
 fn kernels_here(test: &str) -> Vec<Kernel> {
@@ -7,7 +7,7 @@ fn kernels_here(test: &str) -> Vec<Kernel> {
     for k in [Kernel::Amx, Kernel::Avx512Bf16] {
         match k.unavailable_reason() {
             None => ks.push(k),
-            Some(why) => eprintln!("{test}: skipping the {} kernel: {why}", k.name()),
+            Some(why) => skipped(&format!("{test}: the {} kernel: {why}", k.name())),
         }
     }
     ks
@@ -249,7 +249,7 @@ fn linear_in_bf16_matches_f32_within_rounding() {
     let ctx = Some((&shared, 1));
     let name = Kernel::current().name();
     if Kernel::current() == Kernel::F32 {
-        eprintln!("linear_in_bf16_matches_f32_within_rounding: no bf16 kernel on this CPU, checking the f32 fallback");
+        skipped("linear_in_bf16_matches_f32_within_rounding: no bf16 kernel on this CPU, checking the f32 fallback");
     }
     let mut out = vec![0.0; n * co];
     linear::forward(ctx, &mut out, &x, &w, Some(&b), n, ci, co);

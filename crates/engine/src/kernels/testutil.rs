@@ -1,5 +1,12 @@
 //! Deterministic random inputs, closeness checks and central finite differences for kernel tests.
 
+/// Prints why a test skips a kernel this CPU lacks. Written to the process's stderr directly: the test harness
+/// captures `eprintln!` of passing tests, and a skip must be seen.
+pub fn skipped(msg: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {msg}");
+}
+
 pub fn rand_vec(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(0x1234_5678);
     (0..n)

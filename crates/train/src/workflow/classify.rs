@@ -988,7 +988,7 @@ pub fn token_details_text(d: &crate::TokenDetails) -> String {
 pub fn bf16_on(model: &mut EncoderClassifier, on: bool) -> Result<()> {
     let kernel = model.set_bf16(on)?;
     if on {
-        eprintln!("bf16: matmuls in bfloat16 with f32 accumulation on the {} kernel", kernel.name());
+        eprintln!("{}", kernel.bf16_line());
     }
     Ok(())
 }

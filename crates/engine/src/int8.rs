@@ -113,7 +113,8 @@ pub fn matmul_t(out: &mut [f32], x: &[f32], n: usize, w: &Q8Matrix, xq: &mut Q8I
         let out_ptr = &out_ptr;
         for r in t * CHUNK..((t + 1) * CHUNK).min(rows) {
             for i in 0..n {
-                let v = kernel.row_dot(w, r, xq, i);
+                // SAFETY: `kernel` comes from `detect`, so the CPU runs it.
+                let v = unsafe { kernel.row_dot(w, r, xq, i) };
                 // SAFETY: `i * rows + r` is within `out` (asserted) and only this task writes column r.
                 unsafe { *out_ptr.0.add(i * rows + r) = v };
             }
@@ -141,7 +142,7 @@ fn vnni_usable() -> bool {
 fn avx2_usable() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        std::arch::is_x86_feature_detected!("avx2")
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -184,12 +185,15 @@ impl Kernel {
         }
     }
 
-    /// Weight row `r` · x row `i`. The kernel must be [`usable`](Self::usable) (as [`detect`](Self::detect)'s is).
+    /// Weight row `r` · x row `i`.
+    ///
+    /// # Safety
+    /// The kernel is [`usable`](Self::usable) on this CPU ([`detect`](Self::detect)'s always is).
     #[inline]
-    fn row_dot(self, w: &Q8Matrix, r: usize, x: &Q8Input, i: usize) -> f32 {
+    unsafe fn row_dot(self, w: &Q8Matrix, r: usize, x: &Q8Input, i: usize) -> f32 {
         debug_assert!(self.usable());
         match self {
-            // SAFETY: the CPU has the kernel's features (the caller's contract, checked in debug builds).
+            // SAFETY: the CPU has the kernel's features (this function's contract).
             Kernel::Vnni => unsafe { row_dot_vnni(w, r, x, i) },
             // SAFETY: as above.
             Kernel::Avx2 => unsafe { row_dot_avx2(w, r, x, i) },
@@ -261,7 +265,7 @@ unsafe fn row_dot_vnni(w: &Q8Matrix, r: usize, x: &Q8Input, i: usize) -> f32 {
 /// saturates; `vpmaddwd` widens to 8 i32 sums. Signed products need no offset correction.
 ///
 /// # Safety
-/// The CPU has AVX2.
+/// The CPU has AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn row_dot_avx2(w: &Q8Matrix, r: usize, x: &Q8Input, i: usize) -> f32 {
@@ -354,7 +358,8 @@ mod tests {
                 }
                 for i in 0..n {
                     for r in 0..rows {
-                        let got = kernel.row_dot(&w, r, &xq, i);
+                        // SAFETY: checked usable above.
+                        let got = unsafe { kernel.row_dot(&w, r, &xq, i) };
                         let e = want[i * rows + r];
                         assert!(
                             (got as f64 - e).abs() <= 1e-5 * (1.0 + e.abs()),

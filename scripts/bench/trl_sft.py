@@ -24,7 +24,8 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
-# Keys this script maps; any other key of the config is refused, so no setting is silently dropped.
+# Keys this script maps; any other key of the config is refused, so no setting is silently dropped. output_dir and
+# the save_* keys are overridden on both sides (--output-dir, save_strategy = "no").
 MAPPED = {
     "model_name_or_path", "train_file", "validation_file", "test_file", "max_seq_length", "packing",
     "max_new_tokens", "use_peft", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "output_dir",
@@ -68,6 +69,8 @@ def main():
     unknown = sorted(set(cfg) - MAPPED)
     if unknown:
         sys.exit(f"{a.config}: keys not mapped to TRL here: {', '.join(unknown)}")
+    if cfg.get("eval_strategy", "no") != "no":
+        sys.exit(f"{a.config}: eval_strategy = {cfg['eval_strategy']!r}: this comparison evaluates after training only")
     if not cfg.get("use_peft", False):
         sys.exit(f"{a.config}: this comparison is for LoRA (use_peft = true)")
 

@@ -249,7 +249,7 @@ fn linear_in_bf16_matches_f32_within_rounding() {
     let ctx = Some((&shared, 1));
     let name = Kernel::current().name();
     if Kernel::current() == Kernel::F32 {
-        skipped("linear_in_bf16_matches_f32_within_rounding: no bf16 kernel on this CPU, checking the f32 fallback");
+        skipped("linear_in_bf16_matches_f32_within_rounding: the bf16 rounding check (no bf16 kernel on this CPU); the f32 fallback is checked instead");
     }
     let mut out = vec![0.0; n * co];
     linear::forward(ctx, &mut out, &x, &w, Some(&b), n, ci, co);

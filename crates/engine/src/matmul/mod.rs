@@ -1,9 +1,73 @@
-//! Matrix multiplication on the `gemm` crate (runtime-dispatched AVX-512/AVX2/FMA micro-kernels).
+//! f32 matrix multiplication: our AVX2 + FMA kernel ([`avx2`]) on CPUs that have AVX2 but not AVX-512, the
+//! `gemm` crate (runtime-dispatched AVX-512/AVX2 micro-kernels) elsewhere and for products with a dimension
+//! under 16 (a matrix-vector product, as in batch-1 generation, is not worth packing).
 //!
 //! Everything is row-major. Transposition is expressed through strides, so no kernel ever copies a matrix
 //! to transpose it.
 
+mod avx2;
+
+use std::sync::OnceLock;
+
 use gemm::{gemm, Parallelism};
+
+/// The environment variable that forces an f32 kernel: `avx2` (ours) or `gemm` (the crate); benchmarks
+/// compare the two in one run.
+pub const F32_KERNEL_ENV: &str = "FINETUNE_F32_GEMM";
+
+/// An f32 matmul implementation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum F32Kernel {
+    /// Ours, [`avx2`]: AVX2 + FMA.
+    Avx2,
+    /// The `gemm` crate.
+    Gemm,
+}
+
+impl F32Kernel {
+    pub fn name(self) -> &'static str {
+        match self {
+            F32Kernel::Avx2 => "avx2",
+            F32Kernel::Gemm => "gemm",
+        }
+    }
+
+    /// The default: ours where AVX2 is the widest vector extension; the crate's AVX-512 kernels otherwise.
+    pub fn detect() -> F32Kernel {
+        if crate::simd::level() == crate::simd::Level::Avx2 && avx2::usable() {
+            F32Kernel::Avx2
+        } else {
+            F32Kernel::Gemm
+        }
+    }
+
+    /// Parses a `FINETUNE_F32_GEMM` value and checks that the CPU runs it.
+    pub fn parse(s: &str) -> Result<F32Kernel, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "gemm" => Ok(F32Kernel::Gemm),
+            "avx2" if avx2::usable() => Ok(F32Kernel::Avx2),
+            "avx2" => Err(format!("{F32_KERNEL_ENV}=avx2: the CPU lacks AVX2 and FMA")),
+            other => Err(format!("{F32_KERNEL_ENV}={other:?}: expected avx2 or gemm")),
+        }
+    }
+
+    /// The kernel in use: `FINETUNE_F32_GEMM` when set, else [`detect`](Self::detect). The command line
+    /// refuses an invalid value up front.
+    pub fn active() -> Result<F32Kernel, String> {
+        static ACTIVE: OnceLock<Result<F32Kernel, String>> = OnceLock::new();
+        ACTIVE
+            .get_or_init(|| match std::env::var(F32_KERNEL_ENV) {
+                Ok(v) if !v.trim().is_empty() => F32Kernel::parse(&v),
+                _ => Ok(F32Kernel::detect()),
+            })
+            .clone()
+    }
+
+    /// [`active`](Self::active), or [`detect`](Self::detect) when the variable is invalid.
+    pub fn current() -> F32Kernel {
+        F32Kernel::active().unwrap_or_else(|_| F32Kernel::detect())
+    }
+}
 
 /// A read-only matrix view: element (i, j) lives at `data[i * rs + j * cs]`.
 #[derive(Clone, Copy)]
@@ -55,6 +119,24 @@ pub fn gemm_view(
     accumulate: bool,
     par: Par,
 ) {
+    gemm_view_with(F32Kernel::current(), c, c_rs, a, b, m, n, k, scale, accumulate, par)
+}
+
+/// [`gemm_view`] with an explicit kernel (tests and benchmarks). Panics if the CPU cannot run it.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_view_with(
+    kernel: F32Kernel,
+    c: &mut [f32],
+    c_rs: usize,
+    a: View<'_>,
+    b: View<'_>,
+    m: usize,
+    n: usize,
+    k: usize,
+    scale: f32,
+    accumulate: bool,
+    par: Par,
+) {
     assert!(needed(m, n, c_rs, 1) <= c.len(), "matmul: C too small");
     if m == 0 || n == 0 {
         return;
@@ -69,9 +151,10 @@ pub fn gemm_view(
     }
     assert!(needed(m, k, a.rs, a.cs) <= a.data.len(), "matmul: A too small");
     assert!(needed(k, n, b.rs, b.cs) <= b.data.len(), "matmul: B too small");
-    // SAFETY: the asserts above bound every offset gemm touches by the slice lengths, and C (&mut) does not
-    // alias A or B.
-    unsafe { gemm_ptr(c.as_mut_ptr(), c_rs, a, b, m, n, k, scale, accumulate, par) }
+    assert!(kernel != F32Kernel::Avx2 || avx2::usable(), "matmul: the avx2 kernel needs AVX2 and FMA");
+    // SAFETY: the asserts above bound every offset the kernel touches by the slice lengths, C (&mut) does not
+    // alias A or B, and the CPU runs the kernel.
+    unsafe { gemm_ptr_with(kernel, c.as_mut_ptr(), c_rs, a, b, m, n, k, scale, accumulate, par) }
 }
 
 /// As [`gemm_view`] with C as a raw pointer, for callers that write disjoint strided blocks of one buffer from
@@ -93,10 +176,36 @@ pub unsafe fn gemm_ptr(
     accumulate: bool,
     par: Par,
 ) {
+    gemm_ptr_with(F32Kernel::current(), c, c_rs, a, b, m, n, k, scale, accumulate, par)
+}
+
+/// [`gemm_ptr`] with an explicit kernel (tests and benchmarks).
+///
+/// # Safety
+/// As [`gemm_ptr`]; the CPU runs `kernel` ([`F32Kernel::parse`] checks that).
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm_ptr_with(
+    kernel: F32Kernel,
+    c: *mut f32,
+    c_rs: usize,
+    a: View<'_>,
+    b: View<'_>,
+    m: usize,
+    n: usize,
+    k: usize,
+    scale: f32,
+    accumulate: bool,
+    par: Par,
+) {
     debug_assert!(needed(m, k, a.rs, a.cs) <= a.data.len());
     debug_assert!(needed(k, n, b.rs, b.cs) <= b.data.len());
     if m == 0 || n == 0 || k == 0 {
         return;
+    }
+    // Ours reads A in place, along rows or columns; other strides (none of our kernels make them) go to the crate.
+    if kernel == F32Kernel::Avx2 && m >= 16 && n >= 16 && (a.cs == 1 || a.rs == 1) {
+        // SAFETY: the caller's contract, which is avx2::gemm's, and the CPU runs the kernel.
+        return unsafe { avx2::gemm(c, c_rs, a, b, m, n, k, scale, accumulate, par) };
     }
     let parallelism = match par {
         Par::Rayon => Parallelism::Rayon(0),
@@ -178,6 +287,16 @@ mod tests {
     use super::*;
     use crate::kernels::testutil::{assert_close, rand_vec};
 
+    /// Every kernel this CPU runs (a missing one is reported, not silently passed).
+    fn kernels() -> Vec<F32Kernel> {
+        let mut ks = vec![F32Kernel::Gemm];
+        match F32Kernel::parse("avx2") {
+            Ok(k) => ks.push(k),
+            Err(why) => crate::kernels::testutil::skipped(&format!("matmul tests of the avx2 kernel: {why}")),
+        }
+        ks
+    }
+
     #[test]
     fn all_transpositions_and_accumulate() {
         for &(m, k, n) in &[(1, 1, 1), (3, 5, 7), (17, 33, 9), (64, 128, 96), (130, 70, 65)] {
@@ -195,6 +314,51 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Each kernel on shapes that cross its blocking: ragged register tiles (m, n not multiples of 6 / 16),
+    /// k over one packed depth (256), n over one packed width (4080), row splits over threads, strides,
+    /// scale and accumulation.
+    #[test]
+    fn each_kernel_across_block_edges() {
+        let shapes = [(16, 16, 16), (23, 300, 37), (250, 517, 129), (16, 20, 4100), (7, 64, 300), (300, 8, 17)];
+        for kernel in kernels() {
+            for &(m, k, n) in &shapes {
+                for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+                    for (acc, par) in [(false, Par::Seq), (true, Par::Rayon)] {
+                        let a = rand_vec(m * k, 11);
+                        let b = rand_vec(k * n, 12);
+                        let c_rs = n + 3;
+                        let mut c = rand_vec(m * c_rs, 13);
+                        let av = if ta { View::new(&a, m, true) } else { View::new(&a, k, false) };
+                        let bv = if tb { View::new(&b, k, true) } else { View::new(&b, n, false) };
+                        let mut want = c.clone();
+                        for i in 0..m {
+                            for j in 0..n {
+                                let s: f64 = (0..k)
+                                    .map(|p| {
+                                        av.data[i * av.rs + p * av.cs] as f64 * bv.data[p * bv.rs + j * bv.cs] as f64
+                                    })
+                                    .sum();
+                                let old = if acc { want[i * c_rs + j] as f64 } else { 0.0 };
+                                want[i * c_rs + j] = (old + 0.5 * s) as f32;
+                            }
+                        }
+                        gemm_view_with(kernel, &mut c, c_rs, av, bv, m, n, k, 0.5, acc, par);
+                        let what = format!("{} {m}x{k}x{n} ta={ta} tb={tb} acc={acc}", kernel.name());
+                        // The padding columns between rows of C are never written.
+                        assert_close(&c, &want, 3e-5, &what);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn kernel_names_parse() {
+        assert_eq!(F32Kernel::parse(" GEMM "), Ok(F32Kernel::Gemm));
+        assert!(F32Kernel::parse("mkl").unwrap_err().contains("expected avx2 or gemm"));
+        assert_eq!(F32Kernel::parse("avx2").is_ok(), avx2::usable());
     }
 
     #[test]

@@ -5,13 +5,13 @@
 //!
 //! cargo run --release -p finetune-engine --example bf16_bench -- [threads]
 //!
-//! Rows: `f32 avx2` (ours, on CPUs with AVX2 + FMA), `f32 gemm` (the gemm crate), `<kernel>` (bf16, B packed on every call), `<kernel>+packed` (B packed
+//! Rows: `f32` (the gemm crate), `<kernel>` (bf16, B packed on every call), `<kernel>+packed` (B packed
 //! once, as weights are during training). scripts/bench/bf16_gemm.sh runs this next to PyTorch.
 
 use std::time::Instant;
 
 use finetune_engine::bf16::{self, Kernel, PackedB};
-use finetune_engine::matmul::{self, F32Kernel, Par, View};
+use finetune_engine::matmul::{self, Par, View};
 
 /// CPU time of the calling thread in seconds: unlike wall time, it does not count the time other processes
 /// on a shared machine hold the core.
@@ -22,11 +22,10 @@ fn thread_cpu_secs() -> f64 {
     ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
 }
 
-/// (median wall seconds on all threads, minimum wall seconds, minimum single-thread CPU seconds of `seq`):
-/// minima too, since on a shared (virtual) machine a neighbour's load slows runs but never speeds them up.
+/// (median wall seconds on all threads, minimum wall seconds, median single-thread CPU seconds of `seq`).
 fn measure<F: FnMut(), G: FnMut()>(mut f: F, mut seq: G) -> (f64, f64, f64) {
     f();
-    let mut t: Vec<f64> = (0..15)
+    let mut t: Vec<f64> = (0..9)
         .map(|_| {
             let s = Instant::now();
             f();
@@ -35,7 +34,7 @@ fn measure<F: FnMut(), G: FnMut()>(mut f: F, mut seq: G) -> (f64, f64, f64) {
         .collect();
     t.sort_by(|a, b| a.total_cmp(b));
     seq();
-    let mut u: Vec<f64> = (0..9)
+    let mut u: Vec<f64> = (0..5)
         .map(|_| {
             let s = thread_cpu_secs();
             seq();
@@ -43,7 +42,7 @@ fn measure<F: FnMut(), G: FnMut()>(mut f: F, mut seq: G) -> (f64, f64, f64) {
         })
         .collect();
     u.sort_by(|a, b| a.total_cmp(b));
-    (t[t.len() / 2], t[0], u[0])
+    (t[t.len() / 2], t[0], u[u.len() / 2])
 }
 
 fn mhz() -> f64 {
@@ -69,9 +68,6 @@ fn main() {
             }
         })
         .collect();
-    // Ours where it runs (AVX2 + FMA), and the `gemm` crate.
-    let f32_kernels: Vec<F32Kernel> =
-        [F32Kernel::parse("avx2").ok(), Some(F32Kernel::Gemm)].into_iter().flatten().collect();
     // f32 FLOP per cycle per core: two FMA ports, each `lanes` wide, two FLOP per lane.
     let f32_peak = match finetune_engine::simd::level() {
         finetune_engine::simd::Level::Avx512 => 64.0,
@@ -104,7 +100,7 @@ fn main() {
         let bv = if tb { View::new(&b, k, true) } else { View::new(&b, n, false) };
         let mut c = vec![0.0f32; m * n];
         let flops = 2.0 * (m * n * k) as f64;
-        // Throughput from the minimum wall time and the minimum CPU time of one thread (the least disturbed runs).
+        // Throughput from the minimum wall time (the least disturbed run) and from one thread's CPU time.
         let row = |name: &str, (med, min, cpu1): (f64, f64, f64), peak_per_cycle: f64| {
             let peak = peak_per_cycle * ghz * 1e9 / 1e12;
             let (tf, tf1) = (flops / min / 1e12, flops / cpu1 / 1e12);
@@ -118,13 +114,11 @@ fn main() {
             );
         };
         let mut c2 = c.clone();
-        for &f in &f32_kernels {
-            let t = measure(
-                || matmul::gemm_view_with(f, &mut c, n, av, bv, m, n, k, 1.0, false, Par::Rayon),
-                || matmul::gemm_view_with(f, &mut c2, n, av, bv, m, n, k, 1.0, false, Par::Seq),
-            );
-            row(&format!("f32 {}", f.name()), t, f32_peak);
-        }
+        let t = measure(
+            || matmul::gemm_view(&mut c, n, av, bv, m, n, k, 1.0, false, Par::Rayon),
+            || matmul::gemm_view(&mut c2, n, av, bv, m, n, k, 1.0, false, Par::Seq),
+        );
+        row("f32", t, f32_peak);
         for &kern in &kernels {
             let peak = if kern == Kernel::Amx { 1024.0 } else { 128.0 };
             let t = measure(

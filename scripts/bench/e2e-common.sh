@@ -9,19 +9,22 @@ threads=${THREADS:-2}
 bin=target/release/finetune
 cargo build --release -q -p finetune-cli
 
-# run LABEL LOGFILE CMD...: runs CMD with the shared thread settings; sets wall (seconds) and rss (peak, KiB).
+# run LABEL LOGFILE CMD...: runs CMD with the shared thread settings; sets wall (seconds), rss (peak, KiB) and
+# cpu (user + system seconds of the process and its children: on a shared virtual machine it leaves out the time
+# other guests hold the cores, which wall time does not; it does count threads spinning while they wait).
 run() {
   local label=$1 log=$2
   shift 2
   local t0 t1
   t0=$(date +%s.%N)
   if ! RAYON_NUM_THREADS=$threads OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads \
-    /usr/bin/time -f '%M' -o "$log.rss" "$@" > "$log" 2>&1; then
+    /usr/bin/time -f '%M %U %S' -o "$log.rss" "$@" > "$log" 2>&1; then
     echo "$label failed; the end of $log:" >&2
     tail -n 30 "$log" >&2
     exit 1
   fi
   t1=$(date +%s.%N)
   wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
-  rss=$(tail -n 1 "$log.rss")
+  read -r rss user sys < <(tail -n 1 "$log.rss")
+  cpu=$(awk -v u="$user" -v s="$sys" 'BEGIN { printf "%.1f", u + s }')
 }

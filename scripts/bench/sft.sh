@@ -7,7 +7,8 @@
 # --bf16: ours bf16 = true, TRL SFTConfig(bf16=True) (autocast).
 # Both sides read the same TOML and the same train/validation/test files; checkpoints are off on both sides
 # (save_strategy = "no"). Wall time is process start to exit on one clock (model load, tokenisation, packing,
-# training, validation and test loss, greedy generation for every test prompt); peak RSS by /usr/bin/time.
+# training, validation and test loss, greedy generation for every test prompt); peak RSS and CPU time (user +
+# system) by /usr/bin/time.
 # Output: bench-out/sft/{ours,trl}/ with logs; the table is printed and written to bench-out/sft_bench.md.
 # PyTorch, PEFT and TRL come from the git-ignored .venv-torch (scripts/reference/setup.sh torch), or
 # PYTHON=/path/to/python. THREADS (default 2) threads each.
@@ -45,20 +46,21 @@ ours=(sft --config "$cfg" --set "output_dir=$root/ours" --set save_strategy=no -
 [ -n "$max_steps" ] && ours+=(--set "max_steps=$max_steps")
 [ -n "$bf16" ] && ours+=(--set bf16=true)
 run ours "$root/ours.log" "$bin" "${ours[@]}"
-ours_wall=$wall ours_rss=$((rss / 1024))
+ours_wall=$wall ours_rss=$((rss / 1024)) ours_cpu=$cpu
 echo "  ours: $ours_wall s"
 theirs=(scripts/bench/trl_sft.py --config "$cfg" --output-dir "$root/trl" --threads "$threads")
 [ -n "$max_steps" ] && theirs+=(--max-steps "$max_steps")
 [ -n "$bf16" ] && theirs+=(--bf16)
 run TRL "$root/trl.log" "$PYTHON" "${theirs[@]}"
-trl_wall=$wall trl_rss=$((rss / 1024))
+trl_wall=$wall trl_rss=$((rss / 1024)) trl_cpu=$cpu
 echo "  TRL: $trl_wall s"
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 
-"$PYTHON" - "$root" "$ours_wall" "$trl_wall" "$ours_rss" "$trl_rss" "$cfg" "${max_steps:-}" "${bf16:-}" > "$md" <<'EOF'
+"$PYTHON" - "$root" "$ours_wall" "$trl_wall" "$ours_rss" "$trl_rss" "$cfg" "${max_steps:-}" "${bf16:-}" "$ours_cpu" "$trl_cpu" \
+  > "$md" <<'EOF'
 import json, subprocess, sys
 from importlib.metadata import version
-root, ow, tw, orss, trss, cfg, steps, bf16 = sys.argv[1:]
+root, ow, tw, orss, trss, cfg, steps, bf16, ocpu, tcpu = sys.argv[1:]
 o = json.load(open(f"{root}/ours/all_results.json"))
 t = json.load(open(f"{root}/trl/all_results.json"))
 cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
@@ -72,6 +74,7 @@ print("| | ours | TRL + PEFT | ours / TRL |\n| --- | --- | --- | --- |")
 print(f"| wall time, end to end | {float(ow):.1f} s | {float(tw):.1f} s | {float(ow) / float(tw):.2f}x |")
 print(f"| training (`train_runtime`) | {o['train_runtime']:.1f} s | {t['train_runtime']:.1f} s | "
       f"{o['train_runtime'] / t['train_runtime']:.2f}x |")
+print(f"| CPU time (user + system) | {float(ocpu):.1f} s | {float(tcpu):.1f} s | {float(ocpu) / float(tcpu):.2f}x |")
 print(f"| peak RSS | {orss} MiB | {trss} MiB | {int(orss) / int(trss):.2f}x |")
 print(f"| validation loss (completion tokens) | {o.get('eval_loss', float('nan')):.4f} | "
       f"{t.get('eval_loss', float('nan')):.4f} | |")

@@ -17,7 +17,8 @@
 # Same machine share: THREADS (default 2) threads each: RAYON_NUM_THREADS/OMP_NUM_THREADS for both processes
 # and torch.set_num_threads on the HF side.
 # Wall time: process start to exit of each side (model load, tokenisation, training, per-epoch evaluation and
-# checkpoints, test prediction, saving), measured here with the same clock; peak RSS by /usr/bin/time.
+# checkpoints, test prediction, saving), measured here with the same clock; peak RSS and CPU time (user + system,
+# which leaves out the time other guests of a virtual machine hold the cores) by /usr/bin/time.
 # Metrics on the test split: accuracy and macro-F1 (sequence classification; scikit-learn on the HF side) or
 # entity-level micro F1 (NER; seqeval default mode on the HF side), read from each side's all_results.json.
 #
@@ -135,16 +136,16 @@ EOF
   fi
   echo "  load before: $(cut -d' ' -f1-3 /proc/loadavg)"
   run ours "$dir/ours.log" "$bin" train --config "$cfg" "${ours[@]}" --progress lines
-  ours_wall=$wall ours_rss=$rss
+  ours_wall=$wall ours_rss=$rss ours_cpu=$cpu
   echo "  ours: ${ours_wall} s (log $dir/ours.log)"
   run "HF Trainer" "$dir/hf.log" "$PYTHON" scripts/bench/hf_trainer.py --config "$cfg" "${hf[@]}"
-  hf_wall=$wall hf_rss=$rss
+  hf_wall=$wall hf_rss=$rss hf_cpu=$cpu
   echo "  HF Trainer: ${hf_wall} s (log $dir/hf.log)"
   load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
-  "$PYTHON" - "$task" "$c_task" "$dir" "$ours_wall" "$hf_wall" "$ours_rss" "$hf_rss" "$load_after" "$md" <<'EOF'
+  "$PYTHON" - "$task" "$c_task" "$dir" "$ours_wall" "$hf_wall" "$ours_rss" "$hf_rss" "$load_after" "$md" "$ours_cpu" "$hf_cpu" <<'EOF'
 import json, sys
-task, kind, d, ow, hw, orss, hrss, load, md = sys.argv[1:]
+task, kind, d, ow, hw, orss, hrss, load, md, ocpu, hcpu = sys.argv[1:]
 ours = json.load(open(f"{d}/ours/all_results.json"))
 hf = json.load(open(f"{d}/hf/all_results.json"))
 if kind == "token-classification":
@@ -165,6 +166,8 @@ for name, key in [("of which training (train_runtime)", "train_runtime"), ("test
     if key in ours and key in hf:
         o, h = float(ours[key]), float(hf[key])
         rows.append((name, f"{o:.1f} s", f"{h:.1f} s", f"{o / h:.2f}x" if h > 0 else "-"))
+oc, hc = float(ocpu), float(hcpu)
+rows.append(("CPU time (user + system)", f"{oc:.1f} s", f"{hc:.1f} s", f"{oc / hc:.2f}x"))
 rows.append(("peak RSS", f"{int(orss) / 1024:.0f} MiB", f"{int(hrss) / 1024:.0f} MiB", f"{int(orss) / int(hrss):.2f}x"))
 n = lambda m, k: int(m[k]) if k in m else "?"
 sizes = f"train {n(ours, 'train_samples')} / {n(hf, 'train_samples')}, test {n(ours, 'test_samples')} / {n(hf, 'test_samples')}"

@@ -77,7 +77,8 @@ def tiny_checks(out):
     """The tiny random Llama, Qwen2 and GPT-2 fixtures exported as f32 and run in llama.cpp: their logits against
     the PyTorch/transformers logits stored with the fixtures (scripts/reference/gen_tiny_decoders.py)."""
     print("tiny random models, f32 export, llama.cpp logits vs transformers' (fixture expected.safetensors):")
-    for name in ["tiny_llama", "tiny_qwen2", "tiny_gpt2"]:
+    # tiny_llama3: Llama 3.1 rope scaling (written as rope_freqs.weight) and attention biases.
+    for name in ["tiny_llama", "tiny_llama3", "tiny_qwen2", "tiny_gpt2"]:
         fx = ROOT / "crates" / "models" / "tests" / "fixtures" / name
         d = out / name
         d.mkdir()
@@ -109,9 +110,78 @@ def tiny_checks(out):
               f"max |llama.cpp - transformers| {worst:.2e} (logits up to {scale:.3f})")
 
 
+def write_safetensors(path, tensors):
+    header, offset, blobs = {}, 0, []
+    for k, v in tensors.items():
+        b = np.ascontiguousarray(v, dtype="<f4").tobytes()
+        header[k] = {"dtype": "F32", "shape": list(v.shape), "data_offsets": [offset, offset + len(b)]}
+        offset += len(b)
+        blobs.append(b)
+    h = json.dumps(header).encode()
+    h += b" " * (-len(h) % 8)
+    path.write_bytes(len(h).to_bytes(8, "little") + h + b"".join(blobs))
+
+
+LLAMA3_TEXTS = [
+    "Hello world, I'M here!! don't you'LL see",
+    "12345 numbers 3.14159 and 1,000,000",
+    "two\n\nnewlines\r\n  indented\ttabs   trailing   ",
+    "\u00fcn\u00efc\u00f6d\u00e9 \u65e5\u672c\u8a9e caf\u00e9 \u2014 na\u00efve",
+    "    def f(x):\n        return x ** 2  # comment",
+]
+
+
+def llama3_tokenizer_check(out, text):
+    """SmolLM2's vocabulary under Llama 3's pre-tokenizer (Split regex + ByteLevel, ignore_merges, BOS template)
+    on a tiny random Llama: exported as `llama-bpe`, llama.cpp's token ids against the `tokenizers` package on
+    the same tokenizer.json."""
+    from tokenizers import Tokenizer
+
+    fx = ROOT / "crates" / "models" / "tests" / "fixtures"
+    d = out / "tiny_llama3_bpe"
+    d.mkdir()
+    tj = json.loads((fx / "smollm2_tokenizer" / "tokenizer.json").read_text())
+    regex = (ROOT / "crates" / "models" / "src" / "gguf" / "tokenizer.rs").read_text()
+    regex = regex.split('pub const LLAMA3_SPLIT_REGEX: &str =\n    r"', 1)[1].split('";', 1)[0]
+    tj["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": False},
+        {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}]}
+    tj["model"]["ignore_merges"] = True
+    bos = {"SpecialToken": {"id": "<|im_start|>", "type_id": 0}}
+    tj["post_processor"] = {"type": "TemplateProcessing", "single": [bos, {"Sequence": {"id": "A", "type_id": 0}}],
+                            "pair": [bos, {"Sequence": {"id": "A", "type_id": 0}}, bos,
+                                     {"Sequence": {"id": "B", "type_id": 1}}],
+                            "special_tokens": {"<|im_start|>": {"id": "<|im_start|>", "ids": [1],
+                                                                "tokens": ["<|im_start|>"]}}}
+    (d / "tokenizer.json").write_text(json.dumps(tj))
+    (d / "tokenizer_config.json").write_text((fx / "smollm2_tokenizer" / "tokenizer_config.json").read_text())
+    config = json.loads((fx / "tiny_llama" / "config.json").read_text())
+    config["vocab_size"] = 49152
+    (d / "config.json").write_text(json.dumps(config))
+    weights = read_safetensors(fx / "tiny_llama" / "model.safetensors")
+    rng = np.random.default_rng(0)
+    weights["model.embed_tokens.weight"] = rng.normal(0, 0.02, (49152, config["hidden_size"])).astype("<f4")
+    write_safetensors(d / "model.safetensors", weights)
+    path = out / "tiny_llama3_bpe.gguf"
+    r = subprocess.run([str(BIN), "export", "--model", str(d), "--outtype", "f32", "--out", str(path),
+                        "--window", "64", "--json"], capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"finetune export (llama-bpe tokenizer) failed: {r.stderr.strip()}")
+    pre = gguf.GGUFReader(str(path)).fields["tokenizer.ggml.pre"].contents()
+    ref = Tokenizer.from_file(str(d / "tokenizer.json"))
+    llm = Llama(model_path=str(path), vocab_only=True, verbose=False)
+    texts = LLAMA3_TEXTS + [text]
+    same = sum(llm.tokenize(t.encode(), add_bos=True, special=False) == ref.encode(t).ids for t in texts)
+    n_ids = sum(len(ref.encode(t).ids) for t in texts)
+    print(f"llama-bpe tokenizer (pre {pre!r}): llama.cpp == tokenizers on {same} of {len(texts)} texts "
+          f"({n_ids} ids)")
+    assert same == len(texts), "llama.cpp tokenizes the llama-bpe export differently from tokenizers"
+
+
 def main():
     out = Path(tempfile.mkdtemp(prefix="gguf-check-"))
     tiny_checks(out)
+    llama3_tokenizer_check(out, builtin_text())
     text = builtin_text()
     eval_file = out / "eval.txt"
     eval_file.write_text(text)

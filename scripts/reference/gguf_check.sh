@@ -8,7 +8,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 venv="$root/.venv-gguf"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-if ! "$venv/bin/python" -c "import llama_cpp, gguf" 2>/dev/null; then
+if ! "$venv/bin/python" -c "import llama_cpp, gguf, tokenizers" 2>/dev/null; then
   CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF}" \
     nice -n 10 "$venv/bin/pip" install -r "$root/scripts/reference/requirements-gguf.txt"
 fi

@@ -185,6 +185,46 @@ impl LlamaConfig {
         }
     }
 
+    /// The `llama3` scaling as llama.cpp stores it: one divisor per frequency (`rope_freqs.weight`, the
+    /// rotary angle is `pos · inv_freq / factor`), computed as `convert_hf_to_gguf.py` does (f32 frequencies, f64
+    /// arithmetic) but with `original_max_position_embeddings` from the rope dict, where transformers reads it.
+    /// None for the default rotary embedding.
+    pub fn rope_freq_factors(&self) -> Result<Option<Vec<f32>>, LlamaError> {
+        match self.rope_type().as_deref() {
+            None => Ok(None),
+            Some("llama3") => {
+                let p = |k: &str| self.rope_param(k);
+                let (factor, low, high, old) = (
+                    p("factor")?,
+                    p("low_freq_factor")?,
+                    p("high_freq_factor")?,
+                    p("original_max_position_embeddings")?,
+                );
+                let (low_wavelen, high_wavelen) = (old / low, old / high);
+                let inv = rope::default_inv_freq(self.head_dim(), self.rope_theta());
+                Ok(Some(
+                    inv.iter()
+                        .map(|&f| {
+                            let wavelen = std::f64::consts::TAU / f64::from(f);
+                            let r = if wavelen < high_wavelen {
+                                1.0
+                            } else if wavelen > low_wavelen {
+                                factor
+                            } else {
+                                let smooth = (old / wavelen - low) / (high - low);
+                                1.0 / ((1.0 - smooth) / factor + smooth)
+                            };
+                            r as f32
+                        })
+                        .collect(),
+                ))
+            }
+            Some(t) => Err(LlamaError::Config(format!(
+                "rope scaling {t:?} is not supported (only the default rotary embedding and \"llama3\")"
+            ))),
+        }
+    }
+
     pub fn validate(&self) -> Result<(), LlamaError> {
         let err = |m: String| Err(LlamaError::Config(m));
         self.geometry.validate()?;

@@ -341,3 +341,126 @@ fn tiny_qwen2_round_trips_with_biases_and_no_permutation() {
         }
     }
 }
+
+/// A copy of a tiny fixture whose `config.json` has `rope_parameters` replaced.
+fn with_rope(fixture: &str, rope: Value) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let src = fixtures().join(fixture);
+    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    config["rope_parameters"] = rope;
+    std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
+    std::fs::copy(src.join("model.safetensors"), dir.path().join("model.safetensors")).unwrap();
+    dir
+}
+
+#[test]
+fn llama3_rope_scaling_exports_as_rope_freqs_and_reads_back() {
+    // Llama 3.1's scaling with original_max_position_embeddings 16, so the 40-token sequence runs past it.
+    let rope = json!({"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
+                      "high_freq_factor": 4.0, "original_max_position_embeddings": 16});
+    let src = with_rope("tiny_llama", rope);
+    let ck = load_causal_lm(src.path().to_str().unwrap()).expect("tiny llama with llama3 rope");
+    let plain = load_causal_lm(fixtures().join("tiny_llama").to_str().unwrap()).unwrap();
+    let ids = ids(128, 40);
+    // The scaling moves the logits, so a reader that dropped it would fail the exact comparison below.
+    let moved = compare_models(&plain.model, &ck.model, &ids, 40).unwrap().max_abs_logit_diff;
+    assert!(moved > 1e-3, "the scaling changes nothing on this sequence ({moved})");
+
+    let out = tempfile::tempdir().unwrap();
+    let (path, d) = round_trip(&ck.model, &ck.config, OutType::F32, out.path(), &ids, vec![]);
+    assert_eq!(d.max_abs_logit_diff, 0.0, "the GGUF reader must rebuild the same rotary frequencies");
+    let file = GgufFile::open(&path).unwrap();
+    let t = file.tensor("rope_freqs.weight").expect("rope_freqs.weight written");
+    assert_eq!((t.ggml_type, t.dims.clone()), (GgmlType::F32, vec![4]));
+    // convert_hf_to_gguf.py's divisors: wavelengths 2π·10000^(i/4) = 6.3, 63, 628, 6283 against the
+    // high/low-frequency wavelengths 16/4 and 16/1: the first in between, the others divided by factor.
+    let smooth = (16.0 / std::f64::consts::TAU - 1.0) / (4.0 - 1.0);
+    let r0 = (1.0 / ((1.0 - smooth) / 8.0 + smooth)) as f32;
+    assert_eq!(file.dequantize(t).unwrap(), vec![r0, 8.0, 8.0, 8.0]);
+    // The general loader reads the export with transformers' llama3 parameters back.
+    let back = load_causal_lm(path.to_str().unwrap()).expect("load_causal_lm reads the export");
+    assert_eq!(
+        back.config["rope_scaling"],
+        json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 16})
+    );
+
+    // llama.cpp's qwen2 reads no divisors: its rope scaling is refused rather than dropped.
+    let rope = json!({"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
+                      "high_freq_factor": 4.0, "original_max_position_embeddings": 16});
+    let q = with_rope("tiny_qwen2", rope);
+    let qk = load_causal_lm(q.path().to_str().unwrap()).expect("tiny qwen2 with llama3 rope");
+    let e = plan_export(&qk.model, &qk.config, OutType::F32, "q", vec![]).unwrap_err().to_string();
+    assert!(e.contains("rope scaling `llama3`") && e.contains("qwen2"), "{e}");
+}
+
+#[test]
+fn llama3_tokenizer_exports_as_llama_bpe_and_reads_back_the_same() {
+    // SmolLM2's vocabulary under Llama 3's pre-tokenizer, BPE options and BOS template.
+    let fixture = fixtures().join("smollm2_tokenizer");
+    let mut tj: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture.join("tokenizer.json")).unwrap()).unwrap();
+    tj["pre_tokenizer"] = json!({"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": finetune_models::gguf::LLAMA3_SPLIT_REGEX}, "behavior": "Isolated",
+         "invert": false},
+        {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}]});
+    tj["model"]["ignore_merges"] = json!(true);
+    tj["post_processor"] = json!({"type": "Sequence", "processors": [
+        {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true},
+        {"type": "TemplateProcessing",
+         "single": [{"SpecialToken": {"id": "<|im_start|>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+         "pair": [{"SpecialToken": {"id": "<|im_start|>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                  {"SpecialToken": {"id": "<|im_start|>", "type_id": 1}}, {"Sequence": {"id": "B", "type_id": 1}}],
+         "special_tokens": {"<|im_start|>": {"id": "<|im_start|>", "ids": [1], "tokens": ["<|im_start|>"]}}}]});
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tokenizer.json"), tj.to_string()).unwrap();
+    std::fs::copy(fixture.join("tokenizer_config.json"), dir.path().join("tokenizer_config.json")).unwrap();
+    let config = json!({"model_type": "llama", "vocab_size": 49152});
+    let meta = tokenizer_meta_from_dir(dir.path(), &config).expect("tokenizer metadata");
+    let get = |k: &str| meta.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+    assert_eq!(get("tokenizer.ggml.pre"), Some(MetaValue::String("llama-bpe".into())));
+    // No add_bos_token in tokenizer_config.json: taken from the template, as gguf's SpecialVocab does.
+    assert_eq!(get("tokenizer.ggml.add_bos_token"), Some(MetaValue::Bool(true)));
+
+    let path = dir.path().join("tok.gguf");
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    write_gguf(&mut f, &meta, &[], |_| Ok::<Vec<u8>, WriteError>(Vec::new())).unwrap();
+    drop(f);
+    let read = finetune_models::gguf::gguf_tokenizer(&GgufFile::open(&path).unwrap()).unwrap().expect("tokenizer");
+    let reference = tokenizers::Tokenizer::from_file(dir.path().join("tokenizer.json")).unwrap();
+    let texts = [
+        "Hello world, I'M here!! don't you'LL see",
+        "12345 numbers 3.14159 and 1,000,000",
+        "two\n\nnewlines\r\n  indented\ttabs   trailing   ",
+        "ünïcödé 日本語のテキスト café — naïve",
+        "<|im_start|>user\nhi<|im_end|>",
+        "    def f(x):\n        return x ** 2  # comment",
+    ];
+    for text in texts {
+        let want = reference.encode(text, true).unwrap();
+        let got = read.tokenizer.encode(text, true).unwrap();
+        assert_eq!(got.get_ids(), want.get_ids(), "{text:?}");
+        assert_eq!(got.get_ids()[0], 1, "BOS first: {text:?}");
+    }
+    // The same vocabulary with the GPT-2 split would differ on these texts: the check can fail.
+    let mut gpt2 = meta.clone();
+    for (k, v) in &mut gpt2 {
+        if k == "tokenizer.ggml.pre" {
+            *v = MetaValue::String("gpt-2".into());
+        }
+    }
+    let path2 = dir.path().join("tok2.gguf");
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&path2).unwrap());
+    write_gguf(&mut f, &gpt2, &[], |_| Ok::<Vec<u8>, WriteError>(Vec::new())).unwrap();
+    drop(f);
+    let other = finetune_models::gguf::gguf_tokenizer(&GgufFile::open(&path2).unwrap()).unwrap().unwrap();
+    assert!(texts
+        .iter()
+        .any(|t| other.tokenizer.encode(*t, true).unwrap().get_ids() != reference.encode(*t, true).unwrap().get_ids()));
+
+    // A pre-tokenizer llama.cpp has no name for is refused, naming the file.
+    tj["pre_tokenizer"] = json!({"type": "Whitespace"});
+    std::fs::write(dir.path().join("tokenizer.json"), tj.to_string()).unwrap();
+    let e = tokenizer_meta_from_dir(dir.path(), &config).unwrap_err().to_string();
+    assert!(e.contains("tokenizer.json") && e.contains("pre_tokenizer") && !e.contains('\n'), "{e}");
+}

@@ -21,6 +21,7 @@ use serde_json::Value;
 
 use super::llama::{llama_config, llama_state_dict, permute_rows, unpermute_rows};
 use super::reader::{GgmlType, GgufFile, MetaArray, MetaValue};
+use super::tokenizer::LLAMA3_SPLIT_REGEX;
 use super::writer::{encode_f16, encode_f32, quantize_q8_0, write_gguf, TensorSpec, WriteError};
 use super::GgufError;
 use crate::causal::CausalModel;
@@ -115,6 +116,8 @@ pub struct Planned {
     pub hf: String,
     pub hf_shape: Vec<usize>,
     pub layout: Layout,
+    /// Values computed from the config rather than read from a parameter (`rope_freqs.weight`); `hf` is empty.
+    pub constant: Option<Vec<f32>>,
 }
 
 /// Everything to write: metadata in order and the tensors.
@@ -180,13 +183,15 @@ pub fn plan_export(
     }
     let mut meta: Vec<(String, MetaValue)> = Vec::new();
     let mut tensors = Vec::new();
+    // Tensors computed from the config, placed first as the converter's `generate_extra_tensors` does.
+    let mut computed: Vec<Planned> = Vec::new();
     let mut add = |gguf: String, hf: String, hf_shape: Vec<usize>, layout: Layout| {
         let ty = tensor_type(&gguf, &hf_shape, out);
         let dims: Vec<u64> = match layout {
             Layout::Transpose => hf_shape.iter().map(|&d| d as u64).collect(),
             _ => hf_shape.iter().rev().map(|&d| d as u64).collect(),
         };
-        tensors.push(Planned { spec: TensorSpec { name: gguf, dims, ty }, hf, hf_shape, layout });
+        tensors.push(Planned { spec: TensorSpec { name: gguf, dims, ty }, hf, hf_shape, layout, constant: None });
     };
     let s = |v: &str| MetaValue::String(v.to_owned());
     let arch = match model {
@@ -194,9 +199,11 @@ pub fn plan_export(
             let c = &m.config;
             let model_type = c.model_type.as_deref().unwrap_or("llama");
             let (arch, permute) = llama_arch(model_type)?;
-            if let Some(kind) = rope_scaling_kind(c) {
+            // Llama 3.1's scaling travels as llama.cpp's per-frequency divisors; any other type is refused.
+            let rope_factors = c.rope_freq_factors().map_err(|e| ExportError::Unsupported(e.to_string()))?;
+            if let Some(kind) = rope_scaling_kind(c).filter(|_| arch != "llama") {
                 return Err(ExportError::Unsupported(format!(
-                    "rope scaling `{kind}` (export writes the default rotary embedding only)"
+                    "rope scaling `{kind}` for model_type `{model_type}` (llama3 scaling is written for Llama models only)"
                 )));
             }
             if c.mlp_bias {
@@ -226,6 +233,20 @@ pub fn plan_export(
             if arch == "llama" {
                 meta.push((k("vocab_size"), u32v(c.vocab_size)));
                 meta.push((k("rope.dimension_count"), u32v(d)));
+            }
+            if let Some(factors) = rope_factors {
+                // llama.cpp reads `rope_freqs.weight` [head_dim / 2], F32, shared by every layer.
+                computed.push(Planned {
+                    spec: TensorSpec {
+                        name: "rope_freqs.weight".into(),
+                        dims: vec![factors.len() as u64],
+                        ty: GgmlType::F32,
+                    },
+                    hf: String::new(),
+                    hf_shape: vec![factors.len()],
+                    layout: Layout::Same,
+                    constant: Some(factors),
+                });
             }
             add("token_embd.weight".into(), "model.embed_tokens.weight".into(), vec![c.vocab_size, h], Layout::Same);
             for i in 0..c.num_hidden_layers {
@@ -314,6 +335,7 @@ pub fn plan_export(
             "gpt2"
         }
     };
+    tensors.splice(0..0, computed);
     // Transposed tensors: the GGUF dims are the HF dims in order (innermost = HF rows); the type decision
     // above looked at the HF inner dim, so redo it on the GGUF row length.
     for t in &mut tensors {
@@ -329,6 +351,9 @@ pub fn plan_export(
 /// The values of a planned tensor in GGUF row-major order.
 fn gguf_values(model: &CausalModel, t: &Planned) -> Result<Vec<f32>, ExportError> {
     let err = |message: String| ExportError::Tensor { tensor: t.spec.name.clone(), message };
+    if let Some(c) = &t.constant {
+        return Ok(c.clone());
+    }
     let values = model.store().param(&t.hf).ok_or_else(|| err(format!("the model has no parameter `{}`", t.hf)))?;
     let n = t.hf_shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
     if n != Some(values.len()) {
@@ -387,7 +412,7 @@ pub fn write_export(plan: &ExportPlan, model: &CausalModel, out: &mut impl Write
 /// Reads an export back into the HF state dict through the plan's mapping (dequantise, undo the layout).
 pub fn read_back_state(file: &GgufFile, plan: &ExportPlan) -> Result<StateDict, ExportError> {
     let mut sd = BTreeMap::new();
-    for t in &plan.tensors {
+    for t in plan.tensors.iter().filter(|t| t.constant.is_none()) {
         let err = |message: String| ExportError::Tensor { tensor: t.spec.name.clone(), message };
         let info = file.tensor(&t.spec.name).ok_or_else(|| err("missing from the written file".into()))?;
         if info.dims != t.spec.dims {
@@ -557,30 +582,57 @@ fn looks_special(t: &str) -> bool {
 
 /// `tokenizer.ggml.pre` for a Hugging Face `tokenizer.json`. llama.cpp's converter identifies pre-tokenizers by
 /// hashing the ids of a test string; here the choice is by structure: `gpt2` → `gpt-2`, `qwen2` → `qwen2`, a
-/// `Sequence[Digits(individual_digits), ByteLevel]` (SmolLM/SmolLM2) → `smollm`, a plain `ByteLevel` →
-/// `gpt-2`, anything else → `default`.
-pub fn pre_tokenizer_name(model_type: &str, tokenizer_json: &Value) -> &'static str {
+/// `Sequence[Digits(individual_digits), ByteLevel]` (SmolLM/SmolLM2) → `smollm`, a plain `ByteLevel` with its
+/// GPT-2 regex → `gpt-2`, `Sequence[Split(Llama 3's regex), ByteLevel]` → `llama-bpe`. Anything else is refused
+/// with its structure: llama.cpp would split the text its own way and the export would tokenize differently.
+pub fn pre_tokenizer_name(model_type: &str, tokenizer_json: &Value) -> Result<&'static str, String> {
     match model_type {
-        "gpt2" => return "gpt-2",
-        "qwen2" => return "qwen2",
+        "gpt2" => return Ok("gpt-2"),
+        "qwen2" => return Ok("qwen2"),
         _ => {}
     }
     let pre = &tokenizer_json["pre_tokenizer"];
     let ty = |v: &Value| v.get("type").and_then(Value::as_str).unwrap_or("").to_owned();
-    match ty(pre).as_str() {
-        "ByteLevel" => "gpt-2",
-        "Sequence" => {
-            let parts = pre["pretokenizers"].as_array().cloned().unwrap_or_default();
-            let kinds: Vec<String> = parts.iter().map(ty).collect();
-            let digits_individual = parts.first().is_some_and(|p| p["individual_digits"].as_bool() == Some(true));
-            if kinds == ["Digits", "ByteLevel"] && digits_individual {
-                "smollm"
-            } else {
-                "default"
-            }
+    let byte_level_regex = |v: &Value| ty(v) == "ByteLevel" && v["use_regex"].as_bool() != Some(false);
+    let parts = pre["pretokenizers"].as_array().map(Vec::as_slice).unwrap_or_default();
+    match (ty(pre).as_str(), parts) {
+        ("ByteLevel", _) if byte_level_regex(pre) => Ok("gpt-2"),
+        ("Sequence", [digits, bl])
+            if ty(digits) == "Digits"
+                && digits["individual_digits"].as_bool() == Some(true)
+                && byte_level_regex(bl) =>
+        {
+            Ok("smollm")
         }
-        _ => "default",
+        ("Sequence", [split, bl])
+            if ty(split) == "Split"
+                && split["pattern"]["Regex"].as_str() == Some(LLAMA3_SPLIT_REGEX)
+                && split["behavior"].as_str() == Some("Isolated")
+                && split["invert"].as_bool() != Some(true)
+                && ty(bl) == "ByteLevel"
+                && bl["use_regex"].as_bool() == Some(false) =>
+        {
+            Ok("llama-bpe")
+        }
+        _ => Err(format!(
+            "pre_tokenizer {}: no llama.cpp pre-tokenizer this exporter knows splits text the same way (known: \
+             GPT-2's ByteLevel, SmolLM's Digits + ByteLevel, Llama 3's Split + ByteLevel)",
+            if pre.is_null() { "null".to_owned() } else { pre.to_string().chars().take(200).collect() }
+        )),
     }
+}
+
+/// Whether the post-processor puts `token` first (`first`) or last in a single sequence: gguf's `SpecialVocab`
+/// reads `add_bos_token` / `add_eos_token` from a `TemplateProcessing` (alone or in a `Sequence`, as Llama 3's)
+/// when `tokenizer_config.json` does not set them.
+fn template_adds(tokenizer_json: &Value, token: &str, first: bool) -> bool {
+    let post = &tokenizer_json["post_processor"];
+    let list = post["processors"].as_array().map(Vec::as_slice).unwrap_or(std::slice::from_ref(post));
+    list.iter().filter(|p| p["type"].as_str() == Some("TemplateProcessing")).any(|p| {
+        let single = p["single"].as_array().map(Vec::as_slice).unwrap_or_default();
+        let end = if first { single.first() } else { single.last() };
+        single.len() > 1 && end.and_then(|e| e["SpecialToken"]["id"].as_str()) == Some(token)
+    })
 }
 
 /// A special token's text in `tokenizer_config.json` (a string or `{"content": ...}`).
@@ -675,7 +727,10 @@ pub fn tokenizer_meta_from_dir(dir: &Path, config: &Value) -> Result<Vec<(String
     let id_of = |text: &str| tokens.iter().position(|t| t == text).map(|i| i as u32);
     let mut meta: Vec<(String, MetaValue)> = vec![
         ("tokenizer.ggml.model".into(), MetaValue::String("gpt2".into())),
-        ("tokenizer.ggml.pre".into(), MetaValue::String(pre_tokenizer_name(model_type, &tj).into())),
+        (
+            "tokenizer.ggml.pre".into(),
+            MetaValue::String(pre_tokenizer_name(model_type, &tj).map_err(|e| file_err(&tj_path, e))?.into()),
+        ),
     ];
     let mut specials = Vec::new();
     for (kind, key) in [("bos", "bos_token"), ("eos", "eos_token"), ("unknown", "unk_token"), ("padding", "pad_token")]
@@ -692,8 +747,12 @@ pub fn tokenizer_meta_from_dir(dir: &Path, config: &Value) -> Result<Vec<(String
     meta.push(("tokenizer.ggml.token_type".into(), MetaValue::Array(MetaArray::I32(types))));
     meta.push(merges_meta);
     meta.extend(specials);
-    for key in ["add_bos_token", "add_eos_token"] {
-        if let Some(b) = tc.get(key).and_then(Value::as_bool) {
+    for (key, token_key, first) in [("add_bos_token", "bos_token", true), ("add_eos_token", "eos_token", false)] {
+        let from_template = || {
+            let token = tc.get(token_key).and_then(token_text)?;
+            template_adds(&tj, token, first).then_some(true)
+        };
+        if let Some(b) = tc.get(key).and_then(Value::as_bool).or_else(from_template) {
             meta.push((format!("tokenizer.ggml.{key}"), MetaValue::Bool(b)));
         }
     }

@@ -7,9 +7,12 @@ use finetune_engine::{StateDict, Tensor};
 use rayon::prelude::*;
 use serde_json::{json, Value};
 
-use super::reader::GgufFile;
+use finetune_engine::kernels::rope;
+
+use super::reader::{GgufFile, TensorInfo};
 use super::tokenizer::{gguf_tokenizer, GgufTokenizer};
 use super::GgufError;
+use crate::llama::LlamaConfig;
 
 /// A Llama checkpoint read from one GGUF file.
 #[derive(Debug)]
@@ -150,9 +153,6 @@ pub fn llama_config(file: &GgufFile) -> Result<Value, GgufError> {
             return Err(unsupported(format!("rope scaling `{kind}`")));
         }
     }
-    if file.tensor("rope_freqs.weight").is_some() {
-        return Err(unsupported("rope frequency factors (`rope_freqs.weight`, Llama 3.1 rope scaling)".into()));
-    }
     let eps = file
         .get_f64("llama.attention.layer_norm_rms_epsilon")?
         .ok_or_else(|| file.key_err("llama.attention.layer_norm_rms_epsilon", "missing"))?;
@@ -185,6 +185,11 @@ pub fn llama_config(file: &GgufFile) -> Result<Value, GgufError> {
         "attention_bias": false,
         "mlp_bias": false,
     });
+    if let Some(info) = file.tensor(ROPE_FREQS) {
+        if let Some(scaling) = llama3_rope_from_factors(file, info, head_dim as usize, rope_theta)? {
+            config["rope_scaling"] = scaling;
+        }
+    }
     for (gguf_key, hf_key) in [
         ("tokenizer.ggml.bos_token_id", "bos_token_id"),
         ("tokenizer.ggml.eos_token_id", "eos_token_id"),
@@ -195,6 +200,84 @@ pub fn llama_config(file: &GgufFile) -> Result<Value, GgufError> {
         }
     }
     Ok(config)
+}
+
+/// llama.cpp's per-frequency rotary divisors (Llama 3.1 scaling), not a parameter of the HF model.
+const ROPE_FREQS: &str = "rope_freqs.weight";
+
+/// Reads `rope_freqs.weight` (checked against `head_dim`) into transformers' `llama3` rope parameters.
+fn llama3_rope_from_factors(
+    file: &GgufFile,
+    info: &TensorInfo,
+    head_dim: usize,
+    theta: f64,
+) -> Result<Option<Value>, GgufError> {
+    let terr =
+        |message: String| GgufError::Tensor { path: file.path().to_path_buf(), tensor: ROPE_FREQS.into(), message };
+    let half = (head_dim / 2) as u64;
+    if info.dims != [half] {
+        return Err(terr(format!("dims {:?}, expected [{half}] (head_dim / 2)", info.dims)));
+    }
+    llama3_rope_from_divisors(&file.dequantize(info)?, head_dim, theta).map_err(terr)
+}
+
+/// transformers' `llama3` rope parameters recovered from llama.cpp's per-frequency divisors (llama.cpp keeps
+/// only the divisors, not the parameters they came from): `factor` is the largest divisor; the divisors between
+/// 1 and `factor` are `1 / ((1 − s) / factor + s)` with `s` linear in `1 / wavelength`, which fixes
+/// `original_max_position_embeddings / low_freq_factor` and `high_freq_factor − low_freq_factor`. Written with
+/// `low_freq_factor = 1` (every Llama 3.x checkpoint's); with one divisor in between `high_freq_factor = 4` is
+/// assumed, with none also `original_max_position_embeddings = 8192`. The result is checked by recomputing every
+/// divisor; divisors that follow no `llama3` scaling are refused. None when every divisor is 1.
+fn llama3_rope_from_divisors(r: &[f32], head_dim: usize, theta: f64) -> Result<Option<Value>, String> {
+    if let Some(i) = r.iter().position(|v| !(v.is_finite() && *v >= 1.0)) {
+        return Err(format!("divisor {i} is {} (llama3 scaling divides by 1 or more)", r[i]));
+    }
+    let factor = f64::from(r.iter().copied().fold(1f32, f32::max));
+    if factor == 1.0 {
+        return Ok(None);
+    }
+    let inv = rope::default_inv_freq(head_dim, theta);
+    // (1 / wavelength, s) of the divisors strictly between 1 and factor.
+    let mid: Vec<(f64, f64)> = r
+        .iter()
+        .zip(&inv)
+        .map(|(&r, &f)| (f64::from(r), f64::from(f) / std::f64::consts::TAU))
+        .filter(|&(r, _)| r > 1.0 + 1e-6 && r < factor * (1.0 - 1e-6))
+        .map(|(r, x)| (x, (1.0 / r - 1.0 / factor) / (1.0 - 1.0 / factor)))
+        .collect();
+    let (high, old) = match mid[..] {
+        [] => (4.0, 8192.0),
+        [(x, s)] => (4.0, (3.0 * s + 1.0) / x),
+        [(x0, s0), .., (x1, s1)] => {
+            // s = a·x + b with a = old / (high − low), b = −low / (high − low), low = 1.
+            let a = (s1 - s0) / (x1 - x0);
+            let b = s0 - a * x0;
+            if !(a > 0.0 && b < 0.0) {
+                return Err("the divisors do not follow Llama 3's rope scaling".into());
+            }
+            (1.0 - 1.0 / b, a / -b)
+        }
+    };
+    let scaling = json!({
+        "rope_type": "llama3",
+        "factor": f32_as_decimal(factor),
+        "low_freq_factor": 1.0,
+        "high_freq_factor": (high * 1e4).round() / 1e4,
+        "original_max_position_embeddings": old.round() as u64,
+    });
+    // Recompute every divisor from the recovered parameters, as the exporter writes them.
+    let cfg: LlamaConfig = serde_json::from_value(json!({
+        "vocab_size": 1, "hidden_size": head_dim, "intermediate_size": 1, "num_hidden_layers": 1,
+        "num_attention_heads": 1, "head_dim": head_dim, "rope_theta": theta, "rope_scaling": scaling,
+    }))
+    .map_err(|e| e.to_string())?;
+    let want = cfg.rope_freq_factors().map_err(|e| e.to_string())?.unwrap_or_default();
+    for (i, (&got, &w)) in r.iter().zip(&want).enumerate() {
+        if (got - w).abs() > 1e-4 * w {
+            return Err(format!("divisor {i} is {got}, the llama3 scaling {scaling} gives {w}: not a llama3 scaling"));
+        }
+    }
+    Ok(Some(scaling))
 }
 
 /// The sizes a Llama state dict's shapes are checked against.
@@ -284,6 +367,7 @@ pub fn llama_state_dict(file: &GgufFile, config: &Value) -> Result<StateDict, Gg
     let entries: Vec<(String, Tensor)> = file
         .tensors()
         .par_iter()
+        .filter(|info| info.name != ROPE_FREQS)
         .map(|info| {
             let terr = |message: String| GgufError::Tensor {
                 path: file.path().to_path_buf(),
@@ -318,4 +402,56 @@ pub fn llama_state_dict(file: &GgufFile, config: &Value) -> Result<StateDict, Gg
         })
         .collect::<Result<_, GgufError>>()?;
     Ok(entries.into_iter().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The divisors of a config's llama3 scaling.
+    fn divisors(head_dim: usize, theta: f64, scaling: Value) -> Vec<f32> {
+        let cfg: LlamaConfig = serde_json::from_value(json!({
+            "vocab_size": 1, "hidden_size": head_dim, "intermediate_size": 1, "num_hidden_layers": 1,
+            "num_attention_heads": 1, "head_dim": head_dim, "rope_theta": theta, "rope_scaling": scaling,
+        }))
+        .unwrap();
+        cfg.rope_freq_factors().unwrap().unwrap()
+    }
+
+    #[test]
+    fn llama3_parameters_come_back_from_the_divisors() {
+        // Llama 3.1 8B and Llama 3.2 1B: three divisors between 1 and factor, every parameter recovered.
+        for (head_dim, factor) in [(128, 8.0), (64, 32.0)] {
+            let scaling = json!({"rope_type": "llama3", "factor": factor, "low_freq_factor": 1.0,
+                                 "high_freq_factor": 4.0, "original_max_position_embeddings": 8192});
+            let r = divisors(head_dim, 500000.0, scaling.clone());
+            assert!(r.iter().filter(|&&x| x > 1.0 && f64::from(x) < factor).count() >= 2, "{r:?}");
+            assert_eq!(llama3_rope_from_divisors(&r, head_dim, 500000.0).unwrap(), Some(scaling));
+        }
+        // Other low/high: the same divisors come back with low_freq_factor 1 (the parameters are determined up
+        // to that scale), and recompute to the same values.
+        let odd = json!({"rope_type": "llama3", "factor": 16.0, "low_freq_factor": 2.0,
+                         "high_freq_factor": 6.0, "original_max_position_embeddings": 4096});
+        let r = divisors(128, 500000.0, odd);
+        let back = llama3_rope_from_divisors(&r, 128, 500000.0).unwrap().unwrap();
+        assert_eq!(back["low_freq_factor"], json!(1.0));
+        assert_eq!(back["original_max_position_embeddings"], json!(2048));
+        assert_eq!(back["high_freq_factor"], json!(3.0));
+        let again = divisors(128, 500000.0, back);
+        for (a, b) in r.iter().zip(&again) {
+            assert!((a - b).abs() <= 1e-5 * a, "{a} vs {b}");
+        }
+        // All ones: no scaling. Below one, or not a llama3 curve: refused with the divisor named.
+        assert_eq!(llama3_rope_from_divisors(&[1.0; 4], 8, 10000.0).unwrap(), None);
+        let e = llama3_rope_from_divisors(&[1.0, 0.5, 1.0, 1.0], 8, 10000.0).unwrap_err();
+        assert!(e.contains("divisor 1"), "{e}");
+        let mut bent = divisors(
+            64,
+            500000.0,
+            json!({"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0,
+                                                     "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}),
+        );
+        bent[2] = 2.0;
+        assert!(llama3_rope_from_divisors(&bent, 64, 500000.0).is_err());
+    }
 }

@@ -1,10 +1,12 @@
 //! The tokenizer stored in GGUF metadata (`tokenizer.ggml.*`), rebuilt as a `tokenizers::Tokenizer`.
 //!
 //! Supported: `tokenizer.ggml.model = "gpt2"` (byte-level BPE) with `tokenizer.ggml.pre` one of `default`,
-//! `gpt2` or `gpt-2` (llama.cpp's name; the GPT-2 split regex of the ByteLevel pre-tokenizer) or `smollm` (digits split one by one, then the
-//! GPT-2 regex, as llama.cpp and SmolLM's own `tokenizer.json` do). Other models (`llama` SentencePiece,
-//! `bert`, `t5`, ...) and other pre-tokenizer types (`llama3`, `qwen2`, ...) are rejected with an error naming
-//! them rather than approximated.
+//! `gpt2` or `gpt-2` (llama.cpp's name; the GPT-2 split regex of the ByteLevel pre-tokenizer), `smollm` (digits
+//! split one by one, then the GPT-2 regex, as llama.cpp and SmolLM's own `tokenizer.json` do) or `llama-bpe`
+//! (also `llama3`, `llama-v3`: Llama 3's split regex, then bytes, and whole words in the vocabulary taken as they
+//! are, Llama 3's `tokenizer.json` and llama.cpp's `ignore_merges`). Other models (`llama` SentencePiece, `bert`,
+//! `t5`, ...) and other pre-tokenizer types (`qwen2`, `deepseek-llm`, ...) are rejected with an error naming them
+//! rather than approximated.
 //!
 //! Two choices differ from one of the references, on purpose:
 //! - `smollm` splits digits one by one (llama.cpp and SmolLM's `tokenizer.json` do; transformers' GGUF loader
@@ -18,9 +20,10 @@ use tokenizers::models::bpe::BPE;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::processors::template::TemplateProcessing;
-use tokenizers::{AddedToken, Tokenizer};
+use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer};
 
 use super::reader::{GgufFile, MetaArray};
 use super::GgufError;
@@ -30,7 +33,12 @@ const TOKEN_TYPE_CONTROL: i64 = 3;
 const TOKEN_TYPE_USER_DEFINED: i64 = 4;
 
 /// `tokenizer.ggml.pre` values this loader reproduces.
-pub const SUPPORTED_PRE_TOKENIZERS: &[&str] = &["default", "gpt2", "gpt-2", "smollm"];
+pub const SUPPORTED_PRE_TOKENIZERS: &[&str] =
+    &["default", "gpt2", "gpt-2", "smollm", "llama-bpe", "llama3", "llama-v3"];
+
+/// The split regex of Llama 3's `tokenizer.json` (`Split`, `Isolated`, before a `ByteLevel` without its own
+/// regex); llama.cpp's `llama-bpe` is the same expression with the case-insensitive group spelt out.
+pub const LLAMA3_SPLIT_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// A tokenizer rebuilt from GGUF metadata.
 #[derive(Clone)]
@@ -109,14 +117,20 @@ pub fn gguf_tokenizer(file: &GgufFile) -> Result<Option<GgufTokenizer>, GgufErro
         // First occurrence wins, as in llama.cpp's token-to-id map.
         vocab.entry(tok.clone()).or_insert(id as u32);
     }
+    let llama3 = matches!(pre, "llama-bpe" | "llama3" | "llama-v3");
     let bpe = BPE::builder()
         .vocab_and_merges(vocab, merges)
+        .ignore_merges(llama3)
         .build()
         .map_err(|e| file.key_err(merges_key, format!("cannot build BPE: {e}")))?;
     let mut tk = Tokenizer::new(bpe);
     let byte_level = ByteLevel::new(false, true, true);
     let pre_tokenizer: PreTokenizerWrapper = if pre == "smollm" {
         Sequence::new(vec![Digits::new(true).into(), byte_level.into()]).into()
+    } else if llama3 {
+        let split = Split::new(SplitPattern::Regex(LLAMA3_SPLIT_REGEX.into()), SplitDelimiterBehavior::Isolated, false)
+            .map_err(|e| file.key_err("tokenizer.ggml.pre", format!("Llama 3 split regex: {e}")))?;
+        Sequence::new(vec![split.into(), ByteLevel::new(false, true, false).into()]).into()
     } else {
         byte_level.into()
     };

@@ -74,11 +74,11 @@ def byte_char(b):
 
 
 def tiny_checks(out):
-    """The tiny random Llama, Qwen2 and GPT-2 fixtures exported as f32 and run in llama.cpp: their logits against
+    """The tiny random Llama, Qwen2, Phi and GPT-2 fixtures exported as f32 and run in llama.cpp: their logits against
     the PyTorch/transformers logits stored with the fixtures (scripts/reference/gen_tiny_decoders.py)."""
     print("tiny random models, f32 export, llama.cpp logits vs transformers' (fixture expected.safetensors):")
-    # tiny_llama3: Llama 3.1 rope scaling (written as rope_freqs.weight) and attention biases.
-    for name in ["tiny_llama", "tiny_llama3", "tiny_qwen2", "tiny_gpt2"]:
+    # tiny_llama3: Llama 3.1 rope scaling (written as rope_freqs.weight) and attention biases; tiny_phi: phi2.
+    for name in ["tiny_llama", "tiny_llama3", "tiny_qwen2", "tiny_phi", "tiny_gpt2"]:
         fx = ROOT / "crates" / "models" / "tests" / "fixtures" / name
         d = out / name
         d.mkdir()

@@ -464,3 +464,37 @@ fn llama3_tokenizer_exports_as_llama_bpe_and_reads_back_the_same() {
     let e = tokenizer_meta_from_dir(dir.path(), &config).unwrap_err().to_string();
     assert!(e.contains("tokenizer.json") && e.contains("pre_tokenizer") && !e.contains('\n'), "{e}");
 }
+
+#[test]
+fn tiny_phi_round_trips_as_phi2() {
+    let ck = load_causal_lm(fixtures().join("tiny_phi").to_str().unwrap()).expect("tiny phi");
+    let dir = tempfile::tempdir().unwrap();
+    let ids = ids(128, 40);
+    let scale = max_abs_logit(&ck.model, &ids);
+    for out in [OutType::F32, OutType::F16, OutType::Q8_0] {
+        let (path, d) = round_trip(&ck.model, &ck.config, out, dir.path(), &ids, vec![]);
+        // 2 layers × 6 matrices + the head.
+        let tol = tolerance(out, 13, scale);
+        assert!(d.max_abs_logit_diff <= tol, "{out:?}: {} > {tol}", d.max_abs_logit_diff);
+        let file = GgufFile::open(&path).unwrap();
+        let u = |k: &str| file.get_u64(k).unwrap();
+        assert_eq!(file.get_str("general.architecture").unwrap(), Some("phi2"));
+        assert_eq!(u("phi2.block_count"), Some(2));
+        assert_eq!(u("phi2.attention.head_count"), Some(4));
+        assert_eq!(u("phi2.attention.head_count_kv"), Some(2));
+        // partial_rotary_factor 0.5 of head_dim 8.
+        assert_eq!(u("phi2.rope.dimension_count"), Some(4));
+        assert_eq!(file.get_bool("tokenizer.ggml.add_bos_token").unwrap(), Some(false));
+        // Norms and biases F32, the head and its bias present, 2 + 14 per layer + 4 tensors.
+        assert_eq!(file.tensors().len(), 1 + 2 * 14 + 4);
+        for n in ["blk.0.attn_norm.bias", "blk.1.ffn_down.bias", "output.bias", "output_norm.weight"] {
+            assert_eq!(file.tensor(n).unwrap().ggml_type, GgmlType::F32, "{n}");
+        }
+        if out == OutType::F32 {
+            assert_eq!(d.max_abs_logit_diff, 0.0, "f32 export must be exact");
+            // No permutation: the q rows in HF order.
+            let q = file.dequantize(file.tensor("blk.0.attn_q.weight").unwrap()).unwrap();
+            assert_eq!(q, ck.model.store().param("model.layers.0.self_attn.q_proj.weight").unwrap());
+        }
+    }
+}

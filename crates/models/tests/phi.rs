@@ -178,14 +178,3 @@ fn refuses_what_it_does_not_implement() {
         assert!(err.to_string().contains(needle), "{key}: {err}");
     }
 }
-
-/// GGUF export maps tensor names per architecture and has no mapping for Phi yet: a clear refusal.
-#[test]
-fn gguf_export_refuses_phi_by_name() {
-    use finetune_models::gguf::export::{plan_export, OutType};
-    let ck = load_causal_lm(&fixture(DIR, "").display().to_string()).expect("loads");
-    let Err(err) = plan_export(&ck.model, &ck.config, OutType::F16, "tiny", Vec::new()) else {
-        panic!("GGUF export of Phi was not refused")
-    };
-    assert!(err.to_string().contains("PhiForCausalLM"), "{err}");
-}

@@ -5,6 +5,8 @@
 //! - Llama family (`model_type` `llama`, `mistral`; SmolLM2 is `llama`): `general.architecture = "llama"`, q/k
 //!   rows permuted per head (`LlamaModel.permute`), `output.weight` omitted when the embeddings are tied.
 //! - Qwen2: `general.architecture = "qwen2"`, q/k/v biases, no permutation (`Qwen2Model`).
+//! - Phi (Phi-1, 1.5, 2): `general.architecture = "phi2"` (`Phi2Model`), separate q/k/v with biases, no
+//!   permutation (NeoX rotary halves), `rope.dimension_count` the rotary columns, `output.weight` always written.
 //! - GPT-2: `general.architecture = "gpt2"`, `attn_qkv` / `attn_output` / `ffn_up` / `ffn_down` with the Conv1D
 //!   weights transposed to `[out, in]` (`GPT2Model.modify_tensors`), `position_embd` kept F32.
 //!
@@ -28,6 +30,7 @@ use crate::causal::CausalModel;
 use crate::decoder::Batch;
 use crate::gpt2::Gpt2LMHeadModel;
 use crate::llama::{LlamaConfig, LlamaForCausalLM};
+use crate::phi::PhiForCausalLM;
 
 /// Errors of an export: one line naming the file, tensor or key.
 #[derive(Debug, thiserror::Error)]
@@ -293,7 +296,61 @@ pub fn plan_export(
             }
             arch
         }
-        CausalModel::Phi(_) => return Err(phi_unsupported()),
+        CausalModel::Phi(m) => {
+            let c = &m.config;
+            let (h, f, nh, kv, d) =
+                (c.hidden_size, c.intermediate_size, c.num_attention_heads, c.kv_heads(), c.head_dim());
+            let ctx = json_u64(config, "max_position_embeddings").unwrap_or(2048);
+            let u32v = |x: usize| MetaValue::U32(x as u32);
+            meta.push(("general.architecture".into(), s("phi2")));
+            meta.push(("general.type".into(), s("model")));
+            meta.push(("general.name".into(), s(name)));
+            meta.push(("phi2.context_length".into(), MetaValue::U32(ctx.min(u64::from(u32::MAX)) as u32)));
+            meta.push(("phi2.embedding_length".into(), u32v(h)));
+            meta.push(("phi2.feed_forward_length".into(), u32v(f)));
+            meta.push(("phi2.block_count".into(), u32v(c.num_hidden_layers)));
+            meta.push(("phi2.attention.head_count".into(), u32v(nh)));
+            meta.push(("phi2.attention.head_count_kv".into(), u32v(kv)));
+            meta.push(("phi2.attention.layer_norm_epsilon".into(), MetaValue::F32(c.layer_norm_eps)));
+            meta.push(("phi2.rope.dimension_count".into(), u32v(c.rotary_dim())));
+            meta.push(("phi2.rope.freq_base".into(), MetaValue::F32(c.rope_theta() as f32)));
+            if d * nh != h {
+                meta.push(("phi2.attention.key_length".into(), u32v(d)));
+                meta.push(("phi2.attention.value_length".into(), u32v(d)));
+            }
+            meta.push(("general.file_type".into(), MetaValue::U32(out.file_type())));
+            add("token_embd.weight".into(), "model.embed_tokens.weight".into(), vec![c.vocab_size, h], Layout::Same);
+            for i in 0..c.num_hidden_layers {
+                let p = format!("model.layers.{i}");
+                let b = format!("blk.{i}");
+                // NeoX-style rotary halves, as transformers computes them: no q/k row permutation.
+                for (g, hf, shape) in [
+                    ("attn_norm.weight", "input_layernorm.weight", vec![h]),
+                    ("attn_norm.bias", "input_layernorm.bias", vec![h]),
+                    ("attn_q.weight", "self_attn.q_proj.weight", vec![nh * d, h]),
+                    ("attn_q.bias", "self_attn.q_proj.bias", vec![nh * d]),
+                    ("attn_k.weight", "self_attn.k_proj.weight", vec![kv * d, h]),
+                    ("attn_k.bias", "self_attn.k_proj.bias", vec![kv * d]),
+                    ("attn_v.weight", "self_attn.v_proj.weight", vec![kv * d, h]),
+                    ("attn_v.bias", "self_attn.v_proj.bias", vec![kv * d]),
+                    ("attn_output.weight", "self_attn.dense.weight", vec![h, nh * d]),
+                    ("attn_output.bias", "self_attn.dense.bias", vec![h]),
+                    ("ffn_up.weight", "mlp.fc1.weight", vec![f, h]),
+                    ("ffn_up.bias", "mlp.fc1.bias", vec![f]),
+                    ("ffn_down.weight", "mlp.fc2.weight", vec![h, f]),
+                    ("ffn_down.bias", "mlp.fc2.bias", vec![h]),
+                ] {
+                    add(format!("{b}.{g}"), format!("{p}.{hf}"), shape, Layout::Same);
+                }
+            }
+            add("output_norm.weight".into(), "model.final_layernorm.weight".into(), vec![h], Layout::Same);
+            add("output_norm.bias".into(), "model.final_layernorm.bias".into(), vec![h], Layout::Same);
+            // llama.cpp's phi2 always reads `output.weight`: tied embeddings are written twice.
+            let head = if c.tie_word_embeddings { "model.embed_tokens.weight" } else { "lm_head.weight" };
+            add("output.weight".into(), head.into(), vec![c.vocab_size, h], Layout::Same);
+            add("output.bias".into(), "lm_head.bias".into(), vec![c.vocab_size], Layout::Same);
+            "phi2"
+        }
         CausalModel::Gpt2(m) => {
             let c = &m.config;
             let (h, f) = (c.n_embd, c.inner());
@@ -344,7 +401,12 @@ pub fn plan_export(
         }
     }
     meta.push(("general.quantization_version".into(), MetaValue::U32(2)));
+    // The converter's Phi2Model sets add_bos_token = false (Phi's tokenizer adds no BOS).
+    let phi_bos = arch == "phi2" && !tokenizer.iter().any(|(k, _)| k == "tokenizer.ggml.add_bos_token");
     meta.extend(tokenizer);
+    if phi_bos {
+        meta.push(("tokenizer.ggml.add_bos_token".into(), MetaValue::Bool(false)));
+    }
     Ok(ExportPlan { arch, metadata: meta, tensors })
 }
 
@@ -444,7 +506,7 @@ pub fn read_back_state(file: &GgufFile, plan: &ExportPlan) -> Result<StateDict, 
 
 /// Loads a written export as a model, with our GGUF reader. `llama`: through the GGUF Llama loader
 /// ([`llama_config`] from the metadata, [`llama_state_dict`] with its own name mapping and un-permutation), so
-/// metadata and names are checked independently of the writer. `gpt2` and `qwen2` (no GGUF loader for them
+/// metadata and names are checked independently of the writer. `gpt2`, `qwen2` and `phi2` (no GGUF loader for them
 /// yet): every tensor dequantised and mapped back through the plan, into the source's architecture and config.
 pub fn load_export(path: &Path, plan: &ExportPlan, source: &CausalModel) -> Result<CausalModel, ExportError> {
     let file = GgufFile::open(path)?;
@@ -464,13 +526,10 @@ pub fn load_export(path: &Path, plan: &ExportPlan, source: &CausalModel) -> Resu
         CausalModel::Gpt2(m) => CausalModel::Gpt2(
             Gpt2LMHeadModel::from_state_dict(m.config.clone(), &state).map_err(|e| file_err(path, e.to_string()))?,
         ),
-        CausalModel::Phi(_) => return Err(phi_unsupported()),
+        CausalModel::Phi(m) => CausalModel::Phi(
+            PhiForCausalLM::from_state_dict(m.config.clone(), &state).map_err(|e| file_err(path, e.to_string()))?,
+        ),
     })
-}
-
-/// GGUF export covers the Llama family and GPT-2; Phi's tensor layout (llama.cpp's `phi2`) is not written yet.
-fn phi_unsupported() -> ExportError {
-    ExportError::Unsupported("GGUF export of PhiForCausalLM (only Llama-family and GPT-2 decoders)".into())
 }
 
 /// Logits `[ids.len(), vocab]` of one sequence.

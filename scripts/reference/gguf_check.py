@@ -7,6 +7,7 @@ llama.cpp), and the cross-runtime gap on the export (our perplexity vs llama.cpp
 """
 
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -141,8 +142,8 @@ def llama3_tokenizer_check(out, text):
     d = out / "tiny_llama3_bpe"
     d.mkdir()
     tj = json.loads((fx / "smollm2_tokenizer" / "tokenizer.json").read_text())
-    regex = (ROOT / "crates" / "models" / "src" / "gguf" / "tokenizer.rs").read_text()
-    regex = regex.split('pub const LLAMA3_SPLIT_REGEX: &str =\n    r"', 1)[1].split('";', 1)[0]
+    src = (ROOT / "crates" / "models" / "src" / "gguf" / "tokenizer.rs").read_text()
+    regex = re.search(r'LLAMA3_SPLIT_REGEX: &str =\s*r"(.*?)";', src).group(1)
     tj["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
         {"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": False},
         {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}]}

@@ -590,9 +590,9 @@ fn llama_errors_are_clear() {
     assert!(e.contains("tensor `blk.0.attn_k.weight`") && e.contains("[8, 8]") && e.contains("[4, 8]"), "{e}");
 
     let mut w = tiny_llama_writer(true);
-    w.metadata[0].1 = MetaValue::String("qwen2".into());
+    w.metadata[0].1 = MetaValue::String("falcon".into());
     let e = load_written(&w).unwrap_err().to_string();
-    assert!(e.contains("architecture `qwen2`"), "{e}");
+    assert!(e.contains("architecture `falcon`") && e.contains("llama, qwen2"), "{e}");
 
     let mut w = tiny_llama_writer(true);
     w.metadata.retain(|(k, _)| k != "llama.block_count");
@@ -601,9 +601,9 @@ fn llama_errors_are_clear() {
 
     let mut w = tiny_llama_writer(true);
     w.add_meta("tokenizer.ggml.model", MetaValue::String("gpt2".into()));
-    w.add_meta("tokenizer.ggml.pre", MetaValue::String("qwen2".into()));
+    w.add_meta("tokenizer.ggml.pre", MetaValue::String("deepseek-llm".into()));
     let e = load_written(&w).unwrap_err().to_string();
-    assert!(e.contains("pre-tokenizer `qwen2`") && e.contains("smollm"), "{e}");
+    assert!(e.contains("pre-tokenizer `deepseek-llm`") && e.contains("smollm"), "{e}");
 
     let mut w = tiny_llama_writer(true);
     w.add_meta("tokenizer.ggml.model", MetaValue::String("llama".into()));

@@ -394,17 +394,17 @@ fn llama3_rope_scaling_exports_as_rope_freqs_and_reads_back() {
     assert!(e.contains("rope scaling `llama3`") && e.contains("qwen2"), "{e}");
 }
 
-#[test]
-fn llama3_tokenizer_exports_as_llama_bpe_and_reads_back_the_same() {
-    // SmolLM2's vocabulary under Llama 3's pre-tokenizer, BPE options and BOS template.
+/// SmolLM2's vocabulary under another model's pre-tokenizer, BPE options and BOS template, as that model's
+/// `tokenizer.json` would have them.
+fn retokenized(dir: &Path, regex: &str, ignore_merges: bool, normalizer: Value) -> Value {
     let fixture = fixtures().join("smollm2_tokenizer");
     let mut tj: Value =
         serde_json::from_str(&std::fs::read_to_string(fixture.join("tokenizer.json")).unwrap()).unwrap();
+    tj["normalizer"] = normalizer;
     tj["pre_tokenizer"] = json!({"type": "Sequence", "pretokenizers": [
-        {"type": "Split", "pattern": {"Regex": finetune_models::gguf::LLAMA3_SPLIT_REGEX}, "behavior": "Isolated",
-         "invert": false},
+        {"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": false},
         {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}]});
-    tj["model"]["ignore_merges"] = json!(true);
+    tj["model"]["ignore_merges"] = json!(ignore_merges);
     tj["post_processor"] = json!({"type": "Sequence", "processors": [
         {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true},
         {"type": "TemplateProcessing",
@@ -412,57 +412,72 @@ fn llama3_tokenizer_exports_as_llama_bpe_and_reads_back_the_same() {
          "pair": [{"SpecialToken": {"id": "<|im_start|>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
                   {"SpecialToken": {"id": "<|im_start|>", "type_id": 1}}, {"Sequence": {"id": "B", "type_id": 1}}],
          "special_tokens": {"<|im_start|>": {"id": "<|im_start|>", "ids": [1], "tokens": ["<|im_start|>"]}}}]});
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("tokenizer.json"), tj.to_string()).unwrap();
-    std::fs::copy(fixture.join("tokenizer_config.json"), dir.path().join("tokenizer_config.json")).unwrap();
-    let config = json!({"model_type": "llama", "vocab_size": 49152});
-    let meta = tokenizer_meta_from_dir(dir.path(), &config).expect("tokenizer metadata");
-    let get = |k: &str| meta.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
-    assert_eq!(get("tokenizer.ggml.pre"), Some(MetaValue::String("llama-bpe".into())));
-    // No add_bos_token in tokenizer_config.json: taken from the template, as gguf's SpecialVocab does.
-    assert_eq!(get("tokenizer.ggml.add_bos_token"), Some(MetaValue::Bool(true)));
+    std::fs::write(dir.join("tokenizer.json"), tj.to_string()).unwrap();
+    std::fs::copy(fixture.join("tokenizer_config.json"), dir.join("tokenizer_config.json")).unwrap();
+    tj
+}
 
-    let path = dir.path().join("tok.gguf");
-    let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
-    write_gguf(&mut f, &meta, &[], |_| Ok::<Vec<u8>, WriteError>(Vec::new())).unwrap();
+/// A GGUF file holding only `meta`, and the tokenizer our reader builds from it.
+fn gguf_tokenizer_of(path: &Path, meta: &[(String, MetaValue)]) -> tokenizers::Tokenizer {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    write_gguf(&mut f, meta, &[], |_| Ok::<Vec<u8>, WriteError>(Vec::new())).unwrap();
     drop(f);
-    let read = finetune_models::gguf::gguf_tokenizer(&GgufFile::open(&path).unwrap()).unwrap().expect("tokenizer");
-    let reference = tokenizers::Tokenizer::from_file(dir.path().join("tokenizer.json")).unwrap();
+    finetune_models::gguf::gguf_tokenizer(&GgufFile::open(path).unwrap()).unwrap().expect("tokenizer").tokenizer
+}
+
+#[test]
+fn llama3_and_qwen2_tokenizers_export_and_read_back_the_same() {
+    use finetune_models::gguf::{LLAMA3_SPLIT_REGEX, QWEN2_SPLIT_REGEX};
     let texts = [
         "Hello world, I'M here!! don't you'LL see",
         "12345 numbers 3.14159 and 1,000,000",
         "two\n\nnewlines\r\n  indented\ttabs   trailing   ",
-        "ünïcödé 日本語のテキスト café — naïve",
+        "ünïcödé 日本語のテキスト café — naïve, and decomposed: cafe\u{301}",
         "<|im_start|>user\nhi<|im_end|>",
         "    def f(x):\n        return x ** 2  # comment",
     ];
-    for text in texts {
-        let want = reference.encode(text, true).unwrap();
-        let got = read.tokenizer.encode(text, true).unwrap();
-        assert_eq!(got.get_ids(), want.get_ids(), "{text:?}");
-        assert_eq!(got.get_ids()[0], 1, "BOS first: {text:?}");
-    }
-    // The same vocabulary with the GPT-2 split would differ on these texts: the check can fail.
-    let mut gpt2 = meta.clone();
-    for (k, v) in &mut gpt2 {
-        if k == "tokenizer.ggml.pre" {
-            *v = MetaValue::String("gpt-2".into());
+    let nfc = json!({"type": "NFC"});
+    for (model_type, regex, ignore_merges, normalizer, pre) in [
+        ("llama", LLAMA3_SPLIT_REGEX, true, Value::Null, "llama-bpe"),
+        ("qwen2", QWEN2_SPLIT_REGEX, false, nfc, "qwen2"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut tj = retokenized(dir.path(), regex, ignore_merges, normalizer);
+        let config = json!({"model_type": model_type, "vocab_size": 49152});
+        let meta = tokenizer_meta_from_dir(dir.path(), &config).expect("tokenizer metadata");
+        let get = |k: &str| meta.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+        assert_eq!(get("tokenizer.ggml.pre"), Some(MetaValue::String(pre.into())));
+        // No add_bos_token in tokenizer_config.json: taken from the template, as gguf's SpecialVocab does.
+        assert_eq!(get("tokenizer.ggml.add_bos_token"), Some(MetaValue::Bool(true)));
+
+        let read = gguf_tokenizer_of(&dir.path().join("tok.gguf"), &meta);
+        let reference = tokenizers::Tokenizer::from_file(dir.path().join("tokenizer.json")).unwrap();
+        for text in texts {
+            let want = reference.encode(text, true).unwrap();
+            let got = read.encode(text, true).unwrap();
+            assert_eq!(got.get_ids(), want.get_ids(), "{pre}: {text:?}");
+            assert_eq!(got.get_ids()[0], 1, "BOS first: {text:?}");
+        }
+        // The same vocabulary with the GPT-2 split differs on these texts: the comparison can fail.
+        let mut gpt2 = meta.clone();
+        for (k, v) in &mut gpt2 {
+            if k == "tokenizer.ggml.pre" {
+                *v = MetaValue::String("gpt-2".into());
+            }
+        }
+        let other = gguf_tokenizer_of(&dir.path().join("tok2.gguf"), &gpt2);
+        assert!(texts
+            .iter()
+            .any(|t| { other.encode(*t, true).unwrap().get_ids() != reference.encode(*t, true).unwrap().get_ids() }));
+
+        // For a llama model, a pre-tokenizer llama.cpp has no name for is refused, naming the file.
+        if model_type == "llama" {
+            tj["pre_tokenizer"] = json!({"type": "Whitespace"});
+            std::fs::write(dir.path().join("tokenizer.json"), tj.to_string()).unwrap();
+            let e = tokenizer_meta_from_dir(dir.path(), &config).unwrap_err().to_string();
+            assert!(e.contains("tokenizer.json") && e.contains("pre_tokenizer") && !e.contains('\n'), "{e}");
         }
     }
-    let path2 = dir.path().join("tok2.gguf");
-    let mut f = std::io::BufWriter::new(std::fs::File::create(&path2).unwrap());
-    write_gguf(&mut f, &gpt2, &[], |_| Ok::<Vec<u8>, WriteError>(Vec::new())).unwrap();
-    drop(f);
-    let other = finetune_models::gguf::gguf_tokenizer(&GgufFile::open(&path2).unwrap()).unwrap().unwrap();
-    assert!(texts
-        .iter()
-        .any(|t| other.tokenizer.encode(*t, true).unwrap().get_ids() != reference.encode(*t, true).unwrap().get_ids()));
-
-    // A pre-tokenizer llama.cpp has no name for is refused, naming the file.
-    tj["pre_tokenizer"] = json!({"type": "Whitespace"});
-    std::fs::write(dir.path().join("tokenizer.json"), tj.to_string()).unwrap();
-    let e = tokenizer_meta_from_dir(dir.path(), &config).unwrap_err().to_string();
-    assert!(e.contains("tokenizer.json") && e.contains("pre_tokenizer") && !e.contains('\n'), "{e}");
 }
 
 #[test]

@@ -504,14 +504,15 @@ pub fn read_back_state(file: &GgufFile, plan: &ExportPlan) -> Result<StateDict, 
     Ok(sd)
 }
 
-/// Loads a written export as a model, with our GGUF reader. `llama`: through the GGUF Llama loader
-/// ([`llama_config`] from the metadata, [`llama_state_dict`] with its own name mapping and un-permutation), so
-/// metadata and names are checked independently of the writer. `gpt2`, `qwen2` and `phi2` (no GGUF loader for them
-/// yet): every tensor dequantised and mapped back through the plan, into the source's architecture and config.
+/// Loads a written export as a model, with our GGUF reader. `llama` (without biases) and `qwen2`: through the GGUF
+/// Llama-family loader ([`llama_config`] from the metadata, [`llama_state_dict`] with its own name mapping and
+/// un-permutation), so metadata and names are checked independently of the writer. `gpt2`, `phi2` and a Llama
+/// with biases (no GGUF loader for them yet): every tensor dequantised and mapped back through the plan, into the
+/// source's architecture and config.
 pub fn load_export(path: &Path, plan: &ExportPlan, source: &CausalModel) -> Result<CausalModel, ExportError> {
     let file = GgufFile::open(path)?;
     let llama_plain = matches!(source, CausalModel::Llama(m) if !m.config.qkv_bias() && !m.config.o_bias());
-    if plan.arch == "llama" && llama_plain {
+    if (plan.arch == "llama" && llama_plain) || plan.arch == "qwen2" {
         let config = llama_config(&file)?;
         let state = llama_state_dict(&file, &config)?;
         let cfg = LlamaConfig::from_json(&config.to_string()).map_err(|e| file_err(path, e.to_string()))?;

@@ -1,5 +1,6 @@
-//! Llama-family decoders: GGUF tensor names and layouts → the Hugging Face `LlamaForCausalLM` state dict, and
-//! the `llama.*` metadata → an HF-style `config.json`.
+//! Llama-family decoders (`general.architecture` `llama` and `qwen2`): GGUF tensor names and layouts → the
+//! Hugging Face `LlamaForCausalLM` / `Qwen2ForCausalLM` state dict, and the `llama.*` / `qwen2.*` metadata → an
+//! HF-style `config.json`.
 
 use std::path::Path;
 
@@ -54,6 +55,9 @@ pub fn gguf_to_hf_name(name: &str) -> Option<String> {
     let layer: usize = layer.parse().ok()?;
     let hf = match tail {
         "attn_q.weight" => "self_attn.q_proj.weight",
+        "attn_q.bias" => "self_attn.q_proj.bias",
+        "attn_k.bias" => "self_attn.k_proj.bias",
+        "attn_v.bias" => "self_attn.v_proj.bias",
         "attn_k.weight" => "self_attn.k_proj.weight",
         "attn_v.weight" => "self_attn.v_proj.weight",
         "attn_output.weight" => "self_attn.o_proj.weight",
@@ -112,64 +116,93 @@ fn f32_as_decimal(x: f64) -> f64 {
     }
 }
 
-/// The HF `LlamaConfig` (as JSON) described by the `llama.*` metadata.
+/// A GGUF architecture this loader reads into the Hugging Face Llama-family model.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LlamaArch {
+    /// `general.architecture`, also the prefix of its metadata keys.
+    pub name: &'static str,
+    /// `config.json`'s `model_type` and `architectures`.
+    pub model_type: &'static str,
+    pub class: &'static str,
+    /// `convert_hf_to_gguf.py` permutes the q/k rows of `llama` (interleaved rotary pairs), not of `qwen2`.
+    pub permuted: bool,
+    /// Qwen2's q/k/v projections carry biases.
+    pub qkv_bias: bool,
+}
+
+/// The architectures [`load_llama`] reads.
+pub const LLAMA_ARCHS: [LlamaArch; 2] = [
+    LlamaArch { name: "llama", model_type: "llama", class: "LlamaForCausalLM", permuted: true, qkv_bias: false },
+    LlamaArch { name: "qwen2", model_type: "qwen2", class: "Qwen2ForCausalLM", permuted: false, qkv_bias: true },
+];
+
+/// The file's `general.architecture`, if [`load_llama`] reads it.
+pub fn llama_arch(file: &GgufFile) -> Result<LlamaArch, GgufError> {
+    let name = file.get_str("general.architecture")?.ok_or_else(|| file.key_err("general.architecture", "missing"))?;
+    LLAMA_ARCHS.iter().find(|a| a.name == name).copied().ok_or_else(|| GgufError::Unsupported {
+        path: file.path().to_path_buf(),
+        message: format!(
+            "architecture `{name}` (supported: {})",
+            LLAMA_ARCHS.iter().map(|a| a.name).collect::<Vec<_>>().join(", ")
+        ),
+    })
+}
+
+/// The HF config (as JSON) described by the `llama.*` / `qwen2.*` metadata.
 pub fn llama_config(file: &GgufFile) -> Result<Value, GgufError> {
     let unsupported = |message: String| GgufError::Unsupported { path: file.path().to_path_buf(), message };
-    let arch = file.get_str("general.architecture")?.ok_or_else(|| file.key_err("general.architecture", "missing"))?;
-    if arch != "llama" {
-        return Err(unsupported(format!("architecture `{arch}` (only `llama` is supported)")));
-    }
-    let required =
-        |key: &str| -> Result<u64, GgufError> { file.get_u64(key)?.ok_or_else(|| file.key_err(key, "missing")) };
-    let hidden = required("llama.embedding_length")?;
-    let layers = required("llama.block_count")?;
+    let arch = llama_arch(file)?;
+    let key = |k: &str| format!("{}.{k}", arch.name);
+    let required = |k: &str| -> Result<u64, GgufError> { file.get_u64(k)?.ok_or_else(|| file.key_err(k, "missing")) };
+    let hidden = required(&key("embedding_length"))?;
+    let layers = required(&key("block_count"))?;
     // Every layer has nine tensors: a count the file cannot hold is refused before anything is sized by it.
     let held = file.tensors().len() as u64;
     if layers > held / 9 {
-        return Err(file.key_err("llama.block_count", format!("{layers} layers, but the file holds {held} tensors")));
+        return Err(file.key_err(&key("block_count"), format!("{layers} layers, but the file holds {held} tensors")));
     }
-    let heads = required("llama.attention.head_count")?;
-    let intermediate = required("llama.feed_forward_length")?;
-    let kv_heads = file.get_u64("llama.attention.head_count_kv")?.unwrap_or(heads);
-    let context = required("llama.context_length")?;
+    let heads = required(&key("attention.head_count"))?;
+    let intermediate = required(&key("feed_forward_length"))?;
+    let kv_heads = file.get_u64(&key("attention.head_count_kv"))?.unwrap_or(heads);
+    let context = required(&key("context_length"))?;
     if heads == 0 || kv_heads == 0 || heads % kv_heads != 0 {
         return Err(file.key_err(
-            "llama.attention.head_count_kv",
+            &key("attention.head_count_kv"),
             format!("{kv_heads} key/value heads do not divide {heads} attention heads"),
         ));
     }
-    let head_dim = match file.get_u64("llama.attention.key_length")? {
+    let head_dim = match file.get_u64(&key("attention.key_length"))? {
         Some(d) => d,
         None if hidden % heads == 0 => hidden / heads,
-        None => return Err(file.key_err("llama.attention.head_count", format!("{heads} heads do not divide {hidden}"))),
+        None => return Err(file.key_err(&key("attention.head_count"), format!("{heads} heads do not divide {hidden}"))),
     };
-    if let Some(rot) = file.get_u64("llama.rope.dimension_count")? {
+    if let Some(rot) = file.get_u64(&key("rope.dimension_count"))? {
         if rot != head_dim {
             return Err(unsupported(format!("partial rotary embedding ({rot} of {head_dim} head dimensions)")));
         }
     }
-    if let Some(kind) = file.get_str("llama.rope.scaling.type")? {
+    if let Some(kind) = file.get_str(&key("rope.scaling.type"))? {
         if kind != "none" {
             return Err(unsupported(format!("rope scaling `{kind}`")));
         }
     }
     let eps = file
-        .get_f64("llama.attention.layer_norm_rms_epsilon")?
-        .ok_or_else(|| file.key_err("llama.attention.layer_norm_rms_epsilon", "missing"))?;
-    let rope_theta = file.get_f64("llama.rope.freq_base")?.unwrap_or(10000.0);
-    let vocab = match file.get_u64("llama.vocab_size")? {
+        .get_f64(&key("attention.layer_norm_rms_epsilon"))?
+        .ok_or_else(|| file.key_err(&key("attention.layer_norm_rms_epsilon"), "missing"))?;
+    let rope_theta = file.get_f64(&key("rope.freq_base"))?.unwrap_or(10000.0);
+    let vocab = match file.get_u64(&key("vocab_size"))? {
         Some(v) => v,
         None => match file.get_array("tokenizer.ggml.tokens")? {
             Some(a) => a.len() as u64,
             None => file.tensor("token_embd.weight").and_then(|t| t.dims.get(1).copied()).ok_or_else(|| {
-                file.key_err("llama.vocab_size", "missing, and no tokenizer or embedding to infer it")
+                file.key_err(&key("vocab_size"), "missing, and no tokenizer or embedding to infer it")
             })?,
         },
     };
     let tie = file.tensor("output.weight").is_none();
     let mut config = json!({
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
+        "architectures": [arch.class],
+        "model_type": arch.model_type,
         "vocab_size": vocab,
         "hidden_size": hidden,
         "intermediate_size": intermediate,
@@ -186,6 +219,12 @@ pub fn llama_config(file: &GgufFile) -> Result<Value, GgufError> {
         "mlp_bias": false,
     });
     if let Some(info) = file.tensor(ROPE_FREQS) {
+        if arch.name != "llama" {
+            return Err(unsupported(format!(
+                "`{ROPE_FREQS}` in a `{}` file (llama.cpp reads it for llama)",
+                arch.name
+            )));
+        }
         if let Some(scaling) = llama3_rope_from_factors(file, info, head_dim as usize, rope_theta)? {
             config["rope_scaling"] = scaling;
         }
@@ -290,10 +329,11 @@ struct Dims {
     kv_heads: usize,
     head_dim: usize,
     tied: bool,
+    qkv_bias: bool,
 }
 
 impl Dims {
-    fn from_config(config: &Value) -> Self {
+    fn from_config(config: &Value, arch: LlamaArch) -> Self {
         let get = |key: &str| config.get(key).and_then(Value::as_u64).unwrap_or(0) as usize;
         Dims {
             vocab: get("vocab_size"),
@@ -304,6 +344,7 @@ impl Dims {
             kv_heads: get("num_key_value_heads"),
             head_dim: get("head_dim"),
             tied: config.get("tie_word_embeddings").and_then(Value::as_bool).unwrap_or(false),
+            qkv_bias: arch.qkv_bias,
         }
     }
 
@@ -318,6 +359,9 @@ impl Dims {
                 ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down", "attn_norm", "ffn_norm"]
             {
                 names.push(format!("blk.{i}.{t}.weight"));
+            }
+            if self.qkv_bias {
+                names.extend(["attn_q", "attn_k", "attn_v"].map(|t| format!("blk.{i}.{t}.bias")));
             }
         }
         names
@@ -342,6 +386,8 @@ impl Dims {
                     "ffn_gate.weight" | "ffn_up.weight" => vec![self.inter, h],
                     "ffn_down.weight" => vec![h, self.inter],
                     "attn_norm.weight" | "ffn_norm.weight" => vec![h],
+                    "attn_q.bias" if self.qkv_bias => vec![q],
+                    "attn_k.bias" | "attn_v.bias" if self.qkv_bias => vec![kv],
                     _ => return None,
                 }
             }
@@ -353,7 +399,8 @@ impl Dims {
 /// (its head counts undo the Q/K permutation; its sizes check every shape). Unknown, missing or misshapen
 /// tensors are errors rather than silently dropped or passed on.
 pub fn llama_state_dict(file: &GgufFile, config: &Value) -> Result<StateDict, GgufError> {
-    let dims = Dims::from_config(config);
+    let arch = llama_arch(file)?;
+    let dims = Dims::from_config(config, arch);
     for name in dims.gguf_names() {
         if file.tensor(&name).is_none() {
             return Err(GgufError::Tensor {
@@ -383,7 +430,9 @@ pub fn llama_state_dict(file: &GgufFile, config: &Value) -> Result<StateDict, Gg
                 None => return Err(terr(format!("not part of a {}-layer Llama", dims.layers))),
             }
             let mut data = file.dequantize(info)?;
-            let n_head = if info.name.ends_with(".attn_q.weight") {
+            let n_head = if !arch.permuted {
+                None
+            } else if info.name.ends_with(".attn_q.weight") {
                 Some(heads)
             } else if info.name.ends_with(".attn_k.weight") {
                 Some(kv_heads)

@@ -18,10 +18,13 @@ use std::path::PathBuf;
 
 pub use self::dequant::{dequantize, DequantError};
 pub use self::llama::{
-    gguf_to_hf_name, llama_config, llama_state_dict, load_llama, permute_rows, unpermute_rows, LlamaGguf,
+    gguf_to_hf_name, llama_arch, llama_config, llama_state_dict, load_llama, permute_rows, unpermute_rows, LlamaArch,
+    LlamaGguf, LLAMA_ARCHS,
 };
 pub use self::reader::{GgmlType, GgufFile, MetaArray, MetaValue, TensorInfo, DEFAULT_ALIGNMENT, GGUF_MAGIC};
-pub use self::tokenizer::{gguf_tokenizer, GgufTokenizer, LLAMA3_SPLIT_REGEX, SUPPORTED_PRE_TOKENIZERS};
+pub use self::tokenizer::{
+    gguf_tokenizer, GgufTokenizer, LLAMA3_SPLIT_REGEX, QWEN2_SPLIT_REGEX, SUPPORTED_PRE_TOKENIZERS,
+};
 
 /// Errors reading a GGUF file or turning it into a model.
 #[derive(Debug, thiserror::Error)]

@@ -4,19 +4,23 @@
 //! `gpt2` or `gpt-2` (llama.cpp's name; the GPT-2 split regex of the ByteLevel pre-tokenizer), `smollm` (digits
 //! split one by one, then the GPT-2 regex, as llama.cpp and SmolLM's own `tokenizer.json` do) or `llama-bpe`
 //! (also `llama3`, `llama-v3`: Llama 3's split regex, then bytes, and whole words in the vocabulary taken as they
-//! are, Llama 3's `tokenizer.json` and llama.cpp's `ignore_merges`). Other models (`llama` SentencePiece, `bert`,
-//! `t5`, ...) and other pre-tokenizer types (`qwen2`, `deepseek-llm`, ...) are rejected with an error naming them
-//! rather than approximated.
+//! are, Llama 3's `tokenizer.json` and llama.cpp's `ignore_merges`) or `qwen2` (Qwen2's split regex, digits one by
+//! one, after Qwen2's NFC normalizer). Other models (`llama` SentencePiece, `bert`, `t5`, ...) and other
+//! pre-tokenizer types (`deepseek-llm`, `tekken`, ...) are rejected with an error naming them rather than
+//! approximated.
 //!
 //! Two choices differ from one of the references, on purpose:
 //! - `smollm` splits digits one by one (llama.cpp and SmolLM's `tokenizer.json` do; transformers' GGUF loader
 //!   does not). The ids differ only when the vocabulary merges digits, which SmolLM's does not.
 //! - `default` (and an absent `tokenizer.ggml.pre`) uses the GPT-2 ByteLevel regex, as transformers does;
 //!   llama.cpp's own `default` BPE split is a Llama-3-like regex instead.
+//! - `qwen2` applies NFC first, as Qwen2's own `tokenizer.json` (and transformers' GGUF loader) does; llama.cpp
+//!   does not normalize. The ids differ only on text that is not already NFC.
 
 use ahash::AHashMap;
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::models::bpe::BPE;
+use tokenizers::normalizers::unicode::NFC;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
@@ -34,11 +38,15 @@ const TOKEN_TYPE_USER_DEFINED: i64 = 4;
 
 /// `tokenizer.ggml.pre` values this loader reproduces.
 pub const SUPPORTED_PRE_TOKENIZERS: &[&str] =
-    &["default", "gpt2", "gpt-2", "smollm", "llama-bpe", "llama3", "llama-v3"];
+    &["default", "gpt2", "gpt-2", "smollm", "llama-bpe", "llama3", "llama-v3", "qwen2"];
 
 /// The split regex of Llama 3's `tokenizer.json` (`Split`, `Isolated`, before a `ByteLevel` without its own
 /// regex); llama.cpp's `llama-bpe` is the same expression with the case-insensitive group spelt out.
 pub const LLAMA3_SPLIT_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// The split regex of Qwen2's `tokenizer.json`: Llama 3's with digits one by one.
+pub const QWEN2_SPLIT_REGEX: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// A tokenizer rebuilt from GGUF metadata.
 #[derive(Clone)]
@@ -127,14 +135,19 @@ pub fn gguf_tokenizer(file: &GgufFile) -> Result<Option<GgufTokenizer>, GgufErro
     let byte_level = ByteLevel::new(false, true, true);
     let pre_tokenizer: PreTokenizerWrapper = if pre == "smollm" {
         Sequence::new(vec![Digits::new(true).into(), byte_level.into()]).into()
-    } else if llama3 {
-        let split = Split::new(SplitPattern::Regex(LLAMA3_SPLIT_REGEX.into()), SplitDelimiterBehavior::Isolated, false)
-            .map_err(|e| file.key_err("tokenizer.ggml.pre", format!("Llama 3 split regex: {e}")))?;
+    } else if llama3 || pre == "qwen2" {
+        let regex = if llama3 { LLAMA3_SPLIT_REGEX } else { QWEN2_SPLIT_REGEX };
+        let split = Split::new(SplitPattern::Regex(regex.into()), SplitDelimiterBehavior::Isolated, false)
+            .map_err(|e| file.key_err("tokenizer.ggml.pre", format!("split regex: {e}")))?;
         Sequence::new(vec![split.into(), ByteLevel::new(false, true, false).into()]).into()
     } else {
         byte_level.into()
     };
     tk.with_pre_tokenizer(Some(pre_tokenizer));
+    if pre == "qwen2" {
+        tk.with_normalizer(Some(NFC))
+            .map_err(|e| file.key_err("tokenizer.ggml.pre", format!("NFC normalizer: {e}")))?;
+    }
     tk.with_decoder(Some(ByteLevelDecoder::default()));
 
     let special: Vec<AddedToken> = tokens

@@ -79,19 +79,27 @@ def tiny_checks(out):
     the PyTorch/transformers logits stored with the fixtures (scripts/reference/gen_tiny_decoders.py)."""
     print("tiny random models, f32 export, llama.cpp logits vs transformers' (fixture expected.safetensors):")
     # tiny_llama3: Llama 3.1 rope scaling (written as rope_freqs.weight) and attention biases; tiny_phi: phi2.
-    for name in ["tiny_llama", "tiny_llama3", "tiny_qwen2", "tiny_phi", "tiny_gpt2"]:
+    # tiny_llama3 without its scaling is the control: the gap must then be large, or the check sees no rope.
+    for name, label, drop_scaling in [("tiny_llama", "tiny_llama", False), ("tiny_llama3", "tiny_llama3", False),
+                                      ("tiny_llama3", "tiny_llama3, default rope (control)", True),
+                                      ("tiny_qwen2", "tiny_qwen2", False), ("tiny_phi", "tiny_phi", False),
+                                      ("tiny_gpt2", "tiny_gpt2", False)]:
         fx = ROOT / "crates" / "models" / "tests" / "fixtures" / name
-        d = out / name
+        d = out / (name + ("_control" if drop_scaling else ""))
         d.mkdir()
         for f in ["config.json", "model.safetensors"]:
             (d / f).write_bytes((fx / f).read_bytes())
+        if drop_scaling:
+            config = json.loads((fx / "config.json").read_text())
+            config["rope_parameters"] = {"rope_type": "default", "rope_theta": config["rope_parameters"]["rope_theta"]}
+            (d / "config.json").write_text(json.dumps(config))
         vocab = {byte_char(b): b for b in range(128)}
         bl = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
         (d / "tokenizer.json").write_text(json.dumps({
             "version": "1.0", "added_tokens": [], "normalizer": None, "pre_tokenizer": bl, "post_processor": None,
             "decoder": bl, "model": {"type": "BPE", "vocab": vocab, "merges": []}}))
         (d / "tokenizer_config.json").write_text(json.dumps({"bos_token": byte_char(1), "eos_token": byte_char(2)}))
-        path = out / f"{name}.gguf"
+        path = out / f"{d.name}.gguf"
         r = subprocess.run([str(BIN), "export", "--model", str(d), "--outtype", "f32", "--out", str(path),
                             "--window", "64", "--json"], capture_output=True, text=True)
         if r.returncode != 0:
@@ -107,8 +115,9 @@ def tiny_checks(out):
             got = np.array(llm.scores[:n], dtype=np.float32)
             worst = max(worst, float(np.abs(got - exp["logits"][row, :n]).max()))
         scale = float(np.abs(exp["logits"]).max())
-        print(f"  {name}: arch {gguf.GGUFReader(str(path)).fields['general.architecture'].contents()}, "
+        print(f"  {label}: arch {gguf.GGUFReader(str(path)).fields['general.architecture'].contents()}, "
               f"max |llama.cpp - transformers| {worst:.2e} (logits up to {scale:.3f})")
+        assert (worst > 0.1) if drop_scaling else (worst < 0.02), f"{label}: {worst}"
 
 
 def write_safetensors(path, tensors):
@@ -132,22 +141,23 @@ LLAMA3_TEXTS = [
 ]
 
 
-def llama3_tokenizer_check(out, text):
-    """SmolLM2's vocabulary under Llama 3's pre-tokenizer (Split regex + ByteLevel, ignore_merges, BOS template)
-    on a tiny random Llama: exported as `llama-bpe`, llama.cpp's token ids against the `tokenizers` package on
-    the same tokenizer.json."""
+def bpe_tokenizer_check(out, text, model, regex_name, ignore_merges, normalizer, pre_want):
+    """SmolLM2's vocabulary under another model's pre-tokenizer (Split regex + ByteLevel, its BPE options and a BOS
+    template) on a tiny random `model` fixture: exported, then llama.cpp's token ids against the `tokenizers`
+    package on the same tokenizer.json."""
     from tokenizers import Tokenizer
 
     fx = ROOT / "crates" / "models" / "tests" / "fixtures"
-    d = out / "tiny_llama3_bpe"
+    d = out / f"{model}_{pre_want}"
     d.mkdir()
     tj = json.loads((fx / "smollm2_tokenizer" / "tokenizer.json").read_text())
     src = (ROOT / "crates" / "models" / "src" / "gguf" / "tokenizer.rs").read_text()
-    regex = re.search(r'LLAMA3_SPLIT_REGEX: &str =\s*r"(.*?)";', src).group(1)
+    regex = re.search(regex_name + r': &str =\s*r"(.*?)";', src).group(1)
+    tj["normalizer"] = normalizer
     tj["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
         {"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": False},
         {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}]}
-    tj["model"]["ignore_merges"] = True
+    tj["model"]["ignore_merges"] = ignore_merges
     bos = {"SpecialToken": {"id": "<|im_start|>", "type_id": 0}}
     tj["post_processor"] = {"type": "TemplateProcessing", "single": [bos, {"Sequence": {"id": "A", "type_id": 0}}],
                             "pair": [bos, {"Sequence": {"id": "A", "type_id": 0}}, bos,
@@ -156,33 +166,37 @@ def llama3_tokenizer_check(out, text):
                                                                 "tokens": ["<|im_start|>"]}}}
     (d / "tokenizer.json").write_text(json.dumps(tj))
     (d / "tokenizer_config.json").write_text((fx / "smollm2_tokenizer" / "tokenizer_config.json").read_text())
-    config = json.loads((fx / "tiny_llama" / "config.json").read_text())
+    config = json.loads((fx / model / "config.json").read_text())
     config["vocab_size"] = 49152
     (d / "config.json").write_text(json.dumps(config))
-    weights = read_safetensors(fx / "tiny_llama" / "model.safetensors")
+    weights = read_safetensors(fx / model / "model.safetensors")
     rng = np.random.default_rng(0)
-    weights["model.embed_tokens.weight"] = rng.normal(0, 0.02, (49152, config["hidden_size"])).astype("<f4")
+    for name in ["model.embed_tokens.weight", "lm_head.weight"]:
+        if name in weights:
+            weights[name] = rng.normal(0, 0.02, (49152, config["hidden_size"])).astype("<f4")
     write_safetensors(d / "model.safetensors", weights)
-    path = out / "tiny_llama3_bpe.gguf"
+    path = out / f"{model}_{pre_want}.gguf"
     r = subprocess.run([str(BIN), "export", "--model", str(d), "--outtype", "f32", "--out", str(path),
                         "--window", "64", "--json"], capture_output=True, text=True)
     if r.returncode != 0:
-        sys.exit(f"finetune export (llama-bpe tokenizer) failed: {r.stderr.strip()}")
+        sys.exit(f"finetune export ({pre_want} tokenizer) failed: {r.stderr.strip()}")
     pre = gguf.GGUFReader(str(path)).fields["tokenizer.ggml.pre"].contents()
+    assert pre == pre_want, pre
     ref = Tokenizer.from_file(str(d / "tokenizer.json"))
     llm = Llama(model_path=str(path), vocab_only=True, verbose=False)
     texts = LLAMA3_TEXTS + [text]
     same = sum(llm.tokenize(t.encode(), add_bos=True, special=False) == ref.encode(t).ids for t in texts)
     n_ids = sum(len(ref.encode(t).ids) for t in texts)
-    print(f"llama-bpe tokenizer (pre {pre!r}): llama.cpp == tokenizers on {same} of {len(texts)} texts "
+    print(f"{model} with the {pre!r} pre-tokenizer: llama.cpp == tokenizers on {same} of {len(texts)} texts "
           f"({n_ids} ids)")
-    assert same == len(texts), "llama.cpp tokenizes the llama-bpe export differently from tokenizers"
+    assert same == len(texts), f"llama.cpp tokenizes the {pre} export differently from tokenizers"
 
 
 def main():
     out = Path(tempfile.mkdtemp(prefix="gguf-check-"))
     tiny_checks(out)
-    llama3_tokenizer_check(out, builtin_text())
+    bpe_tokenizer_check(out, builtin_text(), "tiny_llama", "LLAMA3_SPLIT_REGEX", True, None, "llama-bpe")
+    bpe_tokenizer_check(out, builtin_text(), "tiny_qwen2", "QWEN2_SPLIT_REGEX", False, {"type": "NFC"}, "qwen2")
     text = builtin_text()
     eval_file = out / "eval.txt"
     eval_file.write_text(text)
@@ -193,7 +207,7 @@ def main():
     print(f"eval text: {len(ids)} tokens, add_bos={add_bos}")
     print(f"llama.cpp on the source Q4_1 file: ppl {np.exp(src_nll):.4f}")
     rows = []
-    for outtype in ["f16", "q8_0"]:
+    for outtype in ["f16", "bf16", "q8_0"]:
         path = out / f"smollm2-{outtype}.gguf"
         r = subprocess.run([str(BIN), "export", "--model", str(MODEL), "--outtype", outtype, "--out", str(path),
                             "--eval-file", str(eval_file), "--json"], capture_output=True, text=True)

@@ -52,8 +52,8 @@ crystal to the lords of the State preserves of loaves and fishes, that things in
 ";
 
 const EXPORT_HELP: &str = "\
-Drift check: after writing, the file is read back with this tool's own GGUF reader (Llama: the GGUF Llama
-loader, config from the metadata; GPT-2 and Qwen2: every tensor dequantised and mapped back), both models run
+Drift check: after writing, the file is read back with this tool's own GGUF reader (Llama and Qwen2: the GGUF
+loader, config from the metadata; GPT-2, Phi: every tensor dequantised and mapped back), both models run
 on the evaluation text in disjoint windows, and the command prints the largest absolute logit difference and
 the perplexity of source and export. If the perplexity moves by more than --max-ppl-drift percent, the command
 fails and no file is left at --out (the file is written to OUT.tmp and renamed only after the check).
@@ -78,7 +78,7 @@ Examples:
 #[derive(Args, Debug)]
 #[command(after_help = EXPORT_HELP)]
 pub struct ExportArgs {
-    /// Model: HF directory (Llama, SmolLM2, Mistral, Qwen2, GPT-2), GGUF file, or a LoRA adapter directory
+    /// Model: HF directory (Llama, SmolLM2, Mistral, Qwen2, Phi, GPT-2), GGUF file, or a LoRA adapter directory
     /// written by `finetune sft` (then give --base; the adapter is merged first).
     #[arg(long)]
     model: String,
@@ -88,7 +88,7 @@ pub struct ExportArgs {
     /// Output format (only gguf).
     #[arg(long, default_value = "gguf")]
     format: String,
-    /// Type of the weight matrices: f32, f16 or q8_0 (norms, biases and GPT-2's position table stay f32).
+    /// Type of the weight matrices: f32, f16, bf16 or q8_0 (norms, biases and GPT-2's position table stay f32).
     #[arg(long, default_value = "f16")]
     outtype: String,
     /// Output file.
@@ -98,7 +98,7 @@ pub struct ExportArgs {
     /// Default: a built-in public-domain text (see below).
     #[arg(long)]
     eval_file: Option<PathBuf>,
-    /// Largest allowed relative perplexity change, in percent (default: f32 0.1, f16 1, q8_0 3).
+    /// Largest allowed relative perplexity change, in percent (default: f32 0.1, f16 and bf16 1, q8_0 3).
     #[arg(long)]
     max_ppl_drift: Option<f64>,
     /// Evaluation window in tokens (disjoint windows; capped at GPT-2's n_positions).
@@ -118,7 +118,7 @@ pub struct ExportArgs {
 fn default_drift(t: OutType) -> f64 {
     match t {
         OutType::F32 => 0.1,
-        OutType::F16 => 1.0,
+        OutType::F16 | OutType::BF16 => 1.0,
         OutType::Q8_0 => 3.0,
     }
 }
@@ -217,7 +217,8 @@ pub fn run_export(a: ExportArgs) -> Result<()> {
     ids.truncate(a.max_eval_tokens.max(2));
     let window = model.model.max_positions().map_or(a.window, |n| a.window.min(n));
     let drift = compare_models(&model.model, &exported, &ids, window)?;
-    // The tokenizer as read back from the file, where this tool can rebuild it (byte-level BPE, gpt2/smollm).
+    // The tokenizer as read back from the file, where this tool can rebuild it (byte-level BPE; see
+    // SUPPORTED_PRE_TOKENIZERS).
     let tokenizer_check = match CausalTokenizer::from_gguf(&tmp_path) {
         Ok(t) => match t.encode_plain(&text) {
             Ok(back) => {

@@ -11,7 +11,7 @@ use finetune_models::gguf::export::{
     compare_models, load_export, plan_export, sequence_logits, tokenizer_meta_from_dir, tokenizer_meta_from_gguf,
     write_export, Drift, OutType,
 };
-use finetune_models::gguf::writer::{encode_f16, quantize_q8_0, write_gguf, TensorSpec, WriteError};
+use finetune_models::gguf::writer::{encode_bf16, encode_f16, quantize_q8_0, write_gguf, TensorSpec, WriteError};
 use finetune_models::gguf::{GgmlType, GgufFile, MetaValue};
 use serde_json::{json, Value};
 
@@ -24,14 +24,14 @@ fn unhex(s: &str) -> Vec<u8> {
 }
 
 #[test]
-fn q8_0_and_f16_encodings_equal_the_gguf_package() {
+fn q8_0_f16_and_bf16_encodings_equal_the_gguf_package() {
     let text = std::fs::read_to_string(fixtures().join("gguf/q8_0_encode.json")).expect("fixture");
     let f: Value = serde_json::from_str(&text).expect("json");
     let input: Vec<f32> = unhex(f["input_f32_le_hex"].as_str().expect("input"))
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect();
-    assert_eq!(input.len(), 512);
+    assert_eq!(input.len(), 576);
     let q8 = quantize_q8_0(&input).expect("multiple of 32");
     let want = unhex(f["q8_0_hex"].as_str().expect("q8_0"));
     assert_eq!(q8.len(), want.len());
@@ -39,6 +39,7 @@ fn q8_0_and_f16_encodings_equal_the_gguf_package() {
         assert_eq!(x, y, "Q8_0 block {b} differs");
     }
     assert_eq!(encode_f16(&input), unhex(f["f16_hex"].as_str().expect("f16")));
+    assert_eq!(encode_bf16(&input), unhex(f["bf16_hex"].as_str().expect("bf16")));
     assert!(quantize_q8_0(&input[..33]).is_none());
 }
 
@@ -117,8 +118,9 @@ fn max_abs_logit(model: &CausalModel, ids: &[u32]) -> f32 {
 fn tolerance(out: OutType, n_mat: usize, scale: f32) -> f32 {
     let u = match out {
         OutType::F32 => return 1e-5,
-        // f16: 11 significant bits, round to nearest.
+        // f16: 11 significant bits, bf16: 8, round to nearest.
         OutType::F16 => 2f32.powi(-11),
+        OutType::BF16 => 2f32.powi(-8),
         // q8_0: |error| ≤ d/2 = amax/254 per block; relative to the block's largest value.
         OutType::Q8_0 => 1.0 / 254.0,
     };
@@ -130,12 +132,12 @@ fn ids(vocab: u32, n: usize) -> Vec<u32> {
 }
 
 #[test]
-fn tiny_llama_round_trips_f32_f16_q8_0() {
+fn tiny_llama_round_trips_f32_f16_bf16_q8_0() {
     let ck = load_causal_lm(fixtures().join("tiny_llama").to_str().unwrap()).expect("tiny llama");
     let dir = tempfile::tempdir().unwrap();
     let ids = ids(128, 40);
     let scale = max_abs_logit(&ck.model, &ids);
-    for out in [OutType::F32, OutType::F16, OutType::Q8_0] {
+    for out in [OutType::F32, OutType::F16, OutType::BF16, OutType::Q8_0] {
         let (path, d) = round_trip(&ck.model, &ck.config, out, dir.path(), &ids, vec![]);
         // 2 layers × 7 matrices + the tied head.
         let tol = tolerance(out, 15, scale);
@@ -171,6 +173,7 @@ fn tiny_llama_round_trips_f32_f16_q8_0() {
         let want = match out {
             OutType::F32 => GgmlType::F32,
             OutType::F16 => GgmlType::F16,
+            OutType::BF16 => GgmlType::BF16,
             OutType::Q8_0 => GgmlType::Q8_0,
         };
         for n in ["token_embd.weight", "blk.0.attn_q.weight", "blk.0.ffn_down.weight"] {

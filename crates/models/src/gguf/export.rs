@@ -24,7 +24,7 @@ use serde_json::Value;
 use super::llama::{llama_config, llama_state_dict, permute_rows, unpermute_rows};
 use super::reader::{GgmlType, GgufFile, MetaArray, MetaValue};
 use super::tokenizer::LLAMA3_SPLIT_REGEX;
-use super::writer::{encode_f16, encode_f32, quantize_q8_0, write_gguf, TensorSpec, WriteError};
+use super::writer::{encode_bf16, encode_f16, encode_f32, quantize_q8_0, write_gguf, TensorSpec, WriteError};
 use super::GgufError;
 use crate::causal::CausalModel;
 use crate::decoder::Batch;
@@ -59,6 +59,7 @@ fn file_err(path: &Path, message: impl Into<String>) -> ExportError {
 pub enum OutType {
     F32,
     F16,
+    BF16,
     Q8_0,
 }
 
@@ -68,18 +69,20 @@ impl std::str::FromStr for OutType {
         match s.to_ascii_lowercase().as_str() {
             "f32" => Ok(OutType::F32),
             "f16" => Ok(OutType::F16),
+            "bf16" => Ok(OutType::BF16),
             "q8_0" => Ok(OutType::Q8_0),
-            _ => Err(format!("`{s}` is not an output type (f32, f16, q8_0)")),
+            _ => Err(format!("`{s}` is not an output type (f32, f16, bf16, q8_0)")),
         }
     }
 }
 
 impl OutType {
-    /// `general.file_type` (`LlamaFileType`: ALL_F32 = 0, MOSTLY_F16 = 1, MOSTLY_Q8_0 = 7).
+    /// `general.file_type` (`LlamaFileType`: ALL_F32 = 0, MOSTLY_F16 = 1, MOSTLY_Q8_0 = 7, MOSTLY_BF16 = 32).
     pub fn file_type(self) -> u32 {
         match self {
             OutType::F32 => 0,
             OutType::F16 => 1,
+            OutType::BF16 => 32,
             OutType::Q8_0 => 7,
         }
     }
@@ -88,6 +91,7 @@ impl OutType {
         match self {
             OutType::F32 => "f32",
             OutType::F16 => "f16",
+            OutType::BF16 => "bf16",
             OutType::Q8_0 => "q8_0",
         }
     }
@@ -96,6 +100,7 @@ impl OutType {
         match self {
             OutType::F32 => GgmlType::F32,
             OutType::F16 => GgmlType::F16,
+            OutType::BF16 => GgmlType::BF16,
             OutType::Q8_0 => GgmlType::Q8_0,
         }
     }
@@ -167,7 +172,7 @@ fn llama_arch(model_type: &str) -> Result<(&'static str, bool), ExportError> {
         "llama" | "mistral" => Ok(("llama", true)),
         "qwen2" => Ok(("qwen2", false)),
         other => Err(ExportError::Unsupported(format!(
-            "model_type `{other}` (export handles llama, mistral, qwen2 and gpt2)"
+            "model_type `{other}` (export handles llama, mistral, qwen2, phi and gpt2)"
         ))),
     }
 }
@@ -450,6 +455,7 @@ pub fn encode(ty: GgmlType, values: &[f32]) -> Option<Vec<u8>> {
     match ty {
         GgmlType::F32 => Some(encode_f32(values)),
         GgmlType::F16 => Some(encode_f16(values)),
+        GgmlType::BF16 => Some(encode_bf16(values)),
         GgmlType::Q8_0 => quantize_q8_0(values),
         _ => None,
     }

@@ -340,6 +340,11 @@ pub fn encode_f16(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|&v| f16::from_f32(v).to_le_bytes()).collect()
 }
 
+/// Little-endian BF16 bytes, rounded to nearest even (NaN kept quiet), as `gguf.quants.quantize(.., BF16)`.
+pub fn encode_bf16(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|&v| finetune_engine::bf16::to_bf16(v).to_le_bytes()).collect()
+}
+
 /// Q8_0 blocks of 32 values: an f16 scale `d = amax / 127` then 32 int8 `round(x / d)` (ties away from zero),
 /// as ggml's `quantize_row_q8_0_ref` and `gguf.quants.quantize(.., Q8_0)` compute it in f32 (`x * (1 / d)`, a
 /// zero block gets d = 0 and zeros). None when `values.len()` is not a multiple of 32.

@@ -1,6 +1,7 @@
 //! `finetune export`: a decoder (or base + LoRA adapter, merged) written as a GGUF file for llama.cpp, then read
-//! back and compared with the source on held-out text (logits and perplexity) before the file is put in place.
-//! Glue only: the mapping, encodings and comparison live in `finetune_models::gguf::export`.
+//! back and compared with the source on held-out text (logits and perplexity) before the file is put in place;
+//! or an encoder classifier written as an ONNX model for ONNX Runtime. Glue only: the mappings, encodings and
+//! comparison live in `finetune_models::gguf::export` and `finetune_models::onnx`.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -9,12 +10,15 @@ use std::time::Instant;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use finetune_data::sft::{read_sft, CausalTokenize, SftContent, SftFormat};
+use finetune_models::bert::{BertConfig, BertForSequenceClassification, Task};
 use finetune_models::causal::Source;
 use finetune_models::causal_tokenizer::CausalTokenizer;
+use finetune_models::checkpoint::load_pretrained;
 use finetune_models::gguf::export::{
     compare_models, load_export, plan_export, tokenizer_meta_from_dir, tokenizer_meta_from_gguf, write_export, OutType,
 };
 use finetune_models::gguf::GgufFile;
+use finetune_models::onnx::{self, export_bert};
 use finetune_train::CausalLm;
 use serde_json::json;
 
@@ -68,8 +72,15 @@ Without --eval-file the check reads a built-in public-domain text (the Gettysbur
 \"A Tale of Two Cities\", about 550 SmolLM2 tokens): give held-out text from your own domain for a meaningful
 figure.
 
+--format onnx: an encoder classifier saved by `finetune train` (BERT, RoBERTa, DistilBERT; sequence or token
+classification) as one ONNX file, opset 17, the inputs and output HF Optimum gives it (input_ids,
+attention_mask, and token_type_ids for BERT; logits), batch and sequence axes dynamic, id2label in the
+metadata; weights f32. The file is decoded again and every weight compared before it is put in place. The
+tokenizer stays in the model directory (tokenizer.json).
+
 Examples:
   finetune export --model assets/SmolLM2-135M-Instruct --format gguf --outtype q8_0 --out smollm2-q8_0.gguf
+  finetune export --model bench-out/sentiment --format onnx --out sentiment.onnx
   finetune export --model bench-out/email_subject --base assets/SmolLM2-135M-Instruct --outtype f16 \\
       --out email_subject-f16.gguf --eval-file assets/data/sft/movie_reviews_text.validation.jsonl
   llama-cli -m smollm2-q8_0.gguf -p \"Hello\"";
@@ -79,18 +90,20 @@ Examples:
 #[command(after_help = EXPORT_HELP)]
 pub struct ExportArgs {
     /// Model: HF directory (Llama, SmolLM2, Mistral, Qwen2, Phi, GPT-2), GGUF file, or a LoRA adapter directory
-    /// written by `finetune sft` (then give --base; the adapter is merged first).
+    /// written by `finetune sft` (then give --base; the adapter is merged first); for --format onnx an encoder
+    /// classifier directory.
     #[arg(long)]
     model: String,
     /// Base model of a LoRA adapter.
     #[arg(long)]
     base: Option<String>,
-    /// Output format (only gguf).
+    /// Output format: gguf (decoders, for llama.cpp) or onnx (encoder classifiers, for ONNX Runtime).
     #[arg(long, default_value = "gguf")]
     format: String,
-    /// Type of the weight matrices: f32, f16, bf16 or q8_0 (norms, biases and GPT-2's position table stay f32).
-    #[arg(long, default_value = "f16")]
-    outtype: String,
+    /// Type of the weight matrices: f32, f16, bf16 or q8_0 (norms, biases and GPT-2's position table stay f32);
+    /// default f16. ONNX: f32 only.
+    #[arg(long)]
+    outtype: Option<String>,
     /// Output file.
     #[arg(long)]
     out: PathBuf,
@@ -153,22 +166,17 @@ fn read_eval_text(path: &Path) -> Result<String> {
 }
 
 pub fn run_export(a: ExportArgs) -> Result<()> {
-    if a.format != "gguf" {
-        bail!("--format {}: only gguf is supported", a.format);
+    match a.format.as_str() {
+        "gguf" => {}
+        "onnx" => return run_onnx_export(&a),
+        other => bail!("--format {other}: not a format (gguf, onnx)"),
     }
-    let outtype: OutType = a.outtype.parse().map_err(|e| anyhow!("--outtype: {e}"))?;
+    let outtype: OutType = a.outtype.as_deref().unwrap_or("f16").parse().map_err(|e| anyhow!("--outtype: {e}"))?;
     let max_drift = a.max_ppl_drift.unwrap_or(default_drift(outtype));
     if !(max_drift.is_finite() && max_drift >= 0.0) {
         bail!("--max-ppl-drift {max_drift}: must be a non-negative percentage");
     }
-    let file_name = a.out.file_name().ok_or_else(|| anyhow!("--out {}: not a file path", a.out.display()))?;
-    let parent = a.out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    if !parent.is_dir() {
-        bail!("--out {}: directory {} does not exist", a.out.display(), parent.display());
-    }
-    if a.out.is_dir() {
-        bail!("--out {}: is a directory", a.out.display());
-    }
+    let tmp_path = tmp_path_for(&a.out)?;
     let text = match &a.eval_file {
         Some(p) => read_eval_text(p)?,
         None => BUILTIN_EVAL_TEXT.to_owned(),
@@ -195,7 +203,6 @@ pub fn run_export(a: ExportArgs) -> Result<()> {
     });
     let plan = plan_export(&model.model, &model.config, outtype, &name, tokenizer_meta)?;
 
-    let tmp_path = parent.join(format!("{}.tmp", file_name.to_string_lossy()));
     let mut tmp = TempFile(tmp_path.clone(), false);
     let bytes = {
         let f = std::fs::File::create(&tmp_path).with_context(|| format!("{}: cannot create", tmp_path.display()))?;
@@ -279,6 +286,117 @@ pub fn run_export(a: ExportArgs) -> Result<()> {
     tmp.1 = true;
     if !a.json {
         println!("{} ready ({:.1} s)", a.out.display(), start.elapsed().as_secs_f64());
+    }
+    Ok(())
+}
+
+/// The temporary file beside `--out` (whose directory must exist), renamed to it once the export is checked.
+fn tmp_path_for(out: &Path) -> Result<PathBuf> {
+    let file_name = out.file_name().ok_or_else(|| anyhow!("--out {}: not a file path", out.display()))?;
+    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !parent.is_dir() {
+        bail!("--out {}: directory {} does not exist", out.display(), parent.display());
+    }
+    if out.is_dir() {
+        bail!("--out {}: is a directory", out.display());
+    }
+    Ok(parent.join(format!("{}.tmp", file_name.to_string_lossy())))
+}
+
+/// `--format onnx`: an encoder classifier as one ONNX file.
+fn run_onnx_export(a: &ExportArgs) -> Result<()> {
+    // The drift check's options belong to GGUF; refused rather than ignored.
+    let gguf_only = [
+        ("--base", a.base.is_some()),
+        ("--eval-file", a.eval_file.is_some()),
+        ("--max-ppl-drift", a.max_ppl_drift.is_some()),
+        ("--window", a.window != 512),
+        ("--max-eval-tokens", a.max_eval_tokens != 2048),
+    ];
+    if let Some((flag, _)) = gguf_only.iter().find(|(_, set)| *set) {
+        bail!("{flag}: applies to --format gguf only");
+    }
+    if let Some(t) = a.outtype.as_deref().filter(|t| !t.eq_ignore_ascii_case("f32")) {
+        bail!("--outtype {t}: --format onnx writes f32 weights");
+    }
+    let tmp_path = tmp_path_for(&a.out)?;
+    let start = Instant::now();
+    let loaded = load_pretrained(&a.model).map_err(|e| anyhow!("{}: {e}", a.model))?;
+    let cfg = &loaded.config;
+    let arch = cfg.architectures.first().cloned().unwrap_or_default();
+    let task = if arch.ends_with("ForTokenClassification") {
+        Task::TokenClassification
+    } else if arch.ends_with("ForSequenceClassification") {
+        Task::SequenceClassification
+    } else {
+        bail!(
+            "{}: architectures {:?} is not an encoder classifier (…ForSequenceClassification or \
+             …ForTokenClassification); ONNX export covers those",
+            loaded.dir.join("config.json").display(),
+            cfg.architectures
+        );
+    };
+    let mut bert_cfg = BertConfig::from_json(&cfg.to_json().to_string())
+        .map_err(|e| anyhow!("{}: {e}", loaded.dir.join("config.json").display()))?;
+    bert_cfg.task = task;
+    let (model, fresh) = BertForSequenceClassification::from_state_dict(bert_cfg, &loaded.state, 0)
+        .map_err(|e| anyhow!("{}: {e}", loaded.dir.display()))?;
+    if let Some(name) = fresh.first() {
+        bail!("{}: the checkpoint has no `{name}` (an untrained head is not exported)", loaded.dir.display());
+    }
+    let id2label: serde_json::Map<String, serde_json::Value> =
+        cfg.id2label.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+    let name = a.name.clone().unwrap_or_else(|| {
+        loaded.dir.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into())
+    });
+    let metadata = vec![
+        ("name".to_owned(), name),
+        ("architectures".to_owned(), arch.clone()),
+        ("id2label".to_owned(), serde_json::Value::Object(id2label).to_string()),
+    ];
+    let proto = export_bert(&model, &metadata)?;
+    let bytes = onnx::encode(&proto);
+
+    let mut tmp = TempFile(tmp_path.clone(), false);
+    {
+        let mut f =
+            std::fs::File::create(&tmp_path).with_context(|| format!("{}: cannot create", tmp_path.display()))?;
+        f.write_all(&bytes).with_context(|| format!("{}: cannot write", tmp_path.display()))?;
+        f.sync_all().with_context(|| format!("{}: cannot sync", tmp_path.display()))?;
+    }
+    // Read the file back: it must decode to the same model, every parameter in it.
+    let back = std::fs::read(&tmp_path).with_context(|| format!("{}: cannot read back", tmp_path.display()))?;
+    let decoded = onnx::decode(&back).with_context(|| format!("{}: reading the export back", a.out.display()))?;
+    if decoded != proto {
+        bail!("{}: the file read back differs from the model written", a.out.display());
+    }
+    let graph = decoded.graph.as_ref().ok_or_else(|| anyhow!("{}: no graph", a.out.display()))?;
+    let stored: std::collections::BTreeSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    if let Some(p) = model.store.param_infos().iter().find(|p| !stored.contains(p.name.as_str())) {
+        bail!("{}: parameter `{}` is not in the file", a.out.display(), p.name);
+    }
+    std::fs::rename(&tmp_path, &a.out)
+        .with_context(|| format!("{} -> {}: cannot rename", tmp_path.display(), a.out.display()))?;
+    tmp.1 = true;
+    let secs = start.elapsed().as_secs_f64();
+    let inputs: Vec<&str> = graph.input.iter().map(|i| i.name.as_str()).collect();
+    if a.json {
+        println!(
+            "{}",
+            json!({"out": a.out, "format": "onnx", "opset": onnx::OPSET, "architecture": arch,
+                   "bytes": bytes.len(), "inputs": inputs, "nodes": graph.node.len(),
+                   "initializers": graph.initializer.len(), "seconds": secs})
+        );
+    } else {
+        eprintln!(
+            "wrote {} ({arch}, ONNX opset {}, {:.1} MB, {} nodes, {} initializers, inputs {}) in {secs:.1} s",
+            a.out.display(),
+            onnx::OPSET,
+            bytes.len() as f64 / 1e6,
+            graph.node.len(),
+            graph.initializer.len(),
+            inputs.join(", ")
+        );
     }
     Ok(())
 }

@@ -135,7 +135,7 @@ fn export_fails_on_drift_and_bad_arguments_without_leaving_files() {
 
     for (args, want) in [
         (vec!["--outtype", "q4_k"], "--outtype"),
-        (vec!["--format", "onnx"], "--format"),
+        (vec!["--format", "tflite"], "--format"),
         (vec!["--eval-file", "/nonexistent/eval.txt"], "eval.txt"),
     ] {
         let mut a = vec!["export", "--model", model.to_str().unwrap(), "--out", out.to_str().unwrap()];
@@ -195,4 +195,67 @@ fn export_merges_a_lora_adapter_into_its_base() {
     assert_ne!(m, p, "the adapter changes q_proj");
     assert_eq!(m, b, "the export holds the merged weights");
     assert_eq!(GgufFile::open(&out).unwrap().get_str("general.name").unwrap(), Some("llama"));
+}
+
+/// A tiny encoder fixture copied with the `architectures` a trained model's config.json has.
+fn encoder_dir(root: &Path, fixture: &str, arch: &str) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/tests/fixtures").join(fixture);
+    let dir = root.join(fixture);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(src.join("model.safetensors"), dir.join("model.safetensors")).unwrap();
+    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    config["architectures"] = json!([arch]);
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    dir
+}
+
+#[test]
+fn export_writes_encoder_classifiers_as_onnx_and_refuses_gguf_options() {
+    let fails = |args: &[&str]| {
+        let o = finetune(args);
+        assert!(!o.status.success(), "{args:?} succeeded");
+        stderr(&o)
+    };
+    let root = tempfile::tempdir().unwrap();
+    for (fixture, arch, inputs, out_rank) in [
+        ("tiny_bert", "BertForSequenceClassification", 3, 2),
+        ("tiny_roberta", "RobertaForSequenceClassification", 2, 2),
+        ("tiny_distilbert", "DistilBertForSequenceClassification", 2, 2),
+        ("tiny_bert_token", "BertForTokenClassification", 3, 3),
+    ] {
+        let dir = encoder_dir(root.path(), fixture, arch);
+        let out = root.path().join(format!("{fixture}.onnx"));
+        let args = ["export", "--model", dir.to_str().unwrap(), "--format", "onnx", "--out", out.to_str().unwrap()];
+        let o = ok(finetune(&[&args[..], &["--json"]].concat()));
+        let report: Value = serde_json::from_slice(&o.stdout).expect("one JSON line");
+        assert_eq!(report["architecture"], json!(arch));
+        assert_eq!(report["opset"], json!(17));
+        let model = finetune_models::onnx::decode(&std::fs::read(&out).unwrap()).expect("an ONNX model");
+        let graph = model.graph.expect("graph");
+        assert_eq!(graph.input.len(), inputs, "{fixture}");
+        let shape = graph.output[0].r#type.as_ref().unwrap().tensor_type.as_ref().unwrap().shape.as_ref().unwrap();
+        assert_eq!(shape.dim.len(), out_rank, "{fixture}");
+        assert!(model.metadata_props.iter().any(|p| p.key == "id2label"));
+        assert!(!root.path().join(format!("{fixture}.onnx.tmp")).exists());
+    }
+
+    let dir = encoder_dir(root.path(), "tiny_bert", "BertForSequenceClassification");
+    let out = root.path().join("refused.onnx");
+    for (extra, needle) in [
+        (&["--outtype", "f16"][..], "--outtype f16"),
+        (&["--eval-file", "x.txt"][..], "--eval-file"),
+        (&["--window", "64"][..], "--window"),
+    ] {
+        let base = ["export", "--model", dir.to_str().unwrap(), "--format", "onnx", "--out", out.to_str().unwrap()];
+        let e = fails(&[&base[..], extra].concat());
+        assert!(e.contains(needle) && e.trim().lines().count() == 1, "{e}");
+        assert!(!out.exists());
+    }
+    // A decoder is not an encoder classifier (refused by its model_type); an unknown format names the known ones.
+    let llama = llama_dir(root.path());
+    let e = fails(&["export", "--model", llama.to_str().unwrap(), "--format", "onnx", "--out", out.to_str().unwrap()]);
+    assert!(e.contains("model_type") && e.contains("bert") && e.trim().lines().count() == 1, "{e}");
+    let e = fails(&["export", "--model", dir.to_str().unwrap(), "--format", "tflite", "--out", out.to_str().unwrap()]);
+    assert!(e.contains("--format tflite") && e.contains("onnx"), "{e}");
+    assert!(!out.exists());
 }

@@ -139,6 +139,51 @@ pub enum Arch {
     DistilBert,
 }
 
+impl Arch {
+    /// The base model's name prefix in a task checkpoint (`bert.`, `roberta.`, `distilbert.`).
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Arch::Bert => "bert",
+            Arch::Roberta => "roberta",
+            Arch::DistilBert => "distilbert",
+        }
+    }
+
+    /// Layer `i`'s name prefix.
+    pub fn layer_prefix(self, i: usize) -> String {
+        match self {
+            Arch::DistilBert => format!("{}.transformer.layer.{i}", self.prefix()),
+            _ => format!("{}.encoder.layer.{i}", self.prefix()),
+        }
+    }
+
+    /// A layer's module names: q, k, v, attention output, its LayerNorm, FFN in, FFN out, its LayerNorm.
+    pub fn layer_names(self) -> [&'static str; 8] {
+        match self {
+            Arch::DistilBert => [
+                "attention.q_lin",
+                "attention.k_lin",
+                "attention.v_lin",
+                "attention.out_lin",
+                "sa_layer_norm",
+                "ffn.lin1",
+                "ffn.lin2",
+                "output_layer_norm",
+            ],
+            _ => [
+                "attention.self.query",
+                "attention.self.key",
+                "attention.self.value",
+                "attention.output.dense",
+                "attention.output.LayerNorm",
+                "intermediate.dense",
+                "output.dense",
+                "output.LayerNorm",
+            ],
+        }
+    }
+}
+
 impl BertConfig {
     pub fn from_json(text: &str) -> Result<Self, BertError> {
         let c: BertConfig = serde_json::from_str(text).map_err(|e| BertError::Config(e.to_string()))?;
@@ -291,34 +336,8 @@ fn layout(cfg: &BertConfig) -> (Layout, Offsets) {
         let k = lay.add(name, shape, decay);
         lay.offset(k)
     };
-    let base = match cfg.arch() {
-        Arch::Bert => "bert",
-        Arch::Roberta => "roberta",
-        Arch::DistilBert => "distilbert",
-    };
-    // Per-layer names: (prefix, q, k, v, attention out, LN1, FFN in, FFN out, LN2).
-    let names: [&str; 8] = match cfg.arch() {
-        Arch::DistilBert => [
-            "attention.q_lin",
-            "attention.k_lin",
-            "attention.v_lin",
-            "attention.out_lin",
-            "sa_layer_norm",
-            "ffn.lin1",
-            "ffn.lin2",
-            "output_layer_norm",
-        ],
-        _ => [
-            "attention.self.query",
-            "attention.self.key",
-            "attention.self.value",
-            "attention.output.dense",
-            "attention.output.LayerNorm",
-            "intermediate.dense",
-            "output.dense",
-            "output.LayerNorm",
-        ],
-    };
+    let base = cfg.arch().prefix();
+    let names = cfg.arch().layer_names();
     let [nq, nk, nv, nao, nln1, nfc, nproj, nln2] = names;
     let e = format!("{base}.embeddings");
     let wte = add(format!("{e}.word_embeddings.weight"), vec![cfg.vocab_size, c]);
@@ -332,10 +351,7 @@ fn layout(cfg: &BertConfig) -> (Layout, Offsets) {
     let emb_ln_b = add(format!("{e}.LayerNorm.bias"), vec![c]);
     let mut layers = Vec::new();
     for i in 0..cfg.num_hidden_layers {
-        let p = match cfg.arch() {
-            Arch::DistilBert => format!("{base}.transformer.layer.{i}"),
-            _ => format!("{base}.encoder.layer.{i}"),
-        };
+        let p = cfg.arch().layer_prefix(i);
         let qkv_w = add(format!("{p}.{nq}.weight"), vec![c, c]);
         add(format!("{p}.{nk}.weight"), vec![c, c]);
         add(format!("{p}.{nv}.weight"), vec![c, c]);
@@ -689,11 +705,7 @@ impl BertForSequenceClassification {
 
     /// Compares the config's sizes with the weights' shapes, before anything is allocated.
     fn check_config_against(config: &BertConfig, sd: &StateDict) -> Result<(), BertError> {
-        let base = match config.arch() {
-            Arch::Bert => "bert",
-            Arch::Roberta => "roberta",
-            Arch::DistilBert => "distilbert",
-        };
+        let base = config.arch().prefix();
         let distil = config.arch() == Arch::DistilBert;
         let e = format!("{base}.embeddings");
         let (words, positions, types) = (

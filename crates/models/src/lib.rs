@@ -16,6 +16,7 @@ pub mod gguf;
 pub mod gpt2;
 pub mod llama;
 pub mod lora;
+pub mod onnx;
 pub mod params;
 pub mod phi;
 mod tokenize_impl;

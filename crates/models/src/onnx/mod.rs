@@ -1,5 +1,5 @@
-//! ONNX export of the BERT-family encoders (`…ForSequenceClassification`, `…ForTokenClassification`), the graph
-//! HF Optimum's `optimum-cli export onnx` gives for the same checkpoints: inputs `input_ids`, `attention_mask`
+//! ONNX export of the BERT-family encoders (`…ForSequenceClassification`, `…ForTokenClassification`) with the
+//! inputs and output HF Optimum's `optimum-cli export onnx` gives the same checkpoints: `input_ids`, `attention_mask`
 //! (and `token_type_ids` for BERT), int64 `[batch_size, sequence_length]`; output `logits`, f32 `[batch_size,
 //! num_labels]` or `[batch_size, sequence_length, num_labels]`; both axes dynamic; opset 17 (LayerNormalization).
 //! ONNX Runtime, transformers.js and Triton's ONNX backend load it.
@@ -24,7 +24,7 @@ use proto::{
 
 /// The opset written: 17 is the first with `LayerNormalization`.
 pub const OPSET: i64 = 17;
-/// ONNX IR version 8 (ONNX 1.13, the release that introduced opset 18; runtimes from 2022 on read it).
+/// ONNX IR version 8, what ONNX 1.12 (the release of opset 17) writes; runtimes from 2022 on read it.
 pub const IR_VERSION: i64 = 8;
 /// protobuf messages cannot exceed 2 GiB; larger models need ONNX's external-data files (not written).
 const MAX_BYTES: usize = (1 << 31) - 1;

@@ -96,6 +96,12 @@ pub struct LlamaConfig {
     pub initializer_range: f32,
 }
 
+fn unsupported_rope(t: &str) -> LlamaError {
+    LlamaError::Config(format!(
+        "rope scaling {t:?} is not supported (only the default rotary embedding and \"llama3\")"
+    ))
+}
+
 impl LlamaConfig {
     pub fn from_json(text: &str) -> Result<Self, LlamaError> {
         let c: LlamaConfig = serde_json::from_str(text).map_err(|e| LlamaError::Config(e.to_string()))?;
@@ -179,9 +185,7 @@ impl LlamaConfig {
                     })
                     .collect())
             }
-            Some(t) => Err(LlamaError::Config(format!(
-                "rope scaling {t:?} is not supported (only the default rotary embedding and \"llama3\")"
-            ))),
+            Some(t) => Err(unsupported_rope(t)),
         }
     }
 
@@ -219,9 +223,7 @@ impl LlamaConfig {
                         .collect(),
                 ))
             }
-            Some(t) => Err(LlamaError::Config(format!(
-                "rope scaling {t:?} is not supported (only the default rotary embedding and \"llama3\")"
-            ))),
+            Some(t) => Err(unsupported_rope(t)),
         }
     }
 

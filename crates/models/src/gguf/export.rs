@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use finetune_engine::{StateDict, Tensor};
 use serde_json::Value;
 
-use super::llama::{llama_config, llama_state_dict, permute_rows, unpermute_rows};
+use super::llama::{llama_config, llama_state_dict, permute_rows, unpermute_rows, LLAMA_ARCHS};
 use super::reader::{GgmlType, GgufFile, MetaArray, MetaValue};
 use super::tokenizer::LLAMA3_SPLIT_REGEX;
 use super::writer::{encode_bf16, encode_f16, encode_f32, quantize_q8_0, write_gguf, TensorSpec, WriteError};
@@ -166,15 +166,15 @@ fn rope_scaling_kind(c: &LlamaConfig) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// The llama.cpp architecture name and whether q/k get permuted, for a Llama-family `model_type`.
+/// The llama.cpp architecture name and whether q/k get permuted, for a Llama-family `model_type`: the loader's
+/// table ([`LLAMA_ARCHS`]), Mistral written as `llama` as the converter does.
 fn llama_arch(model_type: &str) -> Result<(&'static str, bool), ExportError> {
-    match model_type {
-        "llama" | "mistral" => Ok(("llama", true)),
-        "qwen2" => Ok(("qwen2", false)),
-        other => Err(ExportError::Unsupported(format!(
-            "model_type `{other}` (export handles llama, mistral, qwen2, phi and gpt2)"
-        ))),
-    }
+    let mt = if model_type == "mistral" { "llama" } else { model_type };
+    LLAMA_ARCHS.iter().find(|a| a.model_type == mt).map(|a| (a.name, a.permuted)).ok_or_else(|| {
+        ExportError::Unsupported(format!(
+            "model_type `{model_type}` (export handles llama, mistral, qwen2, phi and gpt2)"
+        ))
+    })
 }
 
 /// Plans the export of `model` (its `config.json` in `config`) as `out`; `name` goes to `general.name`,
